@@ -1,0 +1,246 @@
+/*
+ * llmdd.h — the C ABI of llm-datadist for TypeScript.
+ *
+ * This header is the whole contract between the TypeScript library and a native
+ * backend. Two libraries implement it:
+ *
+ *   libllmdd_host.so  the embedded host backend (ffi/host/): every configured
+ *                     device is a host-memory pool. Needs no accelerator.
+ *   libllmdd_cann.so  the adapter over Huawei CANN LLM-DataDist + ACL (ffi/cann/).
+ *
+ * Conventions (read these once; every function below follows them):
+ *
+ *   - Every function is prefixed `llmdd_` and returns an int32 status that is an
+ *     upstream `LLMStatusCode` value (LLMDD_SUCCESS, LLMDD_PARAM_INVALID, ...).
+ *     Statuses are returned as int32_t; 0xFFFFFFFF (LLM_FAILED) therefore reads
+ *     as -1 and 0x5010B00x as a positive number.
+ *   - On failure, a human-readable message is kept for the calling thread and can
+ *     be read with llmdd_last_error(). Long operations (those taking a job) also
+ *     store their message in the job, because a runtime may run them on a thread
+ *     other than the one that reads the message.
+ *   - Objects cross the boundary as integer handles (uint64_t), never pointers.
+ *     The library validates every handle: a zero, foreign, stale or freed handle
+ *     is an error status, never a dereference.
+ *   - Output memory (tensor copies, out-parameters) is allocated by the caller,
+ *     so its lifetime belongs to the caller's garbage collector.
+ *   - Every call that can wait takes its time limit through a job (see "Jobs").
+ *   - The library is thread-safe: any function may be called from any thread at
+ *     any time. Ordering between calls is the caller's business.
+ *   - Sizes and offsets are uint64_t bytes; counts and indexes are int32_t.
+ */
+#ifndef LLMDD_H
+#define LLMDD_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define LLMDD_API __attribute__((visibility("default")))
+#else
+#define LLMDD_API
+#endif
+
+/* Bumped whenever a signature or a meaning below changes. The loader refuses a
+ * library whose llmdd_abi_version() differs from the version it was written for. */
+#define LLMDD_ABI_VERSION 1
+
+/* ---- Status codes: the upstream LLMStatusCode values (llm_datadist/llm_error_codes.h,
+ *      0x5010B000 + n). Names keep the upstream spelling without the LLM_ prefix. ---- */
+#define LLMDD_SUCCESS                     ((int32_t)0x00000000)
+#define LLMDD_FAILED                      ((int32_t)0xFFFFFFFF)
+#define LLMDD_WAIT_PROCESS_TIMEOUT        ((int32_t)0x5010B001)
+#define LLMDD_KV_CACHE_NOT_EXIST          ((int32_t)0x5010B002)
+#define LLMDD_REPEAT_REQUEST              ((int32_t)0x5010B003)
+#define LLMDD_PARAM_INVALID               ((int32_t)0x5010B005)
+#define LLMDD_ENGINE_FINALIZED            ((int32_t)0x5010B006)
+#define LLMDD_NOT_YET_LINK                ((int32_t)0x5010B007)
+#define LLMDD_ALREADY_LINK                ((int32_t)0x5010B008)
+#define LLMDD_LINK_FAILED                 ((int32_t)0x5010B009)
+#define LLMDD_CLUSTER_NUM_EXCEED_LIMIT    ((int32_t)0x5010B00C)
+#define LLMDD_DEVICE_OUT_OF_MEMORY        ((int32_t)0x5010B00E)
+#define LLMDD_FEATURE_NOT_ENABLED         ((int32_t)0x5010B019)
+#define LLMDD_OUT_OF_MEMORY               ((int32_t)0x5010B01C)
+
+/* Roles, as upstream LLMRole. */
+#define LLMDD_ROLE_PROMPT  1
+#define LLMDD_ROLE_DECODER 2
+#define LLMDD_ROLE_MIX     3
+
+/* Placements, as upstream Placement. */
+#define LLMDD_PLACEMENT_HOST   0
+#define LLMDD_PLACEMENT_DEVICE 1
+
+/* Flags reported by llmdd_engine_info(). */
+#define LLMDD_INFO_HOST_ACCESSIBLE 1u /* device memory is plain host memory (views allowed) */
+
+/* Long copies are done in chunks of this many bytes; between chunks the job's
+ * deadline and cancel flag are checked, so a cancelled copy stops within one chunk. */
+#define LLMDD_COPY_CHUNK_BYTES ((uint64_t)1 << 20)
+
+/* ======================================================================== */
+/* Library                                                                  */
+/* ======================================================================== */
+
+/* Returns LLMDD_ABI_VERSION as compiled into the library. Never fails. */
+LLMDD_API int32_t llmdd_abi_version(void);
+
+/* Copies the calling thread's last error message into buf (UTF-8, NUL-terminated,
+ * truncated to cap-1 bytes) and returns the message's full length in bytes without
+ * the NUL. buf may be NULL when cap is 0 (to ask for the length). A thread that has
+ * seen no error gets the empty string. Never fails. */
+LLMDD_API int32_t llmdd_last_error(uint8_t *buf, int32_t cap);
+
+/* ======================================================================== */
+/* Engines (one per LLMDataDist instance)                                   */
+/* ======================================================================== */
+
+/* Creates and initialises an engine: upstream LLMDataDist(role, cluster_id) + init().
+ *
+ * options/options_len: UTF-8 text of `key=value` lines separated by '\n' (not
+ * NUL-terminated; options may be NULL when options_len is 0), with upstream option
+ * keys. The host backend reads:
+ *   ge.exec.deviceId         device ids, "0" or "0;1;..." (default "0"); at most 64
+ *   ge.flowGraphMemMaxSize   pool bytes per device (default 1 GiB); reserved lazily,
+ *                            so untouched pages cost nothing
+ * Other keys are accepted and ignored (they belong to other layers or backends).
+ *
+ * On success writes the engine handle to *out_engine. The caller owns the engine
+ * and must llmdd_engine_finalize() it.
+ * Returns: SUCCESS; PARAM_INVALID (bad role, malformed or out-of-range option,
+ * out_engine NULL); DEVICE_OUT_OF_MEMORY (pool could not be reserved). */
+LLMDD_API int32_t llmdd_engine_init(int32_t role, uint64_t cluster_id,
+                                    const uint8_t *options, int32_t options_len,
+                                    uint64_t *out_engine);
+
+/* Finalizes an engine: cancels its running jobs (they end with ENGINE_FINALIZED),
+ * waits for them to leave its memory, frees every cache and releases the pools.
+ * The handle becomes stale: every later call with it returns ENGINE_FINALIZED.
+ * Returns: SUCCESS; ENGINE_FINALIZED (already finalized); PARAM_INVALID (not an
+ * engine handle). */
+LLMDD_API int32_t llmdd_engine_finalize(uint64_t engine);
+
+/* Describes an engine. Writes 4 values to out[0..3]:
+ *   out[0] number of devices (pools), in configured order
+ *   out[1] LLMDD_INFO_* flags
+ *   out[2] pool capacity in bytes per device
+ *   out[3] the engine's role
+ * Returns: SUCCESS; ENGINE_FINALIZED; PARAM_INVALID. */
+LLMDD_API int32_t llmdd_engine_info(uint64_t engine, uint64_t *out);
+
+/* Pool usage of one device: out[0] = bytes in use (caches, with alignment),
+ * out[1] = capacity. device_index is the position in ge.exec.deviceId.
+ * Returns: SUCCESS; ENGINE_FINALIZED; PARAM_INVALID (bad device_index, out NULL). */
+LLMDD_API int32_t llmdd_pool_usage(uint64_t engine, int32_t device_index, uint64_t *out);
+
+/* ======================================================================== */
+/* Caches                                                                   */
+/* ======================================================================== */
+
+/* Allocates a cache of num_tensors tensors of tensor_bytes bytes each, on every
+ * device of the engine. Each tensor starts on a 64-byte boundary.
+ *
+ * keys: num_keys cache keys, 3 uint64_t each (prompt_cluster_id, req_id, model_id),
+ *   key i naming batch row i; may be NULL when num_keys is 0. A key already held by
+ *   another cache of this engine → PARAM_INVALID.
+ * out_cache_id: the new cache id (from 1, never reused within the engine).
+ * out_addrs: num_devices * num_tensors addresses, [device][tensor]; addrs_cap is the
+ *   array's length in elements and must be at least that.
+ *
+ * The cache's memory returns to the pools once the id and all its keys are released
+ * (llmdd_cache_deallocate, llmdd_cache_key_remove).
+ * Returns: SUCCESS; PARAM_INVALID (num_tensors < 1, tensor_bytes 0 or too large,
+ * bad placement, bad keys, addrs_cap too small, NULL outputs); DEVICE_OUT_OF_MEMORY
+ * (a pool has no room: nothing is allocated); ENGINE_FINALIZED. */
+LLMDD_API int32_t llmdd_cache_allocate(uint64_t engine, int32_t num_tensors,
+                                       uint64_t tensor_bytes, int32_t placement,
+                                       const uint64_t *keys, int32_t num_keys,
+                                       uint64_t *out_cache_id,
+                                       uint64_t *out_addrs, int32_t addrs_cap);
+
+/* Releases a cache id. Its memory returns to the pools when no key still names it
+ * and no running operation uses it (a running read finishes on intact memory).
+ * Returns: SUCCESS; KV_CACHE_NOT_EXIST (unknown or already released id);
+ * ENGINE_FINALIZED; PARAM_INVALID. */
+LLMDD_API int32_t llmdd_cache_deallocate(uint64_t engine, uint64_t cache_id);
+
+/* Releases one cache key (prompt_cluster_id, req_id, model_id).
+ * Returns: SUCCESS; KV_CACHE_NOT_EXIST (no such key); ENGINE_FINALIZED; PARAM_INVALID. */
+LLMDD_API int32_t llmdd_cache_key_remove(uint64_t engine, uint64_t cluster_id,
+                                         uint64_t req_id, uint64_t model_id);
+
+/* ======================================================================== */
+/* Jobs: a deadline, a cancel flag and an optional completion callback       */
+/* ======================================================================== */
+
+/* Completion callback for jobs run in the background (see llmdd_job_create). Called
+ * exactly once per accepted operation, from a library thread. */
+typedef void (*llmdd_done_fn)(uint64_t job, int32_t status);
+
+/* Creates a job for one long operation.
+ *
+ * timeout_ms: the deadline is now + timeout_ms (CLOCK_MONOTONIC); 0 means already
+ *   due (the operation returns WAIT_PROCESS_TIMEOUT before touching memory); a
+ *   negative value means no deadline.
+ * done: NULL → an operation given this job runs on the calling thread and returns
+ *   its final status (runtimes with asynchronous FFI calls use this). Non-NULL →
+ *   the operation validates its arguments, returns at once (SUCCESS = accepted, or
+ *   the validation error, in which case done is not called) and runs on a library
+ *   worker thread; done(job, status) reports the final status (runtimes without
+ *   asynchronous FFI calls use this).
+ * A job serves one operation. Release it with llmdd_job_release() after the
+ * operation has finished (or was never started).
+ * Returns: SUCCESS; PARAM_INVALID (out_job NULL). */
+LLMDD_API int32_t llmdd_job_create(int32_t timeout_ms, llmdd_done_fn done,
+                                   uint64_t *out_job);
+
+/* Asks the job's operation to stop. It stops at its next chunk boundary (within
+ * LLMDD_COPY_CHUNK_BYTES of copying) with status LLMDD_FAILED and the message
+ * "cancelled". Cancelling a finished or not yet started job is allowed (a later
+ * operation with it stops at once).
+ * Returns: SUCCESS; PARAM_INVALID (unknown job). */
+LLMDD_API int32_t llmdd_job_cancel(uint64_t job);
+
+/* Copies the job's error message (empty if none) like llmdd_last_error().
+ * Returns the message length, or -1 for an unknown job. */
+LLMDD_API int32_t llmdd_job_message(uint64_t job, uint8_t *buf, int32_t cap);
+
+/* Releases the caller's reference to a job. A background operation still running
+ * keeps its own reference, so releasing early is safe.
+ * Returns: SUCCESS; PARAM_INVALID (unknown job). */
+LLMDD_API int32_t llmdd_job_release(uint64_t job);
+
+/* ======================================================================== */
+/* Long operations (each takes a job; job 0 = no deadline, no cancel, inline) */
+/* ======================================================================== */
+
+/* Copies tensor tensor_index of the cache, on device device_index, into out, which
+ * must hold exactly the tensor (out_len == tensor_bytes). out must stay valid until
+ * the operation has finished. The cache's memory cannot be released while the copy
+ * runs.
+ * Returns: SUCCESS; PARAM_INVALID (tensor_index or device_index out of range,
+ * out NULL, out_len wrong, unknown job); KV_CACHE_NOT_EXIST; ENGINE_FINALIZED;
+ * WAIT_PROCESS_TIMEOUT (deadline passed); FAILED (cancelled). */
+LLMDD_API int32_t llmdd_cache_read(uint64_t engine, uint64_t cache_id,
+                                   int32_t tensor_index, int32_t device_index,
+                                   uint8_t *out, uint64_t out_len, uint64_t job);
+
+/* Copies nbytes from byte src_offset of every tensor of cache src_id to byte
+ * dst_offset of the same tensor of cache dst_id, on every device. Both caches must
+ * belong to the engine and have the same number of tensors; the ranges must lie
+ * within the tensors. dst and src may be the same cache only if the ranges do not
+ * overlap.
+ * Returns: SUCCESS; PARAM_INVALID (range outside a tensor, tensor counts differ,
+ * overlapping ranges, unknown job); KV_CACHE_NOT_EXIST; ENGINE_FINALIZED;
+ * WAIT_PROCESS_TIMEOUT; FAILED (cancelled). */
+LLMDD_API int32_t llmdd_cache_copy(uint64_t engine, uint64_t dst_cache_id,
+                                   uint64_t src_cache_id, uint64_t dst_offset,
+                                   uint64_t src_offset, uint64_t nbytes, uint64_t job);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LLMDD_H */

@@ -1,0 +1,112 @@
+/**
+ * `CacheDesc`: what a KV cache holds (upstream `CacheDesc`).
+ *
+ * @module
+ */
+import { type DataType, dataTypeName, dataTypeSize, isDataType } from "./data_type.ts";
+import { Placement } from "./enums.ts";
+import { ValueError } from "./errors.ts";
+import { describe, INT32_MAX, requireInt, requireIntIn } from "./validate.ts";
+
+/** Most dimensions a cache tensor may have. */
+const MAX_RANK = 32;
+
+/**
+ * Describes a KV cache: `numTensors` tensors of one `shape` and `dataType`.
+ *
+ * @example
+ * ```ts
+ * import { CacheDesc, DataType, Placement } from "./mod.ts";
+ * // 2 tensors (K and V) of [batch 4, seq 16, hidden 8] in FP16, in host memory
+ * const desc = new CacheDesc(2, [4, 16, 8], DataType.DT_FLOAT16, Placement.HOST);
+ * console.log(desc.size, desc.batchSize); // 1024 4
+ * ```
+ */
+export class CacheDesc {
+  /** Number of tensors in the cache (for example, one K and one V per layer). */
+  readonly numTensors: number;
+  /** Shape of every tensor. */
+  readonly shape: readonly number[];
+  /** Element type of every tensor. */
+  readonly dataType: DataType;
+  /** Where the memory lives. */
+  readonly placement: Placement;
+  /** Which dimension of `shape` is the batch. */
+  readonly batchDimIndex: number;
+  /** Which dimension is the sequence length, or -1 when unspecified. */
+  readonly seqLenDimIndex: number;
+  readonly #size: number;
+
+  /**
+   * Creates a description; throws `TypeError` for a wrong type and `ValueError`
+   * for a value out of range, naming the argument.
+   */
+  constructor(
+    numTensors: number,
+    shape: readonly number[],
+    dataType: DataType,
+    placement: Placement = Placement.DEVICE,
+    batchDimIndex = 0,
+    seqLenDimIndex = -1,
+  ) {
+    this.numTensors = requireIntIn(numTensors, "numTensors", 1, INT32_MAX);
+    if (!Array.isArray(shape)) {
+      throw new TypeError(`shape must be an array of integers, got ${describe(shape)}`);
+    }
+    if (shape.length < 1 || shape.length > MAX_RANK) {
+      throw new ValueError(`shape must have 1 to ${MAX_RANK} dimensions, got ${shape.length}`);
+    }
+    let elements = 1;
+    shape.forEach((dim, i) => {
+      elements *= requireIntIn(dim, `shape[${i}]`, 1, Number.MAX_SAFE_INTEGER);
+    });
+    if (typeof dataType !== "number") {
+      throw new TypeError(`dataType must be a DataType, got ${describe(dataType)}`);
+    }
+    if (!isDataType(dataType)) {
+      throw new ValueError(`dataType ${dataType} is not a DataType`);
+    }
+    const size = elements * dataTypeSize(dataType);
+    if (!Number.isSafeInteger(size)) {
+      throw new ValueError(`shape [${shape.join(", ")}] is too large: the tensor size exceeds 2^53 bytes`);
+    }
+    requireInt(placement, "placement");
+    if (placement !== Placement.HOST && placement !== Placement.DEVICE) {
+      throw new ValueError(`placement must be Placement.HOST (0) or Placement.DEVICE (1), got ${placement}`);
+    }
+    this.batchDimIndex = requireIntIn(batchDimIndex, "batchDimIndex", 0, shape.length - 1);
+    this.seqLenDimIndex = requireIntIn(seqLenDimIndex, "seqLenDimIndex", -1, shape.length - 1);
+    if (this.seqLenDimIndex === this.batchDimIndex) {
+      throw new ValueError(`seqLenDimIndex and batchDimIndex must differ, both are ${batchDimIndex}`);
+    }
+    this.shape = Object.freeze([...shape]);
+    this.dataType = dataType;
+    this.placement = placement;
+    this.#size = size;
+  }
+
+  /** Bytes of one tensor. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /** The batch dimension's extent: `shape[batchDimIndex]`. */
+  get batchSize(): number {
+    return this.shape[this.batchDimIndex];
+  }
+
+  /** Whether `other` describes the same caches except, possibly, the batch size. */
+  isCompatibleWith(other: CacheDesc): boolean {
+    return this.numTensors === other.numTensors &&
+      this.dataType === other.dataType &&
+      this.batchDimIndex === other.batchDimIndex &&
+      this.shape.length === other.shape.length &&
+      this.shape.every((dim, i) => i === this.batchDimIndex || dim === other.shape[i]);
+  }
+
+  /** A readable summary, e.g. `CacheDesc(2, [4, 16, 8], DT_FLOAT16, DEVICE)`. */
+  toString(): string {
+    const where = this.placement === Placement.HOST ? "HOST" : "DEVICE";
+    return `CacheDesc(${this.numTensors}, [${this.shape.join(", ")}], ${dataTypeName(this.dataType)}, ${where})`;
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * `LLMConfig` (upstream `LLMConfig`) and the reading of the option dictionary
+ * that `LLMDataDist.init()` receives.
+ *
+ * @module
+ */
+import { ValueError } from "./errors.ts";
+import { describe, INT32_MAX, requireIntIn, requireString } from "./validate.ts";
+
+/** Upstream option keys (`llm_datadist` Python `LLMConfig.generate_options`). */
+export const OptionKey = {
+  DEVICE_ID: "ge.exec.deviceId",
+  SYNC_KV_TIMEOUT: "llm.SyncKvCacheWaitTime",
+  LISTEN_IP_INFO: "llm.listenIpInfo",
+  POOL_SIZE: "ge.flowGraphMemMaxSize",
+} as const;
+
+/** Upstream default of `sync_kv_timeout`, in milliseconds. */
+export const DEFAULT_SYNC_KV_TIMEOUT_MS = 1000;
+/** Most devices one instance may configure (the native library's limit). */
+export const MAX_DEVICES = 64;
+
+function checkDeviceIds(value: unknown): number[] {
+  const ids = Array.isArray(value) ? value : [value];
+  if (ids.length < 1 || ids.length > MAX_DEVICES) {
+    throw new ValueError(`deviceId must list 1 to ${MAX_DEVICES} devices, got ${ids.length}`);
+  }
+  const seen = new Set<number>();
+  return ids.map((id, i) => {
+    const n = requireIntIn(id, Array.isArray(value) ? `deviceId[${i}]` : "deviceId", 0, INT32_MAX);
+    if (seen.has(n)) throw new ValueError(`deviceId lists device ${n} twice`);
+    seen.add(n);
+    return n;
+  });
+}
+
+function checkTimeout(value: unknown, name: string): number {
+  const n = typeof value === "string" && /^\s*\d+\s*$/.test(value) ? Number(value) : value;
+  if (typeof n !== "number") {
+    throw new TypeError(`${name} must be an integer number of milliseconds, got ${describe(value)}`);
+  }
+  return requireIntIn(n, name, 1, INT32_MAX);
+}
+
+function checkListenIpInfo(value: unknown): string {
+  const text = requireString(value, "listenIpInfo");
+  const match = /^(.+):(\d{1,5})$/.exec(text);
+  if (!match || Number(match[2]) > 65535 || /\s/.test(match[1])) {
+    throw new ValueError(`listenIpInfo must be "ip:port" with a port in [0, 65535], got ${describe(text)}`);
+  }
+  return text;
+}
+
+/**
+ * Configuration of an LLMDataDist instance; `generateOptions()` turns it into
+ * the option dictionary that `LLMDataDist.init()` takes.
+ *
+ * @example
+ * ```ts
+ * import { LLMConfig } from "./mod.ts";
+ * const config = new LLMConfig();
+ * config.deviceId = [0, 1];
+ * config.syncKvTimeout = 500;
+ * config.geOptions = { "ge.flowGraphMemMaxSize": String(64 << 20) };
+ * console.log(config.generateOptions());
+ * // { "ge.flowGraphMemMaxSize": "67108864", "ge.exec.deviceId": "0;1", "llm.SyncKvCacheWaitTime": "500" }
+ * ```
+ */
+export class LLMConfig {
+  #deviceId: number | number[] | undefined;
+  #syncKvTimeout: number | undefined;
+  #listenIpInfo: string | undefined;
+  #geOptions: Record<string, string> = {};
+
+  /** The device id, or ids, of this instance (`ge.exec.deviceId`); default 0. */
+  get deviceId(): number | number[] {
+    const ids = this.#deviceId ?? 0;
+    return Array.isArray(ids) ? [...ids] : ids;
+  }
+  set deviceId(value: number | number[]) {
+    const ids = checkDeviceIds(value);
+    this.#deviceId = Array.isArray(value) ? ids : ids[0];
+  }
+
+  /** Time limit of cache operations in milliseconds (`llm.SyncKvCacheWaitTime`); default 1000. */
+  get syncKvTimeout(): number {
+    return this.#syncKvTimeout ?? DEFAULT_SYNC_KV_TIMEOUT_MS;
+  }
+  set syncKvTimeout(value: number) {
+    this.#syncKvTimeout = checkTimeout(value, "syncKvTimeout");
+  }
+
+  /** Where a PROMPT instance listens, `"ip:port"` (`llm.listenIpInfo`). */
+  get listenIpInfo(): string | undefined {
+    return this.#listenIpInfo;
+  }
+  set listenIpInfo(value: string) {
+    this.#listenIpInfo = checkListenIpInfo(value);
+  }
+
+  /** Extra options passed as they are (`ge.flowGraphMemMaxSize` = pool bytes per device). */
+  get geOptions(): Record<string, string> {
+    return { ...this.#geOptions };
+  }
+  set geOptions(value: Record<string, string>) {
+    if (typeof value !== "object" || value === null || Array.isArray(value)) {
+      throw new TypeError(`geOptions must be an object of string values, got ${describe(value)}`);
+    }
+    const copy: Record<string, string> = {};
+    for (const [key, option] of Object.entries(value)) {
+      copy[key] = requireString(option, `geOptions[${JSON.stringify(key)}]`);
+    }
+    this.#geOptions = copy;
+  }
+
+  /** The option dictionary for `LLMDataDist.init()`, with upstream keys. */
+  generateOptions(): Record<string, string> {
+    const options: Record<string, string> = { ...this.#geOptions };
+    if (this.#deviceId !== undefined || options[OptionKey.DEVICE_ID] === undefined) {
+      options[OptionKey.DEVICE_ID] = checkDeviceIds(this.deviceId).join(";");
+    }
+    if (this.#syncKvTimeout !== undefined || options[OptionKey.SYNC_KV_TIMEOUT] === undefined) {
+      options[OptionKey.SYNC_KV_TIMEOUT] = String(this.syncKvTimeout);
+    }
+    if (this.#listenIpInfo !== undefined) options[OptionKey.LISTEN_IP_INFO] = this.#listenIpInfo;
+    return options;
+  }
+}
+
+/** What `init()` takes from the option dictionary, checked. */
+export interface EngineOptions {
+  /** Device ids in configured order. */
+  readonly deviceIds: readonly number[];
+  /** `syncKvTimeout` in milliseconds. */
+  readonly syncKvTimeout: number;
+  /** All options as `key=value` lines for the native library. */
+  readonly text: string;
+}
+
+/** Checks an option dictionary (from `LLMConfig.generateOptions()` or written by hand). */
+export function readEngineOptions(options: LLMConfig | Record<string, string>): EngineOptions {
+  const record = options instanceof LLMConfig ? options.generateOptions() : options;
+  if (typeof record !== "object" || record === null || Array.isArray(record)) {
+    throw new TypeError(`options must be an LLMConfig or an object of string values, got ${describe(record)}`);
+  }
+  const lines: string[] = [];
+  for (const [key, value] of Object.entries(record)) {
+    requireString(value, `options[${JSON.stringify(key)}]`);
+    if (key === "" || /[=\n\r\0]/.test(key) || /[\n\r\0]/.test(value)) {
+      throw new ValueError(`option ${JSON.stringify(key)} contains a character not allowed in options`);
+    }
+    lines.push(`${key}=${value}`);
+  }
+  const ids = record[OptionKey.DEVICE_ID] ?? "0";
+  if (!/^\s*\d+\s*(;\s*\d+\s*)*$/.test(ids)) {
+    throw new ValueError(`option ${OptionKey.DEVICE_ID} must be device ids separated by ";", got ${describe(ids)}`);
+  }
+  const timeout = record[OptionKey.SYNC_KV_TIMEOUT];
+  return {
+    deviceIds: checkDeviceIds(ids.split(";").map(Number)),
+    syncKvTimeout: timeout === undefined
+      ? DEFAULT_SYNC_KV_TIMEOUT_MS
+      : checkTimeout(timeout, `option ${OptionKey.SYNC_KV_TIMEOUT}`),
+    text: lines.join("\n"),
+  };
+}

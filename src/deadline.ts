@@ -1,0 +1,36 @@
+/**
+ * Deadlines: each cache call's time limit is fixed when the call is made
+ * (`now + syncKvTimeout`), and everything after it — waiting for the mutex,
+ * native work — counts against it.
+ *
+ * @module
+ */
+import { LLMException } from "./errors.ts";
+import { LLMStatusCode } from "./status.ts";
+
+/** A point in time (on `performance.now()`'s clock) by which a call must finish. */
+export class Deadline {
+  /** The time limit the deadline was made from, in milliseconds. */
+  readonly timeoutMs: number;
+  /** When the deadline falls, in `performance.now()` milliseconds. */
+  readonly at: number;
+
+  /** A deadline `timeoutMs` from now. */
+  constructor(timeoutMs: number) {
+    this.timeoutMs = timeoutMs;
+    this.at = performance.now() + timeoutMs;
+  }
+
+  /** Milliseconds left; zero or negative once the deadline has passed. */
+  remaining(): number {
+    return this.at - performance.now();
+  }
+
+  /** The error a call named `what` rejects with once the deadline has passed. */
+  error(what: string): LLMException {
+    return new LLMException(
+      LLMStatusCode.LLM_WAIT_PROCESS_TIMEOUT,
+      `${what} did not finish within syncKvTimeout (${this.timeoutMs} ms)`,
+    );
+  }
+}

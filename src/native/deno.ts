@@ -1,0 +1,55 @@
+/**
+ * The Deno shim: `Deno.dlopen`. Long operations use `nonblocking` symbols,
+ * which Deno runs on its own thread pool and returns as promises.
+ *
+ * @module
+ */
+import { type LongSymbolName, type NativeFunction, type RawLibrary, SYMBOLS } from "./symbols.ts";
+
+// The few Deno FFI declarations used here, typed locally so that the npm
+// build type-checks without Deno's global types.
+type DenoType = "i32" | "u64" | "buffer" | "pointer";
+interface DenoForeignFunction {
+  name?: string;
+  parameters: DenoType[];
+  result: "i32";
+  nonblocking?: boolean;
+}
+interface DenoFfi {
+  dlopen(path: string, symbols: Record<string, DenoForeignFunction>): {
+    symbols: Record<string, (...args: unknown[]) => number | Promise<number>>;
+    close(): void;
+  };
+  UnsafePointer: { create(address: bigint): unknown };
+  UnsafePointerView: { getArrayBuffer(pointer: unknown, byteLength: number): ArrayBuffer };
+}
+
+const TYPE: Record<string, DenoType> = { i32: "i32", u64: "u64", buffer: "buffer", callback: "pointer" };
+const NONBLOCKING = "$nonblocking";
+
+/** Opens the library at `path` with Deno's FFI. */
+export function open(path: string): RawLibrary {
+  const deno = (globalThis as unknown as { Deno: DenoFfi }).Deno;
+  const defs: Record<string, DenoForeignFunction> = {};
+  for (const [name, def] of Object.entries(SYMBOLS)) {
+    const parameters = def.params.map((kind) => TYPE[kind]);
+    defs[name] = { parameters, result: "i32" };
+    if ("long" in def) defs[name + NONBLOCKING] = { name, parameters, result: "i32", nonblocking: true };
+  }
+  const lib = deno.dlopen(path, defs);
+  return {
+    runtime: "deno",
+    path,
+    symbols: lib.symbols as unknown as RawLibrary["symbols"],
+    doneCallback: null,
+    callLong<K extends LongSymbolName>(name: K, args: Parameters<NativeFunction<K>>): Promise<number> {
+      return lib.symbols[name + NONBLOCKING](...args) as Promise<number>;
+    },
+    view(address: bigint, byteLength: number): ArrayBuffer {
+      return deno.UnsafePointerView.getArrayBuffer(deno.UnsafePointer.create(address), byteLength);
+    },
+    close(): void {
+      lib.close();
+    },
+  };
+}

@@ -1,0 +1,113 @@
+/**
+ * Finding and opening the native library, in the order of SPEC §5: the
+ * `libraryPath` option, then the `LLMDD_LIBRARY` environment variable, then a
+ * prebuilt library shipped in the package for this platform, then the local
+ * build in `ffi/build/`. A failure says what was tried and how to fix it.
+ *
+ * @module
+ */
+import { LLMException } from "../errors.ts";
+import { LLMStatusCode } from "../status.ts";
+import { NativeLibrary } from "./library.ts";
+import { ABI_VERSION, type RawLibrary, type RuntimeName } from "./symbols.ts";
+
+/** The two native backends. */
+export type Backend = "host" | "cann";
+
+/** The runtime this code runs on. */
+export function currentRuntime(): RuntimeName {
+  if ("Deno" in globalThis) return "deno";
+  if ("Bun" in globalThis) return "bun";
+  return "node";
+}
+
+async function openRaw(runtime: RuntimeName, path: string): Promise<RawLibrary> {
+  switch (runtime) {
+    case "deno":
+      return (await import("./deno.ts")).open(path);
+    case "bun":
+      return (await import("./bun.ts")).open(path);
+    case "node":
+      return (await import("./node.ts")).open(path);
+  }
+}
+
+function environment(name: string): string | undefined {
+  try {
+    const g = globalThis as unknown as {
+      Deno?: { env: { get(name: string): string | undefined } };
+      process?: { env: Record<string, string | undefined> };
+    };
+    return (g.Deno ? g.Deno.env.get(name) : g.process?.env[name]) || undefined;
+  } catch {
+    return undefined; // Deno without --allow-env: treated as unset
+  }
+}
+
+function platform(): string {
+  const g = globalThis as unknown as {
+    Deno?: { build: { os: string; arch: string } };
+    process?: { platform: string; arch: string };
+  };
+  if (g.Deno) return `${g.Deno.build.os}-${g.Deno.build.arch === "x86_64" ? "x64" : "arm64"}`;
+  return `${g.process?.platform}-${g.process?.arch}`;
+}
+
+function fileOf(relative: string): string {
+  return decodeURIComponent(new URL(relative, import.meta.url).pathname);
+}
+
+/** The library files to try, in order, with where each came from. */
+export function candidates(backend: Backend, libraryPath?: string): { path: string; origin: string }[] {
+  if (libraryPath !== undefined) return [{ path: libraryPath, origin: "the libraryPath option" }];
+  const fromEnv = environment("LLMDD_LIBRARY");
+  if (fromEnv !== undefined) return [{ path: fromEnv, origin: "the LLMDD_LIBRARY environment variable" }];
+  const file = `libllmdd_${backend}.so`;
+  return [
+    { path: fileOf(`../../prebuilds/${platform()}/${file}`), origin: `the prebuilt library for ${platform()}` },
+    { path: fileOf(`../../ffi/build/${file}`), origin: "the local build" },
+  ];
+}
+
+const loaded = new Map<string, Promise<NativeLibrary>>();
+
+async function openChecked(runtime: RuntimeName, path: string): Promise<NativeLibrary> {
+  const raw = await openRaw(runtime, path);
+  const version = raw.symbols.llmdd_abi_version();
+  if (version !== ABI_VERSION) {
+    raw.close();
+    throw new Error(
+      `it has ABI version ${version} but this code needs version ${ABI_VERSION}; rebuild it from this package's ffi/ sources`,
+    );
+  }
+  return new NativeLibrary(raw);
+}
+
+/** Opens the library for `backend`, or throws an `LLMException` naming every file tried. */
+export async function loadLibrary(backend: Backend, libraryPath?: string): Promise<NativeLibrary> {
+  const runtime = currentRuntime();
+  const failures: string[] = [];
+  for (const { path, origin } of candidates(backend, libraryPath)) {
+    let library = loaded.get(path);
+    if (!library) {
+      library = openChecked(runtime, path);
+      loaded.set(path, library);
+    }
+    try {
+      return await library;
+    } catch (err) {
+      loaded.delete(path);
+      failures.push(`  ${path} (${origin}): ${err instanceof Error ? err.message.split("\n")[0] : String(err)}`);
+    }
+  }
+  const fix = backend === "host"
+    ? "Build it with `npm run prepare` (runs `make -C ffi`, needs a C compiler), or point the libraryPath option " +
+      "or LLMDD_LIBRARY at a built libllmdd_host.so."
+    : "The CANN backend is built only where the CANN toolkit is installed; point the libraryPath option or " +
+      "LLMDD_LIBRARY at libllmdd_cann.so.";
+  throw new LLMException(
+    LLMStatusCode.LLM_FAILED,
+    `cannot load the ${backend} native library on ${runtime}. Tried:\n${failures.join("\n")}\n${fix}` +
+      (runtime === "deno" ? "\nOn Deno, run with --allow-ffi (and --allow-env to honour LLMDD_LIBRARY)." : ""),
+  );
+}
