@@ -100,7 +100,7 @@ function checkTensorIndex(cache: KvCache, tensorIndex: unknown): number {
  * await dd.init({ "ge.flowGraphMemMaxSize": String(1 << 20) });
  * const manager = dd.kvCacheManager;
  * await using cache = await manager.allocateCache(new CacheDesc(2, [4, 8], DataType.DT_FLOAT, Placement.HOST));
- * manager.getCacheTensorViews(cache, 1)[0].data.fill(1.5);
+ * (manager.getCacheTensorViews(cache, 1)[0].data as Float32Array).fill(1.5);
  * const [copy] = await manager.getCacheTensors(cache, 1);
  * console.log(copy.data[0]); // 1.5
  * ```
@@ -347,14 +347,14 @@ async function readOffThread(record: CacheRecord, index: number, op: Operation):
   const { engine, desc } = record;
   const tensors: Tensor[] = [];
   for (let d = 0; d < engine.deviceIds.length; d++) {
-    const bytes = new Uint8Array(desc.size);
+    const bytes = engine.lib.raw.allocate(desc.size);
     await engine.lib.runLong(
       "llmdd_cache_read",
       [engine.handle, record.cacheId, index, d, bytes, BigInt(desc.size)],
       op,
       `getCacheTensors(${record.cacheId}, ${index}) failed`,
     );
-    tensors.push(new Tensor(desc.shape, desc.dataType, typedArrayOf(desc.dataType, bytes.buffer), engine.deviceIds[d]));
+    tensors.push(new Tensor(desc.shape, desc.dataType, typedArrayOf(desc.dataType, bytes.buffer, bytes.byteOffset, bytes.byteLength), engine.deviceIds[d]));
   }
   return tensors;
 }

@@ -52,7 +52,14 @@ export function runExclusive<T>(
   const op = new Operation(what, timeoutMs, signal);
   if (mutex.tryLock()) return runLocked(mutex, op, body);
   return mutex.lock(op.deadline.remaining(), signal, () => op.deadline.error(what))
-    .then(() => runLocked(mutex, op, body));
+    .then(() => {
+      // Granted, but perhaps only after the deadline (the timer had not fired yet).
+      if (op.deadline.remaining() <= 0) {
+        mutex.unlock();
+        throw op.deadline.error(what);
+      }
+      return runLocked(mutex, op, body);
+    });
 }
 
 function runLocked<T>(mutex: AsyncMutex, op: Operation, body: (op: Operation) => T | Promise<T>): Promise<T> {

@@ -34,6 +34,7 @@ export async function open(path: string): Promise<RawLibrary> {
     defs[name] = { args: def.params.map((kind) => TYPE[kind]), returns: "i32" };
   }
   const lib = ffi.dlopen(path, defs);
+  const bun = (globalThis as unknown as { Bun: { allocUnsafe(size: number): Uint8Array } }).Bun;
   // Operations in flight, by job handle, waiting for their done callback.
   const pending = new Map<bigint, (status: number) => void>();
   const done = new ffi.JSCallback((job, status) => {
@@ -54,6 +55,12 @@ export async function open(path: string): Promise<RawLibrary> {
       if (status !== 0) return Promise.resolve(status);
       // The callback is queued to this thread, so it cannot run before this line.
       return new Promise((resolve) => pending.set(job, resolve));
+    },
+    allocate(byteLength: number): Uint8Array {
+      // JavaScriptCore zeroes new ArrayBuffers itself, on this thread: for a
+      // 512 MiB tensor that took longer than the copy. The copy overwrites
+      // every byte, so uninitialized memory is safe here.
+      return bun.allocUnsafe(byteLength);
     },
     view(address: bigint, byteLength: number): ArrayBuffer {
       return ffi.toArrayBuffer(Number(address), 0, byteLength);

@@ -45,6 +45,10 @@ export function open(path: string): RawLibrary {
     callLong<K extends LongSymbolName>(name: K, args: Parameters<NativeFunction<K>>): Promise<number> {
       return lib.symbols[name + NONBLOCKING](...args) as Promise<number>;
     },
+    allocate(byteLength: number): Uint8Array {
+      // V8 takes large buffers from calloc, i.e. fresh zero pages: no zeroing pass.
+      return new Uint8Array(byteLength);
+    },
     view(address: bigint, byteLength: number): ArrayBuffer {
       return deno.UnsafePointerView.getArrayBuffer(deno.UnsafePointer.create(address), byteLength);
     },

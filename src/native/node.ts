@@ -43,6 +43,10 @@ export async function open(path: string): Promise<RawLibrary> {
         functions[name].async(...args, (err: unknown, status: number) => err ? reject(err) : resolve(status));
       });
     },
+    allocate(byteLength: number): Uint8Array {
+      // V8 takes large buffers from calloc, i.e. fresh zero pages: no zeroing pass.
+      return new Uint8Array(byteLength);
+    },
     view(address: bigint, byteLength: number): ArrayBuffer {
       return koffi.view(Number(address), byteLength);
     },

@@ -118,6 +118,13 @@ export interface RawLibrary {
    * The caller keeps every buffer argument referenced until this settles.
    */
   callLong<K extends LongSymbolName>(name: K, args: Parameters<NativeFunction<K>>): Promise<number>;
+  /**
+   * A fresh buffer of `byteLength` bytes for native code to fill completely.
+   * It may be uninitialized: a runtime that zeroes large buffers on the
+   * JavaScript thread (Bun) would otherwise block the event loop for as long
+   * as the copy itself takes.
+   */
+  allocate(byteLength: number): Uint8Array;
   /** An ArrayBuffer over `byteLength` bytes of native memory at `address` (no copy). */
   view(address: bigint, byteLength: number): ArrayBuffer;
   /** Unloads the library. */

@@ -1,0 +1,58 @@
+/* Tables that turn objects into validated uint64 handles.
+ *
+ * A handle is  generation << 26 | kind << 24 | (slot + 1), 53 bits in all:
+ *   - slot + 1 so that 0 is never a handle;
+ *   - kind so an engine handle is never mistaken for a job handle (and the reverse)
+ *     even when both tables have a live object at the same slot and generation;
+ *   - generation, bumped each time a slot is freed, so a handle to a freed object
+ *     is recognised as stale rather than silently naming the slot's next tenant;
+ *   - 53 bits so every handle is exact as a JavaScript number, whichever way a
+ *     runtime's FFI chooses to hand a uint64 to JavaScript.
+ * Every generation below a slot's current one was handed out once, which is what
+ * lets the table tell "stale" (once valid) from "invalid" (never valid). */
+#ifndef LLMDD_HOST_HANDLES_H
+#define LLMDD_HOST_HANDLES_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+enum handle_kind { HANDLE_KIND_ENGINE = 0x1, HANDLE_KIND_JOB = 0x2 };
+
+enum handle_state {
+  HANDLE_OK,      /* live; the object was retained */
+  HANDLE_STALE,   /* named an object that has since been removed */
+  HANDLE_INVALID, /* zero, another kind, or never handed out */
+};
+
+struct handle_slot {
+  void *object;      /* NULL while free */
+  uint32_t generation;
+  uint32_t next_free; /* slot + 1 of the next free slot, 0 ends the list */
+};
+
+struct handle_table {
+  pthread_mutex_t lock;
+  uint32_t kind;
+  /* Called under the table lock on lookup, so the object cannot be removed and
+   * freed between being found and being retained. */
+  void (*retain)(void *object);
+  struct handle_slot *slots;
+  uint32_t used; /* slots ever handed out (the high-water mark) */
+  uint32_t capacity;
+  uint32_t free_head;
+};
+
+#define HANDLE_TABLE_INIT(kind_, retain_) \
+  { PTHREAD_MUTEX_INITIALIZER, (kind_), (retain_), NULL, 0, 0, 0 }
+
+/* Stores object and writes its handle. Returns 0, or -1 when out of memory or slots. */
+int handle_insert(struct handle_table *t, void *object, uint64_t *out_handle);
+
+/* Finds and retains the object named by handle. */
+enum handle_state handle_acquire(struct handle_table *t, uint64_t handle, void **out_object);
+
+/* Removes the object named by handle and hands the table's reference to the
+ * caller; the handle is stale from then on. */
+enum handle_state handle_remove(struct handle_table *t, uint64_t handle, void **out_object);
+
+#endif

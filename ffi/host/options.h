@@ -1,0 +1,21 @@
+/* The engine options the host backend reads from llmdd_engine_init()'s
+ * `key=value` text. */
+#ifndef LLMDD_HOST_OPTIONS_H
+#define LLMDD_HOST_OPTIONS_H
+
+#include <stdint.h>
+
+#define MAX_DEVICES 64
+#define DEFAULT_POOL_BYTES ((uint64_t)1 << 30)
+
+struct engine_options {
+  int32_t num_devices;
+  int32_t device_ids[MAX_DEVICES];
+  uint64_t pool_bytes; /* per device */
+};
+
+/* Fills *out from the option text. Returns LLMDD_SUCCESS or LLMDD_PARAM_INVALID
+ * with a last-error message naming the key and the bad value. */
+int32_t options_parse(const uint8_t *text, int32_t len, struct engine_options *out);
+
+#endif

@@ -1,0 +1,130 @@
+#define _DEFAULT_SOURCE 1
+#include "pool.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* Freed blocks at least this large are handed back to the kernel, so a pool's
+ * resident size follows what is allocated rather than its high-water mark. */
+#define RELEASE_THRESHOLD ((uint64_t)1 << 20)
+
+/* The one place that decides what backs a pool. MAP_NORESERVE and lazy faulting
+ * make an untouched pool cost address space only. (PROMPT pools will move to
+ * POSIX shared memory here so a DECODER process can map them.) */
+static uint8_t *backing_reserve(uint64_t capacity) {
+  if (capacity > SIZE_MAX) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  void *base = mmap(NULL, (size_t)capacity, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  return base == MAP_FAILED ? NULL : base;
+}
+
+static void backing_release(uint8_t *base, uint64_t capacity) {
+  munmap(base, (size_t)capacity);
+}
+
+/* Drops the physical pages under a freed block; the range stays mapped and reads
+ * back as zeros. Only whole pages inside the block are touched. */
+static void backing_discard(uint8_t *base, uint64_t offset, uint64_t length) {
+  if (length < RELEASE_THRESHOLD) return;
+  uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+  uint64_t start = (offset + page - 1) / page * page;
+  uint64_t end = (offset + length) / page * page;
+  if (end > start) madvise(base + start, (size_t)(end - start), MADV_DONTNEED);
+}
+
+int pool_init(struct pool *p, uint64_t capacity) {
+  memset(p, 0, sizeof *p);
+  uint64_t usable = capacity / POOL_ALIGN * POOL_ALIGN;
+  p->ranges_capacity = 4;
+  p->ranges = malloc(p->ranges_capacity * sizeof *p->ranges);
+  if (p->ranges == NULL) {
+    errno = ENOMEM;
+    return -1;
+  }
+  p->base = backing_reserve(capacity);
+  if (p->base == NULL) {
+    free(p->ranges);
+    p->ranges = NULL;
+    return -1;
+  }
+  p->capacity = capacity;
+  if (usable > 0) p->ranges[p->num_ranges++] = (struct free_range){0, usable};
+  return 0;
+}
+
+void pool_destroy(struct pool *p) {
+  if (p->base != NULL) backing_release(p->base, p->capacity);
+  free(p->ranges);
+  memset(p, 0, sizeof *p);
+}
+
+/* Each live block can split a free range in two when it is freed, so keeping
+ * room for blocks + 1 ranges means pool_free never needs to allocate. */
+static int reserve_ranges(struct pool *p, uint64_t needed) {
+  if (needed <= p->ranges_capacity) return 0;
+  uint64_t capacity = p->ranges_capacity * 2;
+  if (capacity < needed) capacity = needed;
+  struct free_range *ranges = realloc(p->ranges, capacity * sizeof *ranges);
+  if (ranges == NULL) return -1;
+  p->ranges = ranges;
+  p->ranges_capacity = capacity;
+  return 0;
+}
+
+static void remove_range(struct pool *p, uint64_t i) {
+  memmove(&p->ranges[i], &p->ranges[i + 1], (p->num_ranges - i - 1) * sizeof *p->ranges);
+  p->num_ranges--;
+}
+
+int pool_alloc(struct pool *p, uint64_t length, uint64_t *out_offset) {
+  for (uint64_t i = 0; i < p->num_ranges; i++) {
+    struct free_range *r = &p->ranges[i];
+    if (r->length < length) continue;
+    if (reserve_ranges(p, p->blocks + 2) != 0) return -2;
+    r = &p->ranges[i]; /* reserve_ranges may have moved the array */
+    *out_offset = r->offset;
+    r->offset += length;
+    r->length -= length;
+    if (r->length == 0) remove_range(p, i);
+    p->in_use += length;
+    p->blocks++;
+    return 0;
+  }
+  return -1;
+}
+
+void pool_free(struct pool *p, uint64_t offset, uint64_t length) {
+  backing_discard(p->base, offset, length);
+  p->in_use -= length;
+  p->blocks--;
+
+  /* First range after the block. */
+  uint64_t lo = 0, hi = p->num_ranges;
+  while (lo < hi) {
+    uint64_t mid = lo + (hi - lo) / 2;
+    if (p->ranges[mid].offset < offset) lo = mid + 1;
+    else hi = mid;
+  }
+  uint64_t i = lo;
+  int joins_prev = i > 0 && p->ranges[i - 1].offset + p->ranges[i - 1].length == offset;
+  int joins_next = i < p->num_ranges && offset + length == p->ranges[i].offset;
+  if (joins_prev && joins_next) {
+    p->ranges[i - 1].length += length + p->ranges[i].length;
+    remove_range(p, i);
+  } else if (joins_prev) {
+    p->ranges[i - 1].length += length;
+  } else if (joins_next) {
+    p->ranges[i].offset = offset;
+    p->ranges[i].length += length;
+  } else {
+    memmove(&p->ranges[i + 1], &p->ranges[i], (p->num_ranges - i) * sizeof *p->ranges);
+    p->ranges[i] = (struct free_range){offset, length};
+    p->num_ranges++;
+  }
+}

@@ -1,0 +1,43 @@
+/* One device's memory pool: a reserved range of address space and a first-fit
+ * allocator over it. Not thread-safe: the owning engine's lock guards it. */
+#ifndef LLMDD_HOST_POOL_H
+#define LLMDD_HOST_POOL_H
+
+#include <stdint.h>
+
+/* Every block starts on this boundary (upstream tensors are 64-byte aligned, and
+ * it keeps vector loads on the TypeScript side aligned). */
+#define POOL_ALIGN ((uint64_t)64)
+
+struct free_range {
+  uint64_t offset;
+  uint64_t length;
+};
+
+struct pool {
+  uint8_t *base;
+  uint64_t capacity; /* as configured; the usable part is rounded down to POOL_ALIGN */
+  uint64_t in_use;
+  uint64_t blocks; /* live allocations */
+  /* Free ranges sorted by offset, never adjacent (they are coalesced). */
+  struct free_range *ranges;
+  uint64_t num_ranges;
+  uint64_t ranges_capacity;
+};
+
+/* Reserves capacity bytes. Returns 0, or -1 (nothing reserved) with errno set. */
+int pool_init(struct pool *p, uint64_t capacity);
+
+/* Returns the backing memory to the system. Blocks still allocated are forgotten. */
+void pool_destroy(struct pool *p);
+
+/* Allocates length bytes (a multiple of POOL_ALIGN, > 0). Returns 0 and the
+ * block's offset, -1 when no free range is large enough, -2 when out of host
+ * memory for bookkeeping. */
+int pool_alloc(struct pool *p, uint64_t length, uint64_t *out_offset);
+
+/* Frees a block returned by pool_alloc. Cannot fail: pool_alloc keeps room for
+ * the free range this may add. */
+void pool_free(struct pool *p, uint64_t offset, uint64_t length);
+
+#endif

@@ -1,0 +1,211 @@
+// CacheDesc, CacheKey, LLMConfig, enums and error classes: names, numbers and argument checks.
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import {
+  CacheDesc,
+  CacheKey,
+  CacheKeyByIdAndIndex,
+  DataType,
+  LLMConfig,
+  LLMException,
+  LLMRole,
+  LLMStatusCode,
+  Placement,
+  Tensor,
+  ValueError,
+} from "../mod.ts";
+import { rejectsWith } from "./helpers.ts";
+
+describe("enums keep upstream numbers", () => {
+  test("LLMRole, Placement", () => {
+    assert.deepEqual({ ...LLMRole }, { PROMPT: 1, DECODER: 2, MIX: 3 });
+    assert.deepEqual({ ...Placement }, { HOST: 0, DEVICE: 1 });
+  });
+  test("DataType", () => {
+    assert.deepEqual({ ...DataType }, {
+      DT_FLOAT: 0,
+      DT_FLOAT16: 1,
+      DT_INT8: 2,
+      DT_INT32: 3,
+      DT_UINT8: 4,
+      DT_INT16: 6,
+      DT_UINT16: 7,
+      DT_UINT32: 8,
+      DT_INT64: 9,
+      DT_UINT64: 10,
+      DT_DOUBLE: 11,
+      DT_BOOL: 12,
+      DT_BF16: 27,
+    });
+  });
+  test("LLMStatusCode", () => {
+    assert.equal(LLMStatusCode.LLM_SUCCESS, 0);
+    assert.equal(LLMStatusCode.LLM_FAILED, 0xFFFFFFFF);
+    const offsets: Record<string, number> = {
+      WAIT_PROCESS_TIMEOUT: 1,
+      KV_CACHE_NOT_EXIST: 2,
+      REPEAT_REQUEST: 3,
+      REQUEST_ALREADY_COMPLETED: 4,
+      PARAM_INVALID: 5,
+      ENGINE_FINALIZED: 6,
+      NOT_YET_LINK: 7,
+      ALREADY_LINK: 8,
+      LINK_FAILED: 9,
+      UNLINK_FAILED: 0xA,
+      NOTIFY_PROMPT_UNLINK_FAILED: 0xB,
+      CLUSTER_NUM_EXCEED_LIMIT: 0xC,
+      PROCESSING_LINK: 0xD,
+      DEVICE_OUT_OF_MEMORY: 0xE,
+      PREFIX_ALREADY_EXIST: 0xF,
+      PREFIX_NOT_EXIST: 0x10,
+      SEQ_LEN_OVER_LIMIT: 0x11,
+      NO_FREE_BLOCK: 0x12,
+      BLOCKS_OUT_OF_MEMORY: 0x13,
+      EXIST_LINK: 0x18,
+      FEATURE_NOT_ENABLED: 0x19,
+      TIMEOUT: 0x1A,
+      LINK_BUSY: 0x1B,
+      OUT_OF_MEMORY: 0x1C,
+    };
+    for (const [name, n] of Object.entries(offsets)) {
+      assert.equal((LLMStatusCode as Record<string, number>)[`LLM_${name}`], 0x5010B000 + n, name);
+    }
+    assert.equal(Object.keys(LLMStatusCode).length, Object.keys(offsets).length + 2);
+  });
+});
+
+describe("error classes", () => {
+  test("ValueError extends RangeError", () => {
+    const err = new ValueError("x");
+    assert.ok(err instanceof RangeError);
+    assert.equal(err.name, "ValueError");
+  });
+  test("LLMException carries an unsigned statusCode and names it", () => {
+    const err = new LLMException(-1, "boom");
+    assert.ok(err instanceof Error);
+    assert.equal(err.statusCode, LLMStatusCode.LLM_FAILED);
+    assert.match(err.message, /^LLM_FAILED: boom$/);
+    assert.match(new LLMException(0x5010B002, "gone").message, /LLM_KV_CACHE_NOT_EXIST/);
+  });
+});
+
+describe("CacheDesc", () => {
+  test("size and batchSize", () => {
+    const desc = new CacheDesc(2, [4, 16, 8], DataType.DT_FLOAT16);
+    assert.equal(desc.size, 4 * 16 * 8 * 2);
+    assert.equal(desc.batchSize, 4);
+    assert.equal(desc.placement, Placement.DEVICE);
+    assert.equal(desc.seqLenDimIndex, -1);
+    const byBatch1 = new CacheDesc(1, [3, 5], DataType.DT_INT64, Placement.HOST, 1, 0);
+    assert.equal(byBatch1.batchSize, 5);
+    assert.equal(byBatch1.size, 3 * 5 * 8);
+  });
+  test("shape is copied and frozen", () => {
+    const shape = [2, 2];
+    const desc = new CacheDesc(1, shape, DataType.DT_INT8);
+    shape[0] = 100;
+    assert.deepEqual(desc.shape, [2, 2]);
+    assert.ok(Object.isFrozen(desc.shape));
+  });
+  test("wrong types are TypeError", async () => {
+    const bad: [string, () => unknown][] = [
+      ["numTensors", () => new CacheDesc("2" as unknown as number, [1], DataType.DT_INT8)],
+      ["numTensors", () => new CacheDesc(1.5, [1], DataType.DT_INT8)],
+      ["numTensors", () => new CacheDesc(NaN, [1], DataType.DT_INT8)],
+      ["shape", () => new CacheDesc(1, 4 as unknown as number[], DataType.DT_INT8)],
+      ["shape\\[1\\]", () => new CacheDesc(1, [4, 2.5], DataType.DT_INT8)],
+      ["dataType", () => new CacheDesc(1, [4], "DT_INT8" as unknown as DataType)],
+      ["placement", () => new CacheDesc(1, [4], DataType.DT_INT8, null as unknown as Placement)],
+      ["batchDimIndex", () => new CacheDesc(1, [4], DataType.DT_INT8, Placement.HOST, 0.5)],
+    ];
+    for (const [name, make] of bad) await rejectsWith(make, TypeError, new RegExp(name));
+  });
+  test("values out of range are ValueError", async () => {
+    const bad: [string, () => unknown][] = [
+      ["numTensors", () => new CacheDesc(0, [1], DataType.DT_INT8)],
+      ["numTensors", () => new CacheDesc(2 ** 31, [1], DataType.DT_INT8)],
+      ["shape", () => new CacheDesc(1, [], DataType.DT_INT8)],
+      ["shape\\[0\\]", () => new CacheDesc(1, [0], DataType.DT_INT8)],
+      ["shape\\[1\\]", () => new CacheDesc(1, [4, -1], DataType.DT_INT8)],
+      ["too large", () => new CacheDesc(1, [2 ** 40, 2 ** 20], DataType.DT_INT8)],
+      ["dataType", () => new CacheDesc(1, [4], 5 as DataType)],
+      ["placement", () => new CacheDesc(1, [4], DataType.DT_INT8, 2 as Placement)],
+      ["batchDimIndex", () => new CacheDesc(1, [4], DataType.DT_INT8, Placement.HOST, 1)],
+      ["seqLenDimIndex", () => new CacheDesc(1, [4, 4], DataType.DT_INT8, Placement.HOST, 0, 2)],
+      ["differ", () => new CacheDesc(1, [4, 4], DataType.DT_INT8, Placement.HOST, 1, 1)],
+    ];
+    for (const [name, make] of bad) await rejectsWith(make, ValueError, new RegExp(name));
+  });
+  test("compatibility ignores only the batch size", () => {
+    const a = new CacheDesc(2, [4, 8], DataType.DT_FLOAT16);
+    assert.ok(a.isCompatibleWith(new CacheDesc(2, [1, 8], DataType.DT_FLOAT16, Placement.HOST)));
+    assert.ok(!a.isCompatibleWith(new CacheDesc(2, [4, 9], DataType.DT_FLOAT16)));
+    assert.ok(!a.isCompatibleWith(new CacheDesc(3, [4, 8], DataType.DT_FLOAT16)));
+    assert.ok(!a.isCompatibleWith(new CacheDesc(2, [4, 8], DataType.DT_BF16)));
+  });
+});
+
+describe("CacheKey", () => {
+  test("ids are bigint, modelId defaults to 0", () => {
+    const key = new CacheKey(1, 2n);
+    assert.deepEqual([key.promptClusterId, key.reqId, key.modelId], [1n, 2n, 0n]);
+    const byId = new CacheKeyByIdAndIndex(3n, 4, 5);
+    assert.deepEqual([byId.clusterId, byId.cacheId, byId.batchIndex], [3n, 4n, 5]);
+  });
+  test("bad ids", async () => {
+    await rejectsWith(() => new CacheKey(-1, 0), ValueError, /promptClusterId/);
+    await rejectsWith(() => new CacheKey(0, 2n ** 64n), ValueError, /reqId/);
+    await rejectsWith(() => new CacheKey(0, 0, "1" as unknown as number), TypeError, /modelId/);
+    await rejectsWith(() => new CacheKey(2 ** 60, 0), ValueError, /safe integer/);
+    await rejectsWith(() => new CacheKeyByIdAndIndex(0, 0, -1), ValueError, /batchIndex/);
+  });
+});
+
+describe("LLMConfig", () => {
+  test("generateOptions uses upstream keys", () => {
+    const config = new LLMConfig();
+    assert.deepEqual(config.generateOptions(), { "ge.exec.deviceId": "0", "llm.SyncKvCacheWaitTime": "1000" });
+    config.deviceId = [0, 1];
+    config.syncKvTimeout = 250;
+    config.listenIpInfo = "127.0.0.1:26000";
+    config.geOptions = { "ge.flowGraphMemMaxSize": "1048576" };
+    assert.deepEqual(config.generateOptions(), {
+      "ge.flowGraphMemMaxSize": "1048576",
+      "ge.exec.deviceId": "0;1",
+      "llm.SyncKvCacheWaitTime": "250",
+      "llm.listenIpInfo": "127.0.0.1:26000",
+    });
+  });
+  test("geOptions may carry the upstream keys themselves", () => {
+    const config = new LLMConfig();
+    config.geOptions = { "ge.exec.deviceId": "3", "llm.SyncKvCacheWaitTime": "77" };
+    assert.deepEqual(config.generateOptions(), { "ge.exec.deviceId": "3", "llm.SyncKvCacheWaitTime": "77" });
+  });
+  test("bad values", async () => {
+    const config = new LLMConfig();
+    await rejectsWith(() => (config.deviceId = -1), ValueError, /deviceId/);
+    await rejectsWith(() => (config.deviceId = [0, 0]), ValueError, /twice/);
+    await rejectsWith(() => (config.deviceId = []), ValueError, /deviceId/);
+    await rejectsWith(() => (config.deviceId = 1.5), TypeError, /deviceId/);
+    await rejectsWith(() => (config.syncKvTimeout = 0), ValueError, /syncKvTimeout/);
+    await rejectsWith(() => (config.syncKvTimeout = 2 ** 31), ValueError, /syncKvTimeout/);
+    await rejectsWith(() => (config.syncKvTimeout = {} as unknown as number), TypeError, /syncKvTimeout/);
+    await rejectsWith(() => (config.listenIpInfo = "127.0.0.1"), ValueError, /listenIpInfo/);
+    await rejectsWith(() => (config.listenIpInfo = "127.0.0.1:70000"), ValueError, /listenIpInfo/);
+    await rejectsWith(() => (config.geOptions = { a: 1 as unknown as string }), TypeError, /geOptions/);
+    config.syncKvTimeout = "300" as unknown as number; // upstream takes int or str
+    assert.equal(config.syncKvTimeout, 300);
+  });
+});
+
+describe("Tensor", () => {
+  test("wraps data without copying", () => {
+    const data = new Float32Array([1, 2, 3, 4]);
+    const tensor = new Tensor([2, 2], DataType.DT_FLOAT, data, 3);
+    assert.equal(tensor.data, data);
+    assert.equal(tensor.byteLength, 16);
+    assert.equal(tensor.deviceId, 3);
+    assert.equal(tensor.revoked, false);
+    assert.equal(String(tensor), "Tensor([2, 2], DT_FLOAT, device 3)");
+  });
+});
