@@ -19,7 +19,7 @@
  *
  * const desc = new CacheDesc(2, [4, 8], DataType.DT_FLOAT, Placement.HOST);
  * await using cache = await manager.allocateCache(desc);
- * manager.getCacheTensorViews(cache, 0)[0].data.fill(0.5); // write in place
+ * (manager.getCacheTensorViews(cache, 0)[0].data as Float32Array).fill(0.5); // write in place
  *
  * const tensors = await manager.getCacheTensors(cache, 0); // one copy per device
  * console.log(tensors[0].shape, tensors[0].data[0]); // [ 4, 8 ] 0.5

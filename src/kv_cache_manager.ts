@@ -160,7 +160,10 @@ export class KvCacheManager {
         cacheId: id[0],
         desc,
         addrs: Object.freeze(
-          Array.from({ length: devices }, (_, d) => Object.freeze([...addrs.subarray(d * desc.numTensors, (d + 1) * desc.numTensors)])),
+          Array.from(
+            { length: devices },
+            (_, d) => Object.freeze([...addrs.subarray(d * desc.numTensors, (d + 1) * desc.numTensors)]),
+          ),
         ),
         lease: { revoked: false, cacheId: id[0] },
         views: [],
@@ -354,7 +357,14 @@ async function readOffThread(record: CacheRecord, index: number, op: Operation):
       op,
       `getCacheTensors(${record.cacheId}, ${index}) failed`,
     );
-    tensors.push(new Tensor(desc.shape, desc.dataType, typedArrayOf(desc.dataType, bytes.buffer, bytes.byteOffset, bytes.byteLength), engine.deviceIds[d]));
+    tensors.push(
+      new Tensor(
+        desc.shape,
+        desc.dataType,
+        typedArrayOf(desc.dataType, bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength),
+        engine.deviceIds[d],
+      ),
+    );
   }
   return tensors;
 }

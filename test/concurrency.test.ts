@@ -210,7 +210,10 @@ describe("cancellation", { timeout: 120_000 }, () => {
     // The next call starts only once the aborted copy has left native code.
     await manager.getCacheTensors(small, 0);
     const stopped = performance.now() - abortedAt;
-    assert.ok(stopped < fullRead / 2, `native work ran ${stopped.toFixed(1)} ms past the abort (whole read: ${fullRead.toFixed(1)} ms)`);
+    assert.ok(
+      stopped < fullRead / 2,
+      `native work ran ${stopped.toFixed(1)} ms past the abort (whole read: ${fullRead.toFixed(1)} ms)`,
+    );
   });
 
   test("finalize rejects waiting calls and stops the running one", async () => {

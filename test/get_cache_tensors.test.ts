@@ -294,9 +294,12 @@ describe("allocateCache", () => {
 
 test("LLMException is what every engine error is", async () => {
   await using dd = await openInstance();
-  const err = await rejectsWithStatus(dd.kvCacheManager.getCacheTensors(
-    await dd.kvCacheManager.allocateCache(new CacheDesc(1, [1], DataType.DT_INT8)),
-    1,
-  ), LLMStatusCode.LLM_PARAM_INVALID);
+  const err = await rejectsWithStatus(
+    dd.kvCacheManager.getCacheTensors(
+      await dd.kvCacheManager.allocateCache(new CacheDesc(1, [1], DataType.DT_INT8)),
+      1,
+    ),
+    LLMStatusCode.LLM_PARAM_INVALID,
+  );
   assert.ok(err instanceof LLMException && err instanceof Error);
 });

@@ -109,9 +109,12 @@ describe("runExclusive", () => {
 
   test("a body that throws releases the lock", async () => {
     const mutex = new AsyncMutex();
-    await assert.rejects(runExclusive(mutex, "x", 100, undefined, () => {
-      throw new TypeError("bad");
-    }), TypeError);
+    await assert.rejects(
+      runExclusive(mutex, "x", 100, undefined, () => {
+        throw new TypeError("bad");
+      }),
+      TypeError,
+    );
     assert.equal(mutex.locked, false);
   });
 });

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { type LongSymbolName, type NativeFunction, type RawLibrary, SYMBOLS } from "./symbols.ts";
+import { type LongSymbolName, type NativeFunction, type RawLibrary, type SymbolDef, SYMBOLS } from "./symbols.ts";
 
 // The few bun:ffi declarations used here, typed locally so that Deno and the
 // npm build type-check without bun-types.
@@ -26,11 +26,14 @@ const TYPE: Record<string, BunType> = { i32: "i32", u64: "u64", buffer: "ptr", c
 // A variable specifier keeps type checkers other than Bun's from resolving it.
 const BUN_FFI = "bun:ffi";
 
-/** Opens the library at `path` with bun:ffi. */
-export async function open(path: string): Promise<RawLibrary> {
+/**
+ * Opens the library at `path` with bun:ffi, binding the functions of `table`
+ * (all of them unless told otherwise).
+ */
+export async function open(path: string, table: Record<string, SymbolDef> = SYMBOLS): Promise<RawLibrary> {
   const ffi = (await import(BUN_FFI)) as BunFfi;
   const defs: Record<string, { args: BunType[]; returns: BunType }> = {};
-  for (const [name, def] of Object.entries(SYMBOLS)) {
+  for (const [name, def] of Object.entries(table)) {
     defs[name] = { args: def.params.map((kind) => TYPE[kind]), returns: "i32" };
   }
   const lib = ffi.dlopen(path, defs);

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { type LongSymbolName, type NativeFunction, type RawLibrary, SYMBOLS } from "./symbols.ts";
+import { type LongSymbolName, type NativeFunction, type RawLibrary, type SymbolDef, SYMBOLS } from "./symbols.ts";
 
 // The few Deno FFI declarations used here, typed locally so that the npm
 // build type-checks without Deno's global types.
@@ -27,11 +27,14 @@ interface DenoFfi {
 const TYPE: Record<string, DenoType> = { i32: "i32", u64: "u64", buffer: "buffer", callback: "pointer" };
 const NONBLOCKING = "$nonblocking";
 
-/** Opens the library at `path` with Deno's FFI. */
-export function open(path: string): RawLibrary {
+/**
+ * Opens the library at `path` with Deno's FFI, binding the functions of `table`
+ * (all of them unless told otherwise).
+ */
+export function open(path: string, table: Record<string, SymbolDef> = SYMBOLS): RawLibrary {
   const deno = (globalThis as unknown as { Deno: DenoFfi }).Deno;
   const defs: Record<string, DenoForeignFunction> = {};
-  for (const [name, def] of Object.entries(SYMBOLS)) {
+  for (const [name, def] of Object.entries(table)) {
     const parameters = def.params.map((kind) => TYPE[kind]);
     defs[name] = { parameters, result: "i32" };
     if ("long" in def) defs[name + NONBLOCKING] = { name, parameters, result: "i32", nonblocking: true };

@@ -97,7 +97,9 @@ export class NativeLibrary {
         this.fn.llmdd_job_release(job);
         settle(() =>
           code === 0 ? resolve() : reject(
-            code === LLMStatusCode.LLM_WAIT_PROCESS_TIMEOUT ? deadline.error(op.what) : this.error(code, context, message),
+            code === LLMStatusCode.LLM_WAIT_PROCESS_TIMEOUT
+              ? deadline.error(op.what)
+              : this.error(code, context, message),
           )
         );
       }, (err) => {

@@ -9,7 +9,7 @@
 import { LLMException } from "../errors.ts";
 import { LLMStatusCode } from "../status.ts";
 import { NativeLibrary } from "./library.ts";
-import { ABI_VERSION, type RawLibrary, type RuntimeName } from "./symbols.ts";
+import { ABI_VERSION, type RawLibrary, type RuntimeName, type SymbolDef, SYMBOLS } from "./symbols.ts";
 
 /** The two native backends. */
 export type Backend = "host" | "cann";
@@ -21,14 +21,18 @@ export function currentRuntime(): RuntimeName {
   return "node";
 }
 
-async function openRaw(runtime: RuntimeName, path: string): Promise<RawLibrary> {
+async function openRaw(
+  runtime: RuntimeName,
+  path: string,
+  table: Record<string, SymbolDef> = SYMBOLS,
+): Promise<RawLibrary> {
   switch (runtime) {
     case "deno":
-      return (await import("./deno.ts")).open(path);
+      return (await import("./deno.ts")).open(path, table);
     case "bun":
-      return (await import("./bun.ts")).open(path);
+      return (await import("./bun.ts")).open(path, table);
     case "node":
-      return (await import("./node.ts")).open(path);
+      return (await import("./node.ts")).open(path, table);
   }
 }
 
@@ -72,15 +76,17 @@ export function candidates(backend: Backend, libraryPath?: string): { path: stri
 const loaded = new Map<string, Promise<NativeLibrary>>();
 
 async function openChecked(runtime: RuntimeName, path: string): Promise<NativeLibrary> {
-  const raw = await openRaw(runtime, path);
-  const version = raw.symbols.llmdd_abi_version();
+  // The version is read through a binding of that one function, so that a
+  // library of another ABI (with other symbols) is named for what it is.
+  const probe = await openRaw(runtime, path, { llmdd_abi_version: SYMBOLS.llmdd_abi_version });
+  const version = probe.symbols.llmdd_abi_version();
+  probe.close();
   if (version !== ABI_VERSION) {
-    raw.close();
     throw new Error(
       `it has ABI version ${version} but this code needs version ${ABI_VERSION}; rebuild it from this package's ffi/ sources`,
     );
   }
-  return new NativeLibrary(raw);
+  return new NativeLibrary(await openRaw(runtime, path));
 }
 
 /** Opens the library for `backend`, or throws an `LLMException` naming every file tried. */

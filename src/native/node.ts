@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { type LongSymbolName, type NativeFunction, type RawLibrary, SYMBOLS } from "./symbols.ts";
+import { type LongSymbolName, type NativeFunction, type RawLibrary, type SymbolDef, SYMBOLS } from "./symbols.ts";
 
 // The few koffi declarations used here, typed locally (koffi ships its own
 // types, but Deno must type-check this file without resolving npm packages).
@@ -24,13 +24,16 @@ const TYPE: Record<string, string> = { i32: "int32_t", u64: "uint64_t", buffer: 
 // A variable specifier keeps Deno's type checker from resolving it.
 const KOFFI = "koffi";
 
-/** Opens the library at `path` with koffi. */
-export async function open(path: string): Promise<RawLibrary> {
+/**
+ * Opens the library at `path` with koffi, binding the functions of `table`
+ * (all of them unless told otherwise).
+ */
+export async function open(path: string, table: Record<string, SymbolDef> = SYMBOLS): Promise<RawLibrary> {
   const module = await import(KOFFI);
   const koffi = (module.default ?? module) as Koffi;
   const lib = koffi.load(path);
   const functions: Record<string, KoffiFunction> = {};
-  for (const [name, def] of Object.entries(SYMBOLS)) {
+  for (const [name, def] of Object.entries(table)) {
     functions[name] = lib.func(name, "int32_t", def.params.map((kind) => TYPE[kind]));
   }
   return {

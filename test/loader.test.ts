@@ -1,0 +1,79 @@
+// Finding the native library (SPEC §5): what is tried, in which order, and
+// what a failure says.
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { describe, test } from "node:test";
+import { LLMDataDist, LLMRole, LLMStatusCode } from "../mod.ts";
+import { candidates } from "../src/native/load.ts";
+import { rejectsWithStatus } from "./helpers.ts";
+
+describe("loading the native library", () => {
+  test("a missing library names what was tried and how to fix it; nothing crashes", async () => {
+    const dd = new LLMDataDist(LLMRole.PROMPT, 1n, { libraryPath: "/nonexistent/libllmdd_host.so" });
+    const err = await rejectsWithStatus(dd.init({}), LLMStatusCode.LLM_FAILED);
+    assert.match(err.message, /cannot load the host native library/);
+    assert.match(err.message, /\/nonexistent\/libllmdd_host\.so \(the libraryPath option\)/);
+    assert.match(err.message, /npm run prepare/);
+    assert.equal(dd.kvCacheManager.isInitialized(), false);
+  });
+
+  test("the cann backend without a toolkit says so", async () => {
+    const saved = process.env.LLMDD_LIBRARY;
+    delete process.env.LLMDD_LIBRARY;
+    try {
+      const dd = new LLMDataDist(LLMRole.PROMPT, 1n, { backend: "cann" });
+      const err = await rejectsWithStatus(dd.init({}), LLMStatusCode.LLM_FAILED);
+      assert.match(err.message, /libllmdd_cann\.so/);
+      assert.match(err.message, /CANN toolkit/);
+    } finally {
+      if (saved !== undefined) process.env.LLMDD_LIBRARY = saved;
+    }
+  });
+
+  test("order: libraryPath, then LLMDD_LIBRARY, then the prebuilt library, then the local build", () => {
+    const saved = process.env.LLMDD_LIBRARY;
+    try {
+      delete process.env.LLMDD_LIBRARY;
+      const defaults = candidates("host");
+      assert.equal(defaults.length, 2);
+      assert.match(defaults[0].path, /prebuilds\/linux-(x64|arm64)\/libllmdd_host\.so$/);
+      assert.match(defaults[1].path, /ffi\/build\/libllmdd_host\.so$/);
+      process.env.LLMDD_LIBRARY = "/from/env.so";
+      assert.deepEqual(candidates("host").map((c) => c.path), ["/from/env.so"]);
+      assert.deepEqual(candidates("host", "/from/option.so").map((c) => c.path), ["/from/option.so"]);
+    } finally {
+      if (saved === undefined) delete process.env.LLMDD_LIBRARY;
+      else process.env.LLMDD_LIBRARY = saved;
+    }
+  });
+
+  test("LLMDD_LIBRARY is honoured", async () => {
+    const saved = process.env.LLMDD_LIBRARY;
+    process.env.LLMDD_LIBRARY = "/nonexistent/from-env.so";
+    try {
+      const err = await rejectsWithStatus(new LLMDataDist(LLMRole.PROMPT, 1n).init({}), LLMStatusCode.LLM_FAILED);
+      assert.match(err.message, /from-env\.so \(the LLMDD_LIBRARY environment variable\)/);
+    } finally {
+      if (saved === undefined) delete process.env.LLMDD_LIBRARY;
+      else process.env.LLMDD_LIBRARY = saved;
+    }
+  });
+
+  test("a library of another ABI version is refused with a clear error", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "llmdd-abi-"));
+    try {
+      writeFileSync(join(dir, "old.c"), "int llmdd_abi_version(void) { return 999; }\n");
+      const lib = join(dir, "libold.so");
+      execFileSync("cc", ["-shared", "-fPIC", "-o", lib, join(dir, "old.c")]);
+      const dd = new LLMDataDist(LLMRole.PROMPT, 1n, { libraryPath: lib });
+      const err = await rejectsWithStatus(dd.init({}), LLMStatusCode.LLM_FAILED);
+      assert.match(err.message, /ABI version 999 but this code needs version 1/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
