@@ -1,0 +1,117 @@
+// `npm test`: builds the native library if needed, then runs every suite —
+// the native tests (ASan + UBSan), and the same test files on Deno, Bun and
+// Node, one after another (the suites time things; running them side by side
+// on a 2-core machine would only add noise). Prints each suite's output, a
+// summary, and a closing "N passed, N failed" line; exits non-zero on any
+// failure.
+import { spawn } from "node:child_process";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const bin = (name) => join(root, "node_modules", ".bin", name);
+
+const suites = [
+  {
+    name: "native",
+    command: "make",
+    args: ["-s", "-C", "ffi", "test"],
+    counts: (out) => match(out, /^(\d+) passed, (\d+) failed$/m),
+  },
+  {
+    name: "deno",
+    command: bin("deno"),
+    args: ["test", "--allow-ffi", "--allow-env", "--allow-read", "--allow-write", "--allow-run", "test/"],
+    // Deno counts describe() groups as tests and their tests as steps; count
+    // only the tests themselves, like the other runners: the "name ... ok"
+    // lines that did not open a group ("name ..." alone on its line).
+    counts: (out) => {
+      if (!/^(?:ok|FAILED) \| /m.test(out)) return undefined;
+      const groups = new Set(out.match(/^.* \.\.\.$/gm)?.map((line) => line.slice(0, -4)) ?? []);
+      const count = (word) =>
+        (out.match(new RegExp(`^.* \\.\\.\\. ${word}\\b.*$`, "gm")) ?? [])
+          .filter((line) => !groups.has(line.slice(0, line.lastIndexOf(" ..."))))
+          .length;
+      return { passed: count("ok"), failed: count("FAILED") };
+    },
+  },
+  {
+    name: "bun",
+    command: bin("bun"),
+    args: ["test", "--timeout", "120000", "./test/"],
+    counts: (out) => {
+      const passed = out.match(/^\s*(\d+) pass$/m);
+      const failed = out.match(/^\s*(\d+) fail$/m);
+      return passed && failed ? { passed: Number(passed[1]), failed: Number(failed[1]) } : undefined;
+    },
+  },
+  {
+    name: "node",
+    command: process.execPath,
+    args: ["--import", "./test/support/register.mjs", "--test", "--test-concurrency=1", "--test-reporter=spec"],
+    files: true,
+    counts: (out) => {
+      const passed = out.match(/^ℹ pass (\d+)$/m);
+      const failed = out.match(/^ℹ fail (\d+)$/m);
+      return passed && failed ? { passed: Number(passed[1]), failed: Number(failed[1]) } : undefined;
+    },
+  },
+];
+
+function match(out, re) {
+  const m = out.match(re);
+  return m ? { passed: Number(m[1]), failed: Number(m[2]) } : undefined;
+}
+
+function run(command, args) {
+  return new Promise((resolve) => {
+    const child = spawn(command, args, { cwd: root, env: { ...process.env, NO_COLOR: "1" } });
+    let out = "";
+    const take = (stream, sink) =>
+      stream.on("data", (chunk) => {
+        out += String(chunk).replace(/\x1b\[[0-9;]*m/g, ""); // parsed without colours
+        sink.write(chunk);
+      });
+    take(child.stdout, process.stdout);
+    take(child.stderr, process.stderr);
+    child.on("error", (err) => resolve({ code: 1, out: out + String(err) }));
+    child.on("close", (code) => resolve({ code, out }));
+  });
+}
+
+async function testFiles() {
+  const { readdir } = await import("node:fs/promises");
+  return (await readdir(join(root, "test"))).filter((f) => f.endsWith(".test.ts")).sort().map((f) => `test/${f}`);
+}
+
+const only = process.argv.slice(2);
+const build = await run("make", ["-s", "-C", "ffi"]);
+if (build.code !== 0) {
+  console.error("building the native library failed");
+  process.exit(1);
+}
+const results = [];
+for (const suite of suites) {
+  if (only.length > 0 && !only.includes(suite.name)) continue;
+  console.log(`\n=== ${suite.name} ===`);
+  const start = performance.now();
+  const args = suite.files ? [...suite.args, ...(await testFiles())] : suite.args;
+  const { code, out } = await run(suite.command, args);
+  const counts = suite.counts(out);
+  results.push({ name: suite.name, code, counts, seconds: (performance.now() - start) / 1000 });
+}
+console.log("\n=== summary ===");
+let passed = 0;
+let failed = 0;
+for (const { name, code, counts, seconds } of results) {
+  const ok = code === 0 && counts !== undefined && counts.failed === 0 && counts.passed > 0;
+  console.log(
+    `${ok ? "ok  " : "FAIL"} ${name.padEnd(7)} ${counts ? `${counts.passed} passed, ${counts.failed} failed` : "no counts"}` +
+      ` (exit ${code}, ${seconds.toFixed(1)} s)`,
+  );
+  passed += counts?.passed ?? 0;
+  failed += counts ? counts.failed : 1;
+  if (!ok && counts?.failed === 0) failed += 1; // a suite that crashed or ran nothing
+}
+console.log(`all: ${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);
