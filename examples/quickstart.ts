@@ -64,7 +64,9 @@ const [bigCopy] = await manager.getCacheTensors(big, 0);
 const seconds = (performance.now() - start) / 1000;
 clearInterval(timer);
 console.log(
-  `64 MiB tensor on 2 devices: ${(seconds * 1000).toFixed(1)} ms, ${(2 * bigCopy.byteLength / seconds / 1e9).toFixed(2)} GB/s,` +
+  `64 MiB tensor on 2 devices: ${(seconds * 1000).toFixed(1)} ms, ${
+    (2 * bigCopy.byteLength / seconds / 1e9).toFixed(2)
+  } GB/s,` +
     ` the event loop ticked ${ticks} times meanwhile; value ${bigCopy.data[123456]}`,
 );
 
@@ -72,11 +74,16 @@ console.log(
 try {
   await manager.getCacheTensors(cache, 2);
 } catch (err) {
-  if (err instanceof LLMException) console.log(`getCacheTensors(cache, 2) → ${err.message} (0x${err.statusCode.toString(16)})`);
+  if (err instanceof LLMException) {
+    console.log(`getCacheTensors(cache, 2) → ${err.message} (0x${err.statusCode.toString(16)})`);
+  }
 }
 try {
   await manager.getCacheTensors(big, 0, { signal: AbortSignal.timeout(0) });
 } catch (err) {
   console.log(`aborted call → ${(err as Error).name}`);
 }
-console.log("pool usage:", manager.poolUsage().map((p) => `device ${p.deviceId}: ${p.usedBytes} of ${p.capacityBytes} bytes`).join("; "));
+console.log(
+  "pool usage:",
+  manager.poolUsage().map((p) => `device ${p.deviceId}: ${p.usedBytes} of ${p.capacityBytes} bytes`).join("; "),
+);

@@ -58,6 +58,12 @@ const suites = [
   },
 ];
 
+// Deno colours its output even with NO_COLOR in some places; counts are read without.
+const ESC = String.fromCharCode(27);
+function stripColours(text) {
+  return text.split(ESC).map((part, i) => (i === 0 ? part : part.replace(/^\[[0-9;]*m/, ""))).join("");
+}
+
 function match(out, re) {
   const m = out.match(re);
   return m ? { passed: Number(m[1]), failed: Number(m[2]) } : undefined;
@@ -69,7 +75,7 @@ function run(command, args) {
     let out = "";
     const take = (stream, sink) =>
       stream.on("data", (chunk) => {
-        out += String(chunk).replace(/\x1b\[[0-9;]*m/g, ""); // parsed without colours
+        out += stripColours(String(chunk));
         sink.write(chunk);
       });
     take(child.stdout, process.stdout);
@@ -106,7 +112,9 @@ let failed = 0;
 for (const { name, code, counts, seconds } of results) {
   const ok = code === 0 && counts !== undefined && counts.failed === 0 && counts.passed > 0;
   console.log(
-    `${ok ? "ok  " : "FAIL"} ${name.padEnd(7)} ${counts ? `${counts.passed} passed, ${counts.failed} failed` : "no counts"}` +
+    `${ok ? "ok  " : "FAIL"} ${name.padEnd(7)} ${
+      counts ? `${counts.passed} passed, ${counts.failed} failed` : "no counts"
+    }` +
       ` (exit ${code}, ${seconds.toFixed(1)} s)`,
   );
   passed += counts?.passed ?? 0;
