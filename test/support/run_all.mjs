@@ -75,13 +75,13 @@ function run(command, args) {
     let out = "";
     const take = (stream, sink) =>
       stream.on("data", (chunk) => {
-        out += stripColours(String(chunk));
+        out += chunk;
         sink.write(chunk);
       });
     take(child.stdout, process.stdout);
     take(child.stderr, process.stderr);
-    child.on("error", (err) => resolve({ code: 1, out: out + String(err) }));
-    child.on("close", (code) => resolve({ code, out }));
+    child.on("error", (err) => resolve({ code: 1, out: stripColours(out + String(err)) }));
+    child.on("close", (code) => resolve({ code, out: stripColours(out) }));
   });
 }
 
