@@ -30,7 +30,7 @@ void cache_release_if_unused(struct engine *e, struct cache *c) {
 }
 
 /* Validates everything that does not need the engine's state. */
-static int32_t check_arguments(int32_t num_tensors, uint64_t tensor_bytes,
+static int32_t check_arguments(int32_t num_tensors, uint64_t tensor_bytes, uint64_t batch_size,
                                int32_t placement, const uint64_t *keys,
                                int32_t num_keys, uint64_t *out_cache_id,
                                uint64_t *out_addrs) {
@@ -41,12 +41,19 @@ static int32_t check_arguments(int32_t num_tensors, uint64_t tensor_bytes,
   if (tensor_bytes > CACHE_BYTES_LIMIT || stride > CACHE_BYTES_LIMIT / (uint64_t)num_tensors)
     return fail(LLMDD_PARAM_INVALID, "tensor_bytes %llu x num_tensors %d is too large",
                 (unsigned long long)tensor_bytes, num_tensors);
+  if (batch_size == 0) return fail(LLMDD_PARAM_INVALID, "batch_size is 0");
+  if (tensor_bytes % batch_size != 0)
+    return fail(LLMDD_PARAM_INVALID, "tensor_bytes %llu is not a multiple of batch_size %llu",
+                (unsigned long long)tensor_bytes, (unsigned long long)batch_size);
   if (placement != LLMDD_PLACEMENT_HOST && placement != LLMDD_PLACEMENT_DEVICE)
     return fail(LLMDD_PARAM_INVALID, "placement %d is not HOST (0) or DEVICE (1)",
                 placement);
   if (num_keys < 0) return fail(LLMDD_PARAM_INVALID, "num_keys %d is negative", num_keys);
   if (keys == NULL && num_keys > 0)
     return fail(LLMDD_PARAM_INVALID, "keys is NULL but num_keys is %d", num_keys);
+  if ((uint64_t)num_keys > batch_size)
+    return fail(LLMDD_PARAM_INVALID, "num_keys %d is more than batch_size %llu (a key names a row)",
+                num_keys, (unsigned long long)batch_size);
   if (out_cache_id == NULL) return fail(LLMDD_PARAM_INVALID, "out_cache_id is NULL");
   if (out_addrs == NULL) return fail(LLMDD_PARAM_INVALID, "out_addrs is NULL");
   return LLMDD_SUCCESS;
@@ -107,15 +114,20 @@ static int32_t allocate_blocks(struct engine *e, struct cache *c, uint64_t block
 }
 
 LLMDD_API int32_t llmdd_cache_allocate(uint64_t engine, int32_t num_tensors,
-                                       uint64_t tensor_bytes, int32_t placement,
+                                       uint64_t tensor_bytes, uint64_t batch_size,
+                                       uint64_t layout_tag, int32_t placement,
                                        const uint64_t *keys, int32_t num_keys,
                                        uint64_t *out_cache_id,
                                        uint64_t *out_addrs, int32_t addrs_cap) {
   struct engine *e = NULL;
   int32_t status = engine_enter(engine, &e);
   if (status != LLMDD_SUCCESS) return status;
-  status = check_arguments(num_tensors, tensor_bytes, placement, keys, num_keys,
+  status = check_arguments(num_tensors, tensor_bytes, batch_size, placement, keys, num_keys,
                            out_cache_id, out_addrs);
+  /* Keys name rows a DECODER pulls from a PROMPT; a DECODER's own rows are
+   * never pulled, so keys there are a mistake (as upstream). */
+  if (status == LLMDD_SUCCESS && num_keys > 0 && e->role == LLMDD_ROLE_DECODER)
+    status = fail(LLMDD_PARAM_INVALID, "a DECODER engine's caches take no keys");
   int32_t num_devices = e->options.num_devices;
   int64_t needed = (int64_t)num_devices * num_tensors;
   if (status == LLMDD_SUCCESS && addrs_cap < needed)
@@ -136,6 +148,8 @@ LLMDD_API int32_t llmdd_cache_allocate(uint64_t engine, int32_t num_tensors,
   }
   c->num_tensors = num_tensors;
   c->tensor_bytes = tensor_bytes;
+  c->batch_size = batch_size;
+  c->layout_tag = layout_tag;
   c->stride = (tensor_bytes + POOL_ALIGN - 1) / POOL_ALIGN * POOL_ALIGN;
   c->pins = 0;
 

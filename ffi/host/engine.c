@@ -7,7 +7,10 @@
 
 #include "error.h"
 #include "handles.h"
+#include "link.h"
 #include "llmdd.h"
+#include "server.h"
+#include "shm.h"
 
 static void retain_object(void *object) { engine_retain(object); }
 
@@ -72,6 +75,41 @@ void engine_leave(struct engine *e) {
   engine_release(e);
 }
 
+/* Creates the pools: shared for PROMPT and MIX (after taking the cluster id),
+ * private for DECODER. On failure nothing is left behind. */
+static int32_t create_pools(struct engine *e) {
+  bool shared = e->role != LLMDD_ROLE_DECODER;
+  if (shared) {
+    int32_t status = shm_cluster_acquire(e->cluster_id, &e->lock_fd);
+    if (status != LLMDD_SUCCESS) return status;
+  }
+  for (int32_t d = 0; d < e->options.num_devices; d++) {
+    char name[SHM_NAME_CAP];
+    shm_pool_name(name, e->cluster_id, d);
+    if (pool_init(&e->pools[d], e->options.pool_bytes, shared ? name : NULL) == 0) continue;
+    int err = errno;
+    char text[ERRNO_TEXT_CAP];
+    for (int32_t i = 0; i < d; i++) pool_destroy(&e->pools[i]);
+    if (shared) shm_cluster_release(e->cluster_id, e->lock_fd);
+    e->lock_fd = -1;
+    if (shared && err != ENOMEM)
+      return fail(LLMDD_FAILED, "shared memory is unavailable: cannot create %s of %llu bytes: %s",
+                  name, (unsigned long long)e->options.pool_bytes, errno_text(err, text));
+    return fail(LLMDD_DEVICE_OUT_OF_MEMORY, "could not reserve %llu bytes for device %d: %s",
+                (unsigned long long)e->options.pool_bytes, e->options.device_ids[d],
+                errno_text(err, text));
+  }
+  e->pools_live = true;
+  return LLMDD_SUCCESS;
+}
+
+static void destroy_pools(struct engine *e) {
+  e->pools_live = false;
+  for (int32_t d = 0; d < e->options.num_devices; d++) pool_destroy(&e->pools[d]);
+  if (e->lock_fd >= 0) shm_cluster_release(e->cluster_id, e->lock_fd);
+  e->lock_fd = -1;
+}
+
 LLMDD_API int32_t llmdd_engine_init(int32_t role, uint64_t cluster_id,
                                     const uint8_t *options, int32_t options_len,
                                     uint64_t *out_engine) {
@@ -87,6 +125,10 @@ LLMDD_API int32_t llmdd_engine_init(int32_t role, uint64_t cluster_id,
   struct engine_options parsed;
   int32_t status = options_parse(options, options_len, &parsed);
   if (status != LLMDD_SUCCESS) return status;
+  if (parsed.listen && role == LLMDD_ROLE_DECODER)
+    return fail(LLMDD_PARAM_INVALID,
+                "llm.listenIpInfo is for PROMPT and MIX engines: a DECODER links, it is not"
+                " linked to");
 
   struct engine *e = calloc(1, sizeof *e);
   if (e == NULL) return fail(LLMDD_OUT_OF_MEMORY, "out of host memory for the engine");
@@ -98,25 +140,20 @@ LLMDD_API int32_t llmdd_engine_init(int32_t role, uint64_t cluster_id,
   e->cluster_id = cluster_id;
   e->options = parsed;
   e->next_cache_id = 1;
+  e->lock_fd = -1;
 
-  for (int32_t d = 0; d < parsed.num_devices; d++) {
-    if (pool_init(&e->pools[d], parsed.pool_bytes) != 0) {
-      int err = errno;
-      for (int32_t i = 0; i < d; i++) pool_destroy(&e->pools[i]);
-      engine_destroy(e);
-      return fail(LLMDD_DEVICE_OUT_OF_MEMORY,
-                  "could not reserve %llu bytes for device %d (errno %d)",
-                  (unsigned long long)parsed.pool_bytes, parsed.device_ids[d], err);
-    }
+  status = create_pools(e);
+  if (status == LLMDD_SUCCESS && parsed.listen) {
+    status = server_start(e, &parsed.listen_address, &e->server, &e->listen_port);
+    if (status != LLMDD_SUCCESS) destroy_pools(e);
   }
-  e->pools_live = true;
-
-  if (handle_insert(&engines, e, out_engine) != 0) {
-    for (int32_t d = 0; d < parsed.num_devices; d++) pool_destroy(&e->pools[d]);
-    engine_destroy(e);
-    return fail(LLMDD_OUT_OF_MEMORY, "out of host memory for engine handles");
+  if (status == LLMDD_SUCCESS && handle_insert(&engines, e, out_engine) != 0) {
+    if (e->server != NULL) server_stop(e->server);
+    destroy_pools(e);
+    status = fail(LLMDD_OUT_OF_MEMORY, "out of host memory for engine handles");
   }
-  return LLMDD_SUCCESS;
+  if (status != LLMDD_SUCCESS) engine_destroy(e);
+  return status;
 }
 
 LLMDD_API int32_t llmdd_engine_finalize(uint64_t engine) {
@@ -132,12 +169,24 @@ LLMDD_API int32_t llmdd_engine_finalize(uint64_t engine) {
                 (unsigned long long)engine);
   }
   /* From here no new call can find the engine. Calls that found it earlier either
-   * wait for the lock and then see `finalizing`, or are copying (running) and
-   * stop at their next chunk boundary. */
+   * wait for the lock and then see `finalizing`, or are copying or waiting
+   * (running) and stop at their next chunk boundary or wait slice. */
   struct engine *e = object;
   pthread_mutex_lock(&e->lock);
   atomic_store_explicit(&e->finalizing, true, memory_order_relaxed);
+  pthread_mutex_unlock(&e->lock);
+
+  /* Its connection threads take the engine lock to drop their pins. */
+  if (e->server != NULL) server_stop(e->server);
+  e->server = NULL;
+
+  pthread_mutex_lock(&e->lock);
   while (e->running > 0) pthread_cond_wait(&e->idle, &e->lock);
+  /* Links: pulls accepted but not started hold their own references. */
+  struct link *links[LLMDD_MAX_LINKS];
+  int32_t num_links = e->num_links;
+  memcpy(links, e->links, sizeof links);
+  e->num_links = 0;
 
   /* Accepted background operations that have not started still pin their caches;
    * those structs live until unpinned, but no longer own pool memory. */
@@ -150,8 +199,9 @@ LLMDD_API int32_t llmdd_engine_finalize(uint64_t engine) {
   }
   map_destroy(&e->caches_by_id);
   map_destroy(&e->caches_by_key);
-  for (int32_t d = 0; d < e->options.num_devices; d++) pool_destroy(&e->pools[d]);
+  destroy_pools(e);
   pthread_mutex_unlock(&e->lock);
+  for (int32_t i = 0; i < num_links; i++) link_release(links[i]);
   engine_release(e); /* the handle table's reference */
   return LLMDD_SUCCESS;
 }
@@ -168,6 +218,7 @@ LLMDD_API int32_t llmdd_engine_info(uint64_t engine, uint64_t *out) {
   out[1] = LLMDD_INFO_HOST_ACCESSIBLE;
   out[2] = e->options.pool_bytes;
   out[3] = (uint64_t)e->role;
+  out[4] = e->listen_port;
   engine_leave(e);
   return LLMDD_SUCCESS;
 }

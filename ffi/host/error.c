@@ -28,6 +28,21 @@ int32_t fail(int32_t status, const char *fmt, ...) {
   return status;
 }
 
+const char *errno_text(int err, char buf[ERRNO_TEXT_CAP]) {
+  if (strerror_r(err, buf, ERRNO_TEXT_CAP) != 0) snprintf(buf, ERRNO_TEXT_CAP, "errno %d", err);
+  return buf;
+}
+
+void error_keep(struct kept_error *k) {
+  k->length = tl_length;
+  memcpy(k->text, tl_message, (size_t)tl_length + 1);
+}
+
+void error_restore(const struct kept_error *k) {
+  tl_length = k->length;
+  memcpy(tl_message, k->text, (size_t)k->length + 1);
+}
+
 const char *last_error_text(int32_t *len) {
   *len = tl_length;
   return tl_message;

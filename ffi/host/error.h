@@ -15,6 +15,19 @@
 int32_t fail(int32_t status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* errno's text for messages (strerror_r into the caller's buffer: thread-safe). */
+#define ERRNO_TEXT_CAP 64
+const char *errno_text(int err, char buf[ERRNO_TEXT_CAP]);
+
+/* Keeps the thread's last error across calls that may overwrite it (cleanup
+ * after a failure must not replace the failure's message). */
+struct kept_error {
+  int32_t length;
+  char text[ERROR_MESSAGE_CAP];
+};
+void error_keep(struct kept_error *k);
+void error_restore(const struct kept_error *k);
+
 /* The thread's last error as stored (for copying it into a job). */
 const char *last_error_text(int32_t *len);
 

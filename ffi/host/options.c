@@ -5,9 +5,11 @@
 
 #include "error.h"
 #include "llmdd.h"
+#include "net.h"
 
 #define KEY_DEVICE_ID "ge.exec.deviceId"
 #define KEY_POOL_BYTES "ge.flowGraphMemMaxSize"
+#define KEY_LISTEN "llm.listenIpInfo"
 
 /* Pool sizes stay far below this, which keeps every size computation in range;
  * anything the machine cannot map fails later as DEVICE_OUT_OF_MEMORY. */
@@ -89,10 +91,21 @@ static int32_t parse_pool_bytes(struct span value, struct engine_options *out) {
   return LLMDD_SUCCESS;
 }
 
+static int32_t parse_listen(struct span value, struct engine_options *out) {
+  /* Port 0 is allowed here: the kernel picks a free port, reported by engine_info. */
+  if (net_parse_address(value.p, value.n, &out->listen_address) != 0)
+    return fail(LLMDD_PARAM_INVALID,
+                KEY_LISTEN " '%.*s' is not an IPv4 address and port (\"ipv4:port\")",
+                value.n < QUOTE_MAX ? value.n : QUOTE_MAX, value.p);
+  out->listen = true;
+  return LLMDD_SUCCESS;
+}
+
 int32_t options_parse(const uint8_t *text, int32_t len, struct engine_options *out) {
   out->num_devices = 1;
   out->device_ids[0] = 0;
   out->pool_bytes = DEFAULT_POOL_BYTES;
+  out->listen = false;
 
   const char *p = (const char *)text;
   const char *end = p + len;
@@ -118,6 +131,8 @@ int32_t options_parse(const uint8_t *text, int32_t len, struct engine_options *o
       status = parse_device_ids(value, out);
     else if (span_equals(key, KEY_POOL_BYTES))
       status = parse_pool_bytes(value, out);
+    else if (span_equals(key, KEY_LISTEN))
+      status = parse_listen(value, out);
     if (status != LLMDD_SUCCESS) return status;
   }
   return LLMDD_SUCCESS;

@@ -3,6 +3,8 @@
 #ifndef LLMDD_HOST_OPTIONS_H
 #define LLMDD_HOST_OPTIONS_H
 
+#include <netinet/in.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #define MAX_DEVICES 64
@@ -12,6 +14,8 @@ struct engine_options {
   int32_t num_devices;
   int32_t device_ids[MAX_DEVICES];
   uint64_t pool_bytes; /* per device */
+  bool listen;         /* llm.listenIpInfo was given */
+  struct sockaddr_in listen_address;
 };
 
 /* Fills *out from the option text. Returns LLMDD_SUCCESS or LLMDD_PARAM_INVALID

@@ -2,6 +2,7 @@
 #include "pool.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -12,33 +13,53 @@
 #define RELEASE_THRESHOLD ((uint64_t)1 << 20)
 
 /* The one place that decides what backs a pool. MAP_NORESERVE and lazy faulting
- * make an untouched pool cost address space only. (PROMPT pools will move to
- * POSIX shared memory here so a DECODER process can map them.) */
-static uint8_t *backing_reserve(uint64_t capacity) {
+ * make an untouched pool cost address space only; a shared pool is a sparse
+ * object, which costs nothing until touched either. */
+static uint8_t *backing_reserve(struct pool *p, uint64_t capacity, const char *shm_name) {
   if (capacity > SIZE_MAX) {
     errno = ENOMEM;
     return NULL;
   }
-  void *base = mmap(NULL, (size_t)capacity, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  return base == MAP_FAILED ? NULL : base;
+  if (shm_name == NULL) {
+    void *base = mmap(NULL, (size_t)capacity, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return base == MAP_FAILED ? NULL : base;
+  }
+  int fd = shm_create(shm_name, capacity, &p->object_id);
+  if (fd < 0) return NULL;
+  void *base = mmap(NULL, (size_t)capacity, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  int err = errno;
+  close(fd); /* the mapping keeps the object; the name finds it again */
+  if (base == MAP_FAILED) {
+    shm_unlink(shm_name);
+    errno = err;
+    return NULL;
+  }
+  snprintf(p->name, sizeof p->name, "%s", shm_name);
+  return base;
 }
 
-static void backing_release(uint8_t *base, uint64_t capacity) {
-  munmap(base, (size_t)capacity);
+static void backing_release(struct pool *p) {
+  munmap(p->base, (size_t)p->capacity);
+  /* A DECODER that still maps the object keeps it (and its bytes) until it
+   * unmaps; the name is free for the next owner of the cluster id at once. */
+  if (p->name[0] != '\0') shm_unlink(p->name);
 }
 
 /* Drops the physical pages under a freed block; the range stays mapped and reads
- * back as zeros. Only whole pages inside the block are touched. */
-static void backing_discard(uint8_t *base, uint64_t offset, uint64_t length) {
+ * back as zeros. Only whole pages inside the block are touched. Shared pools need
+ * MADV_REMOVE: MADV_DONTNEED would only unmap the object's pages. */
+static void backing_discard(struct pool *p, uint64_t offset, uint64_t length) {
   if (length < RELEASE_THRESHOLD) return;
   uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
   uint64_t start = (offset + page - 1) / page * page;
   uint64_t end = (offset + length) / page * page;
-  if (end > start) madvise(base + start, (size_t)(end - start), MADV_DONTNEED);
+  if (end > start)
+    madvise(p->base + start, (size_t)(end - start),
+            p->name[0] != '\0' ? MADV_REMOVE : MADV_DONTNEED);
 }
 
-int pool_init(struct pool *p, uint64_t capacity) {
+int pool_init(struct pool *p, uint64_t capacity, const char *shm_name) {
   memset(p, 0, sizeof *p);
   uint64_t usable = capacity / POOL_ALIGN * POOL_ALIGN;
   p->ranges_capacity = 4;
@@ -47,10 +68,12 @@ int pool_init(struct pool *p, uint64_t capacity) {
     errno = ENOMEM;
     return -1;
   }
-  p->base = backing_reserve(capacity);
+  p->base = backing_reserve(p, capacity, shm_name);
   if (p->base == NULL) {
+    int err = errno;
     free(p->ranges);
-    p->ranges = NULL;
+    memset(p, 0, sizeof *p);
+    errno = err;
     return -1;
   }
   p->capacity = capacity;
@@ -59,7 +82,7 @@ int pool_init(struct pool *p, uint64_t capacity) {
 }
 
 void pool_destroy(struct pool *p) {
-  if (p->base != NULL) backing_release(p->base, p->capacity);
+  if (p->base != NULL) backing_release(p);
   free(p->ranges);
   memset(p, 0, sizeof *p);
 }
@@ -100,7 +123,7 @@ int pool_alloc(struct pool *p, uint64_t length, uint64_t *out_offset) {
 }
 
 void pool_free(struct pool *p, uint64_t offset, uint64_t length) {
-  backing_discard(p->base, offset, length);
+  backing_discard(p, offset, length);
   p->in_use -= length;
   p->blocks--;
 

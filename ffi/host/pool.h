@@ -1,9 +1,14 @@
 /* One device's memory pool: a reserved range of address space and a first-fit
- * allocator over it. Not thread-safe: the owning engine's lock guards it. */
+ * allocator over it. Not thread-safe: the owning engine's lock guards it.
+ *
+ * A pool is private memory, or a named POSIX shared-memory object (PROMPT and MIX
+ * engines) that a DECODER process can map read-only. */
 #ifndef LLMDD_HOST_POOL_H
 #define LLMDD_HOST_POOL_H
 
 #include <stdint.h>
+
+#include "shm.h"
 
 /* Every block starts on this boundary (upstream tensors are 64-byte aligned, and
  * it keeps vector loads on the TypeScript side aligned). */
@@ -23,12 +28,18 @@ struct pool {
   struct free_range *ranges;
   uint64_t num_ranges;
   uint64_t ranges_capacity;
+  /* Shared pools only (name[0] is 0 for private ones). */
+  char name[SHM_NAME_CAP];
+  uint64_t object_id; /* the object's inode, which a DECODER checks before mapping */
 };
 
-/* Reserves capacity bytes. Returns 0, or -1 (nothing reserved) with errno set. */
-int pool_init(struct pool *p, uint64_t capacity);
+/* Reserves capacity bytes: private memory when shm_name is NULL, else a new
+ * shared-memory object of that name (which must not exist). Returns 0, or -1
+ * (nothing reserved, no object left behind) with errno set. */
+int pool_init(struct pool *p, uint64_t capacity, const char *shm_name);
 
-/* Returns the backing memory to the system. Blocks still allocated are forgotten. */
+/* Returns the backing memory to the system and removes a shared pool's name.
+ * Blocks still allocated are forgotten. */
 void pool_destroy(struct pool *p);
 
 /* Allocates length bytes (a multiple of POOL_ALIGN, > 0). Returns 0 and the

@@ -45,7 +45,7 @@ extern "C" {
 
 /* Bumped whenever a signature or a meaning below changes. The loader refuses a
  * library whose llmdd_abi_version() differs from the version it was written for. */
-#define LLMDD_ABI_VERSION 1
+#define LLMDD_ABI_VERSION 2
 
 /* ---- Status codes: the upstream LLMStatusCode values (llm_datadist/llm_error_codes.h,
  *      0x5010B000 + n). Names keep the upstream spelling without the LLM_ prefix. ---- */
@@ -59,6 +59,7 @@ extern "C" {
 #define LLMDD_NOT_YET_LINK                ((int32_t)0x5010B007)
 #define LLMDD_ALREADY_LINK                ((int32_t)0x5010B008)
 #define LLMDD_LINK_FAILED                 ((int32_t)0x5010B009)
+#define LLMDD_UNLINK_FAILED               ((int32_t)0x5010B00A)
 #define LLMDD_CLUSTER_NUM_EXCEED_LIMIT    ((int32_t)0x5010B00C)
 #define LLMDD_DEVICE_OUT_OF_MEMORY        ((int32_t)0x5010B00E)
 #define LLMDD_FEATURE_NOT_ENABLED         ((int32_t)0x5010B019)
@@ -72,6 +73,16 @@ extern "C" {
 /* Placements, as upstream Placement. */
 #define LLMDD_PLACEMENT_HOST   0
 #define LLMDD_PLACEMENT_DEVICE 1
+
+/* Most clusters one engine links to (upstream's per-call limit of link_clusters). */
+#define LLMDD_MAX_LINKS 16
+
+/* llmdd_cache_pull key kinds. */
+#define LLMDD_KEY_CACHE_KEY 0 /* k0 = prompt_cluster_id, k1 = req_id, k2 = model_id */
+#define LLMDD_KEY_BY_ID     1 /* k0 = cluster_id, k1 = cache_id, k2 = batch index */
+
+/* llmdd_cache_pull size meaning "the whole row". */
+#define LLMDD_WHOLE_ROW UINT64_MAX
 
 /* Flags reported by llmdd_engine_info(). */
 #define LLMDD_INFO_HOST_ACCESSIBLE 1u /* device memory is plain host memory (views allowed) */
@@ -105,28 +116,41 @@ LLMDD_API int32_t llmdd_last_error(uint8_t *buf, int32_t cap);
  *   ge.exec.deviceId         device ids, "0" or "0;1;..." (default "0"); at most 64
  *   ge.flowGraphMemMaxSize   pool bytes per device (default 1 GiB); reserved lazily,
  *                            so untouched pages cost nothing
+ *   llm.listenIpInfo         PROMPT/MIX only: "ipv4:port" to listen on for links
+ *                            (port 0 = any free port; see llmdd_engine_info)
  * Other keys are accepted and ignored (they belong to other layers or backends).
+ *
+ * Pools of PROMPT and MIX engines live in POSIX shared memory, named after the
+ * cluster id and device index, so that a DECODER on the same machine can map them
+ * read-only and pull with one copy. One live engine owns a cluster id on the
+ * machine (an advisory lock the kernel drops when its process dies); objects left
+ * by a crashed owner of the same cluster id are removed when it starts again.
+ * DECODER pools are private memory.
  *
  * On success writes the engine handle to *out_engine. The caller owns the engine
  * and must llmdd_engine_finalize() it.
  * Returns: SUCCESS; PARAM_INVALID (bad role, malformed or out-of-range option,
- * out_engine NULL); DEVICE_OUT_OF_MEMORY (pool could not be reserved). */
+ * listenIpInfo on a DECODER, out_engine NULL); DEVICE_OUT_OF_MEMORY (pool could not
+ * be reserved); FAILED (the cluster id is owned by a live engine, the address cannot
+ * be listened on, shared memory is unavailable — the message says which). */
 LLMDD_API int32_t llmdd_engine_init(int32_t role, uint64_t cluster_id,
                                     const uint8_t *options, int32_t options_len,
                                     uint64_t *out_engine);
 
 /* Finalizes an engine: cancels its running jobs (they end with ENGINE_FINALIZED),
- * waits for them to leave its memory, frees every cache and releases the pools.
+ * waits for them to leave its memory, stops listening, closes its links, frees
+ * every cache and releases the pools (removing their shared-memory objects).
  * The handle becomes stale: every later call with it returns ENGINE_FINALIZED.
  * Returns: SUCCESS; ENGINE_FINALIZED (already finalized); PARAM_INVALID (not an
  * engine handle). */
 LLMDD_API int32_t llmdd_engine_finalize(uint64_t engine);
 
-/* Describes an engine. Writes 4 values to out[0..3]:
+/* Describes an engine. Writes 5 values to out[0..4]:
  *   out[0] number of devices (pools), in configured order
  *   out[1] LLMDD_INFO_* flags
  *   out[2] pool capacity in bytes per device
  *   out[3] the engine's role
+ *   out[4] the TCP port it listens on (0 when not listening)
  * Returns: SUCCESS; ENGINE_FINALIZED; PARAM_INVALID. */
 LLMDD_API int32_t llmdd_engine_info(uint64_t engine, uint64_t *out);
 
@@ -142,9 +166,15 @@ LLMDD_API int32_t llmdd_pool_usage(uint64_t engine, int32_t device_index, uint64
 /* Allocates a cache of num_tensors tensors of tensor_bytes bytes each, on every
  * device of the engine. Each tensor starts on a 64-byte boundary.
  *
+ * batch_size: the tensors' rows (the batch dimension comes first): row r of a
+ *   tensor is bytes [r * row, (r + 1) * row) with row = tensor_bytes / batch_size;
+ *   tensor_bytes must be a multiple of batch_size.
+ * layout_tag: an opaque value describing everything but the batch size (data type,
+ *   other dimensions); a pull requires equal tags on both sides.
  * keys: num_keys cache keys, 3 uint64_t each (prompt_cluster_id, req_id, model_id),
- *   key i naming batch row i; may be NULL when num_keys is 0. A key already held by
- *   another cache of this engine → PARAM_INVALID.
+ *   key i naming batch row i; num_keys <= batch_size; may be NULL when num_keys is 0.
+ *   A key already held by a cache of this engine, or keys on a DECODER engine →
+ *   PARAM_INVALID.
  * out_cache_id: the new cache id (from 1, never reused within the engine).
  * out_addrs: num_devices * num_tensors addresses, [device][tensor]; addrs_cap is the
  *   array's length in elements and must be at least that.
@@ -155,7 +185,8 @@ LLMDD_API int32_t llmdd_pool_usage(uint64_t engine, int32_t device_index, uint64
  * bad placement, bad keys, addrs_cap too small, NULL outputs); DEVICE_OUT_OF_MEMORY
  * (a pool has no room: nothing is allocated); ENGINE_FINALIZED. */
 LLMDD_API int32_t llmdd_cache_allocate(uint64_t engine, int32_t num_tensors,
-                                       uint64_t tensor_bytes, int32_t placement,
+                                       uint64_t tensor_bytes, uint64_t batch_size,
+                                       uint64_t layout_tag, int32_t placement,
                                        const uint64_t *keys, int32_t num_keys,
                                        uint64_t *out_cache_id,
                                        uint64_t *out_addrs, int32_t addrs_cap);
@@ -238,6 +269,52 @@ LLMDD_API int32_t llmdd_cache_read(uint64_t engine, uint64_t cache_id,
 LLMDD_API int32_t llmdd_cache_copy(uint64_t engine, uint64_t dst_cache_id,
                                    uint64_t src_cache_id, uint64_t dst_offset,
                                    uint64_t src_offset, uint64_t nbytes, uint64_t job);
+
+/* ======================================================================== */
+/* Prefill → decode: links and pulls (long operations, each takes a job)     */
+/* ======================================================================== */
+
+/* Links a DECODER (or MIX) engine to the PROMPT (or MIX) engine of cluster
+ * remote_cluster_id listening at remote_addr ("ipv4:port", UTF-8, not
+ * NUL-terminated): connects within the job's deadline, checks that the peer is that
+ * cluster, and maps its pools read-only. The two engines must have the same number
+ * of devices. The link lasts until llmdd_unlink, finalize, or the peer going away.
+ * Returns: SUCCESS; ALREADY_LINK (linked to that cluster already);
+ * CLUSTER_NUM_EXCEED_LIMIT (LLMDD_MAX_LINKS links already); LINK_FAILED (nobody
+ * answers there before the deadline, the peer is another cluster, devices differ,
+ * the pools cannot be mapped — the message says which); PARAM_INVALID (a PROMPT
+ * engine, malformed address, unknown job); ENGINE_FINALIZED; FAILED (cancelled). */
+LLMDD_API int32_t llmdd_link(uint64_t engine, uint64_t remote_cluster_id,
+                             const uint8_t *remote_addr, int32_t addr_len, uint64_t job);
+
+/* Unlinks from cluster remote_cluster_id: tells the peer (within the job's
+ * deadline) and unmaps its pools once no pull uses them. With force, a peer that
+ * does not answer is dropped anyway.
+ * Returns: SUCCESS; NOT_YET_LINK (not linked to that cluster); UNLINK_FAILED (the
+ * peer did not answer and force is 0: the link is dropped all the same);
+ * PARAM_INVALID; ENGINE_FINALIZED. */
+LLMDD_API int32_t llmdd_unlink(uint64_t engine, uint64_t remote_cluster_id, int32_t force,
+                               uint64_t job);
+
+/* Pulls one batch row from a linked PROMPT into batch row dst_batch_index of every
+ * tensor of local cache cache_id, on every device: `size` bytes from the start of
+ * each tensor's row (LLMDD_WHOLE_ROW: the whole row).
+ *
+ * key_kind LLMDD_KEY_CACHE_KEY: the row named by cache key (k0, k1, k2) at cluster
+ * k0; on success the key is consumed (the PROMPT releases it, as upstream).
+ * key_kind LLMDD_KEY_BY_ID: row k2 of cache k1 at cluster k0; nothing is consumed.
+ *
+ * The PROMPT pins the source cache for the pull, so freeing it meanwhile is safe;
+ * the copy runs in chunks, checking the deadline, the cancel flag and that the
+ * PROMPT is still alive.
+ * Returns: SUCCESS; PARAM_INVALID (a PROMPT engine, layouts or tensor counts differ,
+ * dst_batch_index or size out of range, unknown job); NOT_YET_LINK (cluster k0 is not
+ * linked); KV_CACHE_NOT_EXIST (no such key or cache at the PROMPT, or no local cache
+ * cache_id); LINK_FAILED (the PROMPT went away before or during the pull: the row is
+ * not to be trusted); WAIT_PROCESS_TIMEOUT; FAILED (cancelled); ENGINE_FINALIZED. */
+LLMDD_API int32_t llmdd_cache_pull(uint64_t engine, uint64_t cache_id, int32_t key_kind,
+                                   uint64_t k0, uint64_t k1, uint64_t k2,
+                                   int32_t dst_batch_index, uint64_t size, uint64_t job);
 
 #ifdef __cplusplus
 }

@@ -17,6 +17,22 @@ struct test_case {
 };
 
 static struct test_case cases[MAX_CASES];
+
+#define MAX_ROLES 16
+static struct {
+  const char *name;
+  int (*fn)(int argc, char **argv);
+} roles[MAX_ROLES];
+static int num_roles;
+
+void harness_register_role(const char *name, int (*fn)(int argc, char **argv)) {
+  if (num_roles == MAX_ROLES) {
+    fprintf(stderr, "harness: more than %d roles\n", MAX_ROLES);
+    exit(2);
+  }
+  roles[num_roles].name = name;
+  roles[num_roles++].fn = fn;
+}
 static int num_cases;
 static atomic_int failures; /* of the running case */
 
@@ -58,8 +74,15 @@ static double now_ms(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-/* Usage: llmdd_tests [substring]  runs the cases whose name contains substring. */
+/* Usage: llmdd_tests [substring]  runs the cases whose name contains substring.
+ *        llmdd_tests --role name args...  runs a child role (for tests only). */
 int main(int argc, char **argv) {
+  if (argc >= 3 && strcmp(argv[1], "--role") == 0) {
+    for (int i = 0; i < num_roles; i++)
+      if (strcmp(roles[i].name, argv[2]) == 0) return roles[i].fn(argc - 3, argv + 3);
+    fprintf(stderr, "harness: no role %s\n", argv[2]);
+    return 2;
+  }
   setvbuf(stdout, NULL, _IOLBF, 0);
   qsort(cases, (size_t)num_cases, sizeof cases[0], by_location);
   int passed = 0, failed = 0;

@@ -22,6 +22,19 @@ int harness_failed(void); /* whether the running case has failed so far */
   }                                                                               \
   static void name(void)
 
+/* Child processes. ROLE(name) { ... } defines the main of a child role, run
+ * instead of the tests when the binary is started as `llmdd_tests --role name
+ * args...` (see spawn_role in util.h). A child is a fresh exec of this binary,
+ * so it inherits no threads, locks or sanitizer state from the test process. */
+void harness_register_role(const char *name, int (*fn)(int argc, char **argv));
+
+#define ROLE(name)                                                                \
+  static int role_##name(int argc, char **argv);                                  \
+  __attribute__((constructor)) static void register_role_##name(void) {           \
+    harness_register_role(#name, role_##name);                                    \
+  }                                                                               \
+  static int role_##name(int argc, char **argv)
+
 #define EXPECT(cond) ((cond) ? 1 : harness_fail(__FILE__, __LINE__, #cond))
 #define CHECK(cond)                  \
   do {                               \

@@ -55,7 +55,7 @@ TEST(tensors_are_64_byte_aligned_and_strided) {
   static const uint64_t sizes[] = {1, 63, 100, 129, 4095};
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
     uint64_t id, addrs[2 * 5];
-    CHECK_STATUS(llmdd_cache_allocate(engine, 5, sizes[i], LLMDD_PLACEMENT_HOST, NULL, 0,
+    CHECK_STATUS(llmdd_cache_allocate(engine, 5, sizes[i], 1, 0, LLMDD_PLACEMENT_HOST, NULL, 0,
                                       &id, addrs, 10),
                  LLMDD_SUCCESS);
     for (int d = 0; d < 2; d++) {
@@ -135,25 +135,25 @@ TEST(allocate_rejects_bad_arguments) {
   CHECK(engine != 0);
   uint64_t id, addrs[8];
   const uint64_t key[3] = {1, 2, 3};
-  EXPECT_STATUS(llmdd_cache_allocate(engine, 0, 64, 1, NULL, 0, &id, addrs, 8), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_cache_allocate(engine, 0, 64, 1, 0, 1, NULL, 0, &id, addrs, 8), LLMDD_PARAM_INVALID);
   EXPECT(strstr(last_error(), "num_tensors 0") != NULL);
-  EXPECT_STATUS(llmdd_cache_allocate(engine, -3, 64, 1, NULL, 0, &id, addrs, 8), LLMDD_PARAM_INVALID);
-  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 0, 1, NULL, 0, &id, addrs, 8), LLMDD_PARAM_INVALID);
-  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, UINT64_MAX, 1, NULL, 0, &id, addrs, 8), LLMDD_PARAM_INVALID);
-  EXPECT_STATUS(llmdd_cache_allocate(engine, 4, (uint64_t)1 << 61, 1, NULL, 0, &id, addrs, 8), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_cache_allocate(engine, -3, 64, 1, 0, 1, NULL, 0, &id, addrs, 8), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 0, 1, 0, 1, NULL, 0, &id, addrs, 8), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, UINT64_MAX, 1, 0, 1, NULL, 0, &id, addrs, 8), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_cache_allocate(engine, 4, (uint64_t)1 << 61, 1, 0, 1, NULL, 0, &id, addrs, 8), LLMDD_PARAM_INVALID);
   EXPECT(strstr(last_error(), "too large") != NULL);
-  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 64, 2, NULL, 0, &id, addrs, 8), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 64, 1, 0, 2, NULL, 0, &id, addrs, 8), LLMDD_PARAM_INVALID);
   EXPECT(strstr(last_error(), "placement 2") != NULL);
-  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 64, -1, NULL, 0, &id, addrs, 8), LLMDD_PARAM_INVALID);
-  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 64, 1, key, -1, &id, addrs, 8), LLMDD_PARAM_INVALID);
-  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 64, 1, NULL, 1, &id, addrs, 8), LLMDD_PARAM_INVALID);
-  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 64, 1, NULL, 0, NULL, addrs, 8), LLMDD_PARAM_INVALID);
-  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 64, 1, NULL, 0, &id, NULL, 8), LLMDD_PARAM_INVALID);
-  EXPECT_STATUS(llmdd_cache_allocate(engine, 4, 64, 1, NULL, 0, &id, addrs, 7), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 64, 1, 0, -1, NULL, 0, &id, addrs, 8), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 64, 1, 0, 1, key, -1, &id, addrs, 8), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 64, 1, 0, 1, NULL, 1, &id, addrs, 8), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 64, 1, 0, 1, NULL, 0, NULL, addrs, 8), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 64, 1, 0, 1, NULL, 0, &id, NULL, 8), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_cache_allocate(engine, 4, 64, 1, 0, 1, NULL, 0, &id, addrs, 7), LLMDD_PARAM_INVALID);
   EXPECT(strstr(last_error(), "addrs_cap 7") != NULL);
   EXPECT(pool_used(engine, 0) == 0 && pool_used(engine, 1) == 0);
   /* Neither the key nor an id was consumed by the failures. */
-  CHECK_STATUS(llmdd_cache_allocate(engine, 4, 64, 1, key, 1, &id, addrs, 8), LLMDD_SUCCESS);
+  CHECK_STATUS(llmdd_cache_allocate(engine, 4, 64, 1, 0, 1, key, 1, &id, addrs, 8), LLMDD_SUCCESS);
   EXPECT(id == 1);
   EXPECT_STATUS(llmdd_engine_finalize(engine), LLMDD_SUCCESS);
 }
@@ -221,7 +221,7 @@ TEST(keys_keep_memory_until_released) {
   CHECK(engine != 0);
   const uint64_t keys[6] = {1, 2, 3, 1, 2, 4};
   uint64_t id, addrs[2];
-  CHECK_STATUS(llmdd_cache_allocate(engine, 2, 100, 1, keys, 2, &id, addrs, 2), LLMDD_SUCCESS);
+  CHECK_STATUS(llmdd_cache_allocate(engine, 2, 100, 2, 0, 1, keys, 2, &id, addrs, 2), LLMDD_SUCCESS);
   EXPECT(pool_used(engine, 0) == 256);
   EXPECT_STATUS(llmdd_cache_deallocate(engine, id), LLMDD_SUCCESS);
   EXPECT(pool_used(engine, 0) == 256);
@@ -236,7 +236,7 @@ TEST(keys_keep_memory_until_released) {
   EXPECT(pool_used(engine, 0) == 0);
 
   /* Keys released first: the id still holds the memory. */
-  CHECK_STATUS(llmdd_cache_allocate(engine, 2, 100, 1, keys, 2, &id, addrs, 2), LLMDD_SUCCESS);
+  CHECK_STATUS(llmdd_cache_allocate(engine, 2, 100, 2, 0, 1, keys, 2, &id, addrs, 2), LLMDD_SUCCESS);
   EXPECT_STATUS(llmdd_cache_key_remove(engine, 1, 2, 4), LLMDD_SUCCESS);
   EXPECT_STATUS(llmdd_cache_key_remove(engine, 1, 2, 3), LLMDD_SUCCESS);
   EXPECT(pool_used(engine, 0) == 256);
@@ -253,20 +253,20 @@ TEST(duplicate_keys_are_rejected_without_side_effects) {
   const uint64_t clash[6] = {9, 9, 9, 1, 2, 3};
   const uint64_t twice[6] = {5, 5, 5, 5, 5, 5};
   uint64_t a, b, addrs[1];
-  CHECK_STATUS(llmdd_cache_allocate(engine, 1, 64, 1, held, 1, &a, addrs, 1), LLMDD_SUCCESS);
-  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 64, 1, clash, 2, &b, addrs, 1), LLMDD_PARAM_INVALID);
+  CHECK_STATUS(llmdd_cache_allocate(engine, 1, 64, 1, 0, 1, held, 1, &a, addrs, 1), LLMDD_SUCCESS);
+  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 64, 2, 0, 1, clash, 2, &b, addrs, 1), LLMDD_PARAM_INVALID);
   EXPECT(strstr(last_error(), "already held by cache 1") != NULL);
-  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 64, 1, twice, 2, &b, addrs, 1), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 64, 2, 0, 1, twice, 2, &b, addrs, 1), LLMDD_PARAM_INVALID);
   EXPECT(strstr(last_error(), "repeats key 0") != NULL);
   EXPECT(pool_used(engine, 0) == 64);
   /* The clashing call registered none of its keys. */
   EXPECT_STATUS(llmdd_cache_key_remove(engine, 9, 9, 9), LLMDD_KV_CACHE_NOT_EXIST);
   EXPECT_STATUS(llmdd_cache_key_remove(engine, 5, 5, 5), LLMDD_KV_CACHE_NOT_EXIST);
-  CHECK_STATUS(llmdd_cache_allocate(engine, 1, 64, 1, clash, 1, &b, addrs, 1), LLMDD_SUCCESS);
+  CHECK_STATUS(llmdd_cache_allocate(engine, 1, 64, 1, 0, 1, clash, 1, &b, addrs, 1), LLMDD_SUCCESS);
   EXPECT(b == 2);
   /* A released key can name a new cache. */
   EXPECT_STATUS(llmdd_cache_key_remove(engine, 1, 2, 3), LLMDD_SUCCESS);
-  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 64, 1, held, 1, &b, addrs, 1), LLMDD_SUCCESS);
+  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 64, 1, 0, 1, held, 1, &b, addrs, 1), LLMDD_SUCCESS);
   EXPECT_STATUS(llmdd_engine_finalize(engine), LLMDD_SUCCESS);
 }
 
@@ -281,7 +281,7 @@ TEST(many_keys_and_caches_are_found) {
       keys[3 * k + 1] = i;
       keys[3 * k + 2] = k;
     }
-    CHECK_STATUS(llmdd_cache_allocate(engine, 1, 64, 1, keys, KEYS, &id, &addr, 1), LLMDD_SUCCESS);
+    CHECK_STATUS(llmdd_cache_allocate(engine, 1, 64, KEYS, 0, 1, keys, KEYS, &id, &addr, 1), LLMDD_SUCCESS);
     CHECK_STATUS(llmdd_cache_deallocate(engine, id), LLMDD_SUCCESS);
   }
   EXPECT(pool_used(engine, 0) == CACHES * 64);
@@ -404,7 +404,7 @@ TEST(finalize_releases_caches_still_held) {
   CHECK(engine != 0);
   const uint64_t keys[3] = {4, 5, 6};
   uint64_t id, addrs[2];
-  CHECK_STATUS(llmdd_cache_allocate(engine, 2, 5 * MiB, 1, keys, 1, &id, addrs, 2), LLMDD_SUCCESS);
+  CHECK_STATUS(llmdd_cache_allocate(engine, 2, 5 * MiB, 1, 0, 1, keys, 1, &id, addrs, 2), LLMDD_SUCCESS);
   CHECK_STATUS(allocate_filled(engine, 1, 1000, &id), LLMDD_SUCCESS);
   /* Leak checking (LeakSanitizer) at exit covers the bookkeeping. */
   EXPECT_STATUS(llmdd_engine_finalize(engine), LLMDD_SUCCESS);

@@ -1,18 +1,26 @@
-/* Engines: option parsing, info, pool usage, finalize and handle validation. */
+/* Engines: option parsing, info, pool usage, finalize and handle validation;
+ * shared-memory pools and the ownership of cluster ids. */
 #define _DEFAULT_SOURCE 1
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "util.h"
 
 static int32_t init_with(const char *options, uint64_t *engine) {
-  return llmdd_engine_init(LLMDD_ROLE_PROMPT, 1, (const uint8_t *)options,
+  return llmdd_engine_init(LLMDD_ROLE_PROMPT, unique_cluster_id(), (const uint8_t *)options,
                            (int32_t)strlen(options), engine);
 }
 
 TEST(init_uses_defaults_without_options) {
-  uint64_t engine = 0, info[4];
+  uint64_t engine = 0, info[5];
   CHECK_STATUS(llmdd_engine_init(LLMDD_ROLE_DECODER, 42, NULL, 0, &engine), LLMDD_SUCCESS);
   CHECK(engine != 0);
   CHECK_STATUS(llmdd_engine_info(engine, info), LLMDD_SUCCESS);
@@ -20,6 +28,7 @@ TEST(init_uses_defaults_without_options) {
   EXPECT(info[1] == LLMDD_INFO_HOST_ACCESSIBLE);
   EXPECT(info[2] == (uint64_t)1 << 30);
   EXPECT(info[3] == LLMDD_ROLE_DECODER);
+  EXPECT(info[4] == 0); /* not listening */
   uint64_t usage[2];
   CHECK_STATUS(llmdd_pool_usage(engine, 0, usage), LLMDD_SUCCESS);
   EXPECT(usage[0] == 0 && usage[1] == (uint64_t)1 << 30);
@@ -36,12 +45,12 @@ TEST(init_parses_good_options) {
       {"\n  ge.exec.deviceId = 5 ; 3 \r\n\nllm.SyncKvCacheWaitTime=1000\r\n"
        "ge.flowGraphMemMaxSize= 4096 \n",
        2, 4096},
-      {"llm.listenIpInfo=127.0.0.1:26000\nsomething.else=a=b", 1, (uint64_t)1 << 30},
+      {"llm.listenIpInfo=127.0.0.1:0\nsomething.else=a=b", 1, (uint64_t)1 << 30},
       {"ge.flowGraphMemMaxSize=100\nge.flowGraphMemMaxSize=200", 1, 200},
       {"ge.exec.deviceId=2147483647", 1, (uint64_t)1 << 30},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    uint64_t engine = 0, info[4];
+    uint64_t engine = 0, info[5];
     if (!EXPECT_STATUS(init_with(cases[i].text, &engine), LLMDD_SUCCESS)) {
       fprintf(stderr, "    options: %s -> %s\n", cases[i].text, last_error());
       continue;
@@ -58,7 +67,7 @@ TEST(init_accepts_64_devices) {
   char text[512] = "ge.flowGraphMemMaxSize=65536\nge.exec.deviceId=";
   for (int i = 0; i < 64; i++)
     snprintf(text + strlen(text), sizeof text - strlen(text), i ? ";%d" : "%d", i * 2);
-  uint64_t engine, info[4];
+  uint64_t engine, info[5];
   CHECK_STATUS(init_with(text, &engine), LLMDD_SUCCESS);
   CHECK_STATUS(llmdd_engine_info(engine, info), LLMDD_SUCCESS);
   EXPECT(info[0] == 64);
@@ -135,7 +144,7 @@ TEST(init_reports_a_pool_that_cannot_be_reserved) {
 TEST(info_and_usage_reject_bad_arguments) {
   uint64_t engine = open_engine("ge.exec.deviceId=0;1\nge.flowGraphMemMaxSize=1000");
   CHECK(engine != 0);
-  uint64_t out[4];
+  uint64_t out[5];
   EXPECT_STATUS(llmdd_engine_info(engine, NULL), LLMDD_PARAM_INVALID);
   EXPECT_STATUS(llmdd_pool_usage(engine, 0, NULL), LLMDD_PARAM_INVALID);
   EXPECT_STATUS(llmdd_pool_usage(engine, -1, out), LLMDD_PARAM_INVALID);
@@ -150,18 +159,22 @@ TEST(finalized_engine_handles_are_stale) {
   uint64_t engine = open_engine(NULL);
   CHECK(engine != 0);
   CHECK_STATUS(llmdd_engine_finalize(engine), LLMDD_SUCCESS);
-  uint64_t out[4], id;
+  uint64_t out[5], id;
   uint8_t buf[64];
   EXPECT_STATUS(llmdd_engine_finalize(engine), LLMDD_ENGINE_FINALIZED);
   EXPECT_STATUS(llmdd_engine_info(engine, out), LLMDD_ENGINE_FINALIZED);
   EXPECT(strstr(last_error(), "finalized") != NULL);
   EXPECT_STATUS(llmdd_pool_usage(engine, 0, out), LLMDD_ENGINE_FINALIZED);
-  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 64, 1, NULL, 0, &id, out, 4),
+  EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 64, 1, 0, 1, NULL, 0, &id, out, 4),
                 LLMDD_ENGINE_FINALIZED);
   EXPECT_STATUS(llmdd_cache_deallocate(engine, 1), LLMDD_ENGINE_FINALIZED);
   EXPECT_STATUS(llmdd_cache_key_remove(engine, 1, 2, 3), LLMDD_ENGINE_FINALIZED);
   EXPECT_STATUS(llmdd_cache_read(engine, 1, 0, 0, buf, 64, 0), LLMDD_ENGINE_FINALIZED);
   EXPECT_STATUS(llmdd_cache_copy(engine, 1, 2, 0, 0, 8, 0), LLMDD_ENGINE_FINALIZED);
+  EXPECT_STATUS(llmdd_link(engine, 5, (const uint8_t *)"127.0.0.1:1", 11, 0), LLMDD_ENGINE_FINALIZED);
+  EXPECT_STATUS(llmdd_unlink(engine, 5, 1, 0), LLMDD_ENGINE_FINALIZED);
+  EXPECT_STATUS(llmdd_cache_pull(engine, 1, 0, 5, 1, 0, 0, LLMDD_WHOLE_ROW, 0),
+                LLMDD_ENGINE_FINALIZED);
 
   /* The slot is reused by the next engine; the old handle stays stale. */
   uint64_t next = open_engine(NULL);
@@ -177,7 +190,7 @@ TEST(garbage_and_foreign_engine_handles_are_invalid) {
   CHECK(engine != 0 && engine < ((uint64_t)1 << 53));
   uint64_t job;
   CHECK_STATUS(llmdd_job_create(-1, NULL, &job), LLMDD_SUCCESS);
-  uint64_t out[4], id;
+  uint64_t out[5], id;
   uint8_t buf[64];
   const uint64_t bad[] = {
       0,
@@ -193,11 +206,14 @@ TEST(garbage_and_foreign_engine_handles_are_invalid) {
     uint64_t h = bad[i];
     EXPECT_STATUS(llmdd_engine_info(h, out), LLMDD_PARAM_INVALID);
     EXPECT_STATUS(llmdd_pool_usage(h, 0, out), LLMDD_PARAM_INVALID);
-    EXPECT_STATUS(llmdd_cache_allocate(h, 1, 64, 1, NULL, 0, &id, out, 4), LLMDD_PARAM_INVALID);
+    EXPECT_STATUS(llmdd_cache_allocate(h, 1, 64, 1, 0, 1, NULL, 0, &id, out, 4), LLMDD_PARAM_INVALID);
     EXPECT_STATUS(llmdd_cache_deallocate(h, 1), LLMDD_PARAM_INVALID);
     EXPECT_STATUS(llmdd_cache_key_remove(h, 1, 2, 3), LLMDD_PARAM_INVALID);
     EXPECT_STATUS(llmdd_cache_read(h, 1, 0, 0, buf, 64, 0), LLMDD_PARAM_INVALID);
     EXPECT_STATUS(llmdd_cache_copy(h, 1, 2, 0, 0, 8, 0), LLMDD_PARAM_INVALID);
+    EXPECT_STATUS(llmdd_link(h, 5, (const uint8_t *)"127.0.0.1:1", 11, 0), LLMDD_PARAM_INVALID);
+    EXPECT_STATUS(llmdd_unlink(h, 5, 1, 0), LLMDD_PARAM_INVALID);
+    EXPECT_STATUS(llmdd_cache_pull(h, 1, 0, 5, 1, 0, 0, LLMDD_WHOLE_ROW, 0), LLMDD_PARAM_INVALID);
     EXPECT_STATUS(llmdd_engine_finalize(h), LLMDD_PARAM_INVALID);
   }
   EXPECT(strstr(last_error(), "not an engine") != NULL);
@@ -221,4 +237,237 @@ TEST(engines_are_independent) {
   EXPECT_STATUS(llmdd_cache_read(b, id_b, 0, 0, buf, 64, 0), LLMDD_SUCCESS);
   EXPECT(find_mismatch(buf, 64, id_b, 0, 0) == UINT64_MAX);
   EXPECT_STATUS(llmdd_engine_finalize(b), LLMDD_SUCCESS);
+}
+
+/* ---- llm.listenIpInfo ---- */
+
+TEST(listen_ip_info_listens_and_reports_its_port) {
+  uint16_t port = 0;
+  uint64_t prompt = open_listening(LLMDD_ROLE_PROMPT, unique_cluster_id(), NULL, &port);
+  CHECK(prompt != 0 && port != 0);
+  uint64_t info[5];
+  CHECK_STATUS(llmdd_engine_info(prompt, info), LLMDD_SUCCESS);
+  EXPECT(info[4] == port && info[3] == LLMDD_ROLE_PROMPT);
+
+  /* The same address again, while the first engine listens there. */
+  char text[64];
+  snprintf(text, sizeof text, "llm.listenIpInfo=127.0.0.1:%u", (unsigned)port);
+  uint64_t other = 0;
+  EXPECT_STATUS(llmdd_engine_init(LLMDD_ROLE_MIX, unique_cluster_id(), (const uint8_t *)text,
+                                  (int32_t)strlen(text), &other),
+                LLMDD_FAILED);
+  EXPECT(strstr(last_error(), "cannot listen on 127.0.0.1:") != NULL);
+  EXPECT_STATUS(llmdd_engine_finalize(prompt), LLMDD_SUCCESS);
+
+  /* A given port is used as given; MIX engines listen too. */
+  uint64_t mix = open_role(LLMDD_ROLE_MIX, unique_cluster_id(), text);
+  CHECK(mix != 0);
+  EXPECT(listen_port(mix) == port);
+  EXPECT_STATUS(llmdd_engine_finalize(mix), LLMDD_SUCCESS);
+}
+
+TEST(listen_ip_info_rejects_malformed_addresses) {
+  static const char *const bad[] = {
+      "",          "127.0.0.1",       "127.0.0.1:",      ":80",           "127.0.0.1:65536",
+      "127.0.0.1:-1", "127.0.0.1:8a", "localhost:80",   "1.2.3:80",      "1.2.3.4.5:80",
+      "256.0.0.1:80", "127.0.0.1:123456", "[::1]:80",   "127.0.0.1 :80", "127.0.0.01:80",
+      "127.0.0.1:80:80",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char text[128];
+    snprintf(text, sizeof text, "llm.listenIpInfo=%s", bad[i]);
+    uint64_t engine = 0;
+    if (!EXPECT_STATUS(init_with(text, &engine), LLMDD_PARAM_INVALID)) {
+      fprintf(stderr, "    accepted '%s'\n", bad[i]);
+      llmdd_engine_finalize(engine);
+    } else {
+      EXPECT(strstr(last_error(), "llm.listenIpInfo") != NULL);
+    }
+  }
+}
+
+TEST(listen_ip_info_on_a_decoder_is_invalid) {
+  const char *text = "llm.listenIpInfo=127.0.0.1:0";
+  uint64_t engine = 0;
+  EXPECT_STATUS(llmdd_engine_init(LLMDD_ROLE_DECODER, unique_cluster_id(), (const uint8_t *)text,
+                                  (int32_t)strlen(text), &engine),
+                LLMDD_PARAM_INVALID);
+  EXPECT(strstr(last_error(), "DECODER") != NULL);
+}
+
+/* ---- shared-memory pools and the ownership of cluster ids ---- */
+
+static void object_names(uint64_t cluster, char pool0[64], char pool1[64], char lock[64]) {
+  snprintf(pool0, 64, "/llmdd.%llu.0", (unsigned long long)cluster);
+  snprintf(pool1, 64, "/llmdd.%llu.1", (unsigned long long)cluster);
+  snprintf(lock, 64, "/llmdd.%llu.lock", (unsigned long long)cluster);
+}
+
+TEST(prompt_pools_live_in_shared_memory_until_finalize) {
+  uint64_t cluster = unique_cluster_id();
+  char pool0[64], pool1[64], lock[64];
+  object_names(cluster, pool0, pool1, lock);
+  uint64_t prompt = open_role(LLMDD_ROLE_PROMPT, cluster,
+                              "ge.exec.deviceId=0;1\nge.flowGraphMemMaxSize=1048576");
+  CHECK(prompt != 0);
+  EXPECT(shm_object_exists(pool0) && shm_object_exists(pool1) && shm_object_exists(lock));
+
+  /* The first cache sits at offset 0 of each pool: what is written through its
+   * addresses is in the object another process would map. */
+  uint64_t id;
+  CHECK_STATUS(allocate_filled(prompt, 2, 1000, &id), LLMDD_SUCCESS);
+  int fd = shm_open(pool1, O_RDONLY, 0);
+  CHECK(fd >= 0);
+  struct stat st;
+  EXPECT(fstat(fd, &st) == 0 && st.st_size == 1048576);
+  const uint8_t *view = mmap(NULL, 1048576, PROT_READ, MAP_SHARED, fd, 0);
+  close(fd);
+  CHECK(view != MAP_FAILED);
+  EXPECT(find_mismatch(view, 1000, id, 1, 0) == UINT64_MAX);
+  EXPECT(find_mismatch(view + 1024, 1000, id, 1, 1) == UINT64_MAX);
+
+  /* DECODER pools are private: nothing named after its cluster id. */
+  uint64_t decoder_cluster = unique_cluster_id();
+  char d0[64], d1[64], dlock[64];
+  object_names(decoder_cluster, d0, d1, dlock);
+  uint64_t decoder = open_role(LLMDD_ROLE_DECODER, decoder_cluster, NULL);
+  CHECK(decoder != 0);
+  EXPECT(!shm_object_exists(d0) && !shm_object_exists(dlock));
+  EXPECT_STATUS(llmdd_engine_finalize(decoder), LLMDD_SUCCESS);
+
+  EXPECT_STATUS(llmdd_engine_finalize(prompt), LLMDD_SUCCESS);
+  EXPECT(!shm_object_exists(pool0) && !shm_object_exists(pool1) && !shm_object_exists(lock));
+  /* A mapping outlives the name and the engine (no SIGBUS, same bytes). */
+  EXPECT(find_mismatch(view, 1000, id, 1, 0) == UINT64_MAX);
+  munmap((void *)view, 1048576);
+}
+
+TEST(a_cluster_id_has_one_live_owner) {
+  uint64_t cluster = unique_cluster_id();
+  const char *small = "ge.flowGraphMemMaxSize=65536";
+  uint64_t owner = open_role(LLMDD_ROLE_PROMPT, cluster, small);
+  CHECK(owner != 0);
+  uint64_t engine = 0;
+  EXPECT_STATUS(llmdd_engine_init(LLMDD_ROLE_PROMPT, cluster, (const uint8_t *)small,
+                                  (int32_t)strlen(small), &engine),
+                LLMDD_FAILED);
+  EXPECT(strstr(last_error(), "owned by a live engine") != NULL);
+  char process[32];
+  snprintf(process, sizeof process, "process %d holds", (int)getpid());
+  EXPECT(strstr(last_error(), process) != NULL);
+  EXPECT_STATUS(llmdd_engine_init(LLMDD_ROLE_MIX, cluster, NULL, 0, &engine), LLMDD_FAILED);
+  /* A DECODER owns no shared memory, so it does not compete for the id. */
+  uint64_t decoder = open_role(LLMDD_ROLE_DECODER, cluster, small);
+  EXPECT(decoder != 0);
+  EXPECT_STATUS(llmdd_engine_finalize(decoder), LLMDD_SUCCESS);
+  /* The failed attempts left the owner's objects alone. */
+  uint64_t id;
+  EXPECT_STATUS(allocate_filled(owner, 1, 64, &id), LLMDD_SUCCESS);
+  EXPECT_STATUS(llmdd_engine_finalize(owner), LLMDD_SUCCESS);
+  uint64_t next = open_role(LLMDD_ROLE_MIX, cluster, small);
+  EXPECT(next != 0);
+  EXPECT_STATUS(llmdd_engine_finalize(next), LLMDD_SUCCESS);
+}
+
+TEST(objects_left_by_a_dead_owner_are_replaced) {
+  uint64_t cluster = unique_cluster_id();
+  char pool0[64], pool1[64], lock[64], pool5[64];
+  object_names(cluster, pool0, pool1, lock);
+  snprintf(pool5, sizeof pool5, "/llmdd.%llu.5", (unsigned long long)cluster);
+  /* What a crashed owner leaves: pools (even of devices the next engine does not
+   * have) and the lock object, unlocked. */
+  int stale = shm_open(pool0, O_RDWR | O_CREAT | O_EXCL, 0600);
+  CHECK(stale >= 0);
+  CHECK(ftruncate(stale, 4096) == 0);
+  uint8_t *old = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, stale, 0);
+  close(stale);
+  CHECK(old != MAP_FAILED);
+  memcpy(old, "stale", 6);
+  int other = shm_open(pool5, O_RDWR | O_CREAT | O_EXCL, 0600);
+  int held = shm_open(lock, O_RDWR | O_CREAT | O_EXCL, 0600);
+  CHECK(other >= 0 && held >= 0);
+  close(other);
+  close(held);
+
+  uint64_t engine = open_role(LLMDD_ROLE_PROMPT, cluster, "ge.flowGraphMemMaxSize=1048576");
+  CHECK(engine != 0);
+  EXPECT(!shm_object_exists(pool5));
+  int fresh = shm_open(pool0, O_RDONLY, 0);
+  CHECK(fresh >= 0);
+  struct stat st;
+  EXPECT(fstat(fresh, &st) == 0 && st.st_size == 1048576);
+  uint8_t first[6];
+  EXPECT(pread(fresh, first, sizeof first, 0) == (ssize_t)sizeof first);
+  EXPECT(memcmp(first, "\0\0\0\0\0\0", 6) == 0);
+  close(fresh);
+  EXPECT(memcmp(old, "stale", 6) == 0); /* the old object, still mapped, untouched */
+  munmap(old, 4096);
+  EXPECT_STATUS(llmdd_engine_finalize(engine), LLMDD_SUCCESS);
+  EXPECT(!shm_object_exists(pool0) && !shm_object_exists(lock));
+}
+
+TEST(starting_a_prompt_sweeps_what_dead_owners_left) {
+  /* A dead owner of another cluster id: its lock object, nobody holding it. */
+  uint64_t dead = unique_cluster_id(), busy = unique_cluster_id();
+  char dead_pool[64], dead_pool3[64], dead_lock[64], busy_pool[64], busy_unused[64], busy_lock[64];
+  object_names(dead, dead_pool, dead_pool3, dead_lock);
+  snprintf(dead_pool3, sizeof dead_pool3, "/llmdd.%llu.3", (unsigned long long)dead);
+  object_names(busy, busy_pool, busy_unused, busy_lock);
+  const char *names[] = {dead_pool, dead_pool3, dead_lock, busy_pool, busy_lock};
+  for (int i = 0; i < 5; i++) {
+    int fd = shm_open(names[i], O_RDWR | O_CREAT | O_EXCL, 0600);
+    CHECK(fd >= 0);
+    close(fd);
+  }
+  /* A live owner in another process holds its lock: this fd stands for it. */
+  int held = shm_open(busy_lock, O_RDWR, 0);
+  CHECK(held >= 0 && flock(held, LOCK_EX | LOCK_NB) == 0);
+
+  uint64_t engine = open_role(LLMDD_ROLE_PROMPT, unique_cluster_id(), "ge.flowGraphMemMaxSize=65536");
+  CHECK(engine != 0);
+  EXPECT(!shm_object_exists(dead_pool) && !shm_object_exists(dead_pool3) &&
+         !shm_object_exists(dead_lock));
+  EXPECT(shm_object_exists(busy_pool) && shm_object_exists(busy_lock));
+  /* The live owner's cluster id stays taken. */
+  uint64_t other = 0;
+  EXPECT_STATUS(llmdd_engine_init(LLMDD_ROLE_MIX, busy, NULL, 0, &other), LLMDD_FAILED);
+  EXPECT_STATUS(llmdd_engine_finalize(engine), LLMDD_SUCCESS);
+  shm_unlink(busy_pool);
+  shm_unlink(busy_lock);
+  close(held);
+}
+
+/* exit_without_finalize <cluster id>: a PROMPT with a cache, then exit(0). */
+ROLE(exit_without_finalize) {
+  if (argc < 1) return 2;
+  uint64_t engine, id, addr;
+  const char *options = "ge.flowGraphMemMaxSize=1048576";
+  if (llmdd_engine_init(LLMDD_ROLE_PROMPT, strtoull(argv[0], NULL, 10), (const uint8_t *)options,
+                        (int32_t)strlen(options), &engine) != LLMDD_SUCCESS ||
+      llmdd_cache_allocate(engine, 1, 4096, 1, 0, 1, NULL, 0, &id, &addr, 1) != LLMDD_SUCCESS)
+    return 1;
+  memset((void *)(uintptr_t)addr, 1, 4096);
+  if (write(1, "ready\n", 6) != 6) return 1;
+  char c;
+  while (read(0, &c, 1) > 0) {
+  }
+  exit(0);
+}
+
+TEST(exit_without_finalize_removes_the_names) {
+  uint64_t cluster = unique_cluster_id();
+  char pool0[64], pool1[64], lock[64], text[32], line[16];
+  object_names(cluster, pool0, pool1, lock);
+  snprintf(text, sizeof text, "%llu", (unsigned long long)cluster);
+  const char *args[] = {text, NULL};
+  int to, from;
+  pid_t pid = spawn_role("exit_without_finalize", args, &to, &from);
+  CHECK(pid > 0);
+  EXPECT(read_line(from, line, sizeof line, 20000) > 0 && strcmp(line, "ready") == 0);
+  EXPECT(shm_object_exists(pool0) && shm_object_exists(lock));
+  close(to);
+  int status = wait_child(pid, 20000);
+  close(from);
+  EXPECT(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT(!shm_object_exists(pool0) && !shm_object_exists(lock));
 }

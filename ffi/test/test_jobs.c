@@ -160,7 +160,7 @@ TEST(large_read_stops_soon_after_its_deadline) {
   uint64_t engine = open_engine(NULL);
   CHECK(engine != 0);
   uint64_t id, addr;
-  CHECK_STATUS(llmdd_cache_allocate(engine, 1, bytes, 1, NULL, 0, &id, &addr, 1), LLMDD_SUCCESS);
+  CHECK_STATUS(llmdd_cache_allocate(engine, 1, bytes, 1, 0, 1, NULL, 0, &id, &addr, 1), LLMDD_SUCCESS);
   uint8_t *out = malloc(bytes);
   CHECK(out != NULL);
   double start = now_ms();
@@ -201,9 +201,9 @@ static void *cancel_later(void *arg) {
  * copying it is slow enough to be interrupted. */
 static int32_t allocate_pair(uint64_t engine, uint64_t bytes, uint64_t *dst, uint64_t *src) {
   uint64_t addr;
-  int32_t status = llmdd_cache_allocate(engine, 1, bytes, 1, NULL, 0, src, &addr, 1);
+  int32_t status = llmdd_cache_allocate(engine, 1, bytes, 1, 0, 1, NULL, 0, src, &addr, 1);
   if (status == LLMDD_SUCCESS)
-    status = llmdd_cache_allocate(engine, 1, bytes, 1, NULL, 0, dst, &addr, 1);
+    status = llmdd_cache_allocate(engine, 1, bytes, 1, 0, 1, NULL, 0, dst, &addr, 1);
   return status;
 }
 

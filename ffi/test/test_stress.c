@@ -151,7 +151,7 @@ static void owner_allocate(struct owner *o, struct owned *mine, int *count, uint
   c.key[1] = (*serial)++;
   c.key[2] = 0;
   uint64_t addrs[2 * 4];
-  int32_t status = llmdd_cache_allocate(a->engine, c.p.tensors, c.p.bytes, 1,
+  int32_t status = llmdd_cache_allocate(a->engine, c.p.tensors, c.p.bytes, 1, 0, 1,
                                         c.keyed ? c.key : NULL, c.keyed, &c.p.id, addrs,
                                         a->devices * c.p.tensors);
   if (status == LLMDD_DEVICE_OUT_OF_MEMORY) return;
@@ -179,7 +179,7 @@ static void owner_free(struct owner *o, struct owned *mine, int *count, int i) {
 static void owner_copy(struct owner *o, const struct owned *c) {
   struct arena *a = o->arena;
   uint64_t scratch, addrs[2 * 4];
-  int32_t status = llmdd_cache_allocate(a->engine, c->p.tensors, c->p.bytes, 1, NULL, 0, &scratch,
+  int32_t status = llmdd_cache_allocate(a->engine, c->p.tensors, c->p.bytes, 1, 0, 1, NULL, 0, &scratch,
                                         addrs, a->devices * c->p.tensors);
   if (status == LLMDD_DEVICE_OUT_OF_MEMORY) return;
   if (!EXPECT_STATUS(status, LLMDD_SUCCESS)) return;
@@ -309,12 +309,12 @@ static void *caller_main(void *arg) {
   uint8_t *out = malloc(2 * MiB);
   while (!atomic_load(c->stop)) {
     uint64_t bytes = next_random(&c->seed) % 2 ? 64 : 2 * MiB, id, id2, addrs[2];
-    int32_t status = llmdd_cache_allocate(c->engine, 1, bytes, 1, NULL, 0, &id, addrs, 2);
+    int32_t status = llmdd_cache_allocate(c->engine, 1, bytes, 1, 0, 1, NULL, 0, &id, addrs, 2);
     EXPECT(acceptable(status));
     if (status == LLMDD_ENGINE_FINALIZED) break;
     if (status != LLMDD_SUCCESS) continue;
     EXPECT(acceptable(llmdd_cache_read(c->engine, id, 0, 1, out, bytes, 0)));
-    status = llmdd_cache_allocate(c->engine, 1, bytes, 1, NULL, 0, &id2, addrs, 2);
+    status = llmdd_cache_allocate(c->engine, 1, bytes, 1, 0, 1, NULL, 0, &id2, addrs, 2);
     EXPECT(acceptable(status));
     if (status == LLMDD_SUCCESS) {
       EXPECT(acceptable(llmdd_cache_copy(c->engine, id2, id, 0, 0, bytes, 0)));

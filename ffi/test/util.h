@@ -2,15 +2,60 @@
 #ifndef LLMDD_TEST_UTIL_H
 #define LLMDD_TEST_UTIL_H
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "llmdd.h"
 
 #define MiB ((uint64_t)1 << 20)
 
-/* Opens a MIX engine with the given option text (NULL for none); 0 on failure
- * (recorded as a test failure). */
+/* A cluster id no other process uses. PROMPT and MIX engines own their cluster id
+ * machine-wide, and other test runs (or the TypeScript tests) may be running:
+ * the pid goes in the high bits, a counter in the low ones. */
+uint64_t unique_cluster_id(void);
+
+/* Opens a MIX engine (with a unique cluster id) with the given option text (NULL
+ * for none); 0 on failure (recorded as a test failure). */
 uint64_t open_engine(const char *options);
+
+/* Opens an engine of any role; 0 on failure (recorded). */
+uint64_t open_role(int32_t role, uint64_t cluster_id, const char *options);
+
+/* Opens a PROMPT or MIX engine listening on 127.0.0.1 (any free port), with more
+ * option lines (or NULL); writes the port. 0 on failure (recorded). */
+uint64_t open_listening(int32_t role, uint64_t cluster_id, const char *options, uint16_t *port);
+
+/* The engine's listen port (engine_info out[4]). */
+uint16_t listen_port(uint64_t engine);
+
+/* llmdd_link to 127.0.0.1:port with a job of timeout_ms (inline). */
+int32_t link_port(uint64_t engine, uint64_t cluster_id, uint16_t port, int32_t timeout_ms);
+
+/* llmdd_cache_pull with a job of timeout_ms (inline). */
+int32_t pull_row(uint64_t engine, uint64_t cache_id, int32_t key_kind, uint64_t k0, uint64_t k1,
+                 uint64_t k2, int32_t dst_row, uint64_t size, int32_t timeout_ms);
+
+/* Waits up to timeout_ms for a pool's usage to become `want`; returns whether it did. */
+bool wait_pool_used(uint64_t engine, int32_t device_index, uint64_t want, double timeout_ms);
+
+/* Whether /dev/shm holds an object of this name ("/llmdd...."). */
+bool shm_object_exists(const char *name);
+
+/* ---- child processes (roles, see harness.h) ---- */
+
+/* Starts this test binary as `--role role args...` (args ends with NULL), with
+ * its stdin and stdout on pipes: *to_child writes to its stdin, *from_child reads
+ * its stdout. Returns the pid, or -1 (recorded). */
+pid_t spawn_role(const char *role, const char *const *args, int *to_child, int *from_child);
+
+/* Reads one line (without the newline) within timeout_ms; returns its length, or
+ * -1 on timeout, EOF or error. */
+int read_line(int fd, char *buf, int cap, double timeout_ms);
+
+/* Waits up to timeout_ms for a child; returns its wait status, or -1 after killing
+ * it because it did not end. */
+int wait_child(pid_t pid, double timeout_ms);
 
 /* Bytes in use in one device's pool (UINT64_MAX on error). */
 uint64_t pool_used(uint64_t engine, int32_t device_index);

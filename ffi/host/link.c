@@ -1,0 +1,407 @@
+/* Links: the link object, and llmdd_link / llmdd_unlink. */
+#define _DEFAULT_SOURCE 1
+#include "link.h"
+
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "llmdd.h"
+#include "shm.h"
+#include "task.h"
+
+/* A pin released for a reader that gave up, or after a failed pull, is sent with
+ * a limit of its own: the operation's deadline may have passed already. */
+#define UNPIN_TIMEOUT_MS 1000
+
+/* ---- gates and timed waits ---- */
+
+static void cond_init_monotonic(pthread_cond_t *c) {
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(c, &attr);
+  pthread_condattr_destroy(&attr);
+}
+
+/* Waits on c (lock held) for at most one slice, so the caller can check its guard. */
+static void wait_slice(pthread_cond_t *c, pthread_mutex_t *lock) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  ts.tv_nsec += NET_SLICE_MS * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
+  }
+  pthread_cond_timedwait(c, lock, &ts);
+}
+
+static void gate_init(struct gate *gt) {
+  pthread_mutex_init(&gt->lock, NULL);
+  cond_init_monotonic(&gt->free);
+  gt->busy = false;
+}
+
+static void gate_destroy(struct gate *gt) {
+  pthread_cond_destroy(&gt->free);
+  pthread_mutex_destroy(&gt->lock);
+}
+
+static int32_t gate_enter(struct gate *gt, const struct guard *g) {
+  int32_t status = LLMDD_SUCCESS;
+  pthread_mutex_lock(&gt->lock);
+  while (gt->busy && (status = guard_check(g)) == LLMDD_SUCCESS) wait_slice(&gt->free, &gt->lock);
+  if (status == LLMDD_SUCCESS) gt->busy = true;
+  pthread_mutex_unlock(&gt->lock);
+  return status;
+}
+
+static void gate_leave(struct gate *gt) {
+  pthread_mutex_lock(&gt->lock);
+  gt->busy = false;
+  pthread_cond_signal(&gt->free);
+  pthread_mutex_unlock(&gt->lock);
+}
+
+/* ---- the link object ---- */
+
+static struct link *link_create(int fd, uint64_t cluster_id, const char *address,
+                                int32_t num_devices) {
+  struct link *l = calloc(1, sizeof *l);
+  if (l == NULL) return NULL;
+  atomic_init(&l->refs, 1);
+  atomic_init(&l->broken, false);
+  l->cluster_id = cluster_id;
+  snprintf(l->address, sizeof l->address, "%s", address);
+  l->fd = fd;
+  l->num_devices = num_devices;
+  gate_init(&l->tx);
+  gate_init(&l->rx);
+  pthread_mutex_init(&l->lock, NULL);
+  cond_init_monotonic(&l->quiet);
+  return l;
+}
+
+void link_retain(struct link *l) { atomic_fetch_add_explicit(&l->refs, 1, memory_order_relaxed); }
+
+void link_release(struct link *l) {
+  if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) != 1) return;
+  /* Closing tells the PROMPT we are gone: it drops this connection's pins. */
+  close(l->fd);
+  for (int32_t d = 0; d < l->num_devices; d++)
+    if (l->bases[d] != NULL) munmap((void *)l->bases[d], (size_t)l->pool_bytes);
+  gate_destroy(&l->tx);
+  gate_destroy(&l->rx);
+  pthread_cond_destroy(&l->quiet);
+  pthread_mutex_destroy(&l->lock);
+  free(l);
+}
+
+struct link *links_find(struct engine *e, uint64_t cluster_id) {
+  for (int32_t i = 0; i < e->num_links; i++)
+    if (e->links[i]->cluster_id == cluster_id) return e->links[i];
+  return NULL;
+}
+
+void links_remove(struct engine *e, struct link *l) {
+  for (int32_t i = 0; i < e->num_links; i++) {
+    if (e->links[i] != l) continue;
+    e->links[i] = e->links[--e->num_links];
+    e->links[e->num_links] = NULL;
+    return;
+  }
+}
+
+void link_break(struct link *l) {
+  atomic_store(&l->broken, true);
+  /* The fd stays open (others may be polling it) until the last reference. */
+  shutdown(l->fd, SHUT_RDWR);
+}
+
+bool link_alive(struct link *l) {
+  if (atomic_load(&l->broken)) return false;
+  if (!net_peer_gone(l->fd)) return true;
+  link_break(l);
+  return false;
+}
+
+int32_t link_send(struct link *l, struct msg *m, const struct guard *g) {
+  int32_t status = gate_enter(&l->tx, g);
+  if (status != LLMDD_SUCCESS) return status;
+  m->seq = ++l->next_seq;
+  bool torn;
+  status = proto_send(l->fd, m, g, &torn);
+  if (status == LLMDD_LINK_FAILED || torn) link_break(l);
+  gate_leave(&l->tx);
+  return status;
+}
+
+void link_unpin(struct link *l, uint64_t pin) {
+  if (atomic_load(&l->broken)) return; /* the PROMPT dropped it with the connection */
+  struct kept_error kept;
+  error_keep(&kept);
+  struct msg done = {.type = MSG_DONE, .u.done = {.pin = pin, .consume = 0}};
+  struct guard g = guard_for(UNPIN_TIMEOUT_MS, "releasing a pin");
+  if (link_send(l, &done, &g) != LLMDD_SUCCESS) link_break(l);
+  error_restore(&kept);
+}
+
+int32_t link_exchange(struct link *l, struct msg *request, uint16_t reply_type,
+                      struct msg *reply, const struct guard *g) {
+  if (atomic_load(&l->broken))
+    return fail(LLMDD_LINK_FAILED, "the link to cluster %llu at %s is broken",
+                (unsigned long long)l->cluster_id, l->address);
+  int32_t status = gate_enter(&l->rx, g);
+  if (status != LLMDD_SUCCESS) return status;
+  status = link_send(l, request, g);
+  bool sent = status == LLMDD_SUCCESS;
+  /* The answer cannot be there yet: wait for it rather than try a read first. */
+  if (sent && l->in.have == 0) status = net_wait(l->fd, POLLIN, g);
+  while (status == LLMDD_SUCCESS) {
+    status = proto_recv(l->fd, &l->in, reply, g, 0);
+    if (status == LLMDD_LINK_FAILED) link_break(l);
+    if (status != LLMDD_SUCCESS) break;
+    if (reply->seq == request->seq) {
+      if (reply->type != reply_type) {
+        link_break(l);
+        status = fail(LLMDD_LINK_FAILED, "the peer answered with message type %u, not %u",
+                      reply->type, reply_type);
+      }
+      break;
+    }
+    if (reply->seq > request->seq) {
+      link_break(l);
+      status = fail(LLMDD_LINK_FAILED, "the peer answered request %llu, which was not sent",
+                    (unsigned long long)reply->seq);
+      break;
+    }
+    /* The answer to a request whose sender gave up (and released its pin). */
+  }
+  /* Giving up on a LOOKUP that went out: release whatever it pins (the PROMPT
+   * handles requests in order, so it has answered by the time it reads this). */
+  if (sent && status != LLMDD_SUCCESS && status != LLMDD_LINK_FAILED &&
+      request->type == MSG_LOOKUP)
+    link_unpin(l, request->seq);
+  gate_leave(&l->rx);
+  return status;
+}
+
+void link_pull_begin(struct link *l) {
+  pthread_mutex_lock(&l->lock);
+  l->pulls++;
+  pthread_mutex_unlock(&l->lock);
+}
+
+void link_pull_end(struct link *l) {
+  pthread_mutex_lock(&l->lock);
+  if (--l->pulls == 0) pthread_cond_broadcast(&l->quiet);
+  pthread_mutex_unlock(&l->lock);
+}
+
+static int32_t wait_for_pulls(struct link *l, const struct guard *g) {
+  int32_t status = LLMDD_SUCCESS;
+  pthread_mutex_lock(&l->lock);
+  while (l->pulls > 0 && (status = guard_check(g)) == LLMDD_SUCCESS)
+    wait_slice(&l->quiet, &l->lock);
+  pthread_mutex_unlock(&l->lock);
+  return status;
+}
+
+/* ---- llmdd_link ---- */
+
+struct link_task {
+  struct task task;
+  uint64_t cluster_id;
+  struct sockaddr_in address;
+  char where[NET_ADDRESS_TEXT];
+};
+
+/* Whether a link to cluster_id may be added (engine lock held). A broken link to
+ * the same cluster does not count: the new one replaces it. */
+static int32_t check_room(struct engine *e, uint64_t cluster_id) {
+  struct link *old = links_find(e, cluster_id);
+  if (old != NULL && link_alive(old))
+    return fail(LLMDD_ALREADY_LINK, "already linked to cluster %llu (at %s)",
+                (unsigned long long)cluster_id, old->address);
+  if (e->num_links - (old != NULL) >= LLMDD_MAX_LINKS)
+    return fail(LLMDD_CLUSTER_NUM_EXCEED_LIMIT,
+                "already linked to %d clusters, the most one engine links to", LLMDD_MAX_LINKS);
+  return LLMDD_SUCCESS;
+}
+
+static int32_t check_hello(const struct link_task *lt, const struct engine *e,
+                           const struct msg_hello_reply *r) {
+  if (r->status == LLMDD_LINK_FAILED || (r->status == LLMDD_SUCCESS && r->cluster != lt->cluster_id))
+    return fail(LLMDD_LINK_FAILED, "the engine at %s is cluster %llu, not cluster %llu",
+                lt->where, (unsigned long long)r->cluster, (unsigned long long)lt->cluster_id);
+  if (r->status != LLMDD_SUCCESS)
+    return fail(LLMDD_LINK_FAILED, "the engine at %s refused the link (status 0x%08x)",
+                lt->where, (unsigned)r->status);
+  if ((int32_t)r->devices != e->options.num_devices)
+    return fail(LLMDD_LINK_FAILED,
+                "the engine of cluster %llu has %u devices and this one %d: they must match",
+                (unsigned long long)lt->cluster_id, r->devices, e->options.num_devices);
+  if (r->pool_bytes == 0 || r->pool_bytes > SIZE_MAX || r->pool_bytes > ((uint64_t)1 << 62))
+    return fail(LLMDD_LINK_FAILED, "the engine at %s reported pools of %llu bytes", lt->where,
+                (unsigned long long)r->pool_bytes);
+  return LLMDD_SUCCESS;
+}
+
+static int32_t link_run(struct task *t) {
+  struct link_task *lt = (struct link_task *)t;
+  struct engine *e = t->engine;
+  struct guard g = task_guard(t, "connecting");
+  int32_t status = guard_check(&g);
+  if (status != LLMDD_SUCCESS) return status;
+
+  int fd;
+  status = net_connect(&lt->address, &g, &fd);
+  if (status == LLMDD_WAIT_PROCESS_TIMEOUT)
+    return fail(LLMDD_LINK_FAILED, "nobody answered at %s before the deadline", lt->where);
+  if (status != LLMDD_SUCCESS) return status;
+  struct link *l = link_create(fd, lt->cluster_id, lt->where, e->options.num_devices);
+  if (l == NULL) {
+    close(fd);
+    return fail(LLMDD_OUT_OF_MEMORY, "out of host memory for a link");
+  }
+
+  struct msg hello = {.type = MSG_HELLO,
+                      .u.hello = {.decoder_cluster = e->cluster_id,
+                                  .expected_cluster = lt->cluster_id,
+                                  .abi_version = LLMDD_ABI_VERSION,
+                                  .devices = (uint32_t)e->options.num_devices}};
+  struct msg reply;
+  g.doing = "waiting for the answer to the link request";
+  status = link_exchange(l, &hello, MSG_HELLO_REPLY, &reply, &g);
+  if (status == LLMDD_WAIT_PROCESS_TIMEOUT)
+    status = fail(LLMDD_LINK_FAILED, "no answer from %s before the deadline", lt->where);
+  else if (status == LLMDD_LINK_FAILED) {
+    struct kept_error why;
+    error_keep(&why);
+    status = fail(LLMDD_LINK_FAILED, "the link to %s failed: %s", lt->where, why.text);
+  }
+  if (status == LLMDD_SUCCESS) status = check_hello(lt, e, &reply.u.hello_reply);
+  if (status == LLMDD_SUCCESS) {
+    l->pool_bytes = reply.u.hello_reply.pool_bytes;
+    for (int32_t d = 0; d < l->num_devices && status == LLMDD_SUCCESS; d++)
+      status = shm_map_peer(lt->cluster_id, d, reply.u.hello_reply.object_ids[d], l->pool_bytes,
+                            &l->bases[d]);
+  }
+  if (status == LLMDD_SUCCESS) {
+    pthread_mutex_lock(&e->lock);
+    if (atomic_load_explicit(&e->finalizing, memory_order_relaxed))
+      status = fail(LLMDD_ENGINE_FINALIZED, "the engine was finalized while linking");
+    else
+      status = check_room(e, lt->cluster_id); /* another link call may have won */
+    if (status == LLMDD_SUCCESS) {
+      struct link *old = links_find(e, lt->cluster_id);
+      if (old != NULL) {
+        links_remove(e, old);
+        link_release(old);
+      }
+      e->links[e->num_links++] = l; /* the table takes our reference */
+    }
+    pthread_mutex_unlock(&e->lock);
+  }
+  if (status != LLMDD_SUCCESS) link_release(l);
+  return status;
+}
+
+static void link_end(struct task *t) { (void)t; }
+
+LLMDD_API int32_t llmdd_link(uint64_t engine, uint64_t remote_cluster_id,
+                             const uint8_t *remote_addr, int32_t addr_len, uint64_t job) {
+  struct link_task lt = {.task = {.run = link_run, .end = link_end},
+                         .cluster_id = remote_cluster_id};
+  int32_t status = task_begin(&lt.task, engine, job);
+  if (status != LLMDD_SUCCESS) return status;
+  struct engine *e = lt.task.engine;
+  if (e->role == LLMDD_ROLE_PROMPT)
+    return task_abandon(&lt.task, fail(LLMDD_PARAM_INVALID,
+                                       "a PROMPT engine does not link: it is linked to"));
+  if (remote_addr == NULL || addr_len <= 0 ||
+      net_parse_address((const char *)remote_addr, addr_len, &lt.address) != 0 ||
+      lt.address.sin_port == 0)
+    return task_abandon(&lt.task,
+                        fail(LLMDD_PARAM_INVALID,
+                             "remote_addr '%.*s' is not an IPv4 address and a port 1..65535"
+                             " (\"ipv4:port\")",
+                             remote_addr == NULL || addr_len < 0 ? 0 : addr_len > 64 ? 64 : addr_len,
+                             remote_addr == NULL ? "" : (const char *)remote_addr));
+  net_format_address(&lt.address, lt.where);
+  status = check_room(e, remote_cluster_id);
+  if (status != LLMDD_SUCCESS) return task_abandon(&lt.task, status);
+  return task_dispatch(&lt.task, sizeof lt);
+}
+
+/* ---- llmdd_unlink ---- */
+
+struct unlink_task {
+  struct task task;
+  uint64_t cluster_id;
+  int32_t force;
+  struct link *link; /* once taken out of the table */
+};
+
+static int32_t not_answered(const struct unlink_task *ut, const char *why) {
+  if (ut->force) return LLMDD_SUCCESS;
+  return fail(LLMDD_UNLINK_FAILED, "the PROMPT of cluster %llu at %s %s: the link is dropped all"
+              " the same", (unsigned long long)ut->cluster_id, ut->link->address, why);
+}
+
+static int32_t unlink_run(struct task *t) {
+  struct unlink_task *ut = (struct unlink_task *)t;
+  struct engine *e = t->engine;
+  struct guard g = task_guard(t, "waiting for the pulls over the link to end");
+  int32_t status = guard_check(&g);
+  if (status != LLMDD_SUCCESS) return status;
+
+  pthread_mutex_lock(&e->lock);
+  ut->link = links_find(e, ut->cluster_id);
+  if (ut->link != NULL) links_remove(e, ut->link);
+  pthread_mutex_unlock(&e->lock);
+  if (ut->link == NULL)
+    return fail(LLMDD_NOT_YET_LINK, "not linked to cluster %llu (it was unlinked meanwhile)",
+                (unsigned long long)ut->cluster_id);
+
+  /* Out of the table: no new pull can start. Telling the PROMPT now would drop
+   * the pins of pulls still copying, so let them end first. */
+  status = wait_for_pulls(ut->link, &g);
+  if (status != LLMDD_SUCCESS) return status;
+  if (!link_alive(ut->link)) return not_answered(ut, "has gone away");
+
+  struct msg request = {.type = MSG_UNLINK}, reply;
+  g.doing = "waiting for the PROMPT to confirm the unlink";
+  status = link_exchange(ut->link, &request, MSG_UNLINK_REPLY, &reply, &g);
+  if (status == LLMDD_SUCCESS && reply.u.unlink_status == LLMDD_SUCCESS) return LLMDD_SUCCESS;
+  if (status == LLMDD_FAILED || status == LLMDD_ENGINE_FINALIZED) return status;
+  return not_answered(ut, "did not confirm the unlink");
+}
+
+static void unlink_end(struct task *t) {
+  struct unlink_task *ut = (struct unlink_task *)t;
+  if (ut->link != NULL) link_release(ut->link);
+}
+
+LLMDD_API int32_t llmdd_unlink(uint64_t engine, uint64_t remote_cluster_id, int32_t force,
+                               uint64_t job) {
+  struct unlink_task ut = {.task = {.run = unlink_run, .end = unlink_end},
+                           .cluster_id = remote_cluster_id,
+                           .force = force};
+  int32_t status = task_begin(&ut.task, engine, job);
+  if (status != LLMDD_SUCCESS) return status;
+  struct engine *e = ut.task.engine;
+  if (e->role == LLMDD_ROLE_PROMPT)
+    return task_abandon(&ut.task, fail(LLMDD_PARAM_INVALID,
+                                       "a PROMPT engine does not unlink: it has no links"));
+  if (links_find(e, remote_cluster_id) == NULL)
+    return task_abandon(&ut.task, fail(LLMDD_NOT_YET_LINK, "not linked to cluster %llu",
+                                       (unsigned long long)remote_cluster_id));
+  return task_dispatch(&ut.task, sizeof ut);
+}

@@ -1,0 +1,132 @@
+/* The control protocol between a DECODER (or MIX) engine and the PROMPT (or MIX)
+ * engine it links to, over one TCP connection per link. Data never goes through
+ * it: the DECODER copies straight out of the PROMPT's shared-memory pools.
+ *
+ * Every message is a 24-byte header and a body, all little-endian:
+ *   u32 magic   PROTO_MAGIC
+ *   u16 version PROTO_VERSION
+ *   u16 type    enum msg_type
+ *   u32 length  body bytes, at most PROTO_MAX_BODY, exactly the type's size
+ *   u32 flags   0
+ *   u64 seq     the sender's request number; an answer repeats its request's
+ *
+ * Requests (DECODER → PROMPT) and their answers:
+ *   HELLO   u64 decoder cluster id, u64 expected cluster id, u32 ABI version,
+ *           u32 device count                                               (24)
+ *     → HELLO_REPLY  i32 status, u32 device count n, u64 cluster id, u64 pool
+ *           bytes per device, then n × u64: each pool's shared-memory object id
+ *           (its inode, so the DECODER maps the very objects this engine made) (24 + 8n)
+ *   LOOKUP  u32 kind (LLMDD_KEY_*), u32 0, u64 k0, u64 k1, u64 k2           (32)
+ *     → LOOKUP_REPLY i32 status, u32 num_tensors, u64 pin, u64 layout_tag,
+ *           u64 tensor_bytes, u64 batch_size, u64 row, u64 stride, u32 n, u32 0,
+ *           then n × u64: the cache's offset in each device's pool           (64 + 8n)
+ *           On success the cache is pinned (its memory stays put) until DONE or
+ *           the connection closes. The pin is the LOOKUP's seq.
+ *   DONE    u64 pin, u32 consume (1: also release the key it was found by), u32 0
+ *           No answer: requests on a connection are handled in order, so a DONE
+ *           sent right after a LOOKUP (by a DECODER that gave up waiting) finds
+ *           its pin, if the LOOKUP made one; an unknown pin is ignored.      (16)
+ *   UNLINK  (empty) → UNLINK_REPLY i32 status, u32 0; then the PROMPT closes (0 / 8)
+ *
+ * Anything malformed — bad magic, version or flags, unknown type, a length that
+ * is not the type's, a request out of order — closes that connection only. */
+#ifndef LLMDD_HOST_PROTO_H
+#define LLMDD_HOST_PROTO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "net.h"
+#include "options.h"
+
+#define PROTO_MAGIC 0x44444C4Cu /* "LLDD" on the wire */
+#define PROTO_VERSION 1
+#define PROTO_HEADER_BYTES 24
+#define PROTO_MAX_BODY (64 + 8 * MAX_DEVICES)
+
+enum msg_type {
+  MSG_HELLO = 1,
+  MSG_HELLO_REPLY = 2,
+  MSG_LOOKUP = 3,
+  MSG_LOOKUP_REPLY = 4,
+  MSG_DONE = 5,
+  MSG_UNLINK = 6,
+  MSG_UNLINK_REPLY = 7,
+};
+
+struct msg_hello {
+  uint64_t decoder_cluster;
+  uint64_t expected_cluster;
+  uint32_t abi_version;
+  uint32_t devices;
+};
+
+struct msg_hello_reply {
+  int32_t status;
+  uint32_t devices;
+  uint64_t cluster;
+  uint64_t pool_bytes;
+  uint64_t object_ids[MAX_DEVICES];
+};
+
+struct msg_lookup {
+  uint32_t kind;
+  uint64_t k[3];
+};
+
+struct msg_lookup_reply {
+  int32_t status;
+  uint32_t num_tensors;
+  uint64_t pin;
+  uint64_t layout_tag;
+  uint64_t tensor_bytes;
+  uint64_t batch_size;
+  uint64_t row;
+  uint64_t stride;
+  uint32_t devices;
+  uint64_t offsets[MAX_DEVICES];
+};
+
+struct msg_done {
+  uint64_t pin;
+  uint32_t consume;
+};
+
+struct msg {
+  uint16_t type;
+  uint64_t seq;
+  union {
+    struct msg_hello hello;
+    struct msg_hello_reply hello_reply;
+    struct msg_lookup lookup;
+    struct msg_lookup_reply lookup_reply;
+    struct msg_done done;
+    int32_t unlink_status;
+  } u;
+};
+
+/* A connection's receive state: bytes read but not yet consumed. A read takes
+ * whatever has arrived (a whole answer, or a DONE and the next LOOKUP, in one
+ * call), and a reader that gives up (deadline, cancel) leaves a partial message
+ * here for the next one, so the stream stays in step. */
+struct proto_rx {
+  uint32_t have;       /* bytes in buf, starting with the current message */
+  bool header_checked; /* the current message's header is complete and valid */
+  uint32_t body_bytes; /* from that header */
+  int64_t started_ns;  /* when the current message's first byte came */
+  uint8_t buf[PROTO_HEADER_BYTES + PROTO_MAX_BODY];
+};
+
+/* Receives one whole message. message_ns > 0 bounds how long a message, once
+ * started, may take to finish (a stalled peer). Returns SUCCESS; LINK_FAILED
+ * (the peer closed or reset the connection, or sent something malformed — the
+ * connection is then unusable); or the guard's status (the connection is intact). */
+int32_t proto_recv(int fd, struct proto_rx *rx, struct msg *out, const struct guard *g,
+                   int64_t message_ns);
+
+/* Sends one message. Returns SUCCESS, LINK_FAILED (peer gone), or the guard's
+ * status. *torn is set when the message went out in part: the stream is then out
+ * of step and the connection must be dropped. */
+int32_t proto_send(int fd, const struct msg *m, const struct guard *g, bool *torn);
+
+#endif

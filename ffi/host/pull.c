@@ -1,0 +1,233 @@
+/* llmdd_cache_pull: one batch row of every tensor, from a linked PROMPT's shared
+ * pools into a local cache.
+ *
+ * One round trip and one copy: LOOKUP (the PROMPT pins the source cache and
+ * answers where its tensors are), the copy straight out of the read-only mapping
+ * of the PROMPT's pools, then DONE without waiting for an answer (the PROMPT
+ * handles a connection's requests in order, so a later request sees the key
+ * consumed). The copy runs in chunks, checking the deadline, the cancel flag, the
+ * finalize, and that the PROMPT is still there; since the PROMPT shuts the
+ * connection down before it drops a connection's pins, a pull that still sees the
+ * connection open after its copy copied pinned memory. */
+#define _DEFAULT_SOURCE 1
+#include <string.h>
+
+#include "error.h"
+#include "link.h"
+#include "llmdd.h"
+#include "task.h"
+
+struct pull_task {
+  struct task task;
+  struct link *link;
+  struct cache *dst;
+  int32_t key_kind;
+  uint64_t k[3];
+  uint64_t dst_offset; /* of the destination row within each tensor */
+  uint64_t size;       /* bytes per tensor; LLMDD_WHOLE_ROW until the answer */
+};
+
+static int32_t gone(const struct pull_task *p, const char *when) {
+  return fail(LLMDD_LINK_FAILED, "the PROMPT of cluster %llu at %s went away %s",
+              (unsigned long long)p->link->cluster_id, p->link->address, when);
+}
+
+/* The PROMPT's refusal, in this engine's words. */
+static int32_t refused(const struct pull_task *p, int32_t status) {
+  unsigned long long cluster = p->link->cluster_id;
+  if (status == LLMDD_KV_CACHE_NOT_EXIST && p->key_kind == LLMDD_KEY_CACHE_KEY)
+    return fail(status, "no cache holds key (cluster %llu, req %llu, model %llu) at cluster %llu",
+                (unsigned long long)p->k[0], (unsigned long long)p->k[1],
+                (unsigned long long)p->k[2], cluster);
+  if (status == LLMDD_KV_CACHE_NOT_EXIST)
+    return fail(status, "cache %llu does not exist at cluster %llu", (unsigned long long)p->k[1],
+                cluster);
+  if (status == LLMDD_PARAM_INVALID)
+    return fail(status, "batch index %llu is out of range for cache %llu at cluster %llu",
+                (unsigned long long)p->k[2], (unsigned long long)p->k[1], cluster);
+  if (status == LLMDD_ENGINE_FINALIZED) return gone(p, "(it is being finalized)");
+  return fail(LLMDD_LINK_FAILED, "the PROMPT of cluster %llu refused the pull (status 0x%08x)",
+              cluster, (unsigned)status);
+}
+
+/* Whether n tensors of `bytes`, `stride` apart from `offset`, fit in `capacity`. */
+static bool fits(uint64_t offset, uint64_t stride, uint64_t n, uint64_t bytes, uint64_t capacity) {
+  if (offset > capacity || bytes > capacity - offset) return false;
+  return n <= 1 || stride <= (capacity - offset - bytes) / (n - 1);
+}
+
+/* Never trust the peer: a cache that would reach outside the mapped pools is a
+ * broken link, not a memory access. */
+static int32_t check_answer(const struct pull_task *p, const struct msg_lookup_reply *r) {
+  struct link *l = p->link;
+  bool ok = (int32_t)r->devices == l->num_devices && r->num_tensors >= 1 &&
+            r->num_tensors <= INT32_MAX && r->batch_size >= 1 && r->tensor_bytes >= 1 &&
+            r->tensor_bytes % r->batch_size == 0 && r->row < r->batch_size &&
+            r->stride >= r->tensor_bytes;
+  for (int32_t d = 0; ok && d < l->num_devices; d++)
+    ok = fits(r->offsets[d], r->stride, r->num_tensors, r->tensor_bytes, l->pool_bytes);
+  if (ok) return LLMDD_SUCCESS;
+  link_break(l);
+  return fail(LLMDD_LINK_FAILED, "the PROMPT of cluster %llu answered with a cache outside its pools",
+              (unsigned long long)l->cluster_id);
+}
+
+static int32_t check_match(const struct pull_task *p, const struct msg_lookup_reply *r) {
+  const struct cache *c = p->dst;
+  uint64_t remote_row = r->tensor_bytes / r->batch_size;
+  if ((int32_t)r->num_tensors != c->num_tensors)
+    return fail(LLMDD_PARAM_INVALID, "the remote cache has %u tensors and cache %llu has %d",
+                r->num_tensors, (unsigned long long)c->id, c->num_tensors);
+  if (r->layout_tag != c->layout_tag)
+    return fail(LLMDD_PARAM_INVALID,
+                "the remote cache's layout (tag 0x%llx) differs from cache %llu's (tag 0x%llx)",
+                (unsigned long long)r->layout_tag, (unsigned long long)c->id,
+                (unsigned long long)c->layout_tag);
+  if (remote_row != cache_row_bytes(c))
+    return fail(LLMDD_PARAM_INVALID,
+                "the remote cache's rows are %llu bytes and cache %llu's are %llu",
+                (unsigned long long)remote_row, (unsigned long long)c->id,
+                (unsigned long long)cache_row_bytes(c));
+  return LLMDD_SUCCESS;
+}
+
+/* Checks between chunks: the deadline, cancel, finalize, and the PROMPT (not
+ * before the first chunk: its answer just came). */
+static int32_t check_progress(const struct pull_task *p, const struct guard *g, uint64_t copied,
+                              uint64_t total) {
+  int32_t status = guard_check(g);
+  if (status == LLMDD_WAIT_PROCESS_TIMEOUT)
+    return fail(status, "the job's deadline passed after %llu of %llu bytes were pulled",
+                (unsigned long long)copied, (unsigned long long)total);
+  if (status != LLMDD_SUCCESS) return status;
+  if (copied > 0 && !link_alive(p->link))
+    return gone(p, "during the pull: the row is not to be trusted");
+  return LLMDD_SUCCESS;
+}
+
+/* Copies the row of every tensor on every device, checking every
+ * LLMDD_COPY_CHUNK_BYTES (and before the first byte). */
+static int32_t copy_row(const struct pull_task *p, const struct msg_lookup_reply *r,
+                        const struct guard *g) {
+  const struct engine *e = p->task.engine;
+  const struct link *l = p->link;
+  uint64_t src_row = r->row * (r->tensor_bytes / r->batch_size);
+  uint64_t total = p->size * (uint64_t)p->dst->num_tensors * (uint64_t)l->num_devices;
+  uint64_t copied = 0, since_check = LLMDD_COPY_CHUNK_BYTES;
+  for (int32_t d = 0; d < l->num_devices; d++) {
+    for (int32_t t = 0; t < p->dst->num_tensors; t++) {
+      const uint8_t *src = l->bases[d] + r->offsets[d] + (uint64_t)t * r->stride + src_row;
+      uint8_t *dst = cache_tensor(e, p->dst, d, t) + p->dst_offset;
+      for (uint64_t done = 0; done < p->size;) {
+        if (since_check >= LLMDD_COPY_CHUNK_BYTES) {
+          int32_t status = check_progress(p, g, copied, total);
+          if (status != LLMDD_SUCCESS) return status;
+          since_check = 0;
+        }
+        uint64_t step = p->size - done;
+        if (step > LLMDD_COPY_CHUNK_BYTES - since_check) step = LLMDD_COPY_CHUNK_BYTES - since_check;
+        memcpy(dst + done, src + done, (size_t)step);
+        done += step;
+        copied += step;
+        since_check += step;
+      }
+    }
+  }
+  return LLMDD_SUCCESS;
+}
+
+static int32_t pull_run(struct task *t) {
+  struct pull_task *p = (struct pull_task *)t;
+  struct guard g = task_guard(t, "waiting for the PROMPT's answer");
+  int32_t status = guard_check(&g);
+  if (status != LLMDD_SUCCESS) return status;
+  if (!link_alive(p->link)) return gone(p, "(unlink and link again)");
+
+  struct msg request = {.type = MSG_LOOKUP,
+                        .u.lookup = {.kind = (uint32_t)p->key_kind,
+                                     .k = {p->k[0], p->k[1], p->k[2]}}};
+  struct msg answer;
+  status = link_exchange(p->link, &request, MSG_LOOKUP_REPLY, &answer, &g);
+  if (status == LLMDD_LINK_FAILED) {
+    struct kept_error why;
+    error_keep(&why);
+    return fail(status, "the PROMPT of cluster %llu at %s went away: %s",
+                (unsigned long long)p->link->cluster_id, p->link->address, why.text);
+  }
+  if (status != LLMDD_SUCCESS) return status;
+  const struct msg_lookup_reply *r = &answer.u.lookup_reply;
+  if (r->status != LLMDD_SUCCESS) return refused(p, r->status);
+  status = check_answer(p, r);
+  if (status != LLMDD_SUCCESS) return status;
+  status = check_match(p, r);
+  if (status == LLMDD_SUCCESS) {
+    if (p->size == LLMDD_WHOLE_ROW) p->size = cache_row_bytes(p->dst);
+    g.doing = "pulling";
+    status = copy_row(p, r, &g);
+  }
+  if (status != LLMDD_SUCCESS) {
+    link_unpin(p->link, r->pin);
+    return status;
+  }
+  /* Checked after the copy: the PROMPT shuts the connection before unpinning. */
+  if (!link_alive(p->link)) return gone(p, "during the pull: the row is not to be trusted");
+  struct msg done = {.type = MSG_DONE,
+                     .u.done = {.pin = r->pin, .consume = p->key_kind == LLMDD_KEY_CACHE_KEY}};
+  struct guard quick = guard_for(1000, "releasing the pin");
+  if (link_send(p->link, &done, &quick) != LLMDD_SUCCESS) {
+    /* The row is here and intact; the PROMPT drops the pin with the connection,
+     * but cannot consume the key. */
+    link_break(p->link);
+  }
+  return LLMDD_SUCCESS;
+}
+
+static void pull_end(struct task *t) {
+  struct pull_task *p = (struct pull_task *)t;
+  p->dst->pins--;
+  cache_release_if_unused(t->engine, p->dst);
+  link_pull_end(p->link);
+  link_release(p->link);
+}
+
+LLMDD_API int32_t llmdd_cache_pull(uint64_t engine, uint64_t cache_id, int32_t key_kind,
+                                   uint64_t k0, uint64_t k1, uint64_t k2,
+                                   int32_t dst_batch_index, uint64_t size, uint64_t job) {
+  struct pull_task p = {.task = {.run = pull_run, .end = pull_end},
+                        .key_kind = key_kind,
+                        .k = {k0, k1, k2},
+                        .size = size};
+  int32_t status = task_begin(&p.task, engine, job);
+  if (status != LLMDD_SUCCESS) return status;
+  struct engine *e = p.task.engine;
+  if (e->role == LLMDD_ROLE_PROMPT)
+    return task_abandon(&p.task, fail(LLMDD_PARAM_INVALID,
+                                      "a PROMPT engine does not pull: DECODER and MIX engines do"));
+  if (key_kind != LLMDD_KEY_CACHE_KEY && key_kind != LLMDD_KEY_BY_ID)
+    return task_abandon(&p.task, fail(LLMDD_PARAM_INVALID,
+                                      "key_kind %d is not CACHE_KEY (0) or BY_ID (1)", key_kind));
+  p.dst = cache_find(e, cache_id);
+  if (p.dst == NULL)
+    return task_abandon(&p.task, fail(LLMDD_KV_CACHE_NOT_EXIST, "cache %llu does not exist",
+                                      (unsigned long long)cache_id));
+  if (dst_batch_index < 0 || (uint64_t)dst_batch_index >= p.dst->batch_size)
+    return task_abandon(&p.task, fail(LLMDD_PARAM_INVALID,
+                                      "dst_batch_index %d is out of range [0, %llu) of cache %llu",
+                                      dst_batch_index, (unsigned long long)p.dst->batch_size,
+                                      (unsigned long long)cache_id));
+  uint64_t row = cache_row_bytes(p.dst);
+  if (size != LLMDD_WHOLE_ROW && size > row)
+    return task_abandon(&p.task, fail(LLMDD_PARAM_INVALID,
+                                      "size %llu is more than the %llu bytes of a row of cache %llu",
+                                      (unsigned long long)size, (unsigned long long)row,
+                                      (unsigned long long)cache_id));
+  p.link = links_find(e, k0);
+  if (p.link == NULL)
+    return task_abandon(&p.task, fail(LLMDD_NOT_YET_LINK, "not linked to cluster %llu",
+                                      (unsigned long long)k0));
+  p.dst_offset = (uint64_t)dst_batch_index * row;
+  p.dst->pins++;
+  link_retain(p.link);
+  link_pull_begin(p.link);
+  return task_dispatch(&p.task, sizeof p);
+}

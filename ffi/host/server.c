@@ -1,0 +1,356 @@
+#define _GNU_SOURCE 1 /* accept4, pipe2 */
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "error.h"
+#include "llmdd.h"
+#include "net.h"
+#include "proto.h"
+
+/* More DECODERs than this at once are turned away (each costs a thread). */
+#define MAX_CONNECTIONS 64
+/* Pulls one connection may have in flight; a DECODER has one per running pull. */
+#define MAX_PINS 1024
+/* A message, once started, must be complete within this; so must an answer be
+ * sent. A stalled peer loses its connection, not a thread forever. */
+#define MESSAGE_TIMEOUT_NS ((int64_t)10 * 1000000000)
+#define SEND_TIMEOUT_MS 10000
+/* The listener reaps finished connections at least this often. */
+#define REAP_INTERVAL_MS 1000
+
+struct pin {
+  uint64_t id;
+  struct cache *cache;
+  bool by_key;
+  struct map_key key;
+};
+
+struct connection {
+  struct server *server;
+  int fd; /* closed only by whoever joins the thread */
+  pthread_t thread;
+  atomic_bool finished;
+  bool greeted; /* HELLO came */
+  struct proto_rx in;
+  struct pin *pins;
+  int32_t num_pins, pins_capacity;
+  struct connection *next;
+};
+
+struct server {
+  struct engine *engine;
+  int listen_fd;
+  int wake[2]; /* a byte in wake[1] makes wake[0] readable for good: stop */
+  pthread_t listener;
+  pthread_mutex_t lock; /* connections */
+  struct connection *connections;
+  int32_t num_connections;
+};
+
+/* ---- requests ---- */
+
+static void hello(struct connection *c, const struct msg_hello *q, struct msg_hello_reply *r) {
+  /* Options and pool identities do not change after init: no lock needed. */
+  const struct engine *e = c->server->engine;
+  r->cluster = e->cluster_id;
+  if (q->expected_cluster != e->cluster_id) {
+    r->status = LLMDD_LINK_FAILED;
+    return;
+  }
+  if (q->abi_version != LLMDD_ABI_VERSION) {
+    r->status = LLMDD_FAILED;
+    return;
+  }
+  r->status = LLMDD_SUCCESS;
+  r->devices = (uint32_t)e->options.num_devices;
+  r->pool_bytes = e->options.pool_bytes;
+  for (int32_t d = 0; d < e->options.num_devices; d++) r->object_ids[d] = e->pools[d].object_id;
+}
+
+/* The pin is named by the LOOKUP's sequence number, which the DECODER knows
+ * before the answer comes: one that gives up waiting can release it at once. */
+static void lookup(struct connection *c, uint64_t seq, const struct msg_lookup *q,
+                   struct msg_lookup_reply *r) {
+  struct engine *e = c->server->engine;
+  if (c->num_pins == c->pins_capacity) {
+    int32_t capacity = c->pins_capacity ? 2 * c->pins_capacity : 8;
+    if (capacity > MAX_PINS) capacity = MAX_PINS;
+    struct pin *pins = capacity > c->pins_capacity
+                           ? realloc(c->pins, (size_t)capacity * sizeof *pins) : NULL;
+    if (pins == NULL) {
+      r->status = LLMDD_OUT_OF_MEMORY;
+      return;
+    }
+    c->pins = pins;
+    c->pins_capacity = capacity;
+  }
+  struct pin pin = {.id = seq, .by_key = q->kind == LLMDD_KEY_CACHE_KEY,
+                    .key = {q->k[0], q->k[1], q->k[2]}};
+  uint64_t row = 0;
+  pthread_mutex_lock(&e->lock);
+  if (atomic_load_explicit(&e->finalizing, memory_order_relaxed)) {
+    r->status = LLMDD_ENGINE_FINALIZED;
+  } else if (q->kind == LLMDD_KEY_CACHE_KEY) {
+    struct map_entry *entry = map_find(&e->caches_by_key, pin.key);
+    r->status = entry ? LLMDD_SUCCESS : LLMDD_KV_CACHE_NOT_EXIST;
+    if (entry) pin.cache = entry->value, row = (uint64_t)entry->aux;
+  } else if (q->kind == LLMDD_KEY_BY_ID) {
+    pin.cache = cache_find(e, q->k[1]);
+    row = q->k[2];
+    r->status = pin.cache == NULL               ? LLMDD_KV_CACHE_NOT_EXIST
+                : row >= pin.cache->batch_size ? LLMDD_PARAM_INVALID
+                                               : LLMDD_SUCCESS;
+  } else {
+    r->status = LLMDD_PARAM_INVALID;
+  }
+  if (r->status == LLMDD_SUCCESS) {
+    const struct cache *cache = pin.cache;
+    pin.cache->pins++;
+    c->pins[c->num_pins++] = pin;
+    r->num_tensors = (uint32_t)cache->num_tensors;
+    r->pin = pin.id;
+    r->layout_tag = cache->layout_tag;
+    r->tensor_bytes = cache->tensor_bytes;
+    r->batch_size = cache->batch_size;
+    r->row = row;
+    r->stride = cache->stride;
+    r->devices = (uint32_t)e->options.num_devices;
+    for (int32_t d = 0; d < e->options.num_devices; d++) r->offsets[d] = cache->offsets[d];
+  }
+  pthread_mutex_unlock(&e->lock);
+}
+
+/* Drops pin i (engine lock held); with consume, also the key it was found by —
+ * if that key still names the same cache. */
+static void drop_pin(struct connection *c, int32_t i, bool consume) {
+  struct engine *e = c->server->engine;
+  struct pin *pin = &c->pins[i];
+  if (consume && pin->by_key) {
+    struct map_entry *entry = map_find(&e->caches_by_key, pin->key);
+    if (entry != NULL && entry->value == pin->cache) {
+      map_remove(&e->caches_by_key, entry);
+      pin->cache->keys_held--;
+    }
+  }
+  pin->cache->pins--;
+  cache_release_if_unused(e, pin->cache);
+  c->pins[i] = c->pins[--c->num_pins];
+}
+
+/* A pin this connection does not hold is no error: a DECODER that gave up on a
+ * LOOKUP releases its pin without knowing whether the LOOKUP found anything. */
+static void done(struct connection *c, const struct msg_done *q) {
+  struct engine *e = c->server->engine;
+  for (int32_t i = 0; i < c->num_pins; i++) {
+    if (c->pins[i].id != q->pin) continue;
+    pthread_mutex_lock(&e->lock);
+    drop_pin(c, i, q->consume != 0);
+    pthread_mutex_unlock(&e->lock);
+    return;
+  }
+}
+
+static bool reply(struct connection *c, const struct msg *m) {
+  struct guard g = guard_for(SEND_TIMEOUT_MS, "answering a linked engine");
+  g.wake_fd = c->server->wake[0];
+  bool torn;
+  return proto_send(c->fd, m, &g, &torn) == LLMDD_SUCCESS;
+}
+
+/* Handles one request. Returns false when the connection must close. */
+static bool handle(struct connection *c, const struct msg *m) {
+  struct msg answer = {.seq = m->seq};
+  switch (m->type) {
+  case MSG_HELLO:
+    if (c->greeted) return false;
+    answer.type = MSG_HELLO_REPLY;
+    hello(c, &m->u.hello, &answer.u.hello_reply);
+    c->greeted = answer.u.hello_reply.status == LLMDD_SUCCESS;
+    /* A refused link ends here; the DECODER reads the answer, then EOF. */
+    return reply(c, &answer) && c->greeted;
+  case MSG_LOOKUP:
+    if (!c->greeted) return false;
+    answer.type = MSG_LOOKUP_REPLY;
+    lookup(c, m->seq, &m->u.lookup, &answer.u.lookup_reply);
+    return reply(c, &answer);
+  case MSG_DONE:
+    if (!c->greeted) return false;
+    done(c, &m->u.done);
+    return true;
+  case MSG_UNLINK:
+    if (!c->greeted) return false;
+    answer.type = MSG_UNLINK_REPLY;
+    answer.u.unlink_status = LLMDD_SUCCESS;
+    reply(c, &answer);
+    return false;
+  default: /* an answer type sent as a request */
+    return false;
+  }
+}
+
+static void *connection_main(void *arg) {
+  struct connection *c = arg;
+  struct guard g = {.wake_fd = c->server->wake[0], .until_ns = INT64_MAX,
+                    .doing = "serving a linked engine"};
+  struct msg m;
+  while (proto_recv(c->fd, &c->in, &m, &g, MESSAGE_TIMEOUT_NS) == LLMDD_SUCCESS &&
+         handle(c, &m)) {
+  }
+  /* Shut down before unpinning: a DECODER that is copying must find the
+   * connection gone before the memory it copies can change. */
+  shutdown(c->fd, SHUT_RDWR);
+  struct engine *e = c->server->engine;
+  pthread_mutex_lock(&e->lock);
+  while (c->num_pins > 0) drop_pin(c, c->num_pins - 1, false);
+  pthread_mutex_unlock(&e->lock);
+  atomic_store(&c->finished, true);
+  return NULL;
+}
+
+/* ---- connections ---- */
+
+static void connection_free(struct connection *c) {
+  pthread_join(c->thread, NULL);
+  close(c->fd);
+  free(c->pins);
+  free(c);
+}
+
+/* Joins the connections whose threads ended (all of them when `all`). */
+static void reap(struct server *s, bool all) {
+  struct connection *done_list = NULL;
+  pthread_mutex_lock(&s->lock);
+  for (struct connection **p = &s->connections; *p != NULL;) {
+    struct connection *c = *p;
+    if (all || atomic_load(&c->finished)) {
+      *p = c->next;
+      c->next = done_list;
+      done_list = c;
+      s->num_connections--;
+    } else {
+      p = &c->next;
+    }
+  }
+  pthread_mutex_unlock(&s->lock);
+  while (done_list != NULL) {
+    struct connection *c = done_list;
+    done_list = c->next;
+    connection_free(c);
+  }
+}
+
+/* Threads of the server block every signal, as the workers do. */
+static int start_thread(pthread_t *thread, void *(*fn)(void *), void *arg) {
+  sigset_t all, previous;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &previous);
+  int rc = pthread_create(thread, NULL, fn, arg);
+  pthread_sigmask(SIG_SETMASK, &previous, NULL);
+  return rc;
+}
+
+static void accept_connection(struct server *s, int fd) {
+  if (s->num_connections >= MAX_CONNECTIONS) {
+    close(fd);
+    return;
+  }
+  struct connection *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    close(fd);
+    return;
+  }
+  net_set_nodelay(fd);
+  c->server = s;
+  c->fd = fd;
+  atomic_init(&c->finished, false);
+  pthread_mutex_lock(&s->lock);
+  if (start_thread(&c->thread, connection_main, c) != 0) {
+    pthread_mutex_unlock(&s->lock);
+    close(fd);
+    free(c);
+    return;
+  }
+  c->next = s->connections;
+  s->connections = c;
+  s->num_connections++;
+  pthread_mutex_unlock(&s->lock);
+}
+
+static void *listener_main(void *arg) {
+  struct server *s = arg;
+  for (;;) {
+    struct pollfd p[2] = {{s->listen_fd, POLLIN, 0}, {s->wake[0], POLLIN, 0}};
+    int n = poll(p, 2, REAP_INTERVAL_MS);
+    if (n > 0 && p[1].revents != 0) break;
+    reap(s, false);
+    if (n <= 0 || (p[0].revents & POLLIN) == 0) continue;
+    int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      accept_connection(s, fd);
+    } else if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+      /* The connection stays queued; do not spin on it. */
+      struct timespec pause = {0, 10 * 1000000L};
+      nanosleep(&pause, NULL);
+    }
+  }
+  return NULL;
+}
+
+int32_t server_start(struct engine *e, const struct sockaddr_in *addr, struct server **out,
+                     uint16_t *out_port) {
+  struct server *s = calloc(1, sizeof *s);
+  if (s == NULL) return fail(LLMDD_OUT_OF_MEMORY, "out of host memory for the server");
+  s->engine = e;
+  char text[ERRNO_TEXT_CAP];
+  int32_t status = net_listen(addr, &s->listen_fd, out_port);
+  if (status != LLMDD_SUCCESS) {
+    free(s);
+    return status;
+  }
+  if (pipe2(s->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+    status = fail(LLMDD_FAILED, "cannot create a pipe for the server: %s", errno_text(errno, text));
+    close(s->listen_fd);
+    free(s);
+    return status;
+  }
+  pthread_mutex_init(&s->lock, NULL);
+  if (start_thread(&s->listener, listener_main, s) != 0) {
+    close(s->listen_fd);
+    close(s->wake[0]);
+    close(s->wake[1]);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+    return fail(LLMDD_FAILED, "cannot start the server's thread");
+  }
+  *out = s;
+  return LLMDD_SUCCESS;
+}
+
+void server_stop(struct server *s) {
+  ssize_t n;
+  do n = write(s->wake[1], "x", 1);
+  while (n < 0 && errno == EINTR);
+  pthread_join(s->listener, NULL);
+  close(s->listen_fd); /* from here connecting is refused */
+  pthread_mutex_lock(&s->lock);
+  for (struct connection *c = s->connections; c != NULL; c = c->next) shutdown(c->fd, SHUT_RDWR);
+  pthread_mutex_unlock(&s->lock);
+  reap(s, true);
+  close(s->wake[0]);
+  close(s->wake[1]);
+  pthread_mutex_destroy(&s->lock);
+  free(s);
+}
