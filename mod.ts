@@ -29,13 +29,14 @@
  */
 export { CacheDesc } from "./src/cache_desc.ts";
 export { CacheKey, CacheKeyByIdAndIndex } from "./src/cache_key.ts";
+export { type IpInfo, LLMClusterInfo } from "./src/cluster_info.ts";
 export { LLMConfig } from "./src/config.ts";
 export { DataType, type TensorData } from "./src/data_type.ts";
 export { LLMRole, Placement } from "./src/enums.ts";
 export { LLMException, ValueError } from "./src/errors.ts";
 export { KvCache } from "./src/kv_cache.ts";
 export { type CallOptions, KvCacheManager, type PoolUsage } from "./src/kv_cache_manager.ts";
-export { LLMDataDist, type LLMDataDistOptions } from "./src/llm_datadist.ts";
+export { type ClusterStatuses, LLMDataDist, type LLMDataDistOptions } from "./src/llm_datadist.ts";
 export type { Backend } from "./src/native/load.ts";
 export { LLMStatusCode } from "./src/status.ts";
 export { Tensor } from "./src/tensor.ts";

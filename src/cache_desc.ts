@@ -110,3 +110,22 @@ export class CacheDesc {
     return `CacheDesc(${this.numTensors}, [${this.shape.join(", ")}], ${dataTypeName(this.dataType)}, ${where})`;
   }
 }
+
+/**
+ * A 64-bit value naming a desc's layout apart from its batch size: data type,
+ * batch dimension and every other dimension. Two caches can exchange rows
+ * (pulls) only if their tags are equal; the native side compares them.
+ */
+export function layoutTag(desc: CacheDesc): bigint {
+  const shape = desc.shape.map((dim, i) => (i === desc.batchDimIndex ? "*" : String(dim)));
+  const text = `${desc.dataType}|${desc.batchDimIndex}|${shape.join(",")}`;
+  // Two 32-bit FNV-1a hashes with different offsets make the 64 bits.
+  let low = 0x811C9DC5;
+  let high = 0x01000193 ^ 0x5bd1e995;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    low = Math.imul(low ^ c, 0x01000193);
+    high = Math.imul(high ^ c, 0x01000193) ^ (high >>> 15);
+  }
+  return (BigInt(high >>> 0) << 32n) | BigInt(low >>> 0);
+}

@@ -43,6 +43,7 @@ export type TensorData =
 
 interface TypedArrayClass {
   readonly BYTES_PER_ELEMENT: number;
+  new (length: number): TensorData;
   new (buffer: ArrayBuffer, byteOffset?: number, length?: number): TensorData;
 }
 
@@ -79,6 +80,16 @@ export function dataTypeSize(dataType: DataType): number {
 /** The upstream name of a data type (`"DT_FLOAT16"`). */
 export function dataTypeName(dataType: DataType): string {
   return typeNames.get(dataType) ?? String(dataType);
+}
+
+/**
+ * A new zeroed TypedArray of the data type holding `byteLength` bytes. Made in
+ * one step: wrapping a `Uint8Array`'s `.buffer` afterwards makes the engine
+ * move a small array's memory off its heap, which costs more than the copy.
+ */
+export function newTypedArray(dataType: DataType, byteLength: number): TensorData {
+  const cls = arrayClass.get(dataType)!;
+  return new cls(byteLength / cls.BYTES_PER_ELEMENT);
 }
 
 /** Wraps `byteLength` bytes of `buffer` from `byteOffset` in the data type's TypedArray. */

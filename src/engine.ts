@@ -20,6 +20,8 @@ export interface CacheRecord {
   readonly engine: Engine;
   readonly cacheId: bigint;
   readonly desc: CacheDesc;
+  /** `desc.size` as the bigint the native calls take. */
+  readonly sizeBytes: bigint;
   /** `[device][tensor]` addresses. */
   readonly addrs: readonly (readonly bigint[])[];
   /** Shared by the cache's views; revoked when the cache is freed. */
@@ -57,6 +59,9 @@ export class Engine {
   readonly deviceIds: readonly number[];
   readonly syncKvTimeout: number;
   readonly hostAccessible: boolean;
+  readonly role: number;
+  /** The TCP port a PROMPT listens on for links, or 0. */
+  readonly listenPort: number;
   readonly mutex: AsyncMutex = new AsyncMutex();
   readonly caches: Map<bigint, CacheRecord> = new Map();
   #finalized = false;
@@ -75,6 +80,8 @@ export class Engine {
       );
     }
     this.hostAccessible = (info[1] & INFO_HOST_ACCESSIBLE) !== 0n;
+    this.role = Number(info[3]);
+    this.listenPort = Number(info[4]);
   }
 
   /** Whether finalize() has run. */

@@ -4,14 +4,22 @@
  *
  * @module
  */
+import { LLMClusterInfo } from "./cluster_info.ts";
 import { type LLMConfig, readEngineOptions } from "./config.ts";
 import { Engine } from "./engine.ts";
 import { LLMRole } from "./enums.ts";
 import { LLMException, ValueError } from "./errors.ts";
 import { type KvCacheManager, newKvCacheManager } from "./kv_cache_manager.ts";
 import { type Backend, loadLibrary } from "./native/load.ts";
+import { Operation } from "./operation.ts";
 import { LLMStatusCode } from "./status.ts";
-import { describe, requireString, requireUint64 } from "./validate.ts";
+import { describe, INT32_MAX, requireIntIn, requireString, requireUint64 } from "./validate.ts";
+
+/** Most clusters one `linkClusters` / `unlinkClusters` call takes (upstream's limit). */
+export const MAX_CLUSTERS_PER_CALL = 16;
+
+/** What `linkClusters` and `unlinkClusters` resolve to: the overall status and one per cluster. */
+export type ClusterStatuses = [LLMStatusCode, LLMStatusCode[]];
 
 /** Options of the {@link LLMDataDist} constructor. */
 export interface LLMDataDistOptions {
@@ -24,6 +32,30 @@ export interface LLMDataDistOptions {
 type State = "created" | "initializing" | "initialized" | "finalized";
 
 const encoder = new TextEncoder();
+
+function checkClusters(clusters: unknown, timeout: unknown): LLMClusterInfo[] {
+  if (!Array.isArray(clusters)) {
+    throw new TypeError(`clusters must be an array of LLMClusterInfo, got ${describe(clusters)}`);
+  }
+  clusters.forEach((cluster, i) => {
+    if (!(cluster instanceof LLMClusterInfo)) {
+      throw new TypeError(`clusters[${i}] must be an LLMClusterInfo, got ${describe(cluster)}`);
+    }
+  });
+  requireIntIn(timeout, "timeout", 1, INT32_MAX);
+  if (clusters.length > MAX_CLUSTERS_PER_CALL) {
+    throw new LLMException(
+      LLMStatusCode.LLM_CLUSTER_NUM_EXCEED_LIMIT,
+      `${clusters.length} clusters given, at most ${MAX_CLUSTERS_PER_CALL} per call`,
+    );
+  }
+  return clusters;
+}
+
+/** The overall status of per-cluster statuses: success, or the first failure. */
+function overall(statuses: LLMStatusCode[]): ClusterStatuses {
+  return [statuses.find((s) => s !== LLMStatusCode.LLM_SUCCESS) ?? LLMStatusCode.LLM_SUCCESS, statuses];
+}
 
 /**
  * One LLM-DataDist instance: a PROMPT (prefill), DECODER or MIX role in a
@@ -134,10 +166,121 @@ export class LLMDataDist {
     engine?.finalize();
   }
 
+  /**
+   * Links this DECODER (or MIX) instance to PROMPT clusters so that it can pull
+   * their caches, each at its first remote address, all within `timeout` ms.
+   * Resolves to `[status, perClusterStatus]` as upstream: `LLM_SUCCESS` or the
+   * first failure, e.g. `LLM_LINK_FAILED` when nobody answers, `LLM_ALREADY_LINK`.
+   * Throws `LLMException(LLM_CLUSTER_NUM_EXCEED_LIMIT)` for more than 16 clusters
+   * and `LLMException(LLM_PARAM_INVALID)` on a PROMPT instance.
+   *
+   * @example
+   * ```ts
+   * import { LLMClusterInfo, LLMDataDist, LLMRole, LLMStatusCode } from "./mod.ts";
+   * const decoder = new LLMDataDist(LLMRole.DECODER, 2n);
+   * await decoder.init({});
+   * const prompt = new LLMClusterInfo();
+   * prompt.remoteClusterId = 1n;
+   * prompt.appendRemoteIpInfo("127.0.0.1", 26000);
+   * const [status, perCluster] = await decoder.linkClusters([prompt], 3000);
+   * if (status !== LLMStatusCode.LLM_SUCCESS) console.log("link failed:", perCluster);
+   * ```
+   */
+  async linkClusters(clusters: LLMClusterInfo[], timeout = 3000): Promise<ClusterStatuses> {
+    const list = checkClusters(clusters, timeout);
+    const addresses = list.map((cluster) => {
+      const remote = cluster.remoteIpInfoList[0];
+      if (remote === undefined) {
+        throw new ValueError(`cluster ${cluster.remoteClusterId} has no remote ip info: call appendRemoteIpInfo`);
+      }
+      return encoder.encode(`${remote.ip}:${remote.port}`);
+    });
+    const engine = this.#linker("linkClusters");
+    const statuses = await Promise.all(list.map((cluster, i) => {
+      const address = addresses[i];
+      return this.#clusterCall(
+        "linkClusters",
+        timeout,
+        LLMStatusCode.LLM_LINK_FAILED,
+        (op) =>
+          engine.lib.runLong(
+            "llmdd_link",
+            [engine.handle, cluster.remoteClusterId, address, address.length],
+            op,
+            `link to cluster ${cluster.remoteClusterId} failed`,
+          ),
+      );
+    }));
+    return overall(statuses);
+  }
+
+  /**
+   * Unlinks from clusters linked with `linkClusters`, within `timeout` ms.
+   * With `force`, a peer that does not answer is dropped anyway. Resolves to
+   * `[status, perClusterStatus]`; `LLM_NOT_YET_LINK` for a cluster not linked.
+   */
+  async unlinkClusters(clusters: LLMClusterInfo[], timeout = 3000, force = false): Promise<ClusterStatuses> {
+    const list = checkClusters(clusters, timeout);
+    if (typeof force !== "boolean") throw new TypeError(`force must be a boolean, got ${describe(force)}`);
+    const engine = this.#linker("unlinkClusters");
+    const statuses = await Promise.all(list.map((cluster) =>
+      this.#clusterCall(
+        "unlinkClusters",
+        timeout,
+        LLMStatusCode.LLM_UNLINK_FAILED,
+        (op) =>
+          engine.lib.runLong(
+            "llmdd_unlink",
+            [engine.handle, cluster.remoteClusterId, force ? 1 : 0],
+            op,
+            `unlink from cluster ${cluster.remoteClusterId} failed`,
+          ),
+      )
+    ));
+    return overall(statuses);
+  }
+
+  /**
+   * The TCP port a PROMPT instance listens on for links (`llm.listenIpInfo`;
+   * with port 0 the system picks one), or 0. Not in upstream's API.
+   */
+  get listenPort(): number {
+    return this.#engine?.listenPort ?? 0;
+  }
+
   /** Finalizes the instance (for `await using`). */
   [Symbol.asyncDispose](): Promise<void> {
     this.finalize();
     return Promise.resolve();
+  }
+
+  #linker(what: string): Engine {
+    const engine = this.#current();
+    if (engine.role === LLMRole.PROMPT) {
+      throw new LLMException(
+        LLMStatusCode.LLM_PARAM_INVALID,
+        `${what}: a PROMPT instance is linked to, it does not link`,
+      );
+    }
+    return engine;
+  }
+
+  // Links are not cache calls: they run beside them, bounded by their own
+  // timeout. Running out of it is reported as the call's own failure status
+  // (upstream has no timeout status for links).
+  async #clusterCall(
+    what: string,
+    timeout: number,
+    timeoutStatus: LLMStatusCode,
+    call: (op: Operation) => Promise<void>,
+  ): Promise<LLMStatusCode> {
+    try {
+      await call(new Operation(what, timeout, undefined));
+      return LLMStatusCode.LLM_SUCCESS;
+    } catch (err) {
+      if (!(err instanceof LLMException) || err.statusCode === LLMStatusCode.LLM_ENGINE_FINALIZED) throw err;
+      return err.statusCode === LLMStatusCode.LLM_WAIT_PROCESS_TIMEOUT ? timeoutStatus : err.statusCode;
+    }
   }
 
   #current(): Engine {

@@ -74,8 +74,10 @@ export class AsyncMutex {
         return;
       }
     }
-    this.#queue = [];
-    this.#head = 0;
+    if (this.#head !== 0) {
+      this.#queue = [];
+      this.#head = 0;
+    }
     this.#locked = false;
   }
 

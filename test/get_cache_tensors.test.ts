@@ -13,7 +13,7 @@ import {
   Tensor,
   ValueError,
 } from "../mod.ts";
-import { openInstance, rejectsWith, rejectsWithStatus } from "./helpers.ts";
+import { freshClusterId, openInstance, rejectsWith, rejectsWithStatus } from "./helpers.ts";
 
 /** Fills every byte of tensor `index` of `cache` on every device through views. */
 function fill(dd: LLMDataDist, cache: KvCache, index: number, seed: number): void {
@@ -226,7 +226,7 @@ describe("instance state", () => {
     const dd = await openInstance();
     await rejectsWithStatus(dd.init({}), LLMStatusCode.LLM_FAILED, /already/);
     dd.finalize();
-    const retry = new LLMDataDist(LLMRole.PROMPT, 1n);
+    const retry = new LLMDataDist(LLMRole.PROMPT, freshClusterId());
     await rejectsWith(retry.init({ "ge.exec.deviceId": "zero" }), ValueError, /ge.exec.deviceId/);
     await rejectsWithStatus(retry.init({ "ge.flowGraphMemMaxSize": "lots" }), LLMStatusCode.LLM_PARAM_INVALID);
     await retry.init({ "ge.flowGraphMemMaxSize": "4096" });

@@ -1,5 +1,6 @@
 // Shared by the test files; runs unchanged on Deno, Bun and Node.
 import assert from "node:assert/strict";
+import process from "node:process";
 import { LLMDataDist, LLMException, LLMRole, type LLMStatusCode } from "../mod.ts";
 
 /** Options for {@link openInstance}. */
@@ -10,11 +11,22 @@ export interface OpenOptions {
   role?: LLMRole;
 }
 
-let nextCluster = 1n;
+// Cluster ids are owned machine-wide by live PROMPT instances: keep each test
+// process's ids apart from other processes'.
+let nextCluster = BigInt(process.pid) << 20n;
 
-/** An initialized host-backend instance (finalize it, or `await using`). */
+/** A cluster id no other instance of this process has used. */
+export function freshClusterId(): bigint {
+  return nextCluster++;
+}
+
+/**
+ * An initialized host-backend instance (finalize it, or `await using`). A
+ * DECODER unless told otherwise: its pools are private memory, where a PROMPT's
+ * are shared memory.
+ */
 export async function openInstance(options: OpenOptions = {}): Promise<LLMDataDist> {
-  const dd = new LLMDataDist(options.role ?? LLMRole.PROMPT, nextCluster++);
+  const dd = new LLMDataDist(options.role ?? LLMRole.DECODER, freshClusterId());
   await dd.init({
     "ge.exec.deviceId": (options.devices ?? [0]).join(";"),
     "ge.flowGraphMemMaxSize": String(options.poolBytes ?? 64 << 20),

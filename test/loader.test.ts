@@ -9,6 +9,7 @@ import process from "node:process";
 import { describe, test } from "node:test";
 import { LLMDataDist, LLMRole, LLMStatusCode } from "../mod.ts";
 import { candidates } from "../src/native/load.ts";
+import { ABI_VERSION } from "../src/native/symbols.ts";
 import { rejectsWithStatus } from "./helpers.ts";
 
 describe("loading the native library", () => {
@@ -71,7 +72,7 @@ describe("loading the native library", () => {
       execFileSync("cc", ["-shared", "-fPIC", "-o", lib, join(dir, "old.c")]);
       const dd = new LLMDataDist(LLMRole.PROMPT, 1n, { libraryPath: lib });
       const err = await rejectsWithStatus(dd.init({}), LLMStatusCode.LLM_FAILED);
-      assert.match(err.message, /ABI version 999 but this code needs version 1/);
+      assert.match(err.message, new RegExp(`ABI version 999 but this code needs version ${ABI_VERSION}`));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

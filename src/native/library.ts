@@ -25,7 +25,7 @@ export class NativeLibrary {
   readonly fn: NativeSymbols;
   // Reused for every out-parameter and message: calls on the JavaScript
   // thread never overlap, and the native side copies out before returning.
-  readonly #out = new BigUint64Array(4);
+  readonly #out = new BigUint64Array(8);
   readonly #message = new Uint8Array(MESSAGE_BYTES);
 
   /** Wraps a shim's library. */

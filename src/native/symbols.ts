@@ -27,7 +27,7 @@ export interface SymbolDef {
 }
 
 /** The ABI version this TypeScript code was written for (`LLMDD_ABI_VERSION`). */
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 
 /** Every exported function of the ABI. */
 export const SYMBOLS = {
@@ -40,14 +40,17 @@ export const SYMBOLS = {
   llmdd_engine_init: { params: ["i32", "u64", "buffer", "i32", "buffer"] },
   /* int32_t llmdd_engine_finalize(uint64_t engine) */
   llmdd_engine_finalize: { params: ["u64"] },
-  /* int32_t llmdd_engine_info(uint64_t engine, uint64_t out[4]) */
+  /* int32_t llmdd_engine_info(uint64_t engine, uint64_t out[5]) */
   llmdd_engine_info: { params: ["u64", "buffer"] },
   /* int32_t llmdd_pool_usage(uint64_t engine, int32_t device_index, uint64_t out[2]) */
   llmdd_pool_usage: { params: ["u64", "i32", "buffer"] },
   /* int32_t llmdd_cache_allocate(uint64_t engine, int32_t num_tensors, uint64_t tensor_bytes,
-   *                              int32_t placement, const uint64_t *keys, int32_t num_keys,
-   *                              uint64_t *out_cache_id, uint64_t *out_addrs, int32_t addrs_cap) */
-  llmdd_cache_allocate: { params: ["u64", "i32", "u64", "i32", "buffer", "i32", "buffer", "buffer", "i32"] },
+   *                              uint64_t batch_size, uint64_t layout_tag, int32_t placement,
+   *                              const uint64_t *keys, int32_t num_keys, uint64_t *out_cache_id,
+   *                              uint64_t *out_addrs, int32_t addrs_cap) */
+  llmdd_cache_allocate: {
+    params: ["u64", "i32", "u64", "u64", "u64", "i32", "buffer", "i32", "buffer", "buffer", "i32"],
+  },
   /* int32_t llmdd_cache_deallocate(uint64_t engine, uint64_t cache_id) */
   llmdd_cache_deallocate: { params: ["u64", "u64"] },
   /* int32_t llmdd_cache_key_remove(uint64_t engine, uint64_t cluster_id, uint64_t req_id,
@@ -67,6 +70,15 @@ export const SYMBOLS = {
   /* int32_t llmdd_cache_copy(uint64_t engine, uint64_t dst_cache_id, uint64_t src_cache_id,
    *                          uint64_t dst_offset, uint64_t src_offset, uint64_t nbytes, uint64_t job) */
   llmdd_cache_copy: { params: ["u64", "u64", "u64", "u64", "u64", "u64", "u64"], long: true },
+  /* int32_t llmdd_link(uint64_t engine, uint64_t remote_cluster_id, const uint8_t *remote_addr,
+   *                    int32_t addr_len, uint64_t job) */
+  llmdd_link: { params: ["u64", "u64", "buffer", "i32", "u64"], long: true },
+  /* int32_t llmdd_unlink(uint64_t engine, uint64_t remote_cluster_id, int32_t force, uint64_t job) */
+  llmdd_unlink: { params: ["u64", "u64", "i32", "u64"], long: true },
+  /* int32_t llmdd_cache_pull(uint64_t engine, uint64_t cache_id, int32_t key_kind, uint64_t k0,
+   *                          uint64_t k1, uint64_t k2, int32_t dst_batch_index, uint64_t size,
+   *                          uint64_t job) */
+  llmdd_cache_pull: { params: ["u64", "u64", "i32", "u64", "u64", "u64", "i32", "u64", "u64"], long: true },
 } as const satisfies Record<string, SymbolDef>;
 
 /** Names of all native functions. */

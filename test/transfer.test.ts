@@ -1,0 +1,445 @@
+// Prefill → decode on the host backend: links, pulls, cache keys, and peers
+// that die — in one process and across processes.
+import assert from "node:assert/strict";
+import { createServer, type Server } from "node:net";
+import { describe, test } from "node:test";
+import {
+  CacheDesc,
+  CacheKey,
+  CacheKeyByIdAndIndex,
+  DataType,
+  type KvCache,
+  LLMClusterInfo,
+  LLMConfig,
+  LLMDataDist,
+  LLMException,
+  LLMRole,
+  LLMStatusCode,
+  ValueError,
+} from "../mod.ts";
+import { startChild } from "./support/children.ts";
+import { fillPattern, firstMismatch } from "./support/pattern.ts";
+import { freshClusterId, openInstance, rejectsWith, rejectsWithStatus, sleep } from "./helpers.ts";
+
+const LOOPBACK = "127.0.0.1";
+
+async function openPrompt(options: { devices?: number[]; poolBytes?: number; clusterId?: bigint } = {}) {
+  const prompt = new LLMDataDist(LLMRole.PROMPT, options.clusterId ?? freshClusterId());
+  await prompt.init({
+    "ge.exec.deviceId": (options.devices ?? [0]).join(";"),
+    "ge.flowGraphMemMaxSize": String(options.poolBytes ?? 64 << 20),
+    "llm.listenIpInfo": `${LOOPBACK}:0`,
+  });
+  assert.ok(prompt.listenPort > 0);
+  return prompt;
+}
+
+function clusterAt(clusterId: bigint, port: number): LLMClusterInfo {
+  const cluster = new LLMClusterInfo();
+  cluster.remoteClusterId = clusterId;
+  cluster.remoteRoleType = LLMRole.PROMPT;
+  cluster.appendRemoteIpInfo(LOOPBACK, port);
+  return cluster;
+}
+
+async function link(decoder: LLMDataDist, clusterId: bigint, port: number): Promise<void> {
+  const [status, each] = await decoder.linkClusters([clusterAt(clusterId, port)], 5000);
+  assert.equal(status, LLMStatusCode.LLM_SUCCESS, `link failed: ${each}`);
+}
+
+function tensorBytes(dd: LLMDataDist, cache: KvCache, tensor: number, device: number): Uint8Array {
+  const view = dd.kvCacheManager.getCacheTensorViews(cache, tensor)[device];
+  return new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
+}
+
+function fillCache(dd: LLMDataDist, cache: KvCache, seed: number): void {
+  const devices = cache.perDeviceTensorAddrs.length;
+  for (let t = 0; t < cache.cacheDesc.numTensors; t++) {
+    for (let d = 0; d < devices; d++) {
+      fillPattern(tensorBytes(dd, cache, t, d), seed, t, dd.kvCacheManager.getCacheTensorViews(cache, t)[d].deviceId);
+    }
+  }
+}
+
+/** Checks that row `dstRow` of every tensor of `cache` holds `size` pattern bytes of source row `srcRow`, the rest zero. */
+function assertPulled(
+  dd: LLMDataDist,
+  cache: KvCache,
+  dstRow: number,
+  seed: number,
+  srcRow: number,
+  size: number,
+  deviceIds: number[],
+): void {
+  const desc = cache.cacheDesc;
+  const row = desc.size / desc.batchSize;
+  for (let t = 0; t < desc.numTensors; t++) {
+    deviceIds.forEach((deviceId, d) => {
+      const bytes = tensorBytes(dd, cache, t, d);
+      const bad = firstMismatch(bytes, dstRow * row, size, seed, t, deviceId, srcRow * row);
+      assert.equal(bad, -1, `tensor ${t} device ${deviceId}: byte ${bad} differs`);
+      const outside = bytes.findIndex((b, i) => b !== 0 && (i < dstRow * row || i >= dstRow * row + size));
+      assert.equal(outside, -1, `tensor ${t} device ${deviceId}: byte ${outside} outside the pulled range changed`);
+    });
+  }
+}
+
+/** A TCP server on loopback that accepts and never answers; and a port nobody listens on. */
+async function silentServer(): Promise<{ server: Server; port: number }> {
+  const server = createServer(() => {});
+  await new Promise<void>((resolve) => server.listen(0, LOOPBACK, resolve));
+  return { server, port: (server.address() as { port: number }).port };
+}
+
+/** A loopback port nobody listens on any more: a PROMPT's, after it finalized. */
+async function deadPort(): Promise<number> {
+  const prompt = await openPrompt();
+  const port = prompt.listenPort;
+  prompt.finalize();
+  return port;
+}
+
+describe("pull within one process", () => {
+  test("rows by CacheKey and by id, into any batch row, whole or partial, for several data types", async () => {
+    await using prompt = await openPrompt({ devices: [0, 1] });
+    await using decoder = await openInstance({ devices: [0, 1] });
+    await link(decoder, prompt.clusterId, prompt.listenPort);
+    const types = [DataType.DT_FLOAT16, DataType.DT_FLOAT, DataType.DT_INT8, DataType.DT_INT64, DataType.DT_BF16];
+    for (const [n, dataType] of types.entries()) {
+      const keys = [0, 1, 2].map((i) => new CacheKey(prompt.clusterId, 100 + 10 * n + i));
+      const source = await prompt.kvCacheManager.allocateCache(new CacheDesc(2, [3, 4, 8], dataType), keys);
+      fillCache(prompt, source, n + 1);
+      const row = source.cacheDesc.size / 3;
+      // The upstream sample: one request into batch row 1 of a 4-batch cache.
+      const target = await decoder.kvCacheManager.allocateCache(new CacheDesc(2, [4, 4, 8], dataType));
+      await decoder.kvCacheManager.pullCache(keys[2], target, 1);
+      assertPulled(decoder, target, 1, n + 1, 2, row, [0, 1]);
+      // By id, part of a row: nothing else moves.
+      const other = await decoder.kvCacheManager.allocateCache(new CacheDesc(2, [2, 4, 8], dataType));
+      await decoder.kvCacheManager.pullCache(
+        new CacheKeyByIdAndIndex(prompt.clusterId, source.cacheId, 0),
+        other,
+        1,
+        row / 2,
+      );
+      assertPulled(decoder, other, 1, n + 1, 0, row / 2, [0, 1]);
+    }
+  });
+
+  test("a CacheKey is consumed by its pull; ids are not; unknown keys do not exist", async () => {
+    await using prompt = await openPrompt();
+    await using decoder = await openInstance();
+    await link(decoder, prompt.clusterId, prompt.listenPort);
+    const desc = new CacheDesc(1, [2, 16], DataType.DT_UINT8);
+    const key = new CacheKey(prompt.clusterId, 7n);
+    const source = await prompt.kvCacheManager.allocateCache(desc, [key]);
+    const target = await decoder.kvCacheManager.allocateCache(desc);
+    await decoder.kvCacheManager.pullCache(key, target, 0);
+    await rejectsWithStatus(decoder.kvCacheManager.pullCache(key, target, 0), LLMStatusCode.LLM_KV_CACHE_NOT_EXIST);
+    await rejectsWithStatus(
+      decoder.kvCacheManager.pullCache(new CacheKey(prompt.clusterId, 8n), target, 0),
+      LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
+    );
+    const byId = new CacheKeyByIdAndIndex(prompt.clusterId, source.cacheId, 1);
+    await decoder.kvCacheManager.pullCache(byId, target, 1);
+    await decoder.kvCacheManager.pullCache(byId, target, 1);
+    await rejectsWithStatus(
+      decoder.kvCacheManager.pullCache(new CacheKeyByIdAndIndex(prompt.clusterId, 999n, 0), target, 0),
+      LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
+    );
+  });
+
+  test("a cache's memory returns to the pool once its id and all its keys are released", async () => {
+    await using prompt = await openPrompt();
+    await using decoder = await openInstance();
+    await link(decoder, prompt.clusterId, prompt.listenPort);
+    const manager = prompt.kvCacheManager;
+    const desc = new CacheDesc(1, [2, 1024], DataType.DT_UINT8);
+    const keys = [new CacheKey(prompt.clusterId, 1n), new CacheKey(prompt.clusterId, 2n)];
+    const source = await manager.allocateCache(desc, keys);
+    await manager.deallocateCache(source);
+    assert.ok(manager.poolUsage()[0].usedBytes > 0, "keys still hold the memory");
+    const target = await decoder.kvCacheManager.allocateCache(desc);
+    await decoder.kvCacheManager.pullCache(keys[0], target, 0); // consumes key 1
+    assert.ok(manager.poolUsage()[0].usedBytes > 0, "key 2 still holds it");
+    await manager.removeCacheKey(keys[1]);
+    // The pull tells the PROMPT "done" without waiting for an answer: give the
+    // PROMPT's connection thread a moment to release key 1.
+    for (let i = 0; i < 100 && manager.poolUsage()[0].usedBytes !== 0; i++) await sleep(20);
+    assert.equal(manager.poolUsage()[0].usedBytes, 0);
+    await rejectsWithStatus(manager.removeCacheKey(keys[1]), LLMStatusCode.LLM_KV_CACHE_NOT_EXIST);
+  });
+});
+
+describe("links", () => {
+  test("link, ALREADY_LINK, unlink, NOT_YET_LINK", async () => {
+    await using prompt = await openPrompt();
+    await using decoder = await openInstance();
+    const cluster = clusterAt(prompt.clusterId, prompt.listenPort);
+    assert.deepEqual(await decoder.linkClusters([cluster]), [LLMStatusCode.LLM_SUCCESS, [LLMStatusCode.LLM_SUCCESS]]);
+    assert.deepEqual(await decoder.linkClusters([cluster]), [
+      LLMStatusCode.LLM_ALREADY_LINK,
+      [LLMStatusCode.LLM_ALREADY_LINK],
+    ]);
+    assert.deepEqual(await decoder.unlinkClusters([cluster]), [LLMStatusCode.LLM_SUCCESS, [LLMStatusCode.LLM_SUCCESS]]);
+    assert.deepEqual(await decoder.unlinkClusters([cluster]), [
+      LLMStatusCode.LLM_NOT_YET_LINK,
+      [LLMStatusCode.LLM_NOT_YET_LINK],
+    ]);
+    const target = await decoder.kvCacheManager.allocateCache(new CacheDesc(1, [1, 8], DataType.DT_UINT8));
+    await rejectsWithStatus(
+      decoder.kvCacheManager.pullCache(new CacheKey(prompt.clusterId, 1n), target),
+      LLMStatusCode.LLM_NOT_YET_LINK,
+    );
+    await link(decoder, prompt.clusterId, prompt.listenPort); // again after unlinking
+  });
+
+  test("linking to nobody fails within the timeout", async () => {
+    await using decoder = await openInstance();
+    const refused = clusterAt(freshClusterId(), await deadPort());
+    let start = performance.now();
+    assert.deepEqual(await decoder.linkClusters([refused], 2000), [
+      LLMStatusCode.LLM_LINK_FAILED,
+      [LLMStatusCode.LLM_LINK_FAILED],
+    ]);
+    assert.ok(performance.now() - start < 2000 + 500);
+    const { server, port } = await silentServer();
+    try {
+      start = performance.now();
+      const [status] = await decoder.linkClusters([clusterAt(freshClusterId(), port)], 300);
+      const took = performance.now() - start;
+      assert.equal(status, LLMStatusCode.LLM_LINK_FAILED);
+      assert.ok(took >= 250 && took < 300 + 500, `a silent peer failed the link after ${took.toFixed(0)} ms`);
+    } finally {
+      server.close();
+    }
+  });
+
+  test("a link to the wrong cluster id fails; the statuses line up with the clusters", async () => {
+    await using prompt = await openPrompt();
+    await using decoder = await openInstance();
+    const right = clusterAt(prompt.clusterId, prompt.listenPort);
+    const wrong = clusterAt(prompt.clusterId + 1n, prompt.listenPort);
+    assert.deepEqual(await decoder.linkClusters([wrong, right]), [
+      LLMStatusCode.LLM_LINK_FAILED,
+      [LLMStatusCode.LLM_LINK_FAILED, LLMStatusCode.LLM_SUCCESS],
+    ]);
+  });
+
+  test("argument and role errors", async () => {
+    await using prompt = await openPrompt();
+    await using decoder = await openInstance();
+    const cluster = clusterAt(prompt.clusterId, prompt.listenPort);
+    await rejectsWith(decoder.linkClusters(cluster as unknown as LLMClusterInfo[]), TypeError, /clusters/);
+    await rejectsWith(decoder.linkClusters([{} as LLMClusterInfo]), TypeError, /clusters\[0\]/);
+    await rejectsWith(decoder.linkClusters([cluster], 0), ValueError, /timeout/);
+    await rejectsWith(decoder.linkClusters([new LLMClusterInfo()]), ValueError, /remote ip info/);
+    await rejectsWithStatus(
+      decoder.linkClusters(Array.from({ length: 17 }, () => cluster)),
+      LLMStatusCode.LLM_CLUSTER_NUM_EXCEED_LIMIT,
+    );
+    await rejectsWith(decoder.unlinkClusters([cluster], 1000, 1 as unknown as boolean), TypeError, /force/);
+    await rejectsWithStatus(prompt.linkClusters([cluster]), LLMStatusCode.LLM_PARAM_INVALID, /PROMPT/);
+    const info = new LLMClusterInfo();
+    await rejectsWith(() => info.appendRemoteIpInfo("127.0.0", 1), ValueError, /ip/);
+    await rejectsWith(() => info.appendRemoteIpInfo("127.0.0.1", 65536), ValueError, /port/);
+    await rejectsWith(() => info.appendRemoteIpInfo(null as unknown as string, 1), TypeError, /ip/);
+    await rejectsWith(() => (info.remoteClusterId = -1), ValueError, /remoteClusterId/);
+    info.appendRemoteIpInfo(0x7F000001, 80); // upstream also takes integers
+    assert.deepEqual(info.remoteIpInfoList, [{ ip: "127.0.0.1", port: 80 }]);
+    const config = new LLMConfig();
+    await rejectsWith(() => (config.listenIpInfo = "localhost"), ValueError, /listenIpInfo/);
+  });
+});
+
+describe("pull errors", () => {
+  test("roles, descs, indexes and sizes; the instances keep working", async () => {
+    await using prompt = await openPrompt();
+    await using decoder = await openInstance();
+    await link(decoder, prompt.clusterId, prompt.listenPort);
+    const desc = new CacheDesc(2, [2, 4, 8], DataType.DT_FLOAT16);
+    const key = new CacheKey(prompt.clusterId, 1n);
+    const source = await prompt.kvCacheManager.allocateCache(desc, [key]);
+    fillCache(prompt, source, 3);
+    const target = await decoder.kvCacheManager.allocateCache(desc);
+    const invalid = LLMStatusCode.LLM_PARAM_INVALID;
+    const pull = (k: CacheKey | CacheKeyByIdAndIndex, c: KvCache, index?: number, size?: number) =>
+      decoder.kvCacheManager.pullCache(k, c, index, size);
+    await rejectsWithStatus(prompt.kvCacheManager.pullCache(key, source), invalid, /PROMPT/);
+    await rejectsWithStatus(decoder.kvCacheManager.allocateCache(desc, [key]), invalid, /DECODER/);
+    await rejectsWithStatus(pull(key, target, 2), invalid, /batchIndex/);
+    await rejectsWithStatus(pull(key, target, -1), invalid, /batchIndex/);
+    await rejectsWithStatus(pull(key, target, 0, 65), invalid, /size/);
+    await rejectsWith(pull(key, target, 0, 0), ValueError, /size/);
+    await rejectsWith(pull(key, target, 2 ** 31), ValueError, /batchIndex/);
+    await rejectsWith(pull({} as CacheKey, target), TypeError, /cacheKey/);
+    await rejectsWith(pull(key, {} as KvCache), TypeError, /cache/);
+    for (
+      const other of [new CacheDesc(2, [2, 4, 9], DataType.DT_FLOAT16), new CacheDesc(2, [2, 4, 8], DataType.DT_BF16)]
+    ) {
+      const mismatched = await decoder.kvCacheManager.allocateCache(other);
+      await rejectsWithStatus(pull(key, mismatched), invalid);
+    }
+    const fewer = await decoder.kvCacheManager.allocateCache(new CacheDesc(1, [2, 4, 8], DataType.DT_FLOAT16));
+    await rejectsWithStatus(pull(key, fewer), invalid);
+    const freed = await decoder.kvCacheManager.allocateCache(desc);
+    await decoder.kvCacheManager.deallocateCache(freed);
+    await rejectsWithStatus(pull(key, freed), LLMStatusCode.LLM_KV_CACHE_NOT_EXIST);
+    // After all that, the key is still there and the pull works.
+    await pull(key, target, 1);
+    assertPulled(decoder, target, 1, 3, 0, desc.size / 2, [0]);
+  });
+
+  test("instance options: listenIpInfo belongs to PROMPT; a live cluster id cannot be taken twice", async () => {
+    const decoder = new LLMDataDist(LLMRole.DECODER, freshClusterId());
+    await rejectsWithStatus(decoder.init({ "llm.listenIpInfo": `${LOOPBACK}:0` }), LLMStatusCode.LLM_PARAM_INVALID);
+    await using prompt = await openPrompt();
+    const twin = new LLMDataDist(LLMRole.PROMPT, prompt.clusterId);
+    await rejectsWithStatus(twin.init({}), LLMStatusCode.LLM_FAILED, /cluster/);
+  });
+});
+
+describe("across processes", { timeout: 120_000 }, () => {
+  function promptChild(clusterId: bigint, caches: Record<string, unknown>[], poolBytes = 64 << 20) {
+    return startChild("prompt_process.ts", { clusterId: String(clusterId), caches, poolBytes });
+  }
+
+  test("a DECODER pulls each request from a PROMPT process", async () => {
+    const clusterId = freshClusterId();
+    const child = promptChild(clusterId, [
+      {
+        numTensors: 2,
+        shape: [4, 16, 8],
+        dataType: DataType.DT_FLOAT16,
+        seed: 5,
+        keys: [[1, 0], [2, 0], [3, 0], [4, 0]],
+      },
+    ]);
+    try {
+      const ready = await child.next();
+      await using decoder = await openInstance({ syncKvTimeout: 5000 });
+      await link(decoder, clusterId, ready.port as number);
+      const manager = decoder.kvCacheManager;
+      const target = await manager.allocateCache(new CacheDesc(2, [4, 16, 8], DataType.DT_FLOAT16));
+      for (const req of [4, 1, 3, 2]) await manager.pullCache(new CacheKey(clusterId, req), target, req - 1);
+      const row = target.cacheDesc.size / 4;
+      for (let t = 0; t < 2; t++) {
+        const [tensor] = await manager.getCacheTensors(target, t);
+        const bytes = new Uint8Array(tensor.data.buffer, tensor.data.byteOffset, tensor.byteLength);
+        assert.equal(firstMismatch(bytes, 0, bytes.length, 5, t, 0, 0), -1, "every row where it belongs");
+      }
+      assert.ok(row > 0);
+      await rejectsWithStatus(
+        manager.pullCache(new CacheKey(clusterId, 1n), target, 0),
+        LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
+      );
+    } finally {
+      await child.stop();
+    }
+  });
+
+  test("a PROMPT killed before a pull: the DECODER gets an LLMException within its deadline", async () => {
+    const clusterId = freshClusterId();
+    const child = promptChild(clusterId, [{
+      numTensors: 1,
+      shape: [1, 64],
+      dataType: DataType.DT_UINT8,
+      seed: 1,
+      keys: [[1, 0]],
+    }]);
+    const ready = await child.next();
+    await using decoder = await openInstance({ syncKvTimeout: 3000 });
+    await link(decoder, clusterId, ready.port as number);
+    await child.kill();
+    const target = await decoder.kvCacheManager.allocateCache(new CacheDesc(1, [1, 64], DataType.DT_UINT8));
+    const start = performance.now();
+    const err = await decoder.kvCacheManager.pullCache(new CacheKey(clusterId, 1n), target).then(
+      () => undefined,
+      (e) => e,
+    );
+    assert.ok(
+      err instanceof LLMException &&
+        (err.statusCode === LLMStatusCode.LLM_LINK_FAILED || err.statusCode === LLMStatusCode.LLM_NOT_YET_LINK),
+      `expected LINK_FAILED or NOT_YET_LINK, got ${err}`,
+    );
+    assert.ok(performance.now() - start < 3000 + 500);
+    assert.equal((await decoder.kvCacheManager.getCacheTensors(target))[0].byteLength, 64, "the DECODER keeps working");
+  });
+
+  test("a PROMPT killed during a pull: LINK_FAILED, no hang, no crash", async () => {
+    const clusterId = freshClusterId();
+    const size = 256 << 20;
+    const child = promptChild(
+      clusterId,
+      [{ numTensors: 1, shape: [1, size], dataType: DataType.DT_UINT8, seed: 9 }],
+      size + (1 << 20),
+    );
+    const ready = await child.next();
+    await using decoder = await openInstance({ poolBytes: size + (1 << 20), syncKvTimeout: 60_000 });
+    await link(decoder, clusterId, ready.port as number);
+    const target = await decoder.kvCacheManager.allocateCache(new CacheDesc(1, [1, size], DataType.DT_UINT8));
+    const key = new CacheKeyByIdAndIndex(clusterId, BigInt((ready.cacheIds as string[])[0]), 0);
+    const pulling = decoder.kvCacheManager.pullCache(key, target).then(() => "resolved", (err) => err);
+    await sleep(5);
+    await child.kill();
+    const outcome = await pulling;
+    assert.equal(outcome?.statusCode, LLMStatusCode.LLM_LINK_FAILED, `expected LINK_FAILED, got ${outcome}`);
+    const small = await decoder.kvCacheManager.allocateCache(new CacheDesc(1, [8], DataType.DT_UINT8));
+    assert.equal((await decoder.kvCacheManager.getCacheTensors(small))[0].byteLength, 8, "the DECODER keeps working");
+  });
+
+  test("a DECODER killed during a pull: the PROMPT keeps serving others", async () => {
+    const size = 128 << 20;
+    await using prompt = await openPrompt({ poolBytes: 2 * size + (1 << 20) });
+    const manager = prompt.kvCacheManager;
+    const big = await manager.allocateCache(new CacheDesc(1, [1, size], DataType.DT_UINT8));
+    fillCache(prompt, big, 4);
+    const usage = manager.poolUsage()[0].usedBytes;
+    const child = startChild("decoder_process.ts", {
+      clusterId: String(freshClusterId()),
+      promptClusterId: String(prompt.clusterId),
+      port: prompt.listenPort,
+      numTensors: 1,
+      shape: [1, size],
+      dataType: DataType.DT_UINT8,
+      cacheId: String(big.cacheId),
+      poolBytes: size + (1 << 20),
+    });
+    assert.equal((await child.next()).pulling, true);
+    await sleep(30);
+    await child.kill();
+    // Another DECODER is served, and the dead one's pins were dropped.
+    await using decoder = await openInstance();
+    await link(decoder, prompt.clusterId, prompt.listenPort);
+    const key = new CacheKey(prompt.clusterId, 1n);
+    const small = await manager.allocateCache(new CacheDesc(1, [1, 256], DataType.DT_UINT8), [key]);
+    fillCache(prompt, small, 6);
+    const target = await decoder.kvCacheManager.allocateCache(new CacheDesc(1, [1, 256], DataType.DT_UINT8));
+    await decoder.kvCacheManager.pullCache(key, target);
+    assertPulled(decoder, target, 0, 6, 0, 256, [0]);
+    await manager.deallocateCache(small);
+    await manager.deallocateCache(big);
+    for (let i = 0; i < 50 && manager.poolUsage()[0].usedBytes !== 0; i++) await sleep(20);
+    assert.equal(manager.poolUsage()[0].usedBytes, 0, `pins left behind (usage was ${usage})`);
+  });
+
+  test("a PROMPT restarted after a crash takes its cluster id back", async () => {
+    const clusterId = freshClusterId();
+    const caches = [{ numTensors: 1, shape: [2, 32], dataType: DataType.DT_INT32, seed: 2, keys: [[5, 0]] }];
+    const first = promptChild(clusterId, caches);
+    await first.next();
+    await first.kill();
+    const second = promptChild(clusterId, caches);
+    try {
+      const ready = await second.next();
+      assert.equal(ready.ready, true);
+      await using decoder = await openInstance();
+      await link(decoder, clusterId, ready.port as number);
+      const target = await decoder.kvCacheManager.allocateCache(new CacheDesc(1, [2, 32], DataType.DT_INT32));
+      await decoder.kvCacheManager.pullCache(new CacheKey(clusterId, 5n), target, 1);
+      assertPulled(decoder, target, 1, 2, 0, 128, [0]);
+    } finally {
+      await second.stop();
+    }
+  });
+});
