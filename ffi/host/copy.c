@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "engine.h"
 #include "error.h"
@@ -54,6 +56,29 @@ static int32_t check(const struct progress *p) {
   return LLMDD_SUCCESS;
 }
 
+/* Reads of at least this size into fresh memory are faulted in ahead of each
+ * chunk. The caller's buffer for a large read is usually brand-new pages (V8
+ * takes big buffers from calloc); taking the faults one page at a time inside
+ * memcpy made a 64 MiB read 10-25 % slower than a plain copy in JavaScript. */
+#define PREFAULT_MIN_BYTES ((uint64_t)4 << 20)
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+
+/* Faults in the whole pages of [dst, dst + n) for writing, unless the first is
+ * already resident (then the memory was reused and populating costs time).
+ * Best effort: on older kernels madvise fails and memcpy takes the faults. */
+static void prefault(uint8_t *dst, uint64_t n) {
+  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t start = ((uintptr_t)dst + page - 1) & ~(page - 1);
+  uintptr_t end = ((uintptr_t)dst + n) & ~(page - 1);
+  unsigned char resident = 0;
+  if (end <= start) return;
+  if (mincore((void *)start, page, &resident) == 0 && (resident & 1)) return;
+  (void)madvise((void *)start, end - start, MADV_POPULATE_WRITE);
+}
+
 static int32_t move(struct progress *p, uint8_t *dst, const uint8_t *src, uint64_t n) {
   while (n > 0) {
     if (p->since_check == LLMDD_COPY_CHUNK_BYTES) {
@@ -63,6 +88,7 @@ static int32_t move(struct progress *p, uint8_t *dst, const uint8_t *src, uint64
     }
     uint64_t step = LLMDD_COPY_CHUNK_BYTES - p->since_check;
     if (step > n) step = n;
+    if (p->op->dst == NULL && p->op->total >= PREFAULT_MIN_BYTES) prefault(dst, step);
     memcpy(dst, src, (size_t)step);
     dst += step;
     src += step;
