@@ -130,6 +130,8 @@ export class KvCacheManager {
    * Allocates a cache described by `cacheDesc` on every device of the
    * instance. `cacheKeys`, one per batch row from row 0, name the rows for
    * pulls. Rejects with `LLM_DEVICE_OUT_OF_MEMORY` when a pool is full.
+   * As with device memory, a new cache is not cleared: it may hold what a
+   * freed cache of this instance left there.
    */
   async allocateCache(cacheDesc: CacheDesc, cacheKeys?: readonly CacheKey[]): Promise<KvCache> {
     const desc = requireInstance(cacheDesc, CacheDesc, "cacheDesc");

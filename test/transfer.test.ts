@@ -304,33 +304,69 @@ describe("across processes", { timeout: 120_000 }, () => {
     return startChild("prompt_process.ts", { clusterId: String(clusterId), caches, poolBytes });
   }
 
-  test("a DECODER pulls each request from a PROMPT process", async () => {
+  test("a DECODER pulls each request from a PROMPT process, for several data types, rows and sizes", async () => {
     const clusterId = freshClusterId();
-    const child = promptChild(clusterId, [
-      {
+    const kinds = [
+      { dataType: DataType.DT_FLOAT16, shape: [4, 16, 8], seed: 5 },
+      { dataType: DataType.DT_FLOAT, shape: [3, 5, 7], seed: 6 },
+      { dataType: DataType.DT_INT8, shape: [2, 3000], seed: 7 },
+      { dataType: DataType.DT_BF16, shape: [2, 1 << 20], seed: 8 }, // 2 MiB rows: several chunks
+    ];
+    // Request r of kind k is batch row r of the PROMPT's cache of that kind.
+    const child = promptChild(
+      clusterId,
+      kinds.map(({ dataType, shape, seed }, k) => ({
         numTensors: 2,
-        shape: [4, 16, 8],
-        dataType: DataType.DT_FLOAT16,
-        seed: 5,
-        keys: [[1, 0], [2, 0], [3, 0], [4, 0]],
-      },
-    ]);
+        shape,
+        dataType,
+        seed,
+        keys: Array.from({ length: shape[0] }, (_, r) => [100 * k + r, 0]),
+      })),
+      32 << 20,
+    );
     try {
       const ready = await child.next();
-      await using decoder = await openInstance({ syncKvTimeout: 5000 });
+      await using decoder = await openInstance({ syncKvTimeout: 5000, poolBytes: 32 << 20 });
       await link(decoder, clusterId, ready.port as number);
       const manager = decoder.kvCacheManager;
-      const target = await manager.allocateCache(new CacheDesc(2, [4, 16, 8], DataType.DT_FLOAT16));
-      for (const req of [4, 1, 3, 2]) await manager.pullCache(new CacheKey(clusterId, req), target, req - 1);
-      const row = target.cacheDesc.size / 4;
-      for (let t = 0; t < 2; t++) {
-        const [tensor] = await manager.getCacheTensors(target, t);
-        const bytes = new Uint8Array(tensor.data.buffer, tensor.data.byteOffset, tensor.byteLength);
-        assert.equal(firstMismatch(bytes, 0, bytes.length, 5, t, 0, 0), -1, "every row where it belongs");
+      for (const [k, { dataType, shape, seed }] of kinds.entries()) {
+        const rows = shape[0];
+        const target = await manager.allocateCache(new CacheDesc(2, [rows + 1, ...shape.slice(1)], dataType));
+        const row = target.cacheDesc.size / (rows + 1);
+        // A new cache's bytes are whatever the pool held (as on a device): mark them.
+        for (let t = 0; t < 2; t++) tensorBytes(decoder, target, t, 0).fill(0xEE);
+        // Every request, whole, into row r + 1 (row 0 stays empty), in a shuffled order.
+        for (const r of [...Array(rows).keys()].reverse()) {
+          await manager.pullCache(new CacheKey(clusterId, 100 * k + r), target, r + 1);
+        }
+        for (let t = 0; t < 2; t++) {
+          const [tensor] = await manager.getCacheTensors(target, t);
+          const bytes = new Uint8Array(tensor.data.buffer, tensor.data.byteOffset, tensor.byteLength);
+          assert.ok(bytes.subarray(0, row).every((b) => b === 0xEE), `kind ${k}: row 0 untouched`);
+          assert.equal(
+            firstMismatch(bytes, row, rows * row, seed, t, 0, 0),
+            -1,
+            `kind ${k}: every row where it belongs`,
+          );
+        }
+        // Keys are consumed; by id and part of a row still works.
+        await rejectsWithStatus(
+          manager.pullCache(new CacheKey(clusterId, 100 * k), target, 0),
+          LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
+        );
+        const part = await manager.allocateCache(new CacheDesc(2, [1, ...shape.slice(1)], dataType));
+        for (let t = 0; t < 2; t++) tensorBytes(decoder, part, t, 0).fill(0);
+        const cacheId = BigInt((ready.cacheIds as string[])[k]);
+        await manager.pullCache(new CacheKeyByIdAndIndex(clusterId, cacheId, rows - 1), part, 0, row / 2);
+        assertPulled(decoder, part, 0, seed, rows - 1, row / 2, [0]);
+        await manager.deallocateCache(target);
+        await manager.deallocateCache(part);
       }
-      assert.ok(row > 0);
       await rejectsWithStatus(
-        manager.pullCache(new CacheKey(clusterId, 1n), target, 0),
+        manager.pullCache(
+          new CacheKey(clusterId, 99n),
+          await manager.allocateCache(new CacheDesc(1, [1, 8], DataType.DT_INT8)),
+        ),
         LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
       );
     } finally {

@@ -21,7 +21,16 @@ const suites = [
   {
     name: "deno",
     command: bin("deno"),
-    args: ["test", "--allow-ffi", "--allow-env", "--allow-read", "--allow-write", "--allow-run", "--allow-net=127.0.0.1", "test/"],
+    args: [
+      "test",
+      "--allow-ffi",
+      "--allow-env",
+      "--allow-read",
+      "--allow-write",
+      "--allow-run",
+      "--allow-net=127.0.0.1",
+      "test/",
+    ],
     // Deno counts describe() groups as tests and their tests as steps; count
     // only the tests themselves, like the other runners: the "name ... ok"
     // lines that did not open a group ("name ..." alone on its line).
