@@ -1,15 +1,13 @@
 /* The long operations: llmdd_cache_read and llmdd_cache_copy.
  *
- * Each call goes through the same steps: claim the job, enter the engine, validate
- * under the engine lock, then run one of three ways:
- *   - small copies run under the lock: cheapest for the common 64-byte read, and
- *     nothing can free the memory meanwhile;
+ * Each call is a task (task.h): claim the job, enter the engine, validate under
+ * the engine lock, then run one of three ways:
+ *   - small inline copies run under the lock (task_run_locked): cheapest for the
+ *     common 64-byte read, and nothing can free the memory meanwhile;
  *   - larger inline copies pin their caches, raise the engine's `running` count and
  *     copy outside the lock, checking deadline, cancel and finalize per chunk;
  *   - jobs with a done callback pin their caches and go to a worker thread. */
 #define _DEFAULT_SOURCE 1
-#include <stddef.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -18,16 +16,14 @@
 #include "error.h"
 #include "job.h"
 #include "llmdd.h"
-#include "worker.h"
+#include "task.h"
 
 /* Up to this many bytes are copied while holding the engine lock (about a
  * microsecond), which saves pinning and a second lock round trip. */
 #define LOCKED_COPY_BYTES ((uint64_t)16 << 10)
 
 struct operation {
-  struct work work;
-  struct engine *engine;
-  struct job *job;   /* NULL for job 0 */
+  struct task task;
   struct cache *src;
   struct cache *dst; /* NULL for a read */
   /* read */
@@ -48,11 +44,11 @@ struct progress {
 };
 
 static int32_t check(const struct progress *p) {
-  if (atomic_load_explicit(&p->op->engine->finalizing, memory_order_relaxed))
+  if (atomic_load_explicit(&p->op->task.engine->finalizing, memory_order_relaxed))
     return fail(LLMDD_ENGINE_FINALIZED,
                 "the engine was finalized after %llu of %llu bytes were copied",
                 (unsigned long long)p->copied, (unsigned long long)p->op->total);
-  if (p->op->job != NULL) return job_check(p->op->job, p->copied, p->op->total);
+  if (p->op->task.job != NULL) return job_check(p->op->task.job, p->copied, p->op->total);
   return LLMDD_SUCCESS;
 }
 
@@ -99,12 +95,14 @@ static int32_t move(struct progress *p, uint8_t *dst, const uint8_t *src, uint64
   return LLMDD_SUCCESS;
 }
 
-/* Copies; the pools must stay mapped and the caches alive throughout. */
-static int32_t execute(const struct operation *op) {
+/* The task's run: copies. The pools must stay mapped and the caches alive
+ * throughout (the engine lock is held, or the caches are pinned). */
+static int32_t execute(struct task *task) {
+  const struct operation *op = (const struct operation *)task;
   struct progress p = {op, 0, 0};
   int32_t status = check(&p); /* before the first chunk, too */
   if (status != LLMDD_SUCCESS) return status;
-  const struct engine *e = op->engine;
+  const struct engine *e = task->engine;
   if (op->dst == NULL)
     return move(&p, op->out, cache_tensor(e, op->src, op->device_index, op->tensor_index),
                 op->src->tensor_bytes);
@@ -118,6 +116,7 @@ static int32_t execute(const struct operation *op) {
   return LLMDD_SUCCESS;
 }
 
+/* Keeps the caches alive while the copy runs outside the lock (engine locked). */
 static void pin(struct operation *op) {
   op->src->pins++;
   if (op->dst) op->dst->pins++;
@@ -128,97 +127,19 @@ static void unpin_one(struct engine *e, struct cache *c) {
   cache_release_if_unused(e, c);
 }
 
-/* Called with the engine locked. */
-static void unpin(struct operation *op) {
-  unpin_one(op->engine, op->src);
-  if (op->dst) unpin_one(op->engine, op->dst);
-}
-
-/* Runs a pinned operation outside the lock. Called with the engine locked and
- * `running` not yet raised; returns with it unlocked. */
-static int32_t execute_unlocked(struct operation *op) {
-  struct engine *e = op->engine;
-  e->running++;
-  pthread_mutex_unlock(&e->lock);
-  int32_t status = execute(op);
-  pthread_mutex_lock(&e->lock);
-  if (--e->running == 0 && atomic_load_explicit(&e->finalizing, memory_order_relaxed))
-    pthread_cond_broadcast(&e->idle);
-  unpin(op);
-  pthread_mutex_unlock(&e->lock);
-  return status;
-}
-
-static void run_in_background(struct work *w) {
-  struct operation *op = (struct operation *)((char *)w - offsetof(struct operation, work));
-  struct engine *e = op->engine;
-  int32_t status;
-  pthread_mutex_lock(&e->lock);
-  if (atomic_load_explicit(&e->finalizing, memory_order_relaxed)) {
-    status = fail(LLMDD_ENGINE_FINALIZED, "the engine was finalized before the operation started");
-    unpin(op);
-    pthread_mutex_unlock(&e->lock);
-  } else {
-    status = execute_unlocked(op);
-  }
-  engine_release(e);
-
-  struct job *j = op->job;
-  free(op);
-  /* The job stays referenced during the callback so llmdd_job_message() works
-   * from inside it (unless the caller already released the handle). */
-  uint64_t handle = j->handle;
-  llmdd_done_fn done = j->done;
-  job_complete(j, status);
-  done(handle, status);
-  job_put(j);
-}
-
-/* Claims the job and enters the engine (locked on success). */
-static int32_t begin(struct operation *op, uint64_t engine, uint64_t job) {
-  if (job != 0) {
-    int32_t status = job_begin(job, &op->job);
-    if (status != LLMDD_SUCCESS) return status;
-    /* Started before the engine lock is taken: creating threads is slow. */
-    if (op->job->done != NULL && worker_start() != 0)
-      return job_finish(op->job, LLMDD_FAILED);
-  }
-  int32_t status = engine_enter(engine, &op->engine);
-  if (status != LLMDD_SUCCESS && op->job != NULL) job_finish(op->job, status);
-  return status;
-}
-
-/* Ends an operation that failed validation (engine locked). */
-static int32_t abandon(struct operation *op, int32_t status) {
-  engine_leave(op->engine);
-  return op->job ? job_finish(op->job, status) : status;
+/* The task's end, with the engine locked: drops the pins dispatch() took. */
+static void unpin(struct task *t) {
+  struct operation *op = (struct operation *)t;
+  unpin_one(t->engine, op->src);
+  if (op->dst) unpin_one(t->engine, op->dst);
 }
 
 /* Runs a validated operation (engine locked). */
 static int32_t dispatch(struct operation *op) {
-  struct engine *e = op->engine;
-  if (op->job != NULL && op->job->done != NULL) {
-    struct operation *queued = malloc(sizeof *queued);
-    if (queued == NULL)
-      return abandon(op, fail(LLMDD_OUT_OF_MEMORY, "out of host memory for the operation"));
-    *queued = *op;
-    queued->work.run = run_in_background;
-    pin(queued);
-    /* The engine and job references move to the queued operation. */
-    pthread_mutex_unlock(&e->lock);
-    worker_submit(&queued->work);
-    return LLMDD_SUCCESS;
-  }
-  int32_t status;
-  if (op->total <= LOCKED_COPY_BYTES) {
-    status = execute(op);
-    pthread_mutex_unlock(&e->lock);
-  } else {
-    pin(op);
-    status = execute_unlocked(op);
-  }
-  engine_release(e);
-  return op->job ? job_finish(op->job, status) : status;
+  if (op->total <= LOCKED_COPY_BYTES && !task_in_background(&op->task))
+    return task_run_locked(&op->task);
+  pin(op);
+  return task_dispatch(&op->task, sizeof *op);
 }
 
 static int32_t find_cache(struct engine *e, uint64_t id, const char *role, struct cache **out) {
@@ -232,25 +153,27 @@ static int32_t find_cache(struct engine *e, uint64_t id, const char *role, struc
 LLMDD_API int32_t llmdd_cache_read(uint64_t engine, uint64_t cache_id,
                                    int32_t tensor_index, int32_t device_index,
                                    uint8_t *out, uint64_t out_len, uint64_t job) {
-  struct operation op = {0};
-  int32_t status = begin(&op, engine, job);
+  struct operation op = {.task = {.run = execute, .end = unpin}};
+  int32_t status = task_begin(&op.task, engine, job);
   if (status != LLMDD_SUCCESS) return status;
-  struct engine *e = op.engine;
+  struct engine *e = op.task.engine;
 
-  if (out == NULL) return abandon(&op, fail(LLMDD_PARAM_INVALID, "out is NULL"));
+  if (out == NULL) return task_abandon(&op.task, fail(LLMDD_PARAM_INVALID, "out is NULL"));
   if (device_index < 0 || device_index >= e->options.num_devices)
-    return abandon(&op, fail(LLMDD_PARAM_INVALID, "device_index %d is out of range [0, %d)",
-                             device_index, e->options.num_devices));
+    return task_abandon(&op.task, fail(LLMDD_PARAM_INVALID,
+                                       "device_index %d is out of range [0, %d)",
+                                       device_index, e->options.num_devices));
   status = find_cache(e, cache_id, "", &op.src);
-  if (status != LLMDD_SUCCESS) return abandon(&op, status);
+  if (status != LLMDD_SUCCESS) return task_abandon(&op.task, status);
   if (tensor_index < 0 || tensor_index >= op.src->num_tensors)
-    return abandon(&op, fail(LLMDD_PARAM_INVALID, "tensor_index %d is out of range [0, %d)",
-                             tensor_index, op.src->num_tensors));
+    return task_abandon(&op.task, fail(LLMDD_PARAM_INVALID,
+                                       "tensor_index %d is out of range [0, %d)",
+                                       tensor_index, op.src->num_tensors));
   if (out_len != op.src->tensor_bytes)
-    return abandon(&op, fail(LLMDD_PARAM_INVALID,
-                             "out_len %llu is not the tensor size %llu",
-                             (unsigned long long)out_len,
-                             (unsigned long long)op.src->tensor_bytes));
+    return task_abandon(&op.task, fail(LLMDD_PARAM_INVALID,
+                                       "out_len %llu is not the tensor size %llu",
+                                       (unsigned long long)out_len,
+                                       (unsigned long long)op.src->tensor_bytes));
 
   op.tensor_index = tensor_index;
   op.device_index = device_index;
@@ -272,31 +195,31 @@ static int32_t check_range(const char *role, uint64_t offset, uint64_t nbytes,
 LLMDD_API int32_t llmdd_cache_copy(uint64_t engine, uint64_t dst_cache_id,
                                    uint64_t src_cache_id, uint64_t dst_offset,
                                    uint64_t src_offset, uint64_t nbytes, uint64_t job) {
-  struct operation op = {0};
-  int32_t status = begin(&op, engine, job);
+  struct operation op = {.task = {.run = execute, .end = unpin}};
+  int32_t status = task_begin(&op.task, engine, job);
   if (status != LLMDD_SUCCESS) return status;
-  struct engine *e = op.engine;
+  struct engine *e = op.task.engine;
 
   status = find_cache(e, dst_cache_id, "destination ", &op.dst);
   if (status == LLMDD_SUCCESS) status = find_cache(e, src_cache_id, "source ", &op.src);
-  if (status != LLMDD_SUCCESS) return abandon(&op, status);
+  if (status != LLMDD_SUCCESS) return task_abandon(&op.task, status);
   if (op.dst->num_tensors != op.src->num_tensors)
-    return abandon(&op, fail(LLMDD_PARAM_INVALID,
-                             "destination cache %llu has %d tensors but source cache %llu"
-                             " has %d",
-                             (unsigned long long)dst_cache_id, op.dst->num_tensors,
-                             (unsigned long long)src_cache_id, op.src->num_tensors));
+    return task_abandon(&op.task, fail(LLMDD_PARAM_INVALID,
+                                       "destination cache %llu has %d tensors but source cache %llu"
+                                       " has %d",
+                                       (unsigned long long)dst_cache_id, op.dst->num_tensors,
+                                       (unsigned long long)src_cache_id, op.src->num_tensors));
   status = check_range("destination", dst_offset, nbytes, op.dst);
   if (status == LLMDD_SUCCESS) status = check_range("source", src_offset, nbytes, op.src);
-  if (status != LLMDD_SUCCESS) return abandon(&op, status);
+  if (status != LLMDD_SUCCESS) return task_abandon(&op.task, status);
   if (op.dst == op.src && nbytes > 0 && dst_offset < src_offset + nbytes &&
       src_offset < dst_offset + nbytes)
-    return abandon(&op, fail(LLMDD_PARAM_INVALID,
-                             "ranges of %llu bytes at offsets %llu and %llu overlap in"
-                             " cache %llu",
-                             (unsigned long long)nbytes, (unsigned long long)dst_offset,
-                             (unsigned long long)src_offset,
-                             (unsigned long long)src_cache_id));
+    return task_abandon(&op.task, fail(LLMDD_PARAM_INVALID,
+                                       "ranges of %llu bytes at offsets %llu and %llu overlap in"
+                                       " cache %llu",
+                                       (unsigned long long)nbytes, (unsigned long long)dst_offset,
+                                       (unsigned long long)src_offset,
+                                       (unsigned long long)src_cache_id));
 
   op.dst_offset = dst_offset;
   op.src_offset = src_offset;

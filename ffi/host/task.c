@@ -59,7 +59,8 @@ static void run_in_background(struct work *w) {
 
   struct job *j = t->job;
   free(t);
-  /* As in copy.c: the job stays referenced during the callback. */
+  /* The job stays referenced during the callback so llmdd_job_message() works
+   * from inside it (unless the caller already released the handle). */
   uint64_t handle = j->handle;
   llmdd_done_fn done = j->done;
   job_complete(j, status);
@@ -67,9 +68,17 @@ static void run_in_background(struct work *w) {
   job_put(j);
 }
 
+int32_t task_run_locked(struct task *t) {
+  struct engine *e = t->engine;
+  int32_t status = t->run(t);
+  pthread_mutex_unlock(&e->lock);
+  engine_release(e);
+  return t->job ? job_finish(t->job, status) : status;
+}
+
 int32_t task_dispatch(struct task *t, size_t size) {
   struct engine *e = t->engine;
-  if (t->job != NULL && t->job->done != NULL) {
+  if (task_in_background(t)) {
     struct task *queued = malloc(size);
     if (queued == NULL) {
       t->end(t);
