@@ -52,6 +52,11 @@ export function revokeViews(record: CacheRecord): void {
   record.views.length = 0;
 }
 
+/** The error of any call on a finalized instance. */
+export function finalizedError(): LLMException {
+  return new LLMException(LLMStatusCode.LLM_ENGINE_FINALIZED, "the LLMDataDist was finalized");
+}
+
 /** One initialized engine. */
 export class Engine {
   readonly lib: NativeLibrary;
@@ -89,6 +94,11 @@ export class Engine {
     return this.#finalized;
   }
 
+  /** Throws `LLMException(LLM_ENGINE_FINALIZED)` once finalize() has run. */
+  assertLive(): void {
+    if (this.#finalized) throw finalizedError();
+  }
+
   /**
    * Finalizes: waiting callers reject with LLM_ENGINE_FINALIZED, every view is
    * revoked, and the native engine frees all memory (cancelling running
@@ -97,7 +107,7 @@ export class Engine {
   finalize(): void {
     if (this.#finalized) return;
     this.#finalized = true;
-    this.mutex.failAll(new LLMException(LLMStatusCode.LLM_ENGINE_FINALIZED, "the LLMDataDist was finalized"));
+    this.mutex.failAll(finalizedError());
     for (const record of this.caches.values()) revokeViews(record);
     this.caches.clear();
     this.lib.check(this.lib.fn.llmdd_engine_finalize(this.handle), "finalize failed");

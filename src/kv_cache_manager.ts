@@ -73,9 +73,7 @@ function paramInvalid(message: string): LLMException {
 
 /** The record of a cache that must be live in `engine`, checked when the call runs. */
 function liveRecord(engine: Engine, cache: KvCache): CacheRecord {
-  if (engine.finalized) {
-    throw new LLMException(LLMStatusCode.LLM_ENGINE_FINALIZED, "the LLMDataDist was finalized");
-  }
+  engine.assertLive();
   const record = cacheRecord(cache);
   if (record.engine !== engine) {
     throw new LLMException(
@@ -149,7 +147,7 @@ export class KvCacheManager {
       throw paramInvalid("a DECODER does not hold cache keys: only PROMPT and MIX instances serve pulls");
     }
     return await runExclusive(engine.mutex, "allocateCache", engine.syncKvTimeout, undefined, () => {
-      if (engine.finalized) throw new LLMException(LLMStatusCode.LLM_ENGINE_FINALIZED, "the LLMDataDist was finalized");
+      engine.assertLive();
       const { lib } = engine;
       const devices = engine.deviceIds.length;
       const addrs = new BigUint64Array(devices * desc.numTensors);
@@ -432,7 +430,7 @@ export class KvCacheManager {
     requireInstance(cacheKey, CacheKey, "cacheKey");
     const engine = this.#access.current();
     await runExclusive(engine.mutex, "removeCacheKey", engine.syncKvTimeout, undefined, () => {
-      if (engine.finalized) throw new LLMException(LLMStatusCode.LLM_ENGINE_FINALIZED, "the LLMDataDist was finalized");
+      engine.assertLive();
       engine.lib.check(
         engine.lib.fn.llmdd_cache_key_remove(engine.handle, cacheKey.promptClusterId, cacheKey.reqId, cacheKey.modelId),
         `removeCacheKey(${cacheKey}) failed`,

@@ -6,7 +6,7 @@
  */
 import { LLMClusterInfo } from "./cluster_info.ts";
 import { type LLMConfig, readEngineOptions } from "./config.ts";
-import { Engine } from "./engine.ts";
+import { Engine, finalizedError } from "./engine.ts";
 import { LLMRole } from "./enums.ts";
 import { LLMException, ValueError } from "./errors.ts";
 import { type KvCacheManager, newKvCacheManager } from "./kv_cache_manager.ts";
@@ -122,7 +122,7 @@ export class LLMDataDist {
    * library cannot be loaded.
    */
   async init(options: LLMConfig | Record<string, string>): Promise<void> {
-    if (this.#state === "finalized") throw this.#finalizedError();
+    if (this.#state === "finalized") throw finalizedError();
     if (this.#state !== "created") {
       throw new LLMException(LLMStatusCode.LLM_FAILED, "init() was already called on this LLMDataDist");
     }
@@ -139,7 +139,7 @@ export class LLMDataDist {
       const engine = new Engine(lib, out[0], engineOptions.deviceIds, engineOptions.syncKvTimeout);
       if (this.#state !== "initializing") {
         engine.finalize(); // finalize() was called while the library loaded
-        throw this.#finalizedError();
+        throw finalizedError();
       }
       this.#engine = engine;
       this.#state = "initialized";
@@ -285,11 +285,7 @@ export class LLMDataDist {
 
   #current(): Engine {
     if (this.#engine) return this.#engine;
-    if (this.#state === "finalized") throw this.#finalizedError();
+    if (this.#state === "finalized") throw finalizedError();
     throw new LLMException(LLMStatusCode.LLM_FAILED, "this LLMDataDist is not initialized: call init() first");
-  }
-
-  #finalizedError(): LLMException {
-    return new LLMException(LLMStatusCode.LLM_ENGINE_FINALIZED, "this LLMDataDist was finalized");
   }
 }
