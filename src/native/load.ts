@@ -57,8 +57,16 @@ function platform(): string {
   return `${g.process?.platform}-${g.process?.arch}`;
 }
 
+// The package's root folder: this file is src/native/load.ts in a clone and
+// on JSR, dist/src/native/load.js in the npm package (scripts/build.mjs).
+const PACKAGE_ROOT = new URL(
+  /\/dist\/src\/native\/[^/]+$/.test(import.meta.url) ? "../../../" : "../../",
+  import.meta.url,
+);
+
+/** A path inside the package. */
 function fileOf(relative: string): string {
-  return decodeURIComponent(new URL(relative, import.meta.url).pathname);
+  return decodeURIComponent(new URL(relative, PACKAGE_ROOT).pathname);
 }
 
 /** The library files to try, in order, with where each came from. */
@@ -67,11 +75,16 @@ export function candidates(backend: Backend, libraryPath?: string): { path: stri
   const fromEnv = environment("LLMDD_LIBRARY");
   if (fromEnv !== undefined) return [{ path: fromEnv, origin: "the LLMDD_LIBRARY environment variable" }];
   const file = `libllmdd_${backend}.so`;
+  // Loaded from a URL (a JSR import): no file next to the module can be opened.
+  if (!import.meta.url.startsWith("file:")) return [];
   return [
-    { path: fileOf(`../../prebuilds/${platform()}/${file}`), origin: `the prebuilt library for ${platform()}` },
-    { path: fileOf(`../../ffi/build/${file}`), origin: "the local build" },
+    { path: fileOf(`prebuilds/${platform()}/${file}`), origin: `the prebuilt library for ${platform()}` },
+    { path: fileOf(`ffi/build/${file}`), origin: "the local build" },
   ];
 }
+
+/** The platforms the npm package carries a prebuilt host library for (ffi/prebuild.sh). */
+const PREBUILT_PLATFORMS = ["linux-x64", "linux-arm64"];
 
 const loaded = new Map<string, Promise<NativeLibrary>>();
 
@@ -106,14 +119,22 @@ export async function loadLibrary(backend: Backend, libraryPath?: string): Promi
       failures.push(`  ${path} (${origin}): ${err instanceof Error ? err.message.split("\n")[0] : String(err)}`);
     }
   }
+  const shipped = PREBUILT_PLATFORMS.includes(platform())
+    ? ""
+    : `This package ships prebuilt libraries for ${PREBUILT_PLATFORMS.join(" and ")} only, not ${platform()}. `;
   const fix = backend === "host"
-    ? "Build it with `npm run prepare` (runs `make -C ffi`, needs a C compiler), or point the libraryPath option " +
-      "or LLMDD_LIBRARY at a built libllmdd_host.so."
-    : "The CANN backend is built only where the CANN toolkit is installed; point the libraryPath option or " +
-      "LLMDD_LIBRARY at libllmdd_cann.so.";
+    ? `${shipped}Build it from source with \`make -C ${fileOf("ffi")}\` (needs a C compiler and make; ` +
+      "in a clone, `npm run prepare` does it), or point the libraryPath option or LLMDD_LIBRARY at a built " +
+      "libllmdd_host.so."
+    : "The CANN backend is built only where the CANN toolkit is installed (ffi/cann/README.md); point the " +
+      "libraryPath option or LLMDD_LIBRARY at libllmdd_cann.so.";
+  const tried = failures.length > 0
+    ? `Tried:\n${failures.join("\n")}`
+    : `This module was loaded from ${import.meta.url}, so it has no native library beside it: set LLMDD_LIBRARY ` +
+      "or the libraryPath option.";
   throw new LLMException(
     LLMStatusCode.LLM_FAILED,
-    `cannot load the ${backend} native library on ${runtime}. Tried:\n${failures.join("\n")}\n${fix}` +
+    `cannot load the ${backend} native library on ${runtime}. ${tried}\n${fix}` +
       (runtime === "deno" ? "\nOn Deno, run with --allow-ffi (and --allow-env to honour LLMDD_LIBRARY)." : ""),
   );
 }

@@ -29,8 +29,8 @@ const suites = [
       "--allow-write",
       "--allow-run",
       "--allow-net=127.0.0.1",
-      "test/",
     ],
+    files: true,
     // Deno counts describe() groups as tests and their tests as steps; count
     // only the tests themselves, like the other runners: the "name ... ok"
     // lines that did not open a group ("name ..." alone on its line).
@@ -47,7 +47,8 @@ const suites = [
   {
     name: "bun",
     command: bin("bun"),
-    args: ["test", "--timeout", "120000", "./test/"],
+    args: ["test", "--timeout", "120000"],
+    files: true,
     counts: (out) => {
       const passed = out.match(/^\s*(\d+) pass$/m);
       const failed = out.match(/^\s*(\d+) fail$/m);
@@ -59,13 +60,23 @@ const suites = [
     command: process.execPath,
     args: ["--import", "./test/support/register.mjs", "--test", "--test-concurrency=1", "--test-reporter=spec"],
     files: true,
-    counts: (out) => {
-      const passed = out.match(/^ℹ pass (\d+)$/m);
-      const failed = out.match(/^ℹ fail (\d+)$/m);
-      return passed && failed ? { passed: Number(passed[1]), failed: Number(failed[1]) } : undefined;
-    },
+    counts: nodeCounts,
+  },
+  {
+    // The packages as users get them: npm pack + install + Node/Bun/Deno, and
+    // the JSR file set over HTTP. Node drives the other runtimes itself.
+    name: "package",
+    command: process.execPath,
+    args: ["--import", "./test/support/register.mjs", "--test", "--test-reporter=spec", "test/package/package.test.ts"],
+    counts: nodeCounts,
   },
 ];
+
+function nodeCounts(out) {
+  const passed = out.match(/^ℹ pass (\d+)$/m);
+  const failed = out.match(/^ℹ fail (\d+)$/m);
+  return passed && failed ? { passed: Number(passed[1]), failed: Number(failed[1]) } : undefined;
+}
 
 // Deno colours its output even with NO_COLOR in some places; counts are read without.
 const ESC = String.fromCharCode(27);
@@ -94,9 +105,10 @@ function run(command, args) {
   });
 }
 
+// The test files every runtime runs: test/*.test.ts (test/package/ is the package suite's).
 async function testFiles() {
   const { readdir } = await import("node:fs/promises");
-  return (await readdir(join(root, "test"))).filter((f) => f.endsWith(".test.ts")).sort().map((f) => `test/${f}`);
+  return (await readdir(join(root, "test"))).filter((f) => f.endsWith(".test.ts")).sort().map((f) => `./test/${f}`);
 }
 
 const only = process.argv.slice(2);
