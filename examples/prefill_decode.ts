@@ -73,7 +73,9 @@ if (argument.startsWith("{") && JSON.parse(argument).role === "prompt") {
     let start = performance.now();
     const [status] = await decoder.linkClusters([cluster], 3000);
     if (status !== LLMStatusCode.LLM_SUCCESS) throw new Error(`link failed: 0x${status.toString(16)}`);
-    console.log(`linked to PROMPT cluster ${PROMPT_CLUSTER} at 127.0.0.1:${port} in ${(performance.now() - start).toFixed(2)} ms`);
+    console.log(
+      `linked to PROMPT cluster ${PROMPT_CLUSTER} at 127.0.0.1:${port} in ${(performance.now() - start).toFixed(2)} ms`,
+    );
     const manager = decoder.kvCacheManager;
     console.log("request  bytes/tensor  pull time     GB/s   verified");
     for (const { reqId, bytes } of REQUESTS) {

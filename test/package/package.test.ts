@@ -75,7 +75,9 @@ describe("the npm package", { timeout: 600_000 }, () => {
       assert.ok(files.includes(`prebuilds/${platform}/libllmdd_host.so`), `no prebuilt library for ${platform}`);
     }
     assert.ok(!files.some((f) => f.startsWith("test/") || f.startsWith("ffi/build/")), "tests or builds shipped");
-    const arm = readFileSync(join(project, "node_modules", "llm-datadist", "prebuilds", "linux-arm64", "libllmdd_host.so"));
+    const arm = readFileSync(
+      join(project, "node_modules", "llm-datadist", "prebuilds", "linux-arm64", "libllmdd_host.so"),
+    );
     assert.equal(arm.readUInt16LE(18), 183, "the linux-arm64 library is an AArch64 ELF file (e_machine 183)");
   });
 
