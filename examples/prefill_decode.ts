@@ -17,6 +17,7 @@ import {
   CacheDesc,
   CacheKey,
   DataType,
+  type KvCache,
   LLMClusterInfo,
   LLMDataDist,
   LLMRole,
@@ -43,8 +44,12 @@ if (argument.startsWith("{") && JSON.parse(argument).role === "prompt") {
   // ---- the PROMPT process ----
   const prompt = new LLMDataDist(LLMRole.PROMPT, PROMPT_CLUSTER);
   await prompt.init({ "llm.listenIpInfo": "127.0.0.1:0", "ge.flowGraphMemMaxSize": POOL });
+  // The handles are kept: a cache's memory returns to the pool only once its id
+  // is deallocated too, not just when its key is consumed by a pull.
+  const caches: KvCache[] = [];
   for (const { reqId, bytes } of REQUESTS) {
     const cache = await prompt.kvCacheManager.allocateCache(descOf(bytes), [new CacheKey(PROMPT_CLUSTER, reqId)]);
+    caches.push(cache);
     for (let t = 0; t < 2; t++) {
       const view = prompt.kvCacheManager.getCacheTensorViews(cache, t)[0].data;
       const out = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
@@ -53,7 +58,8 @@ if (argument.startsWith("{") && JSON.parse(argument).role === "prompt") {
   }
   console.log(JSON.stringify({ port: prompt.listenPort }));
   process.stdin.resume();
-  process.stdin.on("end", () => {
+  process.stdin.on("end", async () => {
+    for (const cache of caches) await prompt.kvCacheManager.deallocateCache(cache);
     prompt.finalize();
     process.exit(0);
   });

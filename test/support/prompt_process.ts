@@ -4,7 +4,7 @@
 // 127.0.0.1:<any port>, fills each cache with the test pattern, prints
 // {"ready": true, "port": N, "cacheIds": [...]} and serves until its stdin closes.
 import process from "node:process";
-import { CacheDesc, CacheKey, type DataType, LLMDataDist, LLMRole } from "../../mod.ts";
+import { CacheDesc, CacheKey, type DataType, type KvCache, LLMDataDist, LLMRole } from "../../mod.ts";
 import { fillPattern } from "./pattern.ts";
 
 interface CacheSpec {
@@ -29,6 +29,9 @@ await prompt.init({
   "llm.SyncKvCacheWaitTime": "30000",
 });
 const manager = prompt.kvCacheManager;
+// Kept until the end: a cache's id must be released (deallocateCache) for its
+// memory to return to the pool, even after its keys were consumed by pulls.
+const caches: KvCache[] = [];
 const cacheIds: string[] = [];
 for (const spec of config.caches) {
   const keys = (spec.keys ?? []).map(([req, model]) => new CacheKey(clusterId, req, model));
@@ -38,6 +41,7 @@ for (const spec of config.caches) {
       fillPattern(new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength), spec.seed, t, view.deviceId);
     }
   }
+  caches.push(cache);
   cacheIds.push(String(cache.cacheId));
 }
 console.log(JSON.stringify({ ready: true, port: prompt.listenPort, cacheIds, pid: process.pid }));
@@ -52,7 +56,8 @@ process.stdin.on("data", (chunk: string) => {
     }
   }
 });
-process.stdin.on("end", () => {
+process.stdin.on("end", async () => {
+  for (const cache of caches) await manager.deallocateCache(cache);
   prompt.finalize();
   process.exit(0);
 });
