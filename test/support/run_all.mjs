@@ -19,6 +19,14 @@ const suites = [
     counts: (out) => match(out, /^(\d+) passed, (\d+) failed$/m),
   },
   {
+    // The CANN adapter's own logic, and its thin layer compiled against
+    // hand-written declarations of the CANN API (no toolkit here).
+    name: "cann",
+    command: "make",
+    args: ["-s", "-C", "ffi/cann", "check"],
+    counts: (out) => match(out, /^(\d+) passed, (\d+) failed$/m),
+  },
+  {
     name: "deno",
     command: bin("deno"),
     args: [
@@ -29,6 +37,7 @@ const suites = [
       "--allow-write",
       "--allow-run",
       "--allow-net=127.0.0.1",
+      "--v8-flags=--expose-gc", // test/reliability.test.ts forces collections
     ],
     files: true,
     // Deno counts describe() groups as tests and their tests as steps; count
@@ -58,7 +67,14 @@ const suites = [
   {
     name: "node",
     command: process.execPath,
-    args: ["--import", "./test/support/register.mjs", "--test", "--test-concurrency=1", "--test-reporter=spec"],
+    args: [
+      "--expose-gc", // test/reliability.test.ts forces collections
+      "--import",
+      "./test/support/register.mjs",
+      "--test",
+      "--test-concurrency=1",
+      "--test-reporter=spec",
+    ],
     files: true,
     counts: nodeCounts,
   },

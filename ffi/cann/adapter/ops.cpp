@@ -1,0 +1,337 @@
+// The long operations: llmdd_cache_read, llmdd_cache_copy, llmdd_link,
+// llmdd_unlink, llmdd_cache_pull.
+//
+// Each goes through the same steps: claim the job, enter the engine, validate
+// under the engine lock (pinning what it will use), then run outside the lock,
+// on the calling thread (job 0, or a job without a done callback) or on a worker
+// (a job with one). Between chunks a read checks the job's deadline, its cancel
+// flag and the engine's finalize; each device wait gets what is left of the
+// deadline. A read given job 0 is bounded by llm.SyncKvCacheWaitTime (upstream's
+// bound for KV operations): a device wait is never unbounded. Upstream's own
+// calls (pull, copy) are bounded by upstream's llm.SyncKvCacheWaitTime, links by
+// the job's deadline.
+#include <functional>
+#include <memory>
+
+#include "deadline.hpp"
+#include "engine.hpp"
+#include "jobs.hpp"
+#include "status.hpp"
+
+using namespace llmdd;
+
+namespace {
+
+// A link or unlink given no deadline (job 0, or a negative timeout) waits at most
+// this long: upstream takes a finite timeout in ms.
+constexpr int32_t kNoDeadlineLinkMs = 10 * 60 * 1000;
+
+struct Operation {
+  Engine *engine = nullptr;
+  Job *job = nullptr;                       // null for job 0
+  int64_t deadline = kNoDeadline;           // the job's, or the operation's own bound
+  int32_t status = LLMDD_SUCCESS;           // run's result, for end
+  std::function<int32_t(Operation &)> run;  // outside the lock
+  std::function<void(Operation &)> end;     // under the lock, once: drops what validation took
+};
+
+int32_t begin(Operation &op, uint64_t engine, uint64_t job) {
+  if (job != 0) {
+    int32_t status = job_begin(job, &op.job);
+    if (status != LLMDD_SUCCESS) return status;
+    op.deadline = op.job->deadline;
+    // Started before the engine lock is taken: creating threads is slow.
+    if (op.job->done != nullptr && worker_start() != LLMDD_SUCCESS)
+      return job_finish(op.job, LLMDD_FAILED);
+  }
+  int32_t status = engine_enter(engine, &op.engine);
+  if (status != LLMDD_SUCCESS && op.job != nullptr) job_finish(op.job, status);
+  return status;
+}
+
+// Ends an operation that failed validation (engine locked).
+int32_t abandon(Operation &op, int32_t status) {
+  engine_leave(op.engine);
+  return op.job != nullptr ? job_finish(op.job, status) : status;
+}
+
+// The operation's check between steps: finalize, cancel, deadline.
+int32_t check(const Operation &op, uint64_t done, uint64_t total) {
+  if (op.engine->finalizing.load(std::memory_order_relaxed))
+    return fail(LLMDD_ENGINE_FINALIZED, "the engine was finalized after %llu of %llu bytes",
+                static_cast<unsigned long long>(done), static_cast<unsigned long long>(total));
+  if (op.job != nullptr && op.job->cancelled.load(std::memory_order_relaxed)) return fail(LLMDD_FAILED, "cancelled");
+  if (deadline_passed(op.deadline, now_ns()))
+    return fail(LLMDD_WAIT_PROCESS_TIMEOUT, "the deadline passed after %llu of %llu bytes were copied",
+                static_cast<unsigned long long>(done), static_cast<unsigned long long>(total));
+  return LLMDD_SUCCESS;
+}
+
+// Runs op outside the lock. Called with the engine locked; returns unlocked.
+int32_t execute_unlocked(Operation &op) {
+  Engine *e = op.engine;
+  e->running++;
+  e->lock.unlock();
+  int32_t status;
+  try {
+    status = op.run(op);
+  } catch (const std::bad_alloc &) {
+    status = fail(LLMDD_OUT_OF_MEMORY, "out of host memory");
+  } catch (...) {
+    status = fail(LLMDD_FAILED, "unexpected error");
+  }
+  op.status = status;
+  std::string message = last_error();
+  e->lock.lock();
+  if (--e->running == 0 && e->finalizing.load(std::memory_order_relaxed)) e->idle.notify_all();
+  op.end(op);
+  e->lock.unlock();
+  set_last_error(message);
+  return status;
+}
+
+void run_in_background(std::shared_ptr<Operation> op) {
+  Engine *e = op->engine;
+  int32_t status;
+  e->lock.lock();
+  if (e->finalizing.load(std::memory_order_relaxed)) {
+    status = fail(LLMDD_ENGINE_FINALIZED, "the engine was finalized before the operation started");
+    op->status = status;
+    op->end(*op);
+    e->lock.unlock();
+  } else {
+    status = execute_unlocked(*op);
+  }
+  engine_release(e);
+  // The job stays referenced during the callback so llmdd_job_message() works
+  // from inside it (unless the caller already released the handle).
+  Job *job = op->job;
+  op.reset();
+  uint64_t handle = job->handle;
+  llmdd_done_fn done = job->done;
+  job_complete(job, status);
+  done(handle, status);
+  job_put(job);
+}
+
+// Runs a validated operation (engine locked). Returns its final status, or for a
+// background job SUCCESS once queued.
+int32_t dispatch(Operation &op) {
+  Engine *e = op.engine;
+  if (op.job != nullptr && op.job->done != nullptr) {
+    std::shared_ptr<Operation> queued;
+    try {
+      queued = std::make_shared<Operation>(op);
+    } catch (...) {
+      op.status = fail(LLMDD_OUT_OF_MEMORY, "out of host memory for the operation");
+      op.end(op);
+      return abandon(op, op.status);
+    }
+    // The engine and job references, and whatever validation took, move to the
+    // queued operation.
+    e->lock.unlock();
+    worker_submit([queued]() mutable { run_in_background(std::move(queued)); });
+    return LLMDD_SUCCESS;
+  }
+  int32_t status = execute_unlocked(op);
+  engine_release(e);
+  return op.job != nullptr ? job_finish(op.job, status) : status;
+}
+
+// Wraps an exported operation: no exception crosses the ABI, and one thrown
+// during validation (engine locked) ends the operation cleanly.
+template <class F>
+int32_t operation(uint64_t engine, uint64_t job, F validate) {
+  return guarded([&]() -> int32_t {
+    Operation op;
+    int32_t status = begin(op, engine, job);
+    if (status != LLMDD_SUCCESS) return status;
+    try {
+      engine_reap(op.engine);
+      status = validate(op);
+    } catch (...) {
+      status = fail(LLMDD_OUT_OF_MEMORY, "out of host memory while validating the operation");
+    }
+    if (status != LLMDD_SUCCESS) return abandon(op, status);
+    return dispatch(op);
+  });
+}
+
+int32_t find_cache(Engine *e, uint64_t id, const char *role, CacheRecord **out) {
+  *out = e->book.find(id);
+  if (*out == nullptr)
+    return fail(LLMDD_KV_CACHE_NOT_EXIST, "%scache %llu does not exist", role,
+                static_cast<unsigned long long>(id));
+  return LLMDD_SUCCESS;
+}
+
+void unpin(Engine *e, CacheRecord *record) {
+  std::vector<Released> released;
+  e->book.unpin(record, &released);
+  std::string kept = last_error();
+  (void)engine_free(e, released);
+  set_last_error(kept);
+}
+
+}  // namespace
+
+extern "C" LLMDD_API int32_t llmdd_cache_read(uint64_t engine, uint64_t cache_id, int32_t tensor_index,
+                                              int32_t device_index, uint8_t *out, uint64_t out_len,
+                                              uint64_t job) {
+  return operation(engine, job, [&](Operation &op) -> int32_t {
+    Engine *e = op.engine;
+    if (out == nullptr) return fail(LLMDD_PARAM_INVALID, "out is NULL");
+    if (device_index < 0 || device_index >= e->num_devices())
+      return fail(LLMDD_PARAM_INVALID, "device_index %d is out of range [0, %d)", device_index,
+                  e->num_devices());
+    CacheRecord *cache = nullptr;
+    int32_t status = find_cache(e, cache_id, "", &cache);
+    if (status != LLMDD_SUCCESS) return status;
+    const CacheLayout &l = cache->layout;
+    if (tensor_index < 0 || tensor_index >= l.num_tensors)
+      return fail(LLMDD_PARAM_INVALID, "tensor_index %d is out of range [0, %d)", tensor_index,
+                  l.num_tensors);
+    if (out_len != l.tensor_bytes)
+      return fail(LLMDD_PARAM_INVALID, "out_len %llu is not the tensor size %llu",
+                  static_cast<unsigned long long>(out_len),
+                  static_cast<unsigned long long>(l.tensor_bytes));
+
+    uint64_t src = cache->memory.addrs[static_cast<size_t>(device_index) * l.num_tensors + tensor_index];
+    uint64_t token = e->next_token++;
+    if (op.job == nullptr) op.deadline = deadline_after(e->options.sync_wait_ms, now_ns());
+    auto abandoned = std::make_shared<bool>(false);
+    op.run = [=](Operation &self) -> int32_t {
+      uint64_t chunk = self.engine->traits.read_chunk;
+      for (uint64_t done = 0; done < out_len;) {
+        int32_t s = check(self, done, out_len);
+        if (s != LLMDD_SUCCESS) return s;
+        int32_t timeout = remaining_ms(self.deadline, now_ns(), INT32_MAX, -1);
+        if (timeout == 0)
+          return fail(LLMDD_WAIT_PROCESS_TIMEOUT, "the deadline passed after %llu of %llu bytes were copied",
+                      static_cast<unsigned long long>(done), static_cast<unsigned long long>(out_len));
+        uint64_t n = out_len - done < chunk ? out_len - done : chunk;
+        bool in_flight = false;
+        s = self.engine->backend->read(device_index, src + done, out + done, n, timeout, token, &in_flight);
+        if (in_flight) *abandoned = true;
+        if (s == LLMDD_WAIT_PROCESS_TIMEOUT)
+          return fail(s, "the deadline passed while copying bytes %llu-%llu of %llu from the"
+                      " device (%s)", static_cast<unsigned long long>(done),
+                      static_cast<unsigned long long>(done + n), static_cast<unsigned long long>(out_len),
+                      last_error().c_str());
+        if (s != LLMDD_SUCCESS) return s;
+        done += n;
+      }
+      return LLMDD_SUCCESS;
+    };
+    op.end = [=](Operation &self) {
+      Engine *en = self.engine;
+      if (!*abandoned) return unpin(en, cache);
+      // The device may still read the cache: it stays pinned until the copy ends.
+      if (en->drained_early.erase(token) != 0) return unpin(en, cache);
+      en->in_flight[token] = cache;
+    };
+    e->book.pin(cache);  // last: nothing after it can fail
+    return LLMDD_SUCCESS;
+  });
+}
+
+extern "C" LLMDD_API int32_t llmdd_cache_copy(uint64_t engine, uint64_t dst_cache_id,
+                                              uint64_t src_cache_id, uint64_t dst_offset,
+                                              uint64_t src_offset, uint64_t nbytes, uint64_t job) {
+  return operation(engine, job, [&](Operation &op) -> int32_t {
+    Engine *e = op.engine;
+    CacheRecord *dst = nullptr, *src = nullptr;
+    int32_t status = find_cache(e, dst_cache_id, "destination ", &dst);
+    if (status == LLMDD_SUCCESS) status = find_cache(e, src_cache_id, "source ", &src);
+    if (status != LLMDD_SUCCESS) return status;
+    CopyPlan plan;
+    status = plan_copy(dst->layout, src->layout, dst == src, dst_offset, src_offset, nbytes, &plan);
+    if (status != LLMDD_SUCCESS) return status;
+    uint64_t total = nbytes * static_cast<uint64_t>(src->layout.num_tensors) *
+                     static_cast<uint64_t>(e->num_devices());
+    op.run = [=](Operation &self) -> int32_t {
+      int32_t s = check(self, 0, total);
+      if (s != LLMDD_SUCCESS || plan.nothing) return s;
+      return self.engine->backend->copy(dst->layout, dst->memory, src->layout, src->memory, plan);
+    };
+    op.end = [=](Operation &self) {
+      unpin(self.engine, dst);
+      unpin(self.engine, src);
+    };
+    e->book.pin(dst);
+    e->book.pin(src);
+    return LLMDD_SUCCESS;
+  });
+}
+
+extern "C" LLMDD_API int32_t llmdd_link(uint64_t engine, uint64_t remote_cluster_id,
+                                        const uint8_t *remote_addr, int32_t addr_len, uint64_t job) {
+  return operation(engine, job, [&](Operation &op) -> int32_t {
+    Engine *e = op.engine;
+    if (e->role == LLMDD_ROLE_PROMPT)
+      return fail(LLMDD_PARAM_INVALID, "a PROMPT engine does not link: DECODER and MIX engines do");
+    std::vector<IpPort> remote;
+    int32_t status = parse_link_address(remote_addr, addr_len, e->num_devices(), e->traits.flavor, &remote);
+    if (status != LLMDD_SUCCESS) return status;
+    ClusterAddress address{remote_cluster_id, remote, e->options.local};
+    op.run = [=](Operation &self) -> int32_t {
+      int32_t s = check(self, 0, 0);
+      if (s != LLMDD_SUCCESS) return s;
+      int32_t timeout = remaining_ms(self.deadline, now_ns(), INT32_MAX, kNoDeadlineLinkMs);
+      if (timeout == 0) return fail(LLMDD_WAIT_PROCESS_TIMEOUT, "the job's deadline passed before linking");
+      return self.engine->backend->link(address, timeout);
+    };
+    op.end = [=](Operation &self) {
+      self.engine->links.settle(remote_cluster_id, self.status == LLMDD_SUCCESS);
+    };
+    return e->links.reserve(remote_cluster_id, remote);  // last: end() settles it
+  });
+}
+
+extern "C" LLMDD_API int32_t llmdd_unlink(uint64_t engine, uint64_t remote_cluster_id, int32_t force,
+                                          uint64_t job) {
+  return operation(engine, job, [&](Operation &op) -> int32_t {
+    Engine *e = op.engine;
+    Link *link = e->links.find(remote_cluster_id);
+    if (link == nullptr)
+      return fail(LLMDD_NOT_YET_LINK, "not linked to cluster %llu", static_cast<unsigned long long>(remote_cluster_id));
+    ClusterAddress address{remote_cluster_id, link->remote, e->options.local};
+    op.run = [=](Operation &self) -> int32_t {
+      int32_t timeout = remaining_ms(self.deadline, now_ns(), INT32_MAX, kNoDeadlineLinkMs);
+      // Past the deadline the peer is still told, as briefly as upstream allows.
+      return self.engine->backend->unlink(address, timeout > 0 ? timeout : 1, force != 0);
+    };
+    op.end = [](Operation &) {};
+    // Dropped from the books now: whatever upstream answers, the link is gone.
+    Link taken;
+    return e->links.take(remote_cluster_id, &taken);
+  });
+}
+
+extern "C" LLMDD_API int32_t llmdd_cache_pull(uint64_t engine, uint64_t cache_id, int32_t key_kind,
+                                              uint64_t k0, uint64_t k1, uint64_t k2,
+                                              int32_t dst_batch_index, uint64_t size, uint64_t job) {
+  return operation(engine, job, [&](Operation &op) -> int32_t {
+    Engine *e = op.engine;
+    if (e->role == LLMDD_ROLE_PROMPT)
+      return fail(LLMDD_PARAM_INVALID, "a PROMPT engine does not pull: DECODER and MIX engines do");
+    int32_t status = check_pull_key(key_kind, k0, k1, k2);
+    if (status != LLMDD_SUCCESS) return status;
+    CacheRecord *dst = nullptr;
+    status = find_cache(e, cache_id, "", &dst);
+    if (status != LLMDD_SUCCESS) return status;
+    PullPlan plan;
+    status = plan_pull(key_kind, k0, k1, k2, dst_batch_index, size, dst->layout, &plan);
+    if (status != LLMDD_SUCCESS) return status;
+    if (e->links.find(k0) == nullptr)
+      return fail(LLMDD_NOT_YET_LINK, "not linked to cluster %llu", static_cast<unsigned long long>(k0));
+    op.run = [=](Operation &self) -> int32_t {
+      int32_t s = check(self, 0, 0);
+      if (s != LLMDD_SUCCESS) return s;
+      return self.engine->backend->pull(plan, dst->layout, dst->memory);
+    };
+    op.end = [=](Operation &self) { unpin(self.engine, dst); };
+    e->book.pin(dst);
+    return LLMDD_SUCCESS;
+  });
+}

@@ -1,0 +1,58 @@
+// Translations from the ABI's arguments to upstream's: the key of a pull to a
+// CacheIndex, a byte range of a copy to CopyKvCache's (batch, offset, size), and
+// a cache's layout to a CacheDesc shape.
+#ifndef LLMDD_CANN_TRANSLATE_HPP
+#define LLMDD_CANN_TRANSLATE_HPP
+
+#include <cstdint>
+#include <vector>
+
+#include "book.hpp"
+
+namespace llmdd {
+
+// Arguments of LlmDataDist::PullKvCache(src_cache_index, dst_cache, batch_index, size).
+struct PullPlan {
+  uint64_t cluster_id = 0;   // CacheIndex::cluster_id
+  int64_t cache_id = 0;      // CacheIndex::cache_id
+  uint32_t batch_index = 0;  // CacheIndex::batch_index (the source row)
+  uint32_t dst_batch_index = 0;
+  int64_t size = -1;         // bytes of the row; -1 = the whole row
+};
+
+// Checks a pull's key kind: PARAM_INVALID for an unknown kind,
+// FEATURE_NOT_ENABLED for LLMDD_KEY_CACHE_KEY (see plan_pull).
+int32_t check_pull_key(int32_t key_kind, uint64_t k0, uint64_t k1, uint64_t k2);
+
+// Checks a pull's key and destination against the local cache (geometry only;
+// the engine checks the role, the cache's existence and the link).
+//   LLMDD_KEY_BY_ID (cluster, cache id, batch index) → CacheIndex.
+//   LLMDD_KEY_CACHE_KEY → FEATURE_NOT_ENABLED: the C++ API pulls by CacheIndex
+//   only; a CacheKey lives at the PROMPT and has no C++ equivalent.
+int32_t plan_pull(int32_t key_kind, uint64_t k0, uint64_t k1, uint64_t k2,
+                  int32_t dst_batch_index, uint64_t size, const CacheLayout &dst, PullPlan *out);
+
+// Arguments of LlmDataDist::CopyKvCache(src, dst, src_batch_index, dst_batch_index, offset, size).
+struct CopyPlan {
+  bool nothing = false;  // 0 bytes: no call
+  uint32_t src_batch_index = 0;
+  uint32_t dst_batch_index = 0;
+  uint64_t offset = 0;   // within the row, the same in both caches
+  int64_t size = 0;
+};
+
+// The ABI's copy (nbytes from byte src_offset of every tensor of src to byte
+// dst_offset of dst) checked as the host backend does (PARAM_INVALID), then as
+// CopyKvCache can express it: within one row of each cache, at the same offset
+// in both rows; other ranges → FEATURE_NOT_ENABLED with a message.
+int32_t plan_copy(const CacheLayout &dst, const CacheLayout &src, bool same_cache,
+                  uint64_t dst_offset, uint64_t src_offset, uint64_t nbytes, CopyPlan *out);
+
+// The CacheDesc shape the adapter gives upstream for a layout: [batch, row bytes]
+// of DT_UINT8. The ABI carries sizes and an opaque layout tag, not the data type
+// and dimensions, so both sides of a pull describe a row by its bytes.
+std::vector<int64_t> upstream_shape(const CacheLayout &layout);
+
+}  // namespace llmdd
+
+#endif
