@@ -69,13 +69,25 @@ export class Engine {
   readonly listenPort: number;
   readonly mutex: AsyncMutex = new AsyncMutex();
   readonly caches: Map<bigint, CacheRecord> = new Map();
+  /** Ids of caches whose handle was garbage-collected before deallocateCache. */
+  readonly forgotten: bigint[] = [];
   #finalized = false;
+  // Caches whose KvCache handle was garbage-collected while still allocated.
+  // One registry per engine, so the held value is just the cache id as a
+  // number (a small integer: nothing allocated). On Node 20 (V8 11.3) a freshly
+  // allocated held value (object, WeakRef, BigInt) survives scavenges even
+  // after unregister(), which under allocate/deallocate loops grows the young
+  // generation to its maximum (about 30 MB more resident memory).
+  // The callback names the engine weakly, so the registry keeps no engine alive.
+  readonly #forgottenCaches: FinalizationRegistry<number>;
 
   constructor(lib: NativeLibrary, handle: bigint, deviceIds: readonly number[], syncKvTimeout: number) {
     this.lib = lib;
     this.handle = handle;
     this.deviceIds = deviceIds;
     this.syncKvTimeout = syncKvTimeout;
+    const self = new WeakRef(this);
+    this.#forgottenCaches = new FinalizationRegistry((cacheId) => self.deref()?.noteForgotten(BigInt(cacheId)));
     const info = lib.outBuffer;
     lib.check(lib.fn.llmdd_engine_info(handle, info), "cannot describe the engine");
     if (Number(info[0]) !== deviceIds.length) {
@@ -92,6 +104,29 @@ export class Engine {
   /** Whether finalize() has run. */
   get finalized(): boolean {
     return this.#finalized;
+  }
+
+  /** Watches a cache handle: if it is garbage-collected while allocated, that is reported. */
+  track(cache: object, cacheId: bigint): void {
+    this.#forgottenCaches.register(cache, Number(cacheId), cache);
+  }
+
+  /** Stops watching a handle (its cache was deallocated). */
+  untrack(cache: object): void {
+    this.#forgottenCaches.unregister(cache);
+  }
+
+  /**
+   * A cache's handle was garbage-collected while the cache was allocated: its
+   * memory cannot be reached any more, and stays in the pool until finalize().
+   */
+  noteForgotten(cacheId: bigint): void {
+    if (this.#finalized || !this.caches.has(cacheId)) return;
+    this.forgotten.push(cacheId);
+    console.warn(
+      `llm-datadist: KvCache ${cacheId} was garbage-collected without deallocateCache(); ` +
+        "its memory stays allocated until finalize()",
+    );
   }
 
   /** Throws `LLMException(LLM_ENGINE_FINALIZED)` once finalize() has run. */
@@ -111,6 +146,12 @@ export class Engine {
     for (const record of this.caches.values()) revokeViews(record);
     this.caches.clear();
     this.lib.check(this.lib.fn.llmdd_engine_finalize(this.handle), "finalize failed");
+    if (this.forgotten.length > 0) {
+      console.warn(
+        `llm-datadist: finalize() freed ${this.forgotten.length} cache(s) garbage-collected without ` +
+          `deallocateCache(): ${this.forgotten.join(", ")}`,
+      );
+    }
   }
 
   /** Bytes in use and capacity of each device's pool. */

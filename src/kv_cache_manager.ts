@@ -129,10 +129,12 @@ export class KvCacheManager {
    * instance. `cacheKeys`, one per batch row from row 0, name the rows for
    * pulls. Rejects with `LLM_DEVICE_OUT_OF_MEMORY` when a pool is full.
    * As with device memory, a new cache is not cleared: it may hold what a
-   * freed cache of this instance left there.
+   * freed cache of this instance left there. Like every cache call it waits
+   * its turn within `syncKvTimeout`; `options.signal` stops the wait.
    */
-  async allocateCache(cacheDesc: CacheDesc, cacheKeys?: readonly CacheKey[]): Promise<KvCache> {
+  async allocateCache(cacheDesc: CacheDesc, cacheKeys?: readonly CacheKey[], options?: CallOptions): Promise<KvCache> {
     const desc = requireInstance(cacheDesc, CacheDesc, "cacheDesc");
+    const signal = signalOf(options);
     const keys = cacheKeys === undefined ? [] : cacheKeys;
     if (!Array.isArray(keys)) throw new TypeError(`cacheKeys must be an array of CacheKey, got ${describe(keys)}`);
     keys.forEach((key, i) => requireInstance(key, CacheKey, `cacheKeys[${i}]`));
@@ -146,7 +148,7 @@ export class KvCacheManager {
     if (keys.length > 0 && engine.role === LLMRole.DECODER) {
       throw paramInvalid("a DECODER does not hold cache keys: only PROMPT and MIX instances serve pulls");
     }
-    return await runExclusive(engine.mutex, "allocateCache", engine.syncKvTimeout, undefined, () => {
+    return await runExclusive(engine.mutex, "allocateCache", engine.syncKvTimeout, signal, () => {
       engine.assertLive();
       const { lib } = engine;
       const devices = engine.deviceIds.length;
@@ -185,7 +187,9 @@ export class KvCacheManager {
         views: [],
       };
       engine.caches.set(record.cacheId, record);
-      return newKvCache(record, (cache) => this.#dispose(cache));
+      const cache = newKvCache(record, (cache) => this.#dispose(cache));
+      engine.track(cache, record.cacheId);
+      return cache;
     });
   }
 
@@ -193,13 +197,15 @@ export class KvCacheManager {
    * Releases a cache. Its memory returns to the pools once no cache key names
    * it; its views are revoked at once.
    */
-  async deallocateCache(cache: KvCache): Promise<void> {
+  async deallocateCache(cache: KvCache, options?: CallOptions): Promise<void> {
     requireInstance(cache, KvCache, "cache");
+    const signal = signalOf(options);
     const engine = this.#access.current();
-    await runExclusive(engine.mutex, "deallocateCache", engine.syncKvTimeout, undefined, () => {
+    await runExclusive(engine.mutex, "deallocateCache", engine.syncKvTimeout, signal, () => {
       const record = liveRecord(engine, cache);
       revokeViews(record);
       engine.caches.delete(record.cacheId);
+      engine.untrack(cache);
       engine.lib.check(
         engine.lib.fn.llmdd_cache_deallocate(engine.handle, record.cacheId),
         `deallocateCache(${cache.cacheId}) failed`,
@@ -426,10 +432,11 @@ export class KvCacheManager {
    * and the cache's memory returns to the pool once its id and all its keys are
    * released. Rejects with `LLM_KV_CACHE_NOT_EXIST` for an unknown key.
    */
-  async removeCacheKey(cacheKey: CacheKey): Promise<void> {
+  async removeCacheKey(cacheKey: CacheKey, options?: CallOptions): Promise<void> {
     requireInstance(cacheKey, CacheKey, "cacheKey");
+    const signal = signalOf(options);
     const engine = this.#access.current();
-    await runExclusive(engine.mutex, "removeCacheKey", engine.syncKvTimeout, undefined, () => {
+    await runExclusive(engine.mutex, "removeCacheKey", engine.syncKvTimeout, signal, () => {
       engine.assertLive();
       engine.lib.check(
         engine.lib.fn.llmdd_cache_key_remove(engine.handle, cacheKey.promptClusterId, cacheKey.reqId, cacheKey.modelId),
