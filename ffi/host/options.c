@@ -106,6 +106,8 @@ int32_t options_parse(const uint8_t *text, int32_t len, struct engine_options *o
   out->device_ids[0] = 0;
   out->pool_bytes = DEFAULT_POOL_BYTES;
   out->listen = false;
+  /* text may be NULL when len is 0, and NULL + 0 is undefined behaviour in C. */
+  if (len <= 0) return LLMDD_SUCCESS;
 
   const char *p = (const char *)text;
   const char *end = p + len;

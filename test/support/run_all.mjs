@@ -4,7 +4,7 @@
 // on a 2-core machine would only add noise). Prints each suite's output, a
 // summary, and a closing "N passed, N failed" line; exits non-zero on any
 // failure.
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -16,6 +16,26 @@ const suites = [
     name: "native",
     command: "make",
     args: ["-s", "-C", "ffi", "test"],
+    counts: (out) => match(out, /^(\d+) passed, (\d+) failed$/m),
+  },
+  {
+    // libFuzzer over the whole C ABI with ASan + UBSan, a short run.
+    name: "fuzz",
+    needs: { "clang-14": "clang-14 libclang-rt-14-dev" },
+    command: "make",
+    args: ["-s", "-C", "ffi", "fuzz-short", "FUZZ_TIME=20"],
+    // One run counts as one test: passed when it found no crash.
+    counts: (out) => {
+      const m = out.match(/^fuzz: (\d+) runs, (\d+) crashes$/m);
+      return m ? { passed: m[2] === "0" ? 1 : 0, failed: m[2] === "0" ? 0 : 1 } : undefined;
+    },
+  },
+  {
+    // The native unit tests, unsanitized, under valgrind memcheck.
+    name: "memcheck",
+    needs: { valgrind: "valgrind" },
+    command: "make",
+    args: ["-s", "-C", "ffi", "memcheck"],
     counts: (out) => match(out, /^(\d+) passed, (\d+) failed$/m),
   },
   {
@@ -82,6 +102,7 @@ const suites = [
     // The packages as users get them: npm pack + install + Node/Bun/Deno, and
     // the JSR file set over HTTP. Node drives the other runtimes itself.
     name: "package",
+    needs: { "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu" },
     command: process.execPath,
     args: ["--import", "./test/support/register.mjs", "--test", "--test-reporter=spec", "test/package/package.test.ts"],
     counts: nodeCounts,
@@ -133,10 +154,25 @@ if (build.code !== 0) {
   console.error("building the native library failed");
   process.exit(1);
 }
+// A suite whose tools are missing is skipped, loudly: .ci/run installs them,
+// a developer's machine may not have them.
+function missingTools(suite) {
+  return Object.entries(suite.needs ?? {}).filter(([tool]) =>
+    spawnSync("sh", ["-c", `command -v ${tool}`], { stdio: "ignore" }).status !== 0
+  );
+}
+
 const results = [];
 for (const suite of suites) {
   if (only.length > 0 && !only.includes(suite.name)) continue;
   console.log(`\n=== ${suite.name} ===`);
+  const missing = missingTools(suite);
+  if (missing.length > 0) {
+    const packages = missing.map(([, pkg]) => pkg).join(" ");
+    console.log(`SKIPPED: needs ${missing.map(([tool]) => tool).join(", ")} (apt-get install ${packages})`);
+    results.push({ name: suite.name, skipped: packages });
+    continue;
+  }
   const start = performance.now();
   const args = suite.files ? [...suite.args, ...(await testFiles())] : suite.args;
   const { code, out } = await run(suite.command, args);
@@ -146,7 +182,11 @@ for (const suite of suites) {
 console.log("\n=== summary ===");
 let passed = 0;
 let failed = 0;
-for (const { name, code, counts, seconds } of results) {
+for (const { name, code, counts, seconds, skipped } of results) {
+  if (skipped) {
+    console.log(`SKIP ${name.padEnd(7)} needs: apt-get install ${skipped}`);
+    continue;
+  }
   const ok = code === 0 && counts !== undefined && counts.failed === 0 && counts.passed > 0;
   console.log(
     `${ok ? "ok  " : "FAIL"} ${name.padEnd(7)} ${
