@@ -67,7 +67,11 @@ console.log(`# reliability long run on ${runtime} ${process.versions.bun ?? proc
   cluster.appendRemoteIpInfo("127.0.0.1", prompt.listenPort);
   if ((await decoder.linkClusters([cluster]))[0] !== LLMStatusCode.LLM_SUCCESS) throw new Error("link failed");
   const before = process.memoryUsage().rss;
-  const result = await runStress(prompt, decoder, { workers: 16, rounds: Math.max(10, Math.round(cycles / 500)), seed: 1 });
+  const result = await runStress(prompt, decoder, {
+    workers: 16,
+    rounds: Math.max(10, Math.round(cycles / 500)),
+    seed: 1,
+  });
   await new Promise((resolve) => setTimeout(resolve, 200)); // pins released asynchronously
   const usage = [...prompt.kvCacheManager.poolUsage(), ...decoder.kvCacheManager.poolUsage()].map((p) => p.usedBytes);
   console.log(

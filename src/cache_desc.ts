@@ -57,9 +57,10 @@ export class CacheDesc {
       throw new ValueError(`shape must have 1 to ${MAX_RANK} dimensions, got ${shape.length}`);
     }
     let elements = 1;
-    shape.forEach((dim, i) => {
-      elements *= requireIntIn(dim, `shape[${i}]`, 1, Number.MAX_SAFE_INTEGER);
-    });
+    // An index loop, not forEach: forEach skips the holes of a sparse array.
+    for (let i = 0; i < shape.length; i++) {
+      elements *= requireIntIn(shape[i], `shape[${i}]`, 1, Number.MAX_SAFE_INTEGER);
+    }
     if (typeof dataType !== "number") {
       throw new TypeError(`dataType must be a DataType, got ${describe(dataType)}`);
     }
@@ -70,7 +71,7 @@ export class CacheDesc {
     if (!Number.isSafeInteger(size)) {
       throw new ValueError(`shape [${shape.join(", ")}] is too large: the tensor size exceeds 2^53 bytes`);
     }
-    requireInt(placement, "placement");
+    placement = requireInt(placement, "placement") as Placement;
     if (placement !== Placement.HOST && placement !== Placement.DEVICE) {
       throw new ValueError(`placement must be Placement.HOST (0) or Placement.DEVICE (1), got ${placement}`);
     }
@@ -79,7 +80,7 @@ export class CacheDesc {
     if (this.seqLenDimIndex === this.batchDimIndex) {
       throw new ValueError(`seqLenDimIndex and batchDimIndex must differ, both are ${batchDimIndex}`);
     }
-    this.shape = Object.freeze([...shape]);
+    this.shape = Object.freeze(Array.from(shape, Number));
     this.dataType = dataType;
     this.placement = placement;
     this.#size = size;

@@ -21,7 +21,7 @@ export const DEFAULT_SYNC_KV_TIMEOUT_MS = 1000;
 export const MAX_DEVICES = 64;
 
 function checkDeviceIds(value: unknown): number[] {
-  const ids = Array.isArray(value) ? value : [value];
+  const ids = Array.isArray(value) ? Array.from(value) : [value]; // Array.from: holes become undefined
   if (ids.length < 1 || ids.length > MAX_DEVICES) {
     throw new ValueError(`deviceId must list 1 to ${MAX_DEVICES} devices, got ${ids.length}`);
   }
@@ -148,6 +148,10 @@ export function readEngineOptions(options: LLMConfig | Record<string, string>): 
     requireString(value, `options[${JSON.stringify(key)}]`);
     if (key === "" || /[=\n\r\0]/.test(key) || /[\n\r\0]/.test(value)) {
       throw new ValueError(`option ${JSON.stringify(key)} contains a character not allowed in options`);
+    }
+    if (key.trim() !== key) {
+      // The native side would read " ge.exec.deviceId" as ge.exec.deviceId; this side would not.
+      throw new ValueError(`option key ${JSON.stringify(key)} has blanks around it`);
     }
     lines.push(`${key}=${value}`);
   }

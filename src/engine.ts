@@ -64,6 +64,8 @@ export class Engine {
   readonly deviceIds: readonly number[];
   readonly syncKvTimeout: number;
   readonly hostAccessible: boolean;
+  /** Pool bytes per device. */
+  readonly poolBytes: number;
   readonly role: number;
   /** The TCP port a PROMPT listens on for links, or 0. */
   readonly listenPort: number;
@@ -97,6 +99,7 @@ export class Engine {
       );
     }
     this.hostAccessible = (info[1] & INFO_HOST_ACCESSIBLE) !== 0n;
+    this.poolBytes = Number(info[2]);
     this.role = Number(info[3]);
     this.listenPort = Number(info[4]);
   }

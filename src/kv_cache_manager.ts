@@ -15,7 +15,7 @@ import { type Operation, runExclusive } from "./operation.ts";
 import { LLMRole } from "./enums.ts";
 import { LLMStatusCode } from "./status.ts";
 import { leasedTensor, Tensor } from "./tensor.ts";
-import { describe, requireInstance, requireInt32, requireIntIn } from "./validate.ts";
+import { describe, requireArray, requireInstance, requireInt32, requireIntIn } from "./validate.ts";
 
 /**
  * Copies of at least this many bytes run off the JavaScript thread. Below it a
@@ -135,9 +135,8 @@ export class KvCacheManager {
   async allocateCache(cacheDesc: CacheDesc, cacheKeys?: readonly CacheKey[], options?: CallOptions): Promise<KvCache> {
     const desc = requireInstance(cacheDesc, CacheDesc, "cacheDesc");
     const signal = signalOf(options);
-    const keys = cacheKeys === undefined ? [] : cacheKeys;
-    if (!Array.isArray(keys)) throw new TypeError(`cacheKeys must be an array of CacheKey, got ${describe(keys)}`);
-    keys.forEach((key, i) => requireInstance(key, CacheKey, `cacheKeys[${i}]`));
+    const keys = (cacheKeys === undefined ? [] : requireArray(cacheKeys, "cacheKeys", "CacheKey"))
+      .map((key, i) => requireInstance(key, CacheKey, `cacheKeys[${i}]`));
     if (keys.length > desc.batchSize) {
       throw paramInvalid(`${keys.length} cache keys given for a batch of ${desc.batchSize}`);
     }
@@ -150,6 +149,14 @@ export class KvCacheManager {
     }
     return await runExclusive(engine.mutex, "allocateCache", engine.syncKvTimeout, signal, () => {
       engine.assertLive();
+      // Refused before the address array (devices × numTensors entries) is made.
+      const bytesPerDevice = desc.numTensors * Math.ceil(desc.size / 64) * 64;
+      if (bytesPerDevice > engine.poolBytes) {
+        throw new LLMException(
+          LLMStatusCode.LLM_DEVICE_OUT_OF_MEMORY,
+          `allocateCache(${desc}): ${bytesPerDevice} bytes per device exceed the pool of ${engine.poolBytes}`,
+        );
+      }
       const { lib } = engine;
       const devices = engine.deviceIds.length;
       const addrs = new BigUint64Array(devices * desc.numTensors);
@@ -386,8 +393,8 @@ export class KvCacheManager {
       throw new TypeError(`cacheKey must be a CacheKey or a CacheKeyByIdAndIndex, got ${describe(cacheKey)}`);
     }
     requireInstance(cache, KvCache, "cache");
-    requireInt32(batchIndex, "batchIndex");
-    requireIntIn(size, "size", -1, Number.MAX_SAFE_INTEGER);
+    batchIndex = requireInt32(batchIndex, "batchIndex");
+    size = requireIntIn(size, "size", -1, Number.MAX_SAFE_INTEGER);
     if (size === 0) throw new ValueError("size must be -1 (the whole row) or positive, got 0");
     const signal = signalOf(options);
     const engine = this.#access.current();

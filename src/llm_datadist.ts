@@ -13,7 +13,15 @@ import { type KvCacheManager, newKvCacheManager } from "./kv_cache_manager.ts";
 import { type Backend, loadLibrary } from "./native/load.ts";
 import { Operation } from "./operation.ts";
 import { LLMStatusCode } from "./status.ts";
-import { describe, INT32_MAX, requireIntIn, requireString, requireUint64 } from "./validate.ts";
+import {
+  describe,
+  INT32_MAX,
+  requireArray,
+  requireInstance,
+  requireIntIn,
+  requireString,
+  requireUint64,
+} from "./validate.ts";
 
 /** Most clusters one `linkClusters` / `unlinkClusters` call takes (upstream's limit). */
 export const MAX_CLUSTERS_PER_CALL = 16;
@@ -34,22 +42,16 @@ type State = "created" | "initializing" | "initialized" | "finalized";
 const encoder = new TextEncoder();
 
 function checkClusters(clusters: unknown, timeout: unknown): LLMClusterInfo[] {
-  if (!Array.isArray(clusters)) {
-    throw new TypeError(`clusters must be an array of LLMClusterInfo, got ${describe(clusters)}`);
-  }
-  clusters.forEach((cluster, i) => {
-    if (!(cluster instanceof LLMClusterInfo)) {
-      throw new TypeError(`clusters[${i}] must be an LLMClusterInfo, got ${describe(cluster)}`);
-    }
-  });
+  const list = requireArray(clusters, "clusters", "LLMClusterInfo")
+    .map((cluster, i) => requireInstance(cluster, LLMClusterInfo, `clusters[${i}]`));
   requireIntIn(timeout, "timeout", 1, INT32_MAX);
-  if (clusters.length > MAX_CLUSTERS_PER_CALL) {
+  if (list.length > MAX_CLUSTERS_PER_CALL) {
     throw new LLMException(
       LLMStatusCode.LLM_CLUSTER_NUM_EXCEED_LIMIT,
-      `${clusters.length} clusters given, at most ${MAX_CLUSTERS_PER_CALL} per call`,
+      `${list.length} clusters given, at most ${MAX_CLUSTERS_PER_CALL} per call`,
     );
   }
-  return clusters;
+  return list;
 }
 
 /** The overall status of per-cluster statuses: success, or the first failure. */
@@ -136,7 +138,14 @@ export class LLMDataDist {
         lib.fn.llmdd_engine_init(this.role, this.clusterId, text, text.length, out),
         "init failed",
       );
-      const engine = new Engine(lib, out[0], engineOptions.deviceIds, engineOptions.syncKvTimeout);
+      const handle = out[0];
+      let engine: Engine;
+      try {
+        engine = new Engine(lib, handle, engineOptions.deviceIds, engineOptions.syncKvTimeout);
+      } catch (err) {
+        lib.fn.llmdd_engine_finalize(handle); // never leave a native engine (and its cluster id) behind
+        throw err;
+      }
       if (this.#state !== "initializing") {
         engine.finalize(); // finalize() was called while the library loaded
         throw finalizedError();

@@ -32,12 +32,19 @@ export function describe(value: unknown): string {
   }
 }
 
-/** Checks that `value` is an integer number; returns it. */
+/** Checks that `value` is an integer number; returns it (-0 as 0, which every FFI takes). */
 export function requireInt(value: unknown, name: string): number {
   if (typeof value !== "number" || !Number.isInteger(value)) {
     throw new TypeError(`${name} must be an integer, got ${describe(value)}`);
   }
-  return value;
+  return value + 0; // Deno's FFI refuses -0 for an i32 parameter
+}
+
+/** Checks that `value` is an array and returns its elements, holes read as `undefined`. */
+export function requireArray(value: unknown, name: string, of: string): unknown[] {
+  if (!Array.isArray(value)) throw new TypeError(`${name} must be an array of ${of}, got ${describe(value)}`);
+  // Array.from visits every index; forEach and map would skip a sparse array's holes.
+  return Array.from(value);
 }
 
 /** Checks that `value` is an integer within [min, max]; returns it. */

@@ -74,7 +74,13 @@ export class NativeLibrary {
     const status = this.fn.llmdd_job_create(remaining, this.raw.doneCallback, this.#out);
     this.check(status, "cannot create a job");
     const job = this.#out[0];
-    const finished = this.raw.callLong(name, [...args, job] as unknown as Parameters<NativeFunction<K>>);
+    let finished: Promise<number>;
+    try {
+      finished = this.raw.callLong(name, [...args, job] as unknown as Parameters<NativeFunction<K>>);
+    } catch (err) {
+      this.fn.llmdd_job_release(job); // the runtime refused the call: no operation holds the job
+      throw err;
+    }
     op.hold(finished);
     return new Promise<void>((resolve, reject) => {
       let settled = false;
