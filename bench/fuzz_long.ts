@@ -7,7 +7,7 @@
 //
 // Options (environment or arguments): LLMDD_FUZZ_CALLS / --calls N (default
 // 1000000), LLMDD_FUZZ_SEED / --seed S (the first seed; default random),
-// --known-bugs (also generate the inputs of the known bugs), --outcomes (print
+// --no-known-bugs (leave out the inputs of the bugs it found, all fixed), --outcomes (print
 // how often each call ended each way), --quiet.
 // Prints runtime, first seed, calls, elapsed, failures (each with its seed and
 // fast-check's counterexample and replay path) and RSS at start and end; exits

@@ -6,13 +6,12 @@
 // The model is test/support/fuzz_model.ts; the long run is bench/fuzz_long.ts.
 //
 // The seed is random and printed; LLMDD_FUZZ_SEED=<n> replays one, and
-// LLMDD_FUZZ_RUNS=<n> scales the number of runs; LLMDD_FUZZ_KNOWN_BUGS=1 also
-// generates the inputs of the known bugs below. A failure prints the runtime,
+// LLMDD_FUZZ_RUNS=<n> scales the number of runs. A failure prints the runtime,
 // the seed, fast-check's shrunk counterexample and its replay path.
 //
-// The second group holds the bugs the fuzz found, as minimal reproductions that
-// fail until they are fixed. The fuzz itself steers around them (KNOWN_BUGS in
-// the model); `bun bench/fuzz_long.ts --known-bugs` generates them again.
+// The second group holds the bugs the fuzz found, all fixed, as minimal
+// reproductions. The fuzz generates their inputs too (KNOWN_BUGS in the model;
+// LLMDD_FUZZ_KNOWN_BUGS=0 leaves them out).
 import assert from "node:assert/strict";
 import process from "node:process";
 import { after, describe, test } from "node:test";

@@ -2,6 +2,7 @@
 // lost to the garbage collector, and faults (deadlines, aborts) in every kind
 // of cache call. The long versions are bench/stress_long.ts.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import process from "node:process";
 import { describe, test } from "node:test";
 import {
@@ -255,6 +256,24 @@ describe("faults in every kind of call", { timeout: 300_000 }, () => {
       decoder.finalize();
       prompt.finalize();
     }
+  });
+
+  test("shared memory unavailable: a PROMPT's init fails with LLM_FAILED saying so; it works once it is back", async () => {
+    // A directory where a pool's shared-memory object must go makes shm_open fail.
+    // (Made with mkdir, not node:fs: Deno asks for --allow-all to touch /dev.)
+    const clusterId = freshClusterId();
+    const blocker = `/dev/shm/llmdd.${clusterId}.0`;
+    execFileSync("mkdir", [blocker]);
+    try {
+      const prompt = new LLMDataDist(LLMRole.PROMPT, clusterId);
+      await rejectsWithStatus(prompt.init({}), LLMStatusCode.LLM_FAILED, /shared memory is unavailable/);
+      assert.equal(prompt.kvCacheManager.isInitialized(), false);
+    } finally {
+      execFileSync("rmdir", [blocker]);
+    }
+    await using prompt = new LLMDataDist(LLMRole.PROMPT, clusterId);
+    await prompt.init({});
+    assert.equal(prompt.kvCacheManager.isInitialized(), true);
   });
 
   test("a full pool: LLM_DEVICE_OUT_OF_MEMORY, then room again once caches are freed", async () => {

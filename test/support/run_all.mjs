@@ -107,6 +107,13 @@ const suites = [
     args: ["--import", "./test/support/register.mjs", "--test", "--test-reporter=spec", "test/package/package.test.ts"],
     counts: nodeCounts,
   },
+  {
+    // Types, lint, format, docs and the JSR publish check (npm run check).
+    name: "check",
+    command: "npm",
+    args: ["run", "-s", "check"],
+    counts: () => ({ passed: 1, failed: 0 }), // judged by the exit status
+  },
 ];
 
 function nodeCounts(out) {
