@@ -28,12 +28,14 @@
 // mitata by path, not by name: Deno then needs no npm resolution (nor a lock
 // file) for it, and the same specifier works on Bun and Node.
 import { bench, do_not_optimize, run, summary } from "../node_modules/mitata/src/main.mjs";
-import { readFileSync } from "node:fs";
-import { cpus, loadavg } from "node:os";
 import { CacheDesc, DataType, type KvCache, type KvCacheManager, LLMDataDist, LLMRole } from "../mod.ts";
 import { cacheRecord } from "../src/kv_cache.ts";
 import { OFF_THREAD_BYTES } from "../src/kv_cache_manager.ts";
 import { Operation } from "../src/operation.ts";
+import { bytesOf } from "./support/bytes.ts";
+import { now } from "./support/clock.ts";
+import { gbps, ratio, yes } from "./support/format.ts";
+import { cpuName, loadAverage, platformName, runtimeName } from "./support/machine.ts";
 
 // ---------------------------------------------------------------- settings
 
@@ -56,45 +58,6 @@ const BIG_ITERATIONS = 30;
 type Any = Record<string, any>;
 const g = globalThis as unknown as Any;
 
-function runtimeName(): string {
-  if (g.Deno) return `Deno ${g.Deno.version.deno} (V8 ${g.Deno.version.v8})`;
-  if (g.Bun) return `Bun ${g.Bun.version} (JavaScriptCore, revision ${String(g.Bun.revision).slice(0, 9)})`;
-  return `Node ${g.process.version} (V8 ${g.process.versions.v8})`;
-}
-
-function platformName(): string {
-  if (g.Deno) return `${g.Deno.build.os}-${g.Deno.build.arch}`;
-  return `${g.process.platform}-${g.process.arch}`;
-}
-
-function readText(path: string): string | undefined {
-  try {
-    return readFileSync(path, "utf8");
-  } catch {
-    return undefined;
-  }
-}
-
-function cpuName(): string {
-  // Deno wants --allow-all for /proc/cpuinfo, but gives node:os with --allow-sys.
-  const info = readText("/proc/cpuinfo");
-  if (info === undefined) {
-    try {
-      const list = cpus();
-      return `${list[0]?.model ?? "unknown model"}, ${list.length} logical CPUs (node:os)`;
-    } catch {
-      return "unknown (/proc/cpuinfo not readable; on Deno add --allow-sys)";
-    }
-  }
-  const model = /^model name\s*:\s*(.*)$/m.exec(info)?.[1] ?? "unknown model";
-  const mhz = /^cpu MHz\s*:\s*(.*)$/m.exec(info)?.[1];
-  const count = (info.match(/^processor\s*:/gm) ?? []).length;
-  return `${model}${mhz ? ` @ ${Math.round(Number(mhz))} MHz` : ""}, ${count} logical CPUs`;
-}
-
-/** Nanoseconds, monotonic. */
-const now: () => number = typeof g.Bun?.nanoseconds === "function" ? g.Bun.nanoseconds : () => performance.now() * 1e6;
-
 function size(bytes: number): string {
   if (bytes >= MiB && bytes % MiB === 0) return `${bytes / MiB} MiB`;
   if (bytes >= KiB && bytes % KiB === 0) return `${bytes / KiB} KiB`;
@@ -108,20 +71,10 @@ function time(ns: number): string {
   return `${(ns / 1e6).toFixed(2)} ms`;
 }
 
-/** Bytes per nanosecond is GB/s. */
-function gbps(bytes: number, ns: number): string {
-  return Number.isFinite(ns) ? `${(bytes / ns).toFixed(2)} GB/s` : "n/a";
-}
-
 function median(samples: number[]): number {
   const s = [...samples].sort((a, b) => a - b);
   const mid = s.length >> 1;
   return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
-}
-
-/** The bytes of a tensor's data, whatever its TypedArray. */
-function bytesOf(data: ArrayBufferView): Uint8Array {
-  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
 // ------------------------------------------------------------------- setup
@@ -217,16 +170,6 @@ function offThreadRead(cache: KvCache, bytes: number): () => Promise<Uint8Array>
 }
 
 // ------------------------------------------------------------ configuration
-
-function loadAverage(): string {
-  const proc = readText("/proc/loadavg");
-  if (proc !== undefined) return proc.split(" ").slice(0, 3).join(" ");
-  try {
-    return loadavg().map((x) => x.toFixed(2)).join(" ");
-  } catch {
-    return "unknown";
-  }
-}
 
 console.log("# getCacheTensors benchmarks");
 console.log(`runtime:        ${runtimeName()} on ${platformName()}`);
@@ -351,8 +294,6 @@ const elapsed = (now() - started) / 1e9;
 
 type Row = [string, string, string, string, string, string];
 const rows: Row[] = [];
-const yes = (ok: boolean) => (ok ? "yes" : "**no**");
-const ratio = (x: number) => (Number.isFinite(x) ? `${x.toFixed(2)}×` : "n/a");
 
 {
   const lib = best(NAME.aLib);

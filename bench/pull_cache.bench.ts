@@ -59,9 +59,7 @@
 // median of N single calls.
 
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { connect, createServer, type Socket } from "node:net";
-import { cpus, loadavg } from "node:os";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import {
@@ -79,6 +77,10 @@ import { cacheRecord } from "../src/kv_cache.ts";
 import { Operation } from "../src/operation.ts";
 import { type Child, runtimeCommand, startChild } from "../test/support/children.ts";
 import { patternByte } from "../test/support/pattern.ts";
+import { bytesOf } from "./support/bytes.ts";
+import { now } from "./support/clock.ts";
+import { gbps, ratio, yes } from "./support/format.ts";
+import { cpuName, loadAverage, platformName, runtimeName } from "./support/machine.ts";
 
 // ---------------------------------------------------------------- settings
 
@@ -121,55 +123,6 @@ const DECODER_CLUSTER = 0xB4_0000_0000n + BigInt(process.pid);
 type Any = Record<string, any>;
 const g = globalThis as unknown as Any;
 
-function runtimeName(): string {
-  if (g.Deno) return `Deno ${g.Deno.version.deno} (V8 ${g.Deno.version.v8})`;
-  if (g.Bun) return `Bun ${g.Bun.version} (JavaScriptCore, revision ${String(g.Bun.revision).slice(0, 9)})`;
-  return `Node ${process.version} (V8 ${process.versions.v8})`;
-}
-
-function platformName(): string {
-  if (g.Deno) return `${g.Deno.build.os}-${g.Deno.build.arch}`;
-  return `${process.platform}-${process.arch}`;
-}
-
-function readText(path: string): string | undefined {
-  try {
-    return readFileSync(path, "utf8");
-  } catch {
-    return undefined;
-  }
-}
-
-function cpuName(): string {
-  // Deno wants --allow-all for /proc/cpuinfo, but gives node:os with --allow-sys.
-  const info = readText("/proc/cpuinfo");
-  if (info === undefined) {
-    try {
-      const list = cpus();
-      return `${list[0]?.model ?? "unknown model"}, ${list.length} logical CPUs (node:os)`;
-    } catch {
-      return "unknown (/proc/cpuinfo not readable; on Deno add --allow-sys)";
-    }
-  }
-  const model = /^model name\s*:\s*(.*)$/m.exec(info)?.[1] ?? "unknown model";
-  const mhz = /^cpu MHz\s*:\s*(.*)$/m.exec(info)?.[1];
-  const count = (info.match(/^processor\s*:/gm) ?? []).length;
-  return `${model}${mhz ? ` @ ${Math.round(Number(mhz))} MHz` : ""}, ${count} logical CPUs`;
-}
-
-function loadAverage(): string {
-  const proc = readText("/proc/loadavg");
-  if (proc !== undefined) return proc.split(" ").slice(0, 3).join(" ");
-  try {
-    return loadavg().map((x) => x.toFixed(2)).join(" ");
-  } catch {
-    return "unknown";
-  }
-}
-
-/** Nanoseconds, monotonic. */
-const now: () => number = typeof g.Bun?.nanoseconds === "function" ? g.Bun.nanoseconds : () => performance.now() * 1e6;
-
 /** The smallest step `now` takes (a few tries): what the clock can resolve. */
 function clockStep(): number {
   let best = Infinity;
@@ -194,15 +147,6 @@ function time(ns: number): string {
   if (ns < 1e3) return `${ns.toFixed(0)} ns`;
   if (ns < 1e6) return `${(ns / 1e3).toFixed(1)} µs`;
   return `${(ns / 1e6).toFixed(2)} ms`;
-}
-
-/** Bytes per nanosecond is GB/s (10^9 bytes per second). */
-function gbps(bytes: number, ns: number): string {
-  return Number.isFinite(ns) ? `${(bytes / ns).toFixed(2)} GB/s` : "n/a";
-}
-
-function ratio(x: number): string {
-  return Number.isFinite(x) ? `${x.toFixed(2)}×` : "n/a";
 }
 
 function quantile(sorted: number[], q: number): number {
@@ -250,11 +194,6 @@ async function timedLoop(
     }
   }
   return Object.fromEntries(names.map((n) => [n, stats(samples[n])]));
-}
-
-/** The bytes of a tensor's data, whatever its TypedArray. */
-function bytesOf(data: ArrayBufferView): Uint8Array {
-  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
 // -------------------------------------------------------- the echo child
@@ -567,7 +506,6 @@ async function main(): Promise<void> {
 
     // ------------------------------------------------------------- tables
 
-    const yes = (ok: boolean) => (ok ? "yes" : "**no**");
     const med = (bytes: number, name: string) => results.get(bytes)?.[name]?.median ?? NaN;
 
     console.log("");
