@@ -61,13 +61,18 @@ const suites = [
     ],
     files: true,
     // Deno counts describe() groups as tests and their tests as steps; count
-    // only the tests themselves, like the other runners: the "name ... ok"
-    // lines that did not open a group ("name ..." alone on its line).
+    // only the tests themselves, like the other runners: a top-level "name ..."
+    // line opens a group when the next line is an indented step (a test that
+    // prints output is followed by "------- output -------" instead).
     counts: (out) => {
       if (!/^(?:ok|FAILED) \| /m.test(out)) return undefined;
-      const groups = new Set(out.match(/^.* \.\.\.$/gm)?.map((line) => line.slice(0, -4)) ?? []);
+      const lines = out.split("\n");
+      const groups = new Set(
+        lines.filter((line, i) => /^\S.* \.\.\.$/.test(line) && /^\s+\S.* \.\.\./.test(lines[i + 1] ?? ""))
+          .map((line) => line.slice(0, -4)),
+      );
       const count = (word) =>
-        (out.match(new RegExp(`^.* \\.\\.\\. ${word}\\b.*$`, "gm")) ?? [])
+        lines.filter((line) => new RegExp(`^.* \\.\\.\\. ${word}\\b`).test(line))
           .filter((line) => !groups.has(line.slice(0, line.lastIndexOf(" ..."))))
           .length;
       return { passed: count("ok"), failed: count("FAILED") };
