@@ -36,8 +36,7 @@ export class NativeLibrary {
 
   /** The calling thread's last native error message. */
   lastError(): string {
-    const length = this.fn.llmdd_last_error(this.#message, MESSAGE_BYTES);
-    return decoder.decode(this.#message.subarray(0, Math.max(0, Math.min(length, MESSAGE_BYTES - 1))));
+    return this.#decodeMessage(this.fn.llmdd_last_error(this.#message, MESSAGE_BYTES));
   }
 
   /** Throws the `LLMException` for a non-zero status, with the native message. */
@@ -116,7 +115,12 @@ export class NativeLibrary {
   }
 
   #jobMessage(job: bigint): string {
-    const length = this.fn.llmdd_job_message(job, this.#message, MESSAGE_BYTES);
+    return this.#decodeMessage(this.fn.llmdd_job_message(job, this.#message, MESSAGE_BYTES));
+  }
+
+  // The message buffer holds at most MESSAGE_BYTES - 1 bytes and a NUL; the
+  // native side returns the full length (or -1), which may be more.
+  #decodeMessage(length: number): string {
     return decoder.decode(this.#message.subarray(0, Math.max(0, Math.min(length, MESSAGE_BYTES - 1))));
   }
 }
