@@ -38,5 +38,5 @@ export { KvCache } from "./src/kv_cache.ts";
 export { type CallOptions, KvCacheManager, type PoolUsage } from "./src/kv_cache_manager.ts";
 export { type ClusterStatuses, LLMDataDist, type LLMDataDistOptions } from "./src/llm_datadist.ts";
 export type { Backend } from "./src/native/load.ts";
-export { LLMStatusCode } from "./src/status.ts";
+export { LLMStatusCode, statusName } from "./src/status.ts";
 export { Tensor } from "./src/tensor.ts";

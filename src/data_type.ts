@@ -7,18 +7,31 @@
 
 /** The data type of a cache's tensors (upstream `DataType`). */
 export const DataType = {
+  /** `0`: 32-bit float (`Float32Array`). */
   DT_FLOAT: 0,
+  /** `1`: 16-bit float, raw bits (`Uint16Array`). */
   DT_FLOAT16: 1,
+  /** `2`: `Int8Array`. */
   DT_INT8: 2,
+  /** `3`: `Int32Array`. */
   DT_INT32: 3,
+  /** `4`: `Uint8Array`. */
   DT_UINT8: 4,
+  /** `6`: `Int16Array`. */
   DT_INT16: 6,
+  /** `7`: `Uint16Array`. */
   DT_UINT16: 7,
+  /** `8`: `Uint32Array`. */
   DT_UINT32: 8,
+  /** `9`: `BigInt64Array`. */
   DT_INT64: 9,
+  /** `10`: `BigUint64Array`. */
   DT_UINT64: 10,
+  /** `11`: 64-bit float (`Float64Array`). */
   DT_DOUBLE: 11,
+  /** `12`: one byte per element (`Uint8Array`). */
   DT_BOOL: 12,
+  /** `27`: bfloat16, raw bits (`Uint16Array`). */
   DT_BF16: 27,
 } as const;
 

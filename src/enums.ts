@@ -6,11 +6,11 @@
 
 /** The role of an LLMDataDist instance (upstream `LLMRole`). */
 export const LLMRole = {
-  /** A prefill instance: computes KV caches and serves them to decoders. */
+  /** `1`: a prefill instance: computes KV caches and serves them to decoders. */
   PROMPT: 1,
-  /** A decode instance: pulls KV caches from prompt instances. */
+  /** `2`: a decode instance: pulls KV caches from prompt instances. */
   DECODER: 2,
-  /** Both roles in one instance. */
+  /** `3`: both roles in one instance. */
   MIX: 3,
 } as const;
 
@@ -19,9 +19,9 @@ export type LLMRole = typeof LLMRole[keyof typeof LLMRole];
 
 /** Where a cache's memory lives (upstream `Placement`). */
 export const Placement = {
-  /** Host memory. */
+  /** `0`: host memory. */
   HOST: 0,
-  /** Device memory (on the host backend, a host-memory pool per device). */
+  /** `1`: device memory (on the host backend, a host-memory pool per device). */
   DEVICE: 1,
 } as const;
 

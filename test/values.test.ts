@@ -11,6 +11,7 @@ import {
   LLMRole,
   LLMStatusCode,
   Placement,
+  statusName,
   Tensor,
   ValueError,
 } from "../mod.ts";
@@ -66,11 +67,49 @@ describe("enums keep upstream numbers", () => {
       TIMEOUT: 0x1A,
       LINK_BUSY: 0x1B,
       OUT_OF_MEMORY: 0x1C,
+      // In llm_error_codes.h, not in upstream Python's enum.
+      CACHE_INCOMPATIBLE: 0x14,
+      CACHE_KEY_ALREADY_EXIST: 0x15,
+      COPY_CACHE_FAILED: 0x16,
+      CACHE_ID_ALREADY_EXIST: 0x17,
+      SEQ_LENOVERLIMIT: 0x11, // upstream Python's spelling
     };
     for (const [name, n] of Object.entries(offsets)) {
       assert.equal((LLMStatusCode as Record<string, number>)[`LLM_${name}`], 0x5010B000 + n, name);
     }
-    assert.equal(Object.keys(LLMStatusCode).length, Object.keys(offsets).length + 2);
+    // status.py: kLLMDeviceMemError, kLLMSuspectRemoteError are ACL runtime codes; LLM_UNKNOWN_ERROR = -1.
+    assert.equal(LLMStatusCode.LLM_DEVICE_MEM_ERROR, 507053);
+    assert.equal(LLMStatusCode.LLM_SUSPECT_REMOTE_ERROR, 507057);
+    assert.equal(LLMStatusCode.LLM_UNKNOWN_ERROR, -1);
+    assert.equal(Object.keys(LLMStatusCode).length, Object.keys(offsets).length + 5);
+  });
+  test("statusName names every code, prefers the C header's name, spells others in hex", () => {
+    for (const [name, code] of Object.entries(LLMStatusCode)) {
+      if (name !== "LLM_SEQ_LENOVERLIMIT") assert.equal(statusName(code), name);
+    }
+    assert.equal(statusName(1343270921), "LLM_LINK_FAILED");
+    assert.equal(statusName(0x5010B011), "LLM_SEQ_LEN_OVER_LIMIT");
+    assert.equal(statusName(0x5010B005 | 0), "LLM_PARAM_INVALID"); // an int32 from a native call
+    assert.equal(statusName(0xFFFFFFFF), "LLM_FAILED");
+    assert.equal(statusName(-1), "LLM_UNKNOWN_ERROR");
+    assert.equal(statusName(0x5010B0FF), "0x5010B0FF");
+  });
+  test("each enum member's doc names its value (what deno doc shows)", async () => {
+    const { readFile } = await import("node:fs/promises");
+    const files: [string, Record<string, number>][] = [
+      ["../src/status.ts", LLMStatusCode],
+      ["../src/enums.ts", { ...LLMRole, ...Placement }],
+      ["../src/data_type.ts", DataType],
+    ];
+    for (const [file, members] of files) {
+      const text = await readFile(new URL(file, import.meta.url), "utf8");
+      for (const [name, value] of Object.entries(members)) {
+        const doc = new RegExp(`/\\*\\*(?:(?!\\*/)[\\s\\S])*\\*/\\s*${name}: `).exec(text);
+        assert.ok(doc, `${file}: ${name} has a doc comment`);
+        const spelled = [String(value), `0x${(value >>> 0).toString(16).toUpperCase()}`];
+        assert.ok(spelled.some((v) => doc[0].includes(`\`${v}\``)), `${file}: the doc of ${name} names ${spelled[0]}`);
+      }
+    }
   });
 });
 
@@ -86,6 +125,15 @@ describe("error classes", () => {
     assert.equal(err.statusCode, LLMStatusCode.LLM_FAILED);
     assert.match(err.message, /^LLM_FAILED: boom$/);
     assert.match(new LLMException(0x5010B002, "gone").message, /LLM_KV_CACHE_NOT_EXIST/);
+  });
+  test("LLMException shows its status name beside the number (issue 14)", async () => {
+    const err = new LLMException(1343270921, "no route");
+    assert.equal(err.statusCode, 1343270921);
+    assert.equal(err.statusName, "LLM_LINK_FAILED");
+    assert.ok(Object.keys(err).includes("statusName"), "statusName is an own property, so inspection prints it");
+    const { inspect } = await import("node:util");
+    assert.match(inspect(err), /statusCode: 1343270921,\s+statusName: ['"]LLM_LINK_FAILED['"]/);
+    assert.equal(new LLMException(0x5010B0FF, "?").statusName, "0x5010B0FF");
   });
 });
 
