@@ -26,6 +26,7 @@ import {
   LLMDataDist,
   LLMException,
   LLMRole,
+  LLMStatusCode,
   Placement,
   ValueError,
 } from "../mod.ts";
@@ -38,17 +39,24 @@ import {
   shortTimeoutProperty,
   statelessProperty,
 } from "./support/fuzz_model.ts";
-import { freshClusterId, openInstance, rejectsWith } from "./helpers.ts";
+import { freshClusterId, openInstance, rejectsWith, rejectsWithStatus } from "./helpers.ts";
 
-const seed = Number(process.env.LLMDD_FUZZ_SEED ?? Math.floor(Math.random() * 0x7FFFFFFF));
+const randomSeed = Number(process.env.LLMDD_FUZZ_SEED ?? Math.floor(Math.random() * 0x7FFFFFFF));
+const seed = randomSeed;
 const scale = Number(process.env.LLMDD_FUZZ_RUNS ?? 1);
 const options: FuzzOptions = { knownBugs: process.env.LLMDD_FUZZ_KNOWN_BUGS !== "0" };
 const started = performance.now();
 console.log(`fuzz: ${describeRun(seed, options)} (replay: LLMDD_FUZZ_SEED=${seed})`);
 
 /** Runs a property; on failure, throws with everything needed to replay it. */
-async function check<T>(name: string, property: fc.IAsyncProperty<T>, numRuns: number): Promise<void> {
-  const details = await fc.check(property, { seed, numRuns: Math.max(1, Math.round(numRuns * scale)) });
+async function check<T>(
+  name: string,
+  property: fc.IAsyncProperty<T>,
+  numRuns: number,
+  seed: number = randomSeed,
+  runs: number = Math.max(1, Math.round(numRuns * scale)),
+): Promise<void> {
+  const details = await fc.check(property, { seed, numRuns: runs });
   if (!details.failed) return;
   const error = details.errorInstance;
   assert.fail(
@@ -74,6 +82,12 @@ describe("fuzz: bad input on every public call", () => {
 
   test("links and unlinks with timeouts short enough to run out answer with a status, and relinking works", async () => {
     await check("short timeouts", shortTimeoutProperty(), 4);
+  });
+
+  test("seed 148161442 (a flake of npm test) replays clean", async () => {
+    // It failed at run 101 of 150: the model expected LLM_PARAM_INVALID where
+    // allocateCache answered LLM_DEVICE_OUT_OF_MEMORY (see the regression below).
+    await check("sequence, seed 148161442", sequenceProperty(options), 101, 148161442, 101);
   });
 });
 
@@ -153,6 +167,21 @@ describe("regressions found by the fuzz", () => {
       caught instanceof LLMException || caught instanceof ValueError,
       `expected LLMException(LLM_DEVICE_OUT_OF_MEMORY) or a ValueError, got ${caught}`,
     );
+  });
+
+  test("a cache larger than the pool is LLM_DEVICE_OUT_OF_MEMORY even when its key is already held", async () => {
+    // Seed 148161442. Upstream takes the memory before it checks the keys
+    // (CacheManager::Allocate, then CheckCacheKeys), so running out of memory
+    // is the answer, not LLM_PARAM_INVALID for the key another cache holds.
+    await using prompt = await openInstance({ role: LLMRole.PROMPT, poolBytes: 1024 });
+    const manager = prompt.kvCacheManager;
+    const key = new CacheKey(7n, 7n);
+    const cache = await manager.allocateCache(new CacheDesc(1, [1, 4], DataType.DT_UINT8), [key]);
+    await rejectsWithStatus(
+      manager.allocateCache(new CacheDesc(2 ** 31 - 1, [1, 4], DataType.DT_UINT8), [key]),
+      LLMStatusCode.LLM_DEVICE_OUT_OF_MEMORY,
+    );
+    await manager.deallocateCache(cache);
   });
 
   test("init() with option key ' ge.exec.deviceId' fails without leaving a native engine (the cluster id is free again)", async () => {

@@ -178,7 +178,17 @@ export function planAlloc(
   if (!o.failed && info) {
     const size = BigInt(info.size);
     const strideBig = (size + 63n) / 64n * 64n;
-    if (size > CACHE_BYTES_LIMIT || strideBig > CACHE_BYTES_LIMIT / BigInt(info.numTensors)) {
+    // Memory before keys, as upstream: its CacheManager::Allocate takes every
+    // tensor from the pool (LLM_OUT_OF_MEMORY) before CheckCacheKeys looks for a
+    // key already bound (LLM_PARAM_INVALID) (hixl src/llm_datadist/cache_mgr/
+    // cache_manager.cc). A cache larger than the whole pool is refused that way
+    // by allocateCache itself, before any native call (seed 148161442: 2^31 - 1
+    // tensors with a key another cache holds). One case still differs: a cache
+    // that fits the pool but not its free space, with a key already held, is
+    // LLM_PARAM_INVALID here (the host backend checks keys first).
+    if (strideBig * BigInt(info.numTensors) > BigInt(inst.pool.capacity)) {
+      expected = [{ k: "llm", codes: [S.LLM_DEVICE_OUT_OF_MEMORY] }];
+    } else if (size > CACHE_BYTES_LIMIT || strideBig > CACHE_BYTES_LIMIT / BigInt(info.numTensors)) {
       expected = [{ k: "llm", codes: [S.LLM_PARAM_INVALID] }];
     } else if (new Set(keyStrings).size !== keyStrings.length || keyStrings.some((k) => inst.keys.has(k))) {
       expected = [{ k: "llm", codes: [S.LLM_PARAM_INVALID] }];
