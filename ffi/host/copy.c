@@ -8,14 +8,12 @@
  *     copy outside the lock, checking deadline, cancel and finalize per chunk;
  *   - jobs with a done callback pin their caches and go to a worker thread. */
 #define _DEFAULT_SOURCE 1
-#include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
+#include "book.h"
+#include "core/copy.h"
+#include "core/error.h"
 #include "engine.h"
-#include "error.h"
-#include "job.h"
 #include "llmdd.h"
+#include "memcopy.h"
 #include "task.h"
 
 /* Up to this many bytes are copied while holding the engine lock (about a
@@ -37,79 +35,25 @@ struct operation {
   uint64_t total; /* bytes the operation moves */
 };
 
-struct progress {
-  const struct operation *op;
-  uint64_t copied;
-  uint64_t since_check;
-};
-
-static int32_t check(const struct progress *p) {
-  if (atomic_load_explicit(&p->op->task.engine->finalizing, memory_order_relaxed))
-    return fail(LLMDD_ENGINE_FINALIZED,
-                "the engine was finalized after %llu of %llu bytes were copied",
-                (unsigned long long)p->copied, (unsigned long long)p->op->total);
-  if (p->op->task.job != NULL) return job_check(p->op->task.job, p->copied, p->op->total);
-  return LLMDD_SUCCESS;
-}
-
-/* Reads of at least this size into fresh memory are faulted in ahead of each
- * chunk. The caller's buffer for a large read is usually brand-new pages (V8
- * takes big buffers from calloc); taking the faults one page at a time inside
- * memcpy made a 64 MiB read 10-25 % slower than a plain copy in JavaScript. */
-#define PREFAULT_MIN_BYTES ((uint64_t)4 << 20)
-
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
-#endif
-
-/* Faults in the whole pages of [dst, dst + n) for writing, unless the first is
- * already resident (then the memory was reused and populating costs time).
- * Best effort: on older kernels madvise fails and memcpy takes the faults. */
-static void prefault(uint8_t *dst, uint64_t n) {
-  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-  uintptr_t start = ((uintptr_t)dst + page - 1) & ~(page - 1);
-  uintptr_t end = ((uintptr_t)dst + n) & ~(page - 1);
-  unsigned char resident = 0;
-  if (end <= start) return;
-  if (mincore((void *)start, page, &resident) == 0 && (resident & 1)) return;
-  (void)madvise((void *)start, end - start, MADV_POPULATE_WRITE);
-}
-
-static int32_t move(struct progress *p, uint8_t *dst, const uint8_t *src, uint64_t n) {
-  while (n > 0) {
-    if (p->since_check == LLMDD_COPY_CHUNK_BYTES) {
-      int32_t status = check(p);
-      if (status != LLMDD_SUCCESS) return status;
-      p->since_check = 0;
-    }
-    uint64_t step = LLMDD_COPY_CHUNK_BYTES - p->since_check;
-    if (step > n) step = n;
-    if (p->op->dst == NULL && p->op->total >= PREFAULT_MIN_BYTES) prefault(dst, step);
-    memcpy(dst, src, (size_t)step);
-    dst += step;
-    src += step;
-    n -= step;
-    p->since_check += step;
-    p->copied += step;
-  }
-  return LLMDD_SUCCESS;
-}
-
 /* The task's run: copies. The pools must stay mapped and the caches alive
  * throughout (the engine lock is held, or the caches are pinned). */
 static int32_t execute(struct task *task) {
   const struct operation *op = (const struct operation *)task;
-  struct progress p = {op, 0, 0};
-  int32_t status = check(&p); /* before the first chunk, too */
+  const struct book *b = &task->engine->book;
+  struct core_guard g = task_guard(task, "copying");
+  bool fresh = op->dst == NULL && op->total >= PREFAULT_MIN_BYTES;
+  struct core_progress p = core_progress_start(
+      &g, fresh ? host_copy_prefaulted : host_copy_plain, op->total, "copied");
+  int32_t status = core_progress_check(&p); /* before the first chunk, even of none */
   if (status != LLMDD_SUCCESS) return status;
-  const struct engine *e = task->engine;
   if (op->dst == NULL)
-    return move(&p, op->out, cache_tensor(e, op->src, op->device_index, op->tensor_index),
-                op->src->tensor_bytes);
-  for (int32_t d = 0; d < e->options.num_devices; d++) {
+    return core_copy_chunked(&p, op->out,
+                             cache_tensor(b, op->src, op->device_index, op->tensor_index),
+                             op->src->tensor_bytes);
+  for (int32_t d = 0; d < b->num_devices; d++) {
     for (int32_t t = 0; t < op->src->num_tensors; t++) {
-      status = move(&p, cache_tensor(e, op->dst, d, t) + op->dst_offset,
-                    cache_tensor(e, op->src, d, t) + op->src_offset, op->nbytes);
+      status = core_copy_chunked(&p, cache_tensor(b, op->dst, d, t) + op->dst_offset,
+                                 cache_tensor(b, op->src, d, t) + op->src_offset, op->nbytes);
       if (status != LLMDD_SUCCESS) return status;
     }
   }
@@ -118,20 +62,15 @@ static int32_t execute(struct task *task) {
 
 /* Keeps the caches alive while the copy runs outside the lock (engine locked). */
 static void pin(struct operation *op) {
-  op->src->pins++;
-  if (op->dst) op->dst->pins++;
-}
-
-static void unpin_one(struct engine *e, struct cache *c) {
-  c->pins--;
-  cache_release_if_unused(e, c);
+  book_pin(op->src);
+  if (op->dst) book_pin(op->dst);
 }
 
 /* The task's end, with the engine locked: drops the pins dispatch() took. */
 static void unpin(struct task *t) {
   struct operation *op = (struct operation *)t;
-  unpin_one(t->engine, op->src);
-  if (op->dst) unpin_one(t->engine, op->dst);
+  book_unpin(&t->engine->book, op->src);
+  if (op->dst) book_unpin(&t->engine->book, op->dst);
 }
 
 /* Runs a validated operation (engine locked). */
@@ -143,9 +82,9 @@ static int32_t dispatch(struct operation *op) {
 }
 
 static int32_t find_cache(struct engine *e, uint64_t id, const char *role, struct cache **out) {
-  *out = cache_find(e, id);
+  *out = book_find(&e->book, id);
   if (*out == NULL)
-    return fail(LLMDD_KV_CACHE_NOT_EXIST, "%scache %llu does not exist", role,
+    return core_fail(LLMDD_KV_CACHE_NOT_EXIST, "%scache %llu does not exist", role,
                 (unsigned long long)id);
   return LLMDD_SUCCESS;
 }
@@ -158,19 +97,19 @@ LLMDD_API int32_t llmdd_cache_read(uint64_t engine, uint64_t cache_id,
   if (status != LLMDD_SUCCESS) return status;
   struct engine *e = op.task.engine;
 
-  if (out == NULL) return task_abandon(&op.task, fail(LLMDD_PARAM_INVALID, "out is NULL"));
+  if (out == NULL) return task_abandon(&op.task, core_fail(LLMDD_PARAM_INVALID, "out is NULL"));
   if (device_index < 0 || device_index >= e->options.num_devices)
-    return task_abandon(&op.task, fail(LLMDD_PARAM_INVALID,
+    return task_abandon(&op.task, core_fail(LLMDD_PARAM_INVALID,
                                        "device_index %d is out of range [0, %d)",
                                        device_index, e->options.num_devices));
   status = find_cache(e, cache_id, "", &op.src);
   if (status != LLMDD_SUCCESS) return task_abandon(&op.task, status);
   if (tensor_index < 0 || tensor_index >= op.src->num_tensors)
-    return task_abandon(&op.task, fail(LLMDD_PARAM_INVALID,
+    return task_abandon(&op.task, core_fail(LLMDD_PARAM_INVALID,
                                        "tensor_index %d is out of range [0, %d)",
                                        tensor_index, op.src->num_tensors));
   if (out_len != op.src->tensor_bytes)
-    return task_abandon(&op.task, fail(LLMDD_PARAM_INVALID,
+    return task_abandon(&op.task, core_fail(LLMDD_PARAM_INVALID,
                                        "out_len %llu is not the tensor size %llu",
                                        (unsigned long long)out_len,
                                        (unsigned long long)op.src->tensor_bytes));
@@ -185,7 +124,7 @@ LLMDD_API int32_t llmdd_cache_read(uint64_t engine, uint64_t cache_id,
 static int32_t check_range(const char *role, uint64_t offset, uint64_t nbytes,
                            const struct cache *c) {
   if (offset > c->tensor_bytes || nbytes > c->tensor_bytes - offset)
-    return fail(LLMDD_PARAM_INVALID,
+    return core_fail(LLMDD_PARAM_INVALID,
                 "%s range of %llu bytes at offset %llu is outside the tensor of %llu bytes",
                 role, (unsigned long long)nbytes, (unsigned long long)offset,
                 (unsigned long long)c->tensor_bytes);
@@ -204,7 +143,7 @@ LLMDD_API int32_t llmdd_cache_copy(uint64_t engine, uint64_t dst_cache_id,
   if (status == LLMDD_SUCCESS) status = find_cache(e, src_cache_id, "source ", &op.src);
   if (status != LLMDD_SUCCESS) return task_abandon(&op.task, status);
   if (op.dst->num_tensors != op.src->num_tensors)
-    return task_abandon(&op.task, fail(LLMDD_PARAM_INVALID,
+    return task_abandon(&op.task, core_fail(LLMDD_PARAM_INVALID,
                                        "destination cache %llu has %d tensors but source cache %llu"
                                        " has %d",
                                        (unsigned long long)dst_cache_id, op.dst->num_tensors,
@@ -214,7 +153,7 @@ LLMDD_API int32_t llmdd_cache_copy(uint64_t engine, uint64_t dst_cache_id,
   if (status != LLMDD_SUCCESS) return task_abandon(&op.task, status);
   if (op.dst == op.src && nbytes > 0 && dst_offset < src_offset + nbytes &&
       src_offset < dst_offset + nbytes)
-    return task_abandon(&op.task, fail(LLMDD_PARAM_INVALID,
+    return task_abandon(&op.task, core_fail(LLMDD_PARAM_INVALID,
                                        "ranges of %llu bytes at offsets %llu and %llu overlap in"
                                        " cache %llu",
                                        (unsigned long long)nbytes, (unsigned long long)dst_offset,

@@ -8,10 +8,10 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "error.h"
+#include "core/clock.h"
+#include "core/error.h"
 #include "llmdd.h"
 #include "shm.h"
 #include "task.h"
@@ -20,31 +20,11 @@
  * a limit of its own: the operation's deadline may have passed already. */
 #define UNPIN_TIMEOUT_MS 1000
 
-/* ---- gates and timed waits ---- */
-
-static void cond_init_monotonic(pthread_cond_t *c) {
-  pthread_condattr_t attr;
-  pthread_condattr_init(&attr);
-  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-  pthread_cond_init(c, &attr);
-  pthread_condattr_destroy(&attr);
-}
-
-/* Waits on c (lock held) for at most one slice, so the caller can check its guard. */
-static void wait_slice(pthread_cond_t *c, pthread_mutex_t *lock) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  ts.tv_nsec += NET_SLICE_MS * 1000000L;
-  if (ts.tv_nsec >= 1000000000L) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000L;
-  }
-  pthread_cond_timedwait(c, lock, &ts);
-}
+/* ---- gates ---- */
 
 static void gate_init(struct gate *gt) {
   pthread_mutex_init(&gt->lock, NULL);
-  cond_init_monotonic(&gt->free);
+  core_cond_init_monotonic(&gt->free);
   gt->busy = false;
 }
 
@@ -53,10 +33,11 @@ static void gate_destroy(struct gate *gt) {
   pthread_mutex_destroy(&gt->lock);
 }
 
-static int32_t gate_enter(struct gate *gt, const struct guard *g) {
+static int32_t gate_enter(struct gate *gt, const struct core_guard *g) {
   int32_t status = LLMDD_SUCCESS;
   pthread_mutex_lock(&gt->lock);
-  while (gt->busy && (status = guard_check(g)) == LLMDD_SUCCESS) wait_slice(&gt->free, &gt->lock);
+  while (gt->busy && (status = core_guard_wait(g, &gt->free, &gt->lock)) == LLMDD_SUCCESS) {
+  }
   if (status == LLMDD_SUCCESS) gt->busy = true;
   pthread_mutex_unlock(&gt->lock);
   return status;
@@ -84,7 +65,7 @@ static struct link *link_create(int fd, uint64_t cluster_id, const char *address
   gate_init(&l->tx);
   gate_init(&l->rx);
   pthread_mutex_init(&l->lock, NULL);
-  cond_init_monotonic(&l->quiet);
+  core_cond_init_monotonic(&l->quiet);
   return l;
 }
 
@@ -131,12 +112,12 @@ bool link_alive(struct link *l) {
   return false;
 }
 
-int32_t link_send(struct link *l, struct msg *m, const struct guard *g) {
+int32_t link_send(struct link *l, struct msg *m, const struct core_guard *g) {
   int32_t status = gate_enter(&l->tx, g);
   if (status != LLMDD_SUCCESS) return status;
   m->seq = ++l->next_seq;
   bool torn;
-  status = proto_send(l->fd, m, g, &torn);
+  status = proto_send(l->fd, m, g, -1, &torn);
   if (status == LLMDD_LINK_FAILED || torn) link_break(l);
   gate_leave(&l->tx);
   return status;
@@ -144,40 +125,40 @@ int32_t link_send(struct link *l, struct msg *m, const struct guard *g) {
 
 void link_unpin(struct link *l, uint64_t pin) {
   if (atomic_load(&l->broken)) return; /* the PROMPT dropped it with the connection */
-  struct kept_error kept;
-  error_keep(&kept);
+  struct core_kept_error kept;
+  core_error_keep(&kept);
   struct msg done = {.type = MSG_DONE, .u.done = {.pin = pin, .consume = 0}};
-  struct guard g = guard_for(UNPIN_TIMEOUT_MS, "releasing a pin");
+  struct core_guard g = core_guard_for(UNPIN_TIMEOUT_MS, "releasing a pin");
   if (link_send(l, &done, &g) != LLMDD_SUCCESS) link_break(l);
-  error_restore(&kept);
+  core_error_restore(&kept);
 }
 
 int32_t link_exchange(struct link *l, struct msg *request, uint16_t reply_type,
-                      struct msg *reply, const struct guard *g) {
+                      struct msg *reply, const struct core_guard *g) {
   if (atomic_load(&l->broken))
-    return fail(LLMDD_LINK_FAILED, "the link to cluster %llu at %s is broken",
+    return core_fail(LLMDD_LINK_FAILED, "the link to cluster %llu at %s is broken",
                 (unsigned long long)l->cluster_id, l->address);
   int32_t status = gate_enter(&l->rx, g);
   if (status != LLMDD_SUCCESS) return status;
   status = link_send(l, request, g);
   bool sent = status == LLMDD_SUCCESS;
   /* The answer cannot be there yet: wait for it rather than try a read first. */
-  if (sent && l->in.have == 0) status = net_wait(l->fd, POLLIN, g);
+  if (sent && l->in.have == 0) status = net_wait(l->fd, POLLIN, g, -1);
   while (status == LLMDD_SUCCESS) {
-    status = proto_recv(l->fd, &l->in, reply, g, 0);
+    status = proto_recv(l->fd, &l->in, reply, g, -1, 0);
     if (status == LLMDD_LINK_FAILED) link_break(l);
     if (status != LLMDD_SUCCESS) break;
     if (reply->seq == request->seq) {
       if (reply->type != reply_type) {
         link_break(l);
-        status = fail(LLMDD_LINK_FAILED, "the peer answered with message type %u, not %u",
+        status = core_fail(LLMDD_LINK_FAILED, "the peer answered with message type %u, not %u",
                       reply->type, reply_type);
       }
       break;
     }
     if (reply->seq > request->seq) {
       link_break(l);
-      status = fail(LLMDD_LINK_FAILED, "the peer answered request %llu, which was not sent",
+      status = core_fail(LLMDD_LINK_FAILED, "the peer answered request %llu, which was not sent",
                     (unsigned long long)reply->seq);
       break;
     }
@@ -204,11 +185,11 @@ void link_pull_end(struct link *l) {
   pthread_mutex_unlock(&l->lock);
 }
 
-static int32_t wait_for_pulls(struct link *l, const struct guard *g) {
+static int32_t wait_for_pulls(struct link *l, const struct core_guard *g) {
   int32_t status = LLMDD_SUCCESS;
   pthread_mutex_lock(&l->lock);
-  while (l->pulls > 0 && (status = guard_check(g)) == LLMDD_SUCCESS)
-    wait_slice(&l->quiet, &l->lock);
+  while (l->pulls > 0 && (status = core_guard_wait(g, &l->quiet, &l->lock)) == LLMDD_SUCCESS) {
+  }
   pthread_mutex_unlock(&l->lock);
   return status;
 }
@@ -227,10 +208,10 @@ struct link_task {
 static int32_t check_room(struct engine *e, uint64_t cluster_id) {
   struct link *old = links_find(e, cluster_id);
   if (old != NULL && link_alive(old))
-    return fail(LLMDD_ALREADY_LINK, "already linked to cluster %llu (at %s)",
+    return core_fail(LLMDD_ALREADY_LINK, "already linked to cluster %llu (at %s)",
                 (unsigned long long)cluster_id, old->address);
   if (e->num_links - (old != NULL) >= LLMDD_MAX_LINKS)
-    return fail(LLMDD_CLUSTER_NUM_EXCEED_LIMIT,
+    return core_fail(LLMDD_CLUSTER_NUM_EXCEED_LIMIT,
                 "already linked to %d clusters, the most one engine links to", LLMDD_MAX_LINKS);
   return LLMDD_SUCCESS;
 }
@@ -238,17 +219,17 @@ static int32_t check_room(struct engine *e, uint64_t cluster_id) {
 static int32_t check_hello(const struct link_task *lt, const struct engine *e,
                            const struct msg_hello_reply *r) {
   if (r->status == LLMDD_LINK_FAILED || (r->status == LLMDD_SUCCESS && r->cluster != lt->cluster_id))
-    return fail(LLMDD_LINK_FAILED, "the engine at %s is cluster %llu, not cluster %llu",
+    return core_fail(LLMDD_LINK_FAILED, "the engine at %s is cluster %llu, not cluster %llu",
                 lt->where, (unsigned long long)r->cluster, (unsigned long long)lt->cluster_id);
   if (r->status != LLMDD_SUCCESS)
-    return fail(LLMDD_LINK_FAILED, "the engine at %s refused the link (status 0x%08x)",
+    return core_fail(LLMDD_LINK_FAILED, "the engine at %s refused the link (status 0x%08x)",
                 lt->where, (unsigned)r->status);
   if ((int32_t)r->devices != e->options.num_devices)
-    return fail(LLMDD_LINK_FAILED,
+    return core_fail(LLMDD_LINK_FAILED,
                 "the engine of cluster %llu has %u devices and this one %d: they must match",
                 (unsigned long long)lt->cluster_id, r->devices, e->options.num_devices);
   if (r->pool_bytes == 0 || r->pool_bytes > SIZE_MAX || r->pool_bytes > ((uint64_t)1 << 62))
-    return fail(LLMDD_LINK_FAILED, "the engine at %s reported pools of %llu bytes", lt->where,
+    return core_fail(LLMDD_LINK_FAILED, "the engine at %s reported pools of %llu bytes", lt->where,
                 (unsigned long long)r->pool_bytes);
   return LLMDD_SUCCESS;
 }
@@ -256,19 +237,19 @@ static int32_t check_hello(const struct link_task *lt, const struct engine *e,
 static int32_t link_run(struct task *t) {
   struct link_task *lt = (struct link_task *)t;
   struct engine *e = t->engine;
-  struct guard g = task_guard(t, "connecting");
-  int32_t status = guard_check(&g);
+  struct core_guard g = task_guard(t, "connecting");
+  int32_t status = core_guard_check(&g);
   if (status != LLMDD_SUCCESS) return status;
 
   int fd;
   status = net_connect(&lt->address, &g, &fd);
   if (status == LLMDD_WAIT_PROCESS_TIMEOUT)
-    return fail(LLMDD_LINK_FAILED, "nobody answered at %s before the deadline", lt->where);
+    return core_fail(LLMDD_LINK_FAILED, "nobody answered at %s before the deadline", lt->where);
   if (status != LLMDD_SUCCESS) return status;
   struct link *l = link_create(fd, lt->cluster_id, lt->where, e->options.num_devices);
   if (l == NULL) {
     close(fd);
-    return fail(LLMDD_OUT_OF_MEMORY, "out of host memory for a link");
+    return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for a link");
   }
 
   struct msg hello = {.type = MSG_HELLO,
@@ -280,11 +261,11 @@ static int32_t link_run(struct task *t) {
   g.doing = "waiting for the answer to the link request";
   status = link_exchange(l, &hello, MSG_HELLO_REPLY, &reply, &g);
   if (status == LLMDD_WAIT_PROCESS_TIMEOUT)
-    status = fail(LLMDD_LINK_FAILED, "no answer from %s before the deadline", lt->where);
+    status = core_fail(LLMDD_LINK_FAILED, "no answer from %s before the deadline", lt->where);
   else if (status == LLMDD_LINK_FAILED) {
-    struct kept_error why;
-    error_keep(&why);
-    status = fail(LLMDD_LINK_FAILED, "the link to %s failed: %s", lt->where, why.text);
+    struct core_kept_error why;
+    core_error_keep(&why);
+    status = core_fail(LLMDD_LINK_FAILED, "the link to %s failed: %s", lt->where, why.text);
   }
   if (status == LLMDD_SUCCESS) status = check_hello(lt, e, &reply.u.hello_reply);
   if (status == LLMDD_SUCCESS) {
@@ -296,7 +277,7 @@ static int32_t link_run(struct task *t) {
   if (status == LLMDD_SUCCESS) {
     pthread_mutex_lock(&e->lock);
     if (atomic_load_explicit(&e->finalizing, memory_order_relaxed))
-      status = fail(LLMDD_ENGINE_FINALIZED, "the engine was finalized while linking");
+      status = core_fail(LLMDD_ENGINE_FINALIZED, "the engine was finalized while linking");
     else
       status = check_room(e, lt->cluster_id); /* another link call may have won */
     if (status == LLMDD_SUCCESS) {
@@ -323,13 +304,13 @@ LLMDD_API int32_t llmdd_link(uint64_t engine, uint64_t remote_cluster_id,
   if (status != LLMDD_SUCCESS) return status;
   struct engine *e = lt.task.engine;
   if (e->role == LLMDD_ROLE_PROMPT)
-    return task_abandon(&lt.task, fail(LLMDD_PARAM_INVALID,
+    return task_abandon(&lt.task, core_fail(LLMDD_PARAM_INVALID,
                                        "a PROMPT engine does not link: it is linked to"));
   if (remote_addr == NULL || addr_len <= 0 ||
       net_parse_address((const char *)remote_addr, addr_len, &lt.address) != 0 ||
       lt.address.sin_port == 0)
     return task_abandon(&lt.task,
-                        fail(LLMDD_PARAM_INVALID,
+                        core_fail(LLMDD_PARAM_INVALID,
                              "remote_addr '%.*s' is not an IPv4 address and a port 1..65535"
                              " (\"ipv4:port\")",
                              remote_addr == NULL || addr_len < 0 ? 0 : addr_len > 64 ? 64 : addr_len,
@@ -351,15 +332,15 @@ struct unlink_task {
 
 static int32_t not_answered(const struct unlink_task *ut, const char *why) {
   if (ut->force) return LLMDD_SUCCESS;
-  return fail(LLMDD_UNLINK_FAILED, "the PROMPT of cluster %llu at %s %s: the link is dropped all"
+  return core_fail(LLMDD_UNLINK_FAILED, "the PROMPT of cluster %llu at %s %s: the link is dropped all"
               " the same", (unsigned long long)ut->cluster_id, ut->link->address, why);
 }
 
 static int32_t unlink_run(struct task *t) {
   struct unlink_task *ut = (struct unlink_task *)t;
   struct engine *e = t->engine;
-  struct guard g = task_guard(t, "waiting for the pulls over the link to end");
-  int32_t status = guard_check(&g);
+  struct core_guard g = task_guard(t, "waiting for the pulls over the link to end");
+  int32_t status = core_guard_check(&g);
   if (status != LLMDD_SUCCESS) return status;
 
   pthread_mutex_lock(&e->lock);
@@ -367,7 +348,7 @@ static int32_t unlink_run(struct task *t) {
   if (ut->link != NULL) links_remove(e, ut->link);
   pthread_mutex_unlock(&e->lock);
   if (ut->link == NULL)
-    return fail(LLMDD_NOT_YET_LINK, "not linked to cluster %llu (it was unlinked meanwhile)",
+    return core_fail(LLMDD_NOT_YET_LINK, "not linked to cluster %llu (it was unlinked meanwhile)",
                 (unsigned long long)ut->cluster_id);
 
   /* Out of the table: no new pull can start. Telling the PROMPT now would drop
@@ -398,10 +379,10 @@ LLMDD_API int32_t llmdd_unlink(uint64_t engine, uint64_t remote_cluster_id, int3
   if (status != LLMDD_SUCCESS) return status;
   struct engine *e = ut.task.engine;
   if (e->role == LLMDD_ROLE_PROMPT)
-    return task_abandon(&ut.task, fail(LLMDD_PARAM_INVALID,
+    return task_abandon(&ut.task, core_fail(LLMDD_PARAM_INVALID,
                                        "a PROMPT engine does not unlink: it has no links"));
   if (links_find(e, remote_cluster_id) == NULL)
-    return task_abandon(&ut.task, fail(LLMDD_NOT_YET_LINK, "not linked to cluster %llu",
+    return task_abandon(&ut.task, core_fail(LLMDD_NOT_YET_LINK, "not linked to cluster %llu",
                                        (unsigned long long)remote_cluster_id));
   return task_dispatch(&ut.task, sizeof ut);
 }

@@ -76,10 +76,10 @@ void link_break(struct link *l);
  * Returns SUCCESS, LINK_FAILED (the link is then broken), or the guard's status
  * (the link stays usable). */
 int32_t link_exchange(struct link *l, struct msg *request, uint16_t reply_type,
-                      struct msg *reply, const struct guard *g);
+                      struct msg *reply, const struct core_guard *g);
 
 /* Sends a message that has no answer (DONE). */
-int32_t link_send(struct link *l, struct msg *m, const struct guard *g);
+int32_t link_send(struct link *l, struct msg *m, const struct core_guard *g);
 
 /* Releases a pin at the PROMPT without consuming anything, keeping the thread's
  * last error as it was. */

@@ -6,7 +6,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "error.h"
+#include "core/clock.h"
+#include "core/error.h"
 #include "llmdd.h"
 
 /* ---- little-endian fields, through a cursor that remembers overruns ---- */
@@ -181,7 +182,7 @@ static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m) {
 }
 
 static int32_t malformed(const char *what) {
-  return fail(LLMDD_LINK_FAILED, "the peer sent a malformed message (%s)", what);
+  return core_fail(LLMDD_LINK_FAILED, "the peer sent a malformed message (%s)", what);
 }
 
 /* Checks a complete header; returns the body size or a negative status. */
@@ -202,9 +203,9 @@ static int32_t check_header(struct proto_rx *rx, uint16_t *type, uint64_t *seq) 
   return LLMDD_SUCCESS;
 }
 
-int32_t proto_recv(int fd, struct proto_rx *rx, struct msg *out, const struct guard *g,
-                   int64_t message_ns) {
-  char text[ERRNO_TEXT_CAP];
+int32_t proto_recv(int fd, struct proto_rx *rx, struct msg *out, const struct core_guard *g,
+                   int wake_fd, int64_t message_ns) {
+  char text[CORE_ERRNO_TEXT_CAP];
   for (;;) {
     if (!rx->header_checked && rx->have >= PROTO_HEADER_BYTES) {
       uint16_t type;
@@ -226,32 +227,34 @@ int32_t proto_recv(int fd, struct proto_rx *rx, struct msg *out, const struct gu
       memmove(rx->buf, rx->buf + need, rx->have - need);
       rx->have -= need;
       rx->header_checked = false;
-      if (rx->have > 0) rx->started_ns = monotonic_ns();
+      if (rx->have > 0) rx->started_ns = core_now_ns();
       return bad ? malformed("bad body") : LLMDD_SUCCESS;
     }
     /* The buffer holds any whole message, so there is always room to progress. */
     ssize_t n = recv(fd, rx->buf + rx->have, sizeof rx->buf - rx->have, MSG_DONTWAIT);
     if (n > 0) {
-      if (rx->have == 0) rx->started_ns = monotonic_ns();
+      if (rx->have == 0) rx->started_ns = core_now_ns();
       rx->have += (uint32_t)n;
       continue;
     }
-    if (n == 0) return fail(LLMDD_LINK_FAILED, "the peer closed the connection");
+    if (n == 0) return core_fail(LLMDD_LINK_FAILED, "the peer closed the connection");
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK)
-      return fail(LLMDD_LINK_FAILED, "the connection failed: %s", errno_text(errno, text));
-    struct guard bounded = *g;
+      return core_fail(LLMDD_LINK_FAILED, "the connection failed: %s",
+                       core_errno_text(errno, text));
+    struct core_guard bounded = *g;
     if (message_ns > 0 && rx->have > 0 && rx->started_ns + message_ns < bounded.until_ns)
       bounded.until_ns = rx->started_ns + message_ns;
-    int32_t status = net_wait(fd, POLLIN, &bounded);
+    int32_t status = net_wait(fd, POLLIN, &bounded, wake_fd);
     if (status != LLMDD_SUCCESS) return status;
   }
 }
 
-int32_t proto_send(int fd, const struct msg *m, const struct guard *g, bool *torn) {
+int32_t proto_send(int fd, const struct msg *m, const struct core_guard *g, int wake_fd,
+                   bool *torn) {
   uint8_t buf[PROTO_HEADER_BYTES + PROTO_MAX_BODY];
   uint32_t len = encode(m, buf), sent = 0;
-  char text[ERRNO_TEXT_CAP];
+  char text[CORE_ERRNO_TEXT_CAP];
   *torn = false;
   while (sent < len) {
     ssize_t n = send(fd, buf + sent, len - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -262,9 +265,10 @@ int32_t proto_send(int fd, const struct msg *m, const struct guard *g, bool *tor
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
       *torn = sent > 0;
-      return fail(LLMDD_LINK_FAILED, "the connection failed: %s", errno_text(errno, text));
+      return core_fail(LLMDD_LINK_FAILED, "the connection failed: %s",
+                       core_errno_text(errno, text));
     }
-    int32_t status = net_wait(fd, POLLOUT, g);
+    int32_t status = net_wait(fd, POLLOUT, g, wake_fd);
     if (status != LLMDD_SUCCESS) {
       *torn = sent > 0;
       return status;

@@ -10,14 +10,12 @@
  * connection down before it drops a connection's pins, a pull that still sees the
  * connection open after its copy copied pinned memory. */
 #define _DEFAULT_SOURCE 1
-#include <string.h>
-#ifdef __x86_64__
-#include <emmintrin.h>
-#endif
-
-#include "error.h"
+#include "book.h"
+#include "core/copy.h"
+#include "core/error.h"
 #include "link.h"
 #include "llmdd.h"
+#include "memcopy.h"
 #include "task.h"
 
 struct pull_task {
@@ -31,7 +29,7 @@ struct pull_task {
 };
 
 static int32_t gone(const struct pull_task *p, const char *when) {
-  return fail(LLMDD_LINK_FAILED, "the PROMPT of cluster %llu at %s went away %s",
+  return core_fail(LLMDD_LINK_FAILED, "the PROMPT of cluster %llu at %s went away %s",
               (unsigned long long)p->link->cluster_id, p->link->address, when);
 }
 
@@ -39,17 +37,17 @@ static int32_t gone(const struct pull_task *p, const char *when) {
 static int32_t refused(const struct pull_task *p, int32_t status) {
   unsigned long long cluster = p->link->cluster_id;
   if (status == LLMDD_KV_CACHE_NOT_EXIST && p->key_kind == LLMDD_KEY_CACHE_KEY)
-    return fail(status, "no cache holds key (cluster %llu, req %llu, model %llu) at cluster %llu",
+    return core_fail(status, "no cache holds key (cluster %llu, req %llu, model %llu) at cluster %llu",
                 (unsigned long long)p->k[0], (unsigned long long)p->k[1],
                 (unsigned long long)p->k[2], cluster);
   if (status == LLMDD_KV_CACHE_NOT_EXIST)
-    return fail(status, "cache %llu does not exist at cluster %llu", (unsigned long long)p->k[1],
+    return core_fail(status, "cache %llu does not exist at cluster %llu", (unsigned long long)p->k[1],
                 cluster);
   if (status == LLMDD_PARAM_INVALID)
-    return fail(status, "batch index %llu is out of range for cache %llu at cluster %llu",
+    return core_fail(status, "batch index %llu is out of range for cache %llu at cluster %llu",
                 (unsigned long long)p->k[2], (unsigned long long)p->k[1], cluster);
   if (status == LLMDD_ENGINE_FINALIZED) return gone(p, "(it is being finalized)");
-  return fail(LLMDD_LINK_FAILED, "the PROMPT of cluster %llu refused the pull (status 0x%08x)",
+  return core_fail(LLMDD_LINK_FAILED, "the PROMPT of cluster %llu refused the pull (status 0x%08x)",
               cluster, (unsigned)status);
 }
 
@@ -71,7 +69,7 @@ static int32_t check_answer(const struct pull_task *p, const struct msg_lookup_r
     ok = fits(r->offsets[d], r->stride, r->num_tensors, r->tensor_bytes, l->pool_bytes);
   if (ok) return LLMDD_SUCCESS;
   link_break(l);
-  return fail(LLMDD_LINK_FAILED, "the PROMPT of cluster %llu answered with a cache outside its pools",
+  return core_fail(LLMDD_LINK_FAILED, "the PROMPT of cluster %llu answered with a cache outside its pools",
               (unsigned long long)l->cluster_id);
 }
 
@@ -79,100 +77,57 @@ static int32_t check_match(const struct pull_task *p, const struct msg_lookup_re
   const struct cache *c = p->dst;
   uint64_t remote_row = r->tensor_bytes / r->batch_size;
   if ((int32_t)r->num_tensors != c->num_tensors)
-    return fail(LLMDD_PARAM_INVALID, "the remote cache has %u tensors and cache %llu has %d",
+    return core_fail(LLMDD_PARAM_INVALID, "the remote cache has %u tensors and cache %llu has %d",
                 r->num_tensors, (unsigned long long)c->id, c->num_tensors);
   if (r->layout_tag != c->layout_tag)
-    return fail(LLMDD_PARAM_INVALID,
+    return core_fail(LLMDD_PARAM_INVALID,
                 "the remote cache's layout (tag 0x%llx) differs from cache %llu's (tag 0x%llx)",
                 (unsigned long long)r->layout_tag, (unsigned long long)c->id,
                 (unsigned long long)c->layout_tag);
   if (remote_row != cache_row_bytes(c))
-    return fail(LLMDD_PARAM_INVALID,
+    return core_fail(LLMDD_PARAM_INVALID,
                 "the remote cache's rows are %llu bytes and cache %llu's are %llu",
                 (unsigned long long)remote_row, (unsigned long long)c->id,
                 (unsigned long long)cache_row_bytes(c));
   return LLMDD_SUCCESS;
 }
 
-/* Checks between chunks: the deadline, cancel, finalize, and the PROMPT (not
- * before the first chunk: its answer just came). */
-static int32_t check_progress(const struct pull_task *p, const struct guard *g, uint64_t copied,
-                              uint64_t total) {
-  int32_t status = guard_check(g);
-  if (status == LLMDD_WAIT_PROCESS_TIMEOUT)
-    return fail(status, "the job's deadline passed after %llu of %llu bytes were pulled",
-                (unsigned long long)copied, (unsigned long long)total);
-  if (status != LLMDD_SUCCESS) return status;
-  if (copied > 0 && !link_alive(p->link))
-    return gone(p, "during the pull: the row is not to be trusted");
+/* Between chunks after the first: a PROMPT gone during the copy may have
+ * reused the memory being copied. */
+static int32_t peer_check(void *peer) {
+  const struct pull_task *p = peer;
+  if (!link_alive(p->link)) return gone(p, "during the pull: the row is not to be trusted");
   return LLMDD_SUCCESS;
 }
 
-/* Pulls of at least this many bytes in all are copied with non-temporal
- * stores. glibc's memcpy switches to them only within one call of at least
- * x86.cpu_features.non_temporal_threshold (240 MiB on the bench machine), which
- * a copy in LLMDD_COPY_CHUNK_BYTES chunks never makes: without them every
- * destination line is first read (write-allocate), a third more memory traffic. */
-#define STREAM_COPY_BYTES ((uint64_t)4 << 20)
-
-/* memcpy that bypasses the caches for the destination (x86-64: SSE2, always there). */
-static void copy_stream(uint8_t *dst, const uint8_t *src, uint64_t n) {
-#ifdef __x86_64__
-  for (; n > 0 && ((uintptr_t)dst & 15) != 0; n--) *dst++ = *src++;
-  for (; n >= 64; n -= 64, dst += 64, src += 64) {
-    __m128i a = _mm_loadu_si128((const __m128i *)src);
-    __m128i b = _mm_loadu_si128((const __m128i *)(src + 16));
-    __m128i c = _mm_loadu_si128((const __m128i *)(src + 32));
-    __m128i d = _mm_loadu_si128((const __m128i *)(src + 48));
-    _mm_stream_si128((__m128i *)dst, a);
-    _mm_stream_si128((__m128i *)(dst + 16), b);
-    _mm_stream_si128((__m128i *)(dst + 32), c);
-    _mm_stream_si128((__m128i *)(dst + 48), d);
-  }
-#endif
-  if (n > 0) memcpy(dst, src, (size_t)n);
-}
-
-/* Copies the row of every tensor on every device, checking every
- * LLMDD_COPY_CHUNK_BYTES (and before the first byte). */
+/* Copies the row of every tensor on every device, in chunks (core/copy.h). */
 static int32_t copy_row(const struct pull_task *p, const struct msg_lookup_reply *r,
-                        const struct guard *g) {
-  const struct engine *e = p->task.engine;
+                        const struct core_guard *g) {
+  const struct book *b = &p->task.engine->book;
   const struct link *l = p->link;
   uint64_t src_row = r->row * (r->tensor_bytes / r->batch_size);
   uint64_t total = p->size * (uint64_t)p->dst->num_tensors * (uint64_t)l->num_devices;
-  uint64_t copied = 0, since_check = LLMDD_COPY_CHUNK_BYTES;
   const bool stream = total >= STREAM_COPY_BYTES;
-  for (int32_t d = 0; d < l->num_devices; d++) {
-    for (int32_t t = 0; t < p->dst->num_tensors; t++) {
+  struct core_progress progress = core_progress_start(
+      g, stream ? host_copy_streaming : host_copy_plain, total, "pulled");
+  progress.peer_check = peer_check;
+  progress.peer = (void *)p;
+  int32_t status = LLMDD_SUCCESS;
+  for (int32_t d = 0; d < l->num_devices && status == LLMDD_SUCCESS; d++) {
+    for (int32_t t = 0; t < p->dst->num_tensors && status == LLMDD_SUCCESS; t++) {
       const uint8_t *src = l->bases[d] + r->offsets[d] + (uint64_t)t * r->stride + src_row;
-      uint8_t *dst = cache_tensor(e, p->dst, d, t) + p->dst_offset;
-      for (uint64_t done = 0; done < p->size;) {
-        if (since_check >= LLMDD_COPY_CHUNK_BYTES) {
-          int32_t status = check_progress(p, g, copied, total);
-          if (status != LLMDD_SUCCESS) return status;
-          since_check = 0;
-        }
-        uint64_t step = p->size - done;
-        if (step > LLMDD_COPY_CHUNK_BYTES - since_check) step = LLMDD_COPY_CHUNK_BYTES - since_check;
-        if (stream) copy_stream(dst + done, src + done, step);
-        else memcpy(dst + done, src + done, (size_t)step);
-        done += step;
-        copied += step;
-        since_check += step;
-      }
+      status = core_copy_chunked(&progress, cache_tensor(b, p->dst, d, t) + p->dst_offset, src,
+                                 p->size);
     }
   }
-#ifdef __x86_64__
-  if (stream) _mm_sfence(); /* the streamed stores are visible before the pull ends */
-#endif
-  return LLMDD_SUCCESS;
+  if (stream) host_copy_streaming_end();
+  return status;
 }
 
 static int32_t pull_run(struct task *t) {
   struct pull_task *p = (struct pull_task *)t;
-  struct guard g = task_guard(t, "waiting for the PROMPT's answer");
-  int32_t status = guard_check(&g);
+  struct core_guard g = task_guard(t, "waiting for the PROMPT's answer");
+  int32_t status = core_guard_check(&g);
   if (status != LLMDD_SUCCESS) return status;
   if (!link_alive(p->link)) return gone(p, "(unlink and link again)");
 
@@ -182,9 +137,9 @@ static int32_t pull_run(struct task *t) {
   struct msg answer;
   status = link_exchange(p->link, &request, MSG_LOOKUP_REPLY, &answer, &g);
   if (status == LLMDD_LINK_FAILED) {
-    struct kept_error why;
-    error_keep(&why);
-    return fail(status, "the PROMPT of cluster %llu at %s went away: %s",
+    struct core_kept_error why;
+    core_error_keep(&why);
+    return core_fail(status, "the PROMPT of cluster %llu at %s went away: %s",
                 (unsigned long long)p->link->cluster_id, p->link->address, why.text);
   }
   if (status != LLMDD_SUCCESS) return status;
@@ -206,7 +161,7 @@ static int32_t pull_run(struct task *t) {
   if (!link_alive(p->link)) return gone(p, "during the pull: the row is not to be trusted");
   struct msg done = {.type = MSG_DONE,
                      .u.done = {.pin = r->pin, .consume = p->key_kind == LLMDD_KEY_CACHE_KEY}};
-  struct guard quick = guard_for(1000, "releasing the pin");
+  struct core_guard quick = core_guard_for(1000, "releasing the pin");
   if (link_send(p->link, &done, &quick) != LLMDD_SUCCESS) {
     /* The row is here and intact; the PROMPT drops the pin with the connection,
      * but cannot consume the key. */
@@ -217,8 +172,7 @@ static int32_t pull_run(struct task *t) {
 
 static void pull_end(struct task *t) {
   struct pull_task *p = (struct pull_task *)t;
-  p->dst->pins--;
-  cache_release_if_unused(t->engine, p->dst);
+  book_unpin(&t->engine->book, p->dst);
   link_pull_end(p->link);
   link_release(p->link);
 }
@@ -234,32 +188,32 @@ LLMDD_API int32_t llmdd_cache_pull(uint64_t engine, uint64_t cache_id, int32_t k
   if (status != LLMDD_SUCCESS) return status;
   struct engine *e = p.task.engine;
   if (e->role == LLMDD_ROLE_PROMPT)
-    return task_abandon(&p.task, fail(LLMDD_PARAM_INVALID,
+    return task_abandon(&p.task, core_fail(LLMDD_PARAM_INVALID,
                                       "a PROMPT engine does not pull: DECODER and MIX engines do"));
   if (key_kind != LLMDD_KEY_CACHE_KEY && key_kind != LLMDD_KEY_BY_ID)
-    return task_abandon(&p.task, fail(LLMDD_PARAM_INVALID,
+    return task_abandon(&p.task, core_fail(LLMDD_PARAM_INVALID,
                                       "key_kind %d is not CACHE_KEY (0) or BY_ID (1)", key_kind));
-  p.dst = cache_find(e, cache_id);
+  p.dst = book_find(&e->book, cache_id);
   if (p.dst == NULL)
-    return task_abandon(&p.task, fail(LLMDD_KV_CACHE_NOT_EXIST, "cache %llu does not exist",
+    return task_abandon(&p.task, core_fail(LLMDD_KV_CACHE_NOT_EXIST, "cache %llu does not exist",
                                       (unsigned long long)cache_id));
   if (dst_batch_index < 0 || (uint64_t)dst_batch_index >= p.dst->batch_size)
-    return task_abandon(&p.task, fail(LLMDD_PARAM_INVALID,
+    return task_abandon(&p.task, core_fail(LLMDD_PARAM_INVALID,
                                       "dst_batch_index %d is out of range [0, %llu) of cache %llu",
                                       dst_batch_index, (unsigned long long)p.dst->batch_size,
                                       (unsigned long long)cache_id));
   uint64_t row = cache_row_bytes(p.dst);
   if (size != LLMDD_WHOLE_ROW && size > row)
-    return task_abandon(&p.task, fail(LLMDD_PARAM_INVALID,
+    return task_abandon(&p.task, core_fail(LLMDD_PARAM_INVALID,
                                       "size %llu is more than the %llu bytes of a row of cache %llu",
                                       (unsigned long long)size, (unsigned long long)row,
                                       (unsigned long long)cache_id));
   p.link = links_find(e, k0);
   if (p.link == NULL)
-    return task_abandon(&p.task, fail(LLMDD_NOT_YET_LINK, "not linked to cluster %llu",
+    return task_abandon(&p.task, core_fail(LLMDD_NOT_YET_LINK, "not linked to cluster %llu",
                                       (unsigned long long)k0));
   p.dst_offset = (uint64_t)dst_batch_index * row;
-  p.dst->pins++;
+  book_pin(p.dst);
   link_retain(p.link);
   link_pull_begin(p.link);
   return task_dispatch(&p.task, sizeof p);

@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -14,8 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "book.h"
+#include "core/error.h"
+#include "core/workers.h"
 #include "engine.h"
-#include "error.h"
 #include "llmdd.h"
 #include "net.h"
 #include "proto.h"
@@ -35,7 +36,7 @@ struct pin {
   uint64_t id;
   struct cache *cache;
   bool by_key;
-  struct map_key key;
+  struct cache_key key;
 };
 
 struct connection {
@@ -104,11 +105,10 @@ static void lookup(struct connection *c, uint64_t seq, const struct msg_lookup *
   if (atomic_load_explicit(&e->finalizing, memory_order_relaxed)) {
     r->status = LLMDD_ENGINE_FINALIZED;
   } else if (q->kind == LLMDD_KEY_CACHE_KEY) {
-    struct map_entry *entry = map_find(&e->caches_by_key, pin.key);
-    r->status = entry ? LLMDD_SUCCESS : LLMDD_KV_CACHE_NOT_EXIST;
-    if (entry) pin.cache = entry->value, row = (uint64_t)entry->aux;
+    pin.cache = book_find_key(&e->book, pin.key, &row);
+    r->status = pin.cache != NULL ? LLMDD_SUCCESS : LLMDD_KV_CACHE_NOT_EXIST;
   } else if (q->kind == LLMDD_KEY_BY_ID) {
-    pin.cache = cache_find(e, q->k[1]);
+    pin.cache = book_find(&e->book, q->k[1]);
     row = q->k[2];
     r->status = pin.cache == NULL               ? LLMDD_KV_CACHE_NOT_EXIST
                 : row >= pin.cache->batch_size ? LLMDD_PARAM_INVALID
@@ -118,7 +118,7 @@ static void lookup(struct connection *c, uint64_t seq, const struct msg_lookup *
   }
   if (r->status == LLMDD_SUCCESS) {
     const struct cache *cache = pin.cache;
-    pin.cache->pins++;
+    book_pin(pin.cache);
     c->pins[c->num_pins++] = pin;
     r->num_tensors = (uint32_t)cache->num_tensors;
     r->pin = pin.id;
@@ -136,17 +136,10 @@ static void lookup(struct connection *c, uint64_t seq, const struct msg_lookup *
 /* Drops pin i (engine lock held); with consume, also the key it was found by —
  * if that key still names the same cache. */
 static void drop_pin(struct connection *c, int32_t i, bool consume) {
-  struct engine *e = c->server->engine;
+  struct book *b = &c->server->engine->book;
   struct pin *pin = &c->pins[i];
-  if (consume && pin->by_key) {
-    struct map_entry *entry = map_find(&e->caches_by_key, pin->key);
-    if (entry != NULL && entry->value == pin->cache) {
-      map_remove(&e->caches_by_key, entry);
-      pin->cache->keys_held--;
-    }
-  }
-  pin->cache->pins--;
-  cache_release_if_unused(e, pin->cache);
+  if (consume && pin->by_key) book_consume_key(b, pin->key, pin->cache);
+  book_unpin(b, pin->cache);
   c->pins[i] = c->pins[--c->num_pins];
 }
 
@@ -164,10 +157,9 @@ static void done(struct connection *c, const struct msg_done *q) {
 }
 
 static bool reply(struct connection *c, const struct msg *m) {
-  struct guard g = guard_for(SEND_TIMEOUT_MS, "answering a linked engine");
-  g.wake_fd = c->server->wake[0];
+  struct core_guard g = core_guard_for(SEND_TIMEOUT_MS, "answering a linked engine");
   bool torn;
-  return proto_send(c->fd, m, &g, &torn) == LLMDD_SUCCESS;
+  return proto_send(c->fd, m, &g, c->server->wake[0], &torn) == LLMDD_SUCCESS;
 }
 
 /* Handles one request. Returns false when the connection must close. */
@@ -203,10 +195,10 @@ static bool handle(struct connection *c, const struct msg *m) {
 
 static void *connection_main(void *arg) {
   struct connection *c = arg;
-  struct guard g = {.wake_fd = c->server->wake[0], .until_ns = INT64_MAX,
-                    .doing = "serving a linked engine"};
+  struct core_guard g = {.until_ns = INT64_MAX, .doing = "serving a linked engine"};
   struct msg m;
-  while (proto_recv(c->fd, &c->in, &m, &g, MESSAGE_TIMEOUT_NS) == LLMDD_SUCCESS &&
+  while (proto_recv(c->fd, &c->in, &m, &g, c->server->wake[0], MESSAGE_TIMEOUT_NS) ==
+             LLMDD_SUCCESS &&
          handle(c, &m)) {
   }
   /* Shut down before unpinning: a DECODER that is copying must find the
@@ -252,16 +244,6 @@ static void reap(struct server *s, bool all) {
   }
 }
 
-/* Threads of the server block every signal, as the workers do. */
-static int start_thread(pthread_t *thread, void *(*fn)(void *), void *arg) {
-  sigset_t all, previous;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &previous);
-  int rc = pthread_create(thread, NULL, fn, arg);
-  pthread_sigmask(SIG_SETMASK, &previous, NULL);
-  return rc;
-}
-
 static void accept_connection(struct server *s, int fd) {
   if (s->num_connections >= MAX_CONNECTIONS) {
     close(fd);
@@ -277,7 +259,7 @@ static void accept_connection(struct server *s, int fd) {
   c->fd = fd;
   atomic_init(&c->finished, false);
   pthread_mutex_lock(&s->lock);
-  if (start_thread(&c->thread, connection_main, c) != 0) {
+  if (core_thread_start(&c->thread, connection_main, c) != 0) {
     pthread_mutex_unlock(&s->lock);
     close(fd);
     free(c);
@@ -312,28 +294,28 @@ static void *listener_main(void *arg) {
 int32_t server_start(struct engine *e, const struct sockaddr_in *addr, struct server **out,
                      uint16_t *out_port) {
   struct server *s = calloc(1, sizeof *s);
-  if (s == NULL) return fail(LLMDD_OUT_OF_MEMORY, "out of host memory for the server");
+  if (s == NULL) return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for the server");
   s->engine = e;
-  char text[ERRNO_TEXT_CAP];
+  char text[CORE_ERRNO_TEXT_CAP];
   int32_t status = net_listen(addr, &s->listen_fd, out_port);
   if (status != LLMDD_SUCCESS) {
     free(s);
     return status;
   }
   if (pipe2(s->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
-    status = fail(LLMDD_FAILED, "cannot create a pipe for the server: %s", errno_text(errno, text));
+    status = core_fail(LLMDD_FAILED, "cannot create a pipe for the server: %s", core_errno_text(errno, text));
     close(s->listen_fd);
     free(s);
     return status;
   }
   pthread_mutex_init(&s->lock, NULL);
-  if (start_thread(&s->listener, listener_main, s) != 0) {
+  if (core_thread_start(&s->listener, listener_main, s) != 0) {
     close(s->listen_fd);
     close(s->wake[0]);
     close(s->wake[1]);
     pthread_mutex_destroy(&s->lock);
     free(s);
-    return fail(LLMDD_FAILED, "cannot start the server's thread");
+    return core_fail(LLMDD_FAILED, "cannot start the server's thread");
   }
   *out = s;
   return LLMDD_SUCCESS;

@@ -2,7 +2,7 @@
  * to it to link, look caches up and pin them while they pull.
  *
  * Threads: one listener, and one thread per connection (a DECODER's link), all
- * with every signal blocked. A connection's requests are handled in order. Its
+ * started by core_thread_start (every signal blocked). A connection's requests are handled in order. Its
  * pins are dropped when it closes for any reason — DONE, UNLINK, the DECODER
  * closing or dying, a malformed message, finalize — and the connection is always
  * shut down first, so a DECODER still copying sees it gone (and reports

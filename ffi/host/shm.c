@@ -17,7 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "error.h"
+#include "core/clock.h"
+#include "core/error.h"
 #include "llmdd.h"
 #include "options.h"
 
@@ -166,12 +167,6 @@ static void sweep_dead_owners(void) {
   closedir(dir);
 }
 
-static int64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* The owner writes its pid into the lock object. Only used to tell "owned by a
  * live process: fail now" from "held for a moment: try again"; the flock alone
  * decides ownership. Returns the pid, or 0 when none is recorded. */
@@ -197,14 +192,14 @@ static void record_owner(int fd) {
 }
 
 int32_t shm_cluster_acquire(uint64_t cluster_id, int *out_fd) {
-  char name[SHM_NAME_CAP], text[ERRNO_TEXT_CAP];
+  char name[SHM_NAME_CAP], text[CORE_ERRNO_TEXT_CAP];
   lock_name(name, cluster_id);
   sweep_dead_owners();
-  for (int64_t give_up = now_ns() + LOCK_PATIENCE_NS;; ) {
+  for (int64_t give_up = core_now_ns() + LOCK_PATIENCE_NS;; ) {
     int fd = shm_open(name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
-      return fail(LLMDD_FAILED, "shared memory is unavailable: cannot open %s: %s", name,
-                  errno_text(errno, text));
+      return core_fail(LLMDD_FAILED, "shared memory is unavailable: cannot open %s: %s", name,
+                  core_errno_text(errno, text));
     if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
       /* An owner finalizing unlinks the name while still holding the lock, so a
        * lock won on an unlinked object means nothing: take the new one instead. */
@@ -222,14 +217,14 @@ int32_t shm_cluster_acquire(uint64_t cluster_id, int *out_fd) {
     int err = errno;
     pid_t owner = err == EWOULDBLOCK ? recorded_owner(fd) : 0;
     close(fd);
-    if (err != EWOULDBLOCK) return fail(LLMDD_FAILED, "cannot lock %s: %s", name, errno_text(err, text));
+    if (err != EWOULDBLOCK) return core_fail(LLMDD_FAILED, "cannot lock %s: %s", name, core_errno_text(err, text));
     if (process_alive(owner))
-      return fail(LLMDD_FAILED,
+      return core_fail(LLMDD_FAILED,
                   "cluster id %llu is owned by a live engine on this machine (process %d holds"
                   " %s)",
                   (unsigned long long)cluster_id, (int)owner, name);
-    if (now_ns() > give_up)
-      return fail(LLMDD_FAILED,
+    if (core_now_ns() > give_up)
+      return core_fail(LLMDD_FAILED,
                   "cluster id %llu is owned by a live engine on this machine (%s is locked)",
                   (unsigned long long)cluster_id, name);
     struct timespec pause = {0, 1000000L};
@@ -267,30 +262,30 @@ int shm_create(const char *name, uint64_t bytes, uint64_t *out_id) {
 
 int32_t shm_map_peer(uint64_t cluster_id, int32_t device_index, uint64_t id, uint64_t bytes,
                      const uint8_t **out_base) {
-  char name[SHM_NAME_CAP], text[ERRNO_TEXT_CAP];
+  char name[SHM_NAME_CAP], text[CORE_ERRNO_TEXT_CAP];
   shm_pool_name(name, cluster_id, device_index);
   int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0)
-    return fail(LLMDD_LINK_FAILED,
+    return core_fail(LLMDD_LINK_FAILED,
                 "cannot open the pool %s of cluster %llu: %s (the host backend links engines"
                 " on one machine only)",
-                name, (unsigned long long)cluster_id, errno_text(errno, text));
+                name, (unsigned long long)cluster_id, core_errno_text(errno, text));
   struct stat st;
   int32_t status = LLMDD_SUCCESS;
   if (fstat(fd, &st) != 0)
-    status = fail(LLMDD_LINK_FAILED, "cannot inspect %s: %s", name, errno_text(errno, text));
+    status = core_fail(LLMDD_LINK_FAILED, "cannot inspect %s: %s", name, core_errno_text(errno, text));
   else if ((uint64_t)st.st_ino != id)
-    status = fail(LLMDD_LINK_FAILED, "%s is not the pool the engine of cluster %llu reported"
+    status = core_fail(LLMDD_LINK_FAILED, "%s is not the pool the engine of cluster %llu reported"
                   " (it was replaced)", name, (unsigned long long)cluster_id);
   else if (st.st_size < 0 || (uint64_t)st.st_size < bytes || bytes > SIZE_MAX)
-    status = fail(LLMDD_LINK_FAILED, "%s holds %lld bytes, not the %llu reported", name,
+    status = core_fail(LLMDD_LINK_FAILED, "%s holds %lld bytes, not the %llu reported", name,
                   (long long)st.st_size, (unsigned long long)bytes);
   if (status == LLMDD_SUCCESS) {
     /* Read-only and shared: this process can never change the PROMPT's memory,
      * and the object outlives the PROMPT for as long as it stays mapped here. */
     void *base = mmap(NULL, (size_t)bytes, PROT_READ, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED)
-      status = fail(LLMDD_LINK_FAILED, "cannot map %s: %s", name, errno_text(errno, text));
+      status = core_fail(LLMDD_LINK_FAILED, "cannot map %s: %s", name, core_errno_text(errno, text));
     else
       *out_base = base;
   }

@@ -4,29 +4,30 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "error.h"
+#include "core/error.h"
 #include "llmdd.h"
 
 int32_t task_begin(struct task *t, uint64_t engine, uint64_t job) {
   if (job != 0) {
-    int32_t status = job_begin(job, &t->job);
+    int32_t status = core_job_begin(job, &t->job);
     if (status != LLMDD_SUCCESS) return status;
     /* Started before the engine lock is taken: creating threads is slow. */
-    if (t->job->done != NULL && worker_start() != 0) return job_finish(t->job, LLMDD_FAILED);
+    if (core_job_callback(t->job) != NULL && core_workers_start() != 0)
+      return core_job_finish(t->job, LLMDD_FAILED);
   }
   int32_t status = engine_enter(engine, &t->engine);
-  if (status != LLMDD_SUCCESS && t->job != NULL) job_finish(t->job, status);
+  if (status != LLMDD_SUCCESS && t->job != NULL) core_job_finish(t->job, status);
   return status;
 }
 
 int32_t task_abandon(struct task *t, int32_t status) {
   engine_leave(t->engine);
-  return t->job ? job_finish(t->job, status) : status;
+  return t->job ? core_job_finish(t->job, status) : status;
 }
 
-struct guard task_guard(const struct task *t, const char *doing) {
-  return (struct guard){.job = t->job, .stop = &t->engine->finalizing, .wake_fd = -1,
-                        .until_ns = INT64_MAX, .doing = doing};
+struct core_guard task_guard(const struct task *t, const char *doing) {
+  return (struct core_guard){.job = t->job, .stop = &t->engine->finalizing,
+                             .until_ns = INT64_MAX, .doing = doing};
 }
 
 /* Runs t outside the lock. Called with the engine locked; returns unlocked. */
@@ -43,13 +44,14 @@ static int32_t execute_unlocked(struct task *t) {
   return status;
 }
 
-static void run_in_background(struct work *w) {
+static void run_in_background(struct core_work *w) {
   struct task *t = (struct task *)((char *)w - offsetof(struct task, work));
   struct engine *e = t->engine;
   int32_t status;
   pthread_mutex_lock(&e->lock);
   if (atomic_load_explicit(&e->finalizing, memory_order_relaxed)) {
-    status = fail(LLMDD_ENGINE_FINALIZED, "the engine was finalized before the operation started");
+    status = core_fail(LLMDD_ENGINE_FINALIZED,
+                       "the engine was finalized before the operation started");
     t->end(t);
     pthread_mutex_unlock(&e->lock);
   } else {
@@ -57,15 +59,9 @@ static void run_in_background(struct work *w) {
   }
   engine_release(e);
 
-  struct job *j = t->job;
+  struct core_job *j = t->job;
   free(t);
-  /* The job stays referenced during the callback so llmdd_job_message() works
-   * from inside it (unless the caller already released the handle). */
-  uint64_t handle = j->handle;
-  llmdd_done_fn done = j->done;
-  job_complete(j, status);
-  done(handle, status);
-  job_put(j);
+  core_job_report(j, status);
 }
 
 int32_t task_run_locked(struct task *t) {
@@ -73,7 +69,7 @@ int32_t task_run_locked(struct task *t) {
   int32_t status = t->run(t);
   pthread_mutex_unlock(&e->lock);
   engine_release(e);
-  return t->job ? job_finish(t->job, status) : status;
+  return t->job ? core_job_finish(t->job, status) : status;
 }
 
 int32_t task_dispatch(struct task *t, size_t size) {
@@ -82,17 +78,18 @@ int32_t task_dispatch(struct task *t, size_t size) {
     struct task *queued = malloc(size);
     if (queued == NULL) {
       t->end(t);
-      return task_abandon(t, fail(LLMDD_OUT_OF_MEMORY, "out of host memory for the operation"));
+      return task_abandon(t, core_fail(LLMDD_OUT_OF_MEMORY,
+                                       "out of host memory for the operation"));
     }
     memcpy(queued, t, size);
     queued->work.run = run_in_background;
     /* The engine and job references, and whatever validation took, move to the
      * queued copy. */
     pthread_mutex_unlock(&e->lock);
-    worker_submit(&queued->work);
+    core_workers_submit(&queued->work);
     return LLMDD_SUCCESS;
   }
   int32_t status = execute_unlocked(t);
   engine_release(e);
-  return t->job ? job_finish(t->job, status) : status;
+  return t->job ? core_job_finish(t->job, status) : status;
 }

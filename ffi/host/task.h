@@ -3,7 +3,7 @@
  * on the calling thread (job 0, or a job without a done callback) or on a worker
  * (a job with one). While running, the engine's `running` count is raised, so
  * finalize waits for the operation; the operation sees the finalize within
- * NET_SLICE_MS (or one copy chunk) and ends with ENGINE_FINALIZED. An inline
+ * CORE_WAIT_SLICE_MS (or one copy chunk) and ends with ENGINE_FINALIZED. An inline
  * operation short enough to hold the lock throughout may instead run under it
  * (task_run_locked), taking nothing that would outlive the lock.
  *
@@ -14,15 +14,15 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "core/guard.h"
+#include "core/job.h"
+#include "core/workers.h"
 #include "engine.h"
-#include "job.h"
-#include "net.h"
-#include "worker.h"
 
 struct task {
-  struct work work;
+  struct core_work work;
   struct engine *engine;
-  struct job *job; /* NULL for job 0 */
+  struct core_job *job; /* NULL for job 0 */
   /* Runs outside the engine lock (under it for task_run_locked); returns the
    * final status. */
   int32_t (*run)(struct task *t);
@@ -39,7 +39,7 @@ int32_t task_abandon(struct task *t, int32_t status);
 
 /* True when the operation goes to a worker: its job has a done callback. */
 static inline bool task_in_background(const struct task *t) {
-  return t->job != NULL && t->job->done != NULL;
+  return t->job != NULL && core_job_callback(t->job) != NULL;
 }
 
 /* Runs a validated inline operation (not task_in_background) on the calling
@@ -52,7 +52,7 @@ int32_t task_run_locked(struct task *t);
  * Returns its final status, or for a background job SUCCESS once queued. */
 int32_t task_dispatch(struct task *t, size_t size);
 
-/* A guard for the operation's waits: its job, and the engine's finalize. */
-struct guard task_guard(const struct task *t, const char *doing);
+/* A guard for the operation's waits and chunks: its job, and the engine's finalize. */
+struct core_guard task_guard(const struct task *t, const char *doing);
 
 #endif

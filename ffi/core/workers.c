@@ -1,8 +1,8 @@
 #define _DEFAULT_SOURCE 1
-#include "worker.h"
+#include "workers.h"
 
-#include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 
 #include "error.h"
 #include "llmdd.h"
@@ -14,15 +14,30 @@
 
 static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t queue_ready = PTHREAD_COND_INITIALIZER;
-static struct work *queue_head, *queue_tail;
+static struct core_work *queue_head, *queue_tail;
 static int threads_running;
+
+int core_thread_start(pthread_t *out, void *(*fn)(void *), void *arg) {
+  /* The new thread inherits the mask in force when it is created. */
+  sigset_t all, previous;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &previous);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_t detached;
+  if (out == NULL) pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  int rc = pthread_create(out != NULL ? out : &detached, &attr, fn, arg);
+  pthread_attr_destroy(&attr);
+  pthread_sigmask(SIG_SETMASK, &previous, NULL);
+  return rc;
+}
 
 static void *worker_main(void *unused) {
   (void)unused;
   for (;;) {
     pthread_mutex_lock(&queue_lock);
     while (queue_head == NULL) pthread_cond_wait(&queue_ready, &queue_lock);
-    struct work *w = queue_head;
+    struct core_work *w = queue_head;
     queue_head = w->next;
     if (queue_head == NULL) queue_tail = NULL;
     pthread_mutex_unlock(&queue_lock);
@@ -31,33 +46,18 @@ static void *worker_main(void *unused) {
   return NULL;
 }
 
-int worker_start(void) {
+int core_workers_start(void) {
   pthread_mutex_lock(&queue_lock);
-  if (threads_running < WORKER_THREADS) {
-    /* Workers block every signal so the host runtime's handlers keep running on
-     * the runtime's own threads. */
-    sigset_t all, previous;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &previous);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    while (threads_running < WORKER_THREADS) {
-      pthread_t thread;
-      if (pthread_create(&thread, &attr, worker_main, NULL) != 0) break;
-      threads_running++;
-    }
-    pthread_attr_destroy(&attr);
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
-  }
+  while (threads_running < WORKER_THREADS && core_thread_start(NULL, worker_main, NULL) == 0)
+    threads_running++;
   int running = threads_running;
   pthread_mutex_unlock(&queue_lock);
   if (running > 0) return 0;
-  fail(LLMDD_FAILED, "could not start a worker thread");
+  core_fail(LLMDD_FAILED, "could not start a worker thread");
   return -1;
 }
 
-void worker_submit(struct work *w) {
+void core_workers_submit(struct core_work *w) {
   w->next = NULL;
   pthread_mutex_lock(&queue_lock);
   if (queue_tail) queue_tail->next = w;

@@ -16,7 +16,8 @@ static uint64_t make_handle(uint32_t kind, uint32_t slot, uint32_t generation) {
 
 /* Finds the slot a handle names, under the table lock; NULL when the handle was
  * never handed out by this table, with *stale set when it once was. */
-static struct handle_slot *find(struct handle_table *t, uint64_t handle, int *stale) {
+static struct core_handle_slot *find(struct core_handle_table *t, uint64_t handle,
+                                     int *stale) {
   uint64_t generation = handle >> GENERATION_SHIFT;
   uint32_t kind = (uint32_t)(handle >> SLOT_BITS) & ((1u << KIND_BITS) - 1);
   uint32_t index = (uint32_t)handle & SLOT_LIMIT;
@@ -24,13 +25,13 @@ static struct handle_slot *find(struct handle_table *t, uint64_t handle, int *st
   if (kind != t->kind || index == 0 || index > t->used || generation == 0 ||
       generation > GENERATION_LIMIT)
     return NULL;
-  struct handle_slot *slot = &t->slots[index - 1];
+  struct core_handle_slot *slot = &t->slots[index - 1];
   if (generation == slot->generation && slot->object != NULL) return slot;
   *stale = generation <= slot->generation; /* == only for a retired slot */
   return NULL;
 }
 
-int handle_insert(struct handle_table *t, void *object, uint64_t *out_handle) {
+int core_handle_insert(struct core_handle_table *t, void *object, uint64_t *out_handle) {
   int rc = -1;
   pthread_mutex_lock(&t->lock);
   uint32_t index;
@@ -42,7 +43,7 @@ int handle_insert(struct handle_table *t, void *object, uint64_t *out_handle) {
       uint32_t capacity = t->capacity ? t->capacity * 2 : 16;
       if (capacity > SLOT_LIMIT) capacity = SLOT_LIMIT;
       if (capacity == t->capacity) goto out;
-      struct handle_slot *slots = realloc(t->slots, (size_t)capacity * sizeof *slots);
+      struct core_handle_slot *slots = realloc(t->slots, (size_t)capacity * sizeof *slots);
       if (slots == NULL) goto out;
       t->slots = slots;
       t->capacity = capacity;
@@ -59,23 +60,25 @@ out:
   return rc;
 }
 
-enum handle_state handle_acquire(struct handle_table *t, uint64_t handle, void **out_object) {
+enum core_handle_state core_handle_acquire(struct core_handle_table *t, uint64_t handle,
+                                           void **out_object) {
   int stale;
   pthread_mutex_lock(&t->lock);
-  struct handle_slot *slot = find(t, handle, &stale);
+  struct core_handle_slot *slot = find(t, handle, &stale);
   if (slot != NULL) {
     t->retain(slot->object);
     *out_object = slot->object;
   }
   pthread_mutex_unlock(&t->lock);
-  if (slot != NULL) return HANDLE_OK;
-  return stale ? HANDLE_STALE : HANDLE_INVALID;
+  if (slot != NULL) return CORE_HANDLE_OK;
+  return stale ? CORE_HANDLE_STALE : CORE_HANDLE_INVALID;
 }
 
-enum handle_state handle_remove(struct handle_table *t, uint64_t handle, void **out_object) {
+enum core_handle_state core_handle_remove(struct core_handle_table *t, uint64_t handle,
+                                          void **out_object) {
   int stale;
   pthread_mutex_lock(&t->lock);
-  struct handle_slot *slot = find(t, handle, &stale);
+  struct core_handle_slot *slot = find(t, handle, &stale);
   if (slot != NULL) {
     *out_object = slot->object;
     slot->object = NULL;
@@ -88,6 +91,6 @@ enum handle_state handle_remove(struct handle_table *t, uint64_t handle, void **
     }
   }
   pthread_mutex_unlock(&t->lock);
-  if (slot != NULL) return HANDLE_OK;
-  return stale ? HANDLE_STALE : HANDLE_INVALID;
+  if (slot != NULL) return CORE_HANDLE_OK;
+  return stale ? CORE_HANDLE_STALE : CORE_HANDLE_INVALID;
 }

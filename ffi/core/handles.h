@@ -10,49 +10,63 @@
  *     runtime's FFI chooses to hand a uint64 to JavaScript.
  * Every generation below a slot's current one was handed out once, which is what
  * lets the table tell "stale" (once valid) from "invalid" (never valid). */
-#ifndef LLMDD_HOST_HANDLES_H
-#define LLMDD_HOST_HANDLES_H
+#ifndef LLMDD_CORE_HANDLES_H
+#define LLMDD_CORE_HANDLES_H
 
 #include <pthread.h>
 #include <stdint.h>
 
-enum handle_kind { HANDLE_KIND_ENGINE = 0x1, HANDLE_KIND_JOB = 0x2 };
+#ifdef __cplusplus
+extern "C" {
+#ifdef __cplusplus
+}
+#endif
 
-enum handle_state {
-  HANDLE_OK,      /* live; the object was retained */
-  HANDLE_STALE,   /* named an object that has since been removed */
-  HANDLE_INVALID, /* zero, another kind, or never handed out */
+#endif
+
+enum core_handle_kind { CORE_HANDLE_ENGINE = 0x1, CORE_HANDLE_JOB = 0x2 };
+
+enum core_handle_state {
+  CORE_HANDLE_OK,      /* live; the object was retained */
+  CORE_HANDLE_STALE,   /* named an object that has since been removed */
+  CORE_HANDLE_INVALID, /* zero, another kind, or never handed out */
 };
 
-struct handle_slot {
+struct core_handle_slot {
   void *object;      /* NULL while free */
   uint32_t generation;
   uint32_t next_free; /* slot + 1 of the next free slot, 0 ends the list */
 };
 
-struct handle_table {
+struct core_handle_table {
   pthread_mutex_t lock;
   uint32_t kind;
   /* Called under the table lock on lookup, so the object cannot be removed and
    * freed between being found and being retained. */
   void (*retain)(void *object);
-  struct handle_slot *slots;
+  struct core_handle_slot *slots;
   uint32_t used; /* slots ever handed out (the high-water mark) */
   uint32_t capacity;
   uint32_t free_head;
 };
 
-#define HANDLE_TABLE_INIT(kind_, retain_) \
+#define CORE_HANDLE_TABLE_INIT(kind_, retain_) \
   { PTHREAD_MUTEX_INITIALIZER, (kind_), (retain_), NULL, 0, 0, 0 }
 
 /* Stores object and writes its handle. Returns 0, or -1 when out of memory or slots. */
-int handle_insert(struct handle_table *t, void *object, uint64_t *out_handle);
+int core_handle_insert(struct core_handle_table *t, void *object, uint64_t *out_handle);
 
 /* Finds and retains the object named by handle. */
-enum handle_state handle_acquire(struct handle_table *t, uint64_t handle, void **out_object);
+enum core_handle_state core_handle_acquire(struct core_handle_table *t, uint64_t handle,
+                                           void **out_object);
 
 /* Removes the object named by handle and hands the table's reference to the
  * caller; the handle is stale from then on. */
-enum handle_state handle_remove(struct handle_table *t, uint64_t handle, void **out_object);
+enum core_handle_state core_handle_remove(struct core_handle_table *t, uint64_t handle,
+                                          void **out_object);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

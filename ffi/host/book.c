@@ -1,0 +1,198 @@
+#define _DEFAULT_SOURCE 1
+#include "book.h"
+
+#include <stdlib.h>
+
+#include "core/error.h"
+#include "llmdd.h"
+
+static struct map_key id_key(uint64_t id) { return (struct map_key){id, 0, 0}; }
+
+static struct map_key key_of(struct cache_key k) {
+  return (struct map_key){k.cluster, k.req, k.model};
+}
+
+void book_init(struct book *b, struct pool *pools, int32_t num_devices,
+               const int32_t *device_ids) {
+  *b = (struct book){.pools = pools, .num_devices = num_devices, .device_ids = device_ids,
+                     .pools_live = true, .next_id = 1};
+}
+
+void book_destroy(struct book *b) {
+  while (b->caches != NULL) {
+    struct cache *c = b->caches;
+    b->caches = c->next;
+    free(c);
+  }
+  map_destroy(&b->by_id);
+  map_destroy(&b->by_key);
+}
+
+/* The one place a cache's memory goes back: when no id, key or pin holds it. */
+static void release_if_unused(struct book *b, struct cache *c) {
+  if (c->id_held || c->keys_held > 0 || c->pins > 0) return;
+  if (b->pools_live) {
+    uint64_t block = c->stride * (uint64_t)c->num_tensors;
+    for (int32_t d = 0; d < b->num_devices; d++) pool_free(&b->pools[d], c->offsets[d], block);
+  }
+  if (c->prev) c->prev->next = c->next;
+  else b->caches = c->next;
+  if (c->next) c->next->prev = c->prev;
+  free(c);
+}
+
+void book_close(struct book *b) {
+  b->pools_live = false;
+  for (struct cache *c = b->caches, *next; c != NULL; c = next) {
+    next = c->next;
+    c->id_held = false;
+    c->keys_held = 0;
+    release_if_unused(b, c);
+  }
+  map_destroy(&b->by_id);
+  map_destroy(&b->by_key);
+}
+
+static void remove_keys(struct book *b, const uint64_t *keys, int32_t count) {
+  for (int32_t i = 0; i < count; i++) {
+    const uint64_t *k = &keys[3 * i];
+    map_remove(&b->by_key, map_find(&b->by_key, (struct map_key){k[0], k[1], k[2]}));
+  }
+}
+
+/* Registers the new cache's keys; on a clash nothing stays registered. */
+static int32_t add_keys(struct book *b, struct cache *c, const uint64_t *keys,
+                        int32_t num_keys) {
+  for (int32_t i = 0; i < num_keys; i++) {
+    const uint64_t *k = &keys[3 * i];
+    struct map_key key = {k[0], k[1], k[2]};
+    struct map_entry *held = map_find(&b->by_key, key);
+    if (held != NULL) {
+      int32_t status;
+      if (held->value == c)
+        status = core_fail(LLMDD_PARAM_INVALID,
+                           "key %d (cluster %llu, req %llu, model %llu) repeats key %d",
+                           i, (unsigned long long)k[0], (unsigned long long)k[1],
+                           (unsigned long long)k[2], held->aux);
+      else
+        status = core_fail(LLMDD_PARAM_INVALID,
+                           "key %d (cluster %llu, req %llu, model %llu) is already held by"
+                           " cache %llu",
+                           i, (unsigned long long)k[0], (unsigned long long)k[1],
+                           (unsigned long long)k[2],
+                           (unsigned long long)((struct cache *)held->value)->id);
+      remove_keys(b, keys, i);
+      return status;
+    }
+    map_insert(&b->by_key, key, c, i);
+  }
+  c->keys_held = num_keys;
+  return LLMDD_SUCCESS;
+}
+
+/* Takes one block per device; on failure nothing stays allocated. */
+static int32_t allocate_blocks(struct book *b, struct cache *c, uint64_t block) {
+  for (int32_t d = 0; d < b->num_devices; d++) {
+    int rc = pool_alloc(&b->pools[d], block, &c->offsets[d]);
+    if (rc == 0) continue;
+    for (int32_t i = 0; i < d; i++) pool_free(&b->pools[i], c->offsets[i], block);
+    if (rc == -2)
+      return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for pool bookkeeping");
+    const struct pool *p = &b->pools[d];
+    return core_fail(LLMDD_DEVICE_OUT_OF_MEMORY,
+                     "device %d has no free block of %llu bytes (%llu of %llu bytes in use)",
+                     b->device_ids[d], (unsigned long long)block,
+                     (unsigned long long)p->in_use, (unsigned long long)p->capacity);
+  }
+  return LLMDD_SUCCESS;
+}
+
+int32_t book_allocate(struct book *b, int32_t num_tensors, uint64_t tensor_bytes,
+                      uint64_t batch_size, uint64_t layout_tag, const uint64_t *keys,
+                      int32_t num_keys, struct cache **out) {
+  struct cache *c = malloc(sizeof *c + (size_t)b->num_devices * sizeof c->offsets[0]);
+  if (c == NULL || map_reserve(&b->by_id, 1) != 0 ||
+      map_reserve(&b->by_key, (uint64_t)num_keys) != 0) {
+    free(c);
+    return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for cache bookkeeping");
+  }
+  c->num_tensors = num_tensors;
+  c->tensor_bytes = tensor_bytes;
+  c->batch_size = batch_size;
+  c->layout_tag = layout_tag;
+  c->stride = (tensor_bytes + POOL_ALIGN - 1) / POOL_ALIGN * POOL_ALIGN;
+  c->pins = 0;
+
+  int32_t status = add_keys(b, c, keys, num_keys);
+  if (status == LLMDD_SUCCESS) {
+    status = allocate_blocks(b, c, c->stride * (uint64_t)num_tensors);
+    if (status != LLMDD_SUCCESS) remove_keys(b, keys, num_keys);
+  }
+  if (status != LLMDD_SUCCESS) {
+    free(c);
+    return status;
+  }
+
+  c->id = b->next_id++;
+  c->id_held = true;
+  map_insert(&b->by_id, id_key(c->id), c, 0);
+  c->prev = NULL;
+  c->next = b->caches;
+  if (b->caches) b->caches->prev = c;
+  b->caches = c;
+  *out = c;
+  return LLMDD_SUCCESS;
+}
+
+struct cache *book_find(const struct book *b, uint64_t id) {
+  struct map_entry *entry = map_find(&b->by_id, id_key(id));
+  return entry ? entry->value : NULL;
+}
+
+struct cache *book_find_key(const struct book *b, struct cache_key key, uint64_t *row) {
+  struct map_entry *entry = map_find(&b->by_key, key_of(key));
+  if (entry == NULL) return NULL;
+  *row = (uint64_t)entry->aux;
+  return entry->value;
+}
+
+int32_t book_release_id(struct book *b, uint64_t id) {
+  struct map_entry *entry = map_find(&b->by_id, id_key(id));
+  if (entry == NULL)
+    return core_fail(LLMDD_KV_CACHE_NOT_EXIST, "cache %llu does not exist",
+                     (unsigned long long)id);
+  struct cache *c = entry->value;
+  map_remove(&b->by_id, entry);
+  c->id_held = false;
+  release_if_unused(b, c);
+  return LLMDD_SUCCESS;
+}
+
+int32_t book_release_key(struct book *b, struct cache_key key) {
+  struct map_entry *entry = map_find(&b->by_key, key_of(key));
+  if (entry == NULL)
+    return core_fail(LLMDD_KV_CACHE_NOT_EXIST,
+                     "no cache holds key (cluster %llu, req %llu, model %llu)",
+                     (unsigned long long)key.cluster, (unsigned long long)key.req,
+                     (unsigned long long)key.model);
+  struct cache *c = entry->value;
+  map_remove(&b->by_key, entry);
+  c->keys_held--;
+  release_if_unused(b, c);
+  return LLMDD_SUCCESS;
+}
+
+void book_consume_key(struct book *b, struct cache_key key, struct cache *c) {
+  struct map_entry *entry = map_find(&b->by_key, key_of(key));
+  if (entry == NULL || entry->value != c) return;
+  map_remove(&b->by_key, entry);
+  c->keys_held--;
+  release_if_unused(b, c);
+}
+
+void book_pin(struct cache *c) { c->pins++; }
+
+void book_unpin(struct book *b, struct cache *c) {
+  c->pins--;
+  release_if_unused(b, c);
+}

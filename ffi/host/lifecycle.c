@@ -1,0 +1,152 @@
+/* An engine's life: llmdd_engine_init, llmdd_engine_finalize, and the two calls
+ * that describe it (llmdd_engine_info, llmdd_pool_usage). */
+#define _DEFAULT_SOURCE 1
+#include <errno.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "engine.h"
+#include "link.h"
+#include "llmdd.h"
+#include "server.h"
+#include "shm.h"
+
+/* Creates the pools: shared for PROMPT and MIX (after taking the cluster id),
+ * private for DECODER. On failure nothing is left behind. */
+static int32_t create_pools(struct engine *e) {
+  bool shared = e->role != LLMDD_ROLE_DECODER;
+  if (shared) {
+    int32_t status = shm_cluster_acquire(e->cluster_id, &e->lock_fd);
+    if (status != LLMDD_SUCCESS) return status;
+  }
+  for (int32_t d = 0; d < e->options.num_devices; d++) {
+    char name[SHM_NAME_CAP];
+    shm_pool_name(name, e->cluster_id, d);
+    if (pool_init(&e->pools[d], e->options.pool_bytes, shared ? name : NULL) == 0) continue;
+    int err = errno;
+    char text[CORE_ERRNO_TEXT_CAP];
+    for (int32_t i = 0; i < d; i++) pool_destroy(&e->pools[i]);
+    if (shared) shm_cluster_release(e->cluster_id, e->lock_fd);
+    e->lock_fd = -1;
+    if (shared && err != ENOMEM)
+      return core_fail(LLMDD_FAILED,
+                       "shared memory is unavailable: cannot create %s of %llu bytes: %s", name,
+                       (unsigned long long)e->options.pool_bytes, core_errno_text(err, text));
+    return core_fail(LLMDD_DEVICE_OUT_OF_MEMORY, "could not reserve %llu bytes for device %d: %s",
+                     (unsigned long long)e->options.pool_bytes, e->options.device_ids[d],
+                     core_errno_text(err, text));
+  }
+  return LLMDD_SUCCESS;
+}
+
+static void destroy_pools(struct engine *e) {
+  for (int32_t d = 0; d < e->options.num_devices; d++) pool_destroy(&e->pools[d]);
+  if (e->lock_fd >= 0) shm_cluster_release(e->cluster_id, e->lock_fd);
+  e->lock_fd = -1;
+}
+
+LLMDD_API int32_t llmdd_engine_init(int32_t role, uint64_t cluster_id,
+                                    const uint8_t *options, int32_t options_len,
+                                    uint64_t *out_engine) {
+  if (role != LLMDD_ROLE_PROMPT && role != LLMDD_ROLE_DECODER && role != LLMDD_ROLE_MIX)
+    return core_fail(LLMDD_PARAM_INVALID,
+                     "role %d is not PROMPT (1), DECODER (2) or MIX (3)", role);
+  if (out_engine == NULL) return core_fail(LLMDD_PARAM_INVALID, "out_engine is NULL");
+  if (options_len < 0)
+    return core_fail(LLMDD_PARAM_INVALID, "options_len %d is negative", options_len);
+  if (options == NULL && options_len > 0)
+    return core_fail(LLMDD_PARAM_INVALID, "options is NULL but options_len is %d",
+                     options_len);
+
+  struct engine_options parsed;
+  int32_t status = options_parse(options, options_len, &parsed);
+  if (status != LLMDD_SUCCESS) return status;
+  if (parsed.listen && role == LLMDD_ROLE_DECODER)
+    return core_fail(LLMDD_PARAM_INVALID,
+                     "llm.listenIpInfo is for PROMPT and MIX engines: a DECODER links, it is not"
+                     " linked to");
+
+  struct engine *e = engine_create(role, cluster_id, &parsed);
+  if (e == NULL) return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for the engine");
+  status = create_pools(e);
+  if (status == LLMDD_SUCCESS && parsed.listen) {
+    status = server_start(e, &parsed.listen_address, &e->server, &e->listen_port);
+    if (status != LLMDD_SUCCESS) destroy_pools(e);
+  }
+  if (status == LLMDD_SUCCESS) {
+    status = engine_register(e, out_engine);
+    if (status != LLMDD_SUCCESS) {
+      if (e->server != NULL) server_stop(e->server);
+      destroy_pools(e);
+    }
+  }
+  if (status != LLMDD_SUCCESS) engine_release(e);
+  return status;
+}
+
+LLMDD_API int32_t llmdd_engine_finalize(uint64_t engine) {
+  struct engine *e = NULL;
+  int32_t status = engine_unregister(engine, &e);
+  if (status != LLMDD_SUCCESS) return status;
+  /* From here no new call can find the engine. Calls that found it earlier either
+   * wait for the lock and then see `finalizing`, or are copying or waiting
+   * (running) and stop at their next chunk boundary or wait slice. */
+  pthread_mutex_lock(&e->lock);
+  atomic_store_explicit(&e->finalizing, true, memory_order_relaxed);
+  pthread_mutex_unlock(&e->lock);
+
+  /* Its connection threads take the engine lock to drop their pins. */
+  if (e->server != NULL) server_stop(e->server);
+  e->server = NULL;
+
+  pthread_mutex_lock(&e->lock);
+  while (e->running > 0) pthread_cond_wait(&e->idle, &e->lock);
+  /* Links: pulls accepted but not started hold their own references. */
+  struct link *links[LLMDD_MAX_LINKS];
+  int32_t num_links = e->num_links;
+  memcpy(links, e->links, sizeof links);
+  e->num_links = 0;
+
+  /* Accepted background operations that have not started still pin their caches;
+   * those structs live until unpinned, but no longer own pool memory. */
+  book_close(&e->book);
+  destroy_pools(e);
+  pthread_mutex_unlock(&e->lock);
+  for (int32_t i = 0; i < num_links; i++) link_release(links[i]);
+  engine_release(e); /* the handle table's reference */
+  return LLMDD_SUCCESS;
+}
+
+LLMDD_API int32_t llmdd_engine_info(uint64_t engine, uint64_t *out) {
+  struct engine *e = NULL;
+  int32_t status = engine_enter(engine, &e);
+  if (status != LLMDD_SUCCESS) return status;
+  if (out == NULL) {
+    engine_leave(e);
+    return core_fail(LLMDD_PARAM_INVALID, "out is NULL");
+  }
+  out[0] = (uint64_t)e->options.num_devices;
+  out[1] = LLMDD_INFO_HOST_ACCESSIBLE;
+  out[2] = e->options.pool_bytes;
+  out[3] = (uint64_t)e->role;
+  out[4] = e->listen_port;
+  engine_leave(e);
+  return LLMDD_SUCCESS;
+}
+
+LLMDD_API int32_t llmdd_pool_usage(uint64_t engine, int32_t device_index, uint64_t *out) {
+  struct engine *e = NULL;
+  int32_t status = engine_enter(engine, &e);
+  if (status != LLMDD_SUCCESS) return status;
+  if (device_index < 0 || device_index >= e->options.num_devices)
+    status = core_fail(LLMDD_PARAM_INVALID, "device_index %d is out of range [0, %d)",
+                       device_index, e->options.num_devices);
+  else if (out == NULL)
+    status = core_fail(LLMDD_PARAM_INVALID, "out is NULL");
+  else {
+    out[0] = e->pools[device_index].in_use;
+    out[1] = e->pools[device_index].capacity;
+  }
+  engine_leave(e);
+  return status;
+}
