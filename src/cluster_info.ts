@@ -17,9 +17,12 @@ export interface IpInfo {
 
 function ipv4(value: unknown, name: string): string {
   if (typeof value === "number") {
-    // Upstream also takes the address as an integer.
+    // Upstream also takes the address as an integer: the one its own string
+    // conversion makes (configs.py trans_str_ip: inet_aton bytes read
+    // little-endian), so the first octet is the lowest byte and 16777343
+    // (0x0100007F) is 127.0.0.1.
     const n = requireIntIn(value, name, 0, 0xFFFFFFFF);
-    return [n >>> 24, (n >>> 16) & 0xFF, (n >>> 8) & 0xFF, n & 0xFF].join(".");
+    return [n & 0xFF, (n >>> 8) & 0xFF, (n >>> 16) & 0xFF, n >>> 24].join(".");
   }
   if (typeof value !== "string") {
     throw new TypeError(`${name} must be an IPv4 string or integer, got ${describe(value)}`);
@@ -71,12 +74,20 @@ export class LLMClusterInfo {
     this.#remoteRoleType = value;
   }
 
-  /** Adds a local address (recorded; the host backend links over loopback TCP). */
+  /**
+   * Adds a local address (recorded; the host backend links over loopback TCP).
+   * `ip` is a dotted string or, as upstream, an integer whose lowest byte is
+   * the first octet (`16777343` is `127.0.0.1`).
+   */
   appendLocalIpInfo(ip: string | number, port: number): void {
     this.#local.push({ ip: ipv4(ip, "ip"), port: requireIntIn(port, "port", 0, 65535) });
   }
 
-  /** Adds an address of the remote cluster; links use the first one. */
+  /**
+   * Adds an address of the remote cluster; links use the first one. `ip` is
+   * a dotted string or, as upstream, an integer whose lowest byte is the first
+   * octet (`16777343` is `127.0.0.1`).
+   */
   appendRemoteIpInfo(ip: string | number, port: number): void {
     this.#remote.push({ ip: ipv4(ip, "ip"), port: requireIntIn(port, "port", 0, 65535) });
   }

@@ -4,8 +4,9 @@
  *
  * @module
  */
-import { ValueError } from "./errors.ts";
-import { describe, INT32_MAX, requireIntIn, requireString } from "./validate.ts";
+import { LLMException, ValueError } from "./errors.ts";
+import { LLMStatusCode } from "./status.ts";
+import { describe, INT32_MAX, requireInt, requireIntIn, requireString } from "./validate.ts";
 
 /** Upstream option keys (`llm_datadist` Python `LLMConfig.generate_options`). */
 export const OptionKey = {
@@ -13,27 +14,81 @@ export const OptionKey = {
   SYNC_KV_TIMEOUT: "llm.SyncKvCacheWaitTime",
   LISTEN_IP_INFO: "llm.listenIpInfo",
   POOL_SIZE: "ge.flowGraphMemMaxSize",
+  /** The first device id, emitted beside `ge.exec.deviceId` (upstream `gen_options`). */
+  SESSION_DEVICE_ID: "ge.session_device_id",
+  MEM_UTILIZATION: "llm.MemoryUtilization",
+  GLOBAL_RESOURCE_CONFIG: "llm.GlobalResourceConfig",
 } as const;
 
 /** Upstream default of `sync_kv_timeout`, in milliseconds. */
 export const DEFAULT_SYNC_KV_TIMEOUT_MS = 1000;
+/** Upstream default of `mem_utilization` (configs.py), emitted when not set. */
+export const DEFAULT_MEM_UTILIZATION = 0.95;
 /** Most devices one instance may configure (the native library's limit). */
 export const MAX_DEVICES = 64;
 
+function paramInvalid(message: string): LLMException {
+  return new LLMException(LLMStatusCode.LLM_PARAM_INVALID, message);
+}
+
+// Upstream's order of checks (configs.py, device_id setter): the type of every
+// id (TypeError), then `>= 0` (LLMException(LLM_PARAM_INVALID)), then int32
+// (ValueError). Its count and duplicate checks are this library's own.
 function checkDeviceIds(value: unknown): number[] {
   const ids = Array.isArray(value) ? Array.from(value) : [value]; // Array.from: holes become undefined
+  const name = (i: number) => Array.isArray(value) ? `deviceId[${i}]` : "deviceId";
+  const numbers = ids.map((id, i) => requireInt(id, name(i)));
+  numbers.forEach((n, i) => {
+    if (n < 0) throw paramInvalid(`${name(i)} must be >= 0, got ${n}`);
+  });
   if (ids.length < 1 || ids.length > MAX_DEVICES) {
     throw new ValueError(`deviceId must list 1 to ${MAX_DEVICES} devices, got ${ids.length}`);
   }
   const seen = new Set<number>();
-  return ids.map((id, i) => {
-    const n = requireIntIn(id, Array.isArray(value) ? `deviceId[${i}]` : "deviceId", 0, INT32_MAX);
+  return numbers.map((id, i) => {
+    const n = requireIntIn(id, name(i), 0, INT32_MAX);
     if (seen.has(n)) throw new ValueError(`deviceId lists device ${n} twice`);
     seen.add(n);
     return n;
   });
 }
 
+// Upstream (configs.py, sync_kv_timeout setter): an int or a str (else
+// TypeError); a str must be all digits and the value > 0 (else
+// LLMException(LLM_PARAM_INVALID)); then int32 (else ValueError).
+function checkSyncKvTimeout(value: unknown): number {
+  const name = "syncKvTimeout";
+  if (typeof value === "string") {
+    if (!/^[0-9]+$/.test(value)) throw paramInvalid(`${name} must be digits, got ${describe(value)}`);
+    value = Number(value);
+  }
+  if (typeof value !== "number" || !Number.isInteger(value)) {
+    throw new TypeError(`${name} must be an integer number of milliseconds, got ${describe(value)}`);
+  }
+  const n = value + 0;
+  if (n <= 0) throw paramInvalid(`${name} must be > 0, got ${n}`);
+  return requireIntIn(n, name, 1, INT32_MAX);
+}
+
+// Upstream (configs.py, mem_utilization setter): a float (else TypeError) in
+// [0, 1] (else LLMException(LLM_PARAM_INVALID)). Every JavaScript number is a
+// float, so 1 is accepted as upstream accepts 1.0.
+function checkMemUtilization(value: unknown): number {
+  if (typeof value !== "number") {
+    throw new TypeError(`memUtilization must be a number in [0, 1], got ${describe(value)}`);
+  }
+  if (!(value >= 0 && value <= 1)) throw paramInvalid(`memUtilization must be in [0, 1], got ${value}`);
+  return value + 0;
+}
+
+// Python's str(float), which upstream writes into the option: "1.0", "0.95", "5e-05".
+function pythonFloat(value: number): string {
+  if (Number.isInteger(value)) return `${value}.0`;
+  if (value < 1e-4) return value.toExponential().replace(/e-(\d)$/, "e-0$1");
+  return String(value);
+}
+
+// The option llm.SyncKvCacheWaitTime given to init() by hand (blanks around the digits allowed).
 function checkTimeout(value: unknown, name: string): number {
   const n = typeof value === "string" && /^\s*\d+\s*$/.test(value) ? Number(value) : value;
   if (typeof n !== "number") {
@@ -63,13 +118,16 @@ function checkListenIpInfo(value: unknown): string {
  * config.syncKvTimeout = 500;
  * config.geOptions = { "ge.flowGraphMemMaxSize": String(64 << 20) };
  * console.log(config.generateOptions());
- * // { "ge.flowGraphMemMaxSize": "67108864", "ge.exec.deviceId": "0;1", "llm.SyncKvCacheWaitTime": "500" }
+ * // { "ge.flowGraphMemMaxSize": "67108864", "ge.exec.deviceId": "0;1", "ge.session_device_id": "0",
+ * //   "llm.SyncKvCacheWaitTime": "500", "llm.MemoryUtilization": "0.95" }
  * ```
  */
 export class LLMConfig {
   #deviceId: number | number[] | undefined;
   #syncKvTimeout: number | undefined;
   #listenIpInfo: string | undefined;
+  #memUtilization: number | undefined;
+  #globalResourceConfig: string | undefined;
   #geOptions: Record<string, string> = {};
 
   /** The device id, or ids, of this instance (`ge.exec.deviceId`); default 0. */
@@ -87,7 +145,31 @@ export class LLMConfig {
     return this.#syncKvTimeout ?? DEFAULT_SYNC_KV_TIMEOUT_MS;
   }
   set syncKvTimeout(value: number) {
-    this.#syncKvTimeout = checkTimeout(value, "syncKvTimeout");
+    this.#syncKvTimeout = checkSyncKvTimeout(value);
+  }
+
+  /**
+   * The share of device memory the engine may use, in [0, 1]
+   * (`llm.MemoryUtilization`); default 0.95, which `generateOptions()` emits
+   * unless `geOptions` carries the key. The host backend ignores it.
+   */
+  get memUtilization(): number {
+    return this.#memUtilization ?? DEFAULT_MEM_UTILIZATION;
+  }
+  set memUtilization(value: number) {
+    this.#memUtilization = checkMemUtilization(value);
+  }
+
+  /**
+   * Upstream's global resource configuration, a JSON string passed as it is
+   * (`llm.GlobalResourceConfig`); `""` until set, and emitted only once set.
+   * The host backend ignores it.
+   */
+  get globalResourceConfig(): string {
+    return this.#globalResourceConfig ?? "";
+  }
+  set globalResourceConfig(value: string) {
+    this.#globalResourceConfig = requireString(value, "globalResourceConfig");
   }
 
   /** Where a PROMPT instance listens, `"ip:port"` (`llm.listenIpInfo`). */
@@ -113,16 +195,30 @@ export class LLMConfig {
     this.#geOptions = copy;
   }
 
-  /** The option dictionary for `LLMDataDist.init()`, with upstream keys. */
+  /**
+   * The option dictionary for `LLMDataDist.init()`, with upstream keys:
+   * `geOptions`, then what was set here. A value set here wins over the same
+   * key in `geOptions`; a default (device 0, 1000 ms, 0.95) fills a key only
+   * when `geOptions` lacks it. `ge.session_device_id` (the first device id)
+   * goes with `ge.exec.deviceId`.
+   */
   generateOptions(): Record<string, string> {
     const options: Record<string, string> = { ...this.#geOptions };
     if (this.#deviceId !== undefined || options[OptionKey.DEVICE_ID] === undefined) {
-      options[OptionKey.DEVICE_ID] = checkDeviceIds(this.deviceId).join(";");
+      const ids = checkDeviceIds(this.deviceId);
+      options[OptionKey.DEVICE_ID] = ids.join(";");
+      options[OptionKey.SESSION_DEVICE_ID] = String(ids[0]);
     }
     if (this.#syncKvTimeout !== undefined || options[OptionKey.SYNC_KV_TIMEOUT] === undefined) {
       options[OptionKey.SYNC_KV_TIMEOUT] = String(this.syncKvTimeout);
     }
     if (this.#listenIpInfo !== undefined) options[OptionKey.LISTEN_IP_INFO] = this.#listenIpInfo;
+    if (this.#globalResourceConfig !== undefined) {
+      options[OptionKey.GLOBAL_RESOURCE_CONFIG] = this.#globalResourceConfig;
+    }
+    if (this.#memUtilization !== undefined || options[OptionKey.MEM_UTILIZATION] === undefined) {
+      options[OptionKey.MEM_UTILIZATION] = pythonFloat(this.memUtilization);
+    }
     return options;
   }
 }

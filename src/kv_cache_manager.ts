@@ -413,7 +413,7 @@ export class KvCacheManager {
     const byKey = cacheKey instanceof CacheKey;
     const keyWords = byKey
       ? [cacheKey.promptClusterId, cacheKey.reqId, cacheKey.modelId]
-      : [cacheKey.clusterId, cacheKey.cacheId, BigInt(cacheKey.batchIndex)];
+      : [cacheKey.clusterId, BigInt.asUintN(64, cacheKey.cacheId), BigInt(cacheKey.batchIndex)];
     await runExclusive(engine.mutex, "pullCache", engine.syncKvTimeout, signal, (op) => {
       const record = liveRecord(engine, cache);
       return engine.lib.runLong(

@@ -245,7 +245,7 @@ describe("links", () => {
     await rejectsWith(() => info.appendRemoteIpInfo("127.0.0.1", 65536), ValueError, /port/);
     await rejectsWith(() => info.appendRemoteIpInfo(null as unknown as string, 1), TypeError, /ip/);
     await rejectsWith(() => (info.remoteClusterId = -1), ValueError, /remoteClusterId/);
-    info.appendRemoteIpInfo(0x7F000001, 80); // upstream also takes integers
+    info.appendRemoteIpInfo(0x0100007F, 80); // upstream also takes integers, lowest byte first
     assert.deepEqual(info.remoteIpInfoList, [{ ip: "127.0.0.1", port: 80 }]);
     const config = new LLMConfig();
     await rejectsWith(() => (config.listenIpInfo = "localhost"), ValueError, /listenIpInfo/);

@@ -15,7 +15,7 @@ import {
   Tensor,
   ValueError,
 } from "../mod.ts";
-import { rejectsWith } from "./helpers.ts";
+import { rejectsWith, rejectsWithStatus } from "./helpers.ts";
 
 describe("enums keep upstream numbers", () => {
   test("LLMRole, Placement", () => {
@@ -212,7 +212,12 @@ describe("CacheKey", () => {
 describe("LLMConfig", () => {
   test("generateOptions uses upstream keys", () => {
     const config = new LLMConfig();
-    assert.deepEqual(config.generateOptions(), { "ge.exec.deviceId": "0", "llm.SyncKvCacheWaitTime": "1000" });
+    assert.deepEqual(config.generateOptions(), {
+      "ge.exec.deviceId": "0",
+      "ge.session_device_id": "0",
+      "llm.SyncKvCacheWaitTime": "1000",
+      "llm.MemoryUtilization": "0.95",
+    });
     config.deviceId = [0, 1];
     config.syncKvTimeout = 250;
     config.listenIpInfo = "127.0.0.1:26000";
@@ -220,22 +225,25 @@ describe("LLMConfig", () => {
     assert.deepEqual(config.generateOptions(), {
       "ge.flowGraphMemMaxSize": "1048576",
       "ge.exec.deviceId": "0;1",
+      "ge.session_device_id": "0",
       "llm.SyncKvCacheWaitTime": "250",
       "llm.listenIpInfo": "127.0.0.1:26000",
+      "llm.MemoryUtilization": "0.95",
     });
   });
   test("geOptions may carry the upstream keys themselves", () => {
     const config = new LLMConfig();
-    config.geOptions = { "ge.exec.deviceId": "3", "llm.SyncKvCacheWaitTime": "77" };
-    assert.deepEqual(config.generateOptions(), { "ge.exec.deviceId": "3", "llm.SyncKvCacheWaitTime": "77" });
+    const own = { "ge.exec.deviceId": "3", "llm.SyncKvCacheWaitTime": "77", "llm.MemoryUtilization": "0.5" };
+    config.geOptions = own;
+    assert.deepEqual(config.generateOptions(), own);
   });
   test("bad values", async () => {
     const config = new LLMConfig();
-    await rejectsWith(() => (config.deviceId = -1), ValueError, /deviceId/);
+    await rejectsWithStatus(() => (config.deviceId = -1), LLMStatusCode.LLM_PARAM_INVALID, /deviceId/); // as upstream
     await rejectsWith(() => (config.deviceId = [0, 0]), ValueError, /twice/);
     await rejectsWith(() => (config.deviceId = []), ValueError, /deviceId/);
     await rejectsWith(() => (config.deviceId = 1.5), TypeError, /deviceId/);
-    await rejectsWith(() => (config.syncKvTimeout = 0), ValueError, /syncKvTimeout/);
+    await rejectsWithStatus(() => (config.syncKvTimeout = 0), LLMStatusCode.LLM_PARAM_INVALID, /syncKvTimeout/);
     await rejectsWith(() => (config.syncKvTimeout = 2 ** 31), ValueError, /syncKvTimeout/);
     await rejectsWith(() => (config.syncKvTimeout = {} as unknown as number), TypeError, /syncKvTimeout/);
     await rejectsWith(() => (config.listenIpInfo = "127.0.0.1"), ValueError, /listenIpInfo/);
