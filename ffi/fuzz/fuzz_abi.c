@@ -45,7 +45,7 @@
 #include <unistd.h>
 
 #include "llmdd.h"
-#include "net.h" /* net_parse_address: to keep fuzzed link addresses off the network */
+#include "net.h" /* host_net_parse_address: to keep fuzzed link addresses off the network */
 
 /* ---- limits of one input ---- */
 #define MAX_STEPS 96
@@ -1417,7 +1417,7 @@ static void step_link(struct input *in) {
     break;
   }
   struct sockaddr_in parsed;
-  if (addr_len > 0 && net_parse_address(addr, addr_len, &parsed) == 0)
+  if (addr_len > 0 && host_net_parse_address(addr, addr_len, &parsed) == 0)
     addr_len = sprintf(addr, "127.0.0.1:1"); /* a parsable address: only the closed port */
 
   uint64_t jh = pick_job_handle(in);

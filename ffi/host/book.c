@@ -12,20 +12,20 @@ static struct map_key key_of(struct cache_key k) {
   return (struct map_key){k.cluster, k.req, k.model};
 }
 
-void book_init(struct book *b, struct pool *pools, int32_t num_devices,
+void host_book_init(struct book *b, struct pool *pools, int32_t num_devices,
                const int32_t *device_ids) {
   *b = (struct book){.pools = pools, .num_devices = num_devices, .device_ids = device_ids,
                      .pools_live = true, .next_id = 1};
 }
 
-void book_destroy(struct book *b) {
+void host_book_destroy(struct book *b) {
   while (b->caches != NULL) {
     struct cache *c = b->caches;
     b->caches = c->next;
     free(c);
   }
-  map_destroy(&b->by_id);
-  map_destroy(&b->by_key);
+  host_map_destroy(&b->by_id);
+  host_map_destroy(&b->by_key);
 }
 
 /* The one place a cache's memory goes back: when no id, key or pin holds it. */
@@ -33,7 +33,7 @@ static void release_if_unused(struct book *b, struct cache *c) {
   if (c->id_held || c->keys_held > 0 || c->pins > 0) return;
   if (b->pools_live) {
     uint64_t block = c->stride * (uint64_t)c->num_tensors;
-    for (int32_t d = 0; d < b->num_devices; d++) pool_free(&b->pools[d], c->offsets[d], block);
+    for (int32_t d = 0; d < b->num_devices; d++) host_pool_free(&b->pools[d], c->offsets[d], block);
   }
   if (c->prev) c->prev->next = c->next;
   else b->caches = c->next;
@@ -41,7 +41,7 @@ static void release_if_unused(struct book *b, struct cache *c) {
   free(c);
 }
 
-void book_close(struct book *b) {
+void host_book_close(struct book *b) {
   b->pools_live = false;
   for (struct cache *c = b->caches, *next; c != NULL; c = next) {
     next = c->next;
@@ -49,14 +49,14 @@ void book_close(struct book *b) {
     c->keys_held = 0;
     release_if_unused(b, c);
   }
-  map_destroy(&b->by_id);
-  map_destroy(&b->by_key);
+  host_map_destroy(&b->by_id);
+  host_map_destroy(&b->by_key);
 }
 
 static void remove_keys(struct book *b, const uint64_t *keys, int32_t count) {
   for (int32_t i = 0; i < count; i++) {
     const uint64_t *k = &keys[3 * i];
-    map_remove(&b->by_key, map_find(&b->by_key, (struct map_key){k[0], k[1], k[2]}));
+    host_map_remove(&b->by_key, host_map_find(&b->by_key, (struct map_key){k[0], k[1], k[2]}));
   }
 }
 
@@ -66,7 +66,7 @@ static int32_t add_keys(struct book *b, struct cache *c, const uint64_t *keys,
   for (int32_t i = 0; i < num_keys; i++) {
     const uint64_t *k = &keys[3 * i];
     struct map_key key = {k[0], k[1], k[2]};
-    struct map_entry *held = map_find(&b->by_key, key);
+    struct map_entry *held = host_map_find(&b->by_key, key);
     if (held != NULL) {
       int32_t status;
       if (held->value == c)
@@ -84,7 +84,7 @@ static int32_t add_keys(struct book *b, struct cache *c, const uint64_t *keys,
       remove_keys(b, keys, i);
       return status;
     }
-    map_insert(&b->by_key, key, c, i);
+    host_map_insert(&b->by_key, key, c, i);
   }
   c->keys_held = num_keys;
   return LLMDD_SUCCESS;
@@ -93,9 +93,9 @@ static int32_t add_keys(struct book *b, struct cache *c, const uint64_t *keys,
 /* Takes one block per device; on failure nothing stays allocated. */
 static int32_t allocate_blocks(struct book *b, struct cache *c, uint64_t block) {
   for (int32_t d = 0; d < b->num_devices; d++) {
-    int rc = pool_alloc(&b->pools[d], block, &c->offsets[d]);
+    int rc = host_pool_alloc(&b->pools[d], block, &c->offsets[d]);
     if (rc == 0) continue;
-    for (int32_t i = 0; i < d; i++) pool_free(&b->pools[i], c->offsets[i], block);
+    for (int32_t i = 0; i < d; i++) host_pool_free(&b->pools[i], c->offsets[i], block);
     if (rc == -2)
       return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for pool bookkeeping");
     const struct pool *p = &b->pools[d];
@@ -107,12 +107,12 @@ static int32_t allocate_blocks(struct book *b, struct cache *c, uint64_t block) 
   return LLMDD_SUCCESS;
 }
 
-int32_t book_allocate(struct book *b, int32_t num_tensors, uint64_t tensor_bytes,
+int32_t host_book_allocate(struct book *b, int32_t num_tensors, uint64_t tensor_bytes,
                       uint64_t batch_size, uint64_t layout_tag, const uint64_t *keys,
                       int32_t num_keys, struct cache **out) {
   struct cache *c = malloc(sizeof *c + (size_t)b->num_devices * sizeof c->offsets[0]);
-  if (c == NULL || map_reserve(&b->by_id, 1) != 0 ||
-      map_reserve(&b->by_key, (uint64_t)num_keys) != 0) {
+  if (c == NULL || host_map_reserve(&b->by_id, 1) != 0 ||
+      host_map_reserve(&b->by_key, (uint64_t)num_keys) != 0) {
     free(c);
     return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for cache bookkeeping");
   }
@@ -135,7 +135,7 @@ int32_t book_allocate(struct book *b, int32_t num_tensors, uint64_t tensor_bytes
 
   c->id = b->next_id++;
   c->id_held = true;
-  map_insert(&b->by_id, id_key(c->id), c, 0);
+  host_map_insert(&b->by_id, id_key(c->id), c, 0);
   c->prev = NULL;
   c->next = b->caches;
   if (b->caches) b->caches->prev = c;
@@ -144,55 +144,55 @@ int32_t book_allocate(struct book *b, int32_t num_tensors, uint64_t tensor_bytes
   return LLMDD_SUCCESS;
 }
 
-struct cache *book_find(const struct book *b, uint64_t id) {
-  struct map_entry *entry = map_find(&b->by_id, id_key(id));
+struct cache *host_book_find(const struct book *b, uint64_t id) {
+  struct map_entry *entry = host_map_find(&b->by_id, id_key(id));
   return entry ? entry->value : NULL;
 }
 
-struct cache *book_find_key(const struct book *b, struct cache_key key, uint64_t *row) {
-  struct map_entry *entry = map_find(&b->by_key, key_of(key));
+struct cache *host_book_find_key(const struct book *b, struct cache_key key, uint64_t *row) {
+  struct map_entry *entry = host_map_find(&b->by_key, key_of(key));
   if (entry == NULL) return NULL;
   *row = (uint64_t)entry->aux;
   return entry->value;
 }
 
-int32_t book_release_id(struct book *b, uint64_t id) {
-  struct map_entry *entry = map_find(&b->by_id, id_key(id));
+int32_t host_book_release_id(struct book *b, uint64_t id) {
+  struct map_entry *entry = host_map_find(&b->by_id, id_key(id));
   if (entry == NULL)
     return core_fail(LLMDD_KV_CACHE_NOT_EXIST, "cache %llu does not exist",
                      (unsigned long long)id);
   struct cache *c = entry->value;
-  map_remove(&b->by_id, entry);
+  host_map_remove(&b->by_id, entry);
   c->id_held = false;
   release_if_unused(b, c);
   return LLMDD_SUCCESS;
 }
 
-int32_t book_release_key(struct book *b, struct cache_key key) {
-  struct map_entry *entry = map_find(&b->by_key, key_of(key));
+int32_t host_book_release_key(struct book *b, struct cache_key key) {
+  struct map_entry *entry = host_map_find(&b->by_key, key_of(key));
   if (entry == NULL)
     return core_fail(LLMDD_KV_CACHE_NOT_EXIST,
                      "no cache holds key (cluster %llu, req %llu, model %llu)",
                      (unsigned long long)key.cluster, (unsigned long long)key.req,
                      (unsigned long long)key.model);
   struct cache *c = entry->value;
-  map_remove(&b->by_key, entry);
+  host_map_remove(&b->by_key, entry);
   c->keys_held--;
   release_if_unused(b, c);
   return LLMDD_SUCCESS;
 }
 
-void book_consume_key(struct book *b, struct cache_key key, struct cache *c) {
-  struct map_entry *entry = map_find(&b->by_key, key_of(key));
+void host_book_consume_key(struct book *b, struct cache_key key, struct cache *c) {
+  struct map_entry *entry = host_map_find(&b->by_key, key_of(key));
   if (entry == NULL || entry->value != c) return;
-  map_remove(&b->by_key, entry);
+  host_map_remove(&b->by_key, entry);
   c->keys_held--;
   release_if_unused(b, c);
 }
 
-void book_pin(struct cache *c) { c->pins++; }
+void host_book_pin(struct cache *c) { c->pins++; }
 
-void book_unpin(struct book *b, struct cache *c) {
+void host_book_unpin(struct book *b, struct cache *c) {
   c->pins--;
   release_if_unused(b, c);
 }

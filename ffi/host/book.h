@@ -43,51 +43,51 @@ struct cache_key {
   uint64_t cluster, req, model;
 };
 
-void book_init(struct book *b, struct pool *pools, int32_t num_devices,
+void host_book_init(struct book *b, struct pool *pools, int32_t num_devices,
                const int32_t *device_ids);
 
 /* Frees what is left (the engine is going away; its pools are gone already). */
-void book_destroy(struct book *b);
+void host_book_destroy(struct book *b);
 
 /* Finalize: every id and key is released and the pools are about to go. Caches
  * still pinned (by operations accepted but not started) stay listed, without
  * memory, until unpinned. */
-void book_close(struct book *b);
+void host_book_close(struct book *b);
 
 /* Places a new cache in every pool and registers its keys (key i names row i);
  * the arguments are already valid. On failure nothing is left and the status has
  * a message: PARAM_INVALID (a key repeats or is held), DEVICE_OUT_OF_MEMORY,
  * OUT_OF_MEMORY. */
-int32_t book_allocate(struct book *b, int32_t num_tensors, uint64_t tensor_bytes,
+int32_t host_book_allocate(struct book *b, int32_t num_tensors, uint64_t tensor_bytes,
                       uint64_t batch_size, uint64_t layout_tag, const uint64_t *keys,
                       int32_t num_keys, struct cache **out);
 
 /* The cache of that id, or NULL. */
-struct cache *book_find(const struct book *b, uint64_t id);
+struct cache *host_book_find(const struct book *b, uint64_t id);
 
 /* The cache a key names and its row, or NULL. */
-struct cache *book_find_key(const struct book *b, struct cache_key key, uint64_t *row);
+struct cache *host_book_find_key(const struct book *b, struct cache_key key, uint64_t *row);
 
 /* Releases an id (llmdd_cache_deallocate): SUCCESS, or KV_CACHE_NOT_EXIST. */
-int32_t book_release_id(struct book *b, uint64_t id);
+int32_t host_book_release_id(struct book *b, uint64_t id);
 
 /* Releases a key (llmdd_cache_key_remove): SUCCESS, or KV_CACHE_NOT_EXIST. */
-int32_t book_release_key(struct book *b, struct cache_key key);
+int32_t host_book_release_key(struct book *b, struct cache_key key);
 
 /* Releases a key if it still names cache c (a pull that consumed it). */
-void book_consume_key(struct book *b, struct cache_key key, struct cache *c);
+void host_book_consume_key(struct book *b, struct cache_key key, struct cache *c);
 
 /* Keeps c's memory in place while an operation outside the lock uses it. */
-void book_pin(struct cache *c);
+void host_book_pin(struct cache *c);
 
 /* Drops a pin; the memory returns to the pools if nothing else holds it. */
-void book_unpin(struct book *b, struct cache *c);
+void host_book_unpin(struct book *b, struct cache *c);
 
-static inline uint64_t cache_row_bytes(const struct cache *c) {
+static inline uint64_t host_cache_row_bytes(const struct cache *c) {
   return c->tensor_bytes / c->batch_size;
 }
 
-static inline uint8_t *cache_tensor(const struct book *b, const struct cache *c,
+static inline uint8_t *host_cache_tensor(const struct book *b, const struct cache *c,
                                     int32_t device_index, int32_t tensor_index) {
   return b->pools[device_index].base + c->offsets[device_index] +
          (uint64_t)tensor_index * c->stride;

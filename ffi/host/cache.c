@@ -48,7 +48,7 @@ LLMDD_API int32_t llmdd_cache_allocate(uint64_t engine, int32_t num_tensors,
                                        uint64_t *out_cache_id,
                                        uint64_t *out_addrs, int32_t addrs_cap) {
   struct engine *e = NULL;
-  int32_t status = engine_enter(engine, &e);
+  int32_t status = host_engine_enter(engine, &e);
   if (status != LLMDD_SUCCESS) return status;
   status = check_arguments(num_tensors, tensor_bytes, batch_size, placement, keys, num_keys,
                            out_cache_id, out_addrs);
@@ -64,34 +64,34 @@ LLMDD_API int32_t llmdd_cache_allocate(uint64_t engine, int32_t num_tensors,
                        addrs_cap, num_devices, num_tensors);
   struct cache *c = NULL;
   if (status == LLMDD_SUCCESS)
-    status = book_allocate(&e->book, num_tensors, tensor_bytes, batch_size, layout_tag, keys,
+    status = host_book_allocate(&e->book, num_tensors, tensor_bytes, batch_size, layout_tag, keys,
                            num_keys, &c);
   if (status == LLMDD_SUCCESS) {
     *out_cache_id = c->id;
     for (int32_t d = 0; d < num_devices; d++)
       for (int32_t t = 0; t < num_tensors; t++)
         out_addrs[(int64_t)d * num_tensors + t] =
-            (uint64_t)(uintptr_t)cache_tensor(&e->book, c, d, t);
+            (uint64_t)(uintptr_t)host_cache_tensor(&e->book, c, d, t);
   }
-  engine_leave(e);
+  host_engine_leave(e);
   return status;
 }
 
 LLMDD_API int32_t llmdd_cache_deallocate(uint64_t engine, uint64_t cache_id) {
   struct engine *e = NULL;
-  int32_t status = engine_enter(engine, &e);
+  int32_t status = host_engine_enter(engine, &e);
   if (status != LLMDD_SUCCESS) return status;
-  status = book_release_id(&e->book, cache_id);
-  engine_leave(e);
+  status = host_book_release_id(&e->book, cache_id);
+  host_engine_leave(e);
   return status;
 }
 
 LLMDD_API int32_t llmdd_cache_key_remove(uint64_t engine, uint64_t cluster_id,
                                          uint64_t req_id, uint64_t model_id) {
   struct engine *e = NULL;
-  int32_t status = engine_enter(engine, &e);
+  int32_t status = host_engine_enter(engine, &e);
   if (status != LLMDD_SUCCESS) return status;
-  status = book_release_key(&e->book, (struct cache_key){cluster_id, req_id, model_id});
-  engine_leave(e);
+  status = host_book_release_key(&e->book, (struct cache_key){cluster_id, req_id, model_id});
+  host_engine_leave(e);
   return status;
 }

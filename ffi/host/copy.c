@@ -2,7 +2,7 @@
  *
  * Each call is a task (task.h): claim the job, enter the engine, validate under
  * the engine lock, then run one of three ways:
- *   - small inline copies run under the lock (task_run_locked): cheapest for the
+ *   - small inline copies run under the lock (host_task_run_locked): cheapest for the
  *     common 64-byte read, and nothing can free the memory meanwhile;
  *   - larger inline copies pin their caches, raise the engine's `running` count and
  *     copy outside the lock, checking deadline, cancel and finalize per chunk;
@@ -40,7 +40,7 @@ struct operation {
 static int32_t execute(struct task *task) {
   const struct operation *op = (const struct operation *)task;
   const struct book *b = &task->engine->book;
-  struct core_guard g = task_guard(task, "copying");
+  struct core_guard g = host_task_guard(task, "copying");
   bool fresh = op->dst == NULL && op->total >= PREFAULT_MIN_BYTES;
   struct core_progress p = core_progress_start(
       &g, fresh ? host_copy_prefaulted : host_copy_plain, op->total, "copied");
@@ -48,12 +48,12 @@ static int32_t execute(struct task *task) {
   if (status != LLMDD_SUCCESS) return status;
   if (op->dst == NULL)
     return core_copy_chunked(&p, op->out,
-                             cache_tensor(b, op->src, op->device_index, op->tensor_index),
+                             host_cache_tensor(b, op->src, op->device_index, op->tensor_index),
                              op->src->tensor_bytes);
   for (int32_t d = 0; d < b->num_devices; d++) {
     for (int32_t t = 0; t < op->src->num_tensors; t++) {
-      status = core_copy_chunked(&p, cache_tensor(b, op->dst, d, t) + op->dst_offset,
-                                 cache_tensor(b, op->src, d, t) + op->src_offset, op->nbytes);
+      status = core_copy_chunked(&p, host_cache_tensor(b, op->dst, d, t) + op->dst_offset,
+                                 host_cache_tensor(b, op->src, d, t) + op->src_offset, op->nbytes);
       if (status != LLMDD_SUCCESS) return status;
     }
   }
@@ -62,27 +62,27 @@ static int32_t execute(struct task *task) {
 
 /* Keeps the caches alive while the copy runs outside the lock (engine locked). */
 static void pin(struct operation *op) {
-  book_pin(op->src);
-  if (op->dst) book_pin(op->dst);
+  host_book_pin(op->src);
+  if (op->dst) host_book_pin(op->dst);
 }
 
 /* The task's end, with the engine locked: drops the pins dispatch() took. */
 static void unpin(struct task *t) {
   struct operation *op = (struct operation *)t;
-  book_unpin(&t->engine->book, op->src);
-  if (op->dst) book_unpin(&t->engine->book, op->dst);
+  host_book_unpin(&t->engine->book, op->src);
+  if (op->dst) host_book_unpin(&t->engine->book, op->dst);
 }
 
 /* Runs a validated operation (engine locked). */
 static int32_t dispatch(struct operation *op) {
-  if (op->total <= LOCKED_COPY_BYTES && !task_in_background(&op->task))
-    return task_run_locked(&op->task);
+  if (op->total <= LOCKED_COPY_BYTES && !host_task_in_background(&op->task))
+    return host_task_run_locked(&op->task);
   pin(op);
-  return task_dispatch(&op->task, sizeof *op);
+  return host_task_dispatch(&op->task, sizeof *op);
 }
 
 static int32_t find_cache(struct engine *e, uint64_t id, const char *role, struct cache **out) {
-  *out = book_find(&e->book, id);
+  *out = host_book_find(&e->book, id);
   if (*out == NULL)
     return core_fail(LLMDD_KV_CACHE_NOT_EXIST, "%scache %llu does not exist", role,
                 (unsigned long long)id);
@@ -93,23 +93,23 @@ LLMDD_API int32_t llmdd_cache_read(uint64_t engine, uint64_t cache_id,
                                    int32_t tensor_index, int32_t device_index,
                                    uint8_t *out, uint64_t out_len, uint64_t job) {
   struct operation op = {.task = {.run = execute, .end = unpin}};
-  int32_t status = task_begin(&op.task, engine, job);
+  int32_t status = host_task_begin(&op.task, engine, job);
   if (status != LLMDD_SUCCESS) return status;
   struct engine *e = op.task.engine;
 
-  if (out == NULL) return task_abandon(&op.task, core_fail(LLMDD_PARAM_INVALID, "out is NULL"));
+  if (out == NULL) return host_task_abandon(&op.task, core_fail(LLMDD_PARAM_INVALID, "out is NULL"));
   if (device_index < 0 || device_index >= e->options.num_devices)
-    return task_abandon(&op.task, core_fail(LLMDD_PARAM_INVALID,
+    return host_task_abandon(&op.task, core_fail(LLMDD_PARAM_INVALID,
                                        "device_index %d is out of range [0, %d)",
                                        device_index, e->options.num_devices));
   status = find_cache(e, cache_id, "", &op.src);
-  if (status != LLMDD_SUCCESS) return task_abandon(&op.task, status);
+  if (status != LLMDD_SUCCESS) return host_task_abandon(&op.task, status);
   if (tensor_index < 0 || tensor_index >= op.src->num_tensors)
-    return task_abandon(&op.task, core_fail(LLMDD_PARAM_INVALID,
+    return host_task_abandon(&op.task, core_fail(LLMDD_PARAM_INVALID,
                                        "tensor_index %d is out of range [0, %d)",
                                        tensor_index, op.src->num_tensors));
   if (out_len != op.src->tensor_bytes)
-    return task_abandon(&op.task, core_fail(LLMDD_PARAM_INVALID,
+    return host_task_abandon(&op.task, core_fail(LLMDD_PARAM_INVALID,
                                        "out_len %llu is not the tensor size %llu",
                                        (unsigned long long)out_len,
                                        (unsigned long long)op.src->tensor_bytes));
@@ -135,25 +135,25 @@ LLMDD_API int32_t llmdd_cache_copy(uint64_t engine, uint64_t dst_cache_id,
                                    uint64_t src_cache_id, uint64_t dst_offset,
                                    uint64_t src_offset, uint64_t nbytes, uint64_t job) {
   struct operation op = {.task = {.run = execute, .end = unpin}};
-  int32_t status = task_begin(&op.task, engine, job);
+  int32_t status = host_task_begin(&op.task, engine, job);
   if (status != LLMDD_SUCCESS) return status;
   struct engine *e = op.task.engine;
 
   status = find_cache(e, dst_cache_id, "destination ", &op.dst);
   if (status == LLMDD_SUCCESS) status = find_cache(e, src_cache_id, "source ", &op.src);
-  if (status != LLMDD_SUCCESS) return task_abandon(&op.task, status);
+  if (status != LLMDD_SUCCESS) return host_task_abandon(&op.task, status);
   if (op.dst->num_tensors != op.src->num_tensors)
-    return task_abandon(&op.task, core_fail(LLMDD_PARAM_INVALID,
+    return host_task_abandon(&op.task, core_fail(LLMDD_PARAM_INVALID,
                                        "destination cache %llu has %d tensors but source cache %llu"
                                        " has %d",
                                        (unsigned long long)dst_cache_id, op.dst->num_tensors,
                                        (unsigned long long)src_cache_id, op.src->num_tensors));
   status = check_range("destination", dst_offset, nbytes, op.dst);
   if (status == LLMDD_SUCCESS) status = check_range("source", src_offset, nbytes, op.src);
-  if (status != LLMDD_SUCCESS) return task_abandon(&op.task, status);
+  if (status != LLMDD_SUCCESS) return host_task_abandon(&op.task, status);
   if (op.dst == op.src && nbytes > 0 && dst_offset < src_offset + nbytes &&
       src_offset < dst_offset + nbytes)
-    return task_abandon(&op.task, core_fail(LLMDD_PARAM_INVALID,
+    return host_task_abandon(&op.task, core_fail(LLMDD_PARAM_INVALID,
                                        "ranges of %llu bytes at offsets %llu and %llu overlap in"
                                        " cache %llu",
                                        (unsigned long long)nbytes, (unsigned long long)dst_offset,

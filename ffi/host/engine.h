@@ -50,28 +50,28 @@ struct engine {
 };
 
 /* A new engine (one reference, no pools yet), or NULL out of memory. */
-struct engine *engine_create(int32_t role, uint64_t cluster_id,
+struct engine *host_engine_create(int32_t role, uint64_t cluster_id,
                              const struct engine_options *options);
 
 /* Gives e a handle: SUCCESS, or OUT_OF_MEMORY with a message. */
-int32_t engine_register(struct engine *e, uint64_t *out_handle);
+int32_t host_engine_register(struct engine *e, uint64_t *out_handle);
 
 /* Takes the engine named by handle out of the table (finalize): no call can
  * find it from then on. The table's reference passes to the caller.
  * Returns SUCCESS, ENGINE_FINALIZED (already) or PARAM_INVALID. */
-int32_t engine_unregister(uint64_t handle, struct engine **out);
+int32_t host_engine_unregister(uint64_t handle, struct engine **out);
 
 /* Resolves an engine handle, retains the engine and locks it. On success the
- * engine is usable (not finalizing); leave it with engine_leave(). */
-int32_t engine_enter(uint64_t handle, struct engine **out);
+ * engine is usable (not finalizing); leave it with host_engine_leave(). */
+int32_t host_engine_enter(uint64_t handle, struct engine **out);
 
-/* Unlocks and releases an engine from engine_enter(). */
-void engine_leave(struct engine *e);
+/* Unlocks and releases an engine from host_engine_enter(). */
+void host_engine_leave(struct engine *e);
 
-void engine_retain(struct engine *e);
+void host_engine_retain(struct engine *e);
 
 /* Drops a reference; the last frees the engine (whose pools, server and links
  * finalize has already let go of). */
-void engine_release(struct engine *e);
+void host_engine_release(struct engine *e);
 
 #endif

@@ -16,17 +16,17 @@
 static int32_t create_pools(struct engine *e) {
   bool shared = e->role != LLMDD_ROLE_DECODER;
   if (shared) {
-    int32_t status = shm_cluster_acquire(e->cluster_id, &e->lock_fd);
+    int32_t status = host_shm_cluster_acquire(e->cluster_id, &e->lock_fd);
     if (status != LLMDD_SUCCESS) return status;
   }
   for (int32_t d = 0; d < e->options.num_devices; d++) {
     char name[SHM_NAME_CAP];
-    shm_pool_name(name, e->cluster_id, d);
-    if (pool_init(&e->pools[d], e->options.pool_bytes, shared ? name : NULL) == 0) continue;
+    host_shm_pool_name(name, e->cluster_id, d);
+    if (host_pool_init(&e->pools[d], e->options.pool_bytes, shared ? name : NULL) == 0) continue;
     int err = errno;
     char text[CORE_ERRNO_TEXT_CAP];
-    for (int32_t i = 0; i < d; i++) pool_destroy(&e->pools[i]);
-    if (shared) shm_cluster_release(e->cluster_id, e->lock_fd);
+    for (int32_t i = 0; i < d; i++) host_pool_destroy(&e->pools[i]);
+    if (shared) host_shm_cluster_release(e->cluster_id, e->lock_fd);
     e->lock_fd = -1;
     if (shared && err != ENOMEM)
       return core_fail(LLMDD_FAILED,
@@ -40,8 +40,8 @@ static int32_t create_pools(struct engine *e) {
 }
 
 static void destroy_pools(struct engine *e) {
-  for (int32_t d = 0; d < e->options.num_devices; d++) pool_destroy(&e->pools[d]);
-  if (e->lock_fd >= 0) shm_cluster_release(e->cluster_id, e->lock_fd);
+  for (int32_t d = 0; d < e->options.num_devices; d++) host_pool_destroy(&e->pools[d]);
+  if (e->lock_fd >= 0) host_shm_cluster_release(e->cluster_id, e->lock_fd);
   e->lock_fd = -1;
 }
 
@@ -59,34 +59,34 @@ LLMDD_API int32_t llmdd_engine_init(int32_t role, uint64_t cluster_id,
                      options_len);
 
   struct engine_options parsed;
-  int32_t status = options_parse(options, options_len, &parsed);
+  int32_t status = host_options_parse(options, options_len, &parsed);
   if (status != LLMDD_SUCCESS) return status;
   if (parsed.listen && role == LLMDD_ROLE_DECODER)
     return core_fail(LLMDD_PARAM_INVALID,
                      "llm.listenIpInfo is for PROMPT and MIX engines: a DECODER links, it is not"
                      " linked to");
 
-  struct engine *e = engine_create(role, cluster_id, &parsed);
+  struct engine *e = host_engine_create(role, cluster_id, &parsed);
   if (e == NULL) return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for the engine");
   status = create_pools(e);
   if (status == LLMDD_SUCCESS && parsed.listen) {
-    status = server_start(e, &parsed.listen_address, &e->server, &e->listen_port);
+    status = host_server_start(e, &parsed.listen_address, &e->server, &e->listen_port);
     if (status != LLMDD_SUCCESS) destroy_pools(e);
   }
   if (status == LLMDD_SUCCESS) {
-    status = engine_register(e, out_engine);
+    status = host_engine_register(e, out_engine);
     if (status != LLMDD_SUCCESS) {
-      if (e->server != NULL) server_stop(e->server);
+      if (e->server != NULL) host_server_stop(e->server);
       destroy_pools(e);
     }
   }
-  if (status != LLMDD_SUCCESS) engine_release(e);
+  if (status != LLMDD_SUCCESS) host_engine_release(e);
   return status;
 }
 
 LLMDD_API int32_t llmdd_engine_finalize(uint64_t engine) {
   struct engine *e = NULL;
-  int32_t status = engine_unregister(engine, &e);
+  int32_t status = host_engine_unregister(engine, &e);
   if (status != LLMDD_SUCCESS) return status;
   /* From here no new call can find the engine. Calls that found it earlier either
    * wait for the lock and then see `finalizing`, or are copying or waiting
@@ -96,7 +96,7 @@ LLMDD_API int32_t llmdd_engine_finalize(uint64_t engine) {
   pthread_mutex_unlock(&e->lock);
 
   /* Its connection threads take the engine lock to drop their pins. */
-  if (e->server != NULL) server_stop(e->server);
+  if (e->server != NULL) host_server_stop(e->server);
   e->server = NULL;
 
   pthread_mutex_lock(&e->lock);
@@ -109,20 +109,20 @@ LLMDD_API int32_t llmdd_engine_finalize(uint64_t engine) {
 
   /* Accepted background operations that have not started still pin their caches;
    * those structs live until unpinned, but no longer own pool memory. */
-  book_close(&e->book);
+  host_book_close(&e->book);
   destroy_pools(e);
   pthread_mutex_unlock(&e->lock);
-  for (int32_t i = 0; i < num_links; i++) link_release(links[i]);
-  engine_release(e); /* the handle table's reference */
+  for (int32_t i = 0; i < num_links; i++) host_link_release(links[i]);
+  host_engine_release(e); /* the handle table's reference */
   return LLMDD_SUCCESS;
 }
 
 LLMDD_API int32_t llmdd_engine_info(uint64_t engine, uint64_t *out) {
   struct engine *e = NULL;
-  int32_t status = engine_enter(engine, &e);
+  int32_t status = host_engine_enter(engine, &e);
   if (status != LLMDD_SUCCESS) return status;
   if (out == NULL) {
-    engine_leave(e);
+    host_engine_leave(e);
     return core_fail(LLMDD_PARAM_INVALID, "out is NULL");
   }
   out[0] = (uint64_t)e->options.num_devices;
@@ -130,13 +130,13 @@ LLMDD_API int32_t llmdd_engine_info(uint64_t engine, uint64_t *out) {
   out[2] = e->options.pool_bytes;
   out[3] = (uint64_t)e->role;
   out[4] = e->listen_port;
-  engine_leave(e);
+  host_engine_leave(e);
   return LLMDD_SUCCESS;
 }
 
 LLMDD_API int32_t llmdd_pool_usage(uint64_t engine, int32_t device_index, uint64_t *out) {
   struct engine *e = NULL;
-  int32_t status = engine_enter(engine, &e);
+  int32_t status = host_engine_enter(engine, &e);
   if (status != LLMDD_SUCCESS) return status;
   if (device_index < 0 || device_index >= e->options.num_devices)
     status = core_fail(LLMDD_PARAM_INVALID, "device_index %d is out of range [0, %d)",
@@ -147,6 +147,6 @@ LLMDD_API int32_t llmdd_pool_usage(uint64_t engine, int32_t device_index, uint64
     out[0] = e->pools[device_index].in_use;
     out[1] = e->pools[device_index].capacity;
   }
-  engine_leave(e);
+  host_engine_leave(e);
   return status;
 }

@@ -69,9 +69,9 @@ static struct link *link_create(int fd, uint64_t cluster_id, const char *address
   return l;
 }
 
-void link_retain(struct link *l) { atomic_fetch_add_explicit(&l->refs, 1, memory_order_relaxed); }
+void host_link_retain(struct link *l) { atomic_fetch_add_explicit(&l->refs, 1, memory_order_relaxed); }
 
-void link_release(struct link *l) {
+void host_link_release(struct link *l) {
   if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) != 1) return;
   /* Closing tells the PROMPT we are gone: it drops this connection's pins. */
   close(l->fd);
@@ -84,13 +84,13 @@ void link_release(struct link *l) {
   free(l);
 }
 
-struct link *links_find(struct engine *e, uint64_t cluster_id) {
+struct link *host_links_find(struct engine *e, uint64_t cluster_id) {
   for (int32_t i = 0; i < e->num_links; i++)
     if (e->links[i]->cluster_id == cluster_id) return e->links[i];
   return NULL;
 }
 
-void links_remove(struct engine *e, struct link *l) {
+void host_links_remove(struct engine *e, struct link *l) {
   for (int32_t i = 0; i < e->num_links; i++) {
     if (e->links[i] != l) continue;
     e->links[i] = e->links[--e->num_links];
@@ -99,65 +99,65 @@ void links_remove(struct engine *e, struct link *l) {
   }
 }
 
-void link_break(struct link *l) {
+void host_link_break(struct link *l) {
   atomic_store(&l->broken, true);
   /* The fd stays open (others may be polling it) until the last reference. */
   shutdown(l->fd, SHUT_RDWR);
 }
 
-bool link_alive(struct link *l) {
+bool host_link_alive(struct link *l) {
   if (atomic_load(&l->broken)) return false;
-  if (!net_peer_gone(l->fd)) return true;
-  link_break(l);
+  if (!host_net_peer_gone(l->fd)) return true;
+  host_link_break(l);
   return false;
 }
 
-int32_t link_send(struct link *l, struct msg *m, const struct core_guard *g) {
+int32_t host_link_send(struct link *l, struct msg *m, const struct core_guard *g) {
   int32_t status = gate_enter(&l->tx, g);
   if (status != LLMDD_SUCCESS) return status;
   m->seq = ++l->next_seq;
   bool torn;
-  status = proto_send(l->fd, m, g, -1, &torn);
-  if (status == LLMDD_LINK_FAILED || torn) link_break(l);
+  status = host_proto_send(l->fd, m, g, -1, &torn);
+  if (status == LLMDD_LINK_FAILED || torn) host_link_break(l);
   gate_leave(&l->tx);
   return status;
 }
 
-void link_unpin(struct link *l, uint64_t pin) {
+void host_link_unpin(struct link *l, uint64_t pin) {
   if (atomic_load(&l->broken)) return; /* the PROMPT dropped it with the connection */
   struct core_kept_error kept;
   core_error_keep(&kept);
   struct msg done = {.type = MSG_DONE, .u.done = {.pin = pin, .consume = 0}};
   struct core_guard g = core_guard_for(UNPIN_TIMEOUT_MS, "releasing a pin");
-  if (link_send(l, &done, &g) != LLMDD_SUCCESS) link_break(l);
+  if (host_link_send(l, &done, &g) != LLMDD_SUCCESS) host_link_break(l);
   core_error_restore(&kept);
 }
 
-int32_t link_exchange(struct link *l, struct msg *request, uint16_t reply_type,
+int32_t host_link_exchange(struct link *l, struct msg *request, uint16_t reply_type,
                       struct msg *reply, const struct core_guard *g) {
   if (atomic_load(&l->broken))
     return core_fail(LLMDD_LINK_FAILED, "the link to cluster %llu at %s is broken",
                 (unsigned long long)l->cluster_id, l->address);
   int32_t status = gate_enter(&l->rx, g);
   if (status != LLMDD_SUCCESS) return status;
-  status = link_send(l, request, g);
+  status = host_link_send(l, request, g);
   bool sent = status == LLMDD_SUCCESS;
   /* The answer cannot be there yet: wait for it rather than try a read first. */
-  if (sent && l->in.have == 0) status = net_wait(l->fd, POLLIN, g, -1);
+  if (sent && l->in.have == 0) status = host_net_wait(l->fd, POLLIN, g, -1);
   while (status == LLMDD_SUCCESS) {
-    status = proto_recv(l->fd, &l->in, reply, g, -1, 0);
-    if (status == LLMDD_LINK_FAILED) link_break(l);
+    status = host_proto_recv(l->fd, &l->in, reply, g, -1, 0);
+    if (status == LLMDD_LINK_FAILED) host_link_break(l);
     if (status != LLMDD_SUCCESS) break;
     if (reply->seq == request->seq) {
       if (reply->type != reply_type) {
-        link_break(l);
+        host_link_break(l);
         status = core_fail(LLMDD_LINK_FAILED, "the peer answered with message type %u, not %u",
                       reply->type, reply_type);
       }
       break;
     }
     if (reply->seq > request->seq) {
-      link_break(l);
+      host_link_break(l);
       status = core_fail(LLMDD_LINK_FAILED, "the peer answered request %llu, which was not sent",
                     (unsigned long long)reply->seq);
       break;
@@ -168,18 +168,18 @@ int32_t link_exchange(struct link *l, struct msg *request, uint16_t reply_type,
    * handles requests in order, so it has answered by the time it reads this). */
   if (sent && status != LLMDD_SUCCESS && status != LLMDD_LINK_FAILED &&
       request->type == MSG_LOOKUP)
-    link_unpin(l, request->seq);
+    host_link_unpin(l, request->seq);
   gate_leave(&l->rx);
   return status;
 }
 
-void link_pull_begin(struct link *l) {
+void host_link_pull_begin(struct link *l) {
   pthread_mutex_lock(&l->lock);
   l->pulls++;
   pthread_mutex_unlock(&l->lock);
 }
 
-void link_pull_end(struct link *l) {
+void host_link_pull_end(struct link *l) {
   pthread_mutex_lock(&l->lock);
   if (--l->pulls == 0) pthread_cond_broadcast(&l->quiet);
   pthread_mutex_unlock(&l->lock);
@@ -206,8 +206,8 @@ struct link_task {
 /* Whether a link to cluster_id may be added (engine lock held). A broken link to
  * the same cluster does not count: the new one replaces it. */
 static int32_t check_room(struct engine *e, uint64_t cluster_id) {
-  struct link *old = links_find(e, cluster_id);
-  if (old != NULL && link_alive(old))
+  struct link *old = host_links_find(e, cluster_id);
+  if (old != NULL && host_link_alive(old))
     return core_fail(LLMDD_ALREADY_LINK, "already linked to cluster %llu (at %s)",
                 (unsigned long long)cluster_id, old->address);
   if (e->num_links - (old != NULL) >= LLMDD_MAX_LINKS)
@@ -237,12 +237,12 @@ static int32_t check_hello(const struct link_task *lt, const struct engine *e,
 static int32_t link_run(struct task *t) {
   struct link_task *lt = (struct link_task *)t;
   struct engine *e = t->engine;
-  struct core_guard g = task_guard(t, "connecting");
+  struct core_guard g = host_task_guard(t, "connecting");
   int32_t status = core_guard_check(&g);
   if (status != LLMDD_SUCCESS) return status;
 
   int fd;
-  status = net_connect(&lt->address, &g, &fd);
+  status = host_net_connect(&lt->address, &g, &fd);
   if (status == LLMDD_WAIT_PROCESS_TIMEOUT)
     return core_fail(LLMDD_LINK_FAILED, "nobody answered at %s before the deadline", lt->where);
   if (status != LLMDD_SUCCESS) return status;
@@ -259,7 +259,7 @@ static int32_t link_run(struct task *t) {
                                   .devices = (uint32_t)e->options.num_devices}};
   struct msg reply;
   g.doing = "waiting for the answer to the link request";
-  status = link_exchange(l, &hello, MSG_HELLO_REPLY, &reply, &g);
+  status = host_link_exchange(l, &hello, MSG_HELLO_REPLY, &reply, &g);
   if (status == LLMDD_WAIT_PROCESS_TIMEOUT)
     status = core_fail(LLMDD_LINK_FAILED, "no answer from %s before the deadline", lt->where);
   else if (status == LLMDD_LINK_FAILED) {
@@ -271,7 +271,7 @@ static int32_t link_run(struct task *t) {
   if (status == LLMDD_SUCCESS) {
     l->pool_bytes = reply.u.hello_reply.pool_bytes;
     for (int32_t d = 0; d < l->num_devices && status == LLMDD_SUCCESS; d++)
-      status = shm_map_peer(lt->cluster_id, d, reply.u.hello_reply.object_ids[d], l->pool_bytes,
+      status = host_shm_map_peer(lt->cluster_id, d, reply.u.hello_reply.object_ids[d], l->pool_bytes,
                             &l->bases[d]);
   }
   if (status == LLMDD_SUCCESS) {
@@ -281,16 +281,16 @@ static int32_t link_run(struct task *t) {
     else
       status = check_room(e, lt->cluster_id); /* another link call may have won */
     if (status == LLMDD_SUCCESS) {
-      struct link *old = links_find(e, lt->cluster_id);
+      struct link *old = host_links_find(e, lt->cluster_id);
       if (old != NULL) {
-        links_remove(e, old);
-        link_release(old);
+        host_links_remove(e, old);
+        host_link_release(old);
       }
       e->links[e->num_links++] = l; /* the table takes our reference */
     }
     pthread_mutex_unlock(&e->lock);
   }
-  if (status != LLMDD_SUCCESS) link_release(l);
+  if (status != LLMDD_SUCCESS) host_link_release(l);
   return status;
 }
 
@@ -300,25 +300,25 @@ LLMDD_API int32_t llmdd_link(uint64_t engine, uint64_t remote_cluster_id,
                              const uint8_t *remote_addr, int32_t addr_len, uint64_t job) {
   struct link_task lt = {.task = {.run = link_run, .end = link_end},
                          .cluster_id = remote_cluster_id};
-  int32_t status = task_begin(&lt.task, engine, job);
+  int32_t status = host_task_begin(&lt.task, engine, job);
   if (status != LLMDD_SUCCESS) return status;
   struct engine *e = lt.task.engine;
   if (e->role == LLMDD_ROLE_PROMPT)
-    return task_abandon(&lt.task, core_fail(LLMDD_PARAM_INVALID,
+    return host_task_abandon(&lt.task, core_fail(LLMDD_PARAM_INVALID,
                                        "a PROMPT engine does not link: it is linked to"));
   if (remote_addr == NULL || addr_len <= 0 ||
-      net_parse_address((const char *)remote_addr, addr_len, &lt.address) != 0 ||
+      host_net_parse_address((const char *)remote_addr, addr_len, &lt.address) != 0 ||
       lt.address.sin_port == 0)
-    return task_abandon(&lt.task,
+    return host_task_abandon(&lt.task,
                         core_fail(LLMDD_PARAM_INVALID,
                              "remote_addr '%.*s' is not an IPv4 address and a port 1..65535"
                              " (\"ipv4:port\")",
                              remote_addr == NULL || addr_len < 0 ? 0 : addr_len > 64 ? 64 : addr_len,
                              remote_addr == NULL ? "" : (const char *)remote_addr));
-  net_format_address(&lt.address, lt.where);
+  host_net_format_address(&lt.address, lt.where);
   status = check_room(e, remote_cluster_id);
-  if (status != LLMDD_SUCCESS) return task_abandon(&lt.task, status);
-  return task_dispatch(&lt.task, sizeof lt);
+  if (status != LLMDD_SUCCESS) return host_task_abandon(&lt.task, status);
+  return host_task_dispatch(&lt.task, sizeof lt);
 }
 
 /* ---- llmdd_unlink ---- */
@@ -339,13 +339,13 @@ static int32_t not_answered(const struct unlink_task *ut, const char *why) {
 static int32_t unlink_run(struct task *t) {
   struct unlink_task *ut = (struct unlink_task *)t;
   struct engine *e = t->engine;
-  struct core_guard g = task_guard(t, "waiting for the pulls over the link to end");
+  struct core_guard g = host_task_guard(t, "waiting for the pulls over the link to end");
   int32_t status = core_guard_check(&g);
   if (status != LLMDD_SUCCESS) return status;
 
   pthread_mutex_lock(&e->lock);
-  ut->link = links_find(e, ut->cluster_id);
-  if (ut->link != NULL) links_remove(e, ut->link);
+  ut->link = host_links_find(e, ut->cluster_id);
+  if (ut->link != NULL) host_links_remove(e, ut->link);
   pthread_mutex_unlock(&e->lock);
   if (ut->link == NULL)
     return core_fail(LLMDD_NOT_YET_LINK, "not linked to cluster %llu (it was unlinked meanwhile)",
@@ -355,11 +355,11 @@ static int32_t unlink_run(struct task *t) {
    * the pins of pulls still copying, so let them end first. */
   status = wait_for_pulls(ut->link, &g);
   if (status != LLMDD_SUCCESS) return status;
-  if (!link_alive(ut->link)) return not_answered(ut, "has gone away");
+  if (!host_link_alive(ut->link)) return not_answered(ut, "has gone away");
 
   struct msg request = {.type = MSG_UNLINK}, reply;
   g.doing = "waiting for the PROMPT to confirm the unlink";
-  status = link_exchange(ut->link, &request, MSG_UNLINK_REPLY, &reply, &g);
+  status = host_link_exchange(ut->link, &request, MSG_UNLINK_REPLY, &reply, &g);
   if (status == LLMDD_SUCCESS && reply.u.unlink_status == LLMDD_SUCCESS) return LLMDD_SUCCESS;
   if (status == LLMDD_FAILED || status == LLMDD_ENGINE_FINALIZED) return status;
   return not_answered(ut, "did not confirm the unlink");
@@ -367,7 +367,7 @@ static int32_t unlink_run(struct task *t) {
 
 static void unlink_end(struct task *t) {
   struct unlink_task *ut = (struct unlink_task *)t;
-  if (ut->link != NULL) link_release(ut->link);
+  if (ut->link != NULL) host_link_release(ut->link);
 }
 
 LLMDD_API int32_t llmdd_unlink(uint64_t engine, uint64_t remote_cluster_id, int32_t force,
@@ -375,14 +375,14 @@ LLMDD_API int32_t llmdd_unlink(uint64_t engine, uint64_t remote_cluster_id, int3
   struct unlink_task ut = {.task = {.run = unlink_run, .end = unlink_end},
                            .cluster_id = remote_cluster_id,
                            .force = force};
-  int32_t status = task_begin(&ut.task, engine, job);
+  int32_t status = host_task_begin(&ut.task, engine, job);
   if (status != LLMDD_SUCCESS) return status;
   struct engine *e = ut.task.engine;
   if (e->role == LLMDD_ROLE_PROMPT)
-    return task_abandon(&ut.task, core_fail(LLMDD_PARAM_INVALID,
+    return host_task_abandon(&ut.task, core_fail(LLMDD_PARAM_INVALID,
                                        "a PROMPT engine does not unlink: it has no links"));
-  if (links_find(e, remote_cluster_id) == NULL)
-    return task_abandon(&ut.task, core_fail(LLMDD_NOT_YET_LINK, "not linked to cluster %llu",
+  if (host_links_find(e, remote_cluster_id) == NULL)
+    return host_task_abandon(&ut.task, core_fail(LLMDD_NOT_YET_LINK, "not linked to cluster %llu",
                                        (unsigned long long)remote_cluster_id));
-  return task_dispatch(&ut.task, sizeof ut);
+  return host_task_dispatch(&ut.task, sizeof ut);
 }

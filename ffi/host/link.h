@@ -55,38 +55,38 @@ struct link {
   int32_t pulls;        /* accepted pulls that have not ended */
 };
 
-void link_retain(struct link *l);
-void link_release(struct link *l);
+void host_link_retain(struct link *l);
+void host_link_release(struct link *l);
 
 /* The engine's link to cluster_id, live or broken, or NULL (engine lock held). */
-struct link *links_find(struct engine *e, uint64_t cluster_id);
+struct link *host_links_find(struct engine *e, uint64_t cluster_id);
 
 /* Takes l out of the table (engine lock held); the table's reference passes to
  * the caller. */
-void links_remove(struct engine *e, struct link *l);
+void host_links_remove(struct engine *e, struct link *l);
 
 /* Whether the PROMPT is still there (does not wait). A dead one breaks the link. */
-bool link_alive(struct link *l);
+bool host_link_alive(struct link *l);
 
 /* Marks the link broken and shuts its connection down, so the PROMPT drops the
  * pins of this connection at once. */
-void link_break(struct link *l);
+void host_link_break(struct link *l);
 
 /* Sends request and waits for its answer, which must be of type reply_type.
  * Returns SUCCESS, LINK_FAILED (the link is then broken), or the guard's status
  * (the link stays usable). */
-int32_t link_exchange(struct link *l, struct msg *request, uint16_t reply_type,
+int32_t host_link_exchange(struct link *l, struct msg *request, uint16_t reply_type,
                       struct msg *reply, const struct core_guard *g);
 
 /* Sends a message that has no answer (DONE). */
-int32_t link_send(struct link *l, struct msg *m, const struct core_guard *g);
+int32_t host_link_send(struct link *l, struct msg *m, const struct core_guard *g);
 
 /* Releases a pin at the PROMPT without consuming anything, keeping the thread's
  * last error as it was. */
-void link_unpin(struct link *l, uint64_t pin);
+void host_link_unpin(struct link *l, uint64_t pin);
 
 /* Counts a pull over the link (unlink waits for them to end). */
-void link_pull_begin(struct link *l);
-void link_pull_end(struct link *l);
+void host_link_pull_begin(struct link *l);
+void host_link_pull_end(struct link *l);
 
 #endif

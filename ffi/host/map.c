@@ -21,7 +21,7 @@ static int key_equals(struct map_key x, struct map_key y) {
   return x.a == y.a && x.b == y.b && x.c == y.c;
 }
 
-void map_destroy(struct map *m) {
+void host_map_destroy(struct map *m) {
   free(m->entries);
   m->entries = NULL;
   m->capacity = m->count = 0;
@@ -33,7 +33,7 @@ static void place(struct map_entry *entries, uint64_t mask, struct map_entry e) 
   entries[i] = e;
 }
 
-int map_reserve(struct map *m, uint64_t extra) {
+int host_map_reserve(struct map *m, uint64_t extra) {
   uint64_t needed = m->count + extra;
   /* Load factor at most 1/2 keeps linear probes short. */
   if (needed <= m->capacity / 2) return 0;
@@ -52,7 +52,7 @@ int map_reserve(struct map *m, uint64_t extra) {
   return 0;
 }
 
-struct map_entry *map_find(const struct map *m, struct map_key key) {
+struct map_entry *host_map_find(const struct map *m, struct map_key key) {
   if (m->count == 0) return NULL;
   uint64_t mask = m->capacity - 1;
   for (uint64_t i = hash(key) & mask;; i = (i + 1) & mask) {
@@ -62,12 +62,12 @@ struct map_entry *map_find(const struct map *m, struct map_key key) {
   }
 }
 
-void map_insert(struct map *m, struct map_key key, void *value, int32_t aux) {
+void host_map_insert(struct map *m, struct map_key key, void *value, int32_t aux) {
   place(m->entries, m->capacity - 1, (struct map_entry){key, value, aux});
   m->count++;
 }
 
-void map_remove(struct map *m, struct map_entry *entry) {
+void host_map_remove(struct map *m, struct map_entry *entry) {
   /* Backward-shift deletion: pull later members of the probe run into the hole, so
    * lookups never need tombstones. */
   uint64_t mask = m->capacity - 1;

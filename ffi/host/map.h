@@ -22,18 +22,18 @@ struct map {
   uint64_t count;
 };
 
-void map_destroy(struct map *m);
+void host_map_destroy(struct map *m);
 
 /* Makes room so that `extra` inserts cannot fail. Returns 0, or -1 out of memory. */
-int map_reserve(struct map *m, uint64_t extra);
+int host_map_reserve(struct map *m, uint64_t extra);
 
 /* The entry for key, or NULL. */
-struct map_entry *map_find(const struct map *m, struct map_key key);
+struct map_entry *host_map_find(const struct map *m, struct map_key key);
 
 /* Inserts a key that is not present; room must have been reserved. */
-void map_insert(struct map *m, struct map_key key, void *value, int32_t aux);
+void host_map_insert(struct map *m, struct map_key key, void *value, int32_t aux);
 
-/* Removes a present entry (as returned by map_find). */
-void map_remove(struct map *m, struct map_entry *entry);
+/* Removes a present entry (as returned by host_map_find). */
+void host_map_remove(struct map *m, struct map_entry *entry);
 
 #endif

@@ -13,7 +13,7 @@
 #include "core/error.h"
 #include "llmdd.h"
 
-int32_t net_wait(int fd, short events, const struct core_guard *g, int wake_fd) {
+int32_t host_net_wait(int fd, short events, const struct core_guard *g, int wake_fd) {
   for (;;) {
     int32_t status = core_guard_check(g);
     if (status != LLMDD_SUCCESS) return status;
@@ -31,7 +31,7 @@ int32_t net_wait(int fd, short events, const struct core_guard *g, int wake_fd) 
   }
 }
 
-bool net_peer_gone(int fd) {
+bool host_net_peer_gone(int fd) {
   struct pollfd p = {fd, POLLRDHUP, 0};
   int n;
   do n = poll(&p, 1, 0);
@@ -39,14 +39,14 @@ bool net_peer_gone(int fd) {
   return n > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
 }
 
-void net_set_nodelay(int fd) {
+void host_net_set_nodelay(int fd) {
   /* Requests and answers are small and each waits for the other: Nagle's
    * algorithm would hold a request back for the previous one's delayed ACK. */
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-int net_parse_address(const char *text, int32_t len, struct sockaddr_in *out) {
+int host_net_parse_address(const char *text, int32_t len, struct sockaddr_in *out) {
   const char *colon = NULL;
   for (int32_t i = 0; i < len; i++)
     if (text[i] == ':') colon = &text[i];
@@ -73,15 +73,15 @@ int net_parse_address(const char *text, int32_t len, struct sockaddr_in *out) {
   return 0;
 }
 
-void net_format_address(const struct sockaddr_in *a, char out[NET_ADDRESS_TEXT]) {
+void host_net_format_address(const struct sockaddr_in *a, char out[NET_ADDRESS_TEXT]) {
   char host[INET_ADDRSTRLEN] = "?";
   inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
   snprintf(out, NET_ADDRESS_TEXT, "%s:%u", host, (unsigned)ntohs(a->sin_port));
 }
 
-int32_t net_listen(const struct sockaddr_in *addr, int *out_fd, uint16_t *out_port) {
+int32_t host_net_listen(const struct sockaddr_in *addr, int *out_fd, uint16_t *out_port) {
   char where[NET_ADDRESS_TEXT], text[CORE_ERRNO_TEXT_CAP];
-  net_format_address(addr, where);
+  host_net_format_address(addr, where);
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return core_fail(LLMDD_FAILED, "cannot create a socket to listen on %s: %s", where,
@@ -102,9 +102,9 @@ int32_t net_listen(const struct sockaddr_in *addr, int *out_fd, uint16_t *out_po
   return LLMDD_SUCCESS;
 }
 
-int32_t net_connect(const struct sockaddr_in *addr, const struct core_guard *g, int *out_fd) {
+int32_t host_net_connect(const struct sockaddr_in *addr, const struct core_guard *g, int *out_fd) {
   char where[NET_ADDRESS_TEXT], text[CORE_ERRNO_TEXT_CAP];
-  net_format_address(addr, where);
+  host_net_format_address(addr, where);
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return core_fail(LLMDD_LINK_FAILED, "cannot create a socket to connect to %s: %s", where,
@@ -114,7 +114,7 @@ int32_t net_connect(const struct sockaddr_in *addr, const struct core_guard *g, 
     if (errno != EINPROGRESS) {
       err = errno;
     } else {
-      int32_t status = net_wait(fd, POLLOUT, g, -1);
+      int32_t status = host_net_wait(fd, POLLOUT, g, -1);
       if (status != LLMDD_SUCCESS) {
         close(fd);
         return status;
@@ -128,7 +128,7 @@ int32_t net_connect(const struct sockaddr_in *addr, const struct core_guard *g, 
     return core_fail(LLMDD_LINK_FAILED, "cannot connect to %s: %s", where,
                      core_errno_text(err, text));
   }
-  net_set_nodelay(fd);
+  host_net_set_nodelay(fd);
   *out_fd = fd;
   return LLMDD_SUCCESS;
 }

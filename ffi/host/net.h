@@ -21,27 +21,27 @@
 
 /* Parses "a.b.c.d:port" (dotted decimal, port 0..65535, nothing else). Returns 0,
  * or -1 when malformed. */
-int net_parse_address(const char *text, int32_t len, struct sockaddr_in *out);
-void net_format_address(const struct sockaddr_in *a, char out[NET_ADDRESS_TEXT]);
+int host_net_parse_address(const char *text, int32_t len, struct sockaddr_in *out);
+void host_net_format_address(const struct sockaddr_in *a, char out[NET_ADDRESS_TEXT]);
 
 /* Listens on addr (SO_REUSEADDR, so a restart after a crash finds its port).
  * Returns SUCCESS with the socket and the port it got, or FAILED with a message. */
-int32_t net_listen(const struct sockaddr_in *addr, int *out_fd, uint16_t *out_port);
+int32_t host_net_listen(const struct sockaddr_in *addr, int *out_fd, uint16_t *out_port);
 
 /* Connects within the guard. Returns SUCCESS with a connected socket
  * (TCP_NODELAY), LINK_FAILED when the connection is refused or fails, or the
  * guard's status. */
-int32_t net_connect(const struct sockaddr_in *addr, const struct core_guard *g, int *out_fd);
+int32_t host_net_connect(const struct sockaddr_in *addr, const struct core_guard *g, int *out_fd);
 
 /* Waits until fd reports one of events (or an error or hang-up, which the next
  * call on it will report), or until wake_fd (-1 for none) is readable: a server
  * shutting down. Returns SUCCESS, ENGINE_FINALIZED (woken) or the guard's status. */
-int32_t net_wait(int fd, short events, const struct core_guard *g, int wake_fd);
+int32_t host_net_wait(int fd, short events, const struct core_guard *g, int wake_fd);
 
 /* Whether the peer has closed or reset the connection (does not wait, reads
  * nothing: data waiting to be read does not count). */
-bool net_peer_gone(int fd);
+bool host_net_peer_gone(int fd);
 
-void net_set_nodelay(int fd);
+void host_net_set_nodelay(int fd);
 
 #endif

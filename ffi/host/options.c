@@ -51,7 +51,7 @@ static int32_t parse_pool_bytes(struct core_span value, struct engine_options *o
 
 static int32_t parse_listen(struct core_span value, struct engine_options *out) {
   /* Port 0 is allowed here: the kernel picks a free port, reported by engine_info. */
-  if (net_parse_address(value.p, value.n, &out->listen_address) != 0)
+  if (host_net_parse_address(value.p, value.n, &out->listen_address) != 0)
     return core_fail(LLMDD_PARAM_INVALID,
                      KEY_LISTEN " '%.*s' is not an IPv4 address and port (\"ipv4:port\")",
                      CORE_QUOTE(value));
@@ -68,7 +68,7 @@ static int32_t on_option(void *arg, struct core_span key, struct core_span value
   return LLMDD_SUCCESS;
 }
 
-int32_t options_parse(const uint8_t *text, int32_t len, struct engine_options *out) {
+int32_t host_options_parse(const uint8_t *text, int32_t len, struct engine_options *out) {
   out->num_devices = 1;
   out->device_ids[0] = 0;
   out->pool_bytes = DEFAULT_POOL_BYTES;

@@ -20,6 +20,6 @@ struct engine_options {
 
 /* Fills *out from the option text. Returns LLMDD_SUCCESS or LLMDD_PARAM_INVALID
  * with a last-error message naming the key and the bad value. */
-int32_t options_parse(const uint8_t *text, int32_t len, struct engine_options *out);
+int32_t host_options_parse(const uint8_t *text, int32_t len, struct engine_options *out);
 
 #endif

@@ -25,7 +25,7 @@ static uint8_t *backing_reserve(struct pool *p, uint64_t capacity, const char *s
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     return base == MAP_FAILED ? NULL : base;
   }
-  int fd = shm_create(shm_name, capacity, &p->object_id);
+  int fd = host_shm_create(shm_name, capacity, &p->object_id);
   if (fd < 0) return NULL;
   void *base = mmap(NULL, (size_t)capacity, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   int err = errno;
@@ -59,7 +59,7 @@ static void backing_discard(struct pool *p, uint64_t offset, uint64_t length) {
             p->name[0] != '\0' ? MADV_REMOVE : MADV_DONTNEED);
 }
 
-int pool_init(struct pool *p, uint64_t capacity, const char *shm_name) {
+int host_pool_init(struct pool *p, uint64_t capacity, const char *shm_name) {
   memset(p, 0, sizeof *p);
   uint64_t usable = capacity / POOL_ALIGN * POOL_ALIGN;
   p->ranges_capacity = 4;
@@ -81,14 +81,14 @@ int pool_init(struct pool *p, uint64_t capacity, const char *shm_name) {
   return 0;
 }
 
-void pool_destroy(struct pool *p) {
+void host_pool_destroy(struct pool *p) {
   if (p->base != NULL) backing_release(p);
   free(p->ranges);
   memset(p, 0, sizeof *p);
 }
 
 /* Each live block can split a free range in two when it is freed, so keeping
- * room for blocks + 1 ranges means pool_free never needs to allocate. */
+ * room for blocks + 1 ranges means host_pool_free never needs to allocate. */
 static int reserve_ranges(struct pool *p, uint64_t needed) {
   if (needed <= p->ranges_capacity) return 0;
   uint64_t capacity = p->ranges_capacity * 2;
@@ -105,7 +105,7 @@ static void remove_range(struct pool *p, uint64_t i) {
   p->num_ranges--;
 }
 
-int pool_alloc(struct pool *p, uint64_t length, uint64_t *out_offset) {
+int host_pool_alloc(struct pool *p, uint64_t length, uint64_t *out_offset) {
   for (uint64_t i = 0; i < p->num_ranges; i++) {
     struct free_range *r = &p->ranges[i];
     if (r->length < length) continue;
@@ -122,7 +122,7 @@ int pool_alloc(struct pool *p, uint64_t length, uint64_t *out_offset) {
   return -1;
 }
 
-void pool_free(struct pool *p, uint64_t offset, uint64_t length) {
+void host_pool_free(struct pool *p, uint64_t offset, uint64_t length) {
   backing_discard(p, offset, length);
   p->in_use -= length;
   p->blocks--;

@@ -36,19 +36,19 @@ struct pool {
 /* Reserves capacity bytes: private memory when shm_name is NULL, else a new
  * shared-memory object of that name (which must not exist). Returns 0, or -1
  * (nothing reserved, no object left behind) with errno set. */
-int pool_init(struct pool *p, uint64_t capacity, const char *shm_name);
+int host_pool_init(struct pool *p, uint64_t capacity, const char *shm_name);
 
 /* Returns the backing memory to the system and removes a shared pool's name.
  * Blocks still allocated are forgotten. */
-void pool_destroy(struct pool *p);
+void host_pool_destroy(struct pool *p);
 
 /* Allocates length bytes (a multiple of POOL_ALIGN, > 0). Returns 0 and the
  * block's offset, -1 when no free range is large enough, -2 when out of host
  * memory for bookkeeping. */
-int pool_alloc(struct pool *p, uint64_t length, uint64_t *out_offset);
+int host_pool_alloc(struct pool *p, uint64_t length, uint64_t *out_offset);
 
-/* Frees a block returned by pool_alloc. Cannot fail: pool_alloc keeps room for
+/* Frees a block returned by host_pool_alloc. Cannot fail: host_pool_alloc keeps room for
  * the free range this may add. */
-void pool_free(struct pool *p, uint64_t offset, uint64_t length);
+void host_pool_free(struct pool *p, uint64_t offset, uint64_t length);
 
 #endif

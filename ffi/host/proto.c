@@ -203,7 +203,7 @@ static int32_t check_header(struct proto_rx *rx, uint16_t *type, uint64_t *seq) 
   return LLMDD_SUCCESS;
 }
 
-int32_t proto_recv(int fd, struct proto_rx *rx, struct msg *out, const struct core_guard *g,
+int32_t host_proto_recv(int fd, struct proto_rx *rx, struct msg *out, const struct core_guard *g,
                    int wake_fd, int64_t message_ns) {
   char text[CORE_ERRNO_TEXT_CAP];
   for (;;) {
@@ -245,12 +245,12 @@ int32_t proto_recv(int fd, struct proto_rx *rx, struct msg *out, const struct co
     struct core_guard bounded = *g;
     if (message_ns > 0 && rx->have > 0 && rx->started_ns + message_ns < bounded.until_ns)
       bounded.until_ns = rx->started_ns + message_ns;
-    int32_t status = net_wait(fd, POLLIN, &bounded, wake_fd);
+    int32_t status = host_net_wait(fd, POLLIN, &bounded, wake_fd);
     if (status != LLMDD_SUCCESS) return status;
   }
 }
 
-int32_t proto_send(int fd, const struct msg *m, const struct core_guard *g, int wake_fd,
+int32_t host_proto_send(int fd, const struct msg *m, const struct core_guard *g, int wake_fd,
                    bool *torn) {
   uint8_t buf[PROTO_HEADER_BYTES + PROTO_MAX_BODY];
   uint32_t len = encode(m, buf), sent = 0;
@@ -268,7 +268,7 @@ int32_t proto_send(int fd, const struct msg *m, const struct core_guard *g, int 
       return core_fail(LLMDD_LINK_FAILED, "the connection failed: %s",
                        core_errno_text(errno, text));
     }
-    int32_t status = net_wait(fd, POLLOUT, g, wake_fd);
+    int32_t status = host_net_wait(fd, POLLOUT, g, wake_fd);
     if (status != LLMDD_SUCCESS) {
       *torn = sent > 0;
       return status;

@@ -118,17 +118,17 @@ struct proto_rx {
 };
 
 /* Receives one whole message. message_ns > 0 bounds how long a message, once
- * started, may take to finish (a stalled peer); wake_fd is as net_wait's.
+ * started, may take to finish (a stalled peer); wake_fd is as host_net_wait's.
  * Returns SUCCESS; LINK_FAILED (the peer closed or reset the connection, or sent
  * something malformed — the connection is then unusable); or the guard's status
  * (the connection is intact). */
-int32_t proto_recv(int fd, struct proto_rx *rx, struct msg *out, const struct core_guard *g,
+int32_t host_proto_recv(int fd, struct proto_rx *rx, struct msg *out, const struct core_guard *g,
                    int wake_fd, int64_t message_ns);
 
 /* Sends one message. Returns SUCCESS, LINK_FAILED (peer gone), or the guard's
  * status. *torn is set when the message went out in part: the stream is then out
  * of step and the connection must be dropped. */
-int32_t proto_send(int fd, const struct msg *m, const struct core_guard *g, int wake_fd,
+int32_t host_proto_send(int fd, const struct msg *m, const struct core_guard *g, int wake_fd,
                    bool *torn);
 
 #endif

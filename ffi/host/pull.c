@@ -68,7 +68,7 @@ static int32_t check_answer(const struct pull_task *p, const struct msg_lookup_r
   for (int32_t d = 0; ok && d < l->num_devices; d++)
     ok = fits(r->offsets[d], r->stride, r->num_tensors, r->tensor_bytes, l->pool_bytes);
   if (ok) return LLMDD_SUCCESS;
-  link_break(l);
+  host_link_break(l);
   return core_fail(LLMDD_LINK_FAILED, "the PROMPT of cluster %llu answered with a cache outside its pools",
               (unsigned long long)l->cluster_id);
 }
@@ -84,11 +84,11 @@ static int32_t check_match(const struct pull_task *p, const struct msg_lookup_re
                 "the remote cache's layout (tag 0x%llx) differs from cache %llu's (tag 0x%llx)",
                 (unsigned long long)r->layout_tag, (unsigned long long)c->id,
                 (unsigned long long)c->layout_tag);
-  if (remote_row != cache_row_bytes(c))
+  if (remote_row != host_cache_row_bytes(c))
     return core_fail(LLMDD_PARAM_INVALID,
                 "the remote cache's rows are %llu bytes and cache %llu's are %llu",
                 (unsigned long long)remote_row, (unsigned long long)c->id,
-                (unsigned long long)cache_row_bytes(c));
+                (unsigned long long)host_cache_row_bytes(c));
   return LLMDD_SUCCESS;
 }
 
@@ -96,7 +96,7 @@ static int32_t check_match(const struct pull_task *p, const struct msg_lookup_re
  * reused the memory being copied. */
 static int32_t peer_check(void *peer) {
   const struct pull_task *p = peer;
-  if (!link_alive(p->link)) return gone(p, "during the pull: the row is not to be trusted");
+  if (!host_link_alive(p->link)) return gone(p, "during the pull: the row is not to be trusted");
   return LLMDD_SUCCESS;
 }
 
@@ -116,7 +116,7 @@ static int32_t copy_row(const struct pull_task *p, const struct msg_lookup_reply
   for (int32_t d = 0; d < l->num_devices && status == LLMDD_SUCCESS; d++) {
     for (int32_t t = 0; t < p->dst->num_tensors && status == LLMDD_SUCCESS; t++) {
       const uint8_t *src = l->bases[d] + r->offsets[d] + (uint64_t)t * r->stride + src_row;
-      status = core_copy_chunked(&progress, cache_tensor(b, p->dst, d, t) + p->dst_offset, src,
+      status = core_copy_chunked(&progress, host_cache_tensor(b, p->dst, d, t) + p->dst_offset, src,
                                  p->size);
     }
   }
@@ -126,16 +126,16 @@ static int32_t copy_row(const struct pull_task *p, const struct msg_lookup_reply
 
 static int32_t pull_run(struct task *t) {
   struct pull_task *p = (struct pull_task *)t;
-  struct core_guard g = task_guard(t, "waiting for the PROMPT's answer");
+  struct core_guard g = host_task_guard(t, "waiting for the PROMPT's answer");
   int32_t status = core_guard_check(&g);
   if (status != LLMDD_SUCCESS) return status;
-  if (!link_alive(p->link)) return gone(p, "(unlink and link again)");
+  if (!host_link_alive(p->link)) return gone(p, "(unlink and link again)");
 
   struct msg request = {.type = MSG_LOOKUP,
                         .u.lookup = {.kind = (uint32_t)p->key_kind,
                                      .k = {p->k[0], p->k[1], p->k[2]}}};
   struct msg answer;
-  status = link_exchange(p->link, &request, MSG_LOOKUP_REPLY, &answer, &g);
+  status = host_link_exchange(p->link, &request, MSG_LOOKUP_REPLY, &answer, &g);
   if (status == LLMDD_LINK_FAILED) {
     struct core_kept_error why;
     core_error_keep(&why);
@@ -149,32 +149,32 @@ static int32_t pull_run(struct task *t) {
   if (status != LLMDD_SUCCESS) return status;
   status = check_match(p, r);
   if (status == LLMDD_SUCCESS) {
-    if (p->size == LLMDD_WHOLE_ROW) p->size = cache_row_bytes(p->dst);
+    if (p->size == LLMDD_WHOLE_ROW) p->size = host_cache_row_bytes(p->dst);
     g.doing = "pulling";
     status = copy_row(p, r, &g);
   }
   if (status != LLMDD_SUCCESS) {
-    link_unpin(p->link, r->pin);
+    host_link_unpin(p->link, r->pin);
     return status;
   }
   /* Checked after the copy: the PROMPT shuts the connection before unpinning. */
-  if (!link_alive(p->link)) return gone(p, "during the pull: the row is not to be trusted");
+  if (!host_link_alive(p->link)) return gone(p, "during the pull: the row is not to be trusted");
   struct msg done = {.type = MSG_DONE,
                      .u.done = {.pin = r->pin, .consume = p->key_kind == LLMDD_KEY_CACHE_KEY}};
   struct core_guard quick = core_guard_for(1000, "releasing the pin");
-  if (link_send(p->link, &done, &quick) != LLMDD_SUCCESS) {
+  if (host_link_send(p->link, &done, &quick) != LLMDD_SUCCESS) {
     /* The row is here and intact; the PROMPT drops the pin with the connection,
      * but cannot consume the key. */
-    link_break(p->link);
+    host_link_break(p->link);
   }
   return LLMDD_SUCCESS;
 }
 
 static void pull_end(struct task *t) {
   struct pull_task *p = (struct pull_task *)t;
-  book_unpin(&t->engine->book, p->dst);
-  link_pull_end(p->link);
-  link_release(p->link);
+  host_book_unpin(&t->engine->book, p->dst);
+  host_link_pull_end(p->link);
+  host_link_release(p->link);
 }
 
 LLMDD_API int32_t llmdd_cache_pull(uint64_t engine, uint64_t cache_id, int32_t key_kind,
@@ -184,37 +184,37 @@ LLMDD_API int32_t llmdd_cache_pull(uint64_t engine, uint64_t cache_id, int32_t k
                         .key_kind = key_kind,
                         .k = {k0, k1, k2},
                         .size = size};
-  int32_t status = task_begin(&p.task, engine, job);
+  int32_t status = host_task_begin(&p.task, engine, job);
   if (status != LLMDD_SUCCESS) return status;
   struct engine *e = p.task.engine;
   if (e->role == LLMDD_ROLE_PROMPT)
-    return task_abandon(&p.task, core_fail(LLMDD_PARAM_INVALID,
+    return host_task_abandon(&p.task, core_fail(LLMDD_PARAM_INVALID,
                                       "a PROMPT engine does not pull: DECODER and MIX engines do"));
   if (key_kind != LLMDD_KEY_CACHE_KEY && key_kind != LLMDD_KEY_BY_ID)
-    return task_abandon(&p.task, core_fail(LLMDD_PARAM_INVALID,
+    return host_task_abandon(&p.task, core_fail(LLMDD_PARAM_INVALID,
                                       "key_kind %d is not CACHE_KEY (0) or BY_ID (1)", key_kind));
-  p.dst = book_find(&e->book, cache_id);
+  p.dst = host_book_find(&e->book, cache_id);
   if (p.dst == NULL)
-    return task_abandon(&p.task, core_fail(LLMDD_KV_CACHE_NOT_EXIST, "cache %llu does not exist",
+    return host_task_abandon(&p.task, core_fail(LLMDD_KV_CACHE_NOT_EXIST, "cache %llu does not exist",
                                       (unsigned long long)cache_id));
   if (dst_batch_index < 0 || (uint64_t)dst_batch_index >= p.dst->batch_size)
-    return task_abandon(&p.task, core_fail(LLMDD_PARAM_INVALID,
+    return host_task_abandon(&p.task, core_fail(LLMDD_PARAM_INVALID,
                                       "dst_batch_index %d is out of range [0, %llu) of cache %llu",
                                       dst_batch_index, (unsigned long long)p.dst->batch_size,
                                       (unsigned long long)cache_id));
-  uint64_t row = cache_row_bytes(p.dst);
+  uint64_t row = host_cache_row_bytes(p.dst);
   if (size != LLMDD_WHOLE_ROW && size > row)
-    return task_abandon(&p.task, core_fail(LLMDD_PARAM_INVALID,
+    return host_task_abandon(&p.task, core_fail(LLMDD_PARAM_INVALID,
                                       "size %llu is more than the %llu bytes of a row of cache %llu",
                                       (unsigned long long)size, (unsigned long long)row,
                                       (unsigned long long)cache_id));
-  p.link = links_find(e, k0);
+  p.link = host_links_find(e, k0);
   if (p.link == NULL)
-    return task_abandon(&p.task, core_fail(LLMDD_NOT_YET_LINK, "not linked to cluster %llu",
+    return host_task_abandon(&p.task, core_fail(LLMDD_NOT_YET_LINK, "not linked to cluster %llu",
                                       (unsigned long long)k0));
   p.dst_offset = (uint64_t)dst_batch_index * row;
-  book_pin(p.dst);
-  link_retain(p.link);
-  link_pull_begin(p.link);
-  return task_dispatch(&p.task, sizeof p);
+  host_book_pin(p.dst);
+  host_link_retain(p.link);
+  host_link_pull_begin(p.link);
+  return host_task_dispatch(&p.task, sizeof p);
 }

@@ -105,10 +105,10 @@ static void lookup(struct connection *c, uint64_t seq, const struct msg_lookup *
   if (atomic_load_explicit(&e->finalizing, memory_order_relaxed)) {
     r->status = LLMDD_ENGINE_FINALIZED;
   } else if (q->kind == LLMDD_KEY_CACHE_KEY) {
-    pin.cache = book_find_key(&e->book, pin.key, &row);
+    pin.cache = host_book_find_key(&e->book, pin.key, &row);
     r->status = pin.cache != NULL ? LLMDD_SUCCESS : LLMDD_KV_CACHE_NOT_EXIST;
   } else if (q->kind == LLMDD_KEY_BY_ID) {
-    pin.cache = book_find(&e->book, q->k[1]);
+    pin.cache = host_book_find(&e->book, q->k[1]);
     row = q->k[2];
     r->status = pin.cache == NULL               ? LLMDD_KV_CACHE_NOT_EXIST
                 : row >= pin.cache->batch_size ? LLMDD_PARAM_INVALID
@@ -118,7 +118,7 @@ static void lookup(struct connection *c, uint64_t seq, const struct msg_lookup *
   }
   if (r->status == LLMDD_SUCCESS) {
     const struct cache *cache = pin.cache;
-    book_pin(pin.cache);
+    host_book_pin(pin.cache);
     c->pins[c->num_pins++] = pin;
     r->num_tensors = (uint32_t)cache->num_tensors;
     r->pin = pin.id;
@@ -138,8 +138,8 @@ static void lookup(struct connection *c, uint64_t seq, const struct msg_lookup *
 static void drop_pin(struct connection *c, int32_t i, bool consume) {
   struct book *b = &c->server->engine->book;
   struct pin *pin = &c->pins[i];
-  if (consume && pin->by_key) book_consume_key(b, pin->key, pin->cache);
-  book_unpin(b, pin->cache);
+  if (consume && pin->by_key) host_book_consume_key(b, pin->key, pin->cache);
+  host_book_unpin(b, pin->cache);
   c->pins[i] = c->pins[--c->num_pins];
 }
 
@@ -159,7 +159,7 @@ static void done(struct connection *c, const struct msg_done *q) {
 static bool reply(struct connection *c, const struct msg *m) {
   struct core_guard g = core_guard_for(SEND_TIMEOUT_MS, "answering a linked engine");
   bool torn;
-  return proto_send(c->fd, m, &g, c->server->wake[0], &torn) == LLMDD_SUCCESS;
+  return host_proto_send(c->fd, m, &g, c->server->wake[0], &torn) == LLMDD_SUCCESS;
 }
 
 /* Handles one request. Returns false when the connection must close. */
@@ -197,7 +197,7 @@ static void *connection_main(void *arg) {
   struct connection *c = arg;
   struct core_guard g = {.until_ns = INT64_MAX, .doing = "serving a linked engine"};
   struct msg m;
-  while (proto_recv(c->fd, &c->in, &m, &g, c->server->wake[0], MESSAGE_TIMEOUT_NS) ==
+  while (host_proto_recv(c->fd, &c->in, &m, &g, c->server->wake[0], MESSAGE_TIMEOUT_NS) ==
              LLMDD_SUCCESS &&
          handle(c, &m)) {
   }
@@ -254,7 +254,7 @@ static void accept_connection(struct server *s, int fd) {
     close(fd);
     return;
   }
-  net_set_nodelay(fd);
+  host_net_set_nodelay(fd);
   c->server = s;
   c->fd = fd;
   atomic_init(&c->finished, false);
@@ -291,13 +291,13 @@ static void *listener_main(void *arg) {
   return NULL;
 }
 
-int32_t server_start(struct engine *e, const struct sockaddr_in *addr, struct server **out,
+int32_t host_server_start(struct engine *e, const struct sockaddr_in *addr, struct server **out,
                      uint16_t *out_port) {
   struct server *s = calloc(1, sizeof *s);
   if (s == NULL) return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for the server");
   s->engine = e;
   char text[CORE_ERRNO_TEXT_CAP];
-  int32_t status = net_listen(addr, &s->listen_fd, out_port);
+  int32_t status = host_net_listen(addr, &s->listen_fd, out_port);
   if (status != LLMDD_SUCCESS) {
     free(s);
     return status;
@@ -321,7 +321,7 @@ int32_t server_start(struct engine *e, const struct sockaddr_in *addr, struct se
   return LLMDD_SUCCESS;
 }
 
-void server_stop(struct server *s) {
+void host_server_stop(struct server *s) {
   ssize_t n;
   do n = write(s->wake[1], "x", 1);
   while (n < 0 && errno == EINTR);

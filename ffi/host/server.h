@@ -18,11 +18,11 @@ struct server;
 
 /* Listens on addr and starts the listener. Returns SUCCESS with the server and
  * the port it listens on, or FAILED with a message. */
-int32_t server_start(struct engine *e, const struct sockaddr_in *addr, struct server **out,
+int32_t host_server_start(struct engine *e, const struct sockaddr_in *addr, struct server **out,
                      uint16_t *out_port);
 
 /* Stops listening, shuts every connection down, waits for their threads (which
  * drop their pins under the engine lock: it must not be held) and frees s. */
-void server_stop(struct server *s);
+void host_server_stop(struct server *s);
 
 #endif

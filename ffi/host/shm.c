@@ -33,7 +33,7 @@
 /* Engines alive at exit() whose names are removed then (see unlink_at_exit). */
 #define EXIT_SLOTS 256
 
-void shm_pool_name(char out[SHM_NAME_CAP], uint64_t cluster_id, int32_t device_index) {
+void host_shm_pool_name(char out[SHM_NAME_CAP], uint64_t cluster_id, int32_t device_index) {
   snprintf(out, SHM_NAME_CAP, "/llmdd.%llu.%d", (unsigned long long)cluster_id, device_index);
 }
 
@@ -55,7 +55,7 @@ static bool is_named(int fd, const char *name) {
 static void unlink_pools(uint64_t cluster_id) {
   for (int32_t d = 0; d < MAX_DEVICES; d++) {
     char pool[SHM_NAME_CAP];
-    shm_pool_name(pool, cluster_id, d);
+    host_shm_pool_name(pool, cluster_id, d);
     shm_unlink(pool);
   }
 }
@@ -191,7 +191,7 @@ static void record_owner(int fd) {
   }
 }
 
-int32_t shm_cluster_acquire(uint64_t cluster_id, int *out_fd) {
+int32_t host_shm_cluster_acquire(uint64_t cluster_id, int *out_fd) {
   char name[SHM_NAME_CAP], text[CORE_ERRNO_TEXT_CAP];
   lock_name(name, cluster_id);
   sweep_dead_owners();
@@ -232,7 +232,7 @@ int32_t shm_cluster_acquire(uint64_t cluster_id, int *out_fd) {
   }
 }
 
-void shm_cluster_release(uint64_t cluster_id, int fd) {
+void host_shm_cluster_release(uint64_t cluster_id, int fd) {
   char name[SHM_NAME_CAP];
   lock_name(name, cluster_id);
   forget_owned(cluster_id);
@@ -240,7 +240,7 @@ void shm_cluster_release(uint64_t cluster_id, int fd) {
   close(fd);
 }
 
-int shm_create(const char *name, uint64_t bytes, uint64_t *out_id) {
+int host_shm_create(const char *name, uint64_t bytes, uint64_t *out_id) {
   if (bytes > (uint64_t)INT64_MAX) {
     errno = EFBIG;
     return -1;
@@ -260,10 +260,10 @@ int shm_create(const char *name, uint64_t bytes, uint64_t *out_id) {
   return fd;
 }
 
-int32_t shm_map_peer(uint64_t cluster_id, int32_t device_index, uint64_t id, uint64_t bytes,
+int32_t host_shm_map_peer(uint64_t cluster_id, int32_t device_index, uint64_t id, uint64_t bytes,
                      const uint8_t **out_base) {
   char name[SHM_NAME_CAP], text[CORE_ERRNO_TEXT_CAP];
-  shm_pool_name(name, cluster_id, device_index);
+  host_shm_pool_name(name, cluster_id, device_index);
   int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0)
     return core_fail(LLMDD_LINK_FAILED,

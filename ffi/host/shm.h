@@ -21,24 +21,24 @@
 
 #define SHM_NAME_CAP 48
 
-void shm_pool_name(char out[SHM_NAME_CAP], uint64_t cluster_id, int32_t device_index);
+void host_shm_pool_name(char out[SHM_NAME_CAP], uint64_t cluster_id, int32_t device_index);
 
 /* Sweeps dead owners' objects, takes ownership of cluster_id, then removes pool
  * objects a crashed owner of it left. Returns SUCCESS with the lock's fd, or
  * FAILED with a message (owned by a live engine; shared memory unavailable). */
-int32_t shm_cluster_acquire(uint64_t cluster_id, int *out_fd);
+int32_t host_shm_cluster_acquire(uint64_t cluster_id, int *out_fd);
 
 /* Gives ownership up: removes the lock object's name, then drops the lock. */
-void shm_cluster_release(uint64_t cluster_id, int fd);
+void host_shm_cluster_release(uint64_t cluster_id, int fd);
 
 /* Creates a new, empty object of `bytes` bytes. Returns its fd (read-write) and
  * writes its identity (inode number), or -1 with errno. */
-int shm_create(const char *name, uint64_t bytes, uint64_t *out_id);
+int host_shm_create(const char *name, uint64_t bytes, uint64_t *out_id);
 
 /* Maps another engine's pool read-only, after checking that the name still
  * refers to the object the engine reported (id) and that it is large enough.
  * Returns SUCCESS, or LINK_FAILED with a message. */
-int32_t shm_map_peer(uint64_t cluster_id, int32_t device_index, uint64_t id, uint64_t bytes,
+int32_t host_shm_map_peer(uint64_t cluster_id, int32_t device_index, uint64_t id, uint64_t bytes,
                      const uint8_t **out_base);
 
 #endif

@@ -7,7 +7,7 @@
 #include "core/error.h"
 #include "llmdd.h"
 
-int32_t task_begin(struct task *t, uint64_t engine, uint64_t job) {
+int32_t host_task_begin(struct task *t, uint64_t engine, uint64_t job) {
   if (job != 0) {
     int32_t status = core_job_begin(job, &t->job);
     if (status != LLMDD_SUCCESS) return status;
@@ -15,17 +15,17 @@ int32_t task_begin(struct task *t, uint64_t engine, uint64_t job) {
     if (core_job_callback(t->job) != NULL && core_workers_start() != 0)
       return core_job_finish(t->job, LLMDD_FAILED);
   }
-  int32_t status = engine_enter(engine, &t->engine);
+  int32_t status = host_engine_enter(engine, &t->engine);
   if (status != LLMDD_SUCCESS && t->job != NULL) core_job_finish(t->job, status);
   return status;
 }
 
-int32_t task_abandon(struct task *t, int32_t status) {
-  engine_leave(t->engine);
+int32_t host_task_abandon(struct task *t, int32_t status) {
+  host_engine_leave(t->engine);
   return t->job ? core_job_finish(t->job, status) : status;
 }
 
-struct core_guard task_guard(const struct task *t, const char *doing) {
+struct core_guard host_task_guard(const struct task *t, const char *doing) {
   return (struct core_guard){.job = t->job, .stop = &t->engine->finalizing,
                              .until_ns = INT64_MAX, .doing = doing};
 }
@@ -57,28 +57,28 @@ static void run_in_background(struct core_work *w) {
   } else {
     status = execute_unlocked(t);
   }
-  engine_release(e);
+  host_engine_release(e);
 
   struct core_job *j = t->job;
   free(t);
   core_job_report(j, status);
 }
 
-int32_t task_run_locked(struct task *t) {
+int32_t host_task_run_locked(struct task *t) {
   struct engine *e = t->engine;
   int32_t status = t->run(t);
   pthread_mutex_unlock(&e->lock);
-  engine_release(e);
+  host_engine_release(e);
   return t->job ? core_job_finish(t->job, status) : status;
 }
 
-int32_t task_dispatch(struct task *t, size_t size) {
+int32_t host_task_dispatch(struct task *t, size_t size) {
   struct engine *e = t->engine;
-  if (task_in_background(t)) {
+  if (host_task_in_background(t)) {
     struct task *queued = malloc(size);
     if (queued == NULL) {
       t->end(t);
-      return task_abandon(t, core_fail(LLMDD_OUT_OF_MEMORY,
+      return host_task_abandon(t, core_fail(LLMDD_OUT_OF_MEMORY,
                                        "out of host memory for the operation"));
     }
     memcpy(queued, t, size);
@@ -90,6 +90,6 @@ int32_t task_dispatch(struct task *t, size_t size) {
     return LLMDD_SUCCESS;
   }
   int32_t status = execute_unlocked(t);
-  engine_release(e);
+  host_engine_release(e);
   return t->job ? core_job_finish(t->job, status) : status;
 }

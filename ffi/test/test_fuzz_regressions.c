@@ -9,7 +9,7 @@
 /* Found by fuzz_abi: llmdd_engine_init(role, id, NULL, 0, ...), which the header
  * allows ("options may be NULL when options_len is 0"), made the option parser
  * compute NULL + 0, undefined behaviour in C (clang's UBSan: "applying zero
- * offset to null pointer" in options_parse). GCC's UBSan does not check that
+ * offset to null pointer" in the option lexer). GCC's UBSan does not check that
  * case, so this test catches it when the suite is built with clang
  * (`make test CC=clang-14`); under GCC it still checks the defaults. Every role
  * takes the NULL path, and an empty non-NULL text must mean the same. */
