@@ -36,24 +36,29 @@ class Backend {
   // (release()) before this is called.
   virtual void finalize() = 0;
 
-  // A cache on every device: V1 AllocateCache; V2 aclrtMalloc + RegisterKvCache.
+  // A cache on every device: V1 AllocateCache; V2 aclrtMalloc (DEVICE) or
+  // aclrtMallocHost (HOST) + RegisterKvCache.
   virtual int32_t allocate(const CacheLayout &layout, CacheMemory *out) = 0;
-  // V1 DeallocateCache; V2 UnregisterKvCache + aclrtFree.
+  // V1 DeallocateCache; V2 UnregisterKvCache + aclrtFree / aclrtFreeHost.
   virtual int32_t release(const CacheLayout &layout, CacheMemory *memory) = 0;
 
-  // Copies n bytes (at most one staging chunk) from device address src of device
-  // device_index into dst, waiting at most timeout_ms (-1: indefinitely). When
-  // the wait ends without the copy being known finished, sets *in_flight and
-  // remembers token until reclaim() reports it.
-  virtual int32_t read(int32_t device_index, uint64_t src, uint8_t *dst, uint64_t n,
+  // Copies n bytes (at most one staging chunk) from address src of device
+  // device_index (host memory when placement is HOST) into dst, waiting at most
+  // timeout_ms (-1: indefinitely; never 0). When the wait ends without the copy
+  // being known finished, sets *in_flight and remembers token until reclaim()
+  // reports it.
+  virtual int32_t read(int32_t device_index, int32_t placement, uint64_t src, uint8_t *dst, uint64_t n,
                        int32_t timeout_ms, uint64_t token, bool *in_flight) = 0;
-  // Tokens of abandoned reads whose copies are now known finished (wait: blocks
-  // until all are).
+  // Tokens of abandoned reads and copies whose device work is now known
+  // finished (wait: blocks until all are).
   virtual void reclaim(bool wait, std::vector<uint64_t> *drained) = 0;
 
+  // One batch row of every tensor (plan): V1 CopyKvCache; V2 (whose CopyKvCache
+  // always answers LLM_FEATURE_NOT_ENABLED) ACL copies of each tensor's row
+  // (row_copies()), waited for at most timeout_ms, abandoned like a read's.
   virtual int32_t copy(const CacheLayout &dst_layout, const CacheMemory &dst,
                        const CacheLayout &src_layout, const CacheMemory &src,
-                       const CopyPlan &plan) = 0;
+                       const CopyPlan &plan, int32_t timeout_ms, uint64_t token, bool *in_flight) = 0;
   virtual int32_t link(const ClusterAddress &cluster, int32_t timeout_ms) = 0;
   virtual int32_t unlink(const ClusterAddress &cluster, int32_t timeout_ms, bool force) = 0;
   virtual int32_t pull(const PullPlan &plan, const CacheLayout &dst_layout,

@@ -5,7 +5,7 @@
 
 namespace llmdd {
 
-int32_t check_layout(const CacheLayout &l) {
+int32_t check_layout(const CacheLayout &l, Flavor flavor) {
   if (l.num_tensors < 1)
     return fail(LLMDD_PARAM_INVALID, "num_tensors %d is less than 1", l.num_tensors);
   if (l.tensor_bytes == 0) return fail(LLMDD_PARAM_INVALID, "tensor_bytes is 0");
@@ -21,11 +21,17 @@ int32_t check_layout(const CacheLayout &l) {
                 static_cast<unsigned long long>(l.batch_size));
   if (l.placement != LLMDD_PLACEMENT_HOST && l.placement != LLMDD_PLACEMENT_DEVICE)
     return fail(LLMDD_PARAM_INVALID, "placement %d is not HOST (0) or DEVICE (1)", l.placement);
-  if (l.placement == LLMDD_PLACEMENT_HOST)
+  if (l.placement == LLMDD_PLACEMENT_HOST && flavor == Flavor::kV1)
     return fail(LLMDD_FEATURE_NOT_ENABLED,
-                "placement HOST: the CANN backend allocates caches in device memory only"
-                " (upstream AllocateCache supports CachePlacement::kDevice only); use"
-                " Placement.DEVICE");
+                "placement HOST: %s allocates caches in device memory only (AllocateCache"
+                " supports CachePlacement::kDevice only); use Placement.DEVICE",
+                flavor_name(flavor));
+  int64_t addrs = static_cast<int64_t>(l.num_tensors) * l.num_devices;
+  if (flavor == Flavor::kV2 && addrs > kMaxRegisteredAddrs)
+    return fail(LLMDD_PARAM_INVALID,
+                "num_tensors %d: %s registers a cache's tensors with RegisterKvCache, which"
+                " takes at most %d addresses per cache",
+                l.num_tensors, flavor_name(flavor), kMaxRegisteredAddrs);
   return LLMDD_SUCCESS;
 }
 

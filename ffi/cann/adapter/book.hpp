@@ -11,10 +11,15 @@
 #include <memory>
 #include <vector>
 
+#include "options.hpp"
+
 namespace llmdd {
 
 // Tensors start on this boundary in the budget's accounting (the ABI's rule).
 constexpr uint64_t kTensorAlign = 64;
+// RegisterKvCache takes at most this many addresses per cache (upstream's C++
+// API reference, RegisterKvCache: "地址个数不超过240").
+constexpr int32_t kMaxRegisteredAddrs = 240;
 // Keeps every size computation far from overflow.
 constexpr uint64_t kCacheBytesLimit = uint64_t{1} << 62;
 
@@ -48,6 +53,7 @@ struct CacheRecord {
   int32_t keys_held = 0;
   int32_t pins = 0;          // operations accepted or running on it
   bool memory_live = true;   // false once finalize has released the memory
+  uint64_t link_epoch = 0;   // Links::epoch() when the cache was allocated
 };
 
 // Memory to hand back to the backend (outside the bookkeeping).
@@ -57,10 +63,11 @@ struct Released {
   CacheMemory memory;
 };
 
-// Validates a new cache's shape (no engine state needed): PARAM_INVALID, or
-// FEATURE_NOT_ENABLED for HOST placement (upstream allocates and registers
-// device memory only; the message says so).
-int32_t check_layout(const CacheLayout &layout);
+// Validates a new cache's shape (no engine state needed): PARAM_INVALID (also
+// more than kMaxRegisteredAddrs tensors on V2), or FEATURE_NOT_ENABLED for HOST
+// placement on V1 (AllocateCache allocates device memory only; V2 registers
+// host memory as upstream's RegisterKvCache allows).
+int32_t check_layout(const CacheLayout &layout, Flavor flavor);
 
 class Book {
  public:

@@ -5,9 +5,9 @@ using namespace llmdd;
 
 namespace {
 
-int32_t check_arguments(const CacheLayout &layout, const uint64_t *keys, int32_t num_keys,
+int32_t check_arguments(const CacheLayout &layout, Flavor flavor, const uint64_t *keys, int32_t num_keys,
                         const uint64_t *out_cache_id, const uint64_t *out_addrs) {
-  int32_t status = check_layout(layout);
+  int32_t status = check_layout(layout, flavor);
   if (status != LLMDD_SUCCESS) return status;
   if (num_keys < 0) return fail(LLMDD_PARAM_INVALID, "num_keys %d is negative", num_keys);
   if (keys == nullptr && num_keys > 0)
@@ -22,7 +22,7 @@ int32_t check_arguments(const CacheLayout &layout, const uint64_t *keys, int32_t
 
 int32_t allocate(Engine *e, const CacheLayout &layout, const uint64_t *keys, int32_t num_keys,
                  uint64_t *out_cache_id, uint64_t *out_addrs, int32_t addrs_cap) {
-  int32_t status = check_arguments(layout, keys, num_keys, out_cache_id, out_addrs);
+  int32_t status = check_arguments(layout, e->traits.flavor, keys, num_keys, out_cache_id, out_addrs);
   // Keys name rows a DECODER pulls from a PROMPT; a DECODER's own rows are never
   // pulled, so keys there are a mistake (as upstream).
   if (status == LLMDD_SUCCESS && num_keys > 0 && e->role == LLMDD_ROLE_DECODER)
@@ -47,6 +47,7 @@ int32_t allocate(Engine *e, const CacheLayout &layout, const uint64_t *keys, int
     set_last_error(why);
     return status;
   }
+  record->link_epoch = e->links.epoch();
   *out_cache_id = record->id;
   for (size_t i = 0; i < record->memory.addrs.size(); i++) out_addrs[i] = record->memory.addrs[i];
   return LLMDD_SUCCESS;

@@ -8,8 +8,11 @@
 // It has not been run against a real toolkit or NPU: see ../README.md.
 //
 // LLMDD_CANN_FLAVOR selects the upstream API (set by the build from the
-// libraries found): 1 = V1, libllm_engine.so, AllocateCache/DeallocateCache;
-// 2 = V2, libllm_datadist.so, ACL device memory + RegisterKvCache.
+// libraries found): 1 = V1, libllm_engine.so, AllocateCache/DeallocateCache,
+// CopyKvCache; 2 = V2, libllm_datadist.so, ACL memory + RegisterKvCache, and
+// copies made here with ACL (V2's AllocateCache, DeallocateCache, CopyKvCache
+// and CopyKvBlocks always answer LLM_FEATURE_NOT_ENABLED: hicann/hixl
+// src/llm_datadist/api/llm_datadist_impl.cc, asserted by its test CacheNotSupported).
 #include <cstring>
 #include <map>
 #include <memory>
@@ -130,13 +133,16 @@ class CannBackend final : public Backend {
       out->addrs.assign(cache.tensor_addrs.begin(), cache.tensor_addrs.end());
       return LLMDD_SUCCESS;
     }
-    // V2: one device (checked at init); device memory from ACL, registered.
+    // V2: one device (checked at init); device (or pinned host) memory from
+    // ACL, registered.
+    bool host = layout.placement == LLMDD_PLACEMENT_HOST;
     for (int32_t t = 0; t < layout.num_tensors; t++) {
       void *block = nullptr;
-      aclError rc = aclrtMalloc(&block, static_cast<size_t>(layout.tensor_bytes), ACL_MEM_MALLOC_HUGE_FIRST);
+      aclError rc = host ? aclrtMallocHost(&block, static_cast<size_t>(layout.tensor_bytes))
+                         : aclrtMalloc(&block, static_cast<size_t>(layout.tensor_bytes), ACL_MEM_MALLOC_HUGE_FIRST);
       if (rc != ACL_SUCCESS) {
-        status = acl_fail(rc, "aclrtMalloc");
-        free_blocks(out);
+        status = acl_fail(rc, host ? "aclrtMallocHost" : "aclrtMalloc");
+        free_blocks(layout, out);
         return status;
       }
       out->blocks.push_back(block);
@@ -150,14 +156,14 @@ class CannBackend final : public Backend {
                                "LlmDataDist::RegisterKvCache");
     }
     if (status != LLMDD_SUCCESS) {
-      free_blocks(out);
+      free_blocks(layout, out);
       return status;
     }
     out->id = cache_id;
     return LLMDD_SUCCESS;
   }
 
-  int32_t release(const CacheLayout &, CacheMemory *memory) override {
+  int32_t release(const CacheLayout &layout, CacheMemory *memory) override {
     int32_t status = use_device(0);
     if (status != LLMDD_SUCCESS) return status;
     std::lock_guard<std::mutex> guard(upstream_);
@@ -165,12 +171,17 @@ class CannBackend final : public Backend {
       return upstream_result(from_upstream(dd_->DeallocateCache(memory->id)), "LlmDataDist::DeallocateCache");
     status = upstream_result(from_upstream(dd_->UnregisterKvCache(memory->id)), "LlmDataDist::UnregisterKvCache");
     // Memory upstream may still have registered is kept rather than freed.
-    if (status == LLMDD_SUCCESS) free_blocks(memory);
+    if (status == LLMDD_SUCCESS) free_blocks(layout, memory);
     return status;
   }
 
-  int32_t read(int32_t device_index, uint64_t src, uint8_t *dst, uint64_t n, int32_t timeout_ms,
-               uint64_t token, bool *in_flight) override {
+  int32_t read(int32_t device_index, int32_t placement, uint64_t src, uint8_t *dst, uint64_t n,
+               int32_t timeout_ms, uint64_t token, bool *in_flight) override {
+    if (placement == LLMDD_PLACEMENT_HOST) {
+      // Pinned host memory: no device work to wait for.
+      std::memcpy(dst, reinterpret_cast<const void *>(static_cast<uintptr_t>(src)), static_cast<size_t>(n));
+      return LLMDD_SUCCESS;
+    }
     int32_t status = use_device(device_index);
     if (status != LLMDD_SUCCESS) return status;
     StagingSlot *slot = staging_.take(device_index);
@@ -201,23 +212,78 @@ class CannBackend final : public Backend {
     staging_.reclaim(
         [&](const StagingSlot &slot) {
           if (use_device(slot.device_index) != LLMDD_SUCCESS) return wait;
-          aclError rc = aclrtSynchronizeStreamWithTimeout(slot.stream, wait ? -1 : 0);
-          // Waiting, any answer ends the wait (an error leaves nothing running);
-          // polling, only success says the copy is over.
-          return wait || rc == ACL_SUCCESS;
+          // Waiting, any answer ends the wait (an error leaves nothing running).
+          if (wait) {
+            (void)aclrtSynchronizeStreamWithTimeout(slot.stream, -1);
+            return true;
+          }
+          // Polling: aclrtStreamQuery. (The runtime refuses
+          // aclrtSynchronizeStreamWithTimeout(stream, 0) with
+          // ACL_ERROR_RT_PARAM_INVALID — hicann/runtime api_c_stream.cc: "equal
+          // to -1 or greater than 0" — although acl_rt.h documents 0 as a poll.)
+          aclrtStreamStatus state = ACL_STREAM_STATUS_NOT_READY;
+          aclError rc = aclrtStreamQuery(slot.stream, &state);
+          return rc == ACL_SUCCESS && state == ACL_STREAM_STATUS_COMPLETE;
         },
         drained);
   }
 
   int32_t copy(const CacheLayout &dst_layout, const CacheMemory &dst, const CacheLayout &src_layout,
-               const CacheMemory &src, const CopyPlan &plan) override {
-    up::Cache to = describe(dst_layout, dst), from = describe(src_layout, src);
+               const CacheMemory &src, const CopyPlan &plan, int32_t timeout_ms, uint64_t token,
+               bool *in_flight) override {
     int32_t status = use_device(0);
     if (status != LLMDD_SUCCESS) return status;
-    std::lock_guard<std::mutex> guard(upstream_);
-    return upstream_result(from_upstream(dd_->CopyKvCache(from, to, plan.src_batch_index, plan.dst_batch_index,
-                                                          plan.offset, plan.size)),
-                           "LlmDataDist::CopyKvCache");
+    if (kFlavor == Flavor::kV1) {
+      up::Cache to = describe(dst_layout, dst), from = describe(src_layout, src);
+      std::lock_guard<std::mutex> guard(upstream_);
+      return upstream_result(from_upstream(dd_->CopyKvCache(from, to, plan.src_batch_index, plan.dst_batch_index,
+                                                            plan.offset, plan.size)),
+                             "LlmDataDist::CopyKvCache");
+    }
+    std::vector<RowCopy> copies = row_copies(dst_layout, dst.addrs, src_layout, src.addrs, plan);
+    bool dst_host = dst_layout.placement == LLMDD_PLACEMENT_HOST;
+    bool src_host = src_layout.placement == LLMDD_PLACEMENT_HOST;
+    if (dst_host && src_host) {
+      for (const RowCopy &c : copies)
+        std::memmove(reinterpret_cast<void *>(static_cast<uintptr_t>(c.dst)),
+                     reinterpret_cast<const void *>(static_cast<uintptr_t>(c.src)), static_cast<size_t>(c.bytes));
+      return LLMDD_SUCCESS;
+    }
+    aclrtMemcpyKind kind = dst_host ? ACL_MEMCPY_DEVICE_TO_HOST
+                           : src_host ? ACL_MEMCPY_HOST_TO_DEVICE
+                                      : ACL_MEMCPY_DEVICE_TO_DEVICE;
+    // The copies go on a staging slot's stream (its buffer is not used): one
+    // wait for all of them, and the same draining when the wait gives up.
+    StagingSlot *slot = staging_.take(0);
+    if (slot == nullptr) {
+      status = make_slot(0, &slot);
+      if (status != LLMDD_SUCCESS) return status;
+    }
+    size_t queued = 0;
+    for (const RowCopy &c : copies) {
+      aclError rc = aclrtMemcpyAsync(reinterpret_cast<void *>(static_cast<uintptr_t>(c.dst)), static_cast<size_t>(c.bytes),
+                                     reinterpret_cast<const void *>(static_cast<uintptr_t>(c.src)),
+                                     static_cast<size_t>(c.bytes), kind, slot->stream);
+      if (rc != ACL_SUCCESS) {
+        status = acl_fail(rc, "aclrtMemcpyAsync (cache row)");
+        break;
+      }
+      queued++;
+    }
+    if (queued == 0) {
+      staging_.give_back(slot);
+      return status;
+    }
+    aclError rc = aclrtSynchronizeStreamWithTimeout(slot->stream, timeout_ms);
+    if (rc == ACL_SUCCESS) {
+      staging_.give_back(slot);
+      return status;
+    }
+    // Copies may still be running: the slot drains, both caches stay pinned.
+    staging_.abandon(slot, token);
+    *in_flight = true;
+    int32_t waited = acl_fail(rc, "aclrtSynchronizeStreamWithTimeout (cache copy)");
+    return status != LLMDD_SUCCESS ? status : waited;
   }
 
   int32_t link(const ClusterAddress &cluster, int32_t timeout_ms) override {
@@ -288,14 +354,16 @@ class CannBackend final : public Backend {
     return LLMDD_SUCCESS;
   }
 
-  static void free_blocks(CacheMemory *memory) {
-    for (void *block : memory->blocks) (void)aclrtFree(block);
+  static void free_blocks(const CacheLayout &layout, CacheMemory *memory) {
+    for (void *block : memory->blocks)
+      (void)(layout.placement == LLMDD_PLACEMENT_HOST ? aclrtFreeHost(block) : aclrtFree(block));
     memory->blocks.clear();
   }
 
   static up::CacheDesc describe(const CacheLayout &layout) {
     up::CacheDesc desc{};
-    desc.placement = up::CachePlacement::kDevice;
+    desc.placement = layout.placement == LLMDD_PLACEMENT_HOST ? up::CachePlacement::kHost
+                                                               : up::CachePlacement::kDevice;
     desc.num_tensors = static_cast<uint32_t>(layout.num_tensors);
     desc.data_type = up::DT_UINT8;
     desc.shape = upstream_shape(layout);

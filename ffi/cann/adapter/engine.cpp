@@ -101,7 +101,7 @@ void engine_reap(Engine *e) {
       e->drained_early.insert(token);
       continue;
     }
-    e->book.unpin(it->second, &released);
+    for (CacheRecord *record : it->second) e->book.unpin(record, &released);
     e->in_flight.erase(it);
   }
   std::string kept = last_error();
@@ -200,7 +200,8 @@ extern "C" LLMDD_API int32_t llmdd_engine_finalize(uint64_t engine) {
     {
       std::lock_guard<std::mutex> guard(e->lock);
       std::vector<Released> released;
-      for (auto &entry : e->in_flight) e->book.unpin(entry.second, &released);
+      for (auto &entry : e->in_flight)
+        for (CacheRecord *record : entry.second) e->book.unpin(record, &released);
       e->in_flight.clear();
       e->drained_early.clear();
       e->book.release_all(&released);

@@ -44,9 +44,9 @@ struct Engine {
   Book book;
   Links links;
   int32_t running = 0;  // operations working outside the lock
-  // Reads that gave up on a device copy still running: token → the cache they
-  // keep pinned until the backend reports the copy finished.
-  std::map<uint64_t, CacheRecord *> in_flight;
+  // Reads and copies that gave up on device work still running: token → the
+  // caches they keep pinned until the backend reports the work finished.
+  std::map<uint64_t, std::vector<CacheRecord *>> in_flight;
   std::set<uint64_t> drained_early;  // reported before the read recorded its token
   uint64_t next_token = 1;
 

@@ -19,6 +19,7 @@ int32_t Links::reserve(uint64_t cluster_id, const std::vector<IpPort> &remote) {
   Link l;
   l.cluster_id = cluster_id;
   l.remote = remote;
+  l.epoch = ++epoch_;
   links_.push_back(l);
   return LLMDD_SUCCESS;
 }

@@ -15,6 +15,7 @@ struct Link {
   uint64_t cluster_id = 0;
   std::vector<IpPort> remote;
   bool pending = true;  // LinkLlmClusters is running for it
+  uint64_t epoch = 0;   // Links::epoch() once this link was reserved
 };
 
 class Links {
@@ -31,9 +32,14 @@ class Links {
   // Every established link (finalize unlinks them).
   std::vector<Link> take_all();
   int32_t count() const { return static_cast<int32_t>(links_.size()); }
+  // How many links have been started: a cache records it when allocated, so a
+  // pull can tell a cache registered after its link was made (upstream makes
+  // only memory registered before LinkLlmClusters remotely accessible).
+  uint64_t epoch() const { return epoch_; }
 
  private:
   std::vector<Link> links_;
+  uint64_t epoch_ = 0;
 };
 
 // The remote addresses of a link ("ip:port", one per device on V1 with several

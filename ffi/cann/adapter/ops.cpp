@@ -211,7 +211,8 @@ extern "C" LLMDD_API int32_t llmdd_cache_read(uint64_t engine, uint64_t cache_id
                       static_cast<unsigned long long>(done), static_cast<unsigned long long>(out_len));
         uint64_t n = out_len - done < chunk ? out_len - done : chunk;
         bool in_flight = false;
-        s = self.engine->backend->read(device_index, src + done, out + done, n, timeout, token, &in_flight);
+        s = self.engine->backend->read(device_index, l.placement, src + done, out + done, n, timeout, token,
+                                       &in_flight);
         if (in_flight) *abandoned = true;
         if (s == LLMDD_WAIT_PROCESS_TIMEOUT)
           return fail(s, "the deadline passed while copying bytes %llu-%llu of %llu from the"
@@ -228,7 +229,7 @@ extern "C" LLMDD_API int32_t llmdd_cache_read(uint64_t engine, uint64_t cache_id
       if (!*abandoned) return unpin(en, cache);
       // The device may still read the cache: it stays pinned until the copy ends.
       if (en->drained_early.erase(token) != 0) return unpin(en, cache);
-      en->in_flight[token] = cache;
+      en->in_flight[token] = {cache};
     };
     e->book.pin(cache);  // last: nothing after it can fail
     return LLMDD_SUCCESS;
@@ -249,14 +250,33 @@ extern "C" LLMDD_API int32_t llmdd_cache_copy(uint64_t engine, uint64_t dst_cach
     if (status != LLMDD_SUCCESS) return status;
     uint64_t total = nbytes * static_cast<uint64_t>(src->layout.num_tensors) *
                      static_cast<uint64_t>(e->num_devices());
+    uint64_t token = e->next_token++;
+    // As a read: job 0 is bounded by llm.SyncKvCacheWaitTime, never unbounded.
+    if (op.job == nullptr) op.deadline = deadline_after(e->options.sync_wait_ms, now_ns());
+    auto abandoned = std::make_shared<bool>(false);
     op.run = [=](Operation &self) -> int32_t {
       int32_t s = check(self, 0, total);
       if (s != LLMDD_SUCCESS || plan.nothing) return s;
-      return self.engine->backend->copy(dst->layout, dst->memory, src->layout, src->memory, plan);
+      int32_t timeout = remaining_ms(self.deadline, now_ns(), INT32_MAX, -1);
+      if (timeout == 0) return fail(LLMDD_WAIT_PROCESS_TIMEOUT, "the deadline passed before the copy started");
+      bool in_flight = false;
+      s = self.engine->backend->copy(dst->layout, dst->memory, src->layout, src->memory, plan, timeout, token,
+                                     &in_flight);
+      if (in_flight) *abandoned = true;
+      if (s == LLMDD_WAIT_PROCESS_TIMEOUT)
+        return fail(s, "the deadline passed while copying %llu bytes on the device (%s)",
+                    static_cast<unsigned long long>(total), last_error().c_str());
+      return s;
     };
     op.end = [=](Operation &self) {
-      unpin(self.engine, dst);
-      unpin(self.engine, src);
+      Engine *en = self.engine;
+      // The device may still copy between the caches: both stay pinned until it ends.
+      if (*abandoned && en->drained_early.erase(token) == 0) {
+        en->in_flight[token] = {dst, src};
+        return;
+      }
+      unpin(en, dst);
+      unpin(en, src);
     };
     e->book.pin(dst);
     e->book.pin(src);
@@ -270,8 +290,10 @@ extern "C" LLMDD_API int32_t llmdd_link(uint64_t engine, uint64_t remote_cluster
     Engine *e = op.engine;
     if (e->role == LLMDD_ROLE_PROMPT)
       return fail(LLMDD_PARAM_INVALID, "a PROMPT engine does not link: DECODER and MIX engines do");
+    int32_t status = check_link_options(e->options, e->traits.flavor);
+    if (status != LLMDD_SUCCESS) return status;
     std::vector<IpPort> remote;
-    int32_t status = parse_link_address(remote_addr, addr_len, e->num_devices(), e->traits.flavor, &remote);
+    status = parse_link_address(remote_addr, addr_len, e->num_devices(), e->traits.flavor, &remote);
     if (status != LLMDD_SUCCESS) return status;
     ClusterAddress address{remote_cluster_id, remote, e->options.local};
     op.run = [=](Operation &self) -> int32_t {
@@ -323,10 +345,20 @@ extern "C" LLMDD_API int32_t llmdd_cache_pull(uint64_t engine, uint64_t cache_id
     PullPlan plan;
     status = plan_pull(key_kind, k0, k1, k2, dst_batch_index, size, dst->layout, &plan);
     if (status != LLMDD_SUCCESS) return status;
-    if (e->links.find(k0) == nullptr)
+    const Link *link = e->links.find(k0);
+    if (link == nullptr)
       return fail(LLMDD_NOT_YET_LINK, "not linked to cluster %llu", static_cast<unsigned long long>(k0));
+    if (e->traits.flavor == Flavor::kV2 && dst->link_epoch >= link->epoch)
+      return fail(LLMDD_PARAM_INVALID,
+                  "cache %llu was allocated after the link to cluster %llu was made: upstream"
+                  " makes only memory registered before LinkLlmClusters remotely accessible;"
+                  " allocate the caches a pull fills before linkClusters",
+                  static_cast<unsigned long long>(cache_id), static_cast<unsigned long long>(k0));
     op.run = [=](Operation &self) -> int32_t {
       int32_t s = check(self, 0, 0);
+      // A pull out of time is LLM_TIMEOUT, as upstream's PullKvCache reports it.
+      if (s == LLMDD_WAIT_PROCESS_TIMEOUT)
+        return fail(kLlmTimeout, "the deadline passed before the pull started");
       if (s != LLMDD_SUCCESS) return s;
       return self.engine->backend->pull(plan, dst->layout, dst->memory);
     };

@@ -17,6 +17,12 @@ constexpr const char kUpSyncWait[] = "llm.SyncKvCacheWaitTime";
 constexpr const char kHostDeviceId[] = "ge.exec.deviceId";
 constexpr const char kHostListen[] = "llm.listenIpInfo";
 constexpr const char kPoolBytes[] = "ge.flowGraphMemMaxSize";
+// Upstream keys read for its rules (llm_datadist.h OPTION_TRANSFER_BACKEND,
+// OPTION_LOCAL_COMM_RES, OPTION_GLOBAL_RESOURCE_CONFIG) and passed on unchanged.
+constexpr const char kTransferBackend[] = "llm.TransferBackend";
+constexpr const char kHixl[] = "hixl";  // the one backend upstream's TransferEngineFactory accepts
+constexpr const char kLocalCommRes[] = "llm.LocalCommRes";
+constexpr const char kGlobalResourceConfig[] = "llm.GlobalResourceConfig";
 // The adapter's own key.
 constexpr const char kLocalIps[] = "llmdd.cann.localIpInfo";
 
@@ -159,6 +165,7 @@ int32_t parse_options(const uint8_t *text, int32_t len, EngineOptions *out) {
   Seen host_ids, up_ids, host_listen, up_listen;
   std::vector<int32_t> host_id_list, up_id_list;
   std::vector<IpPort> host_listen_list, up_listen_list;
+  bool saw_global_config = false;
 
   const char *p = reinterpret_cast<const char *>(text);
   const char *end = p + (len > 0 ? len : 0);
@@ -217,6 +224,19 @@ int32_t parse_options(const uint8_t *text, int32_t len, EngineOptions *out) {
                       " separated by ';')",
                       key.c_str(), quote(value).c_str());
     } else {
+      if (key == kTransferBackend) {
+        if (value != kHixl)
+          status = fail(LLMDD_PARAM_INVALID,
+                        "%s '%s' is not a transfer backend upstream has: the one it accepts is"
+                        " \"%s\" (leave the option out for the default engine)",
+                        key.c_str(), quote(value).c_str(), kHixl);
+        out->hixl = true;
+      } else if (key == kLocalCommRes) {
+        // Upstream treats an empty value as not configured (it generates its own).
+        out->local_comm_res = !value.empty();
+      } else if (key == kGlobalResourceConfig) {
+        saw_global_config = true;
+      }
       set_passthrough(out, key, value);
     }
     if (status != LLMDD_SUCCESS) return status;
@@ -230,6 +250,11 @@ int32_t parse_options(const uint8_t *text, int32_t len, EngineOptions *out) {
   else if (up_ids.given) out->device_ids = up_id_list;
   if (host_listen.given) out->listen = host_listen_list;
   else if (up_listen.given) out->listen = up_listen_list;
+  if (saw_global_config && !out->hixl)
+    return fail(LLMDD_PARAM_INVALID,
+                "%s is HIXL's configuration and takes effect only with %s=%s (upstream would"
+                " ignore it): add %s=%s or leave it out",
+                kGlobalResourceConfig, kTransferBackend, kHixl, kTransferBackend, kHixl);
   return LLMDD_SUCCESS;
 }
 
@@ -240,10 +265,19 @@ int32_t check_options(const EngineOptions &options, int32_t role, Flavor flavor)
                 "%zu devices configured, but %s drives one device per process: start one"
                 " process per device",
                 devices, flavor_name(flavor));
-  if (!options.listen.empty() && role == LLMDD_ROLE_DECODER)
+  if (!options.listen.empty() && role == LLMDD_ROLE_DECODER && !options.hixl)
     return fail(LLMDD_PARAM_INVALID,
                 "llm.listenIpInfo is for PROMPT and MIX engines: a DECODER links, it is not"
-                " linked to");
+                " linked to (with llm.TransferBackend=hixl every side listens)");
+  if (options.listen.empty() && options.hixl)
+    return fail(LLMDD_PARAM_INVALID,
+                "llm.TransferBackend=hixl needs llm.listenIpInfo on every side, DECODER"
+                " included: with HIXL each side is both client and server");
+  if (options.local.size() > 1)
+    return fail(LLMDD_PARAM_INVALID,
+                "llmdd.cann.localIpInfo lists %zu addresses: upstream's ClusterInfo takes"
+                " exactly one local_ip_info",
+                options.local.size());
   if (options.listen.empty() && role == LLMDD_ROLE_PROMPT && flavor == Flavor::kV1)
     return fail(LLMDD_PARAM_INVALID,
                 "a PROMPT engine on %s needs llm.listenIpInfo (the device IP and port it"
@@ -263,6 +297,17 @@ int32_t check_options(const EngineOptions &options, int32_t role, Flavor flavor)
                   "llm.listenIpInfo '%s:0': upstream listens on the port it is given; port 0"
                   " (any free port) is a host-backend feature",
                   entry.ip.c_str());
+  return LLMDD_SUCCESS;
+}
+
+int32_t check_link_options(const EngineOptions &options, Flavor flavor) {
+  if (flavor != Flavor::kV2 || options.hixl || options.local_comm_res) return LLMDD_SUCCESS;
+  if (options.local.size() != 1)
+    return fail(LLMDD_PARAM_INVALID,
+                "linking on %s without llm.LocalCommRes needs this side's address: give"
+                " exactly one in llmdd.cann.localIpInfo (upstream's local_ip_infos), or"
+                " set llm.LocalCommRes",
+                flavor_name(flavor));
   return LLMDD_SUCCESS;
 }
 

@@ -9,8 +9,10 @@
 //                            passed on unchanged (an upstream GE option)
 //   llmdd.cann.localIpInfo   the adapter's own key: this side's IPs for
 //                            LinkLlmClusters' local_ip_infos; not passed on
-// Every other key is passed on unchanged (llm.BufPoolCfg, llm.LocalCommRes,
-// llm.TransferBackend, llm.EnableSwitchRole, ...).
+//   llm.TransferBackend      passed on; read for upstream's rules ("hixl" only)
+//   llm.LocalCommRes         passed on; read for upstream's rules (non-empty: set)
+//   llm.GlobalResourceConfig passed on; read for upstream's rules (hixl only)
+// Every other key is passed on unchanged (llm.BufPoolCfg, llm.EnableSwitchRole, ...).
 #ifndef LLMDD_CANN_OPTIONS_HPP
 #define LLMDD_CANN_OPTIONS_HPP
 
@@ -46,6 +48,8 @@ struct EngineOptions {
   bool sync_wait_given = false;
   std::vector<IpPort> listen;        // empty: not listening
   std::vector<IpPort> local;         // llmdd.cann.localIpInfo
+  bool hixl = false;                 // llm.TransferBackend=hixl
+  bool local_comm_res = false;       // llm.LocalCommRes given and not empty
   // Keys passed on unchanged, in first-seen order (a later line for a key wins).
   std::vector<std::pair<std::string, std::string>> passthrough;
 };
@@ -55,11 +59,20 @@ struct EngineOptions {
 int32_t parse_options(const uint8_t *text, int32_t len, EngineOptions *out);
 
 // Checks what the role and the upstream flavour allow. PARAM_INVALID: a DECODER
-// given a listen address (the ABI's rule), a V1 PROMPT without one (upstream
-// requires it), a listen list whose length is not 1 or the number of devices.
-// FEATURE_NOT_ENABLED: several devices on V2, port 0 (upstream listens on the
-// port it is given; "any free port" is a host-backend feature).
+// given a listen address without llm.TransferBackend=hixl (with hixl every side
+// listens, and must be given an address), a V1 PROMPT without one (upstream
+// requires it), a listen list whose length is not 1 or the number of devices,
+// an llm.TransferBackend other than "hixl", llm.GlobalResourceConfig without
+// hixl, more than one llmdd.cann.localIpInfo address (upstream's ClusterInfo
+// takes one). FEATURE_NOT_ENABLED: several devices on V2, port 0 (upstream
+// listens on the port it is given; "any free port" is a host-backend feature).
 int32_t check_options(const EngineOptions &options, int32_t role, Flavor flavor);
+
+// What LinkLlmClusters needs of this side: on V2 with upstream's default
+// transfer engine and no llm.LocalCommRes, exactly one local address
+// (ClusterInfo::local_ip_infos, from llmdd.cann.localIpInfo); PARAM_INVALID
+// with a message otherwise.
+int32_t check_link_options(const EngineOptions &options, Flavor flavor);
 
 // The map for LlmDataDist::Initialize, as ordered key/value pairs.
 std::vector<std::pair<std::string, std::string>> upstream_options(const EngineOptions &options);

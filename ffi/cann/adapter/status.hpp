@@ -17,6 +17,10 @@ constexpr int32_t kAclBadAlloc = 200000;           // ACL_ERROR_BAD_ALLOC
 constexpr int32_t kAclRtMemoryAllocation = 207001; // ACL_ERROR_RT_MEMORY_ALLOCATION
 constexpr int32_t kAclRtStreamSyncTimeout = 507046; // ACL_ERROR_RT_STREAM_SYNC_TIMEOUT
 
+// LLM_TIMEOUT (llm_datadist/llm_error_codes.h, 0x5010B01A): how upstream's
+// PullKvCache reports a pull that ran out of time. llmdd.h has no name for it.
+constexpr int32_t kLlmTimeout = static_cast<int32_t>(0x5010B01Au);
+
 // An upstream ge::Status (uint32_t) as the ABI's int32 status: the same bits, so
 // LLM_FAILED (0xFFFFFFFF) reads -1 and 0x5010B00x stays itself.
 int32_t from_upstream(uint32_t status);

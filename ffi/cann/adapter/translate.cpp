@@ -93,6 +93,19 @@ int32_t plan_copy(const CacheLayout &dst, const CacheLayout &src, bool same_cach
   return LLMDD_SUCCESS;
 }
 
+std::vector<RowCopy> row_copies(const CacheLayout &dst_layout, const std::vector<uint64_t> &dst_addrs,
+                                const CacheLayout &src_layout, const std::vector<uint64_t> &src_addrs,
+                                const CopyPlan &plan) {
+  std::vector<RowCopy> copies;
+  if (plan.nothing || plan.size <= 0) return copies;
+  uint64_t dst_at = plan.dst_batch_index * dst_layout.row_bytes() + plan.offset;
+  uint64_t src_at = plan.src_batch_index * src_layout.row_bytes() + plan.offset;
+  size_t n = dst_addrs.size() < src_addrs.size() ? dst_addrs.size() : src_addrs.size();
+  for (size_t i = 0; i < n; i++)
+    copies.push_back(RowCopy{dst_addrs[i] + dst_at, src_addrs[i] + src_at, static_cast<uint64_t>(plan.size)});
+  return copies;
+}
+
 std::vector<int64_t> upstream_shape(const CacheLayout &layout) {
   return {static_cast<int64_t>(layout.batch_size), static_cast<int64_t>(layout.row_bytes())};
 }

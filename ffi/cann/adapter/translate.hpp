@@ -48,6 +48,21 @@ struct CopyPlan {
 int32_t plan_copy(const CacheLayout &dst, const CacheLayout &src, bool same_cache,
                   uint64_t dst_offset, uint64_t src_offset, uint64_t nbytes, CopyPlan *out);
 
+// One contiguous copy of a copy plan: a tensor's row range on one device.
+struct RowCopy {
+  uint64_t dst = 0;
+  uint64_t src = 0;
+  uint64_t bytes = 0;
+};
+
+// The copies a plan makes, one per tensor per device in [device][tensor] order:
+// bytes [offset, offset + size) of row src_batch_index of each source tensor to
+// the same bytes of row dst_batch_index of the destination tensor. A plan of
+// nothing makes none.
+std::vector<RowCopy> row_copies(const CacheLayout &dst_layout, const std::vector<uint64_t> &dst_addrs,
+                                const CacheLayout &src_layout, const std::vector<uint64_t> &src_addrs,
+                                const CopyPlan &plan);
+
 // The CacheDesc shape the adapter gives upstream for a layout: [batch, row bytes]
 // of DT_UINT8. The ABI carries sizes and an opaque layout tag, not the data type
 // and dimensions, so both sides of a pull describe a row by its bytes.

@@ -34,6 +34,7 @@ void reset() {
   k.streams_idle = true;
   k.read_delay_ms = 0;
   k.pull_delay_ms = 0;
+  k.copies_time_out = false;
   k.link_anything = false;
   Record &r = record();
   r.init_options.clear();
@@ -43,6 +44,9 @@ void reset() {
   r.last_read_timeout = 0;
   r.copies = 0;
   r.last_copy = llmdd::CopyPlan();
+  r.last_copy_timeout = 0;
+  r.last_read_placement = -1;
+  r.last_allocate_placement = -1;
   r.pulls = 0;
   r.last_pull = llmdd::PullPlan();
   r.last_link_timeout = 0;
@@ -87,6 +91,7 @@ class FakeBackend final : public Backend {
   int32_t allocate(const CacheLayout &layout, CacheMemory *out) override {
     if (knobs().allocate_throws) throw std::bad_alloc();
     if (knobs().allocate_status != 0) return fail(knobs().allocate_status, "fake: allocation refused");
+    record().last_allocate_placement = layout.placement;
     uint64_t stride = (layout.tensor_bytes + 63) / 64 * 64;
     for (int32_t d = 0; d < layout.num_devices; d++)
       for (int32_t t = 0; t < layout.num_tensors; t++) {
@@ -115,9 +120,10 @@ class FakeBackend final : public Backend {
     return LLMDD_SUCCESS;
   }
 
-  int32_t read(int32_t, uint64_t src, uint8_t *dst, uint64_t n, int32_t timeout_ms, uint64_t token,
-               bool *in_flight) override {
+  int32_t read(int32_t, int32_t placement, uint64_t src, uint8_t *dst, uint64_t n, int32_t timeout_ms,
+               uint64_t token, bool *in_flight) override {
     record().reads++;
+    record().last_read_placement = placement;
     record().last_read_timeout = timeout_ms;
     int delay = knobs().read_delay_ms;
     if (knobs().reads_time_out || (timeout_ms >= 0 && delay > timeout_ms)) {
@@ -140,11 +146,21 @@ class FakeBackend final : public Backend {
   }
 
   int32_t copy(const CacheLayout &dst_layout, const CacheMemory &dst, const CacheLayout &src_layout,
-               const CacheMemory &src, const CopyPlan &plan) override {
+               const CacheMemory &src, const CopyPlan &plan, int32_t timeout_ms, uint64_t token,
+               bool *in_flight) override {
     record().copies++;
     record().last_copy = plan;
-    copy_rows(dst_layout, dst.addrs, plan.dst_batch_index, src_layout, src.addrs, plan.src_batch_index,
-              plan.offset, static_cast<uint64_t>(plan.size));
+    record().last_copy_timeout = timeout_ms;
+    if (knobs().copies_time_out) {
+      std::lock_guard<std::mutex> guard(lock_);
+      draining_.push_back(token);
+      *in_flight = true;
+      return fail(LLMDD_WAIT_PROCESS_TIMEOUT, "fake: stream sync timed out");
+    }
+    // What the CANN V2 thin layer does with ACL copies, on host memory.
+    for (const RowCopy &c : row_copies(dst_layout, dst.addrs, src_layout, src.addrs, plan))
+      std::memmove(reinterpret_cast<void *>(static_cast<uintptr_t>(c.dst)),
+                   reinterpret_cast<const void *>(static_cast<uintptr_t>(c.src)), static_cast<size_t>(c.bytes));
     return LLMDD_SUCCESS;
   }
 

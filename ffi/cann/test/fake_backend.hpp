@@ -28,6 +28,7 @@ struct Knobs {
   std::atomic<bool> streams_idle{true};     // abandoned copies are seen finished when polled
   std::atomic<int> read_delay_ms{0};
   std::atomic<int> pull_delay_ms{0};
+  std::atomic<bool> copies_time_out{false}; // copies report a timeout with the work in flight
   bool link_anything = false;         // links succeed without a listening peer
 };
 
@@ -40,6 +41,9 @@ struct Record {
   std::atomic<int> last_read_timeout{0};
   std::atomic<int> copies{0};
   llmdd::CopyPlan last_copy;
+  std::atomic<int> last_copy_timeout{0};
+  std::atomic<int> last_read_placement{-1};
+  std::atomic<int> last_allocate_placement{-1};
   std::atomic<int> pulls{0};
   llmdd::PullPlan last_pull;
   std::atomic<int> last_link_timeout{0};

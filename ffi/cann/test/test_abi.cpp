@@ -198,9 +198,8 @@ TEST(abi_allocate_rules) {
   uint64_t p = 0;
   CHECK_STATUS(init(LLMDD_ROLE_PROMPT, 1, "ge.flowGraphMemMaxSize=4096", &p), LLMDD_SUCCESS);
   uint64_t id = 0, addrs[4];
-  EXPECT_STATUS(llmdd_cache_allocate(p, 1, 64, 1, 0, LLMDD_PLACEMENT_HOST, nullptr, 0, &id, addrs, 4),
-                LLMDD_FEATURE_NOT_ENABLED);
-  EXPECT(has(message(), "device memory only"));
+  EXPECT_STATUS(llmdd_cache_allocate(p, 1, 64, 1, 0, 5, nullptr, 0, &id, addrs, 4), LLMDD_PARAM_INVALID);
+  EXPECT(has(message(), "placement 5"));
   EXPECT_STATUS(llmdd_cache_allocate(p, 2, 64, 1, 0, LLMDD_PLACEMENT_DEVICE, nullptr, 0, &id, addrs, 1),
                 LLMDD_PARAM_INVALID);
   EXPECT(has(message(), "addrs_cap 1"));
@@ -438,7 +437,7 @@ TEST(abi_link_pull_unlink) {
   fake::knobs().max_engines = 2;  // the fake lets two engines share the process
   uint64_t p = 0, d = 0;
   CHECK_STATUS(init(LLMDD_ROLE_PROMPT, 1, "llm.listenIpInfo=10.0.0.1:26000", &p), LLMDD_SUCCESS);
-  CHECK_STATUS(init(LLMDD_ROLE_DECODER, 2, "", &d), LLMDD_SUCCESS);
+  CHECK_STATUS(init(LLMDD_ROLE_DECODER, 2, "llmdd.cann.localIpInfo=10.0.0.2", &d), LLMDD_SUCCESS);
   Cache src, dst;
   CHECK_STATUS(allocate(p, 1, 2, 4 * 32, 4, &src, {1, 7, 0}), LLMDD_SUCCESS);
   CHECK_STATUS(allocate(d, 1, 2, 2 * 32, 2, &dst), LLMDD_SUCCESS);
@@ -493,7 +492,7 @@ TEST(abi_at_most_16_links) {
   fake::reset();
   fake::knobs().link_anything = true;
   uint64_t d = 0;
-  CHECK_STATUS(init(LLMDD_ROLE_DECODER, 2, "", &d), LLMDD_SUCCESS);
+  CHECK_STATUS(init(LLMDD_ROLE_DECODER, 2, "llm.LocalCommRes={\"version\": \"1.3\"}", &d), LLMDD_SUCCESS);
   const char *addr = "10.0.0.1:26000";
   for (uint64_t c = 100; c < 100 + LLMDD_MAX_LINKS; c++)
     CHECK_STATUS(llmdd_link(d, c, reinterpret_cast<const uint8_t *>(addr), 14, 0), LLMDD_SUCCESS);
@@ -550,4 +549,194 @@ TEST(abi_concurrent_reads_are_safe) {
   for (auto &th : threads) th.join();
   EXPECT_EQ(bad.load(), 0);
   CHECK_STATUS(llmdd_engine_finalize(e), LLMDD_SUCCESS);
+}
+
+// ---- upstream's rules, as read in hicann/hixl (issue 11) ----
+
+TEST(abi_v2_host_placement_registers_host_memory) {
+  fake::reset();
+  uint64_t e = 0;
+  CHECK_STATUS(init(LLMDD_ROLE_PROMPT, 1, "", &e), LLMDD_SUCCESS);
+  uint64_t id = 0, addrs[2];
+  CHECK_STATUS(llmdd_cache_allocate(e, 2, 64, 1, 0, LLMDD_PLACEMENT_HOST, nullptr, 0, &id, addrs, 2), LLMDD_SUCCESS);
+  EXPECT_EQ(fake::record().last_allocate_placement, LLMDD_PLACEMENT_HOST);
+  fill(addrs[1], 64, 3);
+  std::vector<uint8_t> out(64);
+  CHECK_STATUS(llmdd_cache_read(e, id, 1, 0, out.data(), 64, 0), LLMDD_SUCCESS);
+  EXPECT_EQ(fake::record().last_read_placement, LLMDD_PLACEMENT_HOST);  // the backend reads host memory directly
+  EXPECT(std::memcmp(out.data(), bytes_at(addrs[1]), 64) == 0);
+  CHECK_STATUS(llmdd_cache_deallocate(e, id), LLMDD_SUCCESS);
+  CHECK_STATUS(llmdd_engine_finalize(e), LLMDD_SUCCESS);
+
+  fake::knobs().flavor = llmdd::Flavor::kV1;  // AllocateCache: device memory only
+  CHECK_STATUS(init(LLMDD_ROLE_PROMPT, 1, "llm.listenIpInfo=10.0.0.1:26000", &e), LLMDD_SUCCESS);
+  EXPECT_STATUS(llmdd_cache_allocate(e, 1, 64, 1, 0, LLMDD_PLACEMENT_HOST, nullptr, 0, &id, addrs, 2),
+                LLMDD_FEATURE_NOT_ENABLED);
+  EXPECT(has(message(), "device memory only"));
+  CHECK_STATUS(llmdd_engine_finalize(e), LLMDD_SUCCESS);
+}
+
+TEST(abi_v2_caches_register_at_most_240_addresses) {
+  fake::reset();
+  uint64_t e = 0;
+  CHECK_STATUS(init(LLMDD_ROLE_PROMPT, 1, "", &e), LLMDD_SUCCESS);
+  Cache c;
+  EXPECT_STATUS(allocate(e, 1, 241, 64, 1, &c), LLMDD_PARAM_INVALID);
+  EXPECT(has(message(), "at most 240 addresses"));
+  EXPECT_EQ(fake::record().live_caches, 0);  // refused before upstream was asked
+  CHECK_STATUS(allocate(e, 1, 240, 64, 1, &c), LLMDD_SUCCESS);
+  CHECK_STATUS(llmdd_engine_finalize(e), LLMDD_SUCCESS);
+}
+
+TEST(abi_v2_copy_is_made_per_tensor_row_within_the_deadline) {
+  fake::reset();
+  uint64_t e = 0;
+  CHECK_STATUS(init(LLMDD_ROLE_PROMPT, 1, "llm.SyncKvCacheWaitTime=700", &e), LLMDD_SUCCESS);
+  Cache four, one;
+  CHECK_STATUS(allocate(e, 1, 3, 4 * 64, 4, &four), LLMDD_SUCCESS);
+  CHECK_STATUS(allocate(e, 1, 3, 64, 1, &one), LLMDD_SUCCESS);
+  for (int t = 0; t < 3; t++) fill(one.addrs[t], 64, static_cast<uint8_t>(t * 50));
+  // Bytes 8..40 of row 0 of `one` → the same bytes of row 2 of `four`, in every tensor.
+  CHECK_STATUS(llmdd_cache_copy(e, four.id, one.id, 2 * 64 + 8, 8, 32, 0), LLMDD_SUCCESS);
+  for (int t = 0; t < 3; t++) {
+    EXPECT(std::memcmp(bytes_at(four.addrs[t]) + 2 * 64 + 8, bytes_at(one.addrs[t]) + 8, 32) == 0);
+    EXPECT(bytes_at(four.addrs[t])[2 * 64 + 7] == 0 && bytes_at(four.addrs[t])[2 * 64 + 40] == 0);
+  }
+  // Job 0 is bounded by llm.SyncKvCacheWaitTime, as a read.
+  EXPECT(fake::record().last_copy_timeout > 0 && fake::record().last_copy_timeout <= 700);
+  CHECK_STATUS(llmdd_engine_finalize(e), LLMDD_SUCCESS);
+}
+
+TEST(abi_abandoned_device_copy_keeps_both_caches_pinned) {
+  fake::reset();
+  uint64_t e = 0;
+  CHECK_STATUS(init(LLMDD_ROLE_PROMPT, 1, "", &e), LLMDD_SUCCESS);
+  Cache a, b;
+  CHECK_STATUS(allocate(e, 1, 1, 64, 1, &a), LLMDD_SUCCESS);
+  CHECK_STATUS(allocate(e, 1, 1, 64, 1, &b), LLMDD_SUCCESS);
+  fake::knobs().copies_time_out = true;
+  fake::knobs().streams_idle = false;
+  EXPECT_STATUS(llmdd_cache_copy(e, a.id, b.id, 0, 0, 64, 0), LLMDD_WAIT_PROCESS_TIMEOUT);
+  EXPECT(has(message(), "while copying"));
+  CHECK_STATUS(llmdd_cache_deallocate(e, a.id), LLMDD_SUCCESS);
+  CHECK_STATUS(llmdd_cache_deallocate(e, b.id), LLMDD_SUCCESS);
+  EXPECT_EQ(fake::record().live_caches, 2);  // the device may still copy between them
+  fake::knobs().streams_idle = true;
+  uint64_t usage[2];
+  CHECK_STATUS(llmdd_pool_usage(e, 0, usage), LLMDD_SUCCESS);
+  Cache c;
+  CHECK_STATUS(allocate(e, 1, 1, 64, 1, &c), LLMDD_SUCCESS);  // the next call polls and frees them
+  EXPECT_EQ(fake::record().live_caches, 1);
+  CHECK_STATUS(llmdd_engine_finalize(e), LLMDD_SUCCESS);
+  EXPECT_EQ(fake::record().live_caches, 0);
+}
+
+TEST(abi_v2_link_needs_one_local_address_unless_local_comm_res) {
+  fake::reset();
+  fake::knobs().link_anything = true;
+  const char *addr = "10.0.0.1:26000";
+  auto link = [&](uint64_t engine, uint64_t cluster) {
+    return llmdd_link(engine, cluster, reinterpret_cast<const uint8_t *>(addr), 14, 0);
+  };
+  uint64_t d = 0;
+  CHECK_STATUS(init(LLMDD_ROLE_DECODER, 2, "", &d), LLMDD_SUCCESS);
+  EXPECT_STATUS(link(d, 1), LLMDD_PARAM_INVALID);
+  EXPECT(has(message(), "exactly one in llmdd.cann.localIpInfo"));
+  CHECK_STATUS(llmdd_engine_finalize(d), LLMDD_SUCCESS);
+  EXPECT_STATUS(init(LLMDD_ROLE_DECODER, 2, "llmdd.cann.localIpInfo=10.0.0.2;10.0.0.3", &d), LLMDD_PARAM_INVALID);
+  EXPECT(has(message(), "exactly one local_ip_info"));
+  // An empty llm.LocalCommRes is "not configured" upstream.
+  CHECK_STATUS(init(LLMDD_ROLE_DECODER, 2, "llm.LocalCommRes=", &d), LLMDD_SUCCESS);
+  EXPECT_STATUS(link(d, 1), LLMDD_PARAM_INVALID);
+  CHECK_STATUS(llmdd_engine_finalize(d), LLMDD_SUCCESS);
+  CHECK_STATUS(init(LLMDD_ROLE_DECODER, 2, "llm.LocalCommRes={\"version\": \"1.3\"}", &d), LLMDD_SUCCESS);
+  EXPECT_STATUS(link(d, 1), LLMDD_SUCCESS);
+  CHECK_STATUS(llmdd_engine_finalize(d), LLMDD_SUCCESS);
+  CHECK_STATUS(init(LLMDD_ROLE_DECODER, 2, "llmdd.cann.localIpInfo=10.0.0.2", &d), LLMDD_SUCCESS);
+  EXPECT_STATUS(link(d, 1), LLMDD_SUCCESS);
+  CHECK_STATUS(llmdd_engine_finalize(d), LLMDD_SUCCESS);
+  fake::knobs().flavor = llmdd::Flavor::kV1;  // a rule of V2's link handler only
+  CHECK_STATUS(init(LLMDD_ROLE_DECODER, 2, "", &d), LLMDD_SUCCESS);
+  EXPECT_STATUS(link(d, 1), LLMDD_SUCCESS);
+  CHECK_STATUS(llmdd_engine_finalize(d), LLMDD_SUCCESS);
+}
+
+TEST(abi_hixl_transfer_backend_rules) {
+  fake::reset();
+  fake::knobs().link_anything = true;
+  uint64_t d = 0;
+  // With HIXL every side listens: a DECODER is given an address, and must be.
+  CHECK_STATUS(init(LLMDD_ROLE_DECODER, 2, "llm.TransferBackend=hixl\nllm.listenIpInfo=10.0.0.2:26001", &d),
+               LLMDD_SUCCESS);
+  uint64_t info[5];
+  CHECK_STATUS(llmdd_engine_info(d, info), LLMDD_SUCCESS);
+  EXPECT_EQ(info[4], 26001);
+  EXPECT_STATUS(llmdd_link(d, 1, reinterpret_cast<const uint8_t *>("10.0.0.1:26000"), 14, 0),
+                LLMDD_SUCCESS);  // no local address needed
+  CHECK_STATUS(llmdd_engine_finalize(d), LLMDD_SUCCESS);
+  EXPECT_STATUS(init(LLMDD_ROLE_DECODER, 2, "llm.TransferBackend=hixl", &d), LLMDD_PARAM_INVALID);
+  EXPECT(has(message(), "needs llm.listenIpInfo on every side"));
+  EXPECT_STATUS(init(LLMDD_ROLE_DECODER, 2, "llm.listenIpInfo=10.0.0.2:26001", &d), LLMDD_PARAM_INVALID);
+  EXPECT(has(message(), "with llm.TransferBackend=hixl every side listens"));
+  EXPECT_STATUS(init(LLMDD_ROLE_PROMPT, 1, "llm.TransferBackend=rdma\nllm.listenIpInfo=10.0.0.1:1", &d),
+                LLMDD_PARAM_INVALID);
+  EXPECT(has(message(), "'rdma' is not a transfer backend"));
+  EXPECT_STATUS(init(LLMDD_ROLE_PROMPT, 1, "llm.GlobalResourceConfig={}", &d), LLMDD_PARAM_INVALID);
+  EXPECT(has(message(), "only with llm.TransferBackend=hixl"));
+  CHECK_STATUS(init(LLMDD_ROLE_PROMPT, 1,
+                    "llm.TransferBackend=hixl\nllm.listenIpInfo=10.0.0.1:1\n"
+                    "llm.GlobalResourceConfig={\"comm_resource_config.max_active_channels\": 128}",
+                    &d),
+               LLMDD_SUCCESS);
+  bool passed = false;
+  for (const auto &kv : fake::record().init_options)
+    if (kv.first == "llm.GlobalResourceConfig" && kv.second == "{\"comm_resource_config.max_active_channels\": 128}")
+      passed = true;
+  EXPECT(passed);  // handed to upstream unchanged
+  CHECK_STATUS(llmdd_engine_finalize(d), LLMDD_SUCCESS);
+}
+
+TEST(abi_v2_pull_into_a_cache_registered_after_the_link_is_refused) {
+  fake::reset();
+  fake::knobs().max_engines = 2;
+  uint64_t p = 0, d = 0;
+  CHECK_STATUS(init(LLMDD_ROLE_PROMPT, 1, "llm.listenIpInfo=10.0.0.1:26000", &p), LLMDD_SUCCESS);
+  CHECK_STATUS(init(LLMDD_ROLE_DECODER, 2, "llmdd.cann.localIpInfo=10.0.0.2", &d), LLMDD_SUCCESS);
+  Cache src, before, after;
+  CHECK_STATUS(allocate(p, 1, 1, 64, 1, &src), LLMDD_SUCCESS);
+  CHECK_STATUS(allocate(d, 1, 1, 64, 1, &before), LLMDD_SUCCESS);
+  CHECK_STATUS(llmdd_link(d, 1, reinterpret_cast<const uint8_t *>("10.0.0.1:26000"), 14, 0), LLMDD_SUCCESS);
+  CHECK_STATUS(allocate(d, 1, 1, 64, 1, &after), LLMDD_SUCCESS);
+  EXPECT_STATUS(llmdd_cache_pull(d, before.id, LLMDD_KEY_BY_ID, 1, src.id, 0, 0, LLMDD_WHOLE_ROW, 0), LLMDD_SUCCESS);
+  int pulls = fake::record().pulls;
+  EXPECT_STATUS(llmdd_cache_pull(d, after.id, LLMDD_KEY_BY_ID, 1, src.id, 0, 0, LLMDD_WHOLE_ROW, 0),
+                LLMDD_PARAM_INVALID);
+  EXPECT(has(message(), "allocated after the link"));
+  EXPECT_EQ(fake::record().pulls, pulls);  // refused before upstream was asked
+  CHECK_STATUS(llmdd_unlink(d, 1, 0, 0), LLMDD_SUCCESS);  // a new link covers what was registered before it
+  CHECK_STATUS(llmdd_link(d, 1, reinterpret_cast<const uint8_t *>("10.0.0.1:26000"), 14, 0), LLMDD_SUCCESS);
+  EXPECT_STATUS(llmdd_cache_pull(d, after.id, LLMDD_KEY_BY_ID, 1, src.id, 0, 0, LLMDD_WHOLE_ROW, 0), LLMDD_SUCCESS);
+  CHECK_STATUS(llmdd_engine_finalize(d), LLMDD_SUCCESS);
+  CHECK_STATUS(llmdd_engine_finalize(p), LLMDD_SUCCESS);
+}
+
+TEST(abi_pull_out_of_time_is_llm_timeout) {
+  fake::reset();
+  fake::knobs().max_engines = 2;
+  uint64_t p = 0, d = 0;
+  CHECK_STATUS(init(LLMDD_ROLE_PROMPT, 1, "llm.listenIpInfo=10.0.0.1:26000", &p), LLMDD_SUCCESS);
+  CHECK_STATUS(init(LLMDD_ROLE_DECODER, 2, "llmdd.cann.localIpInfo=10.0.0.2", &d), LLMDD_SUCCESS);
+  Cache src, dst;
+  CHECK_STATUS(allocate(p, 1, 1, 64, 1, &src), LLMDD_SUCCESS);
+  CHECK_STATUS(allocate(d, 1, 1, 64, 1, &dst), LLMDD_SUCCESS);
+  CHECK_STATUS(llmdd_link(d, 1, reinterpret_cast<const uint8_t *>("10.0.0.1:26000"), 14, 0), LLMDD_SUCCESS);
+  uint64_t job = 0;
+  CHECK_STATUS(llmdd_job_create(1, nullptr, &job), LLMDD_SUCCESS);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_STATUS(llmdd_cache_pull(d, dst.id, LLMDD_KEY_BY_ID, 1, src.id, 0, 0, LLMDD_WHOLE_ROW, job),
+                static_cast<int32_t>(0x5010B01Au));  // LLM_TIMEOUT, as upstream's PullKvCache
+  EXPECT(has(message(), "before the pull started"));
+  CHECK_STATUS(llmdd_job_release(job), LLMDD_SUCCESS);
+  CHECK_STATUS(llmdd_engine_finalize(d), LLMDD_SUCCESS);
+  CHECK_STATUS(llmdd_engine_finalize(p), LLMDD_SUCCESS);
 }

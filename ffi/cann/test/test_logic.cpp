@@ -132,18 +132,28 @@ TEST(handles_tell_live_stale_and_foreign) {
 // ---- cache bookkeeping ----
 
 TEST(book_layout_checks) {
-  EXPECT_STATUS(check_layout(layout(2, 64, 4)), LLMDD_SUCCESS);
-  EXPECT_STATUS(check_layout(layout(0, 64, 4)), LLMDD_PARAM_INVALID);
-  EXPECT_STATUS(check_layout(layout(1, 0, 1)), LLMDD_PARAM_INVALID);
-  EXPECT_STATUS(check_layout(layout(1, 64, 0)), LLMDD_PARAM_INVALID);
-  EXPECT_STATUS(check_layout(layout(1, 65, 2)), LLMDD_PARAM_INVALID);
-  EXPECT_STATUS(check_layout(layout(1, uint64_t{1} << 63, 1)), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(check_layout(layout(2, 64, 4), Flavor::kV2), LLMDD_SUCCESS);
+  EXPECT_STATUS(check_layout(layout(0, 64, 4), Flavor::kV2), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(check_layout(layout(1, 0, 1), Flavor::kV2), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(check_layout(layout(1, 64, 0), Flavor::kV2), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(check_layout(layout(1, 65, 2), Flavor::kV2), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(check_layout(layout(1, uint64_t{1} << 63, 1), Flavor::kV2), LLMDD_PARAM_INVALID);
   CacheLayout host = layout(1, 64, 1);
   host.placement = LLMDD_PLACEMENT_HOST;
-  EXPECT_STATUS(check_layout(host), LLMDD_FEATURE_NOT_ENABLED);
+  EXPECT_STATUS(check_layout(host, Flavor::kV1), LLMDD_FEATURE_NOT_ENABLED);
   EXPECT(has(last_error(), "device memory only"));
+  // V2 registers host memory: RegisterKvCache takes CachePlacement::kHost.
+  EXPECT_STATUS(check_layout(host, Flavor::kV2), LLMDD_SUCCESS);
   host.placement = 7;
-  EXPECT_STATUS(check_layout(host), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(check_layout(host, Flavor::kV2), LLMDD_PARAM_INVALID);
+}
+
+TEST(book_v2_registers_at_most_240_addresses_per_cache) {
+  // RegisterKvCache takes at most 240 addresses (one per tensor on V2).
+  EXPECT_STATUS(check_layout(layout(240, 64, 1), Flavor::kV2), LLMDD_SUCCESS);
+  EXPECT_STATUS(check_layout(layout(241, 64, 1), Flavor::kV2), LLMDD_PARAM_INVALID);
+  EXPECT(has(last_error(), "at most 240 addresses"));
+  EXPECT_STATUS(check_layout(layout(241, 64, 1), Flavor::kV1), LLMDD_SUCCESS);  // AllocateCache: no such rule
 }
 
 TEST(book_memory_returns_once_id_and_keys_are_released) {

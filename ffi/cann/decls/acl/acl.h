@@ -28,6 +28,12 @@ typedef enum aclrtMemcpyKind {
   ACL_MEMCPY_DEVICE_TO_DEVICE,
 } aclrtMemcpyKind;
 
+typedef enum aclrtStreamStatus {
+  ACL_STREAM_STATUS_COMPLETE = 0,
+  ACL_STREAM_STATUS_NOT_READY = 1,
+  ACL_STREAM_STATUS_RESERVED = 0xFFFF,
+} aclrtStreamStatus;
+
 typedef enum aclrtMemMallocPolicy {
   ACL_MEM_MALLOC_HUGE_FIRST,
   ACL_MEM_MALLOC_HUGE_ONLY,
@@ -45,8 +51,11 @@ aclError aclrtSetCurrentContext(aclrtContext context);
 
 aclError aclrtCreateStream(aclrtStream *stream);
 aclError aclrtDestroyStream(aclrtStream stream);
-/* timeout in ms: -1 waits indefinitely, 0 only checks. */
+/* timeout in ms: -1 waits indefinitely, > 0 at most that long. acl_rt.h says 0
+ * "checks", but the runtime refuses 0 (ACL_ERROR_RT_PARAM_INVALID, 107000):
+ * poll with aclrtStreamQuery. */
 aclError aclrtSynchronizeStreamWithTimeout(aclrtStream stream, int32_t timeout);
+aclError aclrtStreamQuery(aclrtStream stream, aclrtStreamStatus *status);
 
 aclError aclrtMalloc(void **devPtr, size_t size, aclrtMemMallocPolicy policy);
 aclError aclrtFree(void *devPtr);

@@ -31,6 +31,7 @@ constexpr const char OPTION_BUF_POOL_CFG[] = "llm.BufPoolCfg";
 constexpr const char OPTION_ENABLE_SET_ROLE[] = "llm.EnableSwitchRole";
 constexpr const char OPTION_LOCAL_COMM_RES[] = "llm.LocalCommRes";
 constexpr const char OPTION_TRANSFER_BACKEND[] = "llm.TransferBackend";
+constexpr const char OPTION_GLOBAL_RESOURCE_CONFIG[] = "llm.GlobalResourceConfig";
 
 // Status codes (LLMStatusCode), 0x5010B000 + n.
 constexpr Status LLM_SUCCESS = 0x0U;
@@ -42,9 +43,14 @@ constexpr Status LLM_NOT_YET_LINK = 0x5010B007U;
 constexpr Status LLM_ALREADY_LINK = 0x5010B008U;
 constexpr Status LLM_LINK_FAILED = 0x5010B009U;
 constexpr Status LLM_UNLINK_FAILED = 0x5010B00AU;
+constexpr Status LLM_NOTIFY_PROMPT_UNLINK_FAILED = 0x5010B00BU;
 constexpr Status LLM_CLUSTER_NUM_EXCEED_LIMIT = 0x5010B00CU;
+constexpr Status LLM_PROCESSING_LINK = 0x5010B00DU;
 constexpr Status LLM_DEVICE_OUT_OF_MEMORY = 0x5010B00EU;
+constexpr Status LLM_EXIST_LINK = 0x5010B018U;
 constexpr Status LLM_FEATURE_NOT_ENABLED = 0x5010B019U;
+constexpr Status LLM_TIMEOUT = 0x5010B01AU;
+constexpr Status LLM_LINK_BUSY = 0x5010B01BU;
 constexpr Status LLM_OUT_OF_MEMORY = 0x5010B01CU;
 
 struct IpInfo {
@@ -112,7 +118,8 @@ class LlmDataDist {
   Status UnlinkLlmClusters(const std::vector<ClusterInfo> &clusters, std::vector<Status> &rets,
                            int32_t timeout_in_millis = 1000, bool force_flag = false);
 
-  // V1 (libllm_engine.so): caches from upstream's pool.
+  // V1 (libllm_engine.so): caches from upstream's pool. V2 (libllm_datadist.so)
+  // declares these four too but always answers LLM_FEATURE_NOT_ENABLED.
   Status AllocateCache(const CacheDesc &cache_desc, Cache &cache);
   Status DeallocateCache(int64_t cache_id);
 

@@ -11,8 +11,8 @@ mkdir -p "$out/toolkit/lib64"
 rm -rf "$out/toolkit/include" && cp -r "$cann/decls" "$out/toolkit/include"
 flags="-std=c++17 -O1 -fPIC -shared -I$cann/decls"
 $CXX $flags -o "$out/toolkit/lib64/libascendcl.so" "$cann/test/sim/sim_acl.cpp"
-$CXX $flags -o "$out/toolkit/lib64/libllm_datadist.so" "$cann/test/sim/sim_llm_datadist.cpp"
-cp "$out/toolkit/lib64/libllm_datadist.so" "$out/toolkit/lib64/libllm_engine.so"
+$CXX $flags -DLLMDD_SIM_V2 -o "$out/toolkit/lib64/libllm_datadist.so" "$cann/test/sim/sim_llm_datadist.cpp"
+$CXX $flags -o "$out/toolkit/lib64/libllm_engine.so" "$cann/test/sim/sim_llm_datadist.cpp"
 
 for api in v2 v1; do
   echo "== simulated toolkit, CANN_API=$api =="

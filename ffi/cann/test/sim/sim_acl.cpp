@@ -29,6 +29,19 @@ int delay_ms() {
   const char *text = std::getenv("LLMDD_SIM_COPY_DELAY_MS");
   return text != nullptr ? std::atoi(text) : 0;
 }
+
+// Completes the stream's copies that are ready; true when none is left.
+bool drain_ready(Stream *s) {
+  Clock::time_point now = Clock::now();
+  std::vector<Copy> left;
+  for (const Copy &c : s->pending) {
+    if (c.ready <= now) std::memcpy(c.dst, c.src, c.n);
+    else left.push_back(c);
+  }
+  s->pending.swap(left);
+  return s->pending.empty();
+}
+
 }  // namespace
 
 extern "C" {
@@ -67,7 +80,17 @@ aclError aclrtDestroyStream(aclrtStream stream) {
   delete static_cast<Stream *>(stream);
   return ACL_SUCCESS;
 }
+aclError aclrtStreamQuery(aclrtStream stream, aclrtStreamStatus *status) {
+  if (status == nullptr) return 100000;
+  auto *s = static_cast<Stream *>(stream);
+  std::lock_guard<std::mutex> guard(s->lock);
+  *status = drain_ready(s) ? ACL_STREAM_STATUS_COMPLETE : ACL_STREAM_STATUS_NOT_READY;
+  return ACL_SUCCESS;
+}
+
 aclError aclrtSynchronizeStreamWithTimeout(aclrtStream stream, int32_t timeout) {
+  // As the runtime (hicann/runtime api_c_stream.cc): -1 or > 0, never 0.
+  if (timeout < -1 || timeout == 0) return 107000;  // ACL_ERROR_RT_PARAM_INVALID
   auto *s = static_cast<Stream *>(stream);
   std::lock_guard<std::mutex> guard(s->lock);
   Clock::time_point last = Clock::now();

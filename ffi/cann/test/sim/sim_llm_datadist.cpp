@@ -84,7 +84,15 @@ Status LlmDataDist::UnlinkLlmClusters(const std::vector<ClusterInfo> &clusters, 
   return LLM_SUCCESS;
 }
 
+// V2 (libllm_datadist.so, built with LLMDD_SIM_V2) answers AllocateCache,
+// DeallocateCache, CopyKvCache and CopyKvBlocks with LLM_FEATURE_NOT_ENABLED,
+// as upstream's V2 does.
 Status LlmDataDist::AllocateCache(const CacheDesc &cache_desc, Cache &cache) {
+#ifdef LLMDD_SIM_V2
+  (void)cache_desc;
+  (void)cache;
+  return LLM_FEATURE_NOT_ENABLED;
+#endif
   if (!impl_->initialised || cache_desc.placement != CachePlacement::kDevice) return LLM_PARAM_INVALID;
   uint64_t bytes = tensor_bytes(cache_desc);
   Entry entry{cache_desc, {}, true};
@@ -102,6 +110,10 @@ Status LlmDataDist::AllocateCache(const CacheDesc &cache_desc, Cache &cache) {
   return LLM_SUCCESS;
 }
 Status LlmDataDist::DeallocateCache(int64_t cache_id) {
+#ifdef LLMDD_SIM_V2
+  (void)cache_id;
+  return LLM_FEATURE_NOT_ENABLED;
+#endif
   auto it = impl_->caches.find(cache_id);
   if (it == impl_->caches.end()) return LLM_SUCCESS;  // as documented: not an error
   for (uintptr_t a : it->second.addrs) std::free(reinterpret_cast<void *>(a));
@@ -118,6 +130,10 @@ Status LlmDataDist::PullKvBlocks(const CacheIndex &, const Cache &, const std::v
 }
 Status LlmDataDist::CopyKvCache(const Cache &src, const Cache &dst, uint32_t src_batch, uint32_t dst_batch,
                                 uint64_t offset, int64_t size) {
+#ifdef LLMDD_SIM_V2
+  (void)src, (void)dst, (void)src_batch, (void)dst_batch, (void)offset, (void)size;
+  return LLM_FEATURE_NOT_ENABLED;
+#endif
   auto s = impl_->caches.find(src.cache_id), d = impl_->caches.find(dst.cache_id);
   if (s == impl_->caches.end() || d == impl_->caches.end()) return LLM_KV_CACHE_NOT_EXIST;
   if (src.tensor_addrs != s->second.addrs || dst.tensor_addrs != d->second.addrs) return LLM_PARAM_INVALID;

@@ -1,6 +1,7 @@
 // Test-only (test/sim/run.sh): with the simulated toolkit's copies delayed past
 // syncKvTimeout, getCacheTensors rejects with LLM_WAIT_PROCESS_TIMEOUT promptly,
-// the cache can be freed, and finalize waits for the abandoned device copy.
+// the cache can be freed, and the abandoned device copy is seen finished by
+// polling (aclrtStreamQuery) before finalize.
 import {
   CacheDesc,
   DataType,
@@ -25,6 +26,11 @@ try {
   if (!(err instanceof LLMException) || err.statusCode !== LLMStatusCode.LLM_WAIT_PROCESS_TIMEOUT) throw err;
   console.log(`getCacheTensors rejected after ${(performance.now() - start).toFixed(1)} ms: ${err.message}`);
 }
+// Once the abandoned copy has ended (LLMDD_SIM_COPY_DELAY_MS), the adapter sees
+// it by polling the stream and frees the cache's memory before finalize.
+await new Promise((resolve) => setTimeout(resolve, 500));
 await dd.kvCacheManager.deallocateCache(cache);
+const used = dd.kvCacheManager.poolUsage()[0].usedBytes;
+if (used !== 0) throw new Error(`the abandoned copy was never seen finished: ${used} bytes still in use`);
 await dd.finalize();
-console.log("deallocate + finalize after an abandoned device copy: ok");
+console.log("abandoned device copy reclaimed by polling, then deallocate + finalize: ok");
