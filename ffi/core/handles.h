@@ -18,10 +18,6 @@
 
 #ifdef __cplusplus
 extern "C" {
-#ifdef __cplusplus
-}
-#endif
-
 #endif
 
 enum core_handle_kind { CORE_HANDLE_ENGINE = 0x1, CORE_HANDLE_JOB = 0x2 };
