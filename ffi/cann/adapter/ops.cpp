@@ -6,10 +6,11 @@
 // on the calling thread (job 0, or a job without a done callback) or on a worker
 // (a job with one). Between chunks a read checks the job's deadline, its cancel
 // flag and the engine's finalize; each device wait gets what is left of the
-// deadline. A read given job 0 is bounded by llm.SyncKvCacheWaitTime (upstream's
-// bound for KV operations): a device wait is never unbounded. Upstream's own
-// calls (pull, copy) are bounded by upstream's llm.SyncKvCacheWaitTime, links by
-// the job's deadline.
+// deadline. A read or a copy given job 0 is bounded by llm.SyncKvCacheWaitTime
+// (upstream's bound for KV operations): a device wait is never unbounded; a copy
+// (V2: the adapter's own ACL copies) waits for its device work at most what is
+// left of the deadline. Upstream's own calls (pull, V1's CopyKvCache) are bounded
+// by upstream's llm.SyncKvCacheWaitTime, links by the job's deadline.
 #include <functional>
 #include <memory>
 

@@ -9,7 +9,8 @@
  * (or `deno run --allow-ffi --allow-env --allow-read ffi/cann/example/device_cache.ts ...`,
  *  or `bun ffi/cann/example/device_cache.ts ...`)
  *
- * Environment: LLMDD_DEVICE_ID (default 0); LLMDD_EXAMPLE_BACKEND=host runs the
+ * Environment: LLMDD_DEVICE_ID (default 0); LLMDD_LOCAL_IP (this host's IP, which a V2
+ * DECODER's link needs unless llm.LocalCommRes is set); LLMDD_EXAMPLE_BACKEND=host runs the
  * same steps on the embedded host backend (for trying it without an NPU).
  * Device memory is not host-accessible, so the caches hold whatever the device
  * memory held: on a real deployment the model writes them through
@@ -44,6 +45,9 @@ function config(listen?: string): LLMConfig {
   c.syncKvTimeout = 3000;
   if (listen !== undefined) c.listenIpInfo = listen;
   c.geOptions = { "ge.flowGraphMemMaxSize": String(256 << 20) };
+  // V2 links need this side's address unless llm.LocalCommRes is set (upstream's local_ip_infos).
+  const localIp = process.env.LLMDD_LOCAL_IP;
+  if (localIp) c.geOptions["llmdd.cann.localIpInfo"] = localIp;
   return c;
 }
 
