@@ -14,20 +14,9 @@ import {
   Placement,
   Tensor,
 } from "../../../mod.ts";
-import { counter, fail, INT32_MAX, MAX_SAFE, S, show } from "./core.ts";
+import { counter, fail, INT32_MAX, MAX_SAFE, S, show, UINT64_MAX } from "./core.ts";
 import type { Ctx } from "./model.ts";
-import {
-  attempt,
-  BAD,
-  describeError,
-  expectations,
-  int32,
-  intIn,
-  OK,
-  Oracle,
-  type Outcome,
-  uint64,
-} from "./outcomes.ts";
+import { attempt, BAD, describeError, expectations, intIn, OK, Oracle, type Outcome, uint64 } from "./outcomes.ts";
 import { resolve } from "./resolve.ts";
 import { hasHole } from "./values.ts";
 
@@ -39,10 +28,18 @@ export type CtorSpec =
   | { what: "CacheKey"; args: unknown[] }
   | { what: "CacheKeyByIdAndIndex"; args: unknown[] }
   | { what: "LLMClusterInfo"; ops: { op: "id" | "role" | "local" | "remote"; a: unknown; b: unknown }[] }
-  | { what: "LLMConfig"; ops: { op: "deviceId" | "syncKvTimeout" | "listenIpInfo" | "geOptions"; a: unknown }[] }
+  | { what: "LLMConfig"; ops: { op: ConfigOp; a: unknown }[] }
   | { what: "LLMDataDist"; args: unknown[]; preInit: number }
   | { what: "Tensor"; args: unknown[] }
   | { what: "KvCache" | "KvCacheManager"; args: unknown[] };
+
+export type ConfigOp =
+  | "deviceId"
+  | "syncKvTimeout"
+  | "listenIpInfo"
+  | "geOptions"
+  | "memUtilization"
+  | "globalResourceConfig";
 
 export const DATA_TYPES = Object.values(DataType) as number[];
 const DATA_TYPE_BYTES = new Map<number, number>([
@@ -99,9 +96,30 @@ function ipOracle(o: Oracle, ip: unknown): void {
   }
 }
 
+// Upstream's integer form of an address: inet_aton's bytes read little-endian.
 function ipText(ip: string | number): string {
   if (typeof ip === "string") return ip;
-  return [ip >>> 24, (ip >>> 16) & 0xFF, (ip >>> 8) & 0xFF, ip & 0xFF].join(".");
+  return [0, 8, 16, 24].map((shift) => Math.floor(ip / 2 ** shift) % 256).join(".");
+}
+
+/** Upstream check_int64: a bigint in [-2^63, 2^63 - 1], or a safe integer. */
+function int64(o: Oracle, v: unknown): bigint | typeof BAD {
+  if (typeof v === "bigint") {
+    if (v < -(2n ** 63n) || v >= 2n ** 63n) {
+      o.value();
+      return BAD;
+    }
+    return v;
+  }
+  if (typeof v !== "number" || !Number.isInteger(v)) {
+    o.type();
+    return BAD;
+  }
+  if (!Number.isSafeInteger(v)) {
+    o.value();
+    return BAD;
+  }
+  return BigInt(v);
 }
 
 export async function doCtor(ctx: Ctx, spec: CtorSpec): Promise<void> {
@@ -134,7 +152,10 @@ export async function doCtor(ctx: Ctx, spec: CtorSpec): Promise<void> {
     case "CacheKey": {
       const args = spec.args.map(r);
       const o = new Oracle();
-      const ids = [uint64(o, args[0]), uint64(o, args[1]), uint64(o, args[2], 0n)];
+      // Upstream counts the arguments and requires the first two before any type check.
+      let ids: (bigint | typeof BAD)[] = [];
+      if (args.length > 4 || args[0] === undefined || args[1] === undefined) o.llm(S.LLM_PARAM_INVALID);
+      else ids = [uint64(o, args[0]), uint64(o, args[1]), uint64(o, args[2], 0n), uint64(o, args[3], UINT64_MAX)];
       const settled = await attempt(
         `new CacheKey(${args.map(show).join(", ")})`,
         expectations(o, [OK]),
@@ -143,7 +164,9 @@ export async function doCtor(ctx: Ctx, spec: CtorSpec): Promise<void> {
       );
       if (settled.ok) {
         const key = settled.value as CacheKey;
-        if (key.promptClusterId !== ids[0] || key.reqId !== ids[1] || key.modelId !== ids[2]) {
+        if (
+          key.promptClusterId !== ids[0] || key.reqId !== ids[1] || key.modelId !== ids[2] || key.prefixId !== ids[3]
+        ) {
           fail(`new CacheKey: fields ${key}`);
         }
       }
@@ -153,9 +176,8 @@ export async function doCtor(ctx: Ctx, spec: CtorSpec): Promise<void> {
       const args = spec.args.map(r);
       const o = new Oracle();
       const a = uint64(o, args[0]);
-      const b = uint64(o, args[1]);
-      const c = int32(o, args[2], 0);
-      if (c !== BAD && c < 0) o.value();
+      const b = int64(o, args[1]);
+      const c = intIn(o, args[2], 0, 0xFFFFFFFF, 0);
       const settled = await attempt(
         `new CacheKeyByIdAndIndex(${args.map(show).join(", ")})`,
         expectations(o, [OK]),
@@ -225,24 +247,30 @@ export async function doCtor(ctx: Ctx, spec: CtorSpec): Promise<void> {
         const o = new Oracle();
         let text: string | undefined;
         if (op === "deviceId") {
-          const ids = Array.isArray(a) ? a : [a];
-          if (ids.length < 1 || ids.length > 64) o.value();
-          else if (hasHole(ids)) o.type();
-          else {
-            const seen = new Set<unknown>();
-            for (const id of ids) {
-              if (intIn(o, id, 0, INT32_MAX) !== BAD) {
-                if (seen.has(id)) o.value();
-                seen.add(id);
-              }
-            }
-          }
+          // Upstream's order: every id's type, then >= 0 (LLM_PARAM_INVALID), then the
+          // library's count, then int32 and duplicates (ValueError).
+          const ids = Array.isArray(a) ? Array.from(a) : [a];
+          const isInt = (id: unknown) => typeof id === "number" && Number.isInteger(id);
+          if (hasHole(Array.isArray(a) ? a : []) || !ids.every(isInt)) o.type();
+          else if ((ids as number[]).some((id) => id < 0)) o.llm(S.LLM_PARAM_INVALID);
+          else if (ids.length < 1 || ids.length > 64) o.value();
+          else if ((ids as number[]).some((id) => id > INT32_MAX) || new Set(ids).size !== ids.length) o.value();
           if (!o.failed) text = ids.join(";");
         } else if (op === "syncKvTimeout") {
-          const n = typeof a === "string" && /^\s*\d+\s*$/.test(a) ? Number(a) : a;
-          if (typeof n !== "number") o.type();
-          else intIn(o, n, 1, INT32_MAX);
+          // Upstream: int or str; a str all digits; > 0 (else LLM_PARAM_INVALID); then int32.
+          const n = typeof a === "string" ? (/^[0-9]+$/.test(a) ? Number(a) : NaN) : a;
+          if (typeof a === "string" && Number.isNaN(n)) o.llm(S.LLM_PARAM_INVALID);
+          else if (typeof n !== "number" || !Number.isInteger(n)) o.type();
+          else if (n <= 0) o.llm(S.LLM_PARAM_INVALID);
+          else if (n > INT32_MAX) o.value();
           if (!o.failed) text = String(n);
+        } else if (op === "memUtilization") {
+          if (typeof a !== "number") o.type();
+          else if (!(a >= 0 && a <= 1)) o.llm(S.LLM_PARAM_INVALID);
+          if (!o.failed) text = String(a);
+        } else if (op === "globalResourceConfig") {
+          if (typeof a !== "string") o.type();
+          text = a as string;
         } else if (op === "listenIpInfo") {
           if (typeof a !== "string") o.type();
           else {
@@ -258,18 +286,34 @@ export async function doCtor(ctx: Ctx, spec: CtorSpec): Promise<void> {
           (config as unknown as Record<string, unknown>)[op] = a;
         }, false);
         if (!settled.ok) continue;
-        if (op === "deviceId") want["ge.exec.deviceId"] = text!;
-        else if (op === "syncKvTimeout") want["llm.SyncKvCacheWaitTime"] = text!;
+        if (op === "deviceId") {
+          want["ge.exec.deviceId"] = text!;
+          want["ge.session_device_id"] = text!.split(";")[0];
+        } else if (op === "syncKvTimeout") want["llm.SyncKvCacheWaitTime"] = text!;
+        else if (op === "memUtilization") want["llm.MemoryUtilization"] = text!;
+        else if (op === "globalResourceConfig") want["llm.GlobalResourceConfig"] = text!;
         else if (op === "listenIpInfo") want["llm.listenIpInfo"] = text!;
         else geOptions = { ...(a as Record<string, string>) };
       }
       const settled = await attempt("LLMConfig.generateOptions()", [OK], () => config.generateOptions(), false);
       const options = settled.ok ? settled.value as Record<string, string> : {};
       const expected: Record<string, string> = { ...geOptions, ...want };
-      expected["ge.exec.deviceId"] ??= "0";
+      if (expected["ge.exec.deviceId"] === undefined) {
+        expected["ge.exec.deviceId"] = "0";
+        expected["ge.session_device_id"] = "0";
+      }
       expected["llm.SyncKvCacheWaitTime"] ??= "1000";
+      expected["llm.MemoryUtilization"] ??= "0.95";
+      // A float is written as Python writes it ("1.0", "5e-05"): compare memUtilization by value.
+      const same = (k: string, got: string | undefined, v: string) =>
+        k === "llm.MemoryUtilization" && k in want ? got !== undefined && Number(got) === Number(v) : got === v;
       for (const [k, v] of Object.entries(expected)) {
-        if (options[k] !== v) fail(`LLMConfig.generateOptions(): ${k}=${show(options[k])}, expected ${show(v)}`);
+        if (!same(k, options[k], v)) {
+          fail(`LLMConfig.generateOptions(): ${k}=${show(options[k])}, expected ${show(v)}`);
+        }
+      }
+      if (!("llm.GlobalResourceConfig" in expected) && "llm.GlobalResourceConfig" in options) {
+        fail("LLMConfig.generateOptions(): llm.GlobalResourceConfig emitted though never set");
       }
       return;
     }

@@ -24,7 +24,7 @@ export function clusterInfo(ctx: Ctx, spec: ClusterSpec): LLMClusterInfo {
   counter.calls += 3;
   if (spec.port !== "none") {
     const port = spec.port === "P" ? ctx.P.port : spec.port === "dead" ? ctx.deadPort : 0;
-    cluster.appendRemoteIpInfo(spec.ipAsInt ? 0x7F000001 : "127.0.0.1", port);
+    cluster.appendRemoteIpInfo(spec.ipAsInt ? 0x0100007F : "127.0.0.1", port); // upstream: lowest byte first
     counter.calls++;
   }
   return cluster;

@@ -2,7 +2,7 @@
 
 import fc from "fast-check";
 import { DataType, LLMRole } from "../../../mod.ts";
-import { type CtorSpec, DATA_TYPES } from "./constructors.ts";
+import { type ConfigOp, type CtorSpec, DATA_TYPES } from "./constructors.ts";
 import { type FuzzOptions, UINT64_MAX } from "./core.ts";
 import { type InitSpec, VALID_OPTION_VALUES } from "./init.ts";
 import { anyValue, slot, SPARSE } from "./values.ts";
@@ -29,11 +29,19 @@ export function ctorSpec(options: FuzzOptions = {}): fc.Arbitrary<CtorSpec> {
     }),
     fc.record({
       what: fc.constant("CacheKey" as const),
-      args: fc.tuple(s(u64), s(u64), s(fc.constantFrom(undefined, 0n))),
+      args: fc.oneof(
+        { weight: 8, arbitrary: fc.tuple(s(u64), s(u64), s(fc.constantFrom(undefined, 0n))) },
+        { weight: 3, arbitrary: fc.tuple(s(u64), s(u64), s(fc.constantFrom(undefined, 0n)), s(u64)) },
+        { weight: 1, arbitrary: fc.tuple(s(u64), s(u64), s(u64), s(u64), s(u64)) },
+      ),
     }),
     fc.record({
       what: fc.constant("CacheKeyByIdAndIndex" as const),
-      args: fc.tuple(s(u64), s(u64), s(fc.constantFrom(undefined, 0, 3))),
+      args: fc.tuple(
+        s(u64),
+        s(fc.oneof(fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }), fc.nat(), fc.constantFrom(2n ** 63n, -1))),
+        s(fc.constantFrom(undefined, 0, 3, 2 ** 31, 2 ** 32 - 1, 2 ** 32, -1)),
+      ),
     }),
     fc.record({
       what: fc.constant("LLMClusterInfo" as const),
@@ -50,15 +58,26 @@ export function ctorSpec(options: FuzzOptions = {}): fc.Arbitrary<CtorSpec> {
       what: fc.constant("LLMConfig" as const),
       ops: fc.array(
         fc.record({
-          op: fc.constantFrom<"deviceId" | "syncKvTimeout" | "listenIpInfo" | "geOptions">(
+          op: fc.constantFrom<ConfigOp>(
             "deviceId",
             "syncKvTimeout",
             "listenIpInfo",
             "geOptions",
+            "memUtilization",
+            "globalResourceConfig",
           ),
           a: fc.oneof(
-            { weight: 3, arbitrary: fc.constantFrom(0, 1, [0, 1], [2], 500, " 20 ", "127.0.0.1:26000", "h:1") },
-            { weight: 1, arbitrary: fc.constantFrom({ "ge.flowGraphMemMaxSize": "4096" }, { a: "b" }, [0, 0]) },
+            { weight: 3, arbitrary: fc.constantFrom(0, 1, [0, 1], [2], 500, " 20 ", "20", "127.0.0.1:26000", "h:1") },
+            { weight: 1, arbitrary: fc.constantFrom(0.5, 0.00005, 1.5, -1, [0, -1], "{}", "") },
+            {
+              weight: 1,
+              arbitrary: fc.constantFrom(
+                { "ge.flowGraphMemMaxSize": "4096" },
+                { a: "b" },
+                [0, 0],
+                { "llm.MemoryUtilization": "0.5", "ge.session_device_id": "7" },
+              ),
+            },
             { weight: 2, arbitrary: any },
             { weight: 1, arbitrary: sparse },
           ),
