@@ -1,9 +1,10 @@
-// `npm pack` / `npm publish` (and npm's pack of a git dependency) around the
-// tarball:
+// `npm pack` / `npm publish` around the tarball (npm's pack of a git
+// dependency runs only `prepare`, not this):
 //   node scripts/pack.mjs before   builds dist/ and prebuilds/, and leaves in
 //                                  package.json only what an installed package
 //                                  needs: no scripts (npm would list `prepare`
-//                                  among the install scripts to approve)
+//                                  among the install scripts to approve), no
+//                                  local build in "files"
 //   node scripts/pack.mjs after    restores package.json, removes the builds
 // package.json is kept as .package.json.packing meanwhile; a pack that died
 // halfway is undone by the next `before`.
@@ -25,17 +26,14 @@ const step = process.argv[2];
 if (step === "before") {
   restore();
   execFileSync(process.execPath, [join(root, "scripts", "build.mjs")], { stdio: "inherit" });
-  // A release (`npm publish`, or `npm pack` by hand) ships both platforms'
-  // libraries and needs the cross compiler; a git dependency, packed by npm
-  // inside `npm install` on the user's machine, needs only the local one.
-  const cross = process.env.npm_command === "install" ? "optional" : "required";
-  execFileSync("sh", [join(root, "ffi", "prebuild.sh")], {
-    stdio: "inherit",
-    env: { ...process.env, LLMDD_PREBUILD_CROSS: process.env.LLMDD_PREBUILD_CROSS ?? cross },
-  });
+  execFileSync("sh", [join(root, "ffi", "prebuild.sh")], { stdio: "inherit" });
   copyFileSync(manifest, saved);
   const pkg = JSON.parse(readFileSync(manifest, "utf8"));
   delete pkg.scripts;
+  // ffi/build/ is in "files" for git dependencies, which npm packs after
+  // `prepare` without running this script: there the local build is what the
+  // loader finds. A release carries prebuilds/ instead.
+  pkg.files = pkg.files.filter((entry) => !entry.startsWith("ffi/build/"));
   writeFileSync(manifest, JSON.stringify(pkg, null, 2) + "\n");
 } else if (step === "after") {
   restore();

@@ -8,7 +8,7 @@
 //   HTTP, and import mod.ts from there with Deno, as a JSR user's Deno would.
 import assert from "node:assert/strict";
 import { execFileSync, spawn, spawnSync } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -32,8 +32,13 @@ console.log(JSON.stringify(tensors.map((t) => [t.deviceId, t.data.length, t.data
 `;
 const expected = JSON.stringify([[0, 32, 10], [1, 32, 11]]);
 
-function run(command: string, args: string[], options: { cwd: string; env?: NodeJS.ProcessEnv }): string {
-  const result = spawnSync(command, args, { ...options, encoding: "utf8", timeout: 180_000 });
+function run(
+  command: string,
+  args: string[],
+  options: { cwd: string; env?: NodeJS.ProcessEnv },
+  timeout = 180_000,
+): string {
+  const result = spawnSync(command, args, { ...options, encoding: "utf8", timeout });
   assert.equal(result.status, 0, `${command} ${args.join(" ")} failed:\n${result.stdout}\n${result.stderr}`);
   return result.stdout;
 }
@@ -81,6 +86,12 @@ describe("the npm package", { timeout: 600_000 }, () => {
     assert.equal(arm.readUInt16LE(18), 183, "the linux-arm64 library is an AArch64 ELF file (e_machine 183)");
   });
 
+  test("the installed package.json has no scripts (npm would ask to approve `prepare`)", () => {
+    const installed = JSON.parse(readFileSync(join(project, "node_modules", "llm-datadist", "package.json"), "utf8"));
+    assert.equal(installed.scripts, undefined, `scripts shipped: ${JSON.stringify(installed.scripts)}`);
+    assert.ok(JSON.parse(readFileSync(join(root, "package.json"), "utf8")).scripts.prepare, "the checkout keeps them");
+  });
+
   test("the install had no compiler at hand", () => {
     const found = spawnSync("sh", ["-c", "command -v cc gcc clang make"], {
       env: { PATH: path },
@@ -109,6 +120,46 @@ describe("the npm package", { timeout: 600_000 }, () => {
       env: { PATH: path, DENO_DIR: join(work, "deno-cache") },
     });
     assert.equal(out.trim(), expected);
+  });
+});
+
+describe("a git dependency", { timeout: 600_000 }, () => {
+  // Before publication users install from git: npm clones the repository,
+  // installs its dev-dependencies, runs `prepare` (native library + dist/) and
+  // packs it on the user's machine, which has a C compiler but maybe no cross
+  // compiler. The repository here is this working tree, committed afresh.
+  test("`npm install git+file://…` builds dist/ and the library, and a program runs", () => {
+    const repo = join(work, "repo");
+    const tracked = execFileSync("git", ["ls-files", "-z", "--cached", "--others", "--exclude-standard"], {
+      cwd: root,
+      encoding: "utf8",
+    }).split("\0").filter((f) => f && statSync(join(root, f), { throwIfNoEntry: false })?.isFile());
+    for (const file of tracked) {
+      mkdirSync(dirname(join(repo, file)), { recursive: true });
+      cpSync(join(root, file), join(repo, file));
+    }
+    const git = (...args: string[]) => run("git", args, { cwd: repo });
+    git("init", "-q");
+    git("add", "-A");
+    git("-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-q", "-m", "snapshot");
+    const user = join(work, "git-user");
+    mkdirSync(user);
+    writeFileSync(join(user, "package.json"), JSON.stringify({ name: "git-user", private: true, type: "module" }));
+    // PATH without the cross compiler: the user's machine needs only its own platform.
+    const noCross = (process.env.PATH ?? "").split(":").filter((dir) =>
+      spawnSync("sh", ["-c", `test -x "${dir}/aarch64-linux-gnu-gcc"`]).status !== 0
+    ).join(":");
+    // npm installs the repository's dev-dependencies (Deno and Bun among them)
+    // to run `prepare`: about two minutes here.
+    run("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", `git+file://${repo}`], {
+      cwd: user,
+      env: { ...process.env, PATH: noCross },
+    }, 480_000);
+    const installed = join(user, "node_modules", "llm-datadist");
+    assert.ok(statSync(join(installed, "dist", "mod.js")).isFile(), "dist/ was built");
+    assert.ok(statSync(join(installed, "ffi", "build", "libllmdd_host.so")).isFile(), "the library was built");
+    writeFileSync(join(user, "node.mjs"), program("llm-datadist").replace("await using dd", "const dd") + "dd.finalize();\n");
+    assert.equal(run(process.execPath, ["node.mjs"], { cwd: user }).trim(), expected);
   });
 });
 

@@ -4,9 +4,17 @@
 // on a 2-core machine would only add noise). Prints each suite's output, a
 // summary, and a closing "N passed, N failed" line; exits non-zero on any
 // failure.
+//
+// Counts come from machine-readable results: the runtimes' test runners write
+// JUnit XML (test/support/junit.mjs reads it), and the native suites, this
+// project's own C harness and scripts, close with one fixed line each
+// ("N passed, N failed", "fuzz: N runs, N crashes").
 import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { junitCounts } from "./junit.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const bin = (name) => join(root, "node_modules", ".bin", name);
@@ -49,7 +57,7 @@ const suites = [
   {
     name: "deno",
     command: bin("deno"),
-    args: [
+    args: (junit) => [
       "test",
       "--allow-ffi",
       "--allow-env",
@@ -58,50 +66,47 @@ const suites = [
       "--allow-run",
       "--allow-net=127.0.0.1",
       "--v8-flags=--expose-gc", // test/reliability.test.ts forces collections
+      `--junit-path=${junit}`,
     ],
     files: true,
-    // Deno counts describe() groups as tests and their tests as steps; count
-    // only the tests themselves, like the other runners: a top-level "name ..."
-    // line opens a group when the next line is an indented step (a test that
-    // prints output is followed by "------- output -------" instead).
-    counts: (out) => {
-      if (!/^(?:ok|FAILED) \| /m.test(out)) return undefined;
-      const lines = out.split("\n");
-      const groups = new Set(
-        lines.filter((line, i) => /^\S.* \.\.\.$/.test(line) && /^\s+\S.* \.\.\./.test(lines[i + 1] ?? ""))
-          .map((line) => line.slice(0, -4)),
-      );
-      const count = (word) =>
-        lines.filter((line) => new RegExp(`^.* \\.\\.\\. ${word}\\b`).test(line))
-          .filter((line) => !groups.has(line.slice(0, line.lastIndexOf(" ..."))))
-          .length;
-      return { passed: count("ok"), failed: count("FAILED") };
-    },
+  },
+  {
+    // Deno's own documentation tests: every code block of the README files
+    // and the JSDoc, type-checked and run (test/docs.test.ts runs them on Bun
+    // and Node). "llm-datadist" is pointed at this checkout's mod.ts.
+    name: "deno-doc",
+    command: bin("deno"),
+    args: (junit) => [
+      "test",
+      "--doc",
+      "--import-map=test/support/doc_imports.json",
+      "--allow-ffi",
+      "--allow-env",
+      "--allow-read",
+      `--junit-path=${junit}`,
+      "mod.ts",
+      "src/",
+      ...["README.md", "ffi/cann/README.md", "docs/DESIGN.md"].filter((f) => existsSync(join(root, f))),
+    ],
   },
   {
     name: "bun",
     command: bin("bun"),
-    args: ["test", "--timeout", "120000"],
+    args: (junit) => ["test", "--timeout", "120000", "--reporter=junit", `--reporter-outfile=${junit}`],
     files: true,
-    counts: (out) => {
-      const passed = out.match(/^\s*(\d+) pass$/m);
-      const failed = out.match(/^\s*(\d+) fail$/m);
-      return passed && failed ? { passed: Number(passed[1]), failed: Number(failed[1]) } : undefined;
-    },
   },
   {
     name: "node",
     command: process.execPath,
-    args: [
+    args: (junit) => [
       "--expose-gc", // test/reliability.test.ts forces collections
       "--import",
       "./test/support/register.mjs",
       "--test",
       "--test-concurrency=1",
-      "--test-reporter=spec",
+      ...nodeReporters(junit),
     ],
     files: true,
-    counts: nodeCounts,
   },
   {
     // The packages as users get them: npm pack + install + Node/Bun/Deno, and
@@ -109,8 +114,13 @@ const suites = [
     name: "package",
     needs: { "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu" },
     command: process.execPath,
-    args: ["--import", "./test/support/register.mjs", "--test", "--test-reporter=spec", "test/package/package.test.ts"],
-    counts: nodeCounts,
+    args: (junit) => [
+      "--import",
+      "./test/support/register.mjs",
+      "--test",
+      ...nodeReporters(junit),
+      "test/package/package.test.ts",
+    ],
   },
   {
     // Types, lint, format, docs and the JSR publish check (npm run check).
@@ -121,10 +131,10 @@ const suites = [
   },
 ];
 
-function nodeCounts(out) {
-  const passed = out.match(/^ℹ pass (\d+)$/m);
-  const failed = out.match(/^ℹ fail (\d+)$/m);
-  return passed && failed ? { passed: Number(passed[1]), failed: Number(failed[1]) } : undefined;
+/** Node's human-readable report on stdout, and JUnit XML into `junit`. */
+function nodeReporters(junit) {
+  return ["--test-reporter=spec", "--test-reporter-destination=stdout", "--test-reporter=junit",
+    `--test-reporter-destination=${junit}`];
 }
 
 // Deno colours its output even with NO_COLOR in some places; counts are read without.
@@ -175,6 +185,7 @@ function missingTools(suite) {
 }
 
 const results = [];
+const reports = mkdtempSync(join(tmpdir(), "llmdd-reports-"));
 for (const suite of suites) {
   if (only.length > 0 && !only.includes(suite.name)) continue;
   console.log(`\n=== ${suite.name} ===`);
@@ -186,11 +197,15 @@ for (const suite of suites) {
     continue;
   }
   const start = performance.now();
-  const args = suite.files ? [...suite.args, ...(await testFiles())] : suite.args;
+  const junit = join(reports, `${suite.name}.xml`);
+  const base = typeof suite.args === "function" ? suite.args(junit) : suite.args;
+  const args = suite.files ? [...base, ...(await testFiles())] : base;
   const { code, out } = await run(suite.command, args);
-  const counts = suite.counts(out);
+  const counts = suite.counts ? suite.counts(out) : junitCounts(junit);
+  if (counts?.failures?.length) console.log(`\n${suite.name}: failed:\n  ${counts.failures.join("\n  ")}`);
   results.push({ name: suite.name, code, counts, seconds: (performance.now() - start) / 1000 });
 }
+rmSync(reports, { recursive: true, force: true });
 console.log("\n=== summary ===");
 let passed = 0;
 let failed = 0;
