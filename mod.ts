@@ -11,7 +11,7 @@
  *
  * @example
  * ```ts
- * import { CacheDesc, DataType, LLMDataDist, LLMRole, Placement } from "./mod.ts";
+ * import { CacheDesc, DataType, LLMDataDist, LLMRole, Placement } from "llm-datadist";
  *
  * await using dd = new LLMDataDist(LLMRole.PROMPT, 1n);
  * await dd.init({ "ge.exec.deviceId": "0", "llm.SyncKvCacheWaitTime": "1000" });

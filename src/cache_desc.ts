@@ -16,7 +16,7 @@ const MAX_RANK = 32;
  *
  * @example
  * ```ts
- * import { CacheDesc, DataType, Placement } from "./mod.ts";
+ * import { CacheDesc, DataType, Placement } from "llm-datadist";
  * // 2 tensors (K and V) of [batch 4, seq 16, hidden 8] in FP16, in host memory
  * const desc = new CacheDesc(2, [4, 16, 8], DataType.DT_FLOAT16, Placement.HOST);
  * console.log(desc.size, desc.batchSize); // 1024 4

@@ -37,7 +37,7 @@ function requireInt64(value: unknown, name: string): bigint {
  *
  * @example
  * ```ts
- * import { CacheKey } from "./mod.ts";
+ * import { CacheKey } from "llm-datadist";
  * const key = new CacheKey(1n, 42n);
  * console.log(key.promptClusterId, key.reqId, key.modelId); // 1n 42n 0n
  * ```
@@ -94,7 +94,7 @@ export class CacheKey {
  *
  * @example
  * ```ts
- * import { CacheKeyByIdAndIndex } from "./mod.ts";
+ * import { CacheKeyByIdAndIndex } from "llm-datadist";
  * const key = new CacheKeyByIdAndIndex(1n, 7n, 2);
  * console.log(key.cacheId, key.batchIndex); // 7n 2
  * ```

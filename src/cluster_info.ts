@@ -40,7 +40,7 @@ function ipv4(value: unknown, name: string): string {
  *
  * @example
  * ```ts
- * import { LLMClusterInfo, LLMRole } from "./mod.ts";
+ * import { LLMClusterInfo, LLMRole } from "llm-datadist";
  * const prompt = new LLMClusterInfo();
  * prompt.remoteClusterId = 1n;
  * prompt.remoteRoleType = LLMRole.PROMPT;

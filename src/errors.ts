@@ -14,7 +14,7 @@ import { type LLMStatusCode, statusName } from "./status.ts";
  *
  * @example
  * ```ts
- * import { CacheDesc, DataType, ValueError } from "./mod.ts";
+ * import { CacheDesc, DataType, ValueError } from "llm-datadist";
  * try {
  *   new CacheDesc(1, [4, -1], DataType.DT_FLOAT16);
  * } catch (err) {
@@ -37,7 +37,7 @@ export class ValueError extends RangeError {
  *
  * @example
  * ```ts
- * import { LLMException, LLMStatusCode } from "./mod.ts";
+ * import { LLMException, LLMStatusCode } from "llm-datadist";
  * const err = new LLMException(LLMStatusCode.LLM_KV_CACHE_NOT_EXIST, "cache 3 does not exist");
  * console.log(err.statusCode === LLMStatusCode.LLM_KV_CACHE_NOT_EXIST); // true
  * console.log(err.statusName); // "LLM_KV_CACHE_NOT_EXIST"

@@ -13,7 +13,7 @@
  *
  * @example
  * ```ts
- * import { LLMStatusCode, statusName } from "./mod.ts";
+ * import { LLMStatusCode, statusName } from "llm-datadist";
  * console.log(LLMStatusCode.LLM_PARAM_INVALID.toString(16)); // "5010b005"
  * console.log(statusName(1343270917)); // "LLM_PARAM_INVALID"
  * ```
@@ -112,7 +112,7 @@ for (const [name, code] of Object.entries(LLMStatusCode)) if (!names.has(code)) 
  *
  * @example
  * ```ts
- * import { LLMStatusCode, statusName } from "./mod.ts";
+ * import { LLMStatusCode, statusName } from "llm-datadist";
  * console.log(statusName(LLMStatusCode.LLM_KV_CACHE_NOT_EXIST)); // "LLM_KV_CACHE_NOT_EXIST"
  * console.log(statusName(0x5010B0FF)); // "0x5010B0FF"
  * ```

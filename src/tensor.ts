@@ -31,7 +31,7 @@ let frozenShape: readonly number[] | undefined;
  *
  * @example
  * ```ts
- * import { DataType, Tensor } from "./mod.ts";
+ * import { DataType, Tensor } from "llm-datadist";
  * const t = new Tensor([2, 2], DataType.DT_FLOAT, new Float32Array([1, 2, 3, 4]));
  * console.log(t.byteLength, t.data[3]); // 16 4
  * ```
