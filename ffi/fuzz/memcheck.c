@@ -36,6 +36,7 @@ static const struct {
     {"crash_decoder_killed_during_a_pull_leaves_the_prompt_serving", "spawns a child process"},
     {"crash_restart_with_the_same_cluster_id", "spawns a child process"},
     {"exit_without_finalize_removes_the_names", "spawns a child process"},
+    {"security_full_backing_store_is_out_of_memory_not_sigbus", "spawns a child process"},
     /* Large copies and throughput figures: minutes under valgrind. */
     {"pull_speed_report", "a throughput report over hundreds of MiB"},
     {"large_read_stops_soon_after_its_deadline", "a large read timed against a deadline"},

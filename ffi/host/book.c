@@ -90,12 +90,20 @@ static int32_t add_keys(struct book *b, struct cache *c, const uint64_t *keys,
   return LLMDD_SUCCESS;
 }
 
-/* Takes one block per device; on failure nothing stays allocated. */
+/* Takes one block per device and reserves its memory; on failure nothing stays
+ * allocated. */
 static int32_t allocate_blocks(struct book *b, struct cache *c, uint64_t block) {
   for (int32_t d = 0; d < b->num_devices; d++) {
     int rc = host_pool_alloc(&b->pools[d], block, &c->offsets[d]);
-    if (rc == 0) continue;
-    for (int32_t i = 0; i < d; i++) host_pool_free(&b->pools[i], c->offsets[i], block);
+    int err = rc == 0 ? host_pool_commit(&b->pools[d], c->offsets[d], block) : 0;
+    if (rc == 0 && err == 0) continue;
+    for (int32_t i = 0; i < d + (rc == 0); i++) host_pool_free(&b->pools[i], c->offsets[i], block);
+    if (err != 0) {
+      char text[CORE_ERRNO_TEXT_CAP];
+      return core_fail(LLMDD_DEVICE_OUT_OF_MEMORY,
+                       "device %d: the memory of a block of %llu bytes could not be reserved: %s",
+                       b->device_ids[d], (unsigned long long)block, core_errno_text(err, text));
+    }
     if (rc == -2)
       return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for pool bookkeeping");
     const struct pool *p = &b->pools[d];

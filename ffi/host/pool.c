@@ -1,7 +1,8 @@
-#define _DEFAULT_SOURCE 1
+#define _GNU_SOURCE 1 /* fallocate */
 #include "pool.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,18 +30,20 @@ static uint8_t *backing_reserve(struct pool *p, uint64_t capacity, const char *s
   if (fd < 0) return NULL;
   void *base = mmap(NULL, (size_t)capacity, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   int err = errno;
-  close(fd); /* the mapping keeps the object; the name finds it again */
   if (base == MAP_FAILED) {
+    close(fd);
     shm_unlink(shm_name);
     errno = err;
     return NULL;
   }
+  p->fd = fd; /* kept: caches reserve their pages through it (host_pool_commit) */
   snprintf(p->name, sizeof p->name, "%s", shm_name);
   return base;
 }
 
 static void backing_release(struct pool *p) {
   munmap(p->base, (size_t)p->capacity);
+  if (p->fd >= 0) close(p->fd);
   /* A DECODER that still maps the object keeps it (and its bytes) until it
    * unmaps; the name is free for the next owner of the cluster id at once. */
   if (p->name[0] != '\0') shm_unlink(p->name);
@@ -61,6 +64,7 @@ static void backing_discard(struct pool *p, uint64_t offset, uint64_t length) {
 
 int host_pool_init(struct pool *p, uint64_t capacity, const char *shm_name) {
   memset(p, 0, sizeof *p);
+  p->fd = -1;
   uint64_t usable = capacity / POOL_ALIGN * POOL_ALIGN;
   p->ranges_capacity = 4;
   p->ranges = malloc(p->ranges_capacity * sizeof *p->ranges);
@@ -73,6 +77,7 @@ int host_pool_init(struct pool *p, uint64_t capacity, const char *shm_name) {
     int err = errno;
     free(p->ranges);
     memset(p, 0, sizeof *p);
+    p->fd = -1;
     errno = err;
     return -1;
   }
@@ -85,6 +90,19 @@ void host_pool_destroy(struct pool *p) {
   if (p->base != NULL) backing_release(p);
   free(p->ranges);
   memset(p, 0, sizeof *p);
+  p->fd = -1;
+}
+
+int host_pool_commit(struct pool *p, uint64_t offset, uint64_t length) {
+  if (p->fd < 0 || length == 0) return 0;
+  /* Allocates the object's pages (zeroed; pages already there are kept): ENOSPC
+   * now instead of SIGBUS at the first write. A signal arriving meanwhile makes
+   * the kernel stop with EINTR; what was allocated stays, so trying again is
+   * cheap. Mode 0 never changes the object's size. */
+  for (;;) {
+    if (fallocate(p->fd, 0, (off_t)offset, (off_t)length) == 0) return 0;
+    if (errno != EINTR) return errno;
+  }
 }
 
 /* Each live block can split a free range in two when it is freed, so keeping

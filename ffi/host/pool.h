@@ -31,6 +31,7 @@ struct pool {
   /* Shared pools only (name[0] is 0 for private ones). */
   char name[SHM_NAME_CAP];
   uint64_t object_id; /* the object's inode, which a DECODER checks before mapping */
+  int fd;             /* shared pools: the object, kept to reserve its pages; else -1 */
 };
 
 /* Reserves capacity bytes: private memory when shm_name is NULL, else a new
@@ -46,6 +47,13 @@ void host_pool_destroy(struct pool *p);
  * block's offset, -1 when no free range is large enough, -2 when out of host
  * memory for bookkeeping. */
 int host_pool_alloc(struct pool *p, uint64_t length, uint64_t *out_offset);
+
+/* Reserves the memory under a block just allocated, so that writing to it later
+ * can never fail. A shared pool's pages are filesystem pages: written lazily, a
+ * full backing store would end the process with SIGBUS at the first touch, so
+ * they are allocated now (fallocate). Private pools are anonymous memory, which
+ * cannot raise SIGBUS; they stay lazy. Returns 0, or an errno (ENOSPC, ENOMEM). */
+int host_pool_commit(struct pool *p, uint64_t offset, uint64_t length);
 
 /* Frees a block returned by host_pool_alloc. Cannot fail: host_pool_alloc keeps room for
  * the free range this may add. */
