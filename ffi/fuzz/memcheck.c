@@ -37,6 +37,8 @@ static const struct {
     {"crash_restart_with_the_same_cluster_id", "spawns a child process"},
     {"exit_without_finalize_removes_the_names", "spawns a child process"},
     {"security_full_backing_store_is_out_of_memory_not_sigbus", "spawns a child process"},
+    {"security_a_silent_connection_is_dropped_within_2_s", "times a 2 s handshake limit"},
+    {"security_silent_sockets_do_not_starve_real_links", "80 connections timed against a link"},
     /* Large copies and throughput figures: minutes under valgrind. */
     {"pull_speed_report", "a throughput report over hundreds of MiB"},
     {"large_read_stops_soon_after_its_deadline", "a large read timed against a deadline"},

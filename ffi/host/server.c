@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "book.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/workers.h"
 #include "engine.h"
@@ -21,8 +22,14 @@
 #include "net.h"
 #include "proto.h"
 
-/* More DECODERs than this at once are turned away (each costs a thread). */
-#define MAX_CONNECTIONS 64
+/* Linked DECODERs served at once (each costs a thread); more are refused at
+ * HELLO. Connections still in their handshake have a budget of their own, so
+ * silent or slow strangers can never take a linked DECODER's place. */
+#define MAX_LINKED 64
+#define MAX_HANDSHAKING 16
+/* A connection must have finished its handshake (HELLO answered) this long
+ * after it was accepted, whether or not it has sent anything. */
+#define HANDSHAKE_TIMEOUT_NS ((int64_t)2 * 1000000000)
 /* Pulls one connection may have in flight; a DECODER has one per running pull. */
 #define MAX_PINS 1024
 /* A message, once started, must be complete within this; so must an answer be
@@ -44,7 +51,10 @@ struct connection {
   int fd; /* closed only by whoever joins the thread */
   pthread_t thread;
   atomic_bool finished;
-  bool greeted; /* HELLO came */
+  bool greeted;        /* HELLO answered with SUCCESS (the thread's own flag) */
+  bool linked;         /* counted in num_linked, not num_handshaking (under server lock) */
+  bool evicted;        /* shut down to make room for a newer handshake (server lock) */
+  int64_t accepted_ns; /* the handshake's deadline counts from here */
   struct proto_rx in;
   struct pin *pins;
   int32_t num_pins, pins_capacity;
@@ -58,7 +68,7 @@ struct server {
   pthread_t listener;
   pthread_mutex_t lock; /* connections */
   struct connection *connections;
-  int32_t num_connections;
+  int32_t num_linked, num_handshaking;
 };
 
 /* ---- requests ---- */
@@ -162,6 +172,22 @@ static bool reply(struct connection *c, const struct msg *m) {
   return host_proto_send(c->fd, m, &g, c->server->wake[0], &torn) == LLMDD_SUCCESS;
 }
 
+/* Moves a connection whose HELLO succeeded from the handshake budget to the
+ * linked one; false when MAX_LINKED DECODERs are linked already. */
+static bool admit(struct connection *c) {
+  struct server *s = c->server;
+  bool admitted = false;
+  pthread_mutex_lock(&s->lock);
+  if (s->num_linked < MAX_LINKED && !c->evicted) {
+    s->num_linked++;
+    s->num_handshaking--;
+    c->linked = true;
+    admitted = true;
+  }
+  pthread_mutex_unlock(&s->lock);
+  return admitted;
+}
+
 /* Handles one request. Returns false when the connection must close. */
 static bool handle(struct connection *c, const struct msg *m) {
   struct msg answer = {.seq = m->seq};
@@ -170,6 +196,8 @@ static bool handle(struct connection *c, const struct msg *m) {
     if (c->greeted) return false;
     answer.type = MSG_HELLO_REPLY;
     hello(c, &m->u.hello, &answer.u.hello_reply);
+    if (answer.u.hello_reply.status == LLMDD_SUCCESS && !admit(c))
+      answer.u.hello_reply.status = LLMDD_CLUSTER_NUM_EXCEED_LIMIT;
     c->greeted = answer.u.hello_reply.status == LLMDD_SUCCESS;
     /* A refused link ends here; the DECODER reads the answer, then EOF. */
     return reply(c, &answer) && c->greeted;
@@ -195,10 +223,14 @@ static bool handle(struct connection *c, const struct msg *m) {
 
 static void *connection_main(void *arg) {
   struct connection *c = arg;
-  struct core_guard g = {.until_ns = INT64_MAX, .doing = "serving a linked engine"};
+  /* Until the handshake is done the whole of it is bounded, silence included:
+   * a stranger that connects and says nothing holds a thread for 2 s at most. */
+  struct core_guard handshake = {.until_ns = c->accepted_ns + HANDSHAKE_TIMEOUT_NS,
+                                 .doing = "waiting for a link request"};
+  struct core_guard linked = {.until_ns = INT64_MAX, .doing = "serving a linked engine"};
   struct msg m;
-  while (host_proto_recv(c->fd, &c->in, &m, &g, c->server->wake[0], MESSAGE_TIMEOUT_NS) ==
-             LLMDD_SUCCESS &&
+  while (host_proto_recv(c->fd, &c->in, &m, c->greeted ? &linked : &handshake,
+                         c->server->wake[0], MESSAGE_TIMEOUT_NS) == LLMDD_SUCCESS &&
          handle(c, &m)) {
   }
   /* Shut down before unpinning: a DECODER that is copying must find the
@@ -231,7 +263,8 @@ static void reap(struct server *s, bool all) {
       *p = c->next;
       c->next = done_list;
       done_list = c;
-      s->num_connections--;
+      if (c->linked) s->num_linked--;
+      else s->num_handshaking--;
     } else {
       p = &c->next;
     }
@@ -244,8 +277,32 @@ static void reap(struct server *s, bool all) {
   }
 }
 
+/* Makes room for one more handshake (server lock held): when the budget is
+ * spent, the oldest handshake still running is shut down (its thread ends and
+ * is reaped). A flood of strangers then only ever competes with itself: a real
+ * DECODER finishes its handshake in well under a millisecond. Returns false
+ * when even that is impossible (every slot's thread is still ending). */
+static bool room_for_handshake(struct server *s) {
+  int32_t live = 0;
+  struct connection *oldest = NULL;
+  for (struct connection *c = s->connections; c != NULL; c = c->next) {
+    if (c->linked || c->evicted || atomic_load(&c->finished)) continue;
+    live++;
+    if (oldest == NULL || c->accepted_ns < oldest->accepted_ns) oldest = c;
+  }
+  if (live >= MAX_HANDSHAKING && oldest != NULL) {
+    oldest->evicted = true;
+    shutdown(oldest->fd, SHUT_RDWR);
+  }
+  /* Threads shut down but not reaped yet still count, up to twice the budget. */
+  return s->num_handshaking < 2 * MAX_HANDSHAKING;
+}
+
 static void accept_connection(struct server *s, int fd) {
-  if (s->num_connections >= MAX_CONNECTIONS) {
+  pthread_mutex_lock(&s->lock);
+  bool room = room_for_handshake(s);
+  pthread_mutex_unlock(&s->lock);
+  if (!room) {
     close(fd);
     return;
   }
@@ -257,6 +314,7 @@ static void accept_connection(struct server *s, int fd) {
   host_net_set_nodelay(fd);
   c->server = s;
   c->fd = fd;
+  c->accepted_ns = core_now_ns();
   atomic_init(&c->finished, false);
   pthread_mutex_lock(&s->lock);
   if (core_thread_start(&c->thread, connection_main, c) != 0) {
@@ -267,7 +325,7 @@ static void accept_connection(struct server *s, int fd) {
   }
   c->next = s->connections;
   s->connections = c;
-  s->num_connections++;
+  s->num_handshaking++;
   pthread_mutex_unlock(&s->lock);
 }
 
