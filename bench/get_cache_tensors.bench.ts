@@ -31,6 +31,7 @@ import { bench, do_not_optimize, run, summary } from "../node_modules/mitata/src
 import { CacheDesc, DataType, type KvCache, type KvCacheManager, LLMDataDist, LLMRole } from "../mod.ts";
 import { cacheRecord } from "../src/kv_cache.ts";
 import { OFF_THREAD_BYTES } from "../src/kv_cache_manager.ts";
+import { runLong } from "../src/long_call.ts";
 import { Operation } from "../src/operation.ts";
 import { bytesOf } from "./support/bytes.ts";
 import { now } from "./support/clock.ts";
@@ -164,7 +165,7 @@ function offThreadRead(cache: KvCache, bytes: number): () => Promise<Uint8Array>
   return async () => {
     const out = lib.raw.allocate(bytes);
     const op = new Operation("bench", SYNC_KV_TIMEOUT_MS, undefined);
-    await lib.runLong("llmdd_cache_read", [handle, id, 0, 0, out, n], op, "off-thread read");
+    await runLong(lib, "llmdd_cache_read", [handle, id, 0, 0, out, n], op, "off-thread read");
     return out;
   };
 }

@@ -36,7 +36,7 @@
 //       within 3x that round trip.
 //   (c) context — the same pull through the layers under pullCache, to show
 //       where its time goes:
-//         - runLong: NativeLibrary.runLong directly (job, hand-off, Operation,
+//         - runLong: runLong (src/long_call.ts) directly (job, hand-off, Operation,
 //           deadline timer), without the mutex and pullCache's validation;
 //         - callLong: llmdd_job_create + the shim's callLong + llmdd_job_release
 //           only (the job and the thread hand-off);
@@ -74,6 +74,8 @@ import {
   LLMStatusCode,
 } from "../mod.ts";
 import { cacheRecord } from "../src/kv_cache.ts";
+import { runLong } from "../src/long_call.ts";
+import { KEY_BY_ID, WHOLE_ROW } from "../src/native/symbols.ts";
 import { Operation } from "../src/operation.ts";
 import { type Child, runtimeCommand, startChild } from "../test/support/children.ts";
 import { patternByte } from "../test/support/pattern.ts";
@@ -110,9 +112,6 @@ const PROMPT_POOL_BYTES = ROWS_BYTES + 16 * MiB;
 const DECODER_POOL_BYTES = 2 * ROWS_BYTES + 16 * MiB;
 /** Generous, so a 256 MiB pull on a loaded machine is not a timeout. */
 const SYNC_KV_TIMEOUT_MS = 60_000;
-// llmdd_cache_pull's key kind and "whole row" (ffi/include/llmdd.h).
-const KEY_BY_ID = 1;
-const WHOLE_ROW = 0xFFFF_FFFF_FFFF_FFFFn;
 /** Cluster ids of this run's two instances: distinct per run, so parallel runs do not collide. */
 const PROMPT_CLUSTER = 0xB3_0000_0000n + BigInt(process.pid);
 const DECODER_CLUSTER = 0xB4_0000_0000n + BigInt(process.pid);
@@ -404,7 +403,13 @@ async function main(): Promise<void> {
         ...fns,
         "echo 64 B": () => client!.roundTrip(),
         runLong: () =>
-          lib.runLong("llmdd_cache_pull", [...pullArgs], new Operation("bench", SYNC_KV_TIMEOUT_MS, undefined), "pull"),
+          runLong(
+            lib,
+            "llmdd_cache_pull",
+            [...pullArgs],
+            new Operation("bench", SYNC_KV_TIMEOUT_MS, undefined),
+            "pull",
+          ),
         callLong: async () => {
           lib.check(lib.fn.llmdd_job_create(SYNC_KV_TIMEOUT_MS, lib.raw.doneCallback, jobOut), "job");
           const job = jobOut[0];
@@ -535,7 +540,7 @@ async function main(): Promise<void> {
     console.log("|---|---|---|---|");
     const layers: [string, string, string][] = [
       ["pullCache", "pullCache", "argument checks, the FIFO mutex, Operation, liveRecord"],
-      ["runLong", "lib.runLong directly", "Operation's deadline timer, abort wiring, settle/promise wrapping"],
+      ["runLong", "runLong directly", "Operation's deadline timer, abort wiring, settle/promise wrapping"],
       ["callLong", "job create + callLong + job release", "the thread hand-off there and back (runtime's async FFI)"],
       [
         "native pull, job 0",

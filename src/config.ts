@@ -5,6 +5,7 @@
  * @module
  */
 import { LLMException, ValueError } from "./errors.ts";
+import { MAX_DEVICES } from "./native/symbols.ts";
 import { LLMStatusCode } from "./status.ts";
 import { describe, INT32_MAX, requireInt, requireIntIn, requireString } from "./validate.ts";
 
@@ -24,8 +25,6 @@ export const OptionKey = {
 export const DEFAULT_SYNC_KV_TIMEOUT_MS = 1000;
 /** Upstream default of `mem_utilization` (configs.py), emitted when not set. */
 export const DEFAULT_MEM_UTILIZATION = 0.95;
-/** Most devices one instance may configure (the native library's limit). */
-export const MAX_DEVICES = 64;
 
 function paramInvalid(message: string): LLMException {
   return new LLMException(LLMStatusCode.LLM_PARAM_INVALID, message);
@@ -112,7 +111,7 @@ function checkListenIpInfo(value: unknown): string {
  *
  * @example
  * ```ts
- * import { LLMConfig } from "./mod.ts";
+ * import { LLMConfig } from "llm-datadist";
  * const config = new LLMConfig();
  * config.deviceId = [0, 1];
  * config.syncKvTimeout = 500;

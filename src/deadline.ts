@@ -1,7 +1,7 @@
 /**
- * Deadlines: each cache call's time limit is fixed when the call is made
- * (`now + syncKvTimeout`), and everything after it — waiting for the mutex,
- * native work — counts against it.
+ * Deadlines: each call's time limit is fixed when the call is made (cache
+ * calls: `now + syncKvTimeout`; links: `now + timeout`), and everything after
+ * it — waiting for the mutex, native work — counts against it.
  *
  * @module
  */
@@ -12,12 +12,15 @@ import { LLMStatusCode } from "./status.ts";
 export class Deadline {
   /** The time limit the deadline was made from, in milliseconds. */
   readonly timeoutMs: number;
+  /** The name of that limit as the user set it, for messages (`syncKvTimeout`, `timeout`). */
+  readonly limit: string;
   /** When the deadline falls, in `performance.now()` milliseconds. */
   readonly at: number;
 
-  /** A deadline `timeoutMs` from now. */
-  constructor(timeoutMs: number) {
+  /** A deadline `timeoutMs` from now, enforcing the limit named `limit`. */
+  constructor(timeoutMs: number, limit: string = "syncKvTimeout") {
     this.timeoutMs = timeoutMs;
+    this.limit = limit;
     this.at = performance.now() + timeoutMs;
   }
 
@@ -30,7 +33,7 @@ export class Deadline {
   error(what: string): LLMException {
     return new LLMException(
       LLMStatusCode.LLM_WAIT_PROCESS_TIMEOUT,
-      `${what} did not finish within syncKvTimeout (${this.timeoutMs} ms)`,
+      `${what} did not finish within ${this.limit} (${this.timeoutMs} ms)`,
     );
   }
 }

@@ -1,19 +1,23 @@
 /**
  * The engine: one initialized native engine and everything the portable code
  * keeps about it — its mutex, its devices, its live caches and their views.
- * Internal; users reach it through `LLMDataDist` and `KvCacheManager`.
+ * It is the one owner of the cache records and the one caller of the native
+ * library's cache and link functions: the public classes call its typed
+ * methods. Internal; users reach it through `LLMDataDist` and `KvCacheManager`.
  *
  * @module
  */
 import type { CacheDesc } from "./cache_desc.ts";
+import type { CacheKey } from "./cache_key.ts";
 import { LLMException } from "./errors.ts";
+import { cacheRecord, type KvCache } from "./kv_cache.ts";
+import { runLong } from "./long_call.ts";
 import { AsyncMutex } from "./mutex.ts";
-import type { NativeLibrary } from "./native/library.ts";
+import type { NativeLibrary } from "./native_library.ts";
+import { ENGINE_INFO_WORDS, INFO_HOST_ACCESSIBLE, KEY_BY_ID, KEY_CACHE_KEY } from "./native/symbols.ts";
+import type { Operation } from "./operation.ts";
 import { LLMStatusCode } from "./status.ts";
 import type { Lease } from "./tensor.ts";
-
-/** `llmdd_engine_info` flag: device memory is host memory, so views are allowed. */
-const INFO_HOST_ACCESSIBLE = 1n;
 
 /** What the engine knows of one live cache. */
 export interface CacheRecord {
@@ -28,6 +32,12 @@ export interface CacheRecord {
   readonly lease: Lease;
   /** View buffers made so far, `[device * numTensors + tensor]`, detached on revoke. */
   readonly views: (ArrayBuffer | undefined)[];
+}
+
+/** What a pull names: a `CacheKey`, or a `CacheKeyByIdAndIndex`, as three words. */
+export interface PullSource {
+  readonly byId: boolean;
+  readonly words: readonly [bigint, bigint, bigint];
 }
 
 /**
@@ -46,7 +56,7 @@ function detach(buffer: ArrayBuffer): void {
 }
 
 /** Revokes a cache's views: every Tensor refuses access, every buffer is detached. */
-export function revokeViews(record: CacheRecord): void {
+function revokeViews(record: CacheRecord): void {
   record.lease.revoked = true;
   for (const buffer of record.views) if (buffer) detach(buffer);
   record.views.length = 0;
@@ -70,9 +80,9 @@ export class Engine {
   /** The TCP port a PROMPT listens on for links, or 0. */
   readonly listenPort: number;
   readonly mutex: AsyncMutex = new AsyncMutex();
-  readonly caches: Map<bigint, CacheRecord> = new Map();
   /** Ids of caches whose handle was garbage-collected before deallocateCache. */
   readonly forgotten: bigint[] = [];
+  readonly #caches: Map<bigint, CacheRecord> = new Map();
   #finalized = false;
   // Caches whose KvCache handle was garbage-collected while still allocated.
   // One registry per engine, so the held value is just the cache id as a
@@ -83,14 +93,37 @@ export class Engine {
   // The callback names the engine weakly, so the registry keeps no engine alive.
   readonly #forgottenCaches: FinalizationRegistry<number>;
 
-  constructor(lib: NativeLibrary, handle: bigint, deviceIds: readonly number[], syncKvTimeout: number) {
+  /**
+   * Initializes a native engine (`llmdd_engine_init`) and wraps it. If the
+   * wrapping fails the native engine is finalized: no engine (and no claim on
+   * its cluster id) is left behind.
+   */
+  static open(
+    lib: NativeLibrary,
+    role: number,
+    clusterId: bigint,
+    options: { text: string; deviceIds: readonly number[]; syncKvTimeout: number },
+  ): Engine {
+    const text = new TextEncoder().encode(options.text);
+    const out = new BigUint64Array(1);
+    lib.check(lib.fn.llmdd_engine_init(role, clusterId, text, text.length, out), "init failed");
+    const handle = out[0];
+    try {
+      return new Engine(lib, handle, options.deviceIds, options.syncKvTimeout);
+    } catch (err) {
+      lib.fn.llmdd_engine_finalize(handle);
+      throw err;
+    }
+  }
+
+  private constructor(lib: NativeLibrary, handle: bigint, deviceIds: readonly number[], syncKvTimeout: number) {
     this.lib = lib;
     this.handle = handle;
     this.deviceIds = deviceIds;
     this.syncKvTimeout = syncKvTimeout;
     const self = new WeakRef(this);
     this.#forgottenCaches = new FinalizationRegistry((cacheId) => self.deref()?.noteForgotten(BigInt(cacheId)));
-    const info = lib.outBuffer;
+    const info = new BigUint64Array(ENGINE_INFO_WORDS);
     lib.check(lib.fn.llmdd_engine_info(handle, info), "cannot describe the engine");
     if (Number(info[0]) !== deviceIds.length) {
       throw new LLMException(
@@ -109,14 +142,123 @@ export class Engine {
     return this.#finalized;
   }
 
-  /** Watches a cache handle: if it is garbage-collected while allocated, that is reported. */
-  track(cache: object, cacheId: bigint): void {
-    this.#forgottenCaches.register(cache, Number(cacheId), cache);
+  /** Throws `LLMException(LLM_ENGINE_FINALIZED)` once finalize() has run. */
+  assertLive(): void {
+    if (this.#finalized) throw finalizedError();
   }
 
-  /** Stops watching a handle (its cache was deallocated). */
-  untrack(cache: object): void {
+  // ---- Cache records
+
+  /**
+   * The record of `cache`, which must be live in this engine: else
+   * `LLM_ENGINE_FINALIZED`, or `LLM_KV_CACHE_NOT_EXIST` for a cache of another
+   * instance or one already deallocated.
+   */
+  liveRecord(cache: KvCache): CacheRecord {
+    this.assertLive();
+    const record = cacheRecord(cache);
+    if (record.engine !== this) {
+      throw new LLMException(
+        LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
+        `cache ${cache.cacheId} belongs to another LLMDataDist instance`,
+      );
+    }
+    if (this.#caches.get(record.cacheId) !== record) {
+      throw new LLMException(LLMStatusCode.LLM_KV_CACHE_NOT_EXIST, `cache ${cache.cacheId} was deallocated`);
+    }
+    return record;
+  }
+
+  /** Whether `record` is still allocated (not deallocated, not finalized). */
+  holds(record: CacheRecord): boolean {
+    return !this.#finalized && this.#caches.get(record.cacheId) === record;
+  }
+
+  /**
+   * Allocates a cache on every device and records it. `keys[i]` names batch
+   * row i; `null` leaves a row unnamed (upstream's padding key). `batchRows` is
+   * what the native side divides a tensor into (1 unless the batch is
+   * dimension 0); `layoutTag` says which descs are compatible.
+   */
+  allocate(desc: CacheDesc, batchRows: number, layoutTag: bigint, keys: readonly (CacheKey | null)[]): CacheRecord {
+    const devices = this.deviceIds.length;
+    const addrs = new BigUint64Array(devices * desc.numTensors);
+    // Rows without a key are given a placeholder that no caller can name (a
+    // padding request id under the row's own model id, unique in this call),
+    // removed again before the lock is released: the native side takes keys
+    // row by row, and this way neither backend needs to know about padding.
+    const placeholders: number[] = [];
+    let keyWords: BigUint64Array | null = null;
+    if (keys.length > 0) {
+      keyWords = new BigUint64Array(keys.length * 3);
+      keys.forEach((key, row) => {
+        if (key) {
+          keyWords!.set([key.promptClusterId, key.reqId, key.modelId], row * 3);
+        } else {
+          placeholders.push(row);
+          keyWords!.set([0n, PADDING_REQ_ID, BigInt(row)], row * 3);
+        }
+      });
+    }
+    const id = new BigUint64Array(1);
+    this.lib.check(
+      this.lib.fn.llmdd_cache_allocate(
+        this.handle,
+        desc.numTensors,
+        BigInt(desc.size),
+        BigInt(batchRows),
+        layoutTag,
+        desc.placement,
+        keyWords,
+        keys.length,
+        id,
+        addrs,
+        addrs.length,
+      ),
+      `allocateCache(${desc}) failed`,
+    );
+    for (const row of placeholders) this.lib.fn.llmdd_cache_key_remove(this.handle, 0n, PADDING_REQ_ID, BigInt(row));
+    const cacheId = id[0];
+    const record: CacheRecord = {
+      engine: this,
+      cacheId,
+      desc,
+      sizeBytes: BigInt(desc.size),
+      addrs: Object.freeze(
+        Array.from(
+          { length: devices },
+          (_, d) => Object.freeze([...addrs.subarray(d * desc.numTensors, (d + 1) * desc.numTensors)]),
+        ),
+      ),
+      lease: { revoked: false, cacheId },
+      views: [],
+    };
+    this.#caches.set(cacheId, record);
+    return record;
+  }
+
+  /** Releases a live cache's id: its views are revoked at once, its memory once no key names it. */
+  deallocate(record: CacheRecord, cache: KvCache): void {
+    revokeViews(record);
+    this.#caches.delete(record.cacheId);
     this.#forgottenCaches.unregister(cache);
+    this.lib.check(
+      this.lib.fn.llmdd_cache_deallocate(this.handle, record.cacheId),
+      `deallocateCache(${record.cacheId}) failed`,
+    );
+  }
+
+  /** Releases a cache key (PROMPT and MIX). */
+  removeKey(key: CacheKey): void {
+    this.lib.check(
+      this.lib.fn.llmdd_cache_key_remove(this.handle, key.promptClusterId, key.reqId, key.modelId),
+      `removeCacheKey(${key}) failed`,
+    );
+  }
+
+  /** Watches a cache handle: if it is garbage-collected while allocated, that is reported. */
+  track(cache: KvCache, record: CacheRecord): void {
+    this.#forgottenCaches.register(cache, Number(record.cacheId), cache);
   }
 
   /**
@@ -124,7 +266,7 @@ export class Engine {
    * memory cannot be reached any more, and stays in the pool until finalize().
    */
   noteForgotten(cacheId: bigint): void {
-    if (this.#finalized || !this.caches.has(cacheId)) return;
+    if (this.#finalized || !this.#caches.has(cacheId)) return;
     this.forgotten.push(cacheId);
     console.warn(
       `llm-datadist: KvCache ${cacheId} was garbage-collected without deallocateCache(); ` +
@@ -132,10 +274,96 @@ export class Engine {
     );
   }
 
-  /** Throws `LLMException(LLM_ENGINE_FINALIZED)` once finalize() has run. */
-  assertLive(): void {
-    if (this.#finalized) throw finalizedError();
+  // ---- Cache memory
+
+  /** Copies tensor `index` of device `device` into `out`, on the JavaScript thread. */
+  readNow(record: CacheRecord, index: number, device: number, out: ArrayBufferView): void {
+    const status = this.lib.fn.llmdd_cache_read(this.handle, record.cacheId, index, device, out, record.sizeBytes, 0n);
+    if (status !== 0) throw this.lib.error(status, `getCacheTensors(${record.cacheId}, ${index}) failed`);
   }
+
+  /** Copies tensor `index` of device `device` into a new buffer, off the JavaScript thread. */
+  async read(record: CacheRecord, index: number, device: number, op: Operation): Promise<Uint8Array> {
+    const bytes = this.lib.raw.allocate(record.desc.size);
+    await runLong(
+      this.lib,
+      "llmdd_cache_read",
+      [this.handle, record.cacheId, index, device, bytes, record.sizeBytes],
+      op,
+      `getCacheTensors(${record.cacheId}, ${index}) failed`,
+    );
+    return bytes;
+  }
+
+  /**
+   * Copies `bytes` bytes at `srcOffset` of every tensor of `from` to
+   * `dstOffset` of the same tensor of `to`, on every device: on the JavaScript
+   * thread without `op`, off it with.
+   */
+  copy(
+    to: CacheRecord,
+    from: CacheRecord,
+    dstOffset: number,
+    srcOffset: number,
+    bytes: number,
+    op: Operation | undefined,
+  ): Promise<void> | void {
+    const args = [this.handle, to.cacheId, from.cacheId, BigInt(dstOffset), BigInt(srcOffset), BigInt(bytes)] as const;
+    const context = `copyCache(${to.cacheId} <- ${from.cacheId}) failed`;
+    if (op) return runLong(this.lib, "llmdd_cache_copy", [...args], op, context);
+    this.lib.check(this.lib.fn.llmdd_cache_copy(...args, 0n), context);
+  }
+
+  /** Pulls a row named by `source` from a linked PROMPT into row `batchIndex` of `record`. */
+  pull(
+    record: CacheRecord,
+    source: PullSource,
+    batchIndex: number,
+    size: bigint,
+    op: Operation,
+    context: string,
+  ): Promise<void> {
+    const [k0, k1, k2] = source.words;
+    return runLong(
+      this.lib,
+      "llmdd_cache_pull",
+      [this.handle, record.cacheId, source.byId ? KEY_BY_ID : KEY_CACHE_KEY, k0, k1, k2, batchIndex, size],
+      op,
+      context,
+    );
+  }
+
+  /** A view of `byteLength` bytes of native memory at `address` (host-accessible engines only). */
+  view(address: bigint, byteLength: number): ArrayBuffer {
+    return this.lib.raw.view(address, byteLength);
+  }
+
+  // ---- Links
+
+  /** Links to the PROMPT of `remoteClusterId` at `address` ("ip:port"). */
+  link(remoteClusterId: bigint, address: string, op: Operation): Promise<void> {
+    const text = new TextEncoder().encode(address);
+    return runLong(
+      this.lib,
+      "llmdd_link",
+      [this.handle, remoteClusterId, text, text.length],
+      op,
+      `link to cluster ${remoteClusterId} failed`,
+    );
+  }
+
+  /** Unlinks from `remoteClusterId`; with `force`, even if it does not answer. */
+  unlink(remoteClusterId: bigint, force: boolean, op: Operation): Promise<void> {
+    return runLong(
+      this.lib,
+      "llmdd_unlink",
+      [this.handle, remoteClusterId, force ? 1 : 0],
+      op,
+      `unlink from cluster ${remoteClusterId} failed`,
+    );
+  }
+
+  // ---- Lifecycle
 
   /**
    * Finalizes: waiting callers reject with LLM_ENGINE_FINALIZED, every view is
@@ -146,8 +374,8 @@ export class Engine {
     if (this.#finalized) return;
     this.#finalized = true;
     this.mutex.failAll(finalizedError());
-    for (const record of this.caches.values()) revokeViews(record);
-    this.caches.clear();
+    for (const record of this.#caches.values()) revokeViews(record);
+    this.#caches.clear();
     this.lib.check(this.lib.fn.llmdd_engine_finalize(this.handle), "finalize failed");
     if (this.forgotten.length > 0) {
       console.warn(
@@ -159,10 +387,13 @@ export class Engine {
 
   /** Bytes in use and capacity of each device's pool. */
   poolUsage(): { deviceId: number; usedBytes: number; capacityBytes: number }[] {
-    const out = this.lib.outBuffer;
+    const out = new BigUint64Array(2);
     return this.deviceIds.map((deviceId, index) => {
       this.lib.check(this.lib.fn.llmdd_pool_usage(this.handle, index, out), "cannot read pool usage");
       return { deviceId, usedBytes: Number(out[0]), capacityBytes: Number(out[1]) };
     });
   }
 }
+
+/** Upstream's padding request id (`req_id = 2^64 - 1`): a batch row that holds no request. */
+export const PADDING_REQ_ID = 0xFFFF_FFFF_FFFF_FFFFn;

@@ -7,6 +7,7 @@ import type { CacheDesc } from "./cache_desc.ts";
 import type { CacheRecord } from "./engine.ts";
 
 const CONSTRUCT = Symbol("KvCache.construct");
+const NO_ADDRS: readonly (readonly bigint[])[] = Object.freeze([]);
 
 let recordOf: (cache: KvCache) => CacheRecord;
 
@@ -17,7 +18,7 @@ let recordOf: (cache: KvCache) => CacheRecord;
  *
  * @example
  * ```ts
- * import { CacheDesc, DataType, LLMDataDist, LLMRole } from "./mod.ts";
+ * import { CacheDesc, DataType, LLMDataDist, LLMRole } from "llm-datadist";
  * await using dd = new LLMDataDist(LLMRole.PROMPT, 1n);
  * await dd.init({ "ge.flowGraphMemMaxSize": String(1 << 20) });
  * await using cache = await dd.kvCacheManager.allocateCache(new CacheDesc(2, [4, 8], DataType.DT_FLOAT16));
@@ -29,8 +30,6 @@ export class KvCache {
   readonly cacheId: bigint;
   /** What the cache holds. */
   readonly cacheDesc: CacheDesc;
-  /** Tensor addresses, `[device][tensor]`, as the native side reports them. */
-  readonly perDeviceTensorAddrs: readonly (readonly bigint[])[];
   readonly #record: CacheRecord;
   readonly #dispose: (cache: KvCache) => Promise<void>;
 
@@ -45,9 +44,17 @@ export class KvCache {
     }
     this.cacheId = record.cacheId;
     this.cacheDesc = record.desc;
-    this.perDeviceTensorAddrs = record.addrs;
     this.#record = record;
     this.#dispose = dispose;
+  }
+
+  /**
+   * Tensor addresses, `[device][tensor]`, as the native side reports them;
+   * empty once the cache is deallocated or its instance finalized (as upstream,
+   * which empties them in deallocate_cache), so no stale address is handed on.
+   */
+  get perDeviceTensorAddrs(): readonly (readonly bigint[])[] {
+    return this.#record.lease.revoked ? NO_ADDRS : this.#record.addrs;
   }
 
   /** Deallocates the cache unless it was already released (or its instance finalized). */

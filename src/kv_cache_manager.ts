@@ -8,14 +8,23 @@
 import { CacheDesc, layoutTag } from "./cache_desc.ts";
 import { CacheKey, CacheKeyByIdAndIndex } from "./cache_key.ts";
 import { newTypedArray, typedArrayOf } from "./data_type.ts";
-import { type CacheRecord, type Engine, revokeViews } from "./engine.ts";
-import { LLMException, ValueError } from "./errors.ts";
+import { type CacheRecord, type Engine, PADDING_REQ_ID, type PullSource } from "./engine.ts";
+import { LLMException } from "./errors.ts";
 import { cacheRecord, KvCache, newKvCache } from "./kv_cache.ts";
+import { POOL_ALIGN_BYTES, WHOLE_ROW } from "./native/symbols.ts";
 import { type Operation, runExclusive } from "./operation.ts";
 import { LLMRole } from "./enums.ts";
 import { LLMStatusCode } from "./status.ts";
 import { leasedTensor, Tensor } from "./tensor.ts";
-import { describe, requireArray, requireInstance, requireInt32, requireIntIn } from "./validate.ts";
+import {
+  describe,
+  INT64_MIN,
+  requireArray,
+  requireInstance,
+  requireInt32,
+  requireIntIn,
+  UINT32_MAX,
+} from "./validate.ts";
 
 /**
  * Copies of at least this many bytes run off the JavaScript thread. Below it a
@@ -23,11 +32,6 @@ import { describe, requireArray, requireInstance, requireInt32, requireIntIn } f
  * costs 45–100 µs here, copying 1 MiB about 80 µs (bench/, section (d)).
  */
 export const OFF_THREAD_BYTES = 1 << 20;
-
-// llmdd_cache_pull key kinds and "whole row" (ffi/include/llmdd.h).
-const KEY_CACHE_KEY = 0;
-const KEY_BY_ID = 1;
-const WHOLE_ROW = 0xFFFF_FFFF_FFFF_FFFFn;
 
 /** Options of the calls that can wait. */
 export interface CallOptions {
@@ -71,27 +75,55 @@ function paramInvalid(message: string): LLMException {
   return new LLMException(LLMStatusCode.LLM_PARAM_INVALID, message);
 }
 
-/** The record of a cache that must be live in `engine`, checked when the call runs. */
-function liveRecord(engine: Engine, cache: KvCache): CacheRecord {
-  engine.assertLive();
-  const record = cacheRecord(cache);
-  if (record.engine !== engine) {
-    throw new LLMException(
-      LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
-      `cache ${cache.cacheId} belongs to another LLMDataDist instance`,
-    );
-  }
-  if (engine.caches.get(record.cacheId) !== record) {
-    throw new LLMException(LLMStatusCode.LLM_KV_CACHE_NOT_EXIST, `cache ${cache.cacheId} was deallocated`);
-  }
-  return record;
-}
+// ---- Argument checks, one per concept, in upstream's order and error
+// classes (v1 kv_cache_manager.py): a wrong type is a TypeError, an integer
+// outside its C type a ValueError, a value the cache cannot take
+// LLM_PARAM_INVALID.
 
-function checkTensorIndex(cache: KvCache, tensorIndex: unknown): number {
+/** `tensorIndex` of a cache of `desc`: an int32 (upstream check_int32) in [0, numTensors). */
+function checkTensorIndex(desc: CacheDesc, tensorIndex: unknown): number {
   const index = requireInt32(tensorIndex, "tensorIndex");
-  const count = cache.cacheDesc.numTensors;
+  const count = desc.numTensors;
   if (index < 0 || index >= count) throw paramInvalid(`tensorIndex ${index} is out of range [0, ${count})`);
   return index;
+}
+
+/** A batch row of a cache of `desc`: a uint32 (upstream check_uint32) below its batch size. */
+function checkRow(desc: CacheDesc, row: unknown, name: string): number {
+  const index = requireIntIn(row, name, 0, UINT32_MAX);
+  if (index >= desc.batchSize) throw paramInvalid(`${name} ${index} is out of range [0, ${desc.batchSize})`);
+  return index;
+}
+
+/** `size` of a copy or pull: an int64 (upstream check_int64) that is -1 (the rest of the row) or positive. */
+function checkSize(size: unknown): number {
+  const n = requireIntIn(size, "size", INT64_MIN, Number.MAX_SAFE_INTEGER);
+  if (n !== -1 && n <= 0) throw paramInvalid(`size must be -1 (the rest of the row) or positive, got ${n}`);
+  return n;
+}
+
+/** Rows are named along dimension 0: calls that address rows need the batch there. */
+function requireBatchFirst(desc: CacheDesc, what: string): void {
+  if (desc.batchDimIndex !== 0) throw paramInvalid(`${what} needs the batch as dimension 0, got ${desc.batchDimIndex}`);
+}
+
+/** Bytes of one batch row of one tensor. */
+function rowBytesOf(desc: CacheDesc): number {
+  return desc.size / desc.batchSize;
+}
+
+/**
+ * Only `role` may make this call (upstream v1 `_check_role`): a MIX instance
+ * neither holds cache keys nor pulls.
+ */
+function requireRole(engine: Engine, role: LLMRole, what: string): void {
+  if (engine.role !== role) {
+    throw paramInvalid(`${what} is for ${roleName(role)} instances, not ${roleName(engine.role)}`);
+  }
+}
+
+function roleName(role: number): string {
+  return Object.entries(LLMRole).find(([, value]) => value === role)?.[0] ?? String(role);
 }
 
 /**
@@ -100,7 +132,7 @@ function checkTensorIndex(cache: KvCache, tensorIndex: unknown): number {
  *
  * @example
  * ```ts
- * import { CacheDesc, DataType, LLMDataDist, LLMRole, Placement } from "./mod.ts";
+ * import { CacheDesc, DataType, LLMDataDist, LLMRole, Placement } from "llm-datadist";
  * await using dd = new LLMDataDist(LLMRole.PROMPT, 1n);
  * await dd.init({ "ge.flowGraphMemMaxSize": String(1 << 20) });
  * const manager = dd.kvCacheManager;
@@ -131,6 +163,20 @@ export class KvCacheManager {
    * As with device memory, a new cache is not cleared: it may hold what a
    * freed cache of this instance left there. Like every cache call it waits
    * its turn within `syncKvTimeout`; `options.signal` stops the wait.
+   *
+   * @example
+   * ```ts
+   * import { CacheDesc, CacheKey, DataType, LLMDataDist, LLMRole } from "llm-datadist";
+   * await using prompt = new LLMDataDist(LLMRole.PROMPT, 1n);
+   * await prompt.init({ "ge.flowGraphMemMaxSize": String(1 << 20) });
+   * // K and V of [batch 2, 16] FP16; rows 0 and 1 hold requests 42 and 43 of cluster 1
+   * const cache = await prompt.kvCacheManager.allocateCache(
+   *   new CacheDesc(2, [2, 16], DataType.DT_FLOAT16),
+   *   [new CacheKey(1n, 42n), new CacheKey(1n, 43n)],
+   * );
+   * console.log(cache.cacheId, cache.perDeviceTensorAddrs[0].length); // 1n 2
+   * await prompt.kvCacheManager.deallocateCache(cache);
+   * ```
    */
   async allocateCache(cacheDesc: CacheDesc, cacheKeys?: readonly CacheKey[], options?: CallOptions): Promise<KvCache> {
     const desc = requireInstance(cacheDesc, CacheDesc, "cacheDesc");
@@ -140,62 +186,28 @@ export class KvCacheManager {
     if (keys.length > desc.batchSize) {
       throw paramInvalid(`${keys.length} cache keys given for a batch of ${desc.batchSize}`);
     }
-    if (keys.length > 0 && desc.batchDimIndex !== 0) {
-      throw paramInvalid(`cache keys name batch rows, which needs the batch as dimension 0, got ${desc.batchDimIndex}`);
-    }
+    if (keys.length > 0) requireBatchFirst(desc, "cache keys (which name batch rows)");
     const engine = this.#access.current();
-    if (keys.length > 0 && engine.role === LLMRole.DECODER) {
-      throw paramInvalid("a DECODER does not hold cache keys: only PROMPT and MIX instances serve pulls");
-    }
+    if (keys.length > 0) requireRole(engine, LLMRole.PROMPT, "allocateCache with cache keys");
+    // Upstream's padding key (reqId 2^64 - 1) marks a row that holds no
+    // request: it is not registered, so any number of rows and caches carry it.
+    const rowKeys = keys.map((key) => key.reqId === PADDING_REQ_ID ? null : key);
     return await runExclusive(engine.mutex, "allocateCache", engine.syncKvTimeout, signal, () => {
       engine.assertLive();
-      // Refused before the address array (devices × numTensors entries) is made.
-      const bytesPerDevice = desc.numTensors * Math.ceil(desc.size / 64) * 64;
+      // Refused before the address array (devices × numTensors entries) is
+      // made, and before the keys are looked at: upstream, too, takes the
+      // memory first (LLM_OUT_OF_MEMORY) and checks the keys after.
+      const bytesPerDevice = desc.numTensors * Math.ceil(desc.size / POOL_ALIGN_BYTES) * POOL_ALIGN_BYTES;
       if (bytesPerDevice > engine.poolBytes) {
         throw new LLMException(
           LLMStatusCode.LLM_DEVICE_OUT_OF_MEMORY,
           `allocateCache(${desc}): ${bytesPerDevice} bytes per device exceed the pool of ${engine.poolBytes}`,
         );
       }
-      const { lib } = engine;
-      const devices = engine.deviceIds.length;
-      const addrs = new BigUint64Array(devices * desc.numTensors);
-      const keyWords = keys.length === 0 ? null : new BigUint64Array(keys.length * 3);
-      keys.forEach((key, i) => keyWords!.set([key.promptClusterId, key.reqId, key.modelId], i * 3));
-      const id = new BigUint64Array(1);
-      lib.check(
-        lib.fn.llmdd_cache_allocate(
-          engine.handle,
-          desc.numTensors,
-          BigInt(desc.size),
-          BigInt(desc.batchDimIndex === 0 ? desc.batchSize : 1),
-          layoutTag(desc),
-          desc.placement,
-          keyWords,
-          keys.length,
-          id,
-          addrs,
-          addrs.length,
-        ),
-        `allocateCache(${desc}) failed`,
-      );
-      const record: CacheRecord = {
-        engine,
-        cacheId: id[0],
-        desc,
-        sizeBytes: BigInt(desc.size),
-        addrs: Object.freeze(
-          Array.from(
-            { length: devices },
-            (_, d) => Object.freeze([...addrs.subarray(d * desc.numTensors, (d + 1) * desc.numTensors)]),
-          ),
-        ),
-        lease: { revoked: false, cacheId: id[0] },
-        views: [],
-      };
-      engine.caches.set(record.cacheId, record);
+      const batchRows = desc.batchDimIndex === 0 ? desc.batchSize : 1;
+      const record = engine.allocate(desc, batchRows, layoutTag(desc), rowKeys);
       const cache = newKvCache(record, (cache) => this.#dispose(cache));
-      engine.track(cache, record.cacheId);
+      engine.track(cache, record);
       return cache;
     });
   }
@@ -203,20 +215,24 @@ export class KvCacheManager {
   /**
    * Releases a cache. Its memory returns to the pools once no cache key names
    * it; its views are revoked at once.
+   *
+   * @example
+   * ```ts
+   * import { CacheDesc, DataType, LLMDataDist, LLMRole } from "llm-datadist";
+   * await using dd = new LLMDataDist(LLMRole.DECODER, 2n);
+   * await dd.init({ "ge.flowGraphMemMaxSize": String(1 << 20) });
+   * const cache = await dd.kvCacheManager.allocateCache(new CacheDesc(1, [4, 256], DataType.DT_UINT8));
+   * console.log(dd.kvCacheManager.poolUsage()[0].usedBytes); // 1024
+   * await dd.kvCacheManager.deallocateCache(cache);
+   * console.log(dd.kvCacheManager.poolUsage()[0].usedBytes); // 0
+   * ```
    */
   async deallocateCache(cache: KvCache, options?: CallOptions): Promise<void> {
     requireInstance(cache, KvCache, "cache");
     const signal = signalOf(options);
     const engine = this.#access.current();
     await runExclusive(engine.mutex, "deallocateCache", engine.syncKvTimeout, signal, () => {
-      const record = liveRecord(engine, cache);
-      revokeViews(record);
-      engine.caches.delete(record.cacheId);
-      engine.untrack(cache);
-      engine.lib.check(
-        engine.lib.fn.llmdd_cache_deallocate(engine.handle, record.cacheId),
-        `deallocateCache(${cache.cacheId}) failed`,
-      );
+      engine.deallocate(engine.liveRecord(cache), cache);
     });
   }
 
@@ -234,7 +250,7 @@ export class KvCacheManager {
    *
    * @example
    * ```ts
-   * import { CacheDesc, DataType, LLMDataDist, LLMRole } from "./mod.ts";
+   * import { CacheDesc, DataType, LLMDataDist, LLMRole } from "llm-datadist";
    * await using dd = new LLMDataDist(LLMRole.PROMPT, 1n);
    * await dd.init({ "ge.exec.deviceId": "0;1", "ge.flowGraphMemMaxSize": String(1 << 20) });
    * await using cache = await dd.kvCacheManager.allocateCache(new CacheDesc(2, [4, 8], DataType.DT_INT32));
@@ -248,10 +264,9 @@ export class KvCacheManager {
     let signal: AbortSignal | undefined;
     try {
       requireInstance(cache, KvCache, "cache");
-      requireInt32(tensorIndex, "tensorIndex");
+      index = checkTensorIndex(cache.cacheDesc, tensorIndex);
       signal = signalOf(options);
       engine = this.#access.current();
-      index = checkTensorIndex(cache, tensorIndex);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -259,7 +274,7 @@ export class KvCacheManager {
     // under the lock and within the call, so no deadline can pass meanwhile.
     if (cache.cacheDesc.size < OFF_THREAD_BYTES && !signal?.aborted && engine.mutex.tryLock()) {
       try {
-        return Promise.resolve(readNow(liveRecord(engine, cache), index));
+        return Promise.resolve(readNow(engine.liveRecord(cache), index));
       } catch (err) {
         return Promise.reject(err);
       } finally {
@@ -267,7 +282,7 @@ export class KvCacheManager {
       }
     }
     return runExclusive(engine.mutex, "getCacheTensors", engine.syncKvTimeout, signal, (op) => {
-      const record = liveRecord(engine, cache);
+      const record = engine.liveRecord(cache);
       return record.desc.size < OFF_THREAD_BYTES ? readNow(record, index) : readOffThread(record, index, op);
     });
   }
@@ -278,13 +293,26 @@ export class KvCacheManager {
    * the cache or finalizing revokes them: their buffers are detached where the
    * runtime allows (Deno, Bun) and `Tensor.data` throws everywhere.
    * Not serialized: views are made without touching the cache's memory.
+   *
+   * @example
+   * ```ts
+   * import { CacheDesc, DataType, LLMDataDist, LLMRole, Placement } from "llm-datadist";
+   * await using dd = new LLMDataDist(LLMRole.DECODER, 2n);
+   * await dd.init({ "ge.flowGraphMemMaxSize": String(1 << 20) });
+   * const manager = dd.kvCacheManager;
+   * const cache = await manager.allocateCache(new CacheDesc(2, [4, 8], DataType.DT_INT32, Placement.HOST));
+   * const [view] = manager.getCacheTensorViews(cache, 0);
+   * (view.data as Int32Array).fill(7); // writes the cache's own memory
+   * const [copy] = await manager.getCacheTensors(cache, 0);
+   * console.log(copy.data[31]); // 7
+   * await manager.deallocateCache(cache); // revokes the view: view.data throws from now on
+   * ```
    */
   getCacheTensorViews(cache: KvCache, tensorIndex = 0): Tensor[] {
     requireInstance(cache, KvCache, "cache");
-    requireInt32(tensorIndex, "tensorIndex");
+    const index = checkTensorIndex(cache.cacheDesc, tensorIndex);
     const engine = this.#access.current();
-    const index = checkTensorIndex(cache, tensorIndex);
-    const record = liveRecord(engine, cache);
+    const record = engine.liveRecord(cache);
     if (!engine.hostAccessible) {
       throw new LLMException(
         LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
@@ -294,7 +322,7 @@ export class KvCacheManager {
     const { desc } = record;
     return engine.deviceIds.map((deviceId, d) => {
       const slot = d * desc.numTensors + index;
-      const buffer = record.views[slot] ??= engine.lib.raw.view(record.addrs[d][index], desc.size);
+      const buffer = record.views[slot] ??= engine.view(record.addrs[d][index], desc.size);
       return leasedTensor(desc.shape, desc.dataType, typedArrayOf(desc.dataType, buffer), deviceId, record.lease);
     });
   }
@@ -305,6 +333,24 @@ export class KvCacheManager {
    * row `srcBatchIndex` to the same bytes of row `dstBatchIndex` (`size = -1`:
    * to the end of the row). The descs must be equal except in batch size, with
    * the batch as dimension 0.
+   *
+   * @example
+   * ```ts
+   * import { CacheDesc, DataType, LLMDataDist, LLMRole, Placement } from "llm-datadist";
+   * await using dd = new LLMDataDist(LLMRole.DECODER, 2n);
+   * await dd.init({ "ge.flowGraphMemMaxSize": String(1 << 20) });
+   * const manager = dd.kvCacheManager;
+   * // 4 rows of 8 floats (32 bytes) per tensor, and a one-row cache to copy from
+   * const dst = await manager.allocateCache(new CacheDesc(2, [4, 8], DataType.DT_FLOAT, Placement.HOST));
+   * const src = await manager.allocateCache(new CacheDesc(2, [1, 8], DataType.DT_FLOAT, Placement.HOST));
+   * for (const view of manager.getCacheTensorViews(src, 0)) (view.data as Float32Array).fill(2.5);
+   * await manager.copyCache(dst, src, 3, 0); // src row 0 → dst row 3, in both tensors
+   * await manager.copyCache(dst, src, 1, 0, 8, 16); // only bytes [8, 24) of the row
+   * const [k] = await manager.getCacheTensors(dst, 0);
+   * console.log(k.data[3 * 8], k.data[8 + 2]); // 2.5 2.5
+   * await manager.deallocateCache(src);
+   * await manager.deallocateCache(dst);
+   * ```
    */
   async copyCache(
     dst: KvCache,
@@ -317,44 +363,31 @@ export class KvCacheManager {
   ): Promise<void> {
     requireInstance(dst, KvCache, "dst");
     requireInstance(src, KvCache, "src");
-    requireInt32(dstBatchIndex, "dstBatchIndex");
-    requireInt32(srcBatchIndex, "srcBatchIndex");
-    requireIntIn(offset, "offset", 0, Number.MAX_SAFE_INTEGER);
-    requireIntIn(size, "size", -1, Number.MAX_SAFE_INTEGER);
-    if (size === 0) throw new ValueError("size must be -1 (the rest of the row) or positive, got 0");
-    const signal = signalOf(options);
-    const engine = this.#access.current();
     const d = dst.cacheDesc;
     const s = src.cacheDesc;
+    const dstRow = checkRow(d, dstBatchIndex, "dstBatchIndex");
+    const srcRow = checkRow(s, srcBatchIndex, "srcBatchIndex");
+    requireIntIn(offset, "offset", 0, Number.MAX_SAFE_INTEGER);
+    const n = checkSize(size);
+    const signal = signalOf(options);
+    const engine = this.#access.current();
     if (!d.isCompatibleWith(s)) throw paramInvalid(`the caches' descs differ beyond batch size: ${d} vs ${s}`);
-    if (d.batchDimIndex !== 0) throw paramInvalid(`copyCache needs the batch as dimension 0, got ${d.batchDimIndex}`);
-    if (dstBatchIndex < 0 || dstBatchIndex >= d.batchSize) {
-      throw paramInvalid(`dstBatchIndex ${dstBatchIndex} is out of range [0, ${d.batchSize})`);
-    }
-    if (srcBatchIndex < 0 || srcBatchIndex >= s.batchSize) {
-      throw paramInvalid(`srcBatchIndex ${srcBatchIndex} is out of range [0, ${s.batchSize})`);
-    }
-    const rowBytes = d.size / d.batchSize;
-    const bytes = size === -1 ? rowBytes - offset : size;
+    requireBatchFirst(d, "copyCache");
+    const rowBytes = rowBytesOf(d);
+    const bytes = n === -1 ? rowBytes - offset : n;
     if (offset >= rowBytes || offset + bytes > rowBytes) {
       throw paramInvalid(`offset ${offset} + size ${bytes} exceeds the row of ${rowBytes} bytes`);
     }
     await runExclusive(engine.mutex, "copyCache", engine.syncKvTimeout, signal, (op) => {
-      const to = liveRecord(engine, dst);
-      const from = liveRecord(engine, src);
-      const args = [
-        engine.handle,
-        to.cacheId,
-        from.cacheId,
-        BigInt(dstBatchIndex * rowBytes + offset),
-        BigInt(srcBatchIndex * rowBytes + offset),
-        BigInt(bytes),
-      ] as const;
-      const context = `copyCache(${dst.cacheId} <- ${src.cacheId}) failed`;
-      if (bytes * d.numTensors * engine.deviceIds.length >= OFF_THREAD_BYTES) {
-        return engine.lib.runLong("llmdd_cache_copy", [...args], op, context);
-      }
-      engine.lib.check(engine.lib.fn.llmdd_cache_copy(...args, 0n), context);
+      const offThread = bytes * d.numTensors * engine.deviceIds.length >= OFF_THREAD_BYTES;
+      return engine.copy(
+        engine.liveRecord(dst),
+        engine.liveRecord(src),
+        dstRow * rowBytes + offset,
+        srcRow * rowBytes + offset,
+        bytes,
+        offThread ? op : undefined,
+      );
     });
   }
 
@@ -375,11 +408,26 @@ export class KvCacheManager {
    *
    * @example
    * ```ts
-   * import { CacheDesc, CacheKey, DataType, LLMDataDist, LLMRole } from "./mod.ts";
-   * // after decoder.linkClusters([...]) to the PROMPT of cluster 1:
-   * declare const decoder: LLMDataDist;
-   * const cache = await decoder.kvCacheManager.allocateCache(new CacheDesc(2, [4, 4, 8], DataType.DT_FLOAT16));
-   * await decoder.kvCacheManager.pullCache(new CacheKey(1n, 42n), cache, 1, 64); // request 42 → row 1
+   * import { CacheDesc, CacheKey, DataType, LLMClusterInfo, LLMDataDist, LLMRole, Placement } from "llm-datadist";
+   * // A PROMPT and a DECODER in one process (the host backend allows it; usually they are two)
+   * await using prompt = new LLMDataDist(LLMRole.PROMPT, 1n);
+   * await prompt.init({ "llm.listenIpInfo": "127.0.0.1:0", "ge.flowGraphMemMaxSize": String(1 << 20) });
+   * const desc = new CacheDesc(1, [1, 16], DataType.DT_INT32, Placement.HOST);
+   * const kv = await prompt.kvCacheManager.allocateCache(desc, [new CacheKey(1n, 42n)]);
+   * (prompt.kvCacheManager.getCacheTensorViews(kv, 0)[0].data as Int32Array).fill(42);
+   *
+   * await using decoder = new LLMDataDist(LLMRole.DECODER, 2n);
+   * await decoder.init({ "ge.flowGraphMemMaxSize": String(1 << 20) });
+   * const cluster = new LLMClusterInfo();
+   * cluster.remoteClusterId = 1n;
+   * cluster.appendRemoteIpInfo("127.0.0.1", prompt.listenPort);
+   * await decoder.linkClusters([cluster], 3000);
+   * const cache = await decoder.kvCacheManager.allocateCache(new CacheDesc(1, [4, 16], DataType.DT_INT32, Placement.HOST));
+   * await decoder.kvCacheManager.pullCache(new CacheKey(1n, 42n), cache, 2); // request 42 → row 2
+   * const [tensor] = await decoder.kvCacheManager.getCacheTensors(cache, 0);
+   * console.log(tensor.data[2 * 16]); // 42
+   * await decoder.unlinkClusters([cluster], 3000);
+   * await prompt.kvCacheManager.deallocateCache(kv);
    * ```
    */
   async pullCache(
@@ -393,44 +441,24 @@ export class KvCacheManager {
       throw new TypeError(`cacheKey must be a CacheKey or a CacheKeyByIdAndIndex, got ${describe(cacheKey)}`);
     }
     requireInstance(cache, KvCache, "cache");
-    batchIndex = requireInt32(batchIndex, "batchIndex");
-    size = requireIntIn(size, "size", -1, Number.MAX_SAFE_INTEGER);
-    if (size === 0) throw new ValueError("size must be -1 (the whole row) or positive, got 0");
+    const desc = cache.cacheDesc;
+    const n = checkSize(size);
+    const row = checkRow(desc, batchIndex, "batchIndex");
     const signal = signalOf(options);
     const engine = this.#access.current();
-    if (engine.role === LLMRole.PROMPT) {
-      throw paramInvalid("a PROMPT instance cannot pull: pulls are made by DECODER or MIX");
+    requireRole(engine, LLMRole.DECODER, "pullCache");
+    if (cacheKey instanceof CacheKey && cacheKey.reqId === PADDING_REQ_ID) {
+      throw paramInvalid(`${cacheKey} is the padding key (reqId 2^64 - 1): it names no request to pull`);
     }
-    const desc = cache.cacheDesc;
-    if (desc.batchDimIndex !== 0) {
-      throw paramInvalid(`pullCache needs the batch as dimension 0, got ${desc.batchDimIndex}`);
-    }
-    if (batchIndex < 0 || batchIndex >= desc.batchSize) {
-      throw paramInvalid(`batchIndex ${batchIndex} is out of range [0, ${desc.batchSize})`);
-    }
-    const rowBytes = desc.size / desc.batchSize;
-    if (size > rowBytes) throw paramInvalid(`size ${size} exceeds the row of ${rowBytes} bytes`);
-    const byKey = cacheKey instanceof CacheKey;
-    const keyWords = byKey
-      ? [cacheKey.promptClusterId, cacheKey.reqId, cacheKey.modelId]
-      : [cacheKey.clusterId, BigInt.asUintN(64, cacheKey.cacheId), BigInt(cacheKey.batchIndex)];
+    requireBatchFirst(desc, "pullCache");
+    const rowBytes = rowBytesOf(desc);
+    if (n > rowBytes) throw paramInvalid(`size ${n} exceeds the row of ${rowBytes} bytes`);
+    const source: PullSource = cacheKey instanceof CacheKey
+      ? { byId: false, words: [cacheKey.promptClusterId, cacheKey.reqId, cacheKey.modelId] }
+      : { byId: true, words: [cacheKey.clusterId, BigInt.asUintN(64, cacheKey.cacheId), BigInt(cacheKey.batchIndex)] }; // int64 id, as the uint64 the ABI takes
     await runExclusive(engine.mutex, "pullCache", engine.syncKvTimeout, signal, (op) => {
-      const record = liveRecord(engine, cache);
-      return engine.lib.runLong(
-        "llmdd_cache_pull",
-        [
-          engine.handle,
-          record.cacheId,
-          byKey ? KEY_CACHE_KEY : KEY_BY_ID,
-          keyWords[0],
-          keyWords[1],
-          keyWords[2],
-          batchIndex,
-          size === -1 ? WHOLE_ROW : BigInt(size),
-        ],
-        op,
-        `pullCache(${cacheKey}) failed`,
-      );
+      const record = engine.liveRecord(cache);
+      return engine.pull(record, source, row, n === -1 ? WHOLE_ROW : BigInt(n), op, `pullCache(${cacheKey}) failed`);
     });
   }
 
@@ -438,6 +466,20 @@ export class KvCacheManager {
    * Releases a cache key on a PROMPT instance: the row is no longer pullable,
    * and the cache's memory returns to the pool once its id and all its keys are
    * released. Rejects with `LLM_KV_CACHE_NOT_EXIST` for an unknown key.
+   *
+   * @example
+   * ```ts
+   * import { CacheDesc, CacheKey, DataType, LLMDataDist, LLMRole } from "llm-datadist";
+   * await using prompt = new LLMDataDist(LLMRole.PROMPT, 1n);
+   * await prompt.init({ "ge.flowGraphMemMaxSize": String(1 << 20) });
+   * const manager = prompt.kvCacheManager;
+   * const key = new CacheKey(1n, 42n);
+   * const cache = await manager.allocateCache(new CacheDesc(1, [1, 1024], DataType.DT_UINT8), [key]);
+   * await manager.deallocateCache(cache); // the key still holds the row for a DECODER to pull
+   * console.log(manager.poolUsage()[0].usedBytes); // 1024
+   * await manager.removeCacheKey(key); // request 42 will not be pulled after all
+   * console.log(manager.poolUsage()[0].usedBytes); // 0
+   * ```
    */
   async removeCacheKey(cacheKey: CacheKey, options?: CallOptions): Promise<void> {
     requireInstance(cacheKey, CacheKey, "cacheKey");
@@ -445,21 +487,31 @@ export class KvCacheManager {
     const engine = this.#access.current();
     await runExclusive(engine.mutex, "removeCacheKey", engine.syncKvTimeout, signal, () => {
       engine.assertLive();
-      engine.lib.check(
-        engine.lib.fn.llmdd_cache_key_remove(engine.handle, cacheKey.promptClusterId, cacheKey.reqId, cacheKey.modelId),
-        `removeCacheKey(${cacheKey}) failed`,
-      );
+      requireRole(engine, LLMRole.PROMPT, "removeCacheKey");
+      engine.removeKey(cacheKey);
     });
   }
 
-  /** Bytes in use and capacity of each device's pool, in device order. */
+  /**
+   * Bytes in use and capacity of each device's pool, in device order (on the
+   * host backend, `ge.flowGraphMemMaxSize` bytes per device).
+   *
+   * @example
+   * ```ts
+   * import { LLMDataDist, LLMRole } from "llm-datadist";
+   * await using dd = new LLMDataDist(LLMRole.DECODER, 2n);
+   * await dd.init({ "ge.exec.deviceId": "0;1", "ge.flowGraphMemMaxSize": String(1 << 20) });
+   * console.log(dd.kvCacheManager.poolUsage());
+   * // [ { deviceId: 0, usedBytes: 0, capacityBytes: 1048576 }, { deviceId: 1, usedBytes: 0, capacityBytes: 1048576 } ]
+   * ```
+   */
   poolUsage(): PoolUsage[] {
     return this.#access.current().poolUsage();
   }
 
   #dispose(cache: KvCache): Promise<void> {
     const record = cacheRecord(cache);
-    if (record.engine.finalized || record.engine.caches.get(record.cacheId) !== record) return Promise.resolve();
+    if (!record.engine.holds(record)) return Promise.resolve();
     return this.deallocateCache(cache);
   }
 }
@@ -467,13 +519,11 @@ export class KvCacheManager {
 /** Copies a small tensor on the JavaScript thread. */
 function readNow(record: CacheRecord, index: number): Tensor[] {
   const { engine, desc } = record;
-  const { lib, handle, deviceIds } = engine;
-  const size = desc.size;
+  const { deviceIds } = engine;
   const tensors: Tensor[] = new Array(deviceIds.length);
   for (let d = 0; d < deviceIds.length; d++) {
-    const data = newTypedArray(desc.dataType, size);
-    const status = lib.fn.llmdd_cache_read(handle, record.cacheId, index, d, data, record.sizeBytes, 0n);
-    if (status !== 0) throw lib.error(status, `getCacheTensors(${record.cacheId}, ${index}) failed`);
+    const data = newTypedArray(desc.dataType, desc.size);
+    engine.readNow(record, index, d, data);
     tensors[d] = new Tensor(desc.shape, desc.dataType, data, deviceIds[d]);
   }
   return tensors;
@@ -484,13 +534,7 @@ async function readOffThread(record: CacheRecord, index: number, op: Operation):
   const { engine, desc } = record;
   const tensors: Tensor[] = [];
   for (let d = 0; d < engine.deviceIds.length; d++) {
-    const bytes = engine.lib.raw.allocate(desc.size);
-    await engine.lib.runLong(
-      "llmdd_cache_read",
-      [engine.handle, record.cacheId, index, d, bytes, record.sizeBytes],
-      op,
-      `getCacheTensors(${record.cacheId}, ${index}) failed`,
-    );
+    const bytes = await engine.read(record, index, d, op);
     tensors.push(
       new Tensor(
         desc.shape,

@@ -10,21 +10,15 @@ import { Engine, finalizedError } from "./engine.ts";
 import { LLMRole } from "./enums.ts";
 import { LLMException, ValueError } from "./errors.ts";
 import { type KvCacheManager, newKvCacheManager } from "./kv_cache_manager.ts";
+import { NativeLibrary } from "./native_library.ts";
 import { type Backend, loadLibrary } from "./native/load.ts";
+import { MAX_LINKS } from "./native/symbols.ts";
 import { Operation } from "./operation.ts";
 import { LLMStatusCode } from "./status.ts";
-import {
-  describe,
-  INT32_MAX,
-  requireArray,
-  requireInstance,
-  requireIntIn,
-  requireString,
-  requireUint64,
-} from "./validate.ts";
+import { describe, requireArray, requireInstance, requireInt32, requireString, requireUint64 } from "./validate.ts";
 
 /** Most clusters one `linkClusters` / `unlinkClusters` call takes (upstream's limit). */
-export const MAX_CLUSTERS_PER_CALL = 16;
+export const MAX_CLUSTERS_PER_CALL: number = MAX_LINKS;
 
 /** What `linkClusters` and `unlinkClusters` resolve to: the overall status and one per cluster. */
 export type ClusterStatuses = [LLMStatusCode, LLMStatusCode[]];
@@ -39,12 +33,12 @@ export interface LLMDataDistOptions {
 
 type State = "created" | "initializing" | "initialized" | "finalized";
 
-const encoder = new TextEncoder();
-
 function checkClusters(clusters: unknown, timeout: unknown): LLMClusterInfo[] {
   const list = requireArray(clusters, "clusters", "LLMClusterInfo")
     .map((cluster, i) => requireInstance(cluster, LLMClusterInfo, `clusters[${i}]`));
-  requireIntIn(timeout, "timeout", 1, INT32_MAX);
+  // Upstream: check_int32 (TypeError, ValueError), then timeout > 0 (LLM_PARAM_INVALID).
+  const ms = requireInt32(timeout, "timeout");
+  if (ms <= 0) throw new LLMException(LLMStatusCode.LLM_PARAM_INVALID, `timeout must be positive, got ${ms} ms`);
   if (list.length > MAX_CLUSTERS_PER_CALL) {
     throw new LLMException(
       LLMStatusCode.LLM_CLUSTER_NUM_EXCEED_LIMIT,
@@ -66,7 +60,7 @@ function overall(statuses: LLMStatusCode[]): ClusterStatuses {
  *
  * @example
  * ```ts
- * import { CacheDesc, DataType, LLMConfig, LLMDataDist, LLMRole } from "./mod.ts";
+ * import { CacheDesc, DataType, LLMConfig, LLMDataDist, LLMRole } from "llm-datadist";
  * const config = new LLMConfig();
  * config.deviceId = 0;
  * config.geOptions = { "ge.flowGraphMemMaxSize": String(16 << 20) };
@@ -86,6 +80,7 @@ export class LLMDataDist {
   readonly #libraryPath: string | undefined;
   readonly #manager: KvCacheManager;
   #state: State = "created";
+  #initializing: Promise<void> | undefined;
   #engine: Engine | undefined;
 
   /**
@@ -122,30 +117,34 @@ export class LLMDataDist {
    * (an `LLMConfig`, or its `generateOptions()` dictionary with upstream keys).
    * Rejects with `LLMException(LLM_FAILED)` naming every file tried when the
    * library cannot be loaded.
+   *
+   * @example
+   * ```ts
+   * import { LLMConfig, LLMDataDist, LLMRole } from "llm-datadist";
+   * const config = new LLMConfig();
+   * config.deviceId = [0, 1];
+   * config.syncKvTimeout = 500;
+   * await using dd = new LLMDataDist(LLMRole.DECODER, 2n);
+   * await dd.init(config); // or its option dictionary: config.generateOptions()
+   * console.log(dd.kvCacheManager.isInitialized()); // true
+   * ```
    */
-  async init(options: LLMConfig | Record<string, string>): Promise<void> {
-    if (this.#state === "finalized") throw finalizedError();
-    if (this.#state !== "created") {
-      throw new LLMException(LLMStatusCode.LLM_FAILED, "init() was already called on this LLMDataDist");
-    }
+  init(options: LLMConfig | Record<string, string>): Promise<void> {
+    if (this.#state === "finalized") return Promise.reject(finalizedError());
+    // As upstream, init() on an initialized instance returns at once (its
+    // options are not looked at); one still running is the same init.
+    if (this.#state === "initialized") return Promise.resolve();
+    if (this.#state === "initializing") return this.#initializing!;
+    this.#initializing = this.#init(options);
+    return this.#initializing;
+  }
+
+  async #init(options: LLMConfig | Record<string, string>): Promise<void> {
     const engineOptions = readEngineOptions(options);
     this.#state = "initializing";
     try {
-      const lib = await loadLibrary(this.#backend, this.#libraryPath);
-      const text = encoder.encode(engineOptions.text);
-      const out = lib.outBuffer;
-      lib.check(
-        lib.fn.llmdd_engine_init(this.role, this.clusterId, text, text.length, out),
-        "init failed",
-      );
-      const handle = out[0];
-      let engine: Engine;
-      try {
-        engine = new Engine(lib, handle, engineOptions.deviceIds, engineOptions.syncKvTimeout);
-      } catch (err) {
-        lib.fn.llmdd_engine_finalize(handle); // never leave a native engine (and its cluster id) behind
-        throw err;
-      }
+      const lib = new NativeLibrary(await loadLibrary(this.#backend, this.#libraryPath));
+      const engine = Engine.open(lib, this.role, this.clusterId, engineOptions);
       if (this.#state !== "initializing") {
         engine.finalize(); // finalize() was called while the library loaded
         throw finalizedError();
@@ -167,6 +166,21 @@ export class LLMDataDist {
    * Releases everything: waiting and running cache calls reject with
    * `LLM_ENGINE_FINALIZED`, views are revoked, memory is freed. Later calls
    * reject with `LLM_ENGINE_FINALIZED`. Calling it again does nothing.
+   *
+   * @example
+   * ```ts
+   * import { CacheDesc, DataType, LLMDataDist, LLMException, LLMRole, LLMStatusCode } from "llm-datadist";
+   * const dd = new LLMDataDist(LLMRole.DECODER, 2n);
+   * await dd.init({ "ge.flowGraphMemMaxSize": String(1 << 20) });
+   * const manager = dd.kvCacheManager;
+   * await manager.allocateCache(new CacheDesc(1, [1, 64], DataType.DT_UINT8));
+   * dd.finalize(); // frees the cache above too
+   * try {
+   *   await manager.allocateCache(new CacheDesc(1, [1, 64], DataType.DT_UINT8));
+   * } catch (err) {
+   *   console.log(err instanceof LLMException && err.statusCode === LLMStatusCode.LLM_ENGINE_FINALIZED); // true
+   * }
+   * ```
    */
   finalize(): void {
     const engine = this.#engine;
@@ -185,14 +199,23 @@ export class LLMDataDist {
    *
    * @example
    * ```ts
-   * import { LLMClusterInfo, LLMDataDist, LLMRole, LLMStatusCode } from "./mod.ts";
-   * const decoder = new LLMDataDist(LLMRole.DECODER, 2n);
-   * await decoder.init({});
-   * const prompt = new LLMClusterInfo();
-   * prompt.remoteClusterId = 1n;
-   * prompt.appendRemoteIpInfo("127.0.0.1", 26000);
-   * const [status, perCluster] = await decoder.linkClusters([prompt], 3000);
-   * if (status !== LLMStatusCode.LLM_SUCCESS) console.log("link failed:", perCluster);
+   * import { CacheDesc, CacheKey, DataType, LLMClusterInfo, LLMDataDist, LLMRole, LLMStatusCode, Placement } from "llm-datadist";
+   * // A PROMPT and a DECODER in one process (the host backend allows it; usually they are two)
+   * await using prompt = new LLMDataDist(LLMRole.PROMPT, 1n);
+   * await prompt.init({ "llm.listenIpInfo": "127.0.0.1:0", "ge.flowGraphMemMaxSize": String(1 << 20) });
+   * const desc = new CacheDesc(1, [1, 16], DataType.DT_INT32, Placement.HOST);
+   * const kv = await prompt.kvCacheManager.allocateCache(desc, [new CacheKey(1n, 42n)]);
+   * (prompt.kvCacheManager.getCacheTensorViews(kv, 0)[0].data as Int32Array).fill(42);
+   *
+   * await using decoder = new LLMDataDist(LLMRole.DECODER, 2n);
+   * await decoder.init({ "ge.flowGraphMemMaxSize": String(1 << 20) });
+   * const cluster = new LLMClusterInfo();
+   * cluster.remoteClusterId = 1n;
+   * cluster.appendRemoteIpInfo("127.0.0.1", prompt.listenPort);
+   * const [status, perCluster] = await decoder.linkClusters([cluster], 3000);
+   * console.log(status === LLMStatusCode.LLM_SUCCESS, perCluster); // true [ 0 ]
+   * await decoder.unlinkClusters([cluster], 3000);
+   * await prompt.kvCacheManager.deallocateCache(kv);
    * ```
    */
   async linkClusters(clusters: LLMClusterInfo[], timeout = 3000): Promise<ClusterStatuses> {
@@ -202,51 +225,53 @@ export class LLMDataDist {
       if (remote === undefined) {
         throw new ValueError(`cluster ${cluster.remoteClusterId} has no remote ip info: call appendRemoteIpInfo`);
       }
-      return encoder.encode(`${remote.ip}:${remote.port}`);
+      return `${remote.ip}:${remote.port}`;
     });
-    const engine = this.#linker("linkClusters");
-    const statuses = await Promise.all(list.map((cluster, i) => {
-      const address = addresses[i];
-      return this.#clusterCall(
-        "linkClusters",
-        timeout,
-        LLMStatusCode.LLM_LINK_FAILED,
-        (op) =>
-          engine.lib.runLong(
-            "llmdd_link",
-            [engine.handle, cluster.remoteClusterId, address, address.length],
-            op,
-            `link to cluster ${cluster.remoteClusterId} failed`,
-          ),
-      );
-    }));
-    return overall(statuses);
+    return await this.#eachCluster(
+      "linkClusters",
+      list,
+      timeout,
+      LLMStatusCode.LLM_LINK_FAILED,
+      (engine, cluster, op, i) => engine.link(cluster.remoteClusterId, addresses[i], op),
+    );
   }
 
   /**
    * Unlinks from clusters linked with `linkClusters`, within `timeout` ms.
    * With `force`, a peer that does not answer is dropped anyway. Resolves to
    * `[status, perClusterStatus]`; `LLM_NOT_YET_LINK` for a cluster not linked.
+   *
+   * @example
+   * ```ts
+   * import { CacheDesc, CacheKey, DataType, LLMClusterInfo, LLMDataDist, LLMRole, Placement } from "llm-datadist";
+   * // A PROMPT and a DECODER in one process (the host backend allows it; usually they are two)
+   * await using prompt = new LLMDataDist(LLMRole.PROMPT, 1n);
+   * await prompt.init({ "llm.listenIpInfo": "127.0.0.1:0", "ge.flowGraphMemMaxSize": String(1 << 20) });
+   * const desc = new CacheDesc(1, [1, 16], DataType.DT_INT32, Placement.HOST);
+   * const kv = await prompt.kvCacheManager.allocateCache(desc, [new CacheKey(1n, 42n)]);
+   * (prompt.kvCacheManager.getCacheTensorViews(kv, 0)[0].data as Int32Array).fill(42);
+   *
+   * await using decoder = new LLMDataDist(LLMRole.DECODER, 2n);
+   * await decoder.init({ "ge.flowGraphMemMaxSize": String(1 << 20) });
+   * const cluster = new LLMClusterInfo();
+   * cluster.remoteClusterId = 1n;
+   * cluster.appendRemoteIpInfo("127.0.0.1", prompt.listenPort);
+   * await decoder.linkClusters([cluster], 3000);
+   * const [status, perCluster] = await decoder.unlinkClusters([cluster], 3000);
+   * console.log(status, perCluster); // 0 [ 0 ]  (LLM_SUCCESS)
+   * await prompt.kvCacheManager.deallocateCache(kv);
+   * ```
    */
   async unlinkClusters(clusters: LLMClusterInfo[], timeout = 3000, force = false): Promise<ClusterStatuses> {
     const list = checkClusters(clusters, timeout);
     if (typeof force !== "boolean") throw new TypeError(`force must be a boolean, got ${describe(force)}`);
-    const engine = this.#linker("unlinkClusters");
-    const statuses = await Promise.all(list.map((cluster) =>
-      this.#clusterCall(
-        "unlinkClusters",
-        timeout,
-        LLMStatusCode.LLM_UNLINK_FAILED,
-        (op) =>
-          engine.lib.runLong(
-            "llmdd_unlink",
-            [engine.handle, cluster.remoteClusterId, force ? 1 : 0],
-            op,
-            `unlink from cluster ${cluster.remoteClusterId} failed`,
-          ),
-      )
-    ));
-    return overall(statuses);
+    return await this.#eachCluster(
+      "unlinkClusters",
+      list,
+      timeout,
+      LLMStatusCode.LLM_UNLINK_FAILED,
+      (engine, cluster, op) => engine.unlink(cluster.remoteClusterId, force, op),
+    );
   }
 
   /**
@@ -263,7 +288,16 @@ export class LLMDataDist {
     return Promise.resolve();
   }
 
-  #linker(what: string): Engine {
+  // Links are not cache calls: they run beside them, one per cluster at once,
+  // each bounded by the call's own `timeout`. Running out of it is reported as
+  // the call's own failure status (upstream has no timeout status for links).
+  async #eachCluster(
+    what: string,
+    clusters: LLMClusterInfo[],
+    timeout: number,
+    timeoutStatus: LLMStatusCode,
+    call: (engine: Engine, cluster: LLMClusterInfo, op: Operation, index: number) => Promise<void>,
+  ): Promise<ClusterStatuses> {
     const engine = this.#current();
     if (engine.role === LLMRole.PROMPT) {
       throw new LLMException(
@@ -271,25 +305,16 @@ export class LLMDataDist {
         `${what}: a PROMPT instance is linked to, it does not link`,
       );
     }
-    return engine;
-  }
-
-  // Links are not cache calls: they run beside them, bounded by their own
-  // timeout. Running out of it is reported as the call's own failure status
-  // (upstream has no timeout status for links).
-  async #clusterCall(
-    what: string,
-    timeout: number,
-    timeoutStatus: LLMStatusCode,
-    call: (op: Operation) => Promise<void>,
-  ): Promise<LLMStatusCode> {
-    try {
-      await call(new Operation(what, timeout, undefined));
-      return LLMStatusCode.LLM_SUCCESS;
-    } catch (err) {
-      if (!(err instanceof LLMException) || err.statusCode === LLMStatusCode.LLM_ENGINE_FINALIZED) throw err;
-      return err.statusCode === LLMStatusCode.LLM_WAIT_PROCESS_TIMEOUT ? timeoutStatus : err.statusCode;
-    }
+    const statuses = await Promise.all(clusters.map(async (cluster, i) => {
+      try {
+        await call(engine, cluster, new Operation(what, timeout, undefined, "timeout"), i);
+        return LLMStatusCode.LLM_SUCCESS;
+      } catch (err) {
+        if (!(err instanceof LLMException) || err.statusCode === LLMStatusCode.LLM_ENGINE_FINALIZED) throw err;
+        return err.statusCode === LLMStatusCode.LLM_WAIT_PROCESS_TIMEOUT ? timeoutStatus : err.statusCode;
+      }
+    }));
+    return overall(statuses);
   }
 
   #current(): Engine {

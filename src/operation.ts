@@ -18,10 +18,13 @@ export class Operation {
   /** Native work that must end before the lock is released. */
   readonly held: Promise<unknown>[] = [];
 
-  /** Creates the operation of a call made now. */
-  constructor(what: string, timeoutMs: number, signal: AbortSignal | undefined) {
+  /**
+   * Creates the operation of a call made now, within `timeoutMs` of the limit
+   * named `limit` (what a timeout's message names).
+   */
+  constructor(what: string, timeoutMs: number, signal: AbortSignal | undefined, limit: string = "syncKvTimeout") {
     this.what = what;
-    this.deadline = new Deadline(timeoutMs);
+    this.deadline = new Deadline(timeoutMs, limit);
     this.signal = signal;
   }
 

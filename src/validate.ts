@@ -9,6 +9,9 @@ import { ValueError } from "./errors.ts";
 
 export const INT32_MIN = -0x80000000;
 export const INT32_MAX = 0x7FFFFFFF;
+export const UINT32_MAX = 0xFFFFFFFF;
+/** -2^63, the least int64, as a number (exact). */
+export const INT64_MIN = -(2 ** 63);
 export const UINT64_MAX = 0xFFFF_FFFF_FFFF_FFFFn;
 
 /** A short description of a value for error messages. */
@@ -32,12 +35,12 @@ export function describe(value: unknown): string {
   }
 }
 
-/** Checks that `value` is an integer number; returns it (-0 as 0, which every FFI takes). */
+/** Checks that `value` is an integer number; returns it. */
 export function requireInt(value: unknown, name: string): number {
   if (typeof value !== "number" || !Number.isInteger(value)) {
     throw new TypeError(`${name} must be an integer, got ${describe(value)}`);
   }
-  return value + 0; // Deno's FFI refuses -0 for an i32 parameter
+  return value;
 }
 
 /** Checks that `value` is an array and returns its elements, holes read as `undefined`. */

@@ -81,13 +81,14 @@ describe("copyCache", () => {
     await rejectsWith(manager.copyCache({} as KvCache, src), TypeError, /dst/);
     await rejectsWith(manager.copyCache(dst, null as unknown as KvCache), TypeError, /src/);
     await rejectsWith(manager.copyCache(dst, src, "1" as unknown as number), TypeError, /dstBatchIndex/);
-    await rejectsWith(manager.copyCache(dst, src, 0, 2 ** 31), ValueError, /srcBatchIndex/);
+    await rejectsWith(manager.copyCache(dst, src, 0, 2 ** 32), ValueError, /srcBatchIndex/); // uint32, as upstream
+    await rejectsWith(manager.copyCache(dst, src, -1, 0), ValueError, /dstBatchIndex/);
     await rejectsWith(manager.copyCache(dst, src, 0, 0, -1), ValueError, /offset/);
-    await rejectsWith(manager.copyCache(dst, src, 0, 0, 0, 0), ValueError, /size/);
-    await rejectsWith(manager.copyCache(dst, src, 0, 0, 0, -2), ValueError, /size/);
+    await rejectsWithStatus(manager.copyCache(dst, src, 0, 0, 0, 0), invalid, /size/); // upstream: -1 or > 0
+    await rejectsWithStatus(manager.copyCache(dst, src, 0, 0, 0, -2), invalid, /size/);
     await rejectsWith(manager.copyCache(dst, src, 0, 0, 0.5), TypeError, /offset/);
     await rejectsWithStatus(manager.copyCache(dst, src, 4, 0), invalid, /dstBatchIndex/);
-    await rejectsWithStatus(manager.copyCache(dst, src, -1, 0), invalid, /dstBatchIndex/);
+    await rejectsWithStatus(manager.copyCache(dst, src, 0, 2 ** 31), invalid, /srcBatchIndex/);
     await rejectsWithStatus(manager.copyCache(dst, src, 0, 2), invalid, /srcBatchIndex/);
     await rejectsWithStatus(manager.copyCache(dst, src, 0, 0, 16), invalid, /exceeds the row/);
     await rejectsWithStatus(manager.copyCache(dst, src, 0, 0, 8, 9), invalid, /exceeds the row/);

@@ -232,7 +232,8 @@ describe("links", () => {
     const cluster = clusterAt(prompt.clusterId, prompt.listenPort);
     await rejectsWith(decoder.linkClusters(cluster as unknown as LLMClusterInfo[]), TypeError, /clusters/);
     await rejectsWith(decoder.linkClusters([{} as LLMClusterInfo]), TypeError, /clusters\[0\]/);
-    await rejectsWith(decoder.linkClusters([cluster], 0), ValueError, /timeout/);
+    await rejectsWithStatus(decoder.linkClusters([cluster], 0), LLMStatusCode.LLM_PARAM_INVALID, /timeout/);
+    await rejectsWith(decoder.linkClusters([cluster], 2 ** 31), ValueError, /timeout/);
     await rejectsWith(decoder.linkClusters([new LLMClusterInfo()]), ValueError, /remote ip info/);
     await rejectsWithStatus(
       decoder.linkClusters(Array.from({ length: 17 }, () => cluster)),
@@ -268,10 +269,11 @@ describe("pull errors", () => {
     await rejectsWithStatus(prompt.kvCacheManager.pullCache(key, source), invalid, /PROMPT/);
     await rejectsWithStatus(decoder.kvCacheManager.allocateCache(desc, [key]), invalid, /DECODER/);
     await rejectsWithStatus(pull(key, target, 2), invalid, /batchIndex/);
-    await rejectsWithStatus(pull(key, target, -1), invalid, /batchIndex/);
+    await rejectsWith(pull(key, target, -1), ValueError, /batchIndex/); // uint32, as upstream
     await rejectsWithStatus(pull(key, target, 0, 65), invalid, /size/);
-    await rejectsWith(pull(key, target, 0, 0), ValueError, /size/);
-    await rejectsWith(pull(key, target, 2 ** 31), ValueError, /batchIndex/);
+    await rejectsWithStatus(pull(key, target, 0, 0), invalid, /size/); // upstream: -1 or > 0
+    await rejectsWithStatus(pull(key, target, 2 ** 31), invalid, /batchIndex/);
+    await rejectsWith(pull(key, target, 2 ** 32), ValueError, /batchIndex/);
     await rejectsWith(pull({} as CacheKey, target), TypeError, /cacheKey/);
     await rejectsWith(pull(key, {} as KvCache), TypeError, /cache/);
     for (

@@ -40,13 +40,15 @@ export function open(path: string, table: Record<string, SymbolDef> = SYMBOLS): 
     if ("long" in def) defs[name + NONBLOCKING] = { name, parameters, result: "i32", nonblocking: true };
   }
   const lib = deno.dlopen(path, defs);
+  const symbols: Record<string, unknown> = {};
+  for (const [name, def] of Object.entries(table)) symbols[name] = positiveZero(lib.symbols[name], def);
   return {
     runtime: "deno",
     path,
-    symbols: lib.symbols as unknown as RawLibrary["symbols"],
+    symbols: symbols as unknown as RawLibrary["symbols"],
     doneCallback: null,
     callLong<K extends LongSymbolName>(name: K, args: Parameters<NativeFunction<K>>): Promise<number> {
-      return lib.symbols[name + NONBLOCKING](...args) as Promise<number>;
+      return lib.symbols[name + NONBLOCKING](...zeroed(args, table[name])) as Promise<number>;
     },
     allocate(byteLength: number): Uint8Array {
       // V8 takes large buffers from calloc, i.e. fresh zero pages: no zeroing pass.
@@ -59,4 +61,21 @@ export function open(path: string, table: Record<string, SymbolDef> = SYMBOLS): 
       lib.close();
     },
   };
+}
+
+// Deno's FFI refuses -0 for an i32 parameter (a TypeError); the ABI means 0,
+// as the other runtimes pass it. Only functions with i32 parameters are wrapped.
+function positiveZero(
+  fn: (...args: unknown[]) => number | Promise<number>,
+  def: SymbolDef,
+): (...args: unknown[]) => number | Promise<number> {
+  if (!def.params.includes("i32")) return fn;
+  return (...args: unknown[]) => fn(...zeroed(args, def));
+}
+
+function zeroed(args: unknown[], def: SymbolDef): unknown[] {
+  def.params.forEach((kind, i) => {
+    if (kind === "i32") args[i] = (args[i] as number) + 0;
+  });
+  return args;
 }

@@ -1,14 +1,14 @@
 /**
- * Finding and opening the native library, in the order of SPEC §5: the
- * `libraryPath` option, then the `LLMDD_LIBRARY` environment variable, then a
- * prebuilt library shipped in the package for this platform, then the local
- * build in `ffi/build/`. A failure says what was tried and how to fix it.
+ * Finding and opening the native library, in this order (README, "How it is
+ * built"; docs/DESIGN.md): the `libraryPath` option, then the `LLMDD_LIBRARY`
+ * environment variable, then a prebuilt library shipped in the package for
+ * this platform, then the local build in `ffi/build/`. A failure says what was
+ * tried and how to fix it.
  *
  * @module
  */
 import { LLMException } from "../errors.ts";
 import { LLMStatusCode } from "../status.ts";
-import { NativeLibrary } from "./library.ts";
 import { ABI_VERSION, type RawLibrary, type RuntimeName, type SymbolDef, SYMBOLS } from "./symbols.ts";
 
 /** The two native backends. */
@@ -86,9 +86,9 @@ export function candidates(backend: Backend, libraryPath?: string): { path: stri
 /** The platforms the npm package carries a prebuilt host library for (ffi/prebuild.sh). */
 const PREBUILT_PLATFORMS = ["linux-x64", "linux-arm64"];
 
-const loaded = new Map<string, Promise<NativeLibrary>>();
+const loaded = new Map<string, Promise<RawLibrary>>();
 
-async function openChecked(runtime: RuntimeName, path: string): Promise<NativeLibrary> {
+async function openChecked(runtime: RuntimeName, path: string): Promise<RawLibrary> {
   // The version is read through a binding of that one function, so that a
   // library of another ABI (with other symbols) is named for what it is.
   const probe = await openRaw(runtime, path, { llmdd_abi_version: SYMBOLS.llmdd_abi_version });
@@ -99,13 +99,14 @@ async function openChecked(runtime: RuntimeName, path: string): Promise<NativeLi
       `it has ABI version ${version} but this code needs version ${ABI_VERSION}; rebuild it from this package's ffi/ sources`,
     );
   }
-  return new NativeLibrary(await openRaw(runtime, path));
+  return await openRaw(runtime, path);
 }
 
 /** Opens the library for `backend`, or throws an `LLMException` naming every file tried. */
-export async function loadLibrary(backend: Backend, libraryPath?: string): Promise<NativeLibrary> {
+export async function loadLibrary(backend: Backend, libraryPath?: string): Promise<RawLibrary> {
   const runtime = currentRuntime();
   const failures: string[] = [];
+  let denied = false;
   for (const { path, origin } of candidates(backend, libraryPath)) {
     let library = loaded.get(path);
     if (!library) {
@@ -116,6 +117,7 @@ export async function loadLibrary(backend: Backend, libraryPath?: string): Promi
       return await library;
     } catch (err) {
       loaded.delete(path);
+      denied ||= permissionDenied(err);
       failures.push(`  ${path} (${origin}): ${err instanceof Error ? err.message.split("\n")[0] : String(err)}`);
     }
   }
@@ -132,9 +134,24 @@ export async function loadLibrary(backend: Backend, libraryPath?: string): Promi
     ? `Tried:\n${failures.join("\n")}`
     : `This module was loaded from ${import.meta.url}, so it has no native library beside it: set LLMDD_LIBRARY ` +
       "or the libraryPath option.";
+  if (denied) {
+    // The library is most likely there: what is missing is the permission.
+    throw new LLMException(
+      LLMStatusCode.LLM_FAILED,
+      `cannot load the ${backend} native library: Deno denied FFI access. Run with --allow-ffi ` +
+        `(and --allow-env to honour LLMDD_LIBRARY). ${tried}`,
+    );
+  }
   throw new LLMException(
     LLMStatusCode.LLM_FAILED,
     `cannot load the ${backend} native library on ${runtime}. ${tried}\n${fix}` +
       (runtime === "deno" ? "\nOn Deno, run with --allow-ffi (and --allow-env to honour LLMDD_LIBRARY)." : ""),
   );
+}
+
+/** Whether `err` is Deno refusing a permission (FFI, here), not a missing or broken file. */
+function permissionDenied(err: unknown): boolean {
+  const errors = (globalThis as { Deno?: { errors: Record<string, unknown> } }).Deno?.errors;
+  if (!errors) return false;
+  return [errors.NotCapable, errors.PermissionDenied].some((cls) => typeof cls === "function" && err instanceof cls);
 }

@@ -26,8 +26,40 @@ export interface SymbolDef {
   readonly long?: true;
 }
 
+// ---- The constants of ffi/include/llmdd.h, each mirrored here once. Status
+// codes are `LLMStatusCode` (src/status.ts); roles and placements are `LLMRole`
+// and `Placement` (src/enums.ts), with the header's values.
+
 /** The ABI version this TypeScript code was written for (`LLMDD_ABI_VERSION`). */
 export const ABI_VERSION = 2;
+
+/** `llmdd_cache_pull` key kind: k0..k2 are a `CacheKey` (`LLMDD_KEY_CACHE_KEY`). */
+export const KEY_CACHE_KEY = 0;
+
+/** `llmdd_cache_pull` key kind: k0..k2 are a `CacheKeyByIdAndIndex` (`LLMDD_KEY_BY_ID`). */
+export const KEY_BY_ID = 1;
+
+/** `llmdd_cache_pull` size meaning "the whole row" (`LLMDD_WHOLE_ROW`). */
+export const WHOLE_ROW = 0xFFFF_FFFF_FFFF_FFFFn;
+
+/** `llmdd_engine_info` flag: device memory is host memory, so views are allowed (`LLMDD_INFO_HOST_ACCESSIBLE`). */
+export const INFO_HOST_ACCESSIBLE = 1n;
+
+/** Words `llmdd_engine_info` writes: devices, flags, pool bytes, role, listen port. */
+export const ENGINE_INFO_WORDS = 5;
+
+/** Most devices one engine takes (`ge.exec.deviceId`: "at most 64" in `llmdd_engine_init`). */
+export const MAX_DEVICES = 64;
+
+/**
+ * Each tensor of a cache starts at a multiple of this many bytes of its pool,
+ * so a cache takes `numTensors × size` rounded up per tensor (ffi/host's pool
+ * alignment; `llmdd_pool_usage` counts it).
+ */
+export const POOL_ALIGN_BYTES = 64;
+
+/** Most clusters one engine links to (`LLMDD_MAX_LINKS`, upstream's per-call limit of link_clusters). */
+export const MAX_LINKS = 16;
 
 /** Every exported function of the ABI. */
 export const SYMBOLS = {

@@ -1,7 +1,7 @@
 // Plans for the cache calls: allocateCache, deallocateCache, getCacheTensors and copyCache.
 
 import { CacheDesc, CacheKey, DataType, KvCache, LLMRole, Tensor } from "../../../mod.ts";
-import { CACHE_BYTES_LIMIT, counter, fail, INT32_MAX, MAX_SAFE, S, show } from "./core.ts";
+import { CACHE_BYTES_LIMIT, counter, fail, INT32_MAX, MAX_SAFE, PADDING_REQ, S, show } from "./core.ts";
 import {
   bytesOf,
   type CacheModel,
@@ -21,12 +21,14 @@ import {
   attempt,
   BAD,
   callOptions,
+  copySize,
   expectations,
   int32,
   intIn,
   OK,
   Oracle,
   type Outcome,
+  row32,
   type Settled,
 } from "./outcomes.ts";
 import { pickFrom, resolve, type ResolvedOptions } from "./resolve.ts";
@@ -143,7 +145,9 @@ export function buildKeys(ctx: Ctx, inst: InstModel, spec: KeysSpec, desc: unkno
   if ("elements" in spec) return spec.elements.map((e) => resolve(ctx, inst, e));
   return spec.keys.map((k) => {
     counter.calls++;
-    return new CacheKey(k.cluster === "P" ? ctx.P.clusterId : 7n, BigInt(k.req), BigInt(k.model));
+    // Request 9 stands for upstream's padding key (reqId 2^64 - 1).
+    const req = k.req === 9 ? PADDING_REQ : BigInt(k.req);
+    return new CacheKey(k.cluster === "P" ? ctx.P.clusterId : 7n, req, BigInt(k.model));
   });
 }
 
@@ -174,7 +178,10 @@ export function planAlloc(
   let expected: Outcome[] = o.errors;
   let stride = 0;
   let block = 0;
-  const keyStrings = (keys ?? []).map((k) => keyString(k.promptClusterId, k.reqId, k.modelId));
+  // Upstream's padding key marks a row without a request: not registered.
+  const keyStrings = (keys ?? []).filter((k) => k.reqId !== PADDING_REQ)
+    .map((k) => keyString(k.promptClusterId, k.reqId, k.modelId));
+  const rows = (keys ?? []).flatMap((k, row) => k.reqId === PADDING_REQ ? [] : [row]);
   if (!o.failed && info) {
     const size = BigInt(info.size);
     const strideBig = (size + 63n) / 64n * 64n;
@@ -238,7 +245,7 @@ export function planAlloc(
       kept: [],
       touched: new Set(),
     };
-    keyStrings.forEach((k, row) => inst.keys.set(k, { cache: c, row }));
+    keyStrings.forEach((k, i) => inst.keys.set(k, { cache: c, row: rows[i] }));
     inst.caches.push(c);
     return c;
   }
@@ -406,11 +413,10 @@ export function planCopy(
   const src = ctx.cacheArg(srcValue);
   if (!dst.isKv) o.type();
   if (!src.isKv) o.type();
-  const dstBatch = int32(o, args.dstBatch, 0);
-  const srcBatch = int32(o, args.srcBatch, 0);
+  const dstBatch = row32(o, args.dstBatch, 0);
+  const srcBatch = row32(o, args.srcBatch, 0);
   const offset = intIn(o, args.offset, 0, MAX_SAFE, 0);
-  const size = intIn(o, args.size, -1, MAX_SAFE, -1);
-  if (size === 0) o.value();
+  const size = copySize(o, args.size);
   const opts = callOptions(o, options.value);
   if (inst.finalized) o.llm(S.LLM_ENGINE_FINALIZED);
   let bytes = 0;
@@ -422,7 +428,7 @@ export function planCopy(
     if (!compatible(d, s) || d.batchDimIndex !== 0) o.llm(S.LLM_PARAM_INVALID);
     if (dstBatch !== BAD && (dstBatch < 0 || dstBatch >= d.batchSize)) o.llm(S.LLM_PARAM_INVALID);
     if (srcBatch !== BAD && (srcBatch < 0 || srcBatch >= s.batchSize)) o.llm(S.LLM_PARAM_INVALID);
-    if (offset !== BAD && size !== BAD && size !== 0) {
+    if (offset !== BAD && size !== BAD && (size === -1 || size > 0)) {
       bytes = size === -1 ? row - offset : size;
       if (offset >= row || offset + bytes > row) o.llm(S.LLM_PARAM_INVALID);
     }

@@ -49,7 +49,9 @@ export const CACHE_BYTES_LIMIT = 1n << 62n;
 /** A call that has not settled after this long is a hang. */
 export const HANG_MS = 30_000;
 /** A key no cache ever holds: pulling it is the barrier that waits for the PROMPT. */
-export const BARRIER_REQ = UINT64_MAX;
+export const BARRIER_REQ = UINT64_MAX - 1n;
+/** Upstream's padding key's request id: never registered, and pulling it is LLM_PARAM_INVALID. */
+export const PADDING_REQ = UINT64_MAX;
 /** Per-instance cache deadline: long enough that nothing valid times out on a loaded machine. */
 export const SYNC_KV_TIMEOUT = 10_000;
 

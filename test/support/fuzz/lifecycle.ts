@@ -45,10 +45,10 @@ export async function doMisc(ctx: Ctx, inst: InstModel, what: MiscSpec, any: unk
       return;
     }
     case "initAgain": {
-      const code = inst.finalized ? S.LLM_ENGINE_FINALIZED : S.LLM_FAILED;
+      // As upstream, init() on an initialized instance returns at once.
       await attempt(
         `${label}(${show(any)})`,
-        [{ k: "llm", codes: [code] }],
+        inst.finalized ? [{ k: "llm", codes: [S.LLM_ENGINE_FINALIZED] }] : [OK],
         () => inst.dd.init(resolve(ctx, inst, any) as never),
         true,
       );

@@ -1,9 +1,9 @@
 // linkClusters and unlinkClusters: cluster infos, and the statuses each may answer.
 
 import { LLMClusterInfo, LLMRole } from "../../../mod.ts";
-import { counter, fail, INT32_MAX, S, show } from "./core.ts";
+import { counter, fail, INT32_MAX, INT32_MIN, S, show } from "./core.ts";
 import type { Ctx, InstModel } from "./model.ts";
-import { attempt, codeName, expectations, intIn, OK, Oracle } from "./outcomes.ts";
+import { attempt, BAD, codeName, expectations, intIn, OK, Oracle } from "./outcomes.ts";
 import { resolve } from "./resolve.ts";
 import { hasHole } from "./values.ts";
 
@@ -86,7 +86,9 @@ function checkClustersArg(o: Oracle, clusters: unknown, timeout: unknown): LLMCl
   if (!Array.isArray(clusters)) o.type();
   else if (hasHole(clusters) || clusters.some((c) => !(c instanceof LLMClusterInfo))) o.type();
   else list = clusters;
-  intIn(o, timeout, 1, INT32_MAX, 3000);
+  // Upstream: check_int32, then timeout > 0 (LLM_PARAM_INVALID).
+  const ms = intIn(o, timeout, INT32_MIN, INT32_MAX, 3000);
+  if (ms !== BAD && ms <= 0) o.llm(S.LLM_PARAM_INVALID);
   if (Array.isArray(clusters) && clusters.length > 16) o.llm(S.LLM_CLUSTER_NUM_EXCEED_LIMIT);
   return list;
 }

@@ -72,6 +72,21 @@ export function int32(o: Oracle, v: unknown, dflt?: number): number | Bad {
   return intIn(o, v, INT32_MIN, INT32_MAX, dflt);
 }
 
+/** A batch row, as upstream's check_uint32: a TypeError or ValueError outside uint32. */
+export function row32(o: Oracle, v: unknown, dflt?: number): number | Bad {
+  return intIn(o, v, 0, 0xFFFF_FFFF, dflt);
+}
+
+/**
+ * A copy's or pull's `size`, as upstream: check_int64 (here: down to -2^63, up
+ * to the safe integers), then -1 or positive, else LLM_PARAM_INVALID.
+ */
+export function copySize(o: Oracle, v: unknown): number | Bad {
+  const n = intIn(o, v, -(2 ** 63), Number.MAX_SAFE_INTEGER, -1);
+  if (n !== BAD && n !== -1 && n <= 0) o.llm(S.LLM_PARAM_INVALID);
+  return n;
+}
+
 export function uint64(o: Oracle, v: unknown, dflt?: bigint): bigint | Bad {
   if (v === undefined && dflt !== undefined) return dflt;
   if (typeof v === "bigint") {

@@ -1,7 +1,7 @@
 // pullCache and removeCacheKey.
 
 import { CacheKey, CacheKeyByIdAndIndex, type KvCache, LLMRole } from "../../../mod.ts";
-import { BARRIER_REQ, counter, MAX_SAFE, S, show } from "./core.ts";
+import { BARRIER_REQ, counter, PADDING_REQ, S, show } from "./core.ts";
 import {
   type CacheModel,
   compatible,
@@ -12,7 +12,7 @@ import {
   live,
   releaseIfUnused,
 } from "./model.ts";
-import { attempt, BAD, callOptions, int32, intIn, OK, Oracle, type Outcome } from "./outcomes.ts";
+import { attempt, BAD, callOptions, copySize, OK, Oracle, type Outcome, row32 } from "./outcomes.ts";
 import { type CacheSpec, pickFrom, resolve, resolveCache, type ResolvedOptions } from "./resolve.ts";
 import { partOf, rowOf } from "./values.ts";
 
@@ -39,7 +39,10 @@ export function buildKey(ctx: Ctx, inst: InstModel, spec: KeySpec): unknown {
   }
   const cluster = spec.cluster === "P" ? ctx.P.clusterId : 7n;
   counter.calls++;
-  if (spec.kind === "key") return new CacheKey(cluster, BigInt(spec.req), BigInt(spec.model));
+  // Request 9 stands for upstream's padding key (reqId 2^64 - 1).
+  if (spec.kind === "key") {
+    return new CacheKey(cluster, spec.req === 9 ? PADDING_REQ : BigInt(spec.req), BigInt(spec.model));
+  }
   // By id: one of the PROMPT's cache ids (live or not), or one never used.
   const ids = ctx.P.caches.map((c) => c.id);
   const id = spec.cache < ids.length ? ids[spec.cache] : BigInt(1000 + spec.cache);
@@ -64,9 +67,10 @@ export async function doPull(
   if (!byKey && !byId) o.type();
   const arg = ctx.cacheArg(cacheValue);
   if (!arg.isKv) o.type();
-  const b = int32(o, batch, 0);
-  const n = intIn(o, size, -1, MAX_SAFE, -1);
-  if (n === 0) o.value();
+  const b = row32(o, batch, 0);
+  const n = copySize(o, size);
+  // Upstream's padding key names no request (v1 check_cache_key).
+  if (byKey && (keyValue as CacheKey).reqId === PADDING_REQ) o.llm(S.LLM_PARAM_INVALID);
   const opts = callOptions(o, options.value);
   if (inst.finalized) o.llm(S.LLM_ENGINE_FINALIZED);
   if (inst.role === LLMRole.PROMPT) o.llm(S.LLM_PARAM_INVALID);
@@ -179,6 +183,7 @@ export async function doRemoveKey(inst: InstModel, keyValue: unknown, options: R
   if (!(keyValue instanceof CacheKey)) o.type();
   const opts = callOptions(o, options.value);
   if (inst.finalized) o.llm(S.LLM_ENGINE_FINALIZED);
+  if (inst.role !== LLMRole.PROMPT) o.llm(S.LLM_PARAM_INVALID); // upstream v1: PROMPT only
   if (opts !== BAD && opts.signal?.aborted && options.reason) o.errors.push({ k: "reason", reason: options.reason });
   let name = "";
   let expected = o.errors;
