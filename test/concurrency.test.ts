@@ -1,4 +1,4 @@
-// SPEC §3: calls are serialized in arrival order behind a mutex, each within a
+// README, "The headline call" (docs/DESIGN.md): calls are serialized in arrival order behind a mutex, each within a
 // deadline fixed when it is made, and abortable; a timed-out or aborted call
 // leaves the manager usable and its native work stops.
 import assert from "node:assert/strict";

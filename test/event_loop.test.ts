@@ -1,5 +1,5 @@
-// SPEC §3: "never blocks the event loop for long". A timer keeps ticking while
-// a 512 MiB tensor is read.
+// README, "The headline call" (docs/DESIGN.md): a call never blocks the event
+// loop for long. A timer keeps ticking while a 512 MiB tensor is read.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { CacheDesc, DataType } from "../mod.ts";

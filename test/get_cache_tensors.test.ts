@@ -1,4 +1,4 @@
-// getCacheTensors per SPEC §2–§3: one host copy per device, upstream errors and codes.
+// getCacheTensors as the README's "The headline call" describes it: one host copy per device, upstream errors and codes.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import {
