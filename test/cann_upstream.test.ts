@@ -191,8 +191,10 @@ describe("CANN backend over upstream LLM-DataDist (LLMDD_CANN_TOOLKIT)", () => {
     );
     const cache = await manager.allocateCache(new CacheDesc(240, [1, 64], DataType.DT_UINT8));
     await rejectsWithStatus(manager.getCacheTensors(cache, 240), LLMStatusCode.LLM_PARAM_INVALID);
-    assert.throws(() => manager.getCacheTensorViews(cache, 0), (err: { statusCode?: number }) =>
-      err.statusCode === LLMStatusCode.LLM_FEATURE_NOT_ENABLED);
+    assert.throws(
+      () => manager.getCacheTensorViews(cache, 0),
+      (err: { statusCode?: number }) => err.statusCode === LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
+    );
     await manager.deallocateCache(cache);
     await rejectsWithStatus(
       manager.allocateCache(new CacheDesc(1, [1, 128 << 20], DataType.DT_UINT8)),

@@ -39,6 +39,7 @@ namespace up = ::llm_datadist;
 
 constexpr Flavor kFlavor = LLMDD_CANN_FLAVOR == 1 ? Flavor::kV1 : Flavor::kV2;
 constexpr uint64_t kReadChunk = LLMDD_COPY_CHUNK_BYTES;
+constexpr uint64_t kAsyncAlign = 64;  // aclrtMemcpyAsync's address alignment
 
 const char *acl_message() {
   const char *m = aclGetRecentErrMsg();
@@ -261,14 +262,19 @@ class CannBackend final : public Backend {
     }
     size_t queued = 0;
     for (const RowCopy &c : copies) {
-      aclError rc = aclrtMemcpyAsync(reinterpret_cast<void *>(static_cast<uintptr_t>(c.dst)), static_cast<size_t>(c.bytes),
-                                     reinterpret_cast<const void *>(static_cast<uintptr_t>(c.src)),
-                                     static_cast<size_t>(c.bytes), kind, slot->stream);
+      void *to = reinterpret_cast<void *>(static_cast<uintptr_t>(c.dst));
+      const void *from = reinterpret_cast<const void *>(static_cast<uintptr_t>(c.src));
+      size_t n = static_cast<size_t>(c.bytes);
+      // Async copies want 64-byte aligned addresses (AscendCL reference); a row
+      // range that is not is copied synchronously, as upstream's own CopyKvCache
+      // does for copies under 2 MiB (hixl cache_manager.cc, CopyJob).
+      bool aligned = c.dst % kAsyncAlign == 0 && c.src % kAsyncAlign == 0;
+      aclError rc = aligned ? aclrtMemcpyAsync(to, n, from, n, kind, slot->stream) : aclrtMemcpy(to, n, from, n, kind);
       if (rc != ACL_SUCCESS) {
-        status = acl_fail(rc, "aclrtMemcpyAsync (cache row)");
+        status = acl_fail(rc, aligned ? "aclrtMemcpyAsync (cache row)" : "aclrtMemcpy (cache row)");
         break;
       }
-      queued++;
+      if (aligned) queued++;
     }
     if (queued == 0) {
       staging_.give_back(slot);

@@ -124,6 +124,11 @@ aclError aclrtFreeHost(void *hostPtr) {
   std::free(hostPtr);
   return ACL_SUCCESS;
 }
+aclError aclrtMemcpy(void *dst, size_t destMax, const void *src, size_t count, aclrtMemcpyKind) {
+  if (count > destMax) return 100000;
+  std::memcpy(dst, src, count);
+  return ACL_SUCCESS;
+}
 aclError aclrtMemcpyAsync(void *dst, size_t destMax, const void *src, size_t count, aclrtMemcpyKind,
                           aclrtStream stream) {
   if (count > destMax || reinterpret_cast<uintptr_t>(dst) % 64 != 0 || reinterpret_cast<uintptr_t>(src) % 64 != 0)
