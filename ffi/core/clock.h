@@ -4,6 +4,7 @@
 #define LLMDD_CORE_CLOCK_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -13,8 +14,24 @@ extern "C" {
 /* Nanoseconds on CLOCK_MONOTONIC: what every deadline and limit is measured in. */
 int64_t core_now_ns(void);
 
-/* now + timeout_ms, for a limit that must be met; negative means none (INT64_MAX). */
+/* "No deadline": a time never reached. */
+#define CORE_NO_DEADLINE INT64_MAX
+
+/* The deadline timeout_ms after now: negative → CORE_NO_DEADLINE, 0 → now
+ * (already due). */
+int64_t core_deadline_at(int64_t now, int64_t timeout_ms);
+
+/* core_deadline_at(core_now_ns(), timeout_ms). */
 int64_t core_deadline_after_ms(int64_t timeout_ms);
+
+/* Whether the deadline has passed at now (a deadline equal to now has). */
+bool core_deadline_passed(int64_t deadline, int64_t now);
+
+/* The milliseconds left until the deadline, for a wait that takes a timeout in
+ * ms: rounded up (a wait never ends before the deadline), so at least 1 while
+ * any time is left, 0 once it has passed, and at most cap. With no deadline,
+ * returns no_deadline (e.g. -1 for "until woken", or a bounded default). */
+int32_t core_remaining_ms(int64_t deadline, int64_t now, int32_t cap, int32_t no_deadline);
 
 /* Initialises c to time its waits on CLOCK_MONOTONIC. */
 void core_cond_init_monotonic(pthread_cond_t *c);

@@ -17,7 +17,7 @@ int32_t core_progress_check(struct core_progress *p) {
     return core_fail(status, "the engine was finalized after %llu of %llu bytes were %s",
                      (unsigned long long)p->copied, (unsigned long long)p->total, p->verb);
   if (status == LLMDD_WAIT_PROCESS_TIMEOUT)
-    return core_fail(status, "the job's deadline passed after %llu of %llu bytes were %s",
+    return core_fail(status, "the deadline passed after %llu of %llu bytes were %s",
                      (unsigned long long)p->copied, (unsigned long long)p->total, p->verb);
   if (status != LLMDD_SUCCESS) return status;
   if (p->peer_check != NULL && p->copied > 0) {

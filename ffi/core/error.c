@@ -11,13 +11,18 @@
 static _Thread_local char tl_message[CORE_MESSAGE_CAP];
 static _Thread_local int32_t tl_length;
 
+int32_t core_failv(int32_t status, const char *fmt, va_list ap) {
+  int n = vsnprintf(tl_message, CORE_MESSAGE_CAP, fmt, ap);
+  if (n < 0) tl_message[0] = '\0';
+  tl_length = n < 0 ? 0 : n < CORE_MESSAGE_CAP ? (int32_t)n : CORE_MESSAGE_CAP - 1;
+  return status;
+}
+
 int32_t core_fail(int32_t status, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  int n = vsnprintf(tl_message, CORE_MESSAGE_CAP, fmt, ap);
+  core_failv(status, fmt, ap);
   va_end(ap);
-  if (n < 0) tl_message[0] = '\0';
-  tl_length = n < 0 ? 0 : n < CORE_MESSAGE_CAP ? (int32_t)n : CORE_MESSAGE_CAP - 1;
   return status;
 }
 

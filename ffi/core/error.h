@@ -22,6 +22,9 @@ int32_t core_fail(int32_t status, const char *fmt, ...)
 #endif
     ;
 
+/* core_fail with a va_list (for wrappers, such as the C++ adapter's). */
+int32_t core_failv(int32_t status, const char *fmt, va_list ap);
+
 /* errno's text for messages (strerror_r into the caller's buffer: thread-safe). */
 #define CORE_ERRNO_TEXT_CAP 64
 const char *core_errno_text(int err, char buf[CORE_ERRNO_TEXT_CAP]);

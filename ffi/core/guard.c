@@ -14,12 +14,11 @@ int32_t core_guard_check(const struct core_guard *g) {
     return core_fail(LLMDD_ENGINE_FINALIZED, "the engine was finalized while %s", g->doing);
   if (g->job != NULL) {
     if (core_job_cancelled(g->job)) return core_fail(LLMDD_FAILED, "cancelled");
-    int64_t deadline = core_job_deadline_ns(g->job);
-    if (deadline != INT64_MAX && core_now_ns() >= deadline)
+    if (core_deadline_passed(core_job_deadline_ns(g->job), core_now_ns()))
       return core_fail(LLMDD_WAIT_PROCESS_TIMEOUT, "the job's deadline passed while %s",
                        g->doing);
   }
-  if (g->until_ns != INT64_MAX && core_now_ns() >= g->until_ns)
+  if (core_deadline_passed(g->until_ns, core_now_ns()))
     return core_fail(LLMDD_WAIT_PROCESS_TIMEOUT, "timed out while %s", g->doing);
   return LLMDD_SUCCESS;
 }
@@ -27,12 +26,7 @@ int32_t core_guard_check(const struct core_guard *g) {
 int core_guard_sleep_ms(const struct core_guard *g) {
   int64_t limit = g->until_ns;
   if (g->job != NULL && core_job_deadline_ns(g->job) < limit) limit = core_job_deadline_ns(g->job);
-  int timeout = -1;
-  if (limit != INT64_MAX) {
-    int64_t left = limit - core_now_ns();
-    int64_t ms = left <= 0 ? 0 : (left + 999999) / 1000000;
-    timeout = ms > CORE_WAIT_SLICE_MS ? CORE_WAIT_SLICE_MS : (int)ms;
-  }
+  int timeout = core_remaining_ms(limit, core_now_ns(), CORE_WAIT_SLICE_MS, -1);
   if ((g->job != NULL || g->stop != NULL) && (timeout < 0 || timeout > CORE_WAIT_SLICE_MS))
     timeout = CORE_WAIT_SLICE_MS;
   return timeout;

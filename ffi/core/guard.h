@@ -26,7 +26,7 @@ typedef atomic_bool core_atomic_bool;
 #define CORE_WAIT_SLICE_MS 10
 
 /* What a wait or a long operation gives up on. Zeroed fields are unused, except
- * until_ns (INT64_MAX for none). */
+ * until_ns (CORE_NO_DEADLINE for none). */
 struct core_guard {
   struct core_job *job;         /* its deadline and cancel flag */
   const core_atomic_bool *stop; /* the engine's `finalizing` */

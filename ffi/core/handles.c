@@ -31,6 +31,18 @@ static struct core_handle_slot *find(struct core_handle_table *t, uint64_t handl
   return NULL;
 }
 
+void core_handle_table_init(struct core_handle_table *t, uint32_t kind,
+                            void (*retain)(void *context, void *object), void *context) {
+  *t = (struct core_handle_table){.kind = kind, .retain = retain, .retain_context = context};
+  pthread_mutex_init(&t->lock, NULL);
+}
+
+void core_handle_table_destroy(struct core_handle_table *t) {
+  pthread_mutex_destroy(&t->lock);
+  free(t->slots);
+  t->slots = NULL;
+}
+
 int core_handle_insert(struct core_handle_table *t, void *object, uint64_t *out_handle) {
   int rc = -1;
   pthread_mutex_lock(&t->lock);
@@ -66,7 +78,7 @@ enum core_handle_state core_handle_acquire(struct core_handle_table *t, uint64_t
   pthread_mutex_lock(&t->lock);
   struct core_handle_slot *slot = find(t, handle, &stale);
   if (slot != NULL) {
-    t->retain(slot->object);
+    t->retain(t->retain_context, slot->object);
     *out_object = slot->object;
   }
   pthread_mutex_unlock(&t->lock);

@@ -38,16 +38,23 @@ struct core_handle_table {
   pthread_mutex_t lock;
   uint32_t kind;
   /* Called under the table lock on lookup, so the object cannot be removed and
-   * freed between being found and being retained. */
-  void (*retain)(void *object);
+   * freed between being found and being retained; context is retain_context. */
+  void (*retain)(void *context, void *object);
+  void *retain_context;
   struct core_handle_slot *slots;
   uint32_t used; /* slots ever handed out (the high-water mark) */
   uint32_t capacity;
   uint32_t free_head;
 };
 
+/* A table with static storage (C); it lives as long as the library. */
 #define CORE_HANDLE_TABLE_INIT(kind_, retain_) \
-  { PTHREAD_MUTEX_INITIALIZER, (kind_), (retain_), NULL, 0, 0, 0 }
+  { PTHREAD_MUTEX_INITIALIZER, (kind_), (retain_), NULL, NULL, 0, 0, 0 }
+
+/* A table anywhere else (a C++ member); release it with core_handle_table_destroy. */
+void core_handle_table_init(struct core_handle_table *t, uint32_t kind,
+                            void (*retain)(void *context, void *object), void *context);
+void core_handle_table_destroy(struct core_handle_table *t);
 
 /* Stores object and writes its handle. Returns 0, or -1 when out of memory or slots. */
 int core_handle_insert(struct core_handle_table *t, void *object, uint64_t *out_handle);

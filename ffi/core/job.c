@@ -21,7 +21,8 @@ struct core_job {
   char message[CORE_MESSAGE_CAP];
 };
 
-static void retain_object(void *object) {
+static void retain_object(void *context, void *object) {
+  (void)context;
   atomic_fetch_add_explicit(&((struct core_job *)object)->refs, 1, memory_order_relaxed);
 }
 

@@ -42,7 +42,7 @@ llmdd_done_fn core_job_callback(const struct core_job *j);
 
 bool core_job_cancelled(const struct core_job *j);
 
-/* CLOCK_MONOTONIC nanoseconds (core_now_ns); INT64_MAX for none. */
+/* CLOCK_MONOTONIC nanoseconds (core_now_ns); CORE_NO_DEADLINE for none. */
 int64_t core_job_deadline_ns(const struct core_job *j);
 
 #ifdef __cplusplus

@@ -7,7 +7,10 @@
 #include "core/handles.h"
 #include "llmdd.h"
 
-static void retain_object(void *object) { host_engine_retain(object); }
+static void retain_object(void *context, void *object) {
+  (void)context;
+  host_engine_retain(object);
+}
 
 static struct core_handle_table engines =
     CORE_HANDLE_TABLE_INIT(CORE_HANDLE_ENGINE, retain_object);
