@@ -8,7 +8,7 @@
  * @module
  */
 import type { CacheDesc } from "./cache_desc.ts";
-import type { CacheKey } from "./cache_key.ts";
+import { type CacheKey, INVALID_ID } from "./cache_key.ts";
 import { LLMException } from "./errors.ts";
 import { cacheRecord, type KvCache } from "./kv_cache.ts";
 import { runLong } from "./long_call.ts";
@@ -196,7 +196,7 @@ export class Engine {
           keyWords!.set([key.promptClusterId, key.reqId, key.modelId], row * 3);
         } else {
           placeholders.push(row);
-          keyWords!.set([0n, PADDING_REQ_ID, BigInt(row)], row * 3);
+          keyWords!.set([0n, INVALID_ID, BigInt(row)], row * 3);
         }
       });
     }
@@ -217,7 +217,7 @@ export class Engine {
       ),
       `allocateCache(${desc}) failed`,
     );
-    for (const row of placeholders) this.lib.fn.llmdd_cache_key_remove(this.handle, 0n, PADDING_REQ_ID, BigInt(row));
+    for (const row of placeholders) this.lib.fn.llmdd_cache_key_remove(this.handle, 0n, INVALID_ID, BigInt(row));
     const cacheId = id[0];
     const record: CacheRecord = {
       engine: this,
@@ -394,6 +394,3 @@ export class Engine {
     });
   }
 }
-
-/** Upstream's padding request id (`req_id = 2^64 - 1`): a batch row that holds no request. */
-export const PADDING_REQ_ID = 0xFFFF_FFFF_FFFF_FFFFn;

@@ -6,9 +6,9 @@
  * @module
  */
 import { CacheDesc, layoutTag } from "./cache_desc.ts";
-import { CacheKey, CacheKeyByIdAndIndex } from "./cache_key.ts";
+import { CacheKey, CacheKeyByIdAndIndex, INVALID_ID } from "./cache_key.ts";
 import { newTypedArray, typedArrayOf } from "./data_type.ts";
-import { type CacheRecord, type Engine, PADDING_REQ_ID, type PullSource } from "./engine.ts";
+import type { CacheRecord, Engine, PullSource } from "./engine.ts";
 import { LLMException } from "./errors.ts";
 import { cacheRecord, KvCache, newKvCache } from "./kv_cache.ts";
 import { POOL_ALIGN_BYTES, WHOLE_ROW } from "./native/symbols.ts";
@@ -191,7 +191,7 @@ export class KvCacheManager {
     if (keys.length > 0) requireRole(engine, LLMRole.PROMPT, "allocateCache with cache keys");
     // Upstream's padding key (reqId 2^64 - 1) marks a row that holds no
     // request: it is not registered, so any number of rows and caches carry it.
-    const rowKeys = keys.map((key) => key.reqId === PADDING_REQ_ID ? null : key);
+    const rowKeys = keys.map((key) => key.reqId === INVALID_ID ? null : key);
     return await runExclusive(engine.mutex, "allocateCache", engine.syncKvTimeout, signal, () => {
       engine.assertLive();
       // Refused before the address array (devices × numTensors entries) is
@@ -447,7 +447,7 @@ export class KvCacheManager {
     const signal = signalOf(options);
     const engine = this.#access.current();
     requireRole(engine, LLMRole.DECODER, "pullCache");
-    if (cacheKey instanceof CacheKey && cacheKey.reqId === PADDING_REQ_ID) {
+    if (cacheKey instanceof CacheKey && cacheKey.reqId === INVALID_ID) {
       throw paramInvalid(`${cacheKey} is the padding key (reqId 2^64 - 1): it names no request to pull`);
     }
     requireBatchFirst(desc, "pullCache");
