@@ -248,7 +248,7 @@ export class Engine {
     );
   }
 
-  /** Releases a cache key (PROMPT and MIX). */
+  /** Releases a cache key. */
   removeKey(key: CacheKey): void {
     this.lib.check(
       this.lib.fn.llmdd_cache_key_remove(this.handle, key.promptClusterId, key.reqId, key.modelId),

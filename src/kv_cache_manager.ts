@@ -159,7 +159,9 @@ export class KvCacheManager {
   /**
    * Allocates a cache described by `cacheDesc` on every device of the
    * instance. `cacheKeys`, one per batch row from row 0, name the rows for
-   * pulls. Rejects with `LLM_DEVICE_OUT_OF_MEMORY` when a pool is full.
+   * pulls (PROMPT instances only, as upstream); upstream's padding key
+   * (`reqId` 2^64 - 1) marks a row without a request and is not registered.
+   * Rejects with `LLM_DEVICE_OUT_OF_MEMORY` when a pool is full.
    * As with device memory, a new cache is not cleared: it may hold what a
    * freed cache of this instance left there. Like every cache call it waits
    * its turn within `syncKvTimeout`; `options.signal` stops the wait.
@@ -401,8 +403,9 @@ export class KvCacheManager {
    * thread; `options.signal` aborts it.
    *
    * Errors: `TypeError` / `ValueError` for bad arguments; `LLMException` with
-   * `LLM_PARAM_INVALID` (a PROMPT instance, descs differ, batchIndex or size out
-   * of range), `LLM_NOT_YET_LINK` (cluster not linked), `LLM_KV_CACHE_NOT_EXIST`
+   * `LLM_PARAM_INVALID` (not a DECODER — as upstream, only a DECODER pulls —,
+   * the padding key, descs differ, batchIndex or size out of range),
+   * `LLM_NOT_YET_LINK` (cluster not linked), `LLM_KV_CACHE_NOT_EXIST`
    * (no such key or cache), `LLM_LINK_FAILED` (the PROMPT went away),
    * `LLM_WAIT_PROCESS_TIMEOUT`.
    *
@@ -465,7 +468,8 @@ export class KvCacheManager {
   /**
    * Releases a cache key on a PROMPT instance: the row is no longer pullable,
    * and the cache's memory returns to the pool once its id and all its keys are
-   * released. Rejects with `LLM_KV_CACHE_NOT_EXIST` for an unknown key.
+   * released. Rejects with `LLM_KV_CACHE_NOT_EXIST` for an unknown key, and
+   * with `LLM_PARAM_INVALID` on a DECODER or MIX instance (as upstream).
    *
    * @example
    * ```ts

@@ -116,7 +116,8 @@ export class LLMDataDist {
    * Loads the native library and initializes the engine with `options`
    * (an `LLMConfig`, or its `generateOptions()` dictionary with upstream keys).
    * Rejects with `LLMException(LLM_FAILED)` naming every file tried when the
-   * library cannot be loaded.
+   * library cannot be loaded. On an instance already initialized it returns at
+   * once without looking at `options`, as upstream.
    *
    * @example
    * ```ts
@@ -195,7 +196,8 @@ export class LLMDataDist {
    * Resolves to `[status, perClusterStatus]` as upstream: `LLM_SUCCESS` or the
    * first failure, e.g. `LLM_LINK_FAILED` when nobody answers, `LLM_ALREADY_LINK`.
    * Throws `LLMException(LLM_CLUSTER_NUM_EXCEED_LIMIT)` for more than 16 clusters
-   * and `LLMException(LLM_PARAM_INVALID)` on a PROMPT instance.
+   * and `LLMException(LLM_PARAM_INVALID)` on a PROMPT instance or for a
+   * `timeout` of 0 or less.
    *
    * @example
    * ```ts
