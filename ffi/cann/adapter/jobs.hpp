@@ -1,38 +1,26 @@
-// Jobs: the deadline, cancel flag, completion callback and message of one long
-// operation at a time (llmdd_job_*), and the worker threads that run operations
-// whose job has a completion callback.
+// Jobs and workers: the core's (ffi/core/job.h, which also implements the
+// llmdd_job_* calls; ffi/core/workers.h), with the C++ seams the adapter uses.
 #ifndef LLMDD_CANN_JOBS_HPP
 #define LLMDD_CANN_JOBS_HPP
 
-#include <atomic>
 #include <cstdint>
 #include <functional>
-#include <mutex>
-#include <string>
 
-#include "llmdd.h"
+#include "core/job.h"
+#include "core/workers.h"
 
 namespace llmdd {
 
-struct Job {
-  std::atomic<uint32_t> refs{1};     // the handle table's, plus a running operation's
-  std::atomic<bool> cancelled{false}; // sticky: a later operation stops at once
-  std::atomic<bool> busy{false};      // an operation is using the job
-  int64_t deadline = 0;               // CLOCK_MONOTONIC ns, kNoDeadline for none
-  llmdd_done_fn done = nullptr;
-  uint64_t handle = 0;
-  std::mutex message_lock;  // written and read on different threads
-  std::string message;
-};
+using Job = core_job;
 
 // Resolves a job handle and claims the job for one operation (clearing its
-// message). Release it with job_finish() / job_complete() + job_put().
-int32_t job_begin(uint64_t handle, Job **out);
+// message). Release it with job_finish(), or core_job_report() for a job with a
+// done callback.
+inline int32_t job_begin(uint64_t handle, Job **out) { return core_job_begin(handle, out); }
+
 // Ends the operation: a failure's message (the thread's last error) becomes the
-// job's message, and the job is free for another operation.
-void job_complete(Job *job, int32_t status);
-void job_put(Job *job);
-int32_t job_finish(Job *job, int32_t status);
+// job's message, and the job is free for another operation. Returns status.
+inline int32_t job_finish(Job *job, int32_t status) { return core_job_finish(job, status); }
 
 // Worker threads for background operations. worker_start() starts them on first
 // use (FAILED with a message if none could be started).

@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 
+#include "core/copy.h"
 #include "deadline.hpp"
 #include "engine.hpp"
 #include "jobs.hpp"
@@ -40,9 +41,9 @@ int32_t begin(Operation &op, uint64_t engine, uint64_t job) {
   if (job != 0) {
     int32_t status = job_begin(job, &op.job);
     if (status != LLMDD_SUCCESS) return status;
-    op.deadline = op.job->deadline;
+    op.deadline = core_job_deadline_ns(op.job);
     // Started before the engine lock is taken: creating threads is slow.
-    if (op.job->done != nullptr && worker_start() != LLMDD_SUCCESS)
+    if (core_job_callback(op.job) != nullptr && worker_start() != LLMDD_SUCCESS)
       return job_finish(op.job, LLMDD_FAILED);
   }
   int32_t status = engine_enter(engine, &op.engine);
@@ -56,16 +57,13 @@ int32_t abandon(Operation &op, int32_t status) {
   return op.job != nullptr ? job_finish(op.job, status) : status;
 }
 
-// The operation's check between steps: finalize, cancel, deadline.
+// The operation's check between steps, the core's (ffi/core/copy.h): finalize,
+// cancel, the deadline (the job's, or the operation's own bound).
 int32_t check(const Operation &op, uint64_t done, uint64_t total) {
-  if (op.engine->finalizing.load(std::memory_order_relaxed))
-    return fail(LLMDD_ENGINE_FINALIZED, "the engine was finalized after %llu of %llu bytes",
-                static_cast<unsigned long long>(done), static_cast<unsigned long long>(total));
-  if (op.job != nullptr && op.job->cancelled.load(std::memory_order_relaxed)) return fail(LLMDD_FAILED, "cancelled");
-  if (deadline_passed(op.deadline, now_ns()))
-    return fail(LLMDD_WAIT_PROCESS_TIMEOUT, "the deadline passed after %llu of %llu bytes were copied",
-                static_cast<unsigned long long>(done), static_cast<unsigned long long>(total));
-  return LLMDD_SUCCESS;
+  core_guard guard{op.job, &op.engine->finalizing, op.deadline, "copying"};
+  core_progress progress = core_progress_start(&guard, nullptr, total, "copied");
+  progress.copied = done;
+  return core_progress_check(&progress);
 }
 
 // Runs op outside the lock. Called with the engine locked; returns unlocked.
@@ -108,18 +106,14 @@ void run_in_background(std::shared_ptr<Operation> op) {
   // from inside it (unless the caller already released the handle).
   Job *job = op->job;
   op.reset();
-  uint64_t handle = job->handle;
-  llmdd_done_fn done = job->done;
-  job_complete(job, status);
-  done(handle, status);
-  job_put(job);
+  core_job_report(job, status);
 }
 
 // Runs a validated operation (engine locked). Returns its final status, or for a
 // background job SUCCESS once queued.
 int32_t dispatch(Operation &op) {
   Engine *e = op.engine;
-  if (op.job != nullptr && op.job->done != nullptr) {
+  if (op.job != nullptr && core_job_callback(op.job) != nullptr) {
     std::shared_ptr<Operation> queued;
     try {
       queued = std::make_shared<Operation>(op);

@@ -1,7 +1,8 @@
 #include "options.hpp"
 
-#include <cstring>
+#include <new>
 
+#include "core/options.h"
 #include "error.hpp"
 #include "llmdd.h"
 
@@ -28,12 +29,12 @@ constexpr const char kLocalIps[] = "llmdd.cann.localIpInfo";
 
 constexpr int kQuoteMax = 80;  // values are quoted in messages up to this many bytes
 
-std::string trim(const std::string &s) {
-  size_t b = 0, e = s.size();
-  while (b < e && (s[b] == ' ' || s[b] == '\t' || s[b] == '\r')) b++;
-  while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t' || s[e - 1] == '\r')) e--;
-  return s.substr(b, e - b);
-}
+// The core's lexer (ffi/core/options.h) on std::string.
+core_span span_of(const std::string &s) { return core_span{s.data(), static_cast<int32_t>(s.size())}; }
+
+std::string string_of(core_span s) { return std::string(s.p, static_cast<size_t>(s.n)); }
+
+std::string trim(const std::string &s) { return string_of(core_span_trim(span_of(s))); }
 
 std::string quote(const std::string &s) {
   return s.size() <= static_cast<size_t>(kQuoteMax) ? s : s.substr(0, kQuoteMax) + "...";
@@ -41,27 +42,18 @@ std::string quote(const std::string &s) {
 
 // A plain decimal (digits only) up to limit.
 bool parse_decimal(const std::string &s, uint64_t limit, uint64_t *out) {
-  if (s.empty()) return false;
-  uint64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-    uint64_t digit = static_cast<uint64_t>(c - '0');
-    if (v > (limit - digit) / 10) return false;
-    v = v * 10 + digit;
-  }
-  *out = v;
-  return true;
+  return core_span_decimal(span_of(s), limit, out) == 0;
 }
 
+// The parts of s between seps, each trimmed.
 std::vector<std::string> split(const std::string &s, char sep) {
   std::vector<std::string> parts;
-  size_t start = 0;
-  for (;;) {
-    size_t at = s.find(sep, start);
-    parts.push_back(trim(s.substr(start, at == std::string::npos ? std::string::npos : at - start)));
-    if (at == std::string::npos) return parts;
-    start = at + 1;
+  core_span rest = span_of(s), item;
+  for (bool more = true; more;) {
+    more = core_span_split(&rest, sep, &item);
+    parts.push_back(string_of(item));
   }
+  return parts;
 }
 
 bool parse_ipv4(const std::string &s) {
@@ -123,6 +115,86 @@ bool same_ips(const std::vector<IpPort> &a, const std::vector<IpPort> &b) {
   return true;
 }
 
+// What parse_options has read so far, one option at a time from the core's lexer
+// (ffi/core/options.h).
+struct Reading {
+  EngineOptions *out = nullptr;
+  Seen host_ids, up_ids, host_listen, up_listen;
+  std::vector<int32_t> host_id_list, up_id_list;
+  std::vector<IpPort> host_listen_list, up_listen_list;
+  bool saw_global_config = false;
+};
+
+int32_t read_option(Reading &r, const std::string &key, const std::string &value) {
+  EngineOptions *out = r.out;
+  int32_t status = LLMDD_SUCCESS;
+  if (key == kHostDeviceId || key == kUpDeviceId) {
+    bool host = key == kHostDeviceId;
+    status = parse_device_ids(key, value, host ? &r.host_id_list : &r.up_id_list);
+    (host ? r.host_ids : r.up_ids) = Seen{true, key, value};
+  } else if (key == kHostListen || key == kUpListen) {
+    bool host = key == kHostListen;
+    if (!parse_ip_list(value, false, host ? &r.host_listen_list : &r.up_listen_list))
+      status = fail(LLMDD_PARAM_INVALID,
+                    "%s '%s' is not an IPv4 address and port (\"ipv4:port\", several"
+                    " separated by ';')",
+                    key.c_str(), quote(value).c_str());
+    (host ? r.host_listen : r.up_listen) = Seen{true, key, value};
+  } else if (key == kUpSyncWait) {
+    uint64_t ms;
+    if (!parse_decimal(value, INT32_MAX, &ms) || ms == 0)
+      status = fail(LLMDD_PARAM_INVALID,
+                    "%s '%s' is not a positive integer number of milliseconds (at most %d)",
+                    key.c_str(), quote(value).c_str(), INT32_MAX);
+    else {
+      out->sync_wait_ms = static_cast<int32_t>(ms);
+      out->sync_wait_given = true;
+    }
+  } else if (key == kPoolBytes) {
+    uint64_t bytes;
+    if (!parse_decimal(value, kPoolBytesLimit, &bytes) || bytes == 0)
+      status = fail(LLMDD_PARAM_INVALID,
+                    "%s '%s' is not a positive integer number of bytes (at most %llu)",
+                    key.c_str(), quote(value).c_str(),
+                    static_cast<unsigned long long>(kPoolBytesLimit));
+    else {
+      out->pool_bytes = bytes;
+      set_passthrough(out, key, value);
+    }
+  } else if (key == kLocalIps) {
+    if (!parse_ip_list(value, true, &out->local))
+      status = fail(LLMDD_PARAM_INVALID,
+                    "%s '%s' is not a list of IPv4 addresses (\"ip\" or \"ip:port\","
+                    " separated by ';')",
+                    key.c_str(), quote(value).c_str());
+  } else {
+    if (key == kTransferBackend) {
+      if (value != kHixl)
+        status = fail(LLMDD_PARAM_INVALID,
+                      "%s '%s' is not a transfer backend upstream has: the one it accepts is"
+                      " \"%s\" (leave the option out for the default engine)",
+                      key.c_str(), quote(value).c_str(), kHixl);
+      out->hixl = true;
+    } else if (key == kLocalCommRes) {
+      // Upstream treats an empty value as not configured (it generates its own).
+      out->local_comm_res = !value.empty();
+    } else if (key == kGlobalResourceConfig) {
+      r.saw_global_config = true;
+    }
+    set_passthrough(out, key, value);
+  }
+  return status;
+}
+
+// Called from C (the lexer): nothing may be thrown through it.
+int32_t on_option(void *arg, core_span key, core_span value) {
+  try {
+    return read_option(*static_cast<Reading *>(arg), string_of(key), string_of(value));
+  } catch (const std::bad_alloc &) {
+    return fail(LLMDD_OUT_OF_MEMORY, "out of host memory for the options");
+  }
+}
+
 }  // namespace
 
 const char *flavor_name(Flavor flavor) {
@@ -162,95 +234,20 @@ std::string format_ip_list(const std::vector<IpPort> &list) {
 
 int32_t parse_options(const uint8_t *text, int32_t len, EngineOptions *out) {
   *out = EngineOptions();
-  Seen host_ids, up_ids, host_listen, up_listen;
-  std::vector<int32_t> host_id_list, up_id_list;
-  std::vector<IpPort> host_listen_list, up_listen_list;
-  bool saw_global_config = false;
-
-  const char *p = reinterpret_cast<const char *>(text);
-  const char *end = p + (len > 0 ? len : 0);
-  int line_number = 0;
-  while (p < end) {
-    const char *nl = static_cast<const char *>(std::memchr(p, '\n', static_cast<size_t>(end - p)));
-    std::string line = trim(std::string(p, nl ? nl : end));
-    p = nl ? nl + 1 : end;
-    line_number++;
-    if (line.empty()) continue;
-    size_t eq = line.find('=');
-    std::string key = eq == std::string::npos ? "" : trim(line.substr(0, eq));
-    if (key.empty())
-      return fail(LLMDD_PARAM_INVALID, "option line %d '%s' is not key=value", line_number,
-                  quote(line).c_str());
-    std::string value = trim(line.substr(eq + 1));
-
-    int32_t status = LLMDD_SUCCESS;
-    if (key == kHostDeviceId || key == kUpDeviceId) {
-      bool host = key == kHostDeviceId;
-      status = parse_device_ids(key, value, host ? &host_id_list : &up_id_list);
-      (host ? host_ids : up_ids) = Seen{true, key, value};
-    } else if (key == kHostListen || key == kUpListen) {
-      bool host = key == kHostListen;
-      if (!parse_ip_list(value, false, host ? &host_listen_list : &up_listen_list))
-        status = fail(LLMDD_PARAM_INVALID,
-                      "%s '%s' is not an IPv4 address and port (\"ipv4:port\", several"
-                      " separated by ';')",
-                      key.c_str(), quote(value).c_str());
-      (host ? host_listen : up_listen) = Seen{true, key, value};
-    } else if (key == kUpSyncWait) {
-      uint64_t ms;
-      if (!parse_decimal(value, INT32_MAX, &ms) || ms == 0)
-        status = fail(LLMDD_PARAM_INVALID,
-                      "%s '%s' is not a positive integer number of milliseconds (at most %d)",
-                      key.c_str(), quote(value).c_str(), INT32_MAX);
-      else {
-        out->sync_wait_ms = static_cast<int32_t>(ms);
-        out->sync_wait_given = true;
-      }
-    } else if (key == kPoolBytes) {
-      uint64_t bytes;
-      if (!parse_decimal(value, kPoolBytesLimit, &bytes) || bytes == 0)
-        status = fail(LLMDD_PARAM_INVALID,
-                      "%s '%s' is not a positive integer number of bytes (at most %llu)",
-                      key.c_str(), quote(value).c_str(),
-                      static_cast<unsigned long long>(kPoolBytesLimit));
-      else {
-        out->pool_bytes = bytes;
-        set_passthrough(out, key, value);
-      }
-    } else if (key == kLocalIps) {
-      if (!parse_ip_list(value, true, &out->local))
-        status = fail(LLMDD_PARAM_INVALID,
-                      "%s '%s' is not a list of IPv4 addresses (\"ip\" or \"ip:port\","
-                      " separated by ';')",
-                      key.c_str(), quote(value).c_str());
-    } else {
-      if (key == kTransferBackend) {
-        if (value != kHixl)
-          status = fail(LLMDD_PARAM_INVALID,
-                        "%s '%s' is not a transfer backend upstream has: the one it accepts is"
-                        " \"%s\" (leave the option out for the default engine)",
-                        key.c_str(), quote(value).c_str(), kHixl);
-        out->hixl = true;
-      } else if (key == kLocalCommRes) {
-        // Upstream treats an empty value as not configured (it generates its own).
-        out->local_comm_res = !value.empty();
-      } else if (key == kGlobalResourceConfig) {
-        saw_global_config = true;
-      }
-      set_passthrough(out, key, value);
-    }
-    if (status != LLMDD_SUCCESS) return status;
-  }
-
-  int32_t status = check_same(host_ids, up_ids, host_id_list == up_id_list);
-  if (status == LLMDD_SUCCESS)
-    status = check_same(host_listen, up_listen, same_ips(host_listen_list, up_listen_list));
+  Reading r;
+  r.out = out;
+  int32_t status = core_options_each(text, len, on_option, &r);
   if (status != LLMDD_SUCCESS) return status;
-  if (host_ids.given) out->device_ids = host_id_list;
-  else if (up_ids.given) out->device_ids = up_id_list;
-  if (host_listen.given) out->listen = host_listen_list;
-  else if (up_listen.given) out->listen = up_listen_list;
-  if (saw_global_config && !out->hixl)
+
+  status = check_same(r.host_ids, r.up_ids, r.host_id_list == r.up_id_list);
+  if (status == LLMDD_SUCCESS)
+    status = check_same(r.host_listen, r.up_listen, same_ips(r.host_listen_list, r.up_listen_list));
+  if (status != LLMDD_SUCCESS) return status;
+  if (r.host_ids.given) out->device_ids = r.host_id_list;
+  else if (r.up_ids.given) out->device_ids = r.up_id_list;
+  if (r.host_listen.given) out->listen = r.host_listen_list;
+  else if (r.up_listen.given) out->listen = r.up_listen_list;
+  if (r.saw_global_config && !out->hixl)
     return fail(LLMDD_PARAM_INVALID,
                 "%s is HIXL's configuration and takes effect only with %s=%s (upstream would"
                 " ignore it): add %s=%s or leave it out",
