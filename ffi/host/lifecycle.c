@@ -8,30 +8,31 @@
 #include "engine.h"
 #include "link.h"
 #include "llmdd.h"
+#include "net.h"
 #include "server.h"
-#include "shm.h"
+#include "rundir.h"
 
 /* Creates the pools: shared for PROMPT and MIX (after taking the cluster id),
  * private for DECODER. On failure nothing is left behind. */
 static int32_t create_pools(struct engine *e) {
   bool shared = e->role != LLMDD_ROLE_DECODER;
   if (shared) {
-    int32_t status = host_shm_cluster_acquire(e->cluster_id, &e->lock_fd);
+    int32_t status = host_cluster_acquire(e->cluster_id, &e->lock_fd);
     if (status != LLMDD_SUCCESS) return status;
   }
   for (int32_t d = 0; d < e->options.num_devices; d++) {
-    char name[SHM_NAME_CAP];
-    host_shm_pool_name(name, e->cluster_id, d);
-    if (host_pool_init(&e->pools[d], e->options.pool_bytes, shared ? name : NULL) == 0) continue;
+    if (host_pool_init(&e->pools[d], e->options.pool_bytes, shared) == 0) continue;
     int err = errno;
     char text[CORE_ERRNO_TEXT_CAP];
     for (int32_t i = 0; i < d; i++) host_pool_destroy(&e->pools[i]);
-    if (shared) host_shm_cluster_release(e->cluster_id, e->lock_fd);
+    if (shared) host_cluster_release(e->cluster_id, e->lock_fd);
     e->lock_fd = -1;
     if (shared && err != ENOMEM)
       return core_fail(LLMDD_FAILED,
-                       "shared memory is unavailable: cannot create %s of %llu bytes: %s", name,
-                       (unsigned long long)e->options.pool_bytes, core_errno_text(err, text));
+                       "shared memory is unavailable: cannot create the pool of device %d"
+                       " (%llu bytes): %s",
+                       e->options.device_ids[d], (unsigned long long)e->options.pool_bytes,
+                       core_errno_text(err, text));
     return core_fail(LLMDD_DEVICE_OUT_OF_MEMORY, "could not reserve %llu bytes for device %d: %s",
                      (unsigned long long)e->options.pool_bytes, e->options.device_ids[d],
                      core_errno_text(err, text));
@@ -41,7 +42,7 @@ static int32_t create_pools(struct engine *e) {
 
 static void destroy_pools(struct engine *e) {
   for (int32_t d = 0; d < e->options.num_devices; d++) host_pool_destroy(&e->pools[d]);
-  if (e->lock_fd >= 0) host_shm_cluster_release(e->cluster_id, e->lock_fd);
+  if (e->lock_fd >= 0) host_cluster_release(e->cluster_id, e->lock_fd);
   e->lock_fd = -1;
 }
 
@@ -65,6 +66,18 @@ LLMDD_API int32_t llmdd_engine_init(int32_t role, uint64_t cluster_id,
     return core_fail(LLMDD_PARAM_INVALID,
                      "llm.listenIpInfo is for PROMPT and MIX engines: a DECODER links, it is not"
                      " linked to");
+  /* Loopback is reachable from this machine only, where the user's own key
+   * authenticates links with no configuration. Any other address is reachable
+   * from elsewhere: it takes a secret chosen by whoever deploys the engines. */
+  if (parsed.listen && !host_net_is_loopback(&parsed.listen_address) && parsed.secret_len == 0) {
+    char where[NET_ADDRESS_TEXT];
+    host_net_format_address(&parsed.listen_address, where);
+    return core_fail(LLMDD_PARAM_INVALID,
+                     "llm.listenIpInfo %s is not a loopback address, so other machines can"
+                     " connect to it: set llmdd.linkSecret (%d to %d bytes, the same on this"
+                     " PROMPT and its DECODERs) to authenticate links, or listen on 127.0.0.1",
+                     where, SECRET_MIN, SECRET_CAP);
+  }
 
   struct engine *e = host_engine_create(role, cluster_id, &parsed);
   if (e == NULL) return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for the engine");

@@ -12,7 +12,10 @@
 
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/sha256.h"
+#include "auth.h"
 #include "llmdd.h"
+#include "local.h"
 #include "shm.h"
 #include "task.h"
 
@@ -234,6 +237,74 @@ static int32_t check_hello(const struct link_task *lt, const struct engine *e,
   return LLMDD_SUCCESS;
 }
 
+/* The first exchange on a link (auth.h): the PROMPT proves it holds the key
+ * before this engine says anything about itself, then this engine proves it. */
+static int32_t authenticate(const struct link_task *lt, const struct engine *e, struct link *l,
+                            const struct core_guard *g) {
+  struct link_key key;
+  int32_t status = host_auth_key(e->options.secret, e->options.secret_len, &key);
+  if (status != LLMDD_SUCCESS) return status;
+  struct msg request = {.type = MSG_AUTH}, answer;
+  status = host_auth_nonce(request.u.auth.nonce);
+  if (status == LLMDD_SUCCESS)
+    status = host_link_exchange(l, &request, MSG_AUTH_CHALLENGE, &answer, g);
+  if (status == LLMDD_WAIT_PROCESS_TIMEOUT)
+    status = core_fail(LLMDD_LINK_FAILED, "no answer from %s before the deadline", lt->where);
+  else if (status == LLMDD_LINK_FAILED) {
+    struct core_kept_error why;
+    core_error_keep(&why);
+    status = core_fail(LLMDD_LINK_FAILED,
+                       "the link to %s failed: %s (is it an llm-datadist engine of this"
+                       " version?)",
+                       lt->where, why.text);
+  }
+  if (status == LLMDD_SUCCESS) {
+    uint8_t want[AUTH_MAC_BYTES];
+    host_auth_prompt_mac(&key, request.u.auth.nonce, answer.u.auth.nonce, want);
+    if (!core_equal_secret(want, answer.u.auth.mac, AUTH_MAC_BYTES))
+      status = core_fail(LLMDD_LINK_FAILED,
+                         "the engine at %s does not hold this engine's link key: %s",
+                         lt->where,
+                         key.from_secret
+                             ? "it must be given the same llmdd.linkSecret"
+                             : "without llmdd.linkSecret, engines link only to engines of the"
+                               " same user on the same machine");
+  }
+  if (status == LLMDD_SUCCESS) {
+    struct msg proof = {.type = MSG_AUTH_PROOF};
+    host_auth_decoder_mac(&key, request.u.auth.nonce, answer.u.auth.nonce, proof.u.auth.mac);
+    status = host_link_send(l, &proof, g);
+    if (status != LLMDD_SUCCESS)
+      status = core_fail(LLMDD_LINK_FAILED, "the link to %s failed while authenticating",
+                         lt->where);
+  }
+  memset(&key, 0, sizeof key);
+  return status;
+}
+
+/* The pools come as descriptors from the Unix socket of the process that
+ * answered the authenticated HELLO, never by name; each is checked (sealed, the
+ * object reported, large enough) before it is mapped. */
+static int32_t map_pools(const struct link_task *lt, struct link *l,
+                         const struct msg_hello_reply *r, const struct core_guard *g) {
+  int fds[MAX_DEVICES];
+  uint64_t pool_bytes = 0;
+  int32_t status = host_local_fetch(lt->cluster_id, (pid_t)r->pid, l->num_devices, fds,
+                                    &pool_bytes, g);
+  if (status != LLMDD_SUCCESS) return status;
+  l->pool_bytes = r->pool_bytes;
+  if (pool_bytes != r->pool_bytes)
+    status = core_fail(LLMDD_LINK_FAILED,
+                       "the engine of cluster %llu reported pools of %llu bytes, then %llu",
+                       (unsigned long long)lt->cluster_id, (unsigned long long)r->pool_bytes,
+                       (unsigned long long)pool_bytes);
+  for (int32_t d = 0; d < l->num_devices && status == LLMDD_SUCCESS; d++)
+    status = host_shm_map_peer(fds[d], lt->cluster_id, d, r->object_ids[d], l->pool_bytes,
+                               &l->bases[d]);
+  for (int32_t d = 0; d < l->num_devices; d++) close(fds[d]);
+  return status;
+}
+
 static int32_t link_run(struct task *t) {
   struct link_task *lt = (struct link_task *)t;
   struct engine *e = t->engine;
@@ -252,6 +323,12 @@ static int32_t link_run(struct task *t) {
     return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for a link");
   }
 
+  g.doing = "authenticating the link";
+  status = authenticate(lt, e, l, &g);
+  if (status != LLMDD_SUCCESS) {
+    host_link_release(l);
+    return status;
+  }
   struct msg hello = {.type = MSG_HELLO,
                       .u.hello = {.decoder_cluster = e->cluster_id,
                                   .expected_cluster = lt->cluster_id,
@@ -268,12 +345,7 @@ static int32_t link_run(struct task *t) {
     status = core_fail(LLMDD_LINK_FAILED, "the link to %s failed: %s", lt->where, why.text);
   }
   if (status == LLMDD_SUCCESS) status = check_hello(lt, e, &reply.u.hello_reply);
-  if (status == LLMDD_SUCCESS) {
-    l->pool_bytes = reply.u.hello_reply.pool_bytes;
-    for (int32_t d = 0; d < l->num_devices && status == LLMDD_SUCCESS; d++)
-      status = host_shm_map_peer(lt->cluster_id, d, reply.u.hello_reply.object_ids[d], l->pool_bytes,
-                            &l->bases[d]);
-  }
+  if (status == LLMDD_SUCCESS) status = map_pools(lt, l, &reply.u.hello_reply, &g);
   if (status == LLMDD_SUCCESS) {
     pthread_mutex_lock(&e->lock);
     if (atomic_load_explicit(&e->finalizing, memory_order_relaxed))

@@ -79,6 +79,10 @@ void host_net_format_address(const struct sockaddr_in *a, char out[NET_ADDRESS_T
   snprintf(out, NET_ADDRESS_TEXT, "%s:%u", host, (unsigned)ntohs(a->sin_port));
 }
 
+bool host_net_is_loopback(const struct sockaddr_in *a) {
+  return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+}
+
 int32_t host_net_listen(const struct sockaddr_in *addr, int *out_fd, uint16_t *out_port) {
   char where[NET_ADDRESS_TEXT], text[CORE_ERRNO_TEXT_CAP];
   host_net_format_address(addr, where);

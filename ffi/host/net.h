@@ -24,6 +24,9 @@
 int host_net_parse_address(const char *text, int32_t len, struct sockaddr_in *out);
 void host_net_format_address(const struct sockaddr_in *a, char out[NET_ADDRESS_TEXT]);
 
+/* Whether a is in 127.0.0.0/8 (reachable from this machine only). */
+bool host_net_is_loopback(const struct sockaddr_in *a);
+
 /* Listens on addr (SO_REUSEADDR, so a restart after a crash finds its port).
  * Returns SUCCESS with the socket and the port it got, or FAILED with a message. */
 int32_t host_net_listen(const struct sockaddr_in *addr, int *out_fd, uint16_t *out_port);

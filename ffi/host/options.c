@@ -2,6 +2,8 @@
 #define _DEFAULT_SOURCE 1
 #include "options.h"
 
+#include <string.h>
+
 #include "core/error.h"
 #include "core/options.h"
 #include "llmdd.h"
@@ -10,6 +12,9 @@
 #define KEY_DEVICE_ID "ge.exec.deviceId"
 #define KEY_POOL_BYTES "ge.flowGraphMemMaxSize"
 #define KEY_LISTEN "llm.listenIpInfo"
+/* Ours, not upstream's (the llmdd. prefix says so): links of the host backend
+ * are authenticated with this instead of the user's own key (auth.h). */
+#define KEY_SECRET "llmdd.linkSecret"
 
 /* Pool sizes stay far below this, which keeps every size computation in range;
  * anything the machine cannot map fails later as DEVICE_OUT_OF_MEMORY. */
@@ -59,12 +64,25 @@ static int32_t parse_listen(struct core_span value, struct engine_options *out) 
   return LLMDD_SUCCESS;
 }
 
+static int32_t parse_secret(struct core_span value, struct engine_options *out) {
+  /* The value is not repeated in messages: it is a secret. */
+  if (value.n < SECRET_MIN || value.n > SECRET_CAP)
+    return core_fail(LLMDD_PARAM_INVALID,
+                     KEY_SECRET " has %d bytes: it must have %d to %d (the same on the PROMPT"
+                     " and its DECODERs)",
+                     (int)value.n, SECRET_MIN, SECRET_CAP);
+  memcpy(out->secret, value.p, (size_t)value.n);
+  out->secret_len = (int32_t)value.n;
+  return LLMDD_SUCCESS;
+}
+
 /* Other keys are accepted and ignored: they belong to other layers or backends. */
 static int32_t on_option(void *arg, struct core_span key, struct core_span value) {
   struct engine_options *out = arg;
   if (core_span_equals(key, KEY_DEVICE_ID)) return parse_device_ids(value, out);
   if (core_span_equals(key, KEY_POOL_BYTES)) return parse_pool_bytes(value, out);
   if (core_span_equals(key, KEY_LISTEN)) return parse_listen(value, out);
+  if (core_span_equals(key, KEY_SECRET)) return parse_secret(value, out);
   return LLMDD_SUCCESS;
 }
 
@@ -73,5 +91,6 @@ int32_t host_options_parse(const uint8_t *text, int32_t len, struct engine_optio
   out->device_ids[0] = 0;
   out->pool_bytes = DEFAULT_POOL_BYTES;
   out->listen = false;
+  out->secret_len = 0;
   return core_options_each(text, len, on_option, out);
 }

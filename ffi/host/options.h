@@ -8,6 +8,10 @@
 #include <stdint.h>
 
 #define MAX_DEVICES 64
+/* llmdd.linkSecret: bytes kept, and the fewest that are accepted (a short
+ * secret is guessed offline from one recorded exchange). */
+#define SECRET_CAP 256
+#define SECRET_MIN 16
 #define DEFAULT_POOL_BYTES ((uint64_t)1 << 30)
 
 struct engine_options {
@@ -16,6 +20,8 @@ struct engine_options {
   uint64_t pool_bytes; /* per device */
   bool listen;         /* llm.listenIpInfo was given */
   struct sockaddr_in listen_address;
+  int32_t secret_len; /* llmdd.linkSecret, 0 when not given */
+  uint8_t secret[SECRET_CAP];
 };
 
 /* Fills *out from the option text. Returns LLMDD_SUCCESS or LLMDD_PARAM_INVALID

@@ -1,6 +1,8 @@
 #define _GNU_SOURCE 1 /* fallocate */
 #include "pool.h"
 
+#include "shm.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -13,40 +15,46 @@
  * resident size follows what is allocated rather than its high-water mark. */
 #define RELEASE_THRESHOLD ((uint64_t)1 << 20)
 
+/* Blocks from this size up are checked against the memory available before
+ * their pages are reserved (a read of /proc/meminfo, ~20 us, is noise next to
+ * reserving 64 MiB). */
+#define AVAILABLE_CHECK_BYTES ((uint64_t)64 << 20)
+
 /* The one place that decides what backs a pool. MAP_NORESERVE and lazy faulting
  * make an untouched pool cost address space only; a shared pool is a sparse
- * object, which costs nothing until touched either. */
-static uint8_t *backing_reserve(struct pool *p, uint64_t capacity, const char *shm_name) {
+ * object, which costs nothing until its caches reserve their pages either. */
+static uint8_t *backing_reserve(struct pool *p, uint64_t capacity, bool shared) {
   if (capacity > SIZE_MAX) {
     errno = ENOMEM;
     return NULL;
   }
-  if (shm_name == NULL) {
+  if (!shared) {
     void *base = mmap(NULL, (size_t)capacity, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     return base == MAP_FAILED ? NULL : base;
   }
-  int fd = host_shm_create(shm_name, capacity, &p->object_id);
+  int ro = -1;
+  int fd = host_shm_create(capacity, &p->object_id, &ro);
   if (fd < 0) return NULL;
   void *base = mmap(NULL, (size_t)capacity, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  int err = errno;
   if (base == MAP_FAILED) {
+    int err = errno;
     close(fd);
-    shm_unlink(shm_name);
+    close(ro);
     errno = err;
     return NULL;
   }
   p->fd = fd; /* kept: caches reserve their pages through it (host_pool_commit) */
-  snprintf(p->name, sizeof p->name, "%s", shm_name);
+  p->ro_fd = ro;
   return base;
 }
 
 static void backing_release(struct pool *p) {
   munmap(p->base, (size_t)p->capacity);
-  if (p->fd >= 0) close(p->fd);
   /* A DECODER that still maps the object keeps it (and its bytes) until it
-   * unmaps; the name is free for the next owner of the cluster id at once. */
-  if (p->name[0] != '\0') shm_unlink(p->name);
+   * unmaps. */
+  if (p->fd >= 0) close(p->fd);
+  if (p->ro_fd >= 0) close(p->ro_fd);
 }
 
 /* Drops the physical pages under a freed block; the range stays mapped and reads
@@ -58,13 +66,12 @@ static void backing_discard(struct pool *p, uint64_t offset, uint64_t length) {
   uint64_t start = (offset + page - 1) / page * page;
   uint64_t end = (offset + length) / page * page;
   if (end > start)
-    madvise(p->base + start, (size_t)(end - start),
-            p->name[0] != '\0' ? MADV_REMOVE : MADV_DONTNEED);
+    madvise(p->base + start, (size_t)(end - start), p->fd >= 0 ? MADV_REMOVE : MADV_DONTNEED);
 }
 
-int host_pool_init(struct pool *p, uint64_t capacity, const char *shm_name) {
+int host_pool_init(struct pool *p, uint64_t capacity, bool shared) {
   memset(p, 0, sizeof *p);
-  p->fd = -1;
+  p->fd = p->ro_fd = -1;
   uint64_t usable = capacity / POOL_ALIGN * POOL_ALIGN;
   p->ranges_capacity = 4;
   p->ranges = malloc(p->ranges_capacity * sizeof *p->ranges);
@@ -72,12 +79,12 @@ int host_pool_init(struct pool *p, uint64_t capacity, const char *shm_name) {
     errno = ENOMEM;
     return -1;
   }
-  p->base = backing_reserve(p, capacity, shm_name);
+  p->base = backing_reserve(p, capacity, shared);
   if (p->base == NULL) {
     int err = errno;
     free(p->ranges);
     memset(p, 0, sizeof *p);
-    p->fd = -1;
+    p->fd = p->ro_fd = -1;
     errno = err;
     return -1;
   }
@@ -90,11 +97,33 @@ void host_pool_destroy(struct pool *p) {
   if (p->base != NULL) backing_release(p);
   free(p->ranges);
   memset(p, 0, sizeof *p);
-  p->fd = -1;
+  p->fd = p->ro_fd = -1;
+}
+
+/* Bytes of memory the machine can still give (MemAvailable + SwapFree), or
+ * UINT64_MAX when unknown. */
+static uint64_t memory_available(void) {
+  FILE *f = fopen("/proc/meminfo", "re");
+  if (f == NULL) return UINT64_MAX;
+  char line[128];
+  unsigned long long kib, total = 0;
+  int found = 0;
+  while (fgets(line, sizeof line, f) != NULL) {
+    if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1 ||
+        sscanf(line, "SwapFree: %llu kB", &kib) == 1) {
+      total += kib;
+      found++;
+    }
+  }
+  fclose(f);
+  return found == 0 ? UINT64_MAX : (uint64_t)total * 1024;
 }
 
 int host_pool_commit(struct pool *p, uint64_t offset, uint64_t length) {
   if (p->fd < 0 || length == 0) return 0;
+  /* Reserving more than the machine has would not fail: the kernel's
+   * out-of-memory killer would end some process instead. */
+  if (length >= AVAILABLE_CHECK_BYTES && length > memory_available()) return ENOMEM;
   /* Allocates the object's pages (zeroed; pages already there are kept): ENOSPC
    * now instead of SIGBUS at the first write. A signal arriving meanwhile makes
    * the kernel stop with EINTR; what was allocated stays, so trying again is

@@ -1,14 +1,14 @@
 /* One device's memory pool: a reserved range of address space and a first-fit
  * allocator over it. Not thread-safe: the owning engine's lock guards it.
  *
- * A pool is private memory, or a named POSIX shared-memory object (PROMPT and MIX
- * engines) that a DECODER process can map read-only. */
+ * A pool is private memory, or a sealed memory file (PROMPT and MIX engines,
+ * shm.h) whose read-only descriptor a DECODER process of the same user receives
+ * and maps. */
 #ifndef LLMDD_HOST_POOL_H
 #define LLMDD_HOST_POOL_H
 
+#include <stdbool.h>
 #include <stdint.h>
-
-#include "shm.h"
 
 /* Every block starts on this boundary (upstream tensors are 64-byte aligned, and
  * it keeps vector loads on the TypeScript side aligned). */
@@ -28,19 +28,19 @@ struct pool {
   struct free_range *ranges;
   uint64_t num_ranges;
   uint64_t ranges_capacity;
-  /* Shared pools only (name[0] is 0 for private ones). */
-  char name[SHM_NAME_CAP];
+  /* Shared pools only (both fds are -1 for private ones). */
   uint64_t object_id; /* the object's inode, which a DECODER checks before mapping */
-  int fd;             /* shared pools: the object, kept to reserve its pages; else -1 */
+  int fd;             /* the object, read-write: caches reserve their pages through it */
+  int ro_fd;          /* the same object, read-only: what DECODERs are given */
 };
 
-/* Reserves capacity bytes: private memory when shm_name is NULL, else a new
- * shared-memory object of that name (which must not exist). Returns 0, or -1
- * (nothing reserved, no object left behind) with errno set. */
-int host_pool_init(struct pool *p, uint64_t capacity, const char *shm_name);
+/* Reserves capacity bytes of address space: private memory, or a new sealed
+ * memory file when shared. Returns 0, or -1 (nothing reserved, nothing left
+ * open) with errno set. */
+int host_pool_init(struct pool *p, uint64_t capacity, bool shared);
 
-/* Returns the backing memory to the system and removes a shared pool's name.
- * Blocks still allocated are forgotten. */
+/* Returns the backing memory to the system (a DECODER that still maps a shared
+ * pool keeps its object until it unmaps). Blocks still allocated are forgotten. */
 void host_pool_destroy(struct pool *p);
 
 /* Allocates length bytes (a multiple of POOL_ALIGN, > 0). Returns 0 and the
@@ -49,10 +49,12 @@ void host_pool_destroy(struct pool *p);
 int host_pool_alloc(struct pool *p, uint64_t length, uint64_t *out_offset);
 
 /* Reserves the memory under a block just allocated, so that writing to it later
- * can never fail. A shared pool's pages are filesystem pages: written lazily, a
- * full backing store would end the process with SIGBUS at the first touch, so
- * they are allocated now (fallocate). Private pools are anonymous memory, which
- * cannot raise SIGBUS; they stay lazy. Returns 0, or an errno (ENOSPC, ENOMEM). */
+ * can never fail. A shared pool's pages are file pages: written lazily, a full
+ * backing store would end the process with SIGBUS at the first touch, so they
+ * are allocated now (fallocate). A block larger than the memory the machine has
+ * available is refused first (ENOMEM) rather than left to the kernel's
+ * out-of-memory killer. Private pools are anonymous memory, which cannot raise
+ * SIGBUS; they stay lazy. Returns 0, or an errno (ENOSPC, ENOMEM). */
 int host_pool_commit(struct pool *p, uint64_t offset, uint64_t length);
 
 /* Frees a block returned by host_pool_alloc. Cannot fail: host_pool_alloc keeps room for

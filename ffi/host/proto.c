@@ -31,6 +31,24 @@ static void put_u64(struct cursor *c, uint64_t v) {
   put_u32(c, (uint32_t)(v >> 32));
 }
 
+static void put_bytes(struct cursor *c, const uint8_t *v, uint32_t n) {
+  if (c->pos + n > c->len) {
+    c->bad = true;
+    return;
+  }
+  memcpy(c->p + c->pos, v, n);
+  c->pos += n;
+}
+
+static void get_bytes(struct cursor *c, uint8_t *v, uint32_t n) {
+  if (c->pos + n > c->len) {
+    c->bad = true;
+    return;
+  }
+  memcpy(v, c->p + c->pos, n);
+  c->pos += n;
+}
+
 static uint32_t get_u32(struct cursor *c) {
   if (c->pos + 4 > c->len) {
     c->bad = true;
@@ -51,12 +69,15 @@ static uint64_t get_u64(struct cursor *c) {
 static int64_t body_size(uint16_t type, uint32_t devices) {
   switch (type) {
   case MSG_HELLO: return 24;
-  case MSG_HELLO_REPLY: return 24 + 8 * (int64_t)devices;
+  case MSG_HELLO_REPLY: return 32 + 8 * (int64_t)devices;
   case MSG_LOOKUP: return 32;
   case MSG_LOOKUP_REPLY: return 64 + 8 * (int64_t)devices;
   case MSG_DONE: return 16;
   case MSG_UNLINK: return 0;
   case MSG_UNLINK_REPLY: return 8;
+  case MSG_AUTH: return 32;
+  case MSG_AUTH_CHALLENGE: return 64;
+  case MSG_AUTH_PROOF: return 32;
   default: return -1;
   }
 }
@@ -76,6 +97,8 @@ static uint32_t encode(const struct msg *m, uint8_t *buf) {
     put_u32(&c, r->devices);
     put_u64(&c, r->cluster);
     put_u64(&c, r->pool_bytes);
+    put_u32(&c, r->pid);
+    put_u32(&c, 0);
     for (uint32_t d = 0; d < r->devices && d < MAX_DEVICES; d++) put_u64(&c, r->object_ids[d]);
     break;
   }
@@ -110,6 +133,16 @@ static uint32_t encode(const struct msg *m, uint8_t *buf) {
     put_u32(&c, (uint32_t)m->u.unlink_status);
     put_u32(&c, 0);
     break;
+  case MSG_AUTH:
+    put_bytes(&c, m->u.auth.nonce, 32);
+    break;
+  case MSG_AUTH_CHALLENGE:
+    put_bytes(&c, m->u.auth.nonce, 32);
+    put_bytes(&c, m->u.auth.mac, 32);
+    break;
+  case MSG_AUTH_PROOF:
+    put_bytes(&c, m->u.auth.mac, 32);
+    break;
   }
   struct cursor h = {buf, PROTO_HEADER_BYTES, 0, false};
   put_u32(&h, PROTO_MAGIC);
@@ -137,6 +170,8 @@ static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m) {
     r->devices = devices = get_u32(&c);
     r->cluster = get_u64(&c);
     r->pool_bytes = get_u64(&c);
+    r->pid = get_u32(&c);
+    zero = get_u32(&c);
     if (devices > MAX_DEVICES) return -1;
     for (uint32_t d = 0; d < devices; d++) r->object_ids[d] = get_u64(&c);
     break;
@@ -172,6 +207,16 @@ static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m) {
   case MSG_UNLINK_REPLY:
     m->u.unlink_status = (int32_t)get_u32(&c);
     zero = get_u32(&c);
+    break;
+  case MSG_AUTH:
+    get_bytes(&c, m->u.auth.nonce, 32);
+    break;
+  case MSG_AUTH_CHALLENGE:
+    get_bytes(&c, m->u.auth.nonce, 32);
+    get_bytes(&c, m->u.auth.mac, 32);
+    break;
+  case MSG_AUTH_PROOF:
+    get_bytes(&c, m->u.auth.mac, 32);
     break;
   default:
     return -1;

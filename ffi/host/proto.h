@@ -10,12 +10,18 @@
  *   u32 flags   0
  *   u64 seq     the sender's request number; an answer repeats its request's
  *
- * Requests (DECODER → PROMPT) and their answers:
+ * First, before anything else is answered, the link is authenticated (auth.h):
+ *   AUTH    32-byte nonce of the DECODER                                   (32)
+ *     → AUTH_CHALLENGE  32-byte nonce of the PROMPT, 32-byte MAC            (64)
+ *   AUTH_PROOF  32-byte MAC (no answer: the PROMPT closes on a wrong one)   (32)
+ *
+ * Then requests (DECODER → PROMPT) and their answers:
  *   HELLO   u64 decoder cluster id, u64 expected cluster id, u32 ABI version,
  *           u32 device count                                               (24)
  *     → HELLO_REPLY  i32 status, u32 device count n, u64 cluster id, u64 pool
- *           bytes per device, then n × u64: each pool's shared-memory object id
- *           (its inode, so the DECODER maps the very objects this engine made) (24 + 8n)
+ *           bytes per device, u32 pid, u32 0, then n × u64: each pool's object
+ *           id (its inode: the DECODER checks that the descriptors it then
+ *           receives on the Unix socket of process `pid` are these) (32 + 8n)
  *   LOOKUP  u32 kind (LLMDD_KEY_*), u32 0, u64 k0, u64 k1, u64 k2           (32)
  *     → LOOKUP_REPLY i32 status, u32 num_tensors, u64 pin, u64 layout_tag,
  *           u64 tensor_bytes, u64 batch_size, u64 row, u64 stride, u32 n, u32 0,
@@ -40,7 +46,7 @@
 #include "options.h"
 
 #define PROTO_MAGIC 0x44444C4Cu /* "LLDD" on the wire */
-#define PROTO_VERSION 1
+#define PROTO_VERSION 2 /* 2: authentication, the PROMPT's pid in HELLO_REPLY */
 #define PROTO_HEADER_BYTES 24
 #define PROTO_MAX_BODY (64 + 8 * MAX_DEVICES)
 
@@ -52,6 +58,15 @@ enum msg_type {
   MSG_DONE = 5,
   MSG_UNLINK = 6,
   MSG_UNLINK_REPLY = 7,
+  MSG_AUTH = 8,
+  MSG_AUTH_CHALLENGE = 9,
+  MSG_AUTH_PROOF = 10,
+};
+
+/* AUTH: nonce only; CHALLENGE: nonce and mac; PROOF: mac only (auth.h). */
+struct msg_auth {
+  uint8_t nonce[32];
+  uint8_t mac[32];
 };
 
 struct msg_hello {
@@ -66,6 +81,7 @@ struct msg_hello_reply {
   uint32_t devices;
   uint64_t cluster;
   uint64_t pool_bytes;
+  uint32_t pid; /* the PROMPT's process, which the DECODER finds again on the Unix socket */
   uint64_t object_ids[MAX_DEVICES];
 };
 
@@ -102,6 +118,7 @@ struct msg {
     struct msg_lookup_reply lookup_reply;
     struct msg_done done;
     int32_t unlink_status;
+    struct msg_auth auth;
   } u;
 };
 

@@ -13,12 +13,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "book.h"
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/sha256.h"
 #include "core/workers.h"
 #include "engine.h"
 #include "llmdd.h"
+#include "local.h"
 #include "net.h"
 #include "proto.h"
 
@@ -54,6 +57,10 @@ struct connection {
   bool greeted;        /* HELLO answered with SUCCESS (the thread's own flag) */
   bool linked;         /* counted in num_linked, not num_handshaking (under server lock) */
   bool evicted;        /* shut down to make room for a newer handshake (server lock) */
+  bool local;          /* on the Unix socket: one request for the pools, then closed */
+  bool challenged;     /* AUTH came and was answered */
+  bool authenticated;  /* the DECODER's proof checked out: HELLO may come */
+  uint8_t nonce_d[AUTH_NONCE_BYTES], nonce_p[AUTH_NONCE_BYTES];
   int64_t accepted_ns; /* the handshake's deadline counts from here */
   struct proto_rx in;
   struct pin *pins;
@@ -64,6 +71,8 @@ struct connection {
 struct server {
   struct engine *engine;
   int listen_fd;
+  int local_fd; /* the Unix socket in the user's private directory (local.h) */
+  struct link_key key; /* what links are authenticated with (auth.h) */
   int wake[2]; /* a byte in wake[1] makes wake[0] readable for good: stop */
   pthread_t listener;
   pthread_mutex_t lock; /* connections */
@@ -88,6 +97,7 @@ static void hello(struct connection *c, const struct msg_hello *q, struct msg_he
   r->status = LLMDD_SUCCESS;
   r->devices = (uint32_t)e->options.num_devices;
   r->pool_bytes = e->options.pool_bytes;
+  r->pid = (uint32_t)getpid();
   for (int32_t d = 0; d < e->options.num_devices; d++) r->object_ids[d] = e->pools[d].object_id;
 }
 
@@ -188,12 +198,39 @@ static bool admit(struct connection *c) {
   return admitted;
 }
 
-/* Handles one request. Returns false when the connection must close. */
+/* AUTH: answers with this side's nonce and its proof of the key. */
+static bool challenge(struct connection *c, const struct msg *m, struct msg *answer) {
+  if (c->challenged) return false;
+  c->challenged = true;
+  memcpy(c->nonce_d, m->u.auth.nonce, AUTH_NONCE_BYTES);
+  if (host_auth_nonce(c->nonce_p) != LLMDD_SUCCESS) return false;
+  answer->type = MSG_AUTH_CHALLENGE;
+  memcpy(answer->u.auth.nonce, c->nonce_p, AUTH_NONCE_BYTES);
+  host_auth_prompt_mac(&c->server->key, c->nonce_d, c->nonce_p, answer->u.auth.mac);
+  return reply(c, answer);
+}
+
+/* AUTH_PROOF: a wrong proof closes the connection without a word. */
+static bool check_proof(struct connection *c, const struct msg *m) {
+  if (!c->challenged || c->authenticated) return false;
+  uint8_t want[AUTH_MAC_BYTES];
+  host_auth_decoder_mac(&c->server->key, c->nonce_d, c->nonce_p, want);
+  c->authenticated = core_equal_secret(want, m->u.auth.mac, AUTH_MAC_BYTES);
+  return c->authenticated;
+}
+
+/* Handles one request. Returns false when the connection must close. Nothing
+ * but the authentication is answered before it succeeded: a stranger learns
+ * neither the cluster id nor anything about the pools or caches. */
 static bool handle(struct connection *c, const struct msg *m) {
   struct msg answer = {.seq = m->seq};
   switch (m->type) {
+  case MSG_AUTH:
+    return challenge(c, m, &answer);
+  case MSG_AUTH_PROOF:
+    return check_proof(c, m);
   case MSG_HELLO:
-    if (c->greeted) return false;
+    if (!c->authenticated || c->greeted) return false;
     answer.type = MSG_HELLO_REPLY;
     hello(c, &m->u.hello, &answer.u.hello_reply);
     if (answer.u.hello_reply.status == LLMDD_SUCCESS && !admit(c))
@@ -221,6 +258,14 @@ static bool handle(struct connection *c, const struct msg *m) {
   }
 }
 
+/* A same-user DECODER linked over TCP asks for the pools' descriptors. Pools
+ * and options do not change between init and finalize: no lock needed. */
+static void serve_local(struct connection *c, const struct core_guard *g) {
+  const struct engine *e = c->server->engine;
+  host_local_serve(c->fd, e->cluster_id, e->pools, e->options.num_devices, e->options.pool_bytes,
+                   g, c->server->wake[0]);
+}
+
 static void *connection_main(void *arg) {
   struct connection *c = arg;
   /* Until the handshake is done the whole of it is bounded, silence included:
@@ -229,7 +274,9 @@ static void *connection_main(void *arg) {
                                  .doing = "waiting for a link request"};
   struct core_guard linked = {.until_ns = INT64_MAX, .doing = "serving a linked engine"};
   struct msg m;
-  while (host_proto_recv(c->fd, &c->in, &m, c->greeted ? &linked : &handshake,
+  if (c->local) serve_local(c, &handshake);
+  while (!c->local &&
+         host_proto_recv(c->fd, &c->in, &m, c->greeted ? &linked : &handshake,
                          c->server->wake[0], MESSAGE_TIMEOUT_NS) == LLMDD_SUCCESS &&
          handle(c, &m)) {
   }
@@ -298,7 +345,7 @@ static bool room_for_handshake(struct server *s) {
   return s->num_handshaking < 2 * MAX_HANDSHAKING;
 }
 
-static void accept_connection(struct server *s, int fd) {
+static void accept_connection(struct server *s, int fd, bool local) {
   pthread_mutex_lock(&s->lock);
   bool room = room_for_handshake(s);
   pthread_mutex_unlock(&s->lock);
@@ -311,9 +358,10 @@ static void accept_connection(struct server *s, int fd) {
     close(fd);
     return;
   }
-  host_net_set_nodelay(fd);
+  if (!local) host_net_set_nodelay(fd);
   c->server = s;
   c->fd = fd;
+  c->local = local;
   c->accepted_ns = core_now_ns();
   atomic_init(&c->finished, false);
   pthread_mutex_lock(&s->lock);
@@ -329,22 +377,34 @@ static void accept_connection(struct server *s, int fd) {
   pthread_mutex_unlock(&s->lock);
 }
 
+/* Takes one waiting connection from a listening socket. Unix connections from
+ * another account are closed at once (the directory is private, but root can
+ * reach in, and a check costs nothing). */
+static void take_connection(struct server *s, int listen_fd, bool local) {
+  int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (fd >= 0) {
+    uid_t uid;
+    pid_t pid;
+    if (local && !host_local_peer(fd, &uid, &pid)) close(fd);
+    else accept_connection(s, fd, local);
+  } else if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+    /* The connection stays queued; do not spin on it. */
+    struct timespec pause = {0, 10 * 1000000L};
+    nanosleep(&pause, NULL);
+  }
+}
+
 static void *listener_main(void *arg) {
   struct server *s = arg;
   for (;;) {
-    struct pollfd p[2] = {{s->listen_fd, POLLIN, 0}, {s->wake[0], POLLIN, 0}};
-    int n = poll(p, 2, REAP_INTERVAL_MS);
-    if (n > 0 && p[1].revents != 0) break;
+    struct pollfd p[3] = {{s->wake[0], POLLIN, 0}, {s->listen_fd, POLLIN, 0},
+                          {s->local_fd, POLLIN, 0}};
+    int n = poll(p, 3, REAP_INTERVAL_MS);
+    if (n > 0 && p[0].revents != 0) break;
     reap(s, false);
-    if (n <= 0 || (p[0].revents & POLLIN) == 0) continue;
-    int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd >= 0) {
-      accept_connection(s, fd);
-    } else if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-      /* The connection stays queued; do not spin on it. */
-      struct timespec pause = {0, 10 * 1000000L};
-      nanosleep(&pause, NULL);
-    }
+    if (n <= 0) continue;
+    if ((p[1].revents & POLLIN) != 0) take_connection(s, s->listen_fd, false);
+    if ((p[2].revents & POLLIN) != 0) take_connection(s, s->local_fd, true);
   }
   return NULL;
 }
@@ -360,15 +420,24 @@ int32_t host_server_start(struct engine *e, const struct sockaddr_in *addr, stru
     free(s);
     return status;
   }
+  status = host_auth_key(e->options.secret, e->options.secret_len, &s->key);
+  if (status == LLMDD_SUCCESS) status = host_local_listen(e->cluster_id, &s->local_fd);
+  if (status != LLMDD_SUCCESS) {
+    close(s->listen_fd);
+    free(s);
+    return status;
+  }
   if (pipe2(s->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
     status = core_fail(LLMDD_FAILED, "cannot create a pipe for the server: %s", core_errno_text(errno, text));
     close(s->listen_fd);
+    close(s->local_fd);
     free(s);
     return status;
   }
   pthread_mutex_init(&s->lock, NULL);
   if (core_thread_start(&s->listener, listener_main, s) != 0) {
     close(s->listen_fd);
+    close(s->local_fd);
     close(s->wake[0]);
     close(s->wake[1]);
     pthread_mutex_destroy(&s->lock);
@@ -385,6 +454,7 @@ void host_server_stop(struct server *s) {
   while (n < 0 && errno == EINTR);
   pthread_join(s->listener, NULL);
   close(s->listen_fd); /* from here connecting is refused */
+  close(s->local_fd);  /* its name goes with the cluster id's lock (rundir.h) */
   pthread_mutex_lock(&s->lock);
   for (struct connection *c = s->connections; c != NULL; c = c->next) shutdown(c->fd, SHUT_RDWR);
   pthread_mutex_unlock(&s->lock);
@@ -392,5 +462,6 @@ void host_server_stop(struct server *s) {
   close(s->wake[0]);
   close(s->wake[1]);
   pthread_mutex_destroy(&s->lock);
+  memset(&s->key, 0, sizeof s->key);
   free(s);
 }

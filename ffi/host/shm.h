@@ -1,44 +1,30 @@
-/* POSIX shared memory: the pools of PROMPT and MIX engines, and the lock that
- * makes one live engine the owner of a cluster id on the machine.
+/* Shared memory: the pools of PROMPT and MIX engines, as sealed memory files.
  *
- * Names (in /dev/shm):
- *   /llmdd.<cluster id>.<device index>  a pool, sparse, created O_EXCL, mode 0600
- *   /llmdd.<cluster id>.lock            held with flock(LOCK_EX) for the engine's life
+ * A pool is a memfd (memfd_create): it has no name anywhere, so nothing can
+ * squat it, sweep it or open it by guessing; a DECODER of the same user gets it
+ * only as a file descriptor the PROMPT passes over its private Unix socket
+ * (local.h). It is sealed against shrinking and growing (F_SEAL_SHRINK |
+ * F_SEAL_GROW, then F_SEAL_SEAL) before anyone else sees it: its size can never
+ * change, so no mapping of it can ever raise SIGBUS, whatever the PROMPT (or
+ * whoever holds it) does. The DECODER checks the seals before mapping.
  *
- * Nothing in shared memory is a lock or a pointer: a process killed at any moment
- * leaves only bytes, and the kernel drops its flock. A pool object is never
- * truncated once made, so a DECODER's read-only mapping stays valid (no SIGBUS)
- * even after the PROMPT died or unlinked it.
- *
- * What a dead owner leaves is removed when its cluster id starts again, and also
- * by any PROMPT or MIX engine starting (a sweep of lock objects nobody holds), so
- * crashed processes with cluster ids never reused do not pile up memory. Names of
- * engines still alive at exit() are removed then. */
+ * Memfds live on the kernel's internal tmpfs, not on /dev/shm: filling /dev/shm
+ * does not touch them. Their pages are reserved per cache (pool.h). */
 #ifndef LLMDD_HOST_SHM_H
 #define LLMDD_HOST_SHM_H
 
 #include <stdint.h>
 
-#define SHM_NAME_CAP 48
+/* Creates a new, empty, sealed pool object of `bytes` bytes. Returns its fd
+ * (read-write), its identity (inode number) and a second, read-only fd of the
+ * same object for DECODERs; or -1 with errno (nothing left open). */
+int host_shm_create(uint64_t bytes, uint64_t *out_id, int *out_ro_fd);
 
-void host_shm_pool_name(char out[SHM_NAME_CAP], uint64_t cluster_id, int32_t device_index);
-
-/* Sweeps dead owners' objects, takes ownership of cluster_id, then removes pool
- * objects a crashed owner of it left. Returns SUCCESS with the lock's fd, or
- * FAILED with a message (owned by a live engine; shared memory unavailable). */
-int32_t host_shm_cluster_acquire(uint64_t cluster_id, int *out_fd);
-
-/* Gives ownership up: removes the lock object's name, then drops the lock. */
-void host_shm_cluster_release(uint64_t cluster_id, int fd);
-
-/* Creates a new, empty object of `bytes` bytes. Returns its fd (read-write) and
- * writes its identity (inode number), or -1 with errno. */
-int host_shm_create(const char *name, uint64_t bytes, uint64_t *out_id);
-
-/* Maps another engine's pool read-only, after checking that the name still
- * refers to the object the engine reported (id) and that it is large enough.
- * Returns SUCCESS, or LINK_FAILED with a message. */
-int32_t host_shm_map_peer(uint64_t cluster_id, int32_t device_index, uint64_t id, uint64_t bytes,
-                     const uint8_t **out_base);
+/* Maps a pool that the PROMPT of cluster_id passed for device_index, read-only,
+ * after checking that it is what it must be: sealed against size changes, the
+ * object the PROMPT reported on its authenticated link (id), and large enough.
+ * Returns SUCCESS, or LINK_FAILED with a message. Does not close fd. */
+int32_t host_shm_map_peer(int fd, uint64_t cluster_id, int32_t device_index, uint64_t id,
+                          uint64_t bytes, const uint8_t **out_base);
 
 #endif

@@ -7,6 +7,7 @@
 #include "core/handles.h"
 #include "core/job.h"
 #include "core/options.h"
+#include "core/sha256.h"
 #include "core/workers.h"
 
 int32_t core_cxx_probe(const core_guard *g) { return core_guard_check(g); }

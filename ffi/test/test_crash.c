@@ -287,9 +287,6 @@ TEST(crash_decoder_killed_during_a_pull_leaves_the_prompt_serving) {
 
 TEST(crash_restart_with_the_same_cluster_id) {
   uint64_t cluster = unique_cluster_id();
-  char pool[64], lock[64];
-  snprintf(pool, sizeof pool, "/llmdd.%llu.0", (unsigned long long)cluster);
-  snprintf(lock, sizeof lock, "/llmdd.%llu.lock", (unsigned long long)cluster);
   struct child c;
   CHECK(start_prompt(&c, cluster, 4096));
   /* Owned by a live engine in another process. */
@@ -299,7 +296,7 @@ TEST(crash_restart_with_the_same_cluster_id) {
   kill_child(&c);
   /* What the crash left (unless an engine starting in another process swept it). */
   printf("    after the crash: %s\n",
-         shm_object_exists(pool) && shm_object_exists(lock) ? "its objects are left" : "swept");
+         cluster_file_exists(cluster, "lock") ? "its lock file is left" : "swept");
 
   CHECK(start_prompt(&c, cluster, 4096));
   uint64_t decoder = open_role(LLMDD_ROLE_DECODER, unique_cluster_id(), "ge.flowGraphMemMaxSize=65536");
@@ -312,7 +309,7 @@ TEST(crash_restart_with_the_same_cluster_id) {
                 LLMDD_SUCCESS);
   EXPECT(find_mismatch((const uint8_t *)(uintptr_t)addr, 4096, c.cache, 0, 0) == UINT64_MAX);
   end_child(&c);
-  EXPECT(!shm_object_exists(pool) && !shm_object_exists(lock));
+  EXPECT(!cluster_file_exists(cluster, "lock") && !cluster_file_exists(cluster, "sock"));
   /* The restarted PROMPT finalized: the link notices. */
   EXPECT_STATUS(pull_row(decoder, id, LLMDD_KEY_BY_ID, cluster, c.cache, 0, 0, 64, 5000),
                 LLMDD_LINK_FAILED);

@@ -303,43 +303,36 @@ static void object_names(uint64_t cluster, char pool0[64], char pool1[64], char 
   snprintf(lock, 64, "/llmdd.%llu.lock", (unsigned long long)cluster);
 }
 
-TEST(prompt_pools_live_in_shared_memory_until_finalize) {
+/* Pools are sealed memory files without names (ffi/host/shm.h): nothing in
+ * /dev/shm to squat or to fill; a PROMPT's only names are its lock and socket
+ * in the user's private directory, gone at finalize. */
+TEST(prompt_pools_have_no_names_only_a_private_lock) {
   uint64_t cluster = unique_cluster_id();
   char pool0[64], pool1[64], lock[64];
   object_names(cluster, pool0, pool1, lock);
-  uint64_t prompt = open_role(LLMDD_ROLE_PROMPT, cluster,
-                              "ge.exec.deviceId=0;1\nge.flowGraphMemMaxSize=1048576");
+  uint16_t port;
+  uint64_t prompt = open_listening(LLMDD_ROLE_PROMPT, cluster,
+                                   "ge.exec.deviceId=0;1\nge.flowGraphMemMaxSize=1048576", &port);
   CHECK(prompt != 0);
-  EXPECT(shm_object_exists(pool0) && shm_object_exists(pool1) && shm_object_exists(lock));
-
-  /* The first cache sits at offset 0 of each pool: what is written through its
-   * addresses is in the object another process would map. */
+  EXPECT(!shm_object_exists(pool0) && !shm_object_exists(pool1) && !shm_object_exists(lock));
+  EXPECT(cluster_file_exists(cluster, "lock") && cluster_file_exists(cluster, "sock"));
+  char dir[96];
+  snprintf(dir, sizeof dir, "/tmp/llmdd-%u", (unsigned)geteuid());
+  struct stat st;
+  EXPECT(lstat(dir, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid() &&
+         (st.st_mode & 0777) == 0700);
   uint64_t id;
   CHECK_STATUS(allocate_filled(prompt, 2, 1000, &id), LLMDD_SUCCESS);
-  int fd = shm_open(pool1, O_RDONLY, 0);
-  CHECK(fd >= 0);
-  struct stat st;
-  EXPECT(fstat(fd, &st) == 0 && st.st_size == 1048576);
-  const uint8_t *view = mmap(NULL, 1048576, PROT_READ, MAP_SHARED, fd, 0);
-  close(fd);
-  CHECK(view != MAP_FAILED);
-  EXPECT(find_mismatch(view, 1000, id, 1, 0) == UINT64_MAX);
-  EXPECT(find_mismatch(view + 1024, 1000, id, 1, 1) == UINT64_MAX);
 
-  /* DECODER pools are private: nothing named after its cluster id. */
+  /* DECODER pools are private: no lock, no socket. */
   uint64_t decoder_cluster = unique_cluster_id();
-  char d0[64], d1[64], dlock[64];
-  object_names(decoder_cluster, d0, d1, dlock);
   uint64_t decoder = open_role(LLMDD_ROLE_DECODER, decoder_cluster, NULL);
   CHECK(decoder != 0);
-  EXPECT(!shm_object_exists(d0) && !shm_object_exists(dlock));
+  EXPECT(!cluster_file_exists(decoder_cluster, "lock"));
   EXPECT_STATUS(llmdd_engine_finalize(decoder), LLMDD_SUCCESS);
 
   EXPECT_STATUS(llmdd_engine_finalize(prompt), LLMDD_SUCCESS);
-  EXPECT(!shm_object_exists(pool0) && !shm_object_exists(pool1) && !shm_object_exists(lock));
-  /* A mapping outlives the name and the engine (no SIGBUS, same bytes). */
-  EXPECT(find_mismatch(view, 1000, id, 1, 0) == UINT64_MAX);
-  munmap((void *)view, 1048576);
+  EXPECT(!cluster_file_exists(cluster, "lock") && !cluster_file_exists(cluster, "sock"));
 }
 
 TEST(a_cluster_id_has_one_live_owner) {
@@ -352,15 +345,15 @@ TEST(a_cluster_id_has_one_live_owner) {
                                   (int32_t)strlen(small), &engine),
                 LLMDD_FAILED);
   EXPECT(strstr(last_error(), "owned by a live engine") != NULL);
-  char process[32];
-  snprintf(process, sizeof process, "process %d holds", (int)getpid());
-  EXPECT(strstr(last_error(), process) != NULL);
+  char holder[48];
+  snprintf(holder, sizeof holder, "uid %u, pid %d", (unsigned)geteuid(), (int)getpid());
+  if (!EXPECT(strstr(last_error(), holder) != NULL)) fprintf(stderr, "    %s\n", last_error());
   EXPECT_STATUS(llmdd_engine_init(LLMDD_ROLE_MIX, cluster, NULL, 0, &engine), LLMDD_FAILED);
   /* A DECODER owns no shared memory, so it does not compete for the id. */
   uint64_t decoder = open_role(LLMDD_ROLE_DECODER, cluster, small);
   EXPECT(decoder != 0);
   EXPECT_STATUS(llmdd_engine_finalize(decoder), LLMDD_SUCCESS);
-  /* The failed attempts left the owner's objects alone. */
+  /* The failed attempts left the owner's files alone. */
   uint64_t id;
   EXPECT_STATUS(allocate_filled(owner, 1, 64, &id), LLMDD_SUCCESS);
   EXPECT_STATUS(llmdd_engine_finalize(owner), LLMDD_SUCCESS);
@@ -369,71 +362,65 @@ TEST(a_cluster_id_has_one_live_owner) {
   EXPECT_STATUS(llmdd_engine_finalize(next), LLMDD_SUCCESS);
 }
 
-TEST(objects_left_by_a_dead_owner_are_replaced) {
-  uint64_t cluster = unique_cluster_id();
-  char pool0[64], pool1[64], lock[64], pool5[64];
-  object_names(cluster, pool0, pool1, lock);
-  snprintf(pool5, sizeof pool5, "/llmdd.%llu.5", (unsigned long long)cluster);
-  /* What a crashed owner leaves: pools (even of devices the next engine does not
-   * have) and the lock object, unlocked. */
-  int stale = shm_open(pool0, O_RDWR | O_CREAT | O_EXCL, 0600);
-  CHECK(stale >= 0);
-  CHECK(ftruncate(stale, 4096) == 0);
-  uint8_t *old = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, stale, 0);
-  close(stale);
-  CHECK(old != MAP_FAILED);
-  memcpy(old, "stale", 6);
-  int other = shm_open(pool5, O_RDWR | O_CREAT | O_EXCL, 0600);
-  int held = shm_open(lock, O_RDWR | O_CREAT | O_EXCL, 0600);
-  CHECK(other >= 0 && held >= 0);
-  close(other);
-  close(held);
+/* Makes an empty file (or socket path stand-in) in the private directory. */
+static bool make_cluster_file(uint64_t cluster, const char *suffix) {
+  char path[96];
+  cluster_file_path(path, cluster, suffix);
+  int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  close(fd);
+  return true;
+}
 
-  uint64_t engine = open_role(LLMDD_ROLE_PROMPT, cluster, "ge.flowGraphMemMaxSize=1048576");
+TEST(files_left_by_a_dead_owner_are_replaced) {
+  uint64_t cluster = unique_cluster_id();
+  /* What a crashed owner leaves: its lock, unlocked, and its socket's name. */
+  uint64_t warm = open_role(LLMDD_ROLE_DECODER, unique_cluster_id(), NULL); /* makes the directory */
+  CHECK(warm != 0);
+  EXPECT_STATUS(llmdd_engine_finalize(warm), LLMDD_SUCCESS);
+  uint16_t port;
+  uint64_t first = open_listening(LLMDD_ROLE_PROMPT, unique_cluster_id(), NULL, &port);
+  CHECK(first != 0);
+  EXPECT_STATUS(llmdd_engine_finalize(first), LLMDD_SUCCESS);
+  CHECK(make_cluster_file(cluster, "lock") && make_cluster_file(cluster, "sock"));
+
+  uint64_t engine = open_listening(LLMDD_ROLE_PROMPT, cluster, "ge.flowGraphMemMaxSize=1048576",
+                                   &port);
   CHECK(engine != 0);
-  EXPECT(!shm_object_exists(pool5));
-  int fresh = shm_open(pool0, O_RDONLY, 0);
-  CHECK(fresh >= 0);
+  char path[96];
+  cluster_file_path(path, cluster, "sock");
   struct stat st;
-  EXPECT(fstat(fresh, &st) == 0 && st.st_size == 1048576);
-  uint8_t first[6];
-  EXPECT(pread(fresh, first, sizeof first, 0) == (ssize_t)sizeof first);
-  EXPECT(memcmp(first, "\0\0\0\0\0\0", 6) == 0);
-  close(fresh);
-  EXPECT(memcmp(old, "stale", 6) == 0); /* the old object, still mapped, untouched */
-  munmap(old, 4096);
+  EXPECT(lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)); /* a live socket replaced the file */
   EXPECT_STATUS(llmdd_engine_finalize(engine), LLMDD_SUCCESS);
-  EXPECT(!shm_object_exists(pool0) && !shm_object_exists(lock));
+  EXPECT(!cluster_file_exists(cluster, "lock") && !cluster_file_exists(cluster, "sock"));
 }
 
 TEST(starting_a_prompt_sweeps_what_dead_owners_left) {
-  /* A dead owner of another cluster id: its lock object, nobody holding it. */
+  /* A dead owner of another cluster id: its lock, nobody holding it. */
   uint64_t dead = unique_cluster_id(), busy = unique_cluster_id();
-  char dead_pool[64], dead_pool3[64], dead_lock[64], busy_pool[64], busy_unused[64], busy_lock[64];
-  object_names(dead, dead_pool, dead_pool3, dead_lock);
-  snprintf(dead_pool3, sizeof dead_pool3, "/llmdd.%llu.3", (unsigned long long)dead);
-  object_names(busy, busy_pool, busy_unused, busy_lock);
-  const char *names[] = {dead_pool, dead_pool3, dead_lock, busy_pool, busy_lock};
-  for (int i = 0; i < 5; i++) {
-    int fd = shm_open(names[i], O_RDWR | O_CREAT | O_EXCL, 0600);
-    CHECK(fd >= 0);
-    close(fd);
-  }
+  uint64_t warm = open_role(LLMDD_ROLE_PROMPT, unique_cluster_id(), "ge.flowGraphMemMaxSize=65536");
+  CHECK(warm != 0); /* makes the directory */
+  EXPECT_STATUS(llmdd_engine_finalize(warm), LLMDD_SUCCESS);
+  CHECK(make_cluster_file(dead, "lock") && make_cluster_file(dead, "sock") &&
+        make_cluster_file(busy, "lock") && make_cluster_file(busy, "sock"));
   /* A live owner in another process holds its lock: this fd stands for it. */
-  int held = shm_open(busy_lock, O_RDWR, 0);
+  char busy_lock[96];
+  cluster_file_path(busy_lock, busy, "lock");
+  int held = open(busy_lock, O_RDWR);
   CHECK(held >= 0 && flock(held, LOCK_EX | LOCK_NB) == 0);
 
   uint64_t engine = open_role(LLMDD_ROLE_PROMPT, unique_cluster_id(), "ge.flowGraphMemMaxSize=65536");
   CHECK(engine != 0);
-  EXPECT(!shm_object_exists(dead_pool) && !shm_object_exists(dead_pool3) &&
-         !shm_object_exists(dead_lock));
-  EXPECT(shm_object_exists(busy_pool) && shm_object_exists(busy_lock));
+  EXPECT(!cluster_file_exists(dead, "lock") && !cluster_file_exists(dead, "sock"));
+  EXPECT(cluster_file_exists(busy, "lock") && cluster_file_exists(busy, "sock"));
   /* The live owner's cluster id stays taken. */
   uint64_t other = 0;
   EXPECT_STATUS(llmdd_engine_init(LLMDD_ROLE_MIX, busy, NULL, 0, &other), LLMDD_FAILED);
   EXPECT_STATUS(llmdd_engine_finalize(engine), LLMDD_SUCCESS);
-  shm_unlink(busy_pool);
-  shm_unlink(busy_lock);
+  char busy_sock[96];
+  cluster_file_path(busy_sock, busy, "sock");
+  unlink(busy_sock);
+  unlink(busy_lock);
   close(held);
 }
 
@@ -456,18 +443,17 @@ ROLE(exit_without_finalize) {
 
 TEST(exit_without_finalize_removes_the_names) {
   uint64_t cluster = unique_cluster_id();
-  char pool0[64], pool1[64], lock[64], text[32], line[16];
-  object_names(cluster, pool0, pool1, lock);
+  char text[32], line[16];
   snprintf(text, sizeof text, "%llu", (unsigned long long)cluster);
   const char *args[] = {text, NULL};
   int to, from;
   pid_t pid = spawn_role("exit_without_finalize", args, &to, &from);
   CHECK(pid > 0);
   EXPECT(read_line(from, line, sizeof line, 20000) > 0 && strcmp(line, "ready") == 0);
-  EXPECT(shm_object_exists(pool0) && shm_object_exists(lock));
+  EXPECT(cluster_file_exists(cluster, "lock"));
   close(to);
   int status = wait_child(pid, 20000);
   close(from);
   EXPECT(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  EXPECT(!shm_object_exists(pool0) && !shm_object_exists(lock));
+  EXPECT(!cluster_file_exists(cluster, "lock"));
 }

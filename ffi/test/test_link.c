@@ -17,7 +17,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "harness.h"
+#include "local.h"
+#include "pool.h"
+#include "shm.h"
 #include "util.h"
 
 #define LAYOUT 0xABCull
@@ -730,13 +734,49 @@ static void put32(uint8_t *p, uint32_t v) {
   for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
-/* A header: magic, version 1, type, body length, flags 0, seq 1. */
+/* A header: magic, version 2, type, body length, flags 0, seq 1. */
 static void header(uint8_t h[24], uint32_t magic, uint16_t type, uint32_t length) {
   memset(h, 0, 24);
   put32(h, magic);
-  put32(h + 4, 1u | (uint32_t)type << 16);
+  put32(h + 4, 2u | (uint32_t)type << 16);
   put32(h + 8, length);
   h[16] = 1;
+}
+
+static void put64(uint8_t *p, uint64_t v) {
+  put32(p, (uint32_t)v);
+  put32(p + 4, (uint32_t)(v >> 32));
+}
+
+static bool recv_exact(int fd, uint8_t *buf, size_t n) {
+  for (size_t got = 0; got < n;) {
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, 2000) <= 0) return false;
+    ssize_t r = recv(fd, buf + got, n - got, 0);
+    if (r <= 0) return false;
+    got += (size_t)r;
+  }
+  return true;
+}
+
+/* The DECODER's side of the authentication (ffi/host/auth.h) with this user's
+ * key, as a raw client: AUTH, check the CHALLENGE, PROOF. */
+static bool raw_authenticate(int fd) {
+  struct link_key key;
+  uint8_t msg[24 + 64], nonce_d[32], want[32];
+  if (host_auth_key(NULL, 0, &key) != LLMDD_SUCCESS || host_auth_nonce(nonce_d) != LLMDD_SUCCESS)
+    return false;
+  header(msg, 0x44444C4C, 8, 32);
+  memcpy(msg + 24, nonce_d, 32);
+  if (send(fd, msg, 56, MSG_NOSIGNAL) != 56 || !recv_exact(fd, msg, 24 + 64) || msg[6] != 9)
+    return false;
+  host_auth_prompt_mac(&key, nonce_d, msg + 24, want);
+  if (memcmp(want, msg + 56, 32) != 0) return false;
+  host_auth_decoder_mac(&key, nonce_d, msg + 24, want);
+  uint8_t proof[56];
+  header(proof, 0x44444C4C, 10, 32);
+  memcpy(proof + 24, want, 32);
+  return send(fd, proof, 56, MSG_NOSIGNAL) == 56;
 }
 
 static int raw_connect(uint16_t port) {
@@ -788,6 +828,9 @@ TEST(malformed_messages_close_only_their_connection) {
       {"an answer sent as a request", 0x44444C4C, 2, 24, 48},
       {"LOOKUP before HELLO", 0x44444C4C, 3, 32, 56},
       {"DONE before HELLO", 0x44444C4C, 5, 16, 40},
+      {"HELLO before AUTH", 0x44444C4C, 1, 24, 48},
+      {"PROOF before AUTH", 0x44444C4C, 10, 32, 56},
+      {"a CHALLENGE sent as a request", 0x44444C4C, 9, 64, 88},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     int fd = raw_connect(p.port);
@@ -803,16 +846,45 @@ TEST(malformed_messages_close_only_their_connection) {
                   LLMDD_SUCCESS);
   }
 
-  /* A HELLO for another cluster is answered (LINK_FAILED), then closed. */
+  /* A HELLO is not answered before the link is authenticated: a stranger does
+   * not learn the cluster id (issue 10). */
   int fd = raw_connect(p.port);
   CHECK(fd >= 0);
+  header(msg, 0x44444C4C, 1, 24);
+  memset(msg + 24, 0, 24);
+  msg[32] = 1;
+  put32(msg + 40, LLMDD_ABI_VERSION);
+  put32(msg + 44, 1);
+  EXPECT(send(fd, msg, 48, MSG_NOSIGNAL) == 48);
+  EXPECT(closed_by_server(fd, NULL, 0));
+  close(fd);
+
+  /* A wrong proof closes the connection without an answer. */
+  fd = raw_connect(p.port);
+  CHECK(fd >= 0);
+  header(msg, 0x44444C4C, 8, 32);
+  memset(msg + 24, 7, 32);
+  EXPECT(send(fd, msg, 56, MSG_NOSIGNAL) == 56);
+  uint8_t challenge[88];
+  EXPECT(recv_exact(fd, challenge, sizeof challenge) && challenge[6] == 9);
+  header(msg, 0x44444C4C, 10, 32);
+  memset(msg + 24, 0, 32);
+  EXPECT(send(fd, msg, 56, MSG_NOSIGNAL) == 56);
+  EXPECT(closed_by_server(fd, NULL, 0));
+  close(fd);
+
+  /* Once authenticated, a HELLO for another cluster is answered (LINK_FAILED),
+   * then closed. */
+  fd = raw_connect(p.port);
+  CHECK(fd >= 0);
+  EXPECT(raw_authenticate(fd));
   header(msg, 0x44444C4C, 1, 24);
   memset(msg + 24, 0, 24);
   msg[32] = 1; /* expected cluster 1: not this PROMPT's */
   put32(msg + 40, LLMDD_ABI_VERSION);
   put32(msg + 44, 1);
   EXPECT(send(fd, msg, 48, MSG_NOSIGNAL) == 48);
-  uint8_t answer[48];
+  uint8_t answer[56];
   EXPECT(closed_by_server(fd, answer, sizeof answer));
   EXPECT(answer[24] == 0x09 && answer[25] == 0xB0 && answer[26] == 0x10 && answer[27] == 0x50);
   close(fd);
@@ -822,13 +894,9 @@ TEST(malformed_messages_close_only_their_connection) {
   for (int i = 0; i < 20; i++) {
     fd = raw_connect(p.port);
     CHECK(fd >= 0);
-    header(msg, 0x44444C4C, 1, 24);
-    memset(msg + 24, 0, 24);
-    uint64_t cluster = p.prompt_cluster;
-    memcpy(msg + 32, &cluster, 8);
-    put32(msg + 40, LLMDD_ABI_VERSION);
-    put32(msg + 44, 1);
-    send(fd, msg, 48, MSG_NOSIGNAL);
+    header(msg, 0x44444C4C, 8, 32);
+    memset(msg + 24, 0, 32);
+    send(fd, msg, 56, MSG_NOSIGNAL); /* AUTH: answered with a CHALLENGE */
     struct linger hard = {1, 0};
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
     close(fd);
@@ -941,27 +1009,14 @@ TEST(pull_speed_report) {
 
 /* ---- a PROMPT that lies: the DECODER must never trust what it is told ---- */
 
-static void put64(uint8_t *p, uint64_t v) {
-  put32(p, (uint32_t)v);
-  put32(p + 4, (uint32_t)(v >> 32));
-}
-
-static bool recv_exact(int fd, uint8_t *buf, size_t n) {
-  for (size_t got = 0; got < n;) {
-    struct pollfd p = {fd, POLLIN, 0};
-    if (poll(&p, 1, 2000) <= 0) return false;
-    ssize_t r = recv(fd, buf + got, n - got, 0);
-    if (r <= 0) return false;
-    got += (size_t)r;
-  }
-  return true;
-}
-
 enum lie {
   LIE_NONE,           /* a correct answer */
+  LIE_WRONG_KEY,      /* AUTH answered with a MAC under another key */
   LIE_BAD_MAGIC,      /* HELLO answered with garbage */
   LIE_SHORT_HELLO,    /* HELLO_REPLY one device short of its length */
-  LIE_NO_SUCH_POOL,   /* pools that do not exist */
+  LIE_NO_SUCH_POOL,   /* a pool descriptor that is not the object reported */
+  LIE_UNSEALED,       /* a pool that could shrink under the DECODER (SIGBUS) */
+  LIE_OTHER_PID,      /* HELLO_REPLY names a process other than the socket's */
   LIE_HANG_UP,        /* closes right after HELLO */
   LIE_OFFSET_BEYOND,  /* LOOKUP: the cache starts past the pool */
   LIE_OFFSET_NEAR_END,/* LOOKUP: the cache runs past the pool's end */
@@ -975,12 +1030,47 @@ enum lie {
 
 struct liar {
   int listener;
+  int local_listener; /* its Unix socket, where the DECODER asks for the pools */
   uint16_t port;
   uint64_t cluster;
   uint64_t pool_bytes;
-  uint64_t object_id;
+  uint64_t object_id, unsealed_id;
+  int pool_ro, unsealed; /* descriptors it hands out */
   enum lie lie;
 };
+
+/* The PROMPT's side of the authentication, with this user's key (or another
+ * key for LIE_WRONG_KEY). */
+static bool liar_authenticate(int fd, enum lie lie) {
+  struct link_key key;
+  uint8_t in[24 + 32], out[24 + 64], nonce_p[32], want[32];
+  if (host_auth_key(NULL, 0, &key) != LLMDD_SUCCESS || host_auth_nonce(nonce_p) != LLMDD_SUCCESS)
+    return false;
+  if (lie == LIE_WRONG_KEY) key.bytes[0] ^= 1;
+  if (!recv_exact(fd, in, sizeof in) || in[6] != 8) return false;
+  header(out, 0x44444C4C, 9, 64);
+  memcpy(out + 16, in + 16, 8); /* seq */
+  memcpy(out + 24, nonce_p, 32);
+  host_auth_prompt_mac(&key, in + 24, nonce_p, out + 56);
+  uint8_t nonce_d[32];
+  memcpy(nonce_d, in + 24, 32);
+  if (send(fd, out, sizeof out, MSG_NOSIGNAL) != (ssize_t)sizeof out) return false;
+  if (!recv_exact(fd, in, sizeof in) || in[6] != 10) return false;
+  host_auth_decoder_mac(&key, nonce_d, nonce_p, want);
+  return memcmp(want, in + 24, 32) == 0;
+}
+
+/* Answers the DECODER's request on the Unix socket with the liar's pool. */
+static void liar_serve_pools(struct liar *l) {
+  struct pollfd p = {l->local_listener, POLLIN, 0};
+  if (poll(&p, 1, 2000) <= 0) return;
+  int fd = accept4(l->local_listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (fd < 0) return;
+  struct pool pool = {.fd = -1, .ro_fd = l->lie == LIE_UNSEALED ? l->unsealed : l->pool_ro};
+  struct core_guard g = core_guard_for(2000, "serving the liar's pools");
+  host_local_serve(fd, l->cluster, &pool, 1, l->pool_bytes, &g, -1);
+  close(fd);
+}
 
 /* Serves one connection the way `lie` says, then waits for the DECODER to go. */
 static void *liar_main(void *arg) {
@@ -988,21 +1078,27 @@ static void *liar_main(void *arg) {
   int fd = accept(l->listener, NULL, NULL);
   uint8_t in[64], out[128];
   if (fd < 0) return NULL;
+  if (!liar_authenticate(fd, l->lie)) goto done;
   if (!recv_exact(fd, in, 48)) goto done;
   memset(out, 0, sizeof out);
   header(out, l->lie == LIE_BAD_MAGIC ? 0xBADBAD : 0x44444C4C, 2,
-         l->lie == LIE_SHORT_HELLO ? 24 : 32);
+         l->lie == LIE_SHORT_HELLO ? 32 : 40);
   memcpy(out + 16, in + 16, 8); /* seq */
   put32(out + 24, 0);
   put32(out + 28, 1);
   put64(out + 32, l->cluster);
   put64(out + 40, l->pool_bytes);
-  put64(out + 48, l->lie == LIE_NO_SUCH_POOL ? l->object_id + 1 : l->object_id);
+  put32(out + 48, (uint32_t)getpid() + (l->lie == LIE_OTHER_PID));
+  put64(out + 56, l->lie == LIE_NO_SUCH_POOL ? l->object_id + 1
+                  : l->lie == LIE_UNSEALED   ? l->unsealed_id
+                                             : l->object_id);
   if (l->lie == LIE_HANG_UP) {
     close(fd);
     return NULL;
   }
-  send(fd, out, l->lie == LIE_SHORT_HELLO ? 48 : 56, MSG_NOSIGNAL);
+  send(fd, out, l->lie == LIE_SHORT_HELLO ? 56 : 64, MSG_NOSIGNAL);
+  if (l->lie == LIE_BAD_MAGIC || l->lie == LIE_SHORT_HELLO) goto done;
+  liar_serve_pools(l);
   if (l->lie < LIE_OFFSET_BEYOND && l->lie != LIE_NONE) goto done;
   if (!recv_exact(fd, in, 56)) goto done;
   uint64_t tensor = 4096, batch = 1, row = 0, stride = 4096, tensors = 1, offset = 8192;
@@ -1046,20 +1142,20 @@ done:
 }
 
 TEST(a_lying_prompt_breaks_the_link_not_the_decoder) {
-  /* The liar's pool: a real object under its cluster id's name. */
+  /* The liar's pool: a sealed memory file, as a real PROMPT's, and one that is
+   * not sealed. */
   struct liar l = {.cluster = unique_cluster_id(), .pool_bytes = 1 * MiB};
-  char name[64];
-  snprintf(name, sizeof name, "/llmdd.%llu.0", (unsigned long long)l.cluster);
-  int pool = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+  int pool = host_shm_create(l.pool_bytes, &l.object_id, &l.pool_ro);
   CHECK(pool >= 0);
-  CHECK(ftruncate(pool, (off_t)l.pool_bytes) == 0);
-  struct stat st;
-  CHECK(fstat(pool, &st) == 0);
-  l.object_id = (uint64_t)st.st_ino;
   uint8_t row[4096];
   fill_pattern(row, sizeof row, 99, 0, 0);
   CHECK(pwrite(pool, row, sizeof row, 8192) == (ssize_t)sizeof row);
-  close(pool);
+  l.unsealed = memfd_create("unsealed", MFD_CLOEXEC);
+  CHECK(l.unsealed >= 0 && ftruncate(l.unsealed, (off_t)l.pool_bytes) == 0);
+  struct stat st;
+  CHECK(fstat(l.unsealed, &st) == 0);
+  l.unsealed_id = (uint64_t)st.st_ino;
+  CHECK_STATUS(host_local_listen(l.cluster, &l.local_listener), LLMDD_SUCCESS);
   l.listener = silent_listener(&l.port);
   uint64_t decoder = open_role(LLMDD_ROLE_DECODER, unique_cluster_id(), "ge.flowGraphMemMaxSize=65536");
   CHECK(decoder != 0);
@@ -1073,6 +1169,7 @@ TEST(a_lying_prompt_breaks_the_link_not_the_decoder) {
     int32_t status = link_port(decoder, l.cluster, l.port, 2000);
     if (lie < LIE_OFFSET_BEYOND && lie != LIE_NONE) {
       if (!EXPECT_STATUS(status, LLMDD_LINK_FAILED)) fprintf(stderr, "    lie %d\n", lie);
+      else printf("    lie %d: %s\n", lie, last_error());
     } else if (EXPECT_STATUS(status, LLMDD_SUCCESS)) {
       status = pull_row(decoder, dst, LLMDD_KEY_BY_ID, l.cluster, 1, 0, 0, LLMDD_WHOLE_ROW, 2000);
       if (lie == LIE_NONE) {
@@ -1082,10 +1179,19 @@ TEST(a_lying_prompt_breaks_the_link_not_the_decoder) {
         fprintf(stderr, "    lie %d\n", lie);
       }
       EXPECT_STATUS(llmdd_unlink(decoder, l.cluster, 1, 0), LLMDD_SUCCESS);
+    } else {
+      fprintf(stderr, "    lie %d: %s\n", lie, last_error());
     }
     pthread_join(thread, NULL);
   }
   close(l.listener);
-  shm_unlink(name);
+  close(l.local_listener);
+  char path[96];
+  cluster_file_path(path, l.cluster, "sock");
+  unlink(path);
+  close(pool);
+  close(l.pool_ro);
+  close(l.unsealed);
   EXPECT_STATUS(llmdd_engine_finalize(decoder), LLMDD_SUCCESS);
 }
+

@@ -86,6 +86,17 @@ bool shm_object_exists(const char *name) {
   return access(path, F_OK) == 0;
 }
 
+void cluster_file_path(char out[96], uint64_t cluster, const char *suffix) {
+  snprintf(out, 96, "/tmp/llmdd-%u/%llu.%s", (unsigned)geteuid(), (unsigned long long)cluster,
+           suffix);
+}
+
+bool cluster_file_exists(uint64_t cluster, const char *suffix) {
+  char path[96];
+  cluster_file_path(path, cluster, suffix);
+  return access(path, F_OK) == 0;
+}
+
 pid_t spawn_role(const char *role, const char *const *args, int *to_child, int *from_child) {
   int in[2], out[2];
   if (!EXPECT(pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0)) return -1;
