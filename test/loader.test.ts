@@ -4,9 +4,10 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import process from "node:process";
 import { describe, test } from "node:test";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { LLMDataDist, LLMRole, LLMStatusCode } from "../mod.ts";
 import { candidates } from "../src/native/load.ts";
 import { ABI_VERSION } from "../src/native/symbols.ts";
@@ -62,6 +63,29 @@ describe("loading the native library", () => {
       if (saved === undefined) delete process.env.LLMDD_LIBRARY;
       else process.env.LLMDD_LIBRARY = saved;
     }
+  });
+
+  test("Deno without --allow-ffi: the error leads with the permission, not with building", () => {
+    // Whatever runs this file, the subject is a Deno child process (Deno comes
+    // as a dev-dependency), with the library built and found but FFI denied.
+    const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+    const script = `import { LLMDataDist, LLMRole } from ${JSON.stringify(pathToFileURL(join(root, "mod.ts")).href)};
+try { await new LLMDataDist(LLMRole.DECODER, 2n).init({}); } catch (err) { console.log(err.message); }`;
+    const dir = mkdtempSync(join(tmpdir(), "llmdd-deno-"));
+    let out: string;
+    try {
+      writeFileSync(join(dir, "main.ts"), script);
+      const deno = join(root, "node_modules", ".bin", "deno");
+      out = execFileSync(deno, ["run", "--no-prompt", "--allow-read", "--allow-env", join(dir, "main.ts")], {
+        encoding: "utf8",
+        env: { ...process.env, NO_COLOR: "1" },
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const first = out.split("\n")[0];
+    assert.match(first, /Deno denied FFI access\. Run with --allow-ffi/, out);
+    assert.doesNotMatch(out, /Build it from source/, out);
   });
 
   test("a library of another ABI version is refused with a clear error", async () => {
