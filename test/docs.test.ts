@@ -98,7 +98,10 @@ async function within<T>(promise: Promise<T>, ms: number, what: string, running:
   }
 }
 
-function assertClean(where: string, result: { code: number | null; signal: string | null; stdout: string; stderr: string }) {
+function assertClean(
+  where: string,
+  result: { code: number | null; signal: string | null; stdout: string; stderr: string },
+) {
   const output = `--- stdout ---\n${result.stdout}--- stderr ---\n${result.stderr}`;
   assert.equal(result.code, 0, `${where} exited with ${result.code ?? result.signal}\n${output}`);
   assert.equal(result.stderr.trim(), "", `${where} wrote to stderr\n${output}`);

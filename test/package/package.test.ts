@@ -158,7 +158,10 @@ describe("a git dependency", { timeout: 600_000 }, () => {
     const installed = join(user, "node_modules", "llm-datadist");
     assert.ok(statSync(join(installed, "dist", "mod.js")).isFile(), "dist/ was built");
     assert.ok(statSync(join(installed, "ffi", "build", "libllmdd_host.so")).isFile(), "the library was built");
-    writeFileSync(join(user, "node.mjs"), program("llm-datadist").replace("await using dd", "const dd") + "dd.finalize();\n");
+    writeFileSync(
+      join(user, "node.mjs"),
+      program("llm-datadist").replace("await using dd", "const dd") + "dd.finalize();\n",
+    );
     assert.equal(run(process.execPath, ["node.mjs"], { cwd: user }).trim(), expected);
   });
 });

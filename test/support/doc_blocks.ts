@@ -90,7 +90,11 @@ function sourceFiles(dir: string): string[] {
 /** The Markdown files and sources whose blocks are documentation. */
 export function documentationFiles(root: string): string[] {
   const markdown = ["README.md", "ffi/cann/README.md", "docs/DESIGN.md"].map((f) => join(root, f));
-  return [...markdown.filter((f) => statSync(f, { throwIfNoEntry: false })), join(root, "mod.ts"), ...sourceFiles(join(root, "src"))];
+  return [
+    ...markdown.filter((f) => statSync(f, { throwIfNoEntry: false })),
+    join(root, "mod.ts"),
+    ...sourceFiles(join(root, "src")),
+  ];
 }
 
 /** Every runnable block of the documentation under `root`. */

@@ -133,8 +133,12 @@ const suites = [
 
 /** Node's human-readable report on stdout, and JUnit XML into `junit`. */
 function nodeReporters(junit) {
-  return ["--test-reporter=spec", "--test-reporter-destination=stdout", "--test-reporter=junit",
-    `--test-reporter-destination=${junit}`];
+  return [
+    "--test-reporter=spec",
+    "--test-reporter-destination=stdout",
+    "--test-reporter=junit",
+    `--test-reporter-destination=${junit}`,
+  ];
 }
 
 // Deno colours its output even with NO_COLOR in some places; counts are read without.
