@@ -39,6 +39,13 @@ static const struct {
     {"security_full_backing_store_is_out_of_memory_not_sigbus", "spawns a child process"},
     {"security_a_silent_connection_is_dropped_within_2_s", "times a 2 s handshake limit"},
     {"security_silent_sockets_do_not_starve_real_links", "80 connections timed against a link"},
+    {"security_an_impostor_of_the_same_account_cannot_squat_a_cluster_id", "spawns a child process"},
+    {"security_another_account_cannot_take_a_cluster_id", "spawns children as another account"},
+    {"security_a_private_directory_made_by_another_account_is_refused_naming_it",
+     "spawns a child as another account"},
+    {"security_another_account_cannot_link_or_learn_the_cluster_id",
+     "spawns a child as another account"},
+    {"security_a_truncated_pool_cannot_kill_the_decoder", "spawns a child process"},
     /* Large copies and throughput figures: minutes under valgrind. */
     {"pull_speed_report", "a throughput report over hundreds of MiB"},
     {"large_read_stops_soon_after_its_deadline", "a large read timed against a deadline"},
