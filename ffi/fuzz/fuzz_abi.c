@@ -633,11 +633,22 @@ static void step_engine_init(struct input *in) {
   case 7: { /* listen addresses: only 127.0.0.1 port 0 may be valid */
     static const char *const addrs[] = {"127.0.0.1:0", "127.0.0.1", "127.0.0.1:", "127.0.0.1:65536",
                                         "localhost:0", "1.2.3:4", "", "127.0.0.1:0:0",
-                                        "::1:0", "127.0.0.1:-1", "127.000.000.001:0x"};
-    uint8_t k = u8(in) % 11;
+                                        "::1:0", "127.0.0.1:-1", "127.000.000.001:0x",
+                                        /* not loopback, and no llmdd.linkSecret: refused */
+                                        "0.0.0.0:0", "10.1.2.3:0"};
+    uint8_t k = u8(in) % 13;
     len += (size_t)sprintf(text + len, "llm.listenIpInfo=%s\n", addrs[k]);
     listen = true;
     listen_ok = k == 0;
+    /* A link secret: 16 to 256 bytes is valid (also on loopback); shorter or
+     * longer is PARAM_INVALID. Never with a non-loopback address: the fuzzer
+     * must not listen beyond 127.0.0.1. */
+    uint8_t secret = k == 0 ? u8(in) % 4 : 0;
+    if (secret != 0) {
+      static const int sizes[] = {0, 16, 15, 257};
+      len += (size_t)sprintf(text + len, "llmdd.linkSecret=%0*d\n", sizes[secret], 7);
+      listen_ok = secret == 1;
+    }
     clean = listen_ok;
     break;
   }
@@ -693,7 +704,7 @@ static void step_engine_init(struct input *in) {
     return;
   }
   if (listen && !listen_ok) {
-    EXPECT_IS("engine_init(malformed listen address)", s, LLMDD_PARAM_INVALID);
+    EXPECT_IS("engine_init(malformed listen address or link secret)", s, LLMDD_PARAM_INVALID);
     return;
   }
   if (clean && role != LLMDD_ROLE_DECODER && owned) {
