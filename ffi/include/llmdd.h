@@ -117,22 +117,28 @@ LLMDD_API int32_t llmdd_last_error(uint8_t *buf, int32_t cap);
  *   ge.flowGraphMemMaxSize   pool bytes per device (default 1 GiB); reserved lazily,
  *                            so untouched pages cost nothing
  *   llm.listenIpInfo         PROMPT/MIX only: "ipv4:port" to listen on for links
- *                            (port 0 = any free port; see llmdd_engine_info)
+ *                            (port 0 = any free port; see llmdd_engine_info). An
+ *                            address outside 127.0.0.0/8 needs llmdd.linkSecret.
+ *   llmdd.linkSecret         (host backend only) 16 to 256 bytes that authenticate
+ *                            links instead of the user's own key; the same on a
+ *                            PROMPT and the DECODERs that link to it
  * Other keys are accepted and ignored (they belong to other layers or backends).
  *
- * Pools of PROMPT and MIX engines live in POSIX shared memory, named after the
- * cluster id and device index, so that a DECODER on the same machine can map them
- * read-only and pull with one copy. One live engine owns a cluster id on the
- * machine (an advisory lock the kernel drops when its process dies); objects left
- * by a crashed owner of the same cluster id are removed when it starts again.
- * DECODER pools are private memory.
+ * Pools of PROMPT and MIX engines are sealed, unnamed shared memory, which a
+ * DECODER of the same user on the same machine receives (over a Unix socket in the
+ * user's private directory, /tmp/llmdd-<uid>) after an authenticated link, maps
+ * read-only and pulls from with one copy. One live engine of a user owns a cluster
+ * id on the machine (an advisory lock in that directory, which the kernel drops
+ * when its process dies). DECODER pools are private memory.
  *
  * On success writes the engine handle to *out_engine. The caller owns the engine
  * and must llmdd_engine_finalize() it.
  * Returns: SUCCESS; PARAM_INVALID (bad role, malformed or out-of-range option,
- * listenIpInfo on a DECODER, out_engine NULL); DEVICE_OUT_OF_MEMORY (pool could not
- * be reserved); FAILED (the cluster id is owned by a live engine, the address cannot
- * be listened on, shared memory is unavailable — the message says which). */
+ * listenIpInfo on a DECODER, a non-loopback listenIpInfo without llmdd.linkSecret,
+ * out_engine NULL); DEVICE_OUT_OF_MEMORY (pool could not be reserved); FAILED (the
+ * cluster id is owned by a live engine — the message names its uid and pid —, the
+ * address cannot be listened on, shared memory or the private directory is
+ * unavailable — the message says which). */
 LLMDD_API int32_t llmdd_engine_init(int32_t role, uint64_t cluster_id,
                                     const uint8_t *options, int32_t options_len,
                                     uint64_t *out_engine);
@@ -180,10 +186,12 @@ LLMDD_API int32_t llmdd_pool_usage(uint64_t engine, int32_t device_index, uint64
  *   array's length in elements and must be at least that.
  *
  * The cache's memory returns to the pools once the id and all its keys are released
- * (llmdd_cache_deallocate, llmdd_cache_key_remove).
+ * (llmdd_cache_deallocate, llmdd_cache_key_remove). The memory of a PROMPT's or
+ * MIX's cache is reserved here, so writing to it later cannot fail.
  * Returns: SUCCESS; PARAM_INVALID (num_tensors < 1, tensor_bytes 0 or too large,
  * bad placement, bad keys, addrs_cap too small, NULL outputs); DEVICE_OUT_OF_MEMORY
- * (a pool has no room: nothing is allocated); ENGINE_FINALIZED. */
+ * (a pool has no room, or its memory cannot be reserved: nothing is allocated);
+ * ENGINE_FINALIZED. */
 LLMDD_API int32_t llmdd_cache_allocate(uint64_t engine, int32_t num_tensors,
                                        uint64_t tensor_bytes, uint64_t batch_size,
                                        uint64_t layout_tag, int32_t placement,
@@ -276,14 +284,18 @@ LLMDD_API int32_t llmdd_cache_copy(uint64_t engine, uint64_t dst_cache_id,
 
 /* Links a DECODER (or MIX) engine to the PROMPT (or MIX) engine of cluster
  * remote_cluster_id listening at remote_addr ("ipv4:port", UTF-8, not
- * NUL-terminated): connects within the job's deadline, checks that the peer is that
- * cluster, and maps its pools read-only. The two engines must have the same number
- * of devices. The link lasts until llmdd_unlink, finalize, or the peer going away.
+ * NUL-terminated): connects within the job's deadline, authenticates (both ends
+ * must hold the same key: the user's own, or llmdd.linkSecret), checks that the
+ * peer is that cluster, and maps its pools read-only (received as sealed
+ * descriptors from the same process, which must run as the same user on this
+ * machine). The two engines must have the same number of devices. The link lasts
+ * until llmdd_unlink, finalize, or the peer going away.
  * Returns: SUCCESS; ALREADY_LINK (linked to that cluster already);
  * CLUSTER_NUM_EXCEED_LIMIT (LLMDD_MAX_LINKS links already); LINK_FAILED (nobody
- * answers there before the deadline, the peer is another cluster, devices differ,
- * the pools cannot be mapped — the message says which); PARAM_INVALID (a PROMPT
- * engine, malformed address, unknown job); ENGINE_FINALIZED; FAILED (cancelled). */
+ * answers there before the deadline, the peer does not hold the key, is another
+ * cluster or another user, devices differ, the pools are not sealed or cannot be
+ * mapped — the message says which); PARAM_INVALID (a PROMPT engine, malformed
+ * address, unknown job); ENGINE_FINALIZED; FAILED (cancelled). */
 LLMDD_API int32_t llmdd_link(uint64_t engine, uint64_t remote_cluster_id,
                              const uint8_t *remote_addr, int32_t addr_len, uint64_t job);
 
