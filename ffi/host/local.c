@@ -161,7 +161,11 @@ int32_t host_local_fetch(uint64_t cluster_id, pid_t prompt_pid, int32_t num_devi
   if (fd < 0)
     return core_fail(LLMDD_LINK_FAILED, "cannot create a Unix socket: %s",
                      core_errno_text(errno, text));
-  /* A connect to a listening Unix socket completes at once (or is refused). */
+  /* The socket is blocking: every wait on it is bounded, connect included (it
+   * waits only while the PROMPT's backlog is full; SO_SNDTIMEO bounds that). */
+  struct timeval limit = {2, 0};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
   if (connect(fd, (const struct sockaddr *)&a, sizeof a) != 0) {
     int err = errno;
     close(fd);
@@ -184,9 +188,6 @@ int32_t host_local_fetch(uint64_t cluster_id, pid_t prompt_pid, int32_t num_devi
   put32(request, LOCAL_MAGIC);
   put32(request + 4, LOCAL_VERSION);
   put64(request + 8, cluster_id);
-  struct timeval limit = {2, 0}; /* the socket is blocking: bound both ways */
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
   if (send(fd, request, sizeof request, MSG_NOSIGNAL) != (ssize_t)sizeof request) {
     close(fd);
     return core_fail(LLMDD_LINK_FAILED, "cannot ask the engine of cluster %llu for its pools",
