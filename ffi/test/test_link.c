@@ -806,6 +806,55 @@ static bool closed_by_server(int fd, uint8_t *buf, size_t answer) {
   return false;
 }
 
+/* An authenticated peer's pins are bounded (1024 per connection) and all go
+ * when its connection closes: even a linked DECODER cannot keep a pool full. */
+TEST(pins_of_one_connection_are_bounded_and_go_with_it) {
+  uint64_t cluster = unique_cluster_id();
+  uint16_t port;
+  uint64_t prompt = open_listening(LLMDD_ROLE_PROMPT, cluster, "ge.flowGraphMemMaxSize=1048576", &port);
+  CHECK(prompt != 0);
+  uint64_t id, addr;
+  CHECK_STATUS(llmdd_cache_allocate(prompt, 1, 4096, 1, LAYOUT, 1, NULL, 0, &id, &addr, 1),
+               LLMDD_SUCCESS);
+  int fd = raw_connect(port);
+  CHECK(fd >= 0);
+  EXPECT(raw_authenticate(fd));
+  uint8_t msg[24 + 64], answer[24 + 64 + 8];
+  header(msg, 0x44444C4C, 1, 24);
+  memset(msg + 24, 0, 24);
+  put64(msg + 32, cluster);
+  put32(msg + 40, LLMDD_ABI_VERSION);
+  put32(msg + 44, 1);
+  EXPECT(send(fd, msg, 48, MSG_NOSIGNAL) == 48);
+  EXPECT(recv_exact(fd, answer, 24 + 40));
+  int pinned = 0, refused = 0;
+  for (int i = 0; i < 1100; i++) {
+    header(msg, 0x44444C4C, 3, 32);
+    put64(msg + 16, (uint64_t)i + 2); /* seq: the pin's name */
+    memset(msg + 24, 0, 32);
+    put32(msg + 24, LLMDD_KEY_BY_ID);
+    put64(msg + 40, id);
+    /* A refusal names no device: its body is shorter. */
+    if (!EXPECT(send(fd, msg, 56, MSG_NOSIGNAL) == 56) || !EXPECT(recv_exact(fd, answer, 24)))
+      break;
+    uint32_t body = (uint32_t)answer[8] | (uint32_t)answer[9] << 8;
+    if (!EXPECT(body <= 72 && recv_exact(fd, answer + 24, body))) break;
+    uint32_t status = (uint32_t)answer[24] | (uint32_t)answer[25] << 8 |
+                      (uint32_t)answer[26] << 16 | (uint32_t)answer[27] << 24;
+    if (status == 0) pinned++;
+    else refused++;
+  }
+  printf("    %d pinned, %d refused\n", pinned, refused);
+  EXPECT(pinned == 1024 && refused == 76);
+  /* Pinned: the memory stays after the id is released... */
+  EXPECT_STATUS(llmdd_cache_deallocate(prompt, id), LLMDD_SUCCESS);
+  EXPECT(pool_used(prompt, 0) > 0);
+  /* ...until the connection closes. */
+  close(fd);
+  EXPECT(wait_pool_used(prompt, 0, 0, 3000));
+  EXPECT_STATUS(llmdd_engine_finalize(prompt), LLMDD_SUCCESS);
+}
+
 TEST(malformed_messages_close_only_their_connection) {
   struct pair p;
   CHECK(pair_open(&p, "ge.flowGraphMemMaxSize=1048576"));
