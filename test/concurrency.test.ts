@@ -52,7 +52,10 @@ async function slowSetup(): Promise<{ dd: LLMDataDist; big: KvCache; small: KvCa
 
 describe("serialized, not forbidden", () => {
   test("hundreds of concurrent calls each get their own cache's data", async () => {
-    await using dd = await openInstance({ devices: [0, 1], poolBytes: 128 << 20 });
+    // All 400 calls are made at once, so the last one's deadline must cover
+    // all the work before it (200 MiB of reads): generous, as what is under
+    // test is that no call sees another's data, not speed on a loaded machine.
+    await using dd = await openInstance({ devices: [0, 1], poolBytes: 128 << 20, syncKvTimeout: 60_000 });
     const manager = dd.kvCacheManager;
     const caches: KvCache[] = [];
     for (let i = 0; i < 40; i++) {
