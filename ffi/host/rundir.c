@@ -28,18 +28,21 @@
 /* Engines alive at exit() whose names are removed then (see unlink_at_exit). */
 #define EXIT_SLOTS 256
 
-/* "/tmp/llmdd-4294967295" and a NUL, with room. */
+/* "/dev/shm/llmdd-4294967295" and a NUL, with room. */
 #define DIR_CAP 32
 #define NAME_CAP 48
 
 static void directory_path(char out[DIR_CAP]) {
-  snprintf(out, DIR_CAP, "/tmp/llmdd-%u", (unsigned)geteuid());
+  snprintf(out, DIR_CAP, "/dev/shm/llmdd-%u", (unsigned)geteuid());
 }
 
 /* Makes the directory if missing, then checks what is there: lstat, so a
  * symlink (to a directory another account controls) is refused, not followed.
- * /tmp is sticky: once the directory is ours, only we and root can rename or
- * remove it, so checking its path once is as good as holding it open. */
+ * /dev/shm is sticky (1777, like /tmp): once the directory is ours, only we and
+ * root can rename or remove it, so checking its path once is as good as holding
+ * it open. /dev/shm rather than /tmp: it is memory (tmpfs), so the small files
+ * here cost no disk I/O (on this project's ext4 /tmp, creating, locking and
+ * removing them took milliseconds per engine) and are gone after a reboot. */
 static int32_t check_directory(char dir[DIR_CAP]) {
   char text[CORE_ERRNO_TEXT_CAP];
   directory_path(dir);

@@ -1,6 +1,6 @@
 /* The user's private runtime directory, and the ownership of cluster ids in it.
  *
- *   /tmp/llmdd-<uid>/                 mode 0700, owned by the user (checked with
+ *   /dev/shm/llmdd-<uid>/             mode 0700, owned by the user (checked with
  *                                     lstat: a real directory, not a symlink)
  *     <cluster id>.lock               held with flock(LOCK_EX) for a PROMPT or
  *                                     MIX engine's life; holds "<pid>\n"

@@ -126,7 +126,7 @@ LLMDD_API int32_t llmdd_last_error(uint8_t *buf, int32_t cap);
  *
  * Pools of PROMPT and MIX engines are sealed, unnamed shared memory, which a
  * DECODER of the same user on the same machine receives (over a Unix socket in the
- * user's private directory, /tmp/llmdd-<uid>) after an authenticated link, maps
+ * user's private directory, /dev/shm/llmdd-<uid>) after an authenticated link, maps
  * read-only and pulls from with one copy. One live engine of a user owns a cluster
  * id on the machine (an advisory lock in that directory, which the kernel drops
  * when its process dies). DECODER pools are private memory.

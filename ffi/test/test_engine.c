@@ -317,7 +317,7 @@ TEST(prompt_pools_have_no_names_only_a_private_lock) {
   EXPECT(!shm_object_exists(pool0) && !shm_object_exists(pool1) && !shm_object_exists(lock));
   EXPECT(cluster_file_exists(cluster, "lock") && cluster_file_exists(cluster, "sock"));
   char dir[96];
-  snprintf(dir, sizeof dir, "/tmp/llmdd-%u", (unsigned)geteuid());
+  snprintf(dir, sizeof dir, "/dev/shm/llmdd-%u", (unsigned)geteuid());
   struct stat st;
   EXPECT(lstat(dir, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid() &&
          (st.st_mode & 0777) == 0700);

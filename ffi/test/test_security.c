@@ -250,7 +250,7 @@ static bool account_make(struct account *a, char *why, size_t why_cap) {
 /* Removes the account and whatever its processes left in /tmp. */
 static void account_remove(const struct account *a) {
   char dir[64];
-  snprintf(dir, sizeof dir, "/tmp/llmdd-%u", (unsigned)a->uid);
+  snprintf(dir, sizeof dir, "/dev/shm/llmdd-%u", (unsigned)a->uid);
   const char *rm[] = {"rm", "-rf", dir, NULL};
   run_command(rm);
   const char *del[] = {"userdel", a->name, NULL};
@@ -458,7 +458,7 @@ static void another_account_cannot_take_a_cluster_id(const struct account *a) {
     if (!EXPECT_STATUS(status, LLMDD_SUCCESS)) fprintf(stderr, "    %s\n", last_error());
     if (status == LLMDD_SUCCESS) {
       /* ...and cannot put anything where the engine's names are now. */
-      snprintf(mine, sizeof mine, "/tmp/llmdd-%u", (unsigned)geteuid());
+      snprintf(mine, sizeof mine, "/dev/shm/llmdd-%u", (unsigned)geteuid());
       const char *write_in[] = {"write_in", mine, NULL};
       EXPECT(run_other(a, write_in, line, sizeof line) != -1 && strcmp(line, "denied") == 0);
       EXPECT_STATUS(llmdd_engine_finalize(engine), LLMDD_SUCCESS);
@@ -486,7 +486,7 @@ TEST(security_another_account_cannot_take_a_cluster_id) {
  * above worked instead.) */
 static void squatted_directory_names_its_owner(const struct account *a) {
   char dir[64], line[512], text[32];
-  snprintf(dir, sizeof dir, "/tmp/llmdd-%u", (unsigned)a->uid);
+  snprintf(dir, sizeof dir, "/dev/shm/llmdd-%u", (unsigned)a->uid);
   if (!EXPECT(mkdir(dir, 0700) == 0)) return; /* made by root, for the other account */
   snprintf(text, sizeof text, "%llu", (unsigned long long)unique_cluster_id());
   const char *prompt[] = {"prompt", text, NULL};

@@ -87,7 +87,7 @@ bool shm_object_exists(const char *name) {
 }
 
 void cluster_file_path(char out[96], uint64_t cluster, const char *suffix) {
-  snprintf(out, 96, "/tmp/llmdd-%u/%llu.%s", (unsigned)geteuid(), (unsigned long long)cluster,
+  snprintf(out, 96, "/dev/shm/llmdd-%u/%llu.%s", (unsigned)geteuid(), (unsigned long long)cluster,
            suffix);
 }
 

@@ -43,7 +43,7 @@ bool wait_pool_used(uint64_t engine, int32_t device_index, uint64_t want, double
 bool shm_object_exists(const char *name);
 
 /* The path of "<cluster>.<suffix>" in this user's private directory
- * (/tmp/llmdd-<uid>/, ffi/host/rundir.h), and whether it exists. */
+ * (/dev/shm/llmdd-<uid>/, ffi/host/rundir.h), and whether it exists. */
 void cluster_file_path(char out[96], uint64_t cluster, const char *suffix);
 bool cluster_file_exists(uint64_t cluster, const char *suffix);
 
