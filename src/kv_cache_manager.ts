@@ -88,11 +88,14 @@ function checkTensorIndex(desc: CacheDesc, tensorIndex: unknown): number {
   return index;
 }
 
-/** A batch row of a cache of `desc`: a uint32 (upstream check_uint32) below its batch size. */
-function checkRow(desc: CacheDesc, row: unknown, name: string): number {
-  const index = requireIntIn(row, name, 0, UINT32_MAX);
-  if (index >= desc.batchSize) throw paramInvalid(`${name} ${index} is out of range [0, ${desc.batchSize})`);
-  return index;
+/** A batch row: a uint32 (upstream check_uint32), checked against the cache by {@link checkRowIn}. */
+function requireRow(row: unknown, name: string): number {
+  return requireIntIn(row, name, 0, UINT32_MAX);
+}
+
+/** A batch row must be below the cache's batch size (upstream's C++ check, after the Python ones). */
+function checkRowIn(desc: CacheDesc, row: number, name: string): void {
+  if (row >= desc.batchSize) throw paramInvalid(`${name} ${row} is out of range [0, ${desc.batchSize})`);
 }
 
 /** `size` of a copy or pull: an int64 (upstream check_int64) that is -1 (the rest of the row) or positive. */
@@ -367,14 +370,16 @@ export class KvCacheManager {
     requireInstance(src, KvCache, "src");
     const d = dst.cacheDesc;
     const s = src.cacheDesc;
-    const dstRow = checkRow(d, dstBatchIndex, "dstBatchIndex");
-    const srcRow = checkRow(s, srcBatchIndex, "srcBatchIndex");
+    const dstRow = requireRow(dstBatchIndex, "dstBatchIndex");
+    const srcRow = requireRow(srcBatchIndex, "srcBatchIndex");
     requireIntIn(offset, "offset", 0, Number.MAX_SAFE_INTEGER);
     const n = checkSize(size);
     const signal = signalOf(options);
     const engine = this.#access.current();
     if (!d.isCompatibleWith(s)) throw paramInvalid(`the caches' descs differ beyond batch size: ${d} vs ${s}`);
     requireBatchFirst(d, "copyCache");
+    checkRowIn(d, dstRow, "dstBatchIndex");
+    checkRowIn(s, srcRow, "srcBatchIndex");
     const rowBytes = rowBytesOf(d);
     const bytes = n === -1 ? rowBytes - offset : n;
     if (offset >= rowBytes || offset + bytes > rowBytes) {
@@ -446,7 +451,7 @@ export class KvCacheManager {
     requireInstance(cache, KvCache, "cache");
     const desc = cache.cacheDesc;
     const n = checkSize(size);
-    const row = checkRow(desc, batchIndex, "batchIndex");
+    const row = requireRow(batchIndex, "batchIndex");
     const signal = signalOf(options);
     const engine = this.#access.current();
     requireRole(engine, LLMRole.DECODER, "pullCache");
@@ -454,6 +459,7 @@ export class KvCacheManager {
       throw paramInvalid(`${cacheKey} is the padding key (reqId 2^64 - 1): it names no request to pull`);
     }
     requireBatchFirst(desc, "pullCache");
+    checkRowIn(desc, row, "batchIndex");
     const rowBytes = rowBytesOf(desc);
     if (n > rowBytes) throw paramInvalid(`size ${n} exceeds the row of ${rowBytes} bytes`);
     const source: PullSource = cacheKey instanceof CacheKey
