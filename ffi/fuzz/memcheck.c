@@ -46,6 +46,9 @@ static const struct {
     {"security_another_account_cannot_link_or_learn_the_cluster_id",
      "spawns a child as another account"},
     {"security_a_truncated_pool_cannot_kill_the_decoder", "spawns a child process"},
+    /* A pool of twice the machine's memory: valgrind's own mmap refuses it. */
+    {"security_a_cache_larger_than_the_machine_is_refused_at_allocate",
+     "a pool of twice the machine's memory"},
     /* Large copies and throughput figures: minutes under valgrind. */
     {"pull_speed_report", "a throughput report over hundreds of MiB"},
     {"large_read_stops_soon_after_its_deadline", "a large read timed against a deadline"},

@@ -835,3 +835,34 @@ TEST(security_hmac_sha256_matches_rfc_4231) {
   hex(d, 16, text);
   EXPECT(strcmp(text, "a3b6167473100ee06e0c796c2955552b") == 0);
 }
+
+/* A cache larger than the memory the machine can give (MemAvailable +
+ * SwapFree) is refused at allocate. Before, it was accepted (pages were
+ * reserved lazily) and writing it ended with the out-of-memory killer or, on a
+ * full /dev/shm, SIGBUS. Nothing is written here: the refusal is the test. */
+TEST(security_a_cache_larger_than_the_machine_is_refused_at_allocate) {
+  FILE *f = fopen("/proc/meminfo", "r");
+  CHECK(f != NULL);
+  char line[128];
+  unsigned long long kib, total = 0;
+  while (fgets(line, sizeof line, f) != NULL)
+    if (sscanf(line, "MemTotal: %llu kB", &kib) == 1 || sscanf(line, "SwapTotal: %llu kB", &kib) == 1)
+      total += kib;
+  fclose(f);
+  uint64_t bytes = (uint64_t)total * 1024 * 2; /* twice memory and swap together */
+  char options[96];
+  snprintf(options, sizeof options, "ge.flowGraphMemMaxSize=%llu", (unsigned long long)bytes);
+  uint64_t prompt = open_role(LLMDD_ROLE_PROMPT, unique_cluster_id(), options);
+  CHECK(prompt != 0);
+  uint64_t id, addr;
+  EXPECT_STATUS(llmdd_cache_allocate(prompt, 1, bytes / 2, 1, 0, LLMDD_PLACEMENT_HOST, NULL, 0,
+                                     &id, &addr, 1),
+                LLMDD_DEVICE_OUT_OF_MEMORY);
+  printf("    %s\n", last_error());
+  EXPECT(pool_used(prompt, 0) == 0);
+  /* The pool is intact: a small cache still fits. */
+  EXPECT_STATUS(llmdd_cache_allocate(prompt, 1, 4096, 1, 0, LLMDD_PLACEMENT_HOST, NULL, 0, &id,
+                                     &addr, 1),
+                LLMDD_SUCCESS);
+  EXPECT_STATUS(llmdd_engine_finalize(prompt), LLMDD_SUCCESS);
+}
