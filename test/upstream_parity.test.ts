@@ -142,6 +142,19 @@ describe("KvCacheManager, as v1 kv_cache_manager.py", () => {
     await rejectsWithStatus(manager.pullCache(new CacheKey(1n, 1n), cache), invalid, /DECODER/);
   });
 
+  test("memory before keys: a full pool is LLM_DEVICE_OUT_OF_MEMORY even when a key is already held", async () => {
+    // Upstream's CacheManager::Allocate takes the memory, then CheckCacheKeys.
+    await using prompt = await openPrompt();
+    const manager = prompt.kvCacheManager;
+    const key = new CacheKey(prompt.clusterId, 1n);
+    const half = new CacheDesc(1, [1, 512 << 10], DataType.DT_UINT8);
+    await manager.allocateCache(half, [key]);
+    await manager.allocateCache(half);
+    await rejectsWithStatus(manager.allocateCache(half, [key]), LLMStatusCode.LLM_DEVICE_OUT_OF_MEMORY);
+    const small = new CacheDesc(1, [1, 64], DataType.DT_UINT8);
+    await rejectsWithStatus(manager.allocateCache(small, [key]), LLMStatusCode.LLM_DEVICE_OUT_OF_MEMORY);
+  });
+
   test("deallocateCache empties the cache's addresses", async () => {
     await using dd = await openInstance();
     const cache = await dd.kvCacheManager.allocateCache(new CacheDesc(2, [2, 8], DataType.DT_UINT8));

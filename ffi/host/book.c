@@ -131,10 +131,15 @@ int32_t host_book_allocate(struct book *b, int32_t num_tensors, uint64_t tensor_
   c->stride = (tensor_bytes + POOL_ALIGN - 1) / POOL_ALIGN * POOL_ALIGN;
   c->pins = 0;
 
-  int32_t status = add_keys(b, c, keys, num_keys);
+  /* Memory before keys, as upstream: its CacheManager::Allocate takes every
+   * tensor (LLM_OUT_OF_MEMORY) before CheckCacheKeys refuses a key already
+   * bound (LLM_PARAM_INVALID). */
+  uint64_t block = c->stride * (uint64_t)num_tensors;
+  int32_t status = allocate_blocks(b, c, block);
   if (status == LLMDD_SUCCESS) {
-    status = allocate_blocks(b, c, c->stride * (uint64_t)num_tensors);
-    if (status != LLMDD_SUCCESS) remove_keys(b, keys, num_keys);
+    status = add_keys(b, c, keys, num_keys);
+    if (status != LLMDD_SUCCESS)
+      for (int32_t d = 0; d < b->num_devices; d++) host_pool_free(&b->pools[d], c->offsets[d], block);
   }
   if (status != LLMDD_SUCCESS) {
     free(c);

@@ -188,21 +188,21 @@ export function planAlloc(
     // Memory before keys, as upstream: its CacheManager::Allocate takes every
     // tensor from the pool (LLM_OUT_OF_MEMORY) before CheckCacheKeys looks for a
     // key already bound (LLM_PARAM_INVALID) (hixl src/llm_datadist/cache_mgr/
-    // cache_manager.cc). A cache larger than the whole pool is refused that way
-    // by allocateCache itself, before any native call (seed 148161442: 2^31 - 1
-    // tensors with a key another cache holds). One case still differs: a cache
-    // that fits the pool but not its free space, with a key already held, is
-    // LLM_PARAM_INVALID here (the host backend checks keys first).
+    // cache_manager.cc); ffi/host's book does the same. A cache larger than the
+    // whole pool is refused by allocateCache itself, before any native call
+    // (seed 148161442: 2^31 - 1 tensors with a key another cache holds).
+    const tooLarge = size > CACHE_BYTES_LIMIT || strideBig > CACHE_BYTES_LIMIT / BigInt(info.numTensors);
+    const clash = new Set(keyStrings).size !== keyStrings.length || keyStrings.some((k) => inst.keys.has(k));
     if (strideBig * BigInt(info.numTensors) > BigInt(inst.pool.capacity)) {
       expected = [{ k: "llm", codes: [S.LLM_DEVICE_OUT_OF_MEMORY] }];
-    } else if (size > CACHE_BYTES_LIMIT || strideBig > CACHE_BYTES_LIMIT / BigInt(info.numTensors)) {
-      expected = [{ k: "llm", codes: [S.LLM_PARAM_INVALID] }];
-    } else if (new Set(keyStrings).size !== keyStrings.length || keyStrings.some((k) => inst.keys.has(k))) {
+    } else if (tooLarge) {
       expected = [{ k: "llm", codes: [S.LLM_PARAM_INVALID] }];
     } else {
       stride = Number(strideBig);
       block = stride * info.numTensors;
-      expected = inst.pool.fit(block) === undefined ? [{ k: "llm", codes: [S.LLM_DEVICE_OUT_OF_MEMORY] }] : [OK];
+      if (inst.pool.fit(block) === undefined) expected = [{ k: "llm", codes: [S.LLM_DEVICE_OUT_OF_MEMORY] }];
+      else if (clash) expected = [{ k: "llm", codes: [S.LLM_PARAM_INVALID] }];
+      else expected = [OK];
     }
   }
   let model: CacheModel | undefined;
