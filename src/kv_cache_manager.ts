@@ -455,8 +455,12 @@ export class KvCacheManager {
     const signal = signalOf(options);
     const engine = this.#access.current();
     requireRole(engine, LLMRole.DECODER, "pullCache");
+    // Upstream's check_cache_key: exactly one of reqId and prefixId names something.
     if (cacheKey instanceof CacheKey && cacheKey.reqId === INVALID_ID) {
       throw paramInvalid(`${cacheKey} is the padding key (reqId 2^64 - 1): it names no request to pull`);
+    }
+    if (cacheKey instanceof CacheKey && cacheKey.prefixId !== INVALID_ID) {
+      throw paramInvalid(`${cacheKey} names both a request and a prefix: a pull takes one of them`);
     }
     requireBatchFirst(desc, "pullCache");
     checkRowIn(desc, row, "batchIndex");

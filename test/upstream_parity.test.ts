@@ -68,10 +68,11 @@ describe("the padding key (reqId 2^64 - 1), as upstream's allocate_cache documen
     await decoder.unlinkClusters([clusterOf(prompt)], 5000);
   });
 
-  test("pulling it is LLM_PARAM_INVALID", async () => {
+  test("pulling it is LLM_PARAM_INVALID, as is pulling a key with both a request and a prefix", async () => {
     await using decoder = await openInstance();
     const target = await decoder.kvCacheManager.allocateCache(new CacheDesc(1, [1, 8], DataType.DT_UINT8));
     await rejectsWithStatus(decoder.kvCacheManager.pullCache(new CacheKey(1n, PADDING), target), invalid, /padding/);
+    await rejectsWithStatus(decoder.kvCacheManager.pullCache(new CacheKey(1n, 2n, 0n, 3n), target), invalid, /prefix/);
   });
 });
 

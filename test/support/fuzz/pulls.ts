@@ -71,6 +71,7 @@ export async function doPull(
   const n = copySize(o, size);
   // Upstream's padding key names no request (v1 check_cache_key).
   if (byKey && (keyValue as CacheKey).reqId === PADDING_REQ) o.llm(S.LLM_PARAM_INVALID);
+  if (byKey && (keyValue as CacheKey).prefixId !== PADDING_REQ) o.llm(S.LLM_PARAM_INVALID); // request and prefix
   const opts = callOptions(o, options.value);
   if (inst.finalized) o.llm(S.LLM_ENGINE_FINALIZED);
   if (inst.role === LLMRole.PROMPT) o.llm(S.LLM_PARAM_INVALID);
