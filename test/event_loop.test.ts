@@ -45,16 +45,24 @@ test("starting a large copy returns at once, also after many aborted ones", { ti
   // Regression: Bun zeroes new ArrayBuffers on the JavaScript thread; after a
   // few aborted 512 MiB reads, starting the next one took up to 1.6 s.
   const size = 512 << 20;
-  let slowest = 0;
+  const starts: number[] = [];
   for (let round = 0; round < 12; round++) {
     await using dd = await openInstance({ poolBytes: size + (1 << 20), syncKvTimeout: 60_000 });
     const cache = await dd.kvCacheManager.allocateCache(new CacheDesc(1, [size], DataType.DT_UINT8));
     const controller = new AbortController();
     const start = performance.now();
     const read = dd.kvCacheManager.getCacheTensors(cache, 0, { signal: controller.signal });
-    slowest = Math.max(slowest, performance.now() - start);
+    starts.push(performance.now() - start);
     controller.abort();
     await read.catch(() => {});
   }
-  assert.ok(slowest < 100, `starting a read blocked the event loop for ${slowest.toFixed(1)} ms`);
+  // The bug slowed most starts (0.4 to 1.6 s each); a loaded machine slows one
+  // now and then (158 ms once, with other test runs beside it). So: the median
+  // start must be quick, and none may take the bug's time.
+  starts.sort((a, b) => a - b);
+  const median = starts[starts.length >> 1];
+  const slowest = starts[starts.length - 1];
+  console.log(`starting a 512 MiB read: median ${median.toFixed(1)} ms, slowest ${slowest.toFixed(1)} ms`);
+  assert.ok(median < 100, `starting a read blocked the event loop for ${median.toFixed(1)} ms (median)`);
+  assert.ok(slowest < 400, `starting a read blocked the event loop for ${slowest.toFixed(1)} ms`);
 });
