@@ -31,8 +31,11 @@ int32_t allocate(Engine *e, const CacheLayout &layout, const uint64_t *keys, int
   if (status == LLMDD_SUCCESS && addrs_cap < needed)
     status = fail(LLMDD_PARAM_INVALID, "addrs_cap %d is less than num_devices %d x num_tensors %d",
                   addrs_cap, layout.num_devices, layout.num_tensors);
-  if (status == LLMDD_SUCCESS) status = e->book.check_keys(keys, num_keys);
+  // Memory before keys, as upstream's CacheManager::Allocate (it takes every
+  // tensor from the pool, then checks the keys): a cache that does not fit is
+  // LLM_DEVICE_OUT_OF_MEMORY even when one of its keys is already held.
   if (status == LLMDD_SUCCESS) status = e->book.check_budget(Book::charge_for(layout));
+  if (status == LLMDD_SUCCESS) status = e->book.check_keys(keys, num_keys);
   if (status != LLMDD_SUCCESS) return status;
 
   engine_reap(e);

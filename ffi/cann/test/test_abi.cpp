@@ -193,6 +193,21 @@ TEST(abi_allocate_read_deallocate) {
   CHECK_STATUS(llmdd_engine_finalize(e), LLMDD_SUCCESS);
 }
 
+TEST(abi_allocate_checks_memory_before_keys) {
+  // As upstream's CacheManager::Allocate: memory first, then keys. A cache too
+  // large for the pool is LLM_DEVICE_OUT_OF_MEMORY even with a key already held
+  // (the fuzz model's seed 148161442 found the host backend's order wrong).
+  fake::reset();
+  uint64_t p = 0;
+  CHECK_STATUS(init(LLMDD_ROLE_PROMPT, 1, "ge.flowGraphMemMaxSize=4096", &p), LLMDD_SUCCESS);
+  const std::vector<uint64_t> key = {7, 7, 0};
+  Cache held, big;
+  CHECK_STATUS(allocate(p, 1, 1, 64, 1, &held, key), LLMDD_SUCCESS);
+  EXPECT_STATUS(allocate(p, 1, 1, 8192, 1, &big, key), LLMDD_DEVICE_OUT_OF_MEMORY);
+  EXPECT_STATUS(allocate(p, 1, 1, 64, 1, &big, key), LLMDD_PARAM_INVALID);  // fits: now the key counts
+  CHECK_STATUS(llmdd_engine_finalize(p), LLMDD_SUCCESS);
+}
+
 TEST(abi_allocate_rules) {
   fake::reset();
   uint64_t p = 0;
