@@ -63,6 +63,7 @@ extern "C" {
 #define LLMDD_CLUSTER_NUM_EXCEED_LIMIT    ((int32_t)0x5010B00C)
 #define LLMDD_DEVICE_OUT_OF_MEMORY        ((int32_t)0x5010B00E)
 #define LLMDD_FEATURE_NOT_ENABLED         ((int32_t)0x5010B019)
+#define LLMDD_TIMEOUT                     ((int32_t)0x5010B01A)
 #define LLMDD_OUT_OF_MEMORY               ((int32_t)0x5010B01C)
 
 /* Roles, as upstream LLMRole. */
@@ -323,7 +324,9 @@ LLMDD_API int32_t llmdd_unlink(uint64_t engine, uint64_t remote_cluster_id, int3
  * dst_batch_index or size out of range, unknown job); NOT_YET_LINK (cluster k0 is not
  * linked); KV_CACHE_NOT_EXIST (no such key or cache at the PROMPT, or no local cache
  * cache_id); LINK_FAILED (the PROMPT went away before or during the pull: the row is
- * not to be trusted); WAIT_PROCESS_TIMEOUT; FAILED (cancelled); ENGINE_FINALIZED. */
+ * not to be trusted); WAIT_PROCESS_TIMEOUT (the host backend) or TIMEOUT
+ * (the CANN backend over LLM-DataDist V2, which reports a pull out of
+ * time so, as upstream); FAILED (cancelled); ENGINE_FINALIZED. */
 LLMDD_API int32_t llmdd_cache_pull(uint64_t engine, uint64_t cache_id, int32_t key_kind,
                                    uint64_t k0, uint64_t k1, uint64_t k2,
                                    int32_t dst_batch_index, uint64_t size, uint64_t job);

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "llmdd.h"
+
 namespace llmdd {
 
 // ACL runtime error codes the adapter tells apart (acl/acl_base.h and
@@ -18,8 +20,8 @@ constexpr int32_t kAclRtMemoryAllocation = 207001; // ACL_ERROR_RT_MEMORY_ALLOCA
 constexpr int32_t kAclRtStreamSyncTimeout = 507046; // ACL_ERROR_RT_STREAM_SYNC_TIMEOUT
 
 // LLM_TIMEOUT (llm_datadist/llm_error_codes.h, 0x5010B01A): how upstream's
-// PullKvCache reports a pull that ran out of time. llmdd.h has no name for it.
-constexpr int32_t kLlmTimeout = static_cast<int32_t>(0x5010B01Au);
+// PullKvCache reports a pull that ran out of time.
+constexpr int32_t kLlmTimeout = LLMDD_TIMEOUT;
 
 // An upstream ge::Status (uint32_t) as the ABI's int32 status: the same bits, so
 // LLM_FAILED (0xFFFFFFFF) reads -1 and 0x5010B00x stays itself.
