@@ -874,15 +874,19 @@ static void step_allocate(struct input *in) {
                  tensor_bytes % batch_size != 0 || (placement != 0 && placement != 1) ||
                  num_keys < 0 || keys_null || (uint64_t)(num_keys > 0 ? num_keys : 0) > batch_size ||
                  id_null || addrs_null;
+  /* Repeated or held keys are refused after memory is taken, as upstream's
+   * CacheManager::Allocate (host/book.c): a cache that does not fit is
+   * DEVICE_OUT_OF_MEMORY whatever its keys. */
+  bool keys_taken = false;
   if (e != NULL && !invalid) {
     if (num_keys > 0 && e->role == LLMDD_ROLE_DECODER) invalid = true;
     if (addrs_cap < needed) invalid = true;
-    for (int32_t i = 0; !invalid && i < num_keys; i++) { /* repeated or held keys */
+    for (int32_t i = 0; !invalid && !keys_taken && i < num_keys; i++) {
       for (int32_t j = 0; j < i; j++)
-        if (memcmp(&keys[3 * i], &keys[3 * j], 3 * sizeof *keys) == 0) invalid = true;
+        if (memcmp(&keys[3 * i], &keys[3 * j], 3 * sizeof *keys) == 0) keys_taken = true;
       for (int k = 0; k < MAX_KEYS; k++)
         if (e->keys[k].live && memcmp(e->keys[k].k, &keys[3 * i], sizeof e->keys[k].k) == 0)
-          invalid = true;
+          keys_taken = true;
     }
   }
   uint64_t block = invalid ? 0 : stride * (uint64_t)num_tensors;
@@ -915,6 +919,11 @@ static void step_allocate(struct input *in) {
     EXPECT_IS("cache_allocate(invalid)", s, LLMDD_PARAM_INVALID);
   } else if (block > usable) {
     EXPECT_IS("cache_allocate(larger than the pool)", s, LLMDD_DEVICE_OUT_OF_MEMORY);
+  } else if (keys_taken) {
+    /* Memory first: refused for its keys where it fits, for memory where not. */
+    if (model_usage(e) == 0) EXPECT_IS("cache_allocate(repeated keys)", s, LLMDD_PARAM_INVALID);
+    ASSERT(s == LLMDD_PARAM_INVALID || s == LLMDD_DEVICE_OUT_OF_MEMORY,
+           "cache_allocate(keys taken) returned 0x%08x", (unsigned)s);
   } else if (model_usage(e) == 0) {
     EXPECT_IS("cache_allocate(fits an empty pool)", s, LLMDD_SUCCESS);
   } else {
