@@ -44,6 +44,16 @@ int32_t core_options_each(const uint8_t *text, int32_t len,
                                                struct core_span value),
                           void *arg);
 
+/* Parses upstream's memory pool configuration (llm.MemPoolConfig,
+ * llm.HostMemPoolConfig): a JSON object {"memory_size": N, "page_shift": S} with
+ * unsigned integers; memory_size is required, page_shift is optional, in
+ * [10, 31), default 16, and memory_size >> page_shift must stay below 2^32 - 1
+ * (upstream's checks, cache_mgr/data_cache_engine.cc). Other members are
+ * ignored. key names the option in messages. Returns SUCCESS and *out_bytes, or
+ * PARAM_INVALID with a message. */
+int32_t core_parse_mem_pool_config(struct core_span value, const char *key,
+                                   uint64_t *out_bytes);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1507,6 +1507,58 @@ static void step_pull(struct input *in) {
   EXPECT_IS("cache_pull", s, want);
 }
 
+/* ABI 3's cache-manager calls, with arguments that must be refused: the model
+ * does not track registered memory or block copies, so only calls whose status
+ * is known without changing any state are made (a zero or missing address, no
+ * pairs, a bad role, an unknown or allocated id). */
+static void step_cache_manager(struct input *in) {
+  uint64_t h = pick_engine_handle(in);
+  struct mengine *e = engine_by_handle(h);
+  struct preamble p = check_preamble(h, 0);
+  uint64_t id = e != NULL ? pick_cache_id(in, e) : u64(in);
+  struct mcache *c = e != NULL ? cache_by_id(e, id) : NULL;
+  int32_t s;
+  switch (u8(in) % 4) {
+  case 0: {
+    uint64_t addrs[2] = {0, u64(in)};
+    uint64_t out;
+    s = checked("cache_register", llmdd_cache_register(h, 1 + u8(in) % 2, 1 + u16(in), 1, u64(in), u8(in) % 3,
+                                                        (u8(in) & 1) ? addrs : NULL, pick_index(in, 2), NULL, 0,
+                                                        (int32_t)(u8(in) % 2), &out));
+    if (e == NULL) expect_preamble("cache_register", &p, s);
+    else EXPECT_IS("cache_register(zero or no address)", s, LLMDD_PARAM_INVALID);
+    return;
+  }
+  case 1:
+    s = checked("cache_unregister", llmdd_cache_unregister(h, id));
+    if (e == NULL) expect_preamble("cache_unregister", &p, s);
+    else EXPECT_IS("cache_unregister(allocated or unknown id)", s,
+                   c != NULL ? LLMDD_PARAM_INVALID : LLMDD_KV_CACHE_NOT_EXIST);
+    return;
+  case 2: {
+    uint64_t pairs[2] = {u64(in), u64(in)};
+    int32_t n = (u8(in) & 1) ? -(int32_t)u8(in) : 1;
+    s = checked("cache_copy_blocks", llmdd_cache_copy_blocks(h, id, id, n > 0 ? NULL : pairs, n, 0));
+    if (e == NULL) expect_preamble("cache_copy_blocks", &p, s);
+    else EXPECT_IS("cache_copy_blocks(no pairs)", s, c != NULL ? LLMDD_PARAM_INVALID : LLMDD_KV_CACHE_NOT_EXIST);
+    return;
+  }
+  default: {
+    int32_t role = (int32_t)u32(in);
+    s = checked("engine_set_role", llmdd_engine_set_role(h, role, NULL, 0));
+    if (e == NULL) {
+      /* A bad role is refused before the handle is looked at. */
+      if (role < 1 || role > 3) EXPECT_IS("engine_set_role(bad role)", s, LLMDD_PARAM_INVALID);
+      else expect_preamble("engine_set_role", &p, s);
+    } else {
+      EXPECT_IS("engine_set_role(no llm.EnableSwitchRole)", s,
+                role >= 1 && role <= 3 ? LLMDD_FEATURE_NOT_ENABLED : LLMDD_PARAM_INVALID);
+    }
+    return;
+  }
+  }
+}
+
 static void step_abi_version(struct input *in) {
   (void)in;
   EXPECT_IS("abi_version", llmdd_abi_version(), LLMDD_ABI_VERSION);
@@ -1525,7 +1577,7 @@ static const step_fn steps[] = {
     step_read,        step_copy,        step_copy,        step_copy,
     step_job_create,  step_job_create,  step_job_cancel,  step_job_message,
     step_job_release, step_last_error,  step_link,        step_unlink,
-    step_pull,        step_verify_memory, step_abi_version,
+    step_pull,        step_verify_memory, step_abi_version, step_cache_manager,
 };
 #define NSTEPS (sizeof steps / sizeof steps[0])
 

@@ -22,6 +22,8 @@ void host_book_destroy(struct book *b) {
   while (b->caches != NULL) {
     struct cache *c = b->caches;
     b->caches = c->next;
+    free(c->registered);
+    free(c->keys);
     free(c);
   }
   host_map_destroy(&b->by_id);
@@ -31,13 +33,19 @@ void host_book_destroy(struct book *b) {
 /* The one place a cache's memory goes back: when no id, key or pin holds it. */
 static void release_if_unused(struct book *b, struct cache *c) {
   if (c->id_held || c->keys_held > 0 || c->pins > 0) return;
-  if (b->pools_live) {
-    uint64_t block = c->stride * (uint64_t)c->num_tensors;
+  uint64_t block = c->stride * (uint64_t)c->num_tensors;
+  if (c->registered != NULL) {
+    b->registered--; /* the memory is the caller's: only the record goes */
+  } else if (b->pools_live && c->in_host_pool) {
+    host_pool_free(b->host_pool, c->offsets[0], block);
+  } else if (b->pools_live) {
     for (int32_t d = 0; d < b->num_devices; d++) host_pool_free(&b->pools[d], c->offsets[d], block);
   }
   if (c->prev) c->prev->next = c->next;
   else b->caches = c->next;
   if (c->next) c->next->prev = c->prev;
+  free(c->registered);
+  free(c->keys);
   free(c);
 }
 
@@ -90,9 +98,23 @@ static int32_t add_keys(struct book *b, struct cache *c, const uint64_t *keys,
   return LLMDD_SUCCESS;
 }
 
+/* Takes the host pool's block and reserves its memory. */
+static int32_t allocate_host_block(struct book *b, struct cache *c, uint64_t block) {
+  int rc = host_pool_alloc(b->host_pool, block, &c->offsets[0]);
+  int err = rc == 0 ? host_pool_commit(b->host_pool, c->offsets[0], block) : 0;
+  if (rc == 0 && err == 0) return LLMDD_SUCCESS;
+  if (rc == 0) host_pool_free(b->host_pool, c->offsets[0], block);
+  if (rc == -2) return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for pool bookkeeping");
+  return core_fail(LLMDD_DEVICE_OUT_OF_MEMORY,
+                   "the host pool has no free block of %llu bytes (%llu of %llu bytes in use)",
+                   (unsigned long long)block, (unsigned long long)b->host_pool->in_use,
+                   (unsigned long long)b->host_pool->capacity);
+}
+
 /* Takes one block per device and reserves its memory; on failure nothing stays
  * allocated. */
 static int32_t allocate_blocks(struct book *b, struct cache *c, uint64_t block) {
+  if (c->in_host_pool) return allocate_host_block(b, c, block);
   for (int32_t d = 0; d < b->num_devices; d++) {
     int rc = host_pool_alloc(&b->pools[d], block, &c->offsets[d]);
     int err = rc == 0 ? host_pool_commit(&b->pools[d], c->offsets[d], block) : 0;
@@ -115,21 +137,98 @@ static int32_t allocate_blocks(struct book *b, struct cache *c, uint64_t block) 
   return LLMDD_SUCCESS;
 }
 
-int32_t host_book_allocate(struct book *b, int32_t num_tensors, uint64_t tensor_bytes,
-                      uint64_t batch_size, uint64_t layout_tag, const uint64_t *keys,
-                      int32_t num_keys, struct cache **out) {
-  struct cache *c = malloc(sizeof *c + (size_t)b->num_devices * sizeof c->offsets[0]);
+/* A new record, not yet listed (NULL: out of memory, with a message). */
+static struct cache *new_cache(struct book *b, int32_t num_tensors, uint64_t tensor_bytes,
+                               uint64_t batch_size, uint64_t layout_tag, int32_t num_keys) {
+  struct cache *c = calloc(1, sizeof *c + (size_t)b->num_devices * sizeof c->offsets[0]);
   if (c == NULL || host_map_reserve(&b->by_id, 1) != 0 ||
       host_map_reserve(&b->by_key, (uint64_t)num_keys) != 0) {
     free(c);
-    return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for cache bookkeeping");
+    core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for cache bookkeeping");
+    return NULL;
   }
   c->num_tensors = num_tensors;
   c->tensor_bytes = tensor_bytes;
   c->batch_size = batch_size;
   c->layout_tag = layout_tag;
   c->stride = (tensor_bytes + POOL_ALIGN - 1) / POOL_ALIGN * POOL_ALIGN;
-  c->pins = 0;
+  return c;
+}
+
+/* Gives a placed cache its id and lists it. */
+static void list_cache(struct book *b, struct cache *c) {
+  c->id = b->next_id++;
+  c->id_held = true;
+  host_map_insert(&b->by_id, id_key(c->id), c, 0);
+  c->prev = NULL;
+  c->next = b->caches;
+  if (b->caches) b->caches->prev = c;
+  b->caches = c;
+}
+
+int32_t host_book_register(struct book *b, int32_t num_tensors, uint64_t tensor_bytes,
+                           uint64_t batch_size, uint64_t layout_tag, const uint64_t *addrs,
+                           const uint64_t *keys, int32_t num_keys, struct cache **out) {
+  if (b->registered >= LLMDD_MAX_REGISTERED_CACHES)
+    return core_fail(LLMDD_OUT_OF_MEMORY, "%d caches are registered already, the most there may be",
+                     LLMDD_MAX_REGISTERED_CACHES);
+  struct cache *c = new_cache(b, num_tensors, tensor_bytes, batch_size, layout_tag, num_keys);
+  if (c == NULL) return LLMDD_OUT_OF_MEMORY;
+  size_t count = (size_t)b->num_devices * (size_t)num_tensors;
+  c->registered = malloc(count * sizeof c->registered[0]);
+  c->keys = num_keys > 0 ? malloc((size_t)num_keys * 3 * sizeof c->keys[0]) : NULL;
+  if (c->registered == NULL || (num_keys > 0 && c->keys == NULL)) {
+    free(c->registered);
+    free(c->keys);
+    free(c);
+    return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for cache bookkeeping");
+  }
+  for (size_t i = 0; i < count; i++) c->registered[i] = (uint8_t *)(uintptr_t)addrs[i];
+  for (int32_t i = 0; i < num_keys * 3; i++) c->keys[i] = keys[i];
+  c->num_keys = num_keys;
+  int32_t status = add_keys(b, c, keys, num_keys);
+  if (status != LLMDD_SUCCESS) {
+    free(c->registered);
+    free(c->keys);
+    free(c);
+    return status;
+  }
+  b->registered++;
+  list_cache(b, c);
+  *out = c;
+  return LLMDD_SUCCESS;
+}
+
+int32_t host_book_unregister(struct book *b, uint64_t id) {
+  struct cache *c = host_book_find(b, id);
+  if (c == NULL)
+    return core_fail(LLMDD_KV_CACHE_NOT_EXIST, "cache %llu does not exist", (unsigned long long)id);
+  if (c->registered == NULL)
+    return core_fail(LLMDD_PARAM_INVALID,
+                     "cache %llu was allocated, not registered: deallocate it instead",
+                     (unsigned long long)id);
+  /* Returning SUCCESS hands the memory back to its owner, who may free it at
+   * once: an operation still copying from or to it must end first. */
+  if (c->pins > 0)
+    return core_fail(LLMDD_FAILED, "cache %llu is in use by %d running operation(s)",
+                     (unsigned long long)id, c->pins);
+  for (int32_t i = 0; i < c->num_keys; i++) {
+    const uint64_t *k = &c->keys[3 * i];
+    struct map_entry *entry = host_map_find(&b->by_key, (struct map_key){k[0], k[1], k[2]});
+    if (entry != NULL && entry->value == c) {
+      host_map_remove(&b->by_key, entry);
+      c->keys_held--;
+    }
+  }
+  return host_book_release_id(b, id);
+}
+
+int32_t host_book_allocate(struct book *b, int32_t num_tensors, uint64_t tensor_bytes,
+                      uint64_t batch_size, uint64_t layout_tag, const uint64_t *keys,
+                      int32_t num_keys, bool in_host_pool, struct cache **out) {
+  struct cache *c = new_cache(b, num_tensors, tensor_bytes, batch_size, layout_tag, num_keys);
+  if (c == NULL) return LLMDD_OUT_OF_MEMORY;
+  c->in_host_pool = in_host_pool;
 
   /* Memory before keys, as upstream: its CacheManager::Allocate takes every
    * tensor (LLM_OUT_OF_MEMORY) before CheckCacheKeys refuses a key already
@@ -146,13 +245,7 @@ int32_t host_book_allocate(struct book *b, int32_t num_tensors, uint64_t tensor_
     return status;
   }
 
-  c->id = b->next_id++;
-  c->id_held = true;
-  host_map_insert(&b->by_id, id_key(c->id), c, 0);
-  c->prev = NULL;
-  c->next = b->caches;
-  if (b->caches) b->caches->prev = c;
-  b->caches = c;
+  list_cache(b, c);
   *out = c;
   return LLMDD_SUCCESS;
 }

@@ -7,6 +7,7 @@
 #define LLMDD_HOST_BOOK_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "map.h"
@@ -23,12 +24,20 @@ struct cache {
   bool id_held;      /* not yet llmdd_cache_deallocate()d */
   int32_t keys_held; /* cache keys naming it */
   int32_t pins;      /* operations accepted or running on it, and DECODERs' pulls */
+  /* Where the memory is: each device's pool (offsets), the host pool (one block,
+   * offsets[0], seen by every device), or the caller's (registered: tensors). */
+  bool in_host_pool;
+  uint8_t **registered; /* [device * num_tensors + tensor], or NULL; never freed here */
+  uint64_t *keys;       /* registered caches: their keys (3 words each), to drop them */
+  int32_t num_keys;
   struct cache *prev, *next; /* book->caches */
   uint64_t offsets[];        /* the cache's block in each device's pool */
 };
 
 struct book {
   struct pool *pools; /* the engine's, one per device */
+  struct pool *host_pool; /* llm.HostMemPoolConfig's, or NULL */
+  int32_t registered;     /* caches of registered memory held */
   int32_t num_devices;
   const int32_t *device_ids; /* for messages */
   bool pools_live;           /* false once finalize returned the pools */
@@ -60,7 +69,19 @@ void host_book_close(struct book *b);
  * OUT_OF_MEMORY. */
 int32_t host_book_allocate(struct book *b, int32_t num_tensors, uint64_t tensor_bytes,
                       uint64_t batch_size, uint64_t layout_tag, const uint64_t *keys,
-                      int32_t num_keys, struct cache **out);
+                      int32_t num_keys, bool in_host_pool, struct cache **out);
+
+/* Records caller-owned memory as a cache (llmdd_cache_register): addrs are
+ * num_devices * num_tensors tensor addresses, already checked. Fails like
+ * host_book_allocate, and with OUT_OF_MEMORY past LLMDD_MAX_REGISTERED_CACHES. */
+int32_t host_book_register(struct book *b, int32_t num_tensors, uint64_t tensor_bytes,
+                           uint64_t batch_size, uint64_t layout_tag, const uint64_t *addrs,
+                           const uint64_t *keys, int32_t num_keys, struct cache **out);
+
+/* Unregisters a registered cache: its id and keys go at once (llmdd_cache_unregister).
+ * SUCCESS; KV_CACHE_NOT_EXIST; PARAM_INVALID (allocated, not registered); FAILED
+ * (pinned by an operation). */
+int32_t host_book_unregister(struct book *b, uint64_t id);
 
 /* The cache of that id, or NULL. */
 struct cache *host_book_find(const struct book *b, uint64_t id);
@@ -89,8 +110,17 @@ static inline uint64_t host_cache_row_bytes(const struct cache *c) {
 
 static inline uint8_t *host_cache_tensor(const struct book *b, const struct cache *c,
                                     int32_t device_index, int32_t tensor_index) {
+  if (c->registered != NULL)
+    return c->registered[(int64_t)device_index * c->num_tensors + tensor_index];
+  if (c->in_host_pool) return b->host_pool->base + c->offsets[0] + (uint64_t)tensor_index * c->stride;
   return b->pools[device_index].base + c->offsets[device_index] +
          (uint64_t)tensor_index * c->stride;
+}
+
+/* Whether a linked DECODER may pull the cache: only memory of the device pools,
+ * which are what it maps. */
+static inline bool host_cache_in_device_pools(const struct cache *c) {
+  return c->registered == NULL && !c->in_host_pool;
 }
 
 #endif

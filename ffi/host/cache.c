@@ -65,7 +65,8 @@ LLMDD_API int32_t llmdd_cache_allocate(uint64_t engine, int32_t num_tensors,
   struct cache *c = NULL;
   if (status == LLMDD_SUCCESS)
     status = host_book_allocate(&e->book, num_tensors, tensor_bytes, batch_size, layout_tag, keys,
-                           num_keys, &c);
+                           num_keys, placement == LLMDD_PLACEMENT_HOST && e->book.host_pool != NULL,
+                           &c);
   if (status == LLMDD_SUCCESS) {
     *out_cache_id = c->id;
     for (int32_t d = 0; d < num_devices; d++)
@@ -81,7 +82,13 @@ LLMDD_API int32_t llmdd_cache_deallocate(uint64_t engine, uint64_t cache_id) {
   struct engine *e = NULL;
   int32_t status = host_engine_enter(engine, &e);
   if (status != LLMDD_SUCCESS) return status;
-  status = host_book_release_id(&e->book, cache_id);
+  const struct cache *c = host_book_find(&e->book, cache_id);
+  if (c != NULL && c->registered != NULL)
+    status = core_fail(LLMDD_PARAM_INVALID,
+                       "cache %llu was registered, not allocated: unregister it instead",
+                       (unsigned long long)cache_id);
+  else
+    status = host_book_release_id(&e->book, cache_id);
   host_engine_leave(e);
   return status;
 }
@@ -92,6 +99,56 @@ LLMDD_API int32_t llmdd_cache_key_remove(uint64_t engine, uint64_t cluster_id,
   int32_t status = host_engine_enter(engine, &e);
   if (status != LLMDD_SUCCESS) return status;
   status = host_book_release_key(&e->book, (struct cache_key){cluster_id, req_id, model_id});
+  host_engine_leave(e);
+  return status;
+}
+
+LLMDD_API int32_t llmdd_cache_register(uint64_t engine, int32_t num_tensors,
+                                       uint64_t tensor_bytes, uint64_t batch_size,
+                                       uint64_t layout_tag, int32_t placement,
+                                       const uint64_t *addrs, int32_t num_addrs,
+                                       const uint64_t *keys, int32_t num_keys,
+                                       int32_t remote_accessible, uint64_t *out_cache_id) {
+  struct engine *e = NULL;
+  int32_t status = host_engine_enter(engine, &e);
+  if (status != LLMDD_SUCCESS) return status;
+  uint64_t unused_addr;
+  status = check_arguments(num_tensors, tensor_bytes, batch_size, placement, keys, num_keys,
+                           out_cache_id, &unused_addr);
+  if (status == LLMDD_SUCCESS && num_keys > 0 && e->role == LLMDD_ROLE_DECODER)
+    status = core_fail(LLMDD_PARAM_INVALID, "a DECODER engine's caches take no keys");
+  int64_t needed = (int64_t)e->options.num_devices * (status == LLMDD_SUCCESS ? num_tensors : 0);
+  if (status == LLMDD_SUCCESS && addrs == NULL)
+    status = core_fail(LLMDD_PARAM_INVALID, "addrs is NULL");
+  if (status == LLMDD_SUCCESS && num_addrs != needed)
+    status = core_fail(LLMDD_PARAM_INVALID,
+                       "num_addrs %d is not num_devices %d x num_tensors %d", num_addrs,
+                       e->options.num_devices, num_tensors);
+  for (int64_t i = 0; status == LLMDD_SUCCESS && i < needed; i++) {
+    if (addrs[i] == 0)
+      status = core_fail(LLMDD_PARAM_INVALID, "addrs[%lld] is 0: addr can not be zero", (long long)i);
+    else if (addrs[i] > UINT64_MAX - tensor_bytes || addrs[i] > (uint64_t)UINTPTR_MAX - tensor_bytes)
+      status = core_fail(LLMDD_PARAM_INVALID,
+                         "addrs[%lld] 0x%llx + %llu bytes wraps around the address space",
+                         (long long)i, (unsigned long long)addrs[i],
+                         (unsigned long long)tensor_bytes);
+  }
+  if (status == LLMDD_SUCCESS && remote_accessible != 0 && e->ever_linked)
+    status = core_fail(LLMDD_PARAM_INVALID, "you can not register remote accessible cache after link.");
+  struct cache *c = NULL;
+  if (status == LLMDD_SUCCESS)
+    status = host_book_register(&e->book, num_tensors, tensor_bytes, batch_size, layout_tag, addrs,
+                                keys, num_keys, &c);
+  if (status == LLMDD_SUCCESS) *out_cache_id = c->id;
+  host_engine_leave(e);
+  return status;
+}
+
+LLMDD_API int32_t llmdd_cache_unregister(uint64_t engine, uint64_t cache_id) {
+  struct engine *e = NULL;
+  int32_t status = host_engine_enter(engine, &e);
+  if (status != LLMDD_SUCCESS) return status;
+  status = host_book_unregister(&e->book, cache_id);
   host_engine_leave(e);
   return status;
 }

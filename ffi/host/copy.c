@@ -1,4 +1,5 @@
-/* The long operations: llmdd_cache_read and llmdd_cache_copy.
+/* The long operations: llmdd_cache_read, llmdd_cache_copy and
+ * llmdd_cache_copy_blocks.
  *
  * Each call is a task (task.h): claim the job, enter the engine, validate under
  * the engine lock, then run one of three ways:
@@ -9,6 +10,7 @@
  *   - jobs with a done callback pin their caches and go to a worker thread. */
 #define _DEFAULT_SOURCE 1
 #include "book.h"
+#include "core/blocks.h"
 #include "core/copy.h"
 #include "core/error.h"
 #include "engine.h"
@@ -32,8 +34,17 @@ struct operation {
   uint64_t dst_offset;
   uint64_t src_offset;
   uint64_t nbytes;
+  /* copy_blocks (pairs: the caller's, valid until the operation ends) */
+  const uint64_t *pairs;
+  int32_t num_pairs;
   uint64_t total; /* bytes the operation moves */
 };
+
+/* core_tensor_fn over a block copy's two caches. */
+static uint8_t *block_tensor(void *ctx, int side, int32_t device, int32_t tensor) {
+  const struct operation *op = ctx;
+  return host_cache_tensor(&op->task.engine->book, side == 0 ? op->dst : op->src, device, tensor);
+}
 
 /* The task's run: copies. The pools must stay mapped and the caches alive
  * throughout (the engine lock is held, or the caches are pinned). */
@@ -46,6 +57,10 @@ static int32_t execute(struct task *task) {
       &g, fresh ? host_copy_prefaulted : host_copy_plain, op->total, "copied");
   int32_t status = core_progress_check(&p); /* before the first chunk, even of none */
   if (status != LLMDD_SUCCESS) return status;
+  if (op->pairs != NULL)
+    return core_blocks_copy(&p, block_tensor, (void *)op, b->num_devices, op->src->num_tensors,
+                            host_cache_row_bytes(op->src), op->pairs, op->num_pairs,
+                            op->src == op->dst);
   if (op->dst == NULL)
     return core_copy_chunked(&p, op->out,
                              host_cache_tensor(b, op->src, op->device_index, op->tensor_index),
@@ -164,5 +179,30 @@ LLMDD_API int32_t llmdd_cache_copy(uint64_t engine, uint64_t dst_cache_id,
   op.src_offset = src_offset;
   op.nbytes = nbytes;
   op.total = nbytes * (uint64_t)op.src->num_tensors * (uint64_t)e->options.num_devices;
+  return dispatch(&op);
+}
+
+LLMDD_API int32_t llmdd_cache_copy_blocks(uint64_t engine, uint64_t dst_cache_id,
+                                          uint64_t src_cache_id, const uint64_t *pairs,
+                                          int32_t num_pairs, uint64_t job) {
+  struct operation op = {.task = {.run = execute, .end = unpin}};
+  int32_t status = host_task_begin(&op.task, engine, job);
+  if (status != LLMDD_SUCCESS) return status;
+  struct engine *e = op.task.engine;
+
+  status = find_cache(e, dst_cache_id, "destination ", &op.dst);
+  if (status == LLMDD_SUCCESS) status = find_cache(e, src_cache_id, "source ", &op.src);
+  if (status != LLMDD_SUCCESS) return host_task_abandon(&op.task, status);
+  struct core_block_cache dst = {dst_cache_id, op.dst->num_tensors, op.dst->batch_size,
+                                 host_cache_row_bytes(op.dst)};
+  struct core_block_cache src = {src_cache_id, op.src->num_tensors, op.src->batch_size,
+                                 host_cache_row_bytes(op.src)};
+  status = core_blocks_check(&dst, &src, pairs, num_pairs);
+  if (status != LLMDD_SUCCESS) return host_task_abandon(&op.task, status);
+
+  op.pairs = pairs;
+  op.num_pairs = num_pairs;
+  op.total = core_blocks_total(e->options.num_devices, src.num_tensors, src.block_bytes, pairs,
+                               num_pairs, op.src == op.dst);
   return dispatch(&op);
 }

@@ -36,14 +36,19 @@ struct engine {
   uint64_t cluster_id;
   struct engine_options options;
   struct pool pools[MAX_DEVICES];
+  struct pool host_pool; /* llm.HostMemPoolConfig's (book.host_pool points here), or unused */
   struct book book;
   int32_t running; /* operations copying or waiting outside the lock */
   /* PROMPT and MIX: the cluster id's lock (pools are in shared memory). */
   int lock_fd;
   /* PROMPT and MIX with llm.listenIpInfo: the server DECODERs link to. Set at
-   * init, stopped by finalize; never changes in between. */
+   * init or by llmdd_engine_set_role (under the lock), stopped by finalize or a
+   * switch to DECODER. */
   struct server *server;
   uint16_t listen_port;
+  /* Whether this engine has ever linked or been linked to (no remote-accessible
+   * registration after that, as upstream). */
+  bool ever_linked;
   /* DECODER and MIX: the clusters linked to. */
   struct link *links[LLMDD_MAX_LINKS];
   int32_t num_links;

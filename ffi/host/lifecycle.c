@@ -15,7 +15,8 @@
 /* Creates the pools: shared for PROMPT and MIX (after taking the cluster id),
  * private for DECODER. On failure nothing is left behind. */
 static int32_t create_pools(struct engine *e) {
-  bool shared = e->role != LLMDD_ROLE_DECODER;
+  /* An engine that may become a PROMPT later is created as one would be. */
+  bool shared = e->role != LLMDD_ROLE_DECODER || e->options.switch_role;
   if (shared) {
     int32_t status = host_cluster_acquire(e->cluster_id, &e->lock_fd);
     if (status != LLMDD_SUCCESS) return status;
@@ -37,11 +38,26 @@ static int32_t create_pools(struct engine *e) {
                      (unsigned long long)e->options.pool_bytes, e->options.device_ids[d],
                      core_errno_text(err, text));
   }
+  /* The host pool stands in for host memory of the process: private. */
+  if (e->options.host_pool_bytes > 0) {
+    if (host_pool_init(&e->host_pool, e->options.host_pool_bytes, false) != 0) {
+      char text[CORE_ERRNO_TEXT_CAP];
+      int err = errno;
+      for (int32_t d = 0; d < e->options.num_devices; d++) host_pool_destroy(&e->pools[d]);
+      if (shared) host_cluster_release(e->cluster_id, e->lock_fd);
+      e->lock_fd = -1;
+      return core_fail(LLMDD_OUT_OF_MEMORY, "could not reserve %llu bytes for the host pool: %s",
+                       (unsigned long long)e->options.host_pool_bytes, core_errno_text(err, text));
+    }
+    e->book.host_pool = &e->host_pool;
+  }
   return LLMDD_SUCCESS;
 }
 
 static void destroy_pools(struct engine *e) {
   for (int32_t d = 0; d < e->options.num_devices; d++) host_pool_destroy(&e->pools[d]);
+  if (e->book.host_pool != NULL) host_pool_destroy(e->book.host_pool);
+  e->book.host_pool = NULL;
   if (e->lock_fd >= 0) host_cluster_release(e->cluster_id, e->lock_fd);
   e->lock_fd = -1;
 }
@@ -106,11 +122,13 @@ LLMDD_API int32_t llmdd_engine_finalize(uint64_t engine) {
    * (running) and stop at their next chunk boundary or wait slice. */
   pthread_mutex_lock(&e->lock);
   atomic_store_explicit(&e->finalizing, true, memory_order_relaxed);
+  /* Taken under the lock: llmdd_engine_set_role may be replacing it. */
+  struct server *server = e->server;
+  e->server = NULL;
   pthread_mutex_unlock(&e->lock);
 
   /* Its connection threads take the engine lock to drop their pins. */
-  if (e->server != NULL) host_server_stop(e->server);
-  e->server = NULL;
+  if (server != NULL) host_server_stop(server);
 
   pthread_mutex_lock(&e->lock);
   while (e->running > 0) pthread_cond_wait(&e->idle, &e->lock);
@@ -161,5 +179,73 @@ LLMDD_API int32_t llmdd_pool_usage(uint64_t engine, int32_t device_index, uint64
     out[1] = e->pools[device_index].capacity;
   }
   host_engine_leave(e);
+  return status;
+}
+
+LLMDD_API int32_t llmdd_engine_set_role(uint64_t engine, int32_t role,
+                                        const uint8_t *options, int32_t options_len) {
+  if (role != LLMDD_ROLE_PROMPT && role != LLMDD_ROLE_DECODER && role != LLMDD_ROLE_MIX)
+    return core_fail(LLMDD_PARAM_INVALID,
+                     "role %d is not PROMPT (1), DECODER (2) or MIX (3)", role);
+  if (options_len < 0)
+    return core_fail(LLMDD_PARAM_INVALID, "options_len %d is negative", options_len);
+  if (options == NULL && options_len > 0)
+    return core_fail(LLMDD_PARAM_INVALID, "options is NULL but options_len is %d",
+                     options_len);
+  struct engine_options parsed;
+  int32_t status = host_options_parse(options, options_len, &parsed);
+  if (status != LLMDD_SUCCESS) return status;
+  if (parsed.listen && role == LLMDD_ROLE_DECODER)
+    return core_fail(LLMDD_PARAM_INVALID,
+                     "llm.listenIpInfo is for PROMPT and MIX engines: a DECODER links, it is not"
+                     " linked to");
+
+  struct engine *e = NULL;
+  status = host_engine_enter(engine, &e);
+  if (status != LLMDD_SUCCESS) return status;
+  if (!e->options.switch_role)
+    status = core_fail(LLMDD_FEATURE_NOT_ENABLED,
+                       "switching roles needs llm.EnableSwitchRole=1 at init (the pools of an"
+                       " engine that may become a PROMPT are made shareable then)");
+  else if (role == LLMDD_ROLE_PROMPT && e->num_links > 0)
+    status = core_fail(LLMDD_PARAM_INVALID,
+                       "the engine is linked to %d cluster(s): unlink them before it becomes a"
+                       " PROMPT",
+                       e->num_links);
+  else if (parsed.listen && !host_net_is_loopback(&parsed.listen_address) &&
+           e->options.secret_len == 0)
+    status = core_fail(LLMDD_PARAM_INVALID,
+                       "llm.listenIpInfo is not a loopback address: llmdd.linkSecret must be set"
+                       " at init to listen there");
+  /* The server goes when the engine stops being listened to: as a DECODER, or
+   * when a new address is given. It is stopped outside the engine lock, because
+   * its connection threads take that lock to drop their pins. */
+  struct server *old = NULL;
+  if (status == LLMDD_SUCCESS && (role == LLMDD_ROLE_DECODER || parsed.listen)) {
+    old = e->server;
+    e->server = NULL;
+    e->listen_port = 0;
+  }
+  if (status == LLMDD_SUCCESS) e->role = role;
+  pthread_mutex_unlock(&e->lock);
+  if (old != NULL) host_server_stop(old);
+  if (status == LLMDD_SUCCESS && parsed.listen) {
+    struct server *server = NULL;
+    uint16_t port = 0;
+    status = host_server_start(e, &parsed.listen_address, &server, &port);
+    pthread_mutex_lock(&e->lock);
+    if (status == LLMDD_SUCCESS && atomic_load_explicit(&e->finalizing, memory_order_relaxed)) {
+      /* Finalize ran meanwhile and saw no server: this one is stopped here. */
+      pthread_mutex_unlock(&e->lock);
+      host_server_stop(server);
+      pthread_mutex_lock(&e->lock);
+      status = core_fail(LLMDD_ENGINE_FINALIZED, "the engine was finalized during the switch");
+    } else if (status == LLMDD_SUCCESS) {
+      e->server = server;
+      e->listen_port = port;
+    }
+    pthread_mutex_unlock(&e->lock);
+  }
+  host_engine_release(e);
   return status;
 }

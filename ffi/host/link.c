@@ -359,6 +359,7 @@ static int32_t link_run(struct task *t) {
         host_link_release(old);
       }
       e->links[e->num_links++] = l; /* the table takes our reference */
+      e->ever_linked = true;
     }
     pthread_mutex_unlock(&e->lock);
   }

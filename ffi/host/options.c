@@ -12,6 +12,9 @@
 #define KEY_DEVICE_ID "ge.exec.deviceId"
 #define KEY_POOL_BYTES "ge.flowGraphMemMaxSize"
 #define KEY_LISTEN "llm.listenIpInfo"
+#define KEY_MEM_POOL "llm.MemPoolConfig"
+#define KEY_HOST_MEM_POOL "llm.HostMemPoolConfig"
+#define KEY_SWITCH_ROLE "llm.EnableSwitchRole"
 /* Ours, not upstream's (the llmdd. prefix says so): links of the host backend
  * are authenticated with this instead of the user's own key (auth.h). */
 #define KEY_SECRET "llmdd.linkSecret"
@@ -83,6 +86,23 @@ static int32_t on_option(void *arg, struct core_span key, struct core_span value
   if (core_span_equals(key, KEY_POOL_BYTES)) return parse_pool_bytes(value, out);
   if (core_span_equals(key, KEY_LISTEN)) return parse_listen(value, out);
   if (core_span_equals(key, KEY_SECRET)) return parse_secret(value, out);
+  if (core_span_equals(key, KEY_MEM_POOL) || core_span_equals(key, KEY_HOST_MEM_POOL)) {
+    bool host = core_span_equals(key, KEY_HOST_MEM_POOL);
+    uint64_t bytes;
+    int32_t status = core_parse_mem_pool_config(value, host ? KEY_HOST_MEM_POOL : KEY_MEM_POOL,
+                                                &bytes);
+    if (status == LLMDD_SUCCESS && bytes > POOL_BYTES_LIMIT)
+      status = core_fail(LLMDD_PARAM_INVALID, "%s: memory_size %llu is more than %llu",
+                         host ? KEY_HOST_MEM_POOL : KEY_MEM_POOL, (unsigned long long)bytes,
+                         (unsigned long long)POOL_BYTES_LIMIT);
+    if (status != LLMDD_SUCCESS) return status;
+    *(host ? &out->host_pool_bytes : &out->pool_bytes) = bytes;
+    return LLMDD_SUCCESS;
+  }
+  if (core_span_equals(key, KEY_SWITCH_ROLE)) {
+    out->switch_role = core_span_equals(value, "1");
+    return LLMDD_SUCCESS;
+  }
   return LLMDD_SUCCESS;
 }
 
@@ -90,6 +110,8 @@ int32_t host_options_parse(const uint8_t *text, int32_t len, struct engine_optio
   out->num_devices = 1;
   out->device_ids[0] = 0;
   out->pool_bytes = DEFAULT_POOL_BYTES;
+  out->host_pool_bytes = 0;
+  out->switch_role = false;
   out->listen = false;
   out->secret_len = 0;
   return core_options_each(text, len, on_option, out);

@@ -18,6 +18,8 @@ struct engine_options {
   int32_t num_devices;
   int32_t device_ids[MAX_DEVICES];
   uint64_t pool_bytes; /* per device */
+  uint64_t host_pool_bytes; /* llm.HostMemPoolConfig's memory_size; 0: no host pool */
+  bool switch_role;         /* llm.EnableSwitchRole=1 */
   bool listen;         /* llm.listenIpInfo was given */
   struct sockaddr_in listen_address;
   int32_t secret_len; /* llmdd.linkSecret, 0 when not given */

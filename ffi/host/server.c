@@ -136,6 +136,10 @@ static void lookup(struct connection *c, uint64_t seq, const struct msg_lookup *
   } else {
     r->status = LLMDD_PARAM_INVALID;
   }
+  /* A DECODER maps the device pools only: registered memory and the host pool
+   * are not pullable (yet), and must never be read through pool offsets. */
+  if (r->status == LLMDD_SUCCESS && !host_cache_in_device_pools(pin.cache))
+    r->status = LLMDD_FEATURE_NOT_ENABLED;
   if (r->status == LLMDD_SUCCESS) {
     const struct cache *cache = pin.cache;
     host_book_pin(pin.cache);
@@ -236,6 +240,12 @@ static bool handle(struct connection *c, const struct msg *m) {
     if (answer.u.hello_reply.status == LLMDD_SUCCESS && !admit(c))
       answer.u.hello_reply.status = LLMDD_CLUSTER_NUM_EXCEED_LIMIT;
     c->greeted = answer.u.hello_reply.status == LLMDD_SUCCESS;
+    if (c->greeted) {
+      struct engine *e = c->server->engine;
+      pthread_mutex_lock(&e->lock);
+      e->ever_linked = true;
+      pthread_mutex_unlock(&e->lock);
+    }
     /* A refused link ends here; the DECODER reads the answer, then EOF. */
     return reply(c, &answer) && c->greeted;
   case MSG_LOOKUP:

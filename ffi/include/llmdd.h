@@ -45,7 +45,7 @@ extern "C" {
 
 /* Bumped whenever a signature or a meaning below changes. The loader refuses a
  * library whose llmdd_abi_version() differs from the version it was written for. */
-#define LLMDD_ABI_VERSION 2
+#define LLMDD_ABI_VERSION 3
 
 /* ---- Status codes: the upstream LLMStatusCode values (llm_datadist/llm_error_codes.h,
  *      0x5010B000 + n). Names keep the upstream spelling without the LLM_ prefix. ---- */
@@ -74,6 +74,10 @@ extern "C" {
 /* Placements, as upstream Placement. */
 #define LLMDD_PLACEMENT_HOST   0
 #define LLMDD_PLACEMENT_DEVICE 1
+
+/* Most caches of registered (caller-owned) memory one engine holds at a time
+ * (upstream's limit on register_cache). */
+#define LLMDD_MAX_REGISTERED_CACHES 240
 
 /* Most clusters one engine links to (upstream's per-call limit of link_clusters). */
 #define LLMDD_MAX_LINKS 16
@@ -123,6 +127,14 @@ LLMDD_API int32_t llmdd_last_error(uint8_t *buf, int32_t cap);
  *   llmdd.linkSecret         (host backend only) 16 to 256 bytes that authenticate
  *                            links instead of the user's own key; the same on a
  *                            PROMPT and the DECODERs that link to it
+ *   llm.MemPoolConfig        upstream's JSON {"memory_size": N[, "page_shift": S]}:
+ *                            pool bytes per device (instead of ge.flowGraphMemMaxSize)
+ *   llm.HostMemPoolConfig    the same JSON: a separate host pool of N bytes, where
+ *                            caches with placement HOST then go (one copy, seen by
+ *                            every device); without it HOST caches share the
+ *                            device pools
+ *   llm.EnableSwitchRole     "1": the role may change later (llmdd_engine_set_role);
+ *                            the pools are shared memory whatever the role
  * Other keys are accepted and ignored (they belong to other layers or backends).
  *
  * Pools of PROMPT and MIX engines are sealed, unnamed shared memory, which a
@@ -330,6 +342,74 @@ LLMDD_API int32_t llmdd_unlink(uint64_t engine, uint64_t remote_cluster_id, int3
 LLMDD_API int32_t llmdd_cache_pull(uint64_t engine, uint64_t cache_id, int32_t key_kind,
                                    uint64_t k0, uint64_t k1, uint64_t k2,
                                    int32_t dst_batch_index, uint64_t size, uint64_t job);
+
+/* ======================================================================== */
+/* The cache manager (upstream V2: LLMDataDist.cache_manager)                */
+/* ======================================================================== */
+
+/* Registers memory the caller owns as a cache: upstream register_cache /
+ * register_blocks_cache (C++ RegisterKvCache). The engine records the ranges
+ * and never frees them; the caller must keep the memory valid and unchanged in
+ * size until llmdd_cache_unregister has returned (or the engine is finalized).
+ *
+ * num_tensors, tensor_bytes, batch_size, layout_tag, placement, keys and
+ * num_keys: as llmdd_cache_allocate (a blocks cache has batch_size blocks).
+ * addrs: num_devices * num_tensors addresses, [device][tensor], each the start of
+ *   a tensor of tensor_bytes bytes; num_addrs is their count. No address may be 0.
+ * remote_accessible: 1 if linked peers may read or write the memory, 0 if not.
+ *   Refused (PARAM_INVALID) once the engine has linked or been linked to, as
+ *   upstream ("you can not register remote accessible cache after link").
+ * out_cache_id: the new cache id (ids are shared with allocated caches).
+ *
+ * Returns: SUCCESS; PARAM_INVALID (num_addrs wrong, a zero address, ranges that
+ * wrap around the address space, remote access after a link, and every
+ * argument llmdd_cache_allocate refuses); OUT_OF_MEMORY
+ * (LLMDD_MAX_REGISTERED_CACHES registered already); ENGINE_FINALIZED. */
+LLMDD_API int32_t llmdd_cache_register(uint64_t engine, int32_t num_tensors,
+                                       uint64_t tensor_bytes, uint64_t batch_size,
+                                       uint64_t layout_tag, int32_t placement,
+                                       const uint64_t *addrs, int32_t num_addrs,
+                                       const uint64_t *keys, int32_t num_keys,
+                                       int32_t remote_accessible, uint64_t *out_cache_id);
+
+/* Unregisters a cache made by llmdd_cache_register (upstream unregister_cache):
+ * its id and keys are released at once, and the engine never touches its
+ * memory again. A cache that a running operation still uses is refused rather
+ * than waited for, so that returning SUCCESS means the memory is the caller's.
+ * Returns: SUCCESS; KV_CACHE_NOT_EXIST (no cache of that id); PARAM_INVALID (the
+ * cache was allocated, not registered: use llmdd_cache_deallocate); FAILED (an
+ * operation is using it: retry once it has ended); ENGINE_FINALIZED. */
+LLMDD_API int32_t llmdd_cache_unregister(uint64_t engine, uint64_t cache_id);
+
+/* Copies blocks (batch rows) between two caches of the engine, or within one:
+ * upstream copy_blocks (src == dst) and swap_blocks (a HOST and a DEVICE cache).
+ * pairs: num_pairs pairs (src_block, dst_block); for each pair, block src_block
+ * of every tensor of src_cache_id is copied to block dst_block of the same
+ * tensor of dst_cache_id, on every device. One call moves every pair, in
+ * chunks, checking the job's deadline and cancel flag between chunks. A pair
+ * whose blocks are the same block of the same cache is skipped. pairs must stay
+ * valid until the operation has finished.
+ * Both caches must have the same number of tensors and the same block size
+ * (tensor_bytes / batch_size). Placement is not checked here: which placements
+ * a call allows is the API's rule.
+ * Returns: SUCCESS; PARAM_INVALID (num_pairs < 1, pairs NULL, a block index out
+ * of range, tensor counts or block sizes differ, unknown job);
+ * KV_CACHE_NOT_EXIST; ENGINE_FINALIZED; WAIT_PROCESS_TIMEOUT; FAILED (cancelled). */
+LLMDD_API int32_t llmdd_cache_copy_blocks(uint64_t engine, uint64_t dst_cache_id,
+                                          uint64_t src_cache_id, const uint64_t *pairs,
+                                          int32_t num_pairs, uint64_t job);
+
+/* Switches the engine's role (upstream switch_role, C++ SetRole). The engine must
+ * have been initialised with llm.EnableSwitchRole=1. options/options_len: as
+ * llmdd_engine_init; a switch to PROMPT or MIX may give llm.listenIpInfo to
+ * listen on (port 0: any free port, see llmdd_engine_info). A switch to DECODER
+ * stops listening (linked DECODERs are dropped). An engine that is linked to
+ * PROMPTs must unlink before it becomes a PROMPT.
+ * Returns: SUCCESS; FEATURE_NOT_ENABLED (llm.EnableSwitchRole was not set);
+ * PARAM_INVALID (bad role or option, listenIpInfo for a DECODER, links still
+ * up); FAILED (the address cannot be listened on); ENGINE_FINALIZED. */
+LLMDD_API int32_t llmdd_engine_set_role(uint64_t engine, int32_t role,
+                                        const uint8_t *options, int32_t options_len);
 
 #ifdef __cplusplus
 }

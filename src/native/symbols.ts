@@ -31,7 +31,7 @@ export interface SymbolDef {
 // and `Placement` (src/enums.ts), with the header's values.
 
 /** The ABI version this TypeScript code was written for (`LLMDD_ABI_VERSION`). */
-export const ABI_VERSION = 2;
+export const ABI_VERSION = 3;
 
 /** `llmdd_cache_pull` key kind: k0..k2 are a `CacheKey` (`LLMDD_KEY_CACHE_KEY`). */
 export const KEY_CACHE_KEY = 0;
@@ -57,6 +57,9 @@ export const MAX_DEVICES = 64;
  * alignment; `llmdd_pool_usage` counts it).
  */
 export const POOL_ALIGN_BYTES = 64;
+
+/** Most caches of registered memory one engine holds (`LLMDD_MAX_REGISTERED_CACHES`, upstream's limit). */
+export const MAX_REGISTERED_CACHES = 240;
 
 /** Most clusters one engine links to (`LLMDD_MAX_LINKS`, upstream's per-call limit of link_clusters). */
 export const MAX_LINKS = 16;
@@ -111,6 +114,21 @@ export const SYMBOLS = {
    *                          uint64_t k1, uint64_t k2, int32_t dst_batch_index, uint64_t size,
    *                          uint64_t job) */
   llmdd_cache_pull: { params: ["u64", "u64", "i32", "u64", "u64", "u64", "i32", "u64", "u64"], long: true },
+  /* int32_t llmdd_cache_register(uint64_t engine, int32_t num_tensors, uint64_t tensor_bytes,
+   *                              uint64_t batch_size, uint64_t layout_tag, int32_t placement,
+   *                              const uint64_t *addrs, int32_t num_addrs, const uint64_t *keys,
+   *                              int32_t num_keys, int32_t remote_accessible, uint64_t *out_cache_id) */
+  llmdd_cache_register: {
+    params: ["u64", "i32", "u64", "u64", "u64", "i32", "buffer", "i32", "buffer", "i32", "i32", "buffer"],
+  },
+  /* int32_t llmdd_cache_unregister(uint64_t engine, uint64_t cache_id) */
+  llmdd_cache_unregister: { params: ["u64", "u64"] },
+  /* int32_t llmdd_cache_copy_blocks(uint64_t engine, uint64_t dst_cache_id, uint64_t src_cache_id,
+   *                                 const uint64_t *pairs, int32_t num_pairs, uint64_t job) */
+  llmdd_cache_copy_blocks: { params: ["u64", "u64", "u64", "buffer", "i32", "u64"], long: true },
+  /* int32_t llmdd_engine_set_role(uint64_t engine, int32_t role, const uint8_t *options,
+   *                               int32_t options_len) */
+  llmdd_engine_set_role: { params: ["u64", "i32", "buffer", "i32"] },
 } as const satisfies Record<string, SymbolDef>;
 
 /** Names of all native functions. */

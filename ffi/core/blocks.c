@@ -1,0 +1,64 @@
+#define _DEFAULT_SOURCE 1
+#include "blocks.h"
+
+#include <stddef.h>
+
+#include "error.h"
+#include "llmdd.h"
+
+int32_t core_blocks_check(const struct core_block_cache *dst,
+                          const struct core_block_cache *src, const uint64_t *pairs,
+                          int32_t num_pairs) {
+  if (num_pairs < 1)
+    return core_fail(LLMDD_PARAM_INVALID, "num_pairs %d: at least one block must be copied",
+                     num_pairs);
+  if (pairs == NULL) return core_fail(LLMDD_PARAM_INVALID, "pairs is NULL");
+  if (dst->num_tensors != src->num_tensors)
+    return core_fail(LLMDD_PARAM_INVALID,
+                     "destination cache %llu has %d tensors but source cache %llu has %d",
+                     (unsigned long long)dst->id, dst->num_tensors,
+                     (unsigned long long)src->id, src->num_tensors);
+  if (dst->block_bytes != src->block_bytes)
+    return core_fail(LLMDD_PARAM_INVALID,
+                     "src block size:%llu and dst block size:%llu must be equal",
+                     (unsigned long long)src->block_bytes, (unsigned long long)dst->block_bytes);
+  for (int32_t i = 0; i < num_pairs; i++) {
+    uint64_t s = pairs[2 * (size_t)i], d = pairs[2 * (size_t)i + 1];
+    if (s >= src->num_blocks)
+      return core_fail(LLMDD_PARAM_INVALID, "src_block_index:%llu must be in [0, %llu)",
+                       (unsigned long long)s, (unsigned long long)src->num_blocks);
+    if (d >= dst->num_blocks)
+      return core_fail(LLMDD_PARAM_INVALID, "dst_block_index:%llu must be in [0, %llu)",
+                       (unsigned long long)d, (unsigned long long)dst->num_blocks);
+  }
+  return LLMDD_SUCCESS;
+}
+
+int32_t core_blocks_copy(struct core_progress *p, core_tensor_fn tensor, void *ctx,
+                         int32_t num_devices, int32_t num_tensors, uint64_t block_bytes,
+                         const uint64_t *pairs, int32_t num_pairs, int same_cache) {
+  /* Device and tensor outermost: each tensor's base is looked up once, and the
+   * pairs, usually in ascending order, walk its memory forwards. */
+  for (int32_t d = 0; d < num_devices; d++) {
+    for (int32_t t = 0; t < num_tensors; t++) {
+      uint8_t *dst = tensor(ctx, 0, d, t);
+      const uint8_t *src = tensor(ctx, 1, d, t);
+      for (int32_t i = 0; i < num_pairs; i++) {
+        uint64_t s = pairs[2 * (size_t)i], b = pairs[2 * (size_t)i + 1];
+        if (same_cache && s == b) continue;
+        int32_t status = core_copy_chunked(p, dst + b * block_bytes, src + s * block_bytes,
+                                           block_bytes);
+        if (status != LLMDD_SUCCESS) return status;
+      }
+    }
+  }
+  return LLMDD_SUCCESS;
+}
+
+uint64_t core_blocks_total(int32_t num_devices, int32_t num_tensors, uint64_t block_bytes,
+                           const uint64_t *pairs, int32_t num_pairs, int same_cache) {
+  uint64_t blocks = 0;
+  for (int32_t i = 0; i < num_pairs; i++)
+    if (!same_cache || pairs[2 * (size_t)i] != pairs[2 * (size_t)i + 1]) blocks++;
+  return blocks * block_bytes * (uint64_t)num_tensors * (uint64_t)num_devices;
+}
