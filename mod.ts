@@ -27,6 +27,8 @@
  *
  * @module
  */
+export { BlocksCacheKey } from "./src/blocks_cache_key.ts";
+export { Cache } from "./src/cache.ts";
 export { CacheDesc } from "./src/cache_desc.ts";
 export { CacheKey, CacheKeyByIdAndIndex } from "./src/cache_key.ts";
 export { type IpInfo, LLMClusterInfo } from "./src/cluster_info.ts";
@@ -36,6 +38,8 @@ export { LLMRole, Placement } from "./src/enums.ts";
 export { LLMException, ValueError } from "./src/errors.ts";
 export { KvCache } from "./src/kv_cache.ts";
 export { type CallOptions, KvCacheManager, type PoolUsage } from "./src/kv_cache_manager.ts";
+export { type BlockCopies, type BlockMapping, CacheManager, type TensorMemory } from "./src/cache_manager.ts";
+export { MemInfo, MemType } from "./src/mem_info.ts";
 export { type ClusterStatuses, LLMDataDist, type LLMDataDistOptions } from "./src/llm_datadist.ts";
 export type { Backend } from "./src/native/load.ts";
 export { LLMStatusCode, statusName } from "./src/status.ts";

@@ -19,6 +19,11 @@ export const OptionKey = {
   SESSION_DEVICE_ID: "ge.session_device_id",
   MEM_UTILIZATION: "llm.MemoryUtilization",
   GLOBAL_RESOURCE_CONFIG: "llm.GlobalResourceConfig",
+  ENABLE_CACHE_MANAGER: "llm.EnableCacheManager",
+  ENABLE_REMOTE_CACHE_ACCESSIBLE: "llm.EnableRemoteCacheAccessible",
+  MEM_POOL_CONFIG: "llm.MemPoolConfig",
+  HOST_MEM_POOL_CONFIG: "llm.HostMemPoolConfig",
+  ENABLE_SWITCH_ROLE: "llm.EnableSwitchRole",
 } as const;
 
 /** Upstream default of `sync_kv_timeout`, in milliseconds. */
@@ -96,6 +101,12 @@ function checkTimeout(value: unknown, name: string): number {
   return requireIntIn(n, name, 1, INT32_MAX);
 }
 
+// Upstream's bool setters (check_isinstance(..., [bool])): anything else is a TypeError.
+function checkBool(value: unknown, name: string): boolean {
+  if (typeof value !== "boolean") throw new TypeError(`${name} must be a boolean, got ${describe(value)}`);
+  return value;
+}
+
 function checkListenIpInfo(value: unknown): string {
   const text = requireString(value, "listenIpInfo");
   const match = /^(.+):(\d{1,5})$/.exec(text);
@@ -128,6 +139,11 @@ export class LLMConfig {
   #memUtilization: number | undefined;
   #globalResourceConfig: string | undefined;
   #geOptions: Record<string, string> = {};
+  #enableCacheManager: boolean | undefined;
+  #enableRemoteCacheAccessible: boolean | undefined;
+  #memPoolConfig = "";
+  #hostMemPoolConfig = "";
+  #enableSwitchRole = false;
 
   /** The device id, or ids, of this instance (`ge.exec.deviceId`); default 0. */
   get deviceId(): number | number[] {
@@ -179,6 +195,56 @@ export class LLMConfig {
     this.#listenIpInfo = checkListenIpInfo(value);
   }
 
+  /**
+   * Upstream's V2 mode (`llm.EnableCacheManager`): `LLMDataDist.cacheManager`
+   * instead of `kvCacheManager`; default false, emitted as "1"/"0" once set.
+   */
+  get enableCacheManager(): boolean {
+    return this.#enableCacheManager ?? false;
+  }
+  set enableCacheManager(value: boolean) {
+    this.#enableCacheManager = checkBool(value, "enableCacheManager");
+  }
+
+  /**
+   * Whether linked peers may reach registered and allocated caches directly
+   * (`llm.EnableRemoteCacheAccessible`); default false, emitted once set.
+   */
+  get enableRemoteCacheAccessible(): boolean {
+    return this.#enableRemoteCacheAccessible ?? false;
+  }
+  set enableRemoteCacheAccessible(value: boolean) {
+    this.#enableRemoteCacheAccessible = checkBool(value, "enableRemoteCacheAccessible");
+  }
+
+  /**
+   * The device memory pool of the cache manager, upstream's JSON
+   * `'{"memory_size": N}'` (optionally `"page_shift"`) (`llm.MemPoolConfig`);
+   * `""` = none, and emitted only when not empty. The engine checks the JSON.
+   */
+  get memPoolConfig(): string {
+    return this.#memPoolConfig;
+  }
+  set memPoolConfig(value: string) {
+    this.#memPoolConfig = requireString(value, "memPoolConfig");
+  }
+
+  /** The host memory pool, in the same format (`llm.HostMemPoolConfig`); where HOST caches go. */
+  get hostMemPoolConfig(): string {
+    return this.#hostMemPoolConfig;
+  }
+  set hostMemPoolConfig(value: string) {
+    this.#hostMemPoolConfig = requireString(value, "hostMemPoolConfig");
+  }
+
+  /** Whether `LLMDataDist.switchRole` may be called (`llm.EnableSwitchRole`, emitted as "1" when true). */
+  get enableSwitchRole(): boolean {
+    return this.#enableSwitchRole;
+  }
+  set enableSwitchRole(value: boolean) {
+    this.#enableSwitchRole = checkBool(value, "enableSwitchRole");
+  }
+
   /** Extra options passed as they are (`ge.flowGraphMemMaxSize` = pool bytes per device). */
   get geOptions(): Record<string, string> {
     return { ...this.#geOptions };
@@ -218,6 +284,17 @@ export class LLMConfig {
     if (this.#memUtilization !== undefined || options[OptionKey.MEM_UTILIZATION] === undefined) {
       options[OptionKey.MEM_UTILIZATION] = pythonFloat(this.memUtilization);
     }
+    // Upstream's _add_memory_options and gen_options: pools when not empty, the
+    // two switches once set, EnableSwitchRole only when true.
+    if (this.#memPoolConfig) options[OptionKey.MEM_POOL_CONFIG] = this.#memPoolConfig;
+    if (this.#hostMemPoolConfig) options[OptionKey.HOST_MEM_POOL_CONFIG] = this.#hostMemPoolConfig;
+    if (this.#enableCacheManager !== undefined) {
+      options[OptionKey.ENABLE_CACHE_MANAGER] = this.#enableCacheManager ? "1" : "0";
+    }
+    if (this.#enableRemoteCacheAccessible !== undefined) {
+      options[OptionKey.ENABLE_REMOTE_CACHE_ACCESSIBLE] = this.#enableRemoteCacheAccessible ? "1" : "0";
+    }
+    if (this.#enableSwitchRole) options[OptionKey.ENABLE_SWITCH_ROLE] = "1";
     return options;
   }
 }
@@ -230,6 +307,14 @@ export interface EngineOptions {
   readonly syncKvTimeout: number;
   /** All options as `key=value` lines for the native library. */
   readonly text: string;
+  /** `llm.EnableCacheManager` is "1": the V2 cache manager mode. */
+  readonly cacheManager: boolean;
+  /** `llm.EnableRemoteCacheAccessible` is "1". */
+  readonly remoteCacheAccessible: boolean;
+  /** `llm.MemPoolConfig` is given and not empty. */
+  readonly memPool: boolean;
+  /** `llm.HostMemPoolConfig` is given and not empty. */
+  readonly hostMemPool: boolean;
 }
 
 /** Checks an option dictionary (from `LLMConfig.generateOptions()` or written by hand). */
@@ -261,5 +346,10 @@ export function readEngineOptions(options: LLMConfig | Record<string, string>): 
       ? DEFAULT_SYNC_KV_TIMEOUT_MS
       : checkTimeout(timeout, `option ${OptionKey.SYNC_KV_TIMEOUT}`),
     text: lines.join("\n"),
+    // As upstream's LLMDataDist._setup_engine_option and CacheManager.__init__.
+    cacheManager: record[OptionKey.ENABLE_CACHE_MANAGER] === "1",
+    remoteCacheAccessible: record[OptionKey.ENABLE_REMOTE_CACHE_ACCESSIBLE] === "1",
+    memPool: (record[OptionKey.MEM_POOL_CONFIG] ?? "").length > 0,
+    hostMemPool: (record[OptionKey.HOST_MEM_POOL_CONFIG] ?? "").length > 0,
   };
 }

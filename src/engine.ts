@@ -32,6 +32,21 @@ export interface CacheRecord {
   readonly lease: Lease;
   /** View buffers made so far, `[device * numTensors + tensor]`, detached on revoke. */
   readonly views: (ArrayBuffer | undefined)[];
+  /** A blocks (paged) cache of the cache manager: its batch rows are blocks. */
+  readonly isBlocksCache?: boolean;
+  /**
+   * Registered caches: the program's memory behind them, kept referenced (so
+   * it cannot be collected) while registered, with each buffer's length then;
+   * a buffer detached or resized since is refused before any native call.
+   */
+  readonly registered?: { readonly buffers: readonly { buffer: ArrayBufferLike; byteLength: number }[] };
+}
+
+/** How a cache is registered: its tensors' addresses and the buffers behind them. */
+export interface Registration {
+  readonly addrs: readonly bigint[];
+  readonly buffers: readonly { buffer: ArrayBufferLike; byteLength: number }[];
+  readonly remoteAccessible: boolean;
 }
 
 /** What a pull names: a `CacheKey`, or a `CacheKeyByIdAndIndex`, as three words. */
@@ -76,9 +91,10 @@ export class Engine {
   readonly hostAccessible: boolean;
   /** Pool bytes per device. */
   readonly poolBytes: number;
-  readonly role: number;
-  /** The TCP port a PROMPT listens on for links, or 0. */
-  readonly listenPort: number;
+  /** The role; changed by `setRole` (switchRole). */
+  role: number;
+  /** The TCP port a PROMPT listens on for links, or 0 (changes with `setRole`). */
+  listenPort: number;
   readonly mutex: AsyncMutex = new AsyncMutex();
   /** Ids of caches whose handle was garbage-collected before deallocateCache. */
   readonly forgotten: bigint[] = [];
@@ -155,8 +171,13 @@ export class Engine {
    * instance or one already deallocated.
    */
   liveRecord(cache: KvCache): CacheRecord {
+    return this.checkLive(cacheRecord(cache), cache.cacheId);
+  }
+
+  /** As `liveRecord`, for the record of any cache handle (`Cache` too). */
+  checkLive(record: CacheRecord, cacheId: bigint): CacheRecord {
     this.assertLive();
-    const record = cacheRecord(cache);
+    const cache = { cacheId };
     if (record.engine !== this) {
       throw new LLMException(
         LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
@@ -166,7 +187,22 @@ export class Engine {
     if (this.#caches.get(record.cacheId) !== record) {
       throw new LLMException(LLMStatusCode.LLM_KV_CACHE_NOT_EXIST, `cache ${cache.cacheId} was deallocated`);
     }
+    for (const held of record.registered?.buffers ?? []) {
+      // Detached (transferred) or shrunk: the memory may be gone or another's.
+      if (held.buffer.byteLength !== held.byteLength) {
+        throw new LLMException(
+          LLMStatusCode.LLM_PARAM_INVALID,
+          `cache ${cache.cacheId}: registered memory was detached or resized (${held.byteLength} -> ` +
+            `${held.buffer.byteLength} bytes); unregister the cache`,
+        );
+      }
+    }
     return record;
+  }
+
+  /** The live record of a cache id, or undefined. */
+  recordOf(cacheId: bigint): CacheRecord | undefined {
+    return this.#caches.get(cacheId);
   }
 
   /** Whether `record` is still allocated (not deallocated, not finalized). */
@@ -180,7 +216,14 @@ export class Engine {
    * what the native side divides a tensor into (1 unless the batch is
    * dimension 0); `layoutTag` says which descs are compatible.
    */
-  allocate(desc: CacheDesc, batchRows: number, layoutTag: bigint, keys: readonly (CacheKey | null)[]): CacheRecord {
+  allocate(
+    desc: CacheDesc,
+    batchRows: number,
+    layoutTag: bigint,
+    keys: readonly (CacheKey | null)[],
+    isBlocksCache = false,
+    registration?: Registration,
+  ): CacheRecord {
     const devices = this.deviceIds.length;
     const addrs = new BigUint64Array(devices * desc.numTensors);
     // Rows without a key are given a placeholder that no caller can name (a
@@ -201,22 +244,41 @@ export class Engine {
       });
     }
     const id = new BigUint64Array(1);
-    this.lib.check(
-      this.lib.fn.llmdd_cache_allocate(
-        this.handle,
-        desc.numTensors,
-        BigInt(desc.size),
-        BigInt(batchRows),
-        layoutTag,
-        desc.placement,
-        keyWords,
-        keys.length,
-        id,
-        addrs,
-        addrs.length,
-      ),
-      `allocateCache(${desc}) failed`,
-    );
+    if (registration) {
+      this.lib.check(
+        this.lib.fn.llmdd_cache_register(
+          this.handle,
+          desc.numTensors,
+          BigInt(desc.size),
+          BigInt(batchRows),
+          layoutTag,
+          desc.placement,
+          BigUint64Array.from(registration.addrs),
+          registration.addrs.length,
+          keyWords,
+          keys.length,
+          registration.remoteAccessible ? 1 : 0,
+          id,
+        ),
+        `registerCache(${desc}) failed`,
+      );
+      addrs.set(registration.addrs);
+    } else {this.lib.check(
+        this.lib.fn.llmdd_cache_allocate(
+          this.handle,
+          desc.numTensors,
+          BigInt(desc.size),
+          BigInt(batchRows),
+          layoutTag,
+          desc.placement,
+          keyWords,
+          keys.length,
+          id,
+          addrs,
+          addrs.length,
+        ),
+        `allocateCache(${desc}) failed`,
+      );}
     for (const row of placeholders) this.lib.fn.llmdd_cache_key_remove(this.handle, 0n, INVALID_ID, BigInt(row));
     const cacheId = id[0];
     const record: CacheRecord = {
@@ -232,13 +294,15 @@ export class Engine {
       ),
       lease: { revoked: false, cacheId },
       views: [],
+      isBlocksCache,
+      registered: registration ? { buffers: registration.buffers } : undefined,
     };
     this.#caches.set(cacheId, record);
     return record;
   }
 
   /** Releases a live cache's id: its views are revoked at once, its memory once no key names it. */
-  deallocate(record: CacheRecord, cache: KvCache): void {
+  deallocate(record: CacheRecord, cache: object): void {
     revokeViews(record);
     this.#caches.delete(record.cacheId);
     this.#forgottenCaches.unregister(cache);
@@ -246,6 +310,43 @@ export class Engine {
       this.lib.fn.llmdd_cache_deallocate(this.handle, record.cacheId),
       `deallocateCache(${record.cacheId}) failed`,
     );
+  }
+
+  /** Unregisters a registered cache: its views are revoked, and its memory is the program's again. */
+  unregister(record: CacheRecord, cache: object | undefined): void {
+    this.lib.check(
+      this.lib.fn.llmdd_cache_unregister(this.handle, record.cacheId),
+      `unregisterCache(${record.cacheId}) failed`,
+    );
+    revokeViews(record);
+    this.#caches.delete(record.cacheId);
+    if (cache) this.#forgottenCaches.unregister(cache);
+  }
+
+  /**
+   * Copies blocks: `pairs` holds (source block, destination block) pairs, all
+   * moved by one native call; on the JavaScript thread without `op`.
+   */
+  copyBlocks(
+    to: CacheRecord,
+    from: CacheRecord,
+    pairs: BigUint64Array,
+    op: Operation | undefined,
+    context: string,
+  ): Promise<void> | void {
+    const args = [this.handle, to.cacheId, from.cacheId, pairs, pairs.length / 2] as const;
+    if (op) return runLong(this.lib, "llmdd_cache_copy_blocks", [...args], op, context);
+    this.lib.check(this.lib.fn.llmdd_cache_copy_blocks(...args, 0n), context);
+  }
+
+  /** Switches the native engine's role (`llmdd_engine_set_role`). */
+  setRole(role: number, optionsText: string): void {
+    const text = new TextEncoder().encode(optionsText);
+    this.lib.check(this.lib.fn.llmdd_engine_set_role(this.handle, role, text, text.length), "switchRole failed");
+    this.role = role;
+    const info = new BigUint64Array(ENGINE_INFO_WORDS);
+    this.lib.check(this.lib.fn.llmdd_engine_info(this.handle, info), "cannot describe the engine");
+    this.listenPort = Number(info[4]);
   }
 
   /** Releases a cache key. */
@@ -257,7 +358,7 @@ export class Engine {
   }
 
   /** Watches a cache handle: if it is garbage-collected while allocated, that is reported. */
-  track(cache: KvCache, record: CacheRecord): void {
+  track(cache: object, record: CacheRecord): void {
     this.#forgottenCaches.register(cache, Number(record.cacheId), cache);
   }
 

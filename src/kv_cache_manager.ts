@@ -59,7 +59,7 @@ export interface EngineAccess {
 
 const MANAGER = Symbol("KvCacheManager.construct");
 
-function signalOf(options: CallOptions | undefined): AbortSignal | undefined {
+export function signalOf(options: CallOptions | undefined): AbortSignal | undefined {
   if (options === undefined) return undefined;
   if (typeof options !== "object" || options === null) {
     throw new TypeError(`options must be an object, got ${describe(options)}`);
@@ -71,7 +71,7 @@ function signalOf(options: CallOptions | undefined): AbortSignal | undefined {
   return signal;
 }
 
-function paramInvalid(message: string): LLMException {
+export function paramInvalid(message: string): LLMException {
   return new LLMException(LLMStatusCode.LLM_PARAM_INVALID, message);
 }
 
@@ -81,7 +81,7 @@ function paramInvalid(message: string): LLMException {
 // LLM_PARAM_INVALID.
 
 /** `tensorIndex` of a cache of `desc`: an int32 (upstream check_int32) in [0, numTensors). */
-function checkTensorIndex(desc: CacheDesc, tensorIndex: unknown): number {
+export function checkTensorIndex(desc: CacheDesc, tensorIndex: unknown): number {
   const index = requireInt32(tensorIndex, "tensorIndex");
   const count = desc.numTensors;
   if (index < 0 || index >= count) throw paramInvalid(`tensorIndex ${index} is out of range [0, ${count})`);
@@ -89,29 +89,29 @@ function checkTensorIndex(desc: CacheDesc, tensorIndex: unknown): number {
 }
 
 /** A batch row: a uint32 (upstream check_uint32), checked against the cache by {@link checkRowIn}. */
-function requireRow(row: unknown, name: string): number {
+export function requireRow(row: unknown, name: string): number {
   return requireIntIn(row, name, 0, UINT32_MAX);
 }
 
 /** A batch row must be below the cache's batch size (upstream's C++ check, after the Python ones). */
-function checkRowIn(desc: CacheDesc, row: number, name: string): void {
+export function checkRowIn(desc: CacheDesc, row: number, name: string): void {
   if (row >= desc.batchSize) throw paramInvalid(`${name} ${row} is out of range [0, ${desc.batchSize})`);
 }
 
 /** `size` of a copy or pull: an int64 (upstream check_int64) that is -1 (the rest of the row) or positive. */
-function checkSize(size: unknown): number {
+export function checkSize(size: unknown): number {
   const n = requireIntIn(size, "size", INT64_MIN, Number.MAX_SAFE_INTEGER);
   if (n !== -1 && n <= 0) throw paramInvalid(`size must be -1 (the rest of the row) or positive, got ${n}`);
   return n;
 }
 
 /** Rows are named along dimension 0: calls that address rows need the batch there. */
-function requireBatchFirst(desc: CacheDesc, what: string): void {
+export function requireBatchFirst(desc: CacheDesc, what: string): void {
   if (desc.batchDimIndex !== 0) throw paramInvalid(`${what} needs the batch as dimension 0, got ${desc.batchDimIndex}`);
 }
 
 /** Bytes of one batch row of one tensor. */
-function rowBytesOf(desc: CacheDesc): number {
+export function rowBytesOf(desc: CacheDesc): number {
   return desc.size / desc.batchSize;
 }
 
@@ -324,12 +324,7 @@ export class KvCacheManager {
         "this backend's device memory is not host-accessible; use getCacheTensors for copies",
       );
     }
-    const { desc } = record;
-    return engine.deviceIds.map((deviceId, d) => {
-      const slot = d * desc.numTensors + index;
-      const buffer = record.views[slot] ??= engine.view(record.addrs[d][index], desc.size);
-      return leasedTensor(desc.shape, desc.dataType, typedArrayOf(desc.dataType, buffer), deviceId, record.lease);
-    });
+    return tensorViews(record, index);
   }
 
   /**
@@ -531,7 +526,17 @@ export class KvCacheManager {
 }
 
 /** Copies a small tensor on the JavaScript thread. */
-function readNow(record: CacheRecord, index: number): Tensor[] {
+/** Views of tensor `index` of a live record, one per device (host-accessible engines). */
+export function tensorViews(record: CacheRecord, index: number): Tensor[] {
+  const { engine, desc } = record;
+  return engine.deviceIds.map((deviceId, d) => {
+    const slot = d * desc.numTensors + index;
+    const buffer = record.views[slot] ??= engine.view(record.addrs[d][index], desc.size);
+    return leasedTensor(desc.shape, desc.dataType, typedArrayOf(desc.dataType, buffer), deviceId, record.lease);
+  });
+}
+
+export function readNow(record: CacheRecord, index: number): Tensor[] {
   const { engine, desc } = record;
   const { deviceIds } = engine;
   const tensors: Tensor[] = new Array(deviceIds.length);
@@ -544,7 +549,7 @@ function readNow(record: CacheRecord, index: number): Tensor[] {
 }
 
 /** Copies a large tensor off the JavaScript thread, device by device. */
-async function readOffThread(record: CacheRecord, index: number, op: Operation): Promise<Tensor[]> {
+export async function readOffThread(record: CacheRecord, index: number, op: Operation): Promise<Tensor[]> {
   const { engine, desc } = record;
   const tensors: Tensor[] = [];
   for (let d = 0; d < engine.deviceIds.length; d++) {

@@ -5,7 +5,8 @@
  * @module
  */
 import { LLMClusterInfo } from "./cluster_info.ts";
-import { type LLMConfig, readEngineOptions } from "./config.ts";
+import { type CacheManager, newCacheManager } from "./cache_manager.ts";
+import { type EngineOptions, type LLMConfig, OptionKey, readEngineOptions } from "./config.ts";
 import { Engine, finalizedError } from "./engine.ts";
 import { LLMRole } from "./enums.ts";
 import { LLMException, ValueError } from "./errors.ts";
@@ -49,6 +50,10 @@ function checkClusters(clusters: unknown, timeout: unknown): LLMClusterInfo[] {
 }
 
 /** The overall status of per-cluster statuses: success, or the first failure. */
+function roleName(role: LLMRole): string {
+  return role === LLMRole.PROMPT ? "PROMPT" : role === LLMRole.DECODER ? "DECODER" : "MIX";
+}
+
 function overall(statuses: LLMStatusCode[]): ClusterStatuses {
   return [statuses.find((s) => s !== LLMStatusCode.LLM_SUCCESS) ?? LLMStatusCode.LLM_SUCCESS, statuses];
 }
@@ -72,8 +77,7 @@ function overall(statuses: LLMStatusCode[]): ClusterStatuses {
  * ```
  */
 export class LLMDataDist {
-  /** The instance's role. */
-  readonly role: LLMRole;
+  #role: LLMRole;
   /** The instance's cluster id (uint64). */
   readonly clusterId: bigint;
   readonly #backend: Backend;
@@ -82,6 +86,12 @@ export class LLMDataDist {
   #state: State = "created";
   #initializing: Promise<void> | undefined;
   #engine: Engine | undefined;
+  #settings: EngineOptions | undefined;
+  readonly #cacheManager: CacheManager;
+  // Clusters this instance is linked to, and whether it ever linked (the
+  // cache manager's rules on registration and unregistration).
+  readonly #linked = new Set<bigint>();
+  #callLinked = false;
 
   /**
    * Creates an instance; nothing is loaded until `init()`. Throws `TypeError` /
@@ -92,7 +102,7 @@ export class LLMDataDist {
     if (role !== LLMRole.PROMPT && role !== LLMRole.DECODER && role !== LLMRole.MIX) {
       throw new ValueError(`role ${role} is not an LLMRole (PROMPT=1, DECODER=2, MIX=3)`);
     }
-    this.role = role;
+    this.#role = role;
     this.clusterId = requireUint64(clusterId, "clusterId");
     if (typeof options !== "object" || options === null) {
       throw new TypeError(`options must be an object, got ${describe(options)}`);
@@ -109,6 +119,13 @@ export class LLMDataDist {
     this.#manager = newKvCacheManager({
       current: () => this.#current(),
       initialized: () => this.#state === "initialized",
+    });
+    this.#cacheManager = newCacheManager({
+      current: () => this.#current(),
+      initialized: () => this.#state === "initialized",
+      settings: () => this.#settings ?? { memPool: false, hostMemPool: false },
+      isCallLinked: () => this.#callLinked,
+      hasLinks: () => this.#linked.size > 0,
     });
   }
 
@@ -145,12 +162,13 @@ export class LLMDataDist {
     this.#state = "initializing";
     try {
       const lib = new NativeLibrary(await loadLibrary(this.#backend, this.#libraryPath));
-      const engine = Engine.open(lib, this.role, this.clusterId, engineOptions);
+      const engine = Engine.open(lib, this.#role, this.clusterId, engineOptions);
       if (this.#state !== "initializing") {
         engine.finalize(); // finalize() was called while the library loaded
         throw finalizedError();
       }
       this.#engine = engine;
+      this.#settings = engineOptions;
       this.#state = "initialized";
     } catch (err) {
       if (this.#state === "initializing") this.#state = "created";
@@ -158,9 +176,112 @@ export class LLMDataDist {
     }
   }
 
-  /** The instance's cache manager (calls on it fail until `init()`). */
+  /** The instance's role (changed by `switchRole`). */
+  get role(): LLMRole {
+    return this.#role;
+  }
+
+  /**
+   * The instance's cache manager (calls on it fail until `init()`). An
+   * instance initialized with `llm.EnableCacheManager` = "1" has a
+   * `cacheManager` instead, and this throws `LLM_PARAM_INVALID`, as upstream.
+   */
   get kvCacheManager(): KvCacheManager {
+    if (this.#settings?.cacheManager) {
+      throw new LLMException(
+        LLMStatusCode.LLM_PARAM_INVALID,
+        "kvCacheManager is not supported when llm.EnableCacheManager is configured.",
+      );
+    }
     return this.#manager;
+  }
+
+  /**
+   * The cache manager of upstream's V2 mode: an instance initialized with
+   * `llm.EnableCacheManager` = "1" (`LLMConfig.enableCacheManager`). As
+   * upstream, it throws before `init()` (`LLM_FAILED`) and in the default mode
+   * (`LLM_PARAM_INVALID`; use `kvCacheManager` there).
+   *
+   * @example
+   * ```ts
+   * import { LLMDataDist, LLMRole } from "llm-datadist";
+   * await using dd = new LLMDataDist(LLMRole.DECODER, 2n);
+   * await dd.init({ "llm.EnableCacheManager": "1", "llm.MemPoolConfig": '{"memory_size": 1048576}' });
+   * console.log(dd.cacheManager.isInitialized()); // true
+   * ```
+   */
+  get cacheManager(): CacheManager {
+    this.#current();
+    if (!this.#settings?.cacheManager) {
+      throw new LLMException(
+        LLMStatusCode.LLM_PARAM_INVALID,
+        "cacheManager is not supported when llm.EnableCacheManager is not configured.",
+      );
+    }
+    return this.#cacheManager;
+  }
+
+  /**
+   * Switches the instance's role (upstream `switch_role`), which needs
+   * `llm.EnableSwitchRole` = "1" at `init()` (`LLMConfig.enableSwitchRole`;
+   * else `LLM_FEATURE_NOT_ENABLED`). `options` may carry `llm.listenIpInfo`,
+   * where a PROMPT or MIX then listens. Without the cache manager, as upstream:
+   * the role must change, and a switch to PROMPT needs `llm.listenIpInfo`.
+   *
+   * @example
+   * ```ts
+   * import { LLMDataDist, LLMRole } from "llm-datadist";
+   * await using dd = new LLMDataDist(LLMRole.DECODER, 7n);
+   * await dd.init({ "llm.EnableCacheManager": "1", "llm.EnableSwitchRole": "1" });
+   * await dd.switchRole(LLMRole.PROMPT, { "llm.listenIpInfo": "127.0.0.1:0" });
+   * console.log(dd.role === LLMRole.PROMPT, dd.listenPort > 0); // true true
+   * ```
+   */
+  async switchRole(role: LLMRole, options?: Record<string, string>): Promise<void> {
+    const engine = this.#current();
+    if (role !== LLMRole.PROMPT && role !== LLMRole.DECODER && role !== LLMRole.MIX) {
+      throw new TypeError(`role must be an LLMRole, got ${describe(role)}`);
+    }
+    if (options !== undefined && (typeof options !== "object" || options === null || Array.isArray(options))) {
+      throw new TypeError(`switch options must be an object of string values, got ${describe(options)}`);
+    }
+    const record = { ...(options ?? {}) };
+    const cacheManagerMode = this.#settings?.cacheManager ?? false;
+    if (!cacheManagerMode) {
+      if (role === this.#role) {
+        throw new LLMException(LLMStatusCode.LLM_PARAM_INVALID, `role not changed, role = ${roleName(role)}`);
+      }
+      if (role === LLMRole.PROMPT && record[OptionKey.LISTEN_IP_INFO] === undefined) {
+        throw new LLMException(
+          LLMStatusCode.LLM_PARAM_INVALID,
+          'Failed to switch to Prompt, option "llm.listenIpInfo" must be specified',
+        );
+      }
+    }
+    const listen = record[OptionKey.LISTEN_IP_INFO];
+    if (listen !== undefined && !/^[0-9.]+:\d{1,5}$/.test(requireString(listen, "llm.listenIpInfo"))) {
+      throw new LLMException(
+        LLMStatusCode.LLM_PARAM_INVALID,
+        `llm.listenIpInfo "${listen}" is invalid, format should be "ip:port"`,
+      );
+    }
+    const text = readEngineOptions(record).text;
+    await engine.mutex.lock(
+      engine.syncKvTimeout,
+      undefined,
+      () =>
+        new LLMException(
+          LLMStatusCode.LLM_WAIT_PROCESS_TIMEOUT,
+          "switchRole: waiting for running cache calls timed out",
+        ),
+    );
+    try {
+      engine.assertLive();
+      engine.setRole(role, text);
+      this.#role = role;
+    } finally {
+      engine.mutex.unlock();
+    }
   }
 
   /**
@@ -234,7 +355,11 @@ export class LLMDataDist {
       list,
       timeout,
       LLMStatusCode.LLM_LINK_FAILED,
-      (engine, cluster, op, i) => engine.link(cluster.remoteClusterId, addresses[i], op),
+      async (engine, cluster, op, i) => {
+        await engine.link(cluster.remoteClusterId, addresses[i], op);
+        this.#linked.add(cluster.remoteClusterId);
+        this.#callLinked = true;
+      },
     );
   }
 
@@ -272,7 +397,14 @@ export class LLMDataDist {
       list,
       timeout,
       LLMStatusCode.LLM_UNLINK_FAILED,
-      (engine, cluster, op) => engine.unlink(cluster.remoteClusterId, force, op),
+      async (engine, cluster, op) => {
+        try {
+          await engine.unlink(cluster.remoteClusterId, force, op);
+        } finally {
+          // The native side drops the link whatever the peer answered.
+          this.#linked.delete(cluster.remoteClusterId);
+        }
+      },
     );
   }
 

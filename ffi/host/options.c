@@ -87,6 +87,8 @@ static int32_t on_option(void *arg, struct core_span key, struct core_span value
   if (core_span_equals(key, KEY_LISTEN)) return parse_listen(value, out);
   if (core_span_equals(key, KEY_SECRET)) return parse_secret(value, out);
   if (core_span_equals(key, KEY_MEM_POOL) || core_span_equals(key, KEY_HOST_MEM_POOL)) {
+    /* Empty means not configured, as upstream (len(options[key]) > 0). */
+    if (value.n == 0) return LLMDD_SUCCESS;
     bool host = core_span_equals(key, KEY_HOST_MEM_POOL);
     uint64_t bytes;
     int32_t status = core_parse_mem_pool_config(value, host ? KEY_HOST_MEM_POOL : KEY_MEM_POOL,

@@ -20,6 +20,7 @@ interface BunFfi {
     def: { args: BunType[]; returns: BunType; threadsafe: boolean },
   ) => { ptr: number | null; close(): void };
   toArrayBuffer(pointer: number, byteOffset: number, byteLength: number): ArrayBuffer;
+  ptr(bytes: Uint8Array): number;
 }
 
 const TYPE: Record<string, BunType> = { i32: "i32", u64: "u64", buffer: "ptr", callback: "ptr" };
@@ -67,6 +68,9 @@ export async function open(path: string, table: Record<string, SymbolDef> = SYMB
     },
     view(address: bigint, byteLength: number): ArrayBuffer {
       return ffi.toArrayBuffer(Number(address), 0, byteLength);
+    },
+    address(bytes: Uint8Array): bigint {
+      return BigInt(ffi.ptr(bytes));
     },
     close(): void {
       done.close();

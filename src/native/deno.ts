@@ -20,7 +20,11 @@ interface DenoFfi {
     symbols: Record<string, (...args: unknown[]) => number | Promise<number>>;
     close(): void;
   };
-  UnsafePointer: { create(address: bigint): unknown };
+  UnsafePointer: {
+    create(address: bigint): unknown;
+    of(bytes: Uint8Array): unknown;
+    value(pointer: unknown): bigint | number;
+  };
   UnsafePointerView: { getArrayBuffer(pointer: unknown, byteLength: number): ArrayBuffer };
 }
 
@@ -56,6 +60,9 @@ export function open(path: string, table: Record<string, SymbolDef> = SYMBOLS): 
     },
     view(address: bigint, byteLength: number): ArrayBuffer {
       return deno.UnsafePointerView.getArrayBuffer(deno.UnsafePointer.create(address), byteLength);
+    },
+    address(bytes: Uint8Array): bigint {
+      return BigInt(deno.UnsafePointer.value(deno.UnsafePointer.of(bytes)));
     },
     close(): void {
       lib.close();

@@ -18,6 +18,7 @@ interface Koffi {
     unload(): void;
   };
   view(pointer: number, byteLength: number): ArrayBuffer;
+  address(bytes: Uint8Array): bigint;
 }
 
 const TYPE: Record<string, string> = { i32: "int32_t", u64: "uint64_t", buffer: "void *", callback: "void *" };
@@ -52,6 +53,9 @@ export async function open(path: string, table: Record<string, SymbolDef> = SYMB
     },
     view(address: bigint, byteLength: number): ArrayBuffer {
       return koffi.view(Number(address), byteLength);
+    },
+    address(bytes: Uint8Array): bigint {
+      return BigInt(koffi.address(bytes));
     },
     close(): void {
       lib.unload();

@@ -189,6 +189,12 @@ export interface RawLibrary {
   allocate(byteLength: number): Uint8Array;
   /** An ArrayBuffer over `byteLength` bytes of native memory at `address` (no copy). */
   view(address: bigint, byteLength: number): ArrayBuffer;
+  /**
+   * The address of the first byte of `bytes`, which must be backed by an
+   * ArrayBuffer's own store (not a small array kept inside the JavaScript
+   * heap, which a collection may move): the caller reads `bytes.buffer` first.
+   */
+  address(bytes: Uint8Array): bigint;
   /** Unloads the library. */
   close(): void;
 }

@@ -1,0 +1,793 @@
+/**
+ * `CacheManager`: the cache calls of upstream's V2 mode (`llm.EnableCacheManager`),
+ * `LLMDataDist.cacheManager`: caches allocated from the memory pools, memory the
+ * program registers, blocks (paged) caches, block copies and swaps between HOST
+ * and DEVICE. Checks, their order and their error classes follow upstream's
+ * `v2/cache_manager.py`. Every call runs under the engine's FIFO mutex, within
+ * `syncKvTimeout`.
+ *
+ * @module
+ */
+import { BlocksCacheKey } from "./blocks_cache_key.ts";
+import { Cache, newCache, recordOfCache } from "./cache.ts";
+import { CacheDesc, layoutTag } from "./cache_desc.ts";
+import { CacheKey, INVALID_ID } from "./cache_key.ts";
+import type { CacheRecord, Engine, Registration } from "./engine.ts";
+import { Placement } from "./enums.ts";
+import { LLMException, ValueError } from "./errors.ts";
+import {
+  type CallOptions,
+  checkRowIn,
+  checkSize,
+  checkTensorIndex,
+  type EngineAccess,
+  OFF_THREAD_BYTES,
+  paramInvalid,
+  readNow,
+  readOffThread,
+  requireBatchFirst,
+  requireRow,
+  rowBytesOf,
+  signalOf,
+  tensorViews,
+} from "./kv_cache_manager.ts";
+import { MemInfo, MemType } from "./mem_info.ts";
+import { runExclusive } from "./operation.ts";
+import { LLMStatusCode } from "./status.ts";
+import type { Tensor } from "./tensor.ts";
+import {
+  describe,
+  INT64_MIN,
+  requireArray,
+  requireInstance,
+  requireInt,
+  requireIntIn,
+  requireUint64,
+} from "./validate.ts";
+
+/**
+ * What `registerCache` takes for one tensor: its address, or memory the
+ * program owns (an ArrayBuffer, a SharedArrayBuffer or a view of one), which
+ * the library keeps referenced while registered.
+ */
+export type TensorMemory = bigint | ArrayBuffer | SharedArrayBuffer | ArrayBufferView;
+
+/** Block copies of `copyBlocks`: source block → destination blocks, as a Map or a plain object. */
+export type BlockCopies = Map<number, readonly number[]> | Record<number, readonly number[]>;
+
+/** Block pairs of `swapBlocks`: source block → destination block, as a Map or a plain object. */
+export type BlockMapping = Map<number, number> | Record<number, number>;
+
+/** What the cache manager needs of its instance besides the engine. */
+export interface CacheManagerAccess extends EngineAccess {
+  /** The options it was initialized with. */
+  settings(): { memPool: boolean; hostMemPool: boolean };
+  /** Whether `linkClusters` has linked this instance (upstream's `_is_call_linked`). */
+  isCallLinked(): boolean;
+  /** Whether this instance is linked to a cluster now. */
+  hasLinks(): boolean;
+}
+
+const MANAGER = Symbol("CacheManager.construct");
+
+/** Upstream's rule of allocation: a pool must be configured for the cache's placement. */
+function requirePoolFor(settings: { memPool: boolean; hostMemPool: boolean }, desc: CacheDesc): void {
+  const ok = (settings.memPool && desc.placement === Placement.DEVICE) ||
+    (settings.hostMemPool && desc.placement === Placement.HOST);
+  if (!ok) throw paramInvalid("you should config memory pool firstly and then set placement that matches it.");
+}
+
+function requireNumTensors(desc: CacheDesc): void {
+  if (!(desc.numTensors > 0)) throw paramInvalid("num_tensors should be bigger than zero.");
+}
+
+function requireBlocks(cache: Cache, name: string, blocks: boolean): void {
+  if (cache.isBlocksCache !== blocks) {
+    throw paramInvalid(`param check failed, ${name} ${blocks ? "should be" : "can not be"} blocks cache.`);
+  }
+}
+
+function requireOptionalBool(value: unknown, name: string): boolean | undefined {
+  if (value !== undefined && typeof value !== "boolean") {
+    throw new TypeError(`${name} must be a boolean, got ${describe(value)}`);
+  }
+  return value;
+}
+
+/** The integer entries of a Map or a plain object with integer keys. */
+function entriesOf(value: unknown, name: string): [number, unknown][] {
+  if (value instanceof Map) {
+    return [...value.entries()].map(([key, v]) => [requireInt(key, `${name} key`), v]);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new TypeError(`${name} must be a Map or an object of block indexes, got ${describe(value)}`);
+  }
+  return Object.entries(value).map(([key, v]) => {
+    if (!/^(0|-?[1-9][0-9]*)$/.test(key)) throw new TypeError(`${name} key ${JSON.stringify(key)} is not an integer`);
+    return [Number(key), v];
+  });
+}
+
+/** A block index as the native side takes it: negative ones are out of any range, as upstream's uint64. */
+function blockWord(index: number): bigint {
+  return BigInt.asUintN(64, BigInt(index));
+}
+
+/** Registered memory: the addresses, and the buffers to keep alive and watch. */
+function resolveMemory(engine: Engine, desc: CacheDesc, addrs: unknown): Registration["addrs"] & {
+  buffers: Registration["buffers"];
+} {
+  const list = requireArray(addrs, "addrs", "bigint or ArrayBuffer");
+  const buffers: { buffer: ArrayBufferLike; byteLength: number }[] = [];
+  const out = list.map((item, i) => {
+    const name = `addrs[${i}]`;
+    if (typeof item === "bigint" || typeof item === "number") {
+      const address = requireUint64(item, name);
+      if (address === 0n) throw paramInvalid("addr can not be zero.");
+      return address;
+    }
+    let buffer: ArrayBufferLike;
+    let offset = 0;
+    let length: number;
+    if (item instanceof ArrayBuffer || (typeof SharedArrayBuffer === "function" && item instanceof SharedArrayBuffer)) {
+      buffer = item;
+      length = item.byteLength;
+    } else if (ArrayBuffer.isView(item)) {
+      buffer = item.buffer;
+      offset = item.byteOffset;
+      length = item.byteLength;
+    } else {
+      throw new TypeError(`${name} must be a bigint address, an ArrayBuffer or a TypedArray, got ${describe(item)}`);
+    }
+    const flags = buffer as { detached?: boolean; resizable?: boolean; growable?: boolean };
+    if (flags.detached === true) throw paramInvalid(`${name}: the buffer is detached`);
+    // A resizable buffer could shrink under the engine's copies.
+    if (flags.resizable === true || flags.growable === true) {
+      throw paramInvalid(`${name}: a resizable buffer cannot be registered`);
+    }
+    if (length < desc.size) {
+      throw paramInvalid(`${name} holds ${length} bytes, less than a tensor of ${desc.size}`);
+    }
+    buffers.push({ buffer, byteLength: buffer.byteLength });
+    return engine.lib.raw.address(new Uint8Array(buffer, offset, length));
+  });
+  return Object.assign(out, { buffers });
+}
+
+/**
+ * The cache manager of an `LLMDataDist` initialized with
+ * `llm.EnableCacheManager` = "1" (`LLMConfig.enableCacheManager`); get it from
+ * `LLMDataDist.cacheManager`.
+ *
+ * @example
+ * ```ts
+ * import { CacheDesc, DataType, LLMConfig, LLMDataDist, LLMRole } from "llm-datadist";
+ * const config = new LLMConfig();
+ * config.enableCacheManager = true;
+ * config.memPoolConfig = '{"memory_size": 1048576}';
+ * await using dd = new LLMDataDist(LLMRole.PROMPT, 1n);
+ * await dd.init(config);
+ * const manager = dd.cacheManager;
+ * const cache = await manager.allocateCache(new CacheDesc(2, [4, 8], DataType.DT_FLOAT));
+ * (manager.getCacheTensorViews(cache, 1)[0].data as Float32Array).fill(1.5);
+ * const [copy] = await manager.getCacheTensors(cache, 1);
+ * console.log(copy.data[0]); // 1.5
+ * await manager.deallocateCache(cache);
+ * ```
+ */
+export class CacheManager {
+  readonly #access: CacheManagerAccess;
+
+  /** @internal Managers come from `LLMDataDist.cacheManager`; this throws for anyone else. */
+  constructor(token: unknown, access: CacheManagerAccess) {
+    if (token !== MANAGER) throw new TypeError("CacheManager objects come from LLMDataDist.cacheManager");
+    this.#access = access;
+  }
+
+  /** Whether the instance is initialized (and not finalized). */
+  isInitialized(): boolean {
+    return this.#access.initialized();
+  }
+
+  /**
+   * Allocates a cache from the pool of its placement (`llm.MemPoolConfig` for
+   * DEVICE, `llm.HostMemPoolConfig` for HOST). `cacheKeys` name its batch rows
+   * for pulls, from row 0; upstream's padding key (`reqId` 2^64 - 1) names
+   * none. Release it with `deallocateCache`.
+   *
+   * @example
+   * ```ts
+   * import { CacheDesc, CacheKey, DataType, LLMDataDist, LLMRole } from "llm-datadist";
+   * await using dd = new LLMDataDist(LLMRole.PROMPT, 1n);
+   * await dd.init({ "llm.EnableCacheManager": "1", "llm.MemPoolConfig": '{"memory_size": 1048576}' });
+   * const cache = await dd.cacheManager.allocateCache(new CacheDesc(2, [1, 16], DataType.DT_FLOAT16), [
+   *   new CacheKey(1n, 42n),
+   * ]);
+   * console.log(cache.cacheId, cache.isBlocksCache); // 1n false
+   * ```
+   */
+  async allocateCache(cacheDesc: CacheDesc, cacheKeys?: readonly CacheKey[], options?: CallOptions): Promise<Cache> {
+    const desc = requireInstance(cacheDesc, CacheDesc, "cacheDesc");
+    const keys = (cacheKeys === undefined ? [] : requireArray(cacheKeys, "cacheKeys", "CacheKey"))
+      .map((key, i) => requireInstance(key, CacheKey, `cacheKeys[${i}]`));
+    const signal = signalOf(options);
+    requireNumTensors(desc);
+    const engine = this.#access.current();
+    requirePoolFor(this.#access.settings(), desc);
+    if (keys.length > desc.batchSize) {
+      throw paramInvalid(`${keys.length} cache keys given for a batch of ${desc.batchSize}`);
+    }
+    if (keys.length > 0) requireBatchFirst(desc, "cache keys (which name batch rows)");
+    const rowKeys = keys.map((key) => key.reqId === INVALID_ID ? null : key);
+    return await runExclusive(engine.mutex, "allocateCache", engine.syncKvTimeout, signal, () => {
+      engine.assertLive();
+      const batchRows = desc.batchDimIndex === 0 ? desc.batchSize : 1;
+      return this.#made(engine, engine.allocate(desc, batchRows, layoutTag(desc), rowKeys));
+    });
+  }
+
+  /**
+   * Allocates a blocks (paged) cache: dimension `batchDimIndex` of the desc
+   * counts its blocks, and a block of every tensor is `size / blocks` bytes.
+   * `blocksCacheKey` names it for DECODERs (kept with the cache; pulling
+   * blocks from another process is not implemented yet). Release it with
+   * `deallocateBlocksCache`.
+   *
+   * @example
+   * ```ts
+   * import { CacheDesc, DataType, LLMDataDist, LLMRole } from "llm-datadist";
+   * await using dd = new LLMDataDist(LLMRole.PROMPT, 1n);
+   * await dd.init({ "llm.EnableCacheManager": "1", "llm.MemPoolConfig": '{"memory_size": 1048576}' });
+   * // K and V of 16 blocks of [16 tokens x 8] FP16
+   * const cache = await dd.cacheManager.allocateBlocksCache(new CacheDesc(2, [16, 16, 8], DataType.DT_FLOAT16));
+   * console.log(cache.isBlocksCache, cache.cacheDesc.batchSize); // true 16
+   * await dd.cacheManager.deallocateBlocksCache(cache);
+   * ```
+   */
+  async allocateBlocksCache(
+    cacheDesc: CacheDesc,
+    blocksCacheKey?: BlocksCacheKey,
+    options?: CallOptions,
+  ): Promise<Cache> {
+    const desc = requireInstance(cacheDesc, CacheDesc, "cacheDesc");
+    if (blocksCacheKey !== undefined) requireInstance(blocksCacheKey, BlocksCacheKey, "blocksCacheKey");
+    const signal = signalOf(options);
+    requireNumTensors(desc);
+    const engine = this.#access.current();
+    requirePoolFor(this.#access.settings(), desc);
+    return await runExclusive(engine.mutex, "allocateBlocksCache", engine.syncKvTimeout, signal, () => {
+      engine.assertLive();
+      return this.#made(engine, engine.allocate(desc, desc.batchSize, layoutTag(desc), [], true));
+    });
+  }
+
+  /**
+   * Registers memory the program owns as a cache (upstream `register_cache`):
+   * one address per tensor (`addrs.length === numTensors`, none zero), as a
+   * bigint, or as an ArrayBuffer / TypedArray of at least a tensor's bytes,
+   * which the library keeps referenced until `unregisterCache` (a buffer
+   * detached or resized meanwhile is refused by every call). The memory must
+   * stay valid until then. `remoteAccessible` (default: DEVICE placement, and
+   * not after `linkClusters`) lets linked peers reach it; true after a link is
+   * refused. At most 240 caches are registered at a time.
+   *
+   * @example
+   * ```ts
+   * import { CacheDesc, DataType, LLMDataDist, LLMRole, Placement } from "llm-datadist";
+   * await using dd = new LLMDataDist(LLMRole.PROMPT, 1n);
+   * await dd.init({ "llm.EnableCacheManager": "1" });
+   * const k = new Float32Array(32).fill(2), v = new Float32Array(32).fill(3);
+   * const desc = new CacheDesc(2, [4, 8], DataType.DT_FLOAT, Placement.HOST);
+   * const cache = await dd.cacheManager.registerCache(desc, [k, v]);
+   * const [copy] = await dd.cacheManager.getCacheTensors(cache, 1);
+   * console.log(copy.data[0]); // 3
+   * await dd.cacheManager.unregisterCache(cache.cacheId);
+   * ```
+   */
+  async registerCache(
+    cacheDesc: CacheDesc,
+    addrs: readonly TensorMemory[],
+    cacheKeys?: readonly CacheKey[],
+    remoteAccessible?: boolean,
+    options?: CallOptions,
+  ): Promise<Cache> {
+    const desc = requireInstance(cacheDesc, CacheDesc, "cacheDesc");
+    requireArray(addrs, "addrs", "bigint or ArrayBuffer");
+    const keys = (cacheKeys === undefined ? [] : requireArray(cacheKeys, "cacheKeys", "CacheKey"))
+      .map((key, i) => requireInstance(key, CacheKey, `cacheKeys[${i}]`));
+    requireOptionalBool(remoteAccessible, "remoteAccessible");
+    const rowKeys = keys.map((key) => key.reqId === INVALID_ID ? null : key);
+    const batchRows = desc.batchDimIndex === 0 ? desc.batchSize : 1;
+    return await this.#register("registerCache", desc, addrs, rowKeys, remoteAccessible, false, batchRows, options);
+  }
+
+  /**
+   * Registers memory the program owns as a blocks cache (upstream
+   * `register_blocks_cache`); addresses and memory as `registerCache`.
+   *
+   * @example
+   * ```ts
+   * import { CacheDesc, DataType, LLMDataDist, LLMRole, Placement } from "llm-datadist";
+   * await using dd = new LLMDataDist(LLMRole.DECODER, 2n);
+   * await dd.init({ "llm.EnableCacheManager": "1" });
+   * const blocks = new Uint8Array(4 * 64); // 4 blocks of 64 bytes, one tensor
+   * const desc = new CacheDesc(1, [4, 64], DataType.DT_UINT8, Placement.HOST);
+   * const cache = await dd.cacheManager.registerBlocksCache(desc, [blocks]);
+   * blocks.fill(7, 0, 64);
+   * await dd.cacheManager.copyBlocks(cache, { 0: [2, 3] });
+   * console.log(blocks[2 * 64], blocks[3 * 64 + 63]); // 7 7
+   * await dd.cacheManager.unregisterCache(cache.cacheId);
+   * ```
+   */
+  async registerBlocksCache(
+    cacheDesc: CacheDesc,
+    addrs: readonly TensorMemory[],
+    blocksCacheKey?: BlocksCacheKey,
+    remoteAccessible?: boolean,
+    options?: CallOptions,
+  ): Promise<Cache> {
+    const desc = requireInstance(cacheDesc, CacheDesc, "cacheDesc");
+    requireArray(addrs, "addrs", "bigint or ArrayBuffer");
+    if (blocksCacheKey !== undefined) requireInstance(blocksCacheKey, BlocksCacheKey, "blocksCacheKey");
+    requireOptionalBool(remoteAccessible, "remoteAccessible");
+    return await this.#register(
+      "registerBlocksCache",
+      desc,
+      addrs,
+      [],
+      remoteAccessible,
+      true,
+      desc.batchSize,
+      options,
+    );
+  }
+
+  async #register(
+    what: string,
+    desc: CacheDesc,
+    addrs: readonly unknown[],
+    keys: readonly (CacheKey | null)[],
+    remoteAccessible: boolean | undefined,
+    isBlocksCache: boolean,
+    batchRows: number,
+    options: CallOptions | undefined,
+  ): Promise<Cache> {
+    const signal = signalOf(options);
+    const engine = this.#access.current();
+    const linked = this.#access.isCallLinked();
+    if (linked && remoteAccessible === true) {
+      throw paramInvalid("you can not register remote accessible cache after link.");
+    }
+    if (addrs.length === 0) throw paramInvalid("addrs can not be empty.");
+    if (addrs.length !== desc.numTensors) throw paramInvalid("addrs length should be equal to num_tensors.");
+    if (keys.length > desc.batchSize) {
+      throw paramInvalid(`${keys.length} cache keys given for a batch of ${desc.batchSize}`);
+    }
+    if (keys.length > 0) requireBatchFirst(desc, "cache keys (which name batch rows)");
+    if (engine.deviceIds.length !== 1) {
+      throw paramInvalid(`${what} takes the addresses of one device; this instance has ${engine.deviceIds.length}`);
+    }
+    const memory = resolveMemory(engine, desc, addrs);
+    const accessible = remoteAccessible ?? (desc.placement === Placement.DEVICE && !linked);
+    return await runExclusive(engine.mutex, what, engine.syncKvTimeout, signal, () => {
+      engine.assertLive();
+      const registration = { addrs: [...memory], buffers: memory.buffers, remoteAccessible: accessible };
+      return this.#made(engine, engine.allocate(desc, batchRows, layoutTag(desc), keys, isBlocksCache, registration));
+    });
+  }
+
+  /**
+   * Unregisters a registered cache by id (upstream `unregister_cache`): the
+   * library lets go of its memory, and the `Cache` is inert. As upstream, only
+   * once this instance is unlinked from every cluster; an id that is not (or
+   * no longer) registered is not an error.
+   *
+   * @example
+   * ```ts
+   * import { CacheDesc, DataType, LLMDataDist, LLMRole, Placement } from "llm-datadist";
+   * await using dd = new LLMDataDist(LLMRole.PROMPT, 1n);
+   * await dd.init({ "llm.EnableCacheManager": "1" });
+   * const cache = await dd.cacheManager.registerCache(
+   *   new CacheDesc(1, [64], DataType.DT_UINT8, Placement.HOST),
+   *   [new Uint8Array(64)],
+   * );
+   * await dd.cacheManager.unregisterCache(cache.cacheId);
+   * console.log(cache.tensorAddrs.length); // 0
+   * ```
+   */
+  async unregisterCache(cacheId: bigint | number, options?: CallOptions): Promise<void> {
+    if (typeof cacheId !== "bigint" && !(typeof cacheId === "number" && Number.isInteger(cacheId))) {
+      throw new TypeError(`cacheId must be an integer, got ${describe(cacheId)}`);
+    }
+    const id = BigInt(cacheId);
+    if (id < -(2n ** 63n) || id >= 2n ** 63n) {
+      throw new ValueError(`cacheId's value is out of range, ${id} is not an int64 value.`);
+    }
+    const signal = signalOf(options);
+    const engine = this.#access.current();
+    if (this.#access.hasLinks()) {
+      throw paramInvalid("unregister_cache must be called after this LLMDataDist is unlinked from every cluster.");
+    }
+    await runExclusive(engine.mutex, "unregisterCache", engine.syncKvTimeout, signal, () => {
+      engine.assertLive();
+      const record = id > 0n ? engine.recordOf(id) : undefined;
+      // Upstream's UnregisterCacheEntry answers SUCCESS for an id it does not hold.
+      if (record === undefined) return;
+      if (record.registered === undefined) {
+        throw paramInvalid(`cache ${id} was allocated, not registered: deallocate it instead`);
+      }
+      engine.unregister(record, undefined);
+    });
+  }
+
+  /**
+   * Deallocates a cache from `allocateCache` (not a blocks cache). Its memory
+   * returns to the pool once no key names it.
+   *
+   * @example
+   * ```ts
+   * import { CacheDesc, DataType, LLMDataDist, LLMRole } from "llm-datadist";
+   * await using dd = new LLMDataDist(LLMRole.PROMPT, 1n);
+   * await dd.init({ "llm.EnableCacheManager": "1", "llm.MemPoolConfig": '{"memory_size": 1048576}' });
+   * const cache = await dd.cacheManager.allocateCache(new CacheDesc(1, [64], DataType.DT_UINT8));
+   * await dd.cacheManager.deallocateCache(cache);
+   * console.log(cache.tensorAddrs.length); // 0
+   * ```
+   */
+  async deallocateCache(cache: Cache, options?: CallOptions): Promise<void> {
+    requireInstance(cache, Cache, "cache");
+    requireBlocks(cache, "cache", false);
+    await this.#deallocate("deallocateCache", cache, options);
+  }
+
+  /**
+   * Deallocates a blocks cache from `allocateBlocksCache`.
+   *
+   * @example
+   * ```ts
+   * import { CacheDesc, DataType, LLMDataDist, LLMRole } from "llm-datadist";
+   * await using dd = new LLMDataDist(LLMRole.PROMPT, 1n);
+   * await dd.init({ "llm.EnableCacheManager": "1", "llm.MemPoolConfig": '{"memory_size": 1048576}' });
+   * const cache = await dd.cacheManager.allocateBlocksCache(new CacheDesc(1, [4, 64], DataType.DT_UINT8));
+   * await dd.cacheManager.deallocateBlocksCache(cache);
+   * ```
+   */
+  async deallocateBlocksCache(cache: Cache, options?: CallOptions): Promise<void> {
+    requireInstance(cache, Cache, "cache");
+    requireBlocks(cache, "cache", true);
+    await this.#deallocate("deallocateBlocksCache", cache, options);
+  }
+
+  async #deallocate(what: string, cache: Cache, options: CallOptions | undefined): Promise<void> {
+    const signal = signalOf(options);
+    const engine = this.#access.current();
+    await runExclusive(engine.mutex, what, engine.syncKvTimeout, signal, () => {
+      const record = engine.checkLive(recordOfCache(cache), cache.cacheId);
+      if (record.registered !== undefined) {
+        throw paramInvalid(`cache ${cache.cacheId} was registered, not allocated: unregister it instead`);
+      }
+      engine.deallocate(record, cache);
+    });
+  }
+
+  /**
+   * Copies a batch row of `src` into a batch row of `dst` (upstream V2
+   * `copy_cache`): `size` bytes (-1: the rest of the row) from byte `offset`
+   * of the row of every tensor. Neither may be a blocks cache; `reqId` is
+   * upstream's, for its logs only.
+   *
+   * @example
+   * ```ts
+   * import { CacheDesc, DataType, LLMDataDist, LLMRole } from "llm-datadist";
+   * await using dd = new LLMDataDist(LLMRole.PROMPT, 1n);
+   * await dd.init({ "llm.EnableCacheManager": "1", "llm.MemPoolConfig": '{"memory_size": 1048576}' });
+   * const m = dd.cacheManager;
+   * const desc = new CacheDesc(1, [2, 4], DataType.DT_INT32);
+   * const a = await m.allocateCache(desc), b = await m.allocateCache(desc);
+   * (m.getCacheTensorViews(a)[0].data as Int32Array).set([1, 2, 3, 4, 5, 6, 7, 8]);
+   * await m.copyCache(b, a, 0, 1); // row 1 of a into row 0 of b
+   * console.log([...(await m.getCacheTensors(b))[0].data].slice(0, 4)); // [ 5, 6, 7, 8 ]
+   * ```
+   */
+  async copyCache(
+    dst: Cache,
+    src: Cache,
+    dstBatchIndex = 0,
+    srcBatchIndex = 0,
+    offset = 0,
+    size = -1,
+    reqId?: bigint | number,
+    options?: CallOptions,
+  ): Promise<void> {
+    requireInstance(dst, Cache, "dst");
+    requireInstance(src, Cache, "src");
+    const dstRow = requireRow(dstBatchIndex, "dstBatchIndex");
+    const srcRow = requireRow(srcBatchIndex, "srcBatchIndex");
+    requireIntIn(offset, "offset", 0, Number.MAX_SAFE_INTEGER);
+    requireIntIn(size, "size", INT64_MIN, Number.MAX_SAFE_INTEGER);
+    requireBlocks(src, "src cache", false);
+    requireBlocks(dst, "dst cache", false);
+    const n = checkSize(size);
+    if (reqId !== undefined) requireUint64(reqId, "reqId");
+    const signal = signalOf(options);
+    const engine = this.#access.current();
+    const d = dst.cacheDesc;
+    const s = src.cacheDesc;
+    checkRowIn(d, dstRow, "dstBatchIndex");
+    checkRowIn(s, srcRow, "srcBatchIndex");
+    if (!d.isCompatibleWith(s)) throw paramInvalid(`the caches' descs differ beyond batch size: ${d} vs ${s}`);
+    requireBatchFirst(d, "copyCache");
+    const rowBytes = rowBytesOf(d);
+    const bytes = n === -1 ? rowBytes - offset : n;
+    if (offset >= rowBytes || offset + bytes > rowBytes) {
+      throw paramInvalid(`offset ${offset} + size ${bytes} exceeds the row of ${rowBytes} bytes`);
+    }
+    await runExclusive(engine.mutex, "copyCache", engine.syncKvTimeout, signal, (op) => {
+      const offThread = bytes * d.numTensors * engine.deviceIds.length >= OFF_THREAD_BYTES;
+      return engine.copy(
+        engine.checkLive(recordOfCache(dst), dst.cacheId),
+        engine.checkLive(recordOfCache(src), src.cacheId),
+        dstRow * rowBytes + offset,
+        srcRow * rowBytes + offset,
+        bytes,
+        offThread ? op : undefined,
+      );
+    });
+  }
+
+  /**
+   * Copies blocks within a blocks cache (upstream `copy_blocks`):
+   * `copyBlockInfo` maps a source block to the blocks it is copied to, as a
+   * Map or a plain object. Every block of every tensor moves in one native
+   * call. An index out of range rejects with `LLM_PARAM_INVALID`.
+   *
+   * @example
+   * ```ts
+   * import { CacheDesc, DataType, LLMDataDist, LLMRole } from "llm-datadist";
+   * await using dd = new LLMDataDist(LLMRole.PROMPT, 1n);
+   * await dd.init({ "llm.EnableCacheManager": "1", "llm.MemPoolConfig": '{"memory_size": 1048576}' });
+   * const m = dd.cacheManager;
+   * const cache = await m.allocateBlocksCache(new CacheDesc(1, [4, 2], DataType.DT_INT32));
+   * (m.getCacheTensorViews(cache)[0].data as Int32Array).set([1, 2, 3, 4, 5, 6, 7, 8]);
+   * await m.copyBlocks(cache, new Map([[0, [2, 3]]]));
+   * console.log([...m.getCacheTensorViews(cache)[0].data]); // [ 1, 2, 3, 4, 1, 2, 1, 2 ]
+   * ```
+   */
+  async copyBlocks(cache: Cache, copyBlockInfo: BlockCopies, options?: CallOptions): Promise<void> {
+    requireInstance(cache, Cache, "cache");
+    const entries = entriesOf(copyBlockInfo, "copyBlockInfo");
+    const words: bigint[] = [];
+    for (const [src, dsts] of entries) {
+      const list = requireArray(dsts, `copyBlockInfo[${src}]`, "block index");
+      for (const dst of list) words.push(blockWord(src), blockWord(requireInt(dst, `copyBlockInfo[${src}] item`)));
+    }
+    requireBlocks(cache, "cache", true);
+    const signal = signalOf(options);
+    const engine = this.#access.current();
+    await this.#copyBlocks(engine, "copyBlocks", cache, cache, words, signal);
+  }
+
+  /**
+   * Swaps blocks between a HOST and a DEVICE blocks cache (upstream
+   * `swap_blocks`): block `s` of `src` is copied to block `srcToDst[s]` of
+   * `dst`, all in one native call. The caches need equal block sizes and
+   * tensor counts; HOST → DEVICE swaps in, DEVICE → HOST swaps out, anything
+   * else is refused.
+   *
+   * @example
+   * ```ts
+   * import { CacheDesc, DataType, LLMDataDist, LLMRole, Placement } from "llm-datadist";
+   * await using dd = new LLMDataDist(LLMRole.DECODER, 2n);
+   * await dd.init({
+   *   "llm.EnableCacheManager": "1",
+   *   "llm.MemPoolConfig": '{"memory_size": 1048576}',
+   *   "llm.HostMemPoolConfig": '{"memory_size": 1048576}',
+   * });
+   * const m = dd.cacheManager;
+   * const device = await m.allocateBlocksCache(new CacheDesc(1, [8, 4], DataType.DT_INT32));
+   * const host = await m.allocateBlocksCache(new CacheDesc(1, [4, 4], DataType.DT_INT32, Placement.HOST));
+   * (m.getCacheTensorViews(device)[0].data as Int32Array).fill(9, 4 * 5, 4 * 6); // block 5
+   * await m.swapBlocks(device, host, { 5: 0 }); // swap out
+   * console.log(m.getCacheTensorViews(host)[0].data[0]); // 9
+   * ```
+   */
+  async swapBlocks(src: Cache, dst: Cache, srcToDst: BlockMapping, options?: CallOptions): Promise<void> {
+    requireInstance(src, Cache, "src");
+    requireInstance(dst, Cache, "dst");
+    requireBlocks(src, "src cache", true);
+    requireBlocks(dst, "dst cache", true);
+    const entries = entriesOf(srcToDst, "srcToDst");
+    const pairs = entries.map(([s, d]) => [s, requireInt(d, `srcToDst[${s}]`)] as const);
+    const sd = src.cacheDesc, dd = dst.cacheDesc;
+    const srcBlockSize = sd.size / sd.batchSize, dstBlockSize = dd.size / dd.batchSize;
+    if (srcBlockSize !== dstBlockSize) {
+      throw paramInvalid(`src block size:${srcBlockSize} and dst block size:${dstBlockSize} must be equal`);
+    }
+    if (sd.numTensors !== dd.numTensors) {
+      throw paramInvalid(`src num_tensors:${sd.numTensors} and dst num_tensors:${dd.numTensors} must be equal`);
+    }
+    for (const [s, d] of pairs) {
+      if (!(s >= 0 && s < sd.batchSize)) throw paramInvalid(`src_block_index:${s} must be in [0, ${sd.batchSize})`);
+      if (!(d >= 0 && d < dd.batchSize)) throw paramInvalid(`dst_block_index:${d} must be in [0, ${dd.batchSize})`);
+    }
+    const swapIn = sd.placement === Placement.HOST && dd.placement === Placement.DEVICE;
+    const swapOut = sd.placement === Placement.DEVICE && dd.placement === Placement.HOST;
+    if (!swapIn && !swapOut) {
+      throw paramInvalid(
+        `swap src placement:${placementName(sd.placement)} to dst placement:${
+          placementName(dd.placement)
+        } is not support`,
+      );
+    }
+    const signal = signalOf(options);
+    const engine = this.#access.current();
+    await this.#copyBlocks(engine, "swapBlocks", dst, src, pairs.flatMap(([s, d]) => [BigInt(s), BigInt(d)]), signal);
+  }
+
+  async #copyBlocks(
+    engine: Engine,
+    what: string,
+    dst: Cache,
+    src: Cache,
+    words: bigint[],
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    await runExclusive(engine.mutex, what, engine.syncKvTimeout, signal, (op) => {
+      const to = engine.checkLive(recordOfCache(dst), dst.cacheId);
+      const from = engine.checkLive(recordOfCache(src), src.cacheId);
+      if (words.length === 0) return; // upstream copies nothing and succeeds
+      const pairs = BigUint64Array.from(words);
+      const blockBytes = src.cacheDesc.size / src.cacheDesc.batchSize;
+      const total = (words.length / 2) * blockBytes * src.cacheDesc.numTensors * engine.deviceIds.length;
+      const context = `${what}(${dst.cacheId} <- ${src.cacheId}) failed`;
+      return engine.copyBlocks(to, from, pairs, total >= OFF_THREAD_BYTES ? op : undefined, context);
+    });
+  }
+
+  /**
+   * Removes a cache key (upstream `remove_cache_key`): the row it named can no
+   * longer be pulled by it, and the cache's memory goes once nothing holds it.
+   *
+   * @example
+   * ```ts
+   * import { CacheDesc, CacheKey, DataType, LLMDataDist, LLMRole } from "llm-datadist";
+   * await using dd = new LLMDataDist(LLMRole.PROMPT, 1n);
+   * await dd.init({ "llm.EnableCacheManager": "1", "llm.MemPoolConfig": '{"memory_size": 1048576}' });
+   * const key = new CacheKey(1n, 7n);
+   * await dd.cacheManager.allocateCache(new CacheDesc(1, [1, 64], DataType.DT_UINT8), [key]);
+   * await dd.cacheManager.removeCacheKey(key);
+   * ```
+   */
+  async removeCacheKey(cacheKey: CacheKey, options?: CallOptions): Promise<void> {
+    requireInstance(cacheKey, CacheKey, "cacheKey");
+    const signal = signalOf(options);
+    const engine = this.#access.current();
+    await runExclusive(engine.mutex, "removeCacheKey", engine.syncKvTimeout, signal, () => {
+      engine.assertLive();
+      engine.removeKey(cacheKey);
+    });
+  }
+
+  /**
+   * Copies tensor `tensorIndex` of any `Cache`, one host copy per device (the
+   * seed call; a blocks cache's tensor is all its blocks). Same contract as
+   * `KvCacheManager.getCacheTensors`.
+   *
+   * @example
+   * ```ts
+   * import { CacheDesc, DataType, LLMDataDist, LLMRole } from "llm-datadist";
+   * await using dd = new LLMDataDist(LLMRole.PROMPT, 1n);
+   * await dd.init({ "llm.EnableCacheManager": "1", "llm.MemPoolConfig": '{"memory_size": 1048576}' });
+   * const cache = await dd.cacheManager.allocateBlocksCache(new CacheDesc(2, [4, 8], DataType.DT_FLOAT16));
+   * const [tensor] = await dd.cacheManager.getCacheTensors(cache, 1);
+   * console.log(tensor.shape); // [ 4, 8 ]
+   * ```
+   */
+  getCacheTensors(cache: Cache, tensorIndex = 0, options?: CallOptions): Promise<Tensor[]> {
+    let engine: Engine;
+    let index: number;
+    let signal: AbortSignal | undefined;
+    try {
+      requireInstance(cache, Cache, "cache");
+      index = checkTensorIndex(cache.cacheDesc, tensorIndex);
+      signal = signalOf(options);
+      engine = this.#access.current();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return runExclusive(engine.mutex, "getCacheTensors", engine.syncKvTimeout, signal, (op) => {
+      const record = engine.checkLive(recordOfCache(cache), cache.cacheId);
+      return record.desc.size < OFF_THREAD_BYTES ? readNow(record, index) : readOffThread(record, index, op);
+    });
+  }
+
+  /**
+   * Views (no copy) of tensor `tensorIndex` of any `Cache`, one per device,
+   * where the backend's memory is host memory; they refuse access once the
+   * cache is freed. Same contract as `KvCacheManager.getCacheTensorViews`.
+   *
+   * @example
+   * ```ts
+   * import { CacheDesc, DataType, LLMDataDist, LLMRole } from "llm-datadist";
+   * await using dd = new LLMDataDist(LLMRole.PROMPT, 1n);
+   * await dd.init({ "llm.EnableCacheManager": "1", "llm.MemPoolConfig": '{"memory_size": 1048576}' });
+   * const cache = await dd.cacheManager.allocateCache(new CacheDesc(1, [4], DataType.DT_FLOAT));
+   * const [view] = dd.cacheManager.getCacheTensorViews(cache);
+   * (view.data as Float32Array).set([1, 2, 3, 4]);
+   * console.log((await dd.cacheManager.getCacheTensors(cache))[0].data[3]); // 4
+   * ```
+   */
+  getCacheTensorViews(cache: Cache, tensorIndex = 0): Tensor[] {
+    requireInstance(cache, Cache, "cache");
+    const index = checkTensorIndex(cache.cacheDesc, tensorIndex);
+    const engine = this.#access.current();
+    const record = engine.checkLive(recordOfCache(cache), cache.cacheId);
+    if (!engine.hostAccessible) {
+      throw new LLMException(
+        LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
+        "this backend's device memory is not host-accessible; use getCacheTensors for copies",
+      );
+    }
+    return tensorViews(record, index);
+  }
+
+  /**
+   * Maps registered memory anew after a device memory fault (upstream
+   * `remap_registered_memory`). Its arguments are checked as upstream's; no
+   * backend here can remap (the host backend's memory cannot fault that way),
+   * so a valid call rejects with `LLM_FEATURE_NOT_ENABLED`.
+   *
+   * @example
+   * ```ts
+   * import { LLMDataDist, LLMException, LLMRole, MemInfo, MemType } from "llm-datadist";
+   * await using dd = new LLMDataDist(LLMRole.PROMPT, 1n);
+   * await dd.init({ "llm.EnableCacheManager": "1" });
+   * await dd.cacheManager.remapRegisteredMemory(new MemInfo(MemType.MEM_TYPE_DEVICE, 0x1000n, 64))
+   *   .catch((err: LLMException) => console.log(err.statusCode === 0x5010B019)); // true
+   * ```
+   */
+  async remapRegisteredMemory(memInfos: MemInfo | readonly MemInfo[], options?: CallOptions): Promise<void> {
+    if (!Array.isArray(memInfos) && !(memInfos instanceof MemInfo)) {
+      throw paramInvalid(`mem_infos type only support list of MemInfo or MemInfo, but got ${describe(memInfos)}.`);
+    }
+    const list: unknown[] = Array.isArray(memInfos) ? memInfos : [memInfos];
+    list.forEach((info, i) => {
+      if (!(info instanceof MemInfo)) {
+        throw paramInvalid(`mem_infos[${i}] type only support MemInfo, but got ${describe(info)}.`);
+      }
+      if (info.memType !== MemType.MEM_TYPE_DEVICE) {
+        throw paramInvalid(`check mem_info.mem_type failed, only support Memtype.MEM_TYPE_DEVICE, index=${i}.`);
+      }
+      if (info.addr === 0n) throw paramInvalid(`check mem_info.addr failed, addr can not be zero, index=${i}.`);
+      if (!(info.size > 0)) throw paramInvalid(`check mem_info.size failed, size must be > 0, index=${i}.`);
+    });
+    const signal = signalOf(options);
+    const engine = this.#access.current();
+    await runExclusive(engine.mutex, "remapRegisteredMemory", engine.syncKvTimeout, signal, () => {
+      engine.assertLive();
+      throw new LLMException(
+        LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
+        "remapRegisteredMemory: this backend cannot remap registered memory",
+      );
+    });
+  }
+
+  #made(engine: Engine, record: CacheRecord): Cache {
+    const cache = newCache(record);
+    engine.track(cache, record);
+    return cache;
+  }
+}
+
+function placementName(placement: number): string {
+  return placement === Placement.HOST
+    ? "Placement.HOST"
+    : placement === Placement.DEVICE
+    ? "Placement.DEVICE"
+    : String(placement);
+}
+
+/** Makes the manager of an instance. */
+export function newCacheManager(access: CacheManagerAccess): CacheManager {
+  return new CacheManager(MANAGER, access);
+}

@@ -1,0 +1,482 @@
+// The V2 cache manager (LLMDataDist.cacheManager) within one process: every
+// call and upstream's rules (v2/cache_manager.py, v2/llm_datadist.py,
+// configs.py), with upstream's error classes and statuses.
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import {
+  BlocksCacheKey,
+  Cache,
+  CacheDesc,
+  CacheKey,
+  DataType,
+  LLMConfig,
+  LLMDataDist,
+  LLMException,
+  LLMRole,
+  LLMStatusCode,
+  MemInfo,
+  MemType,
+  Placement,
+  ValueError,
+} from "../mod.ts";
+import { freshClusterId, rejectsWith, rejectsWithStatus } from "./helpers.ts";
+
+const POOL = '{"memory_size": 16777216}';
+const HOST_POOL = '{"memory_size": 8388608}';
+
+async function openManager(
+  extra: Record<string, string> = {},
+  role: LLMRole = LLMRole.DECODER,
+): Promise<LLMDataDist> {
+  const dd = new LLMDataDist(role, freshClusterId());
+  await dd.init({
+    "llm.EnableCacheManager": "1",
+    "llm.MemPoolConfig": POOL,
+    "llm.HostMemPoolConfig": HOST_POOL,
+    ...extra,
+  });
+  return dd;
+}
+
+function bytesOf(dd: LLMDataDist, cache: Cache, index = 0): Uint8Array {
+  const view = dd.cacheManager.getCacheTensorViews(cache, index)[0];
+  return new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
+}
+
+describe("LLMConfig: the cache manager's options as upstream's configs.py", () => {
+  test("keys and value formats", () => {
+    const config = new LLMConfig();
+    assert.equal(config.enableCacheManager, false);
+    assert.equal(config.enableRemoteCacheAccessible, false);
+    assert.equal(config.memPoolConfig, "");
+    assert.equal(config.enableSwitchRole, false);
+    let options = config.generateOptions();
+    for (const key of ["llm.EnableCacheManager", "llm.EnableRemoteCacheAccessible", "llm.MemPoolConfig"]) {
+      assert.equal(options[key], undefined, key);
+    }
+    assert.equal(options["llm.EnableSwitchRole"], undefined);
+    config.enableCacheManager = true;
+    config.enableRemoteCacheAccessible = false;
+    config.memPoolConfig = POOL;
+    config.hostMemPoolConfig = HOST_POOL;
+    config.enableSwitchRole = true;
+    options = config.generateOptions();
+    assert.equal(options["llm.EnableCacheManager"], "1");
+    assert.equal(options["llm.EnableRemoteCacheAccessible"], "0");
+    assert.equal(options["llm.MemPoolConfig"], POOL);
+    assert.equal(options["llm.HostMemPoolConfig"], HOST_POOL);
+    assert.equal(options["llm.EnableSwitchRole"], "1");
+  });
+
+  test("wrong types are TypeErrors", () => {
+    const config = new LLMConfig();
+    const loose = config as unknown as Record<string, unknown>;
+    for (const key of ["enableCacheManager", "enableRemoteCacheAccessible", "enableSwitchRole"]) {
+      assert.throws(() => (loose[key] = 1), TypeError, key);
+      assert.throws(() => (loose[key] = "1"), TypeError, key);
+    }
+    assert.throws(() => (loose.memPoolConfig = 5), TypeError);
+    assert.throws(() => (loose.hostMemPoolConfig = {}), TypeError);
+  });
+
+  test("a malformed pool config fails init with LLM_PARAM_INVALID", async () => {
+    for (const bad of ["100", '{"memory_size": -5}', '{"page_shift": 16}', '{"memory_size": 1024, "page_shift": 40}']) {
+      const dd = new LLMDataDist(LLMRole.DECODER, freshClusterId());
+      await rejectsWithStatus(
+        dd.init({ "llm.EnableCacheManager": "1", "llm.MemPoolConfig": bad }),
+        LLMStatusCode.LLM_PARAM_INVALID,
+      );
+    }
+  });
+});
+
+describe("LLMDataDist: cacheManager and kvCacheManager by mode", () => {
+  test("cache-manager mode: cacheManager is a CacheManager and kvCacheManager refuses", async () => {
+    await using dd = await openManager();
+    assert.ok(dd.cacheManager.isInitialized());
+    assert.throws(() => dd.kvCacheManager, (err) =>
+      err instanceof LLMException &&
+      err.statusCode === LLMStatusCode.LLM_PARAM_INVALID);
+  });
+
+  test("default mode: cacheManager refuses, kvCacheManager as before", async () => {
+    await using dd = new LLMDataDist(LLMRole.DECODER, freshClusterId());
+    assert.throws(() => dd.cacheManager, (err) =>
+      err instanceof LLMException &&
+      err.statusCode === LLMStatusCode.LLM_FAILED);
+    await dd.init({ "ge.flowGraphMemMaxSize": String(1 << 20) });
+    assert.throws(() => dd.cacheManager, (err) =>
+      err instanceof LLMException &&
+      err.statusCode === LLMStatusCode.LLM_PARAM_INVALID);
+    assert.ok(dd.kvCacheManager.isInitialized());
+  });
+
+  test("finalize: calls reject with LLM_ENGINE_FINALIZED", async () => {
+    const dd = await openManager();
+    const manager = dd.cacheManager;
+    const cache = await manager.allocateCache(new CacheDesc(1, [64], DataType.DT_UINT8));
+    dd.finalize();
+    await rejectsWithStatus(manager.getCacheTensors(cache), LLMStatusCode.LLM_ENGINE_FINALIZED);
+    await rejectsWithStatus(
+      manager.allocateCache(new CacheDesc(1, [64], DataType.DT_UINT8)),
+      LLMStatusCode.LLM_ENGINE_FINALIZED,
+    );
+    assert.equal(cache.tensorAddrs.length, 0);
+  });
+});
+
+describe("allocateCache / allocateBlocksCache / deallocate", () => {
+  test("a pool must match the placement (upstream's rule)", async () => {
+    await using dd = await openManager({ "llm.HostMemPoolConfig": "" });
+    const m = dd.cacheManager;
+    await rejectsWithStatus(
+      m.allocateCache(new CacheDesc(1, [64], DataType.DT_UINT8, Placement.HOST)),
+      LLMStatusCode.LLM_PARAM_INVALID,
+      /config memory pool firstly/,
+    );
+    await rejectsWithStatus(
+      m.allocateBlocksCache(new CacheDesc(1, [4, 64], DataType.DT_UINT8, Placement.HOST)),
+      LLMStatusCode.LLM_PARAM_INVALID,
+    );
+    await using noPools = await openManager({ "llm.MemPoolConfig": "", "llm.HostMemPoolConfig": "" });
+    await rejectsWithStatus(
+      noPools.cacheManager.allocateCache(new CacheDesc(1, [64], DataType.DT_UINT8)),
+      LLMStatusCode.LLM_PARAM_INVALID,
+    );
+  });
+
+  test("types", async () => {
+    await using dd = await openManager();
+    const m = dd.cacheManager;
+    await rejectsWith(m.allocateCache({} as CacheDesc), TypeError);
+    await rejectsWith(
+      m.allocateCache(new CacheDesc(1, [64], DataType.DT_UINT8), [1 as unknown as CacheKey]),
+      TypeError,
+    );
+    await rejectsWith(
+      m.allocateBlocksCache(new CacheDesc(1, [4, 4], DataType.DT_UINT8), {} as BlocksCacheKey),
+      TypeError,
+    );
+  });
+
+  test("a Cache carries id, desc, addresses and kind; deallocation empties the addresses", async () => {
+    await using dd = await openManager({}, LLMRole.PROMPT);
+    const m = dd.cacheManager;
+    const desc = new CacheDesc(2, [2, 32], DataType.DT_FLOAT16);
+    const cache = await m.allocateCache(desc, [new CacheKey(dd.clusterId, 1n), new CacheKey(dd.clusterId, 2n)]);
+    assert.ok(cache instanceof Cache);
+    assert.equal(cache.cacheDesc, desc);
+    assert.equal(cache.isBlocksCache, false);
+    assert.equal(cache.tensorAddrs.length, 2);
+    assert.ok(cache.tensorAddrs.every((a) => typeof a === "bigint" && a !== 0n));
+    const blocks = await m.allocateBlocksCache(new CacheDesc(2, [8, 32], DataType.DT_FLOAT16), new BlocksCacheKey(1n));
+    assert.equal(blocks.isBlocksCache, true);
+    assert.ok(blocks.cacheId > cache.cacheId);
+    await rejectsWithStatus(m.deallocateCache(blocks), LLMStatusCode.LLM_PARAM_INVALID, /can not be blocks cache/);
+    await rejectsWithStatus(m.deallocateBlocksCache(cache), LLMStatusCode.LLM_PARAM_INVALID, /should be blocks cache/);
+    await m.deallocateCache(cache);
+    await m.deallocateBlocksCache(blocks);
+    assert.equal(cache.tensorAddrs.length, 0);
+    await rejectsWithStatus(m.deallocateCache(cache), LLMStatusCode.LLM_KV_CACHE_NOT_EXIST);
+    await rejectsWithStatus(m.getCacheTensors(blocks), LLMStatusCode.LLM_KV_CACHE_NOT_EXIST);
+    await m.removeCacheKey(new CacheKey(dd.clusterId, 1n));
+    await rejectsWithStatus(m.removeCacheKey(new CacheKey(dd.clusterId, 1n)), LLMStatusCode.LLM_KV_CACHE_NOT_EXIST);
+    await rejectsWith(m.removeCacheKey({} as CacheKey), TypeError);
+  });
+
+  test("getCacheTensors of a blocks cache: the tensor is all its blocks", async () => {
+    await using dd = await openManager();
+    const m = dd.cacheManager;
+    const cache = await m.allocateBlocksCache(new CacheDesc(2, [4, 2], DataType.DT_INT32));
+    (m.getCacheTensorViews(cache, 1)[0].data as Int32Array).set([1, 2, 3, 4, 5, 6, 7, 8]);
+    const [copy] = await m.getCacheTensors(cache, 1);
+    assert.deepEqual([...copy.data], [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert.deepEqual(copy.shape, [4, 2]);
+    await rejectsWithStatus(m.getCacheTensors(cache, 2), LLMStatusCode.LLM_PARAM_INVALID);
+    await rejectsWith(m.getCacheTensors(cache, 1.5), TypeError);
+    assert.throws(() => m.getCacheTensorViews({} as Cache), TypeError);
+  });
+});
+
+describe("registerCache / registerBlocksCache / unregisterCache", () => {
+  test("TypedArray and ArrayBuffer memory: read, written and copied in place", async () => {
+    await using dd = await openManager();
+    const m = dd.cacheManager;
+    const k = new Float32Array(8).fill(1);
+    const v = new ArrayBuffer(32);
+    new Float32Array(v).fill(2);
+    const cache = await m.registerCache(new CacheDesc(2, [2, 4], DataType.DT_FLOAT, Placement.HOST), [k, v]);
+    assert.equal(cache.isRegistered, true);
+    const [copy] = await m.getCacheTensors(cache, 0);
+    assert.deepEqual([...copy.data], [1, 1, 1, 1, 1, 1, 1, 1]);
+    k.set([5, 6, 7, 8], 0);
+    const other = await m.allocateCache(new CacheDesc(2, [2, 4], DataType.DT_FLOAT));
+    await m.copyCache(other, cache, 1, 0);
+    assert.deepEqual([...(await m.getCacheTensors(other, 0))[0].data].slice(4), [5, 6, 7, 8]);
+    new Float32Array(v).fill(0);
+    await m.copyCache(cache, other, 0, 1, 0, -1); // writes into the program's buffers
+    assert.deepEqual([...new Float32Array(v)], [2, 2, 2, 2, 0, 0, 0, 0]);
+    await m.unregisterCache(cache.cacheId);
+    assert.equal(cache.tensorAddrs.length, 0);
+    await rejectsWithStatus(m.getCacheTensors(cache), LLMStatusCode.LLM_KV_CACHE_NOT_EXIST);
+    // Unknown or already unregistered ids are not an error (upstream's UnregisterCacheEntry).
+    await m.unregisterCache(cache.cacheId);
+    await m.unregisterCache(999_999n);
+  });
+
+  test("bigint addresses of memory the program keeps", async () => {
+    await using dd = await openManager();
+    const m = dd.cacheManager;
+    const backing = await m.allocateCache(new CacheDesc(1, [128], DataType.DT_UINT8));
+    bytesOf(dd, backing).fill(9);
+    const cache = await m.registerBlocksCache(new CacheDesc(1, [2, 64], DataType.DT_UINT8, Placement.HOST), [
+      backing.tensorAddrs[0],
+    ]);
+    assert.equal(cache.isBlocksCache, true);
+    assert.ok((await m.getCacheTensors(cache))[0].data.every((b) => b === 9));
+    await m.unregisterCache(cache.cacheId);
+  });
+
+  test("upstream's checks: counts, zero addresses, types, the mode of deallocation", async () => {
+    await using dd = await openManager();
+    const m = dd.cacheManager;
+    const desc = new CacheDesc(2, [64], DataType.DT_UINT8, Placement.HOST);
+    const a = new Uint8Array(64), b = new Uint8Array(64);
+    await rejectsWithStatus(m.registerCache(desc, []), LLMStatusCode.LLM_PARAM_INVALID, /can not be empty/);
+    await rejectsWithStatus(m.registerCache(desc, [a]), LLMStatusCode.LLM_PARAM_INVALID, /equal to num_tensors/);
+    await rejectsWithStatus(m.registerBlocksCache(desc, [a, b, a]), LLMStatusCode.LLM_PARAM_INVALID);
+    await rejectsWithStatus(m.registerCache(desc, [a, 0n]), LLMStatusCode.LLM_PARAM_INVALID, /can not be zero/);
+    await rejectsWithStatus(m.registerCache(desc, [a, new Uint8Array(63)]), LLMStatusCode.LLM_PARAM_INVALID);
+    await rejectsWith(m.registerCache(desc, [a, "x" as unknown as bigint]), TypeError);
+    await rejectsWith(m.registerCache(desc, [a, -1n]), ValueError);
+    await rejectsWith(m.registerCache(desc, a as unknown as bigint[]), TypeError);
+    await rejectsWith(m.registerCache(desc, [a, b], undefined, 1 as unknown as boolean), TypeError);
+    await rejectsWith(m.registerBlocksCache(desc, [a, b], {} as BlocksCacheKey), TypeError);
+    await rejectsWith(m.unregisterCache("1" as unknown as bigint), TypeError);
+    await rejectsWith(m.unregisterCache(2n ** 63n), ValueError);
+    const registered = await m.registerCache(desc, [a, b]);
+    await rejectsWithStatus(m.deallocateCache(registered), LLMStatusCode.LLM_PARAM_INVALID, /unregister/);
+    const allocated = await m.allocateCache(new CacheDesc(1, [64], DataType.DT_UINT8));
+    await rejectsWithStatus(m.unregisterCache(allocated.cacheId), LLMStatusCode.LLM_PARAM_INVALID, /deallocate/);
+    await m.unregisterCache(registered.cacheId);
+  });
+
+  test("a detached buffer is refused, at registration and afterwards", async (t) => {
+    const probe = new ArrayBuffer(8) as ArrayBuffer & { transfer?: () => ArrayBuffer };
+    if (typeof probe.transfer !== "function") return t.skip("ArrayBuffer.prototype.transfer is missing here");
+    await using dd = await openManager();
+    const m = dd.cacheManager;
+    const desc = new CacheDesc(1, [64], DataType.DT_UINT8, Placement.HOST);
+    const gone = new ArrayBuffer(64) as ArrayBuffer & { transfer: () => ArrayBuffer };
+    gone.transfer();
+    await rejectsWithStatus(m.registerCache(desc, [gone]), LLMStatusCode.LLM_PARAM_INVALID, /detached/);
+    const memory = new ArrayBuffer(64) as ArrayBuffer & { transfer: () => ArrayBuffer };
+    const cache = await m.registerCache(desc, [memory]);
+    const kept = memory.transfer(); // the program moved it away: never touched again
+    await rejectsWithStatus(m.getCacheTensors(cache), LLMStatusCode.LLM_PARAM_INVALID, /detached or resized/);
+    await m.unregisterCache(cache.cacheId);
+    assert.equal(kept.byteLength, 64);
+  });
+
+  test("a resizable buffer is refused", async (t) => {
+    let resizable: ArrayBuffer;
+    try {
+      resizable = new (ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => ArrayBuffer)(64, {
+        maxByteLength: 128,
+      });
+    } catch {
+      return t.skip("resizable ArrayBuffers are missing here");
+    }
+    if (!(resizable as { resizable?: boolean }).resizable) return t.skip("resizable ArrayBuffers are missing here");
+    await using dd = await openManager();
+    await rejectsWithStatus(
+      dd.cacheManager.registerCache(new CacheDesc(1, [64], DataType.DT_UINT8, Placement.HOST), [resizable]),
+      LLMStatusCode.LLM_PARAM_INVALID,
+      /resizable/,
+    );
+  });
+
+  test("at most 240 registered caches", async () => {
+    await using dd = await openManager();
+    const m = dd.cacheManager;
+    const desc = new CacheDesc(1, [64], DataType.DT_UINT8, Placement.HOST);
+    const memory = new Uint8Array(64);
+    const caches: Cache[] = [];
+    for (let i = 0; i < 240; i++) caches.push(await m.registerCache(desc, [memory]));
+    await rejectsWithStatus(m.registerCache(desc, [memory]), LLMStatusCode.LLM_OUT_OF_MEMORY);
+    await m.unregisterCache(caches[0].cacheId);
+    caches[0] = await m.registerCache(desc, [memory]);
+    for (const cache of caches) await m.unregisterCache(cache.cacheId);
+  });
+});
+
+describe("copyCache (V2)", () => {
+  test("blocks caches are refused; sizes and rows as upstream", async () => {
+    await using dd = await openManager();
+    const m = dd.cacheManager;
+    const rows = await m.allocateCache(new CacheDesc(1, [2, 8], DataType.DT_UINT8));
+    const blocks = await m.allocateBlocksCache(new CacheDesc(1, [2, 8], DataType.DT_UINT8));
+    await rejectsWithStatus(m.copyCache(rows, blocks), LLMStatusCode.LLM_PARAM_INVALID, /src cache can not be blocks/);
+    await rejectsWithStatus(m.copyCache(blocks, rows), LLMStatusCode.LLM_PARAM_INVALID, /dst cache can not be blocks/);
+    await rejectsWithStatus(m.copyCache(rows, rows, 1, 0, 0, 0), LLMStatusCode.LLM_PARAM_INVALID);
+    await rejectsWithStatus(m.copyCache(rows, rows, 2, 0), LLMStatusCode.LLM_PARAM_INVALID);
+    await rejectsWith(m.copyCache(rows, rows, -1, 0), ValueError);
+    await rejectsWith(m.copyCache(rows, rows, 1, 0, 0, -1, -1n), ValueError);
+    bytesOf(dd, rows).set([1, 2, 3, 4, 5, 6, 7, 8], 0);
+    await m.copyCache(rows, rows, 1, 0, 2, 4, 77n);
+    assert.deepEqual([...bytesOf(dd, rows).subarray(8)], [0, 0, 3, 4, 5, 6, 0, 0]);
+  });
+});
+
+describe("copyBlocks", () => {
+  test("one call copies every pair; a Map or a plain object", async () => {
+    await using dd = await openManager();
+    const m = dd.cacheManager;
+    const cache = await m.allocateBlocksCache(new CacheDesc(2, [8, 16], DataType.DT_UINT8));
+    for (let t = 0; t < 2; t++) bytesOf(dd, cache, t).forEach((_, i, a) => (a[i] = 100 * t + (i >> 4)));
+    await m.copyBlocks(cache, new Map([[0, [5, 6]], [1, [7]]]));
+    await m.copyBlocks(cache, { 2: [3] });
+    for (let t = 0; t < 2; t++) {
+      const b = bytesOf(dd, cache, t);
+      const blockOf = (k: number) => b[16 * k + 15] - 100 * t;
+      assert.deepEqual([0, 1, 2, 3, 4, 5, 6, 7].map(blockOf), [0, 1, 2, 2, 4, 0, 0, 1], `tensor ${t}`);
+    }
+    await m.copyBlocks(cache, {}); // nothing to copy
+    await m.copyBlocks(cache, { 4: [4] }); // onto itself
+  });
+
+  test("upstream's checks", async () => {
+    await using dd = await openManager();
+    const m = dd.cacheManager;
+    const cache = await m.allocateBlocksCache(new CacheDesc(1, [4, 16], DataType.DT_UINT8));
+    const rows = await m.allocateCache(new CacheDesc(1, [4, 16], DataType.DT_UINT8));
+    await rejectsWithStatus(m.copyBlocks(rows, { 0: [1] }), LLMStatusCode.LLM_PARAM_INVALID, /should be blocks cache/);
+    await rejectsWithStatus(m.copyBlocks(cache, { 4: [1] }), LLMStatusCode.LLM_PARAM_INVALID, /src_block_index/);
+    await rejectsWithStatus(m.copyBlocks(cache, { 0: [4] }), LLMStatusCode.LLM_PARAM_INVALID, /dst_block_index/);
+    await rejectsWithStatus(m.copyBlocks(cache, { 0: [-1] }), LLMStatusCode.LLM_PARAM_INVALID);
+    await rejectsWith(m.copyBlocks(cache, [[0, [1]]] as unknown as Map<number, number[]>), TypeError);
+    await rejectsWith(m.copyBlocks(cache, { a: [1] } as unknown as Map<number, number[]>), TypeError);
+    await rejectsWith(m.copyBlocks(cache, { 0: 1 } as unknown as Map<number, number[]>), TypeError);
+    await rejectsWith(m.copyBlocks(cache, { 0: [1.5] }), TypeError);
+    await rejectsWith(m.copyBlocks({} as Cache, { 0: [1] }), TypeError);
+    await m.deallocateBlocksCache(cache);
+    await rejectsWithStatus(m.copyBlocks(cache, { 0: [1] }), LLMStatusCode.LLM_KV_CACHE_NOT_EXIST);
+  });
+
+  test("large copies run off the JavaScript thread and honour the deadline and abort", async () => {
+    await using dd = await openManager({ "llm.MemPoolConfig": '{"memory_size": 134217728}' });
+    const m = dd.cacheManager;
+    const cache = await m.allocateBlocksCache(new CacheDesc(1, [64, 1 << 20], DataType.DT_UINT8));
+    const info: Record<number, number[]> = {};
+    for (let i = 0; i < 32; i++) info[i] = [32 + i];
+    bytesOf(dd, cache).fill(3, 0, 32 << 20);
+    await m.copyBlocks(cache, info);
+    assert.equal(bytesOf(dd, cache)[(64 << 20) - 1], 3);
+    const controller = new AbortController();
+    controller.abort(new Error("stop"));
+    await rejectsWith(m.copyBlocks(cache, info, { signal: controller.signal }), Error, /stop/);
+  });
+});
+
+describe("swapBlocks", () => {
+  test("swap out and back in, one call each", async () => {
+    await using dd = await openManager();
+    const m = dd.cacheManager;
+    const device = await m.allocateBlocksCache(new CacheDesc(2, [8, 32], DataType.DT_UINT8));
+    const host = await m.allocateBlocksCache(new CacheDesc(2, [4, 32], DataType.DT_UINT8, Placement.HOST));
+    for (let t = 0; t < 2; t++) bytesOf(dd, device, t).forEach((_, i, a) => (a[i] = 10 * t + (i >> 5)));
+    await m.swapBlocks(device, host, new Map([[7, 0], [3, 1]]));
+    for (let t = 0; t < 2; t++) {
+      assert.equal(bytesOf(dd, host, t)[0], 10 * t + 7);
+      assert.equal(bytesOf(dd, host, t)[32], 10 * t + 3);
+    }
+    await m.swapBlocks(host, device, { 0: 0, 1: 1 });
+    for (let t = 0; t < 2; t++) assert.equal(bytesOf(dd, device, t)[33], 10 * t + 3);
+  });
+
+  test("upstream's checks: kinds, sizes, ranges, placements", async () => {
+    await using dd = await openManager();
+    const m = dd.cacheManager;
+    const device = await m.allocateBlocksCache(new CacheDesc(1, [8, 32], DataType.DT_UINT8));
+    const device2 = await m.allocateBlocksCache(new CacheDesc(1, [8, 32], DataType.DT_UINT8));
+    const host = await m.allocateBlocksCache(new CacheDesc(1, [4, 32], DataType.DT_UINT8, Placement.HOST));
+    const wide = await m.allocateBlocksCache(new CacheDesc(1, [4, 64], DataType.DT_UINT8, Placement.HOST));
+    const two = await m.allocateBlocksCache(new CacheDesc(2, [4, 32], DataType.DT_UINT8, Placement.HOST));
+    const rows = await m.allocateCache(new CacheDesc(1, [4, 32], DataType.DT_UINT8, Placement.HOST));
+    await rejectsWith(m.swapBlocks({} as Cache, host, {}), TypeError);
+    await rejectsWithStatus(m.swapBlocks(device, rows, { 0: 0 }), LLMStatusCode.LLM_PARAM_INVALID, /blocks cache/);
+    await rejectsWithStatus(m.swapBlocks(device, wide, { 0: 0 }), LLMStatusCode.LLM_PARAM_INVALID, /block size/);
+    await rejectsWithStatus(m.swapBlocks(device, two, { 0: 0 }), LLMStatusCode.LLM_PARAM_INVALID, /num_tensors/);
+    await rejectsWithStatus(m.swapBlocks(device, host, { 8: 0 }), LLMStatusCode.LLM_PARAM_INVALID, /src_block_index/);
+    await rejectsWithStatus(m.swapBlocks(device, host, { 0: 4 }), LLMStatusCode.LLM_PARAM_INVALID, /dst_block_index/);
+    await rejectsWithStatus(m.swapBlocks(device, device2, { 0: 0 }), LLMStatusCode.LLM_PARAM_INVALID, /not support/);
+    await rejectsWithStatus(m.swapBlocks(host, host, { 0: 1 }), LLMStatusCode.LLM_PARAM_INVALID, /not support/);
+    await rejectsWith(m.swapBlocks(device, host, { 0: "1" } as unknown as Record<number, number>), TypeError);
+  });
+});
+
+describe("remapRegisteredMemory", () => {
+  test("upstream's checks, then LLM_FEATURE_NOT_ENABLED on these backends", async () => {
+    await using dd = await openManager();
+    const m = dd.cacheManager;
+    assert.throws(() => new MemInfo(7 as MemType, 1n, 1), TypeError);
+    assert.throws(() => new MemInfo(MemType.MEM_TYPE_DEVICE, 1 as unknown as bigint, 1), TypeError);
+    await rejectsWithStatus(m.remapRegisteredMemory(5 as unknown as MemInfo), LLMStatusCode.LLM_PARAM_INVALID);
+    await rejectsWithStatus(m.remapRegisteredMemory([5 as unknown as MemInfo]), LLMStatusCode.LLM_PARAM_INVALID);
+    await rejectsWithStatus(
+      m.remapRegisteredMemory(new MemInfo(MemType.MEM_TYPE_HOST, 1n, 1)),
+      LLMStatusCode.LLM_PARAM_INVALID,
+      /MEM_TYPE_DEVICE/,
+    );
+    await rejectsWithStatus(
+      m.remapRegisteredMemory(new MemInfo(MemType.MEM_TYPE_DEVICE, 0n, 1)),
+      LLMStatusCode.LLM_PARAM_INVALID,
+      /zero/,
+    );
+    await rejectsWithStatus(
+      m.remapRegisteredMemory([new MemInfo(MemType.MEM_TYPE_DEVICE, 1n, 0)]),
+      LLMStatusCode.LLM_PARAM_INVALID,
+      /size/,
+    );
+    await rejectsWithStatus(
+      m.remapRegisteredMemory(new MemInfo(MemType.MEM_TYPE_DEVICE, 1n, 64)),
+      LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
+    );
+  });
+});
+
+describe("switchRole", () => {
+  test("needs llm.EnableSwitchRole", async () => {
+    await using dd = await openManager();
+    await rejectsWithStatus(dd.switchRole(LLMRole.PROMPT), LLMStatusCode.LLM_FEATURE_NOT_ENABLED);
+    assert.equal(dd.role, LLMRole.DECODER);
+  });
+
+  test("DECODER -> PROMPT (listening) -> DECODER, caches kept", async () => {
+    await using dd = await openManager({ "llm.EnableSwitchRole": "1" });
+    const cache = await dd.cacheManager.allocateCache(new CacheDesc(1, [64], DataType.DT_UINT8));
+    await dd.switchRole(LLMRole.PROMPT, { "llm.listenIpInfo": "127.0.0.1:0" });
+    assert.equal(dd.role, LLMRole.PROMPT);
+    assert.ok(dd.listenPort > 0);
+    await dd.switchRole(LLMRole.DECODER);
+    assert.equal(dd.role, LLMRole.DECODER);
+    assert.equal(dd.listenPort, 0);
+    assert.equal((await dd.cacheManager.getCacheTensors(cache))[0].byteLength, 64);
+    await rejectsWith(dd.switchRole(9 as LLMRole), TypeError);
+    await rejectsWith(dd.switchRole(LLMRole.PROMPT, "x" as unknown as Record<string, string>), TypeError);
+    await rejectsWithStatus(
+      dd.switchRole(LLMRole.PROMPT, { "llm.listenIpInfo": "nowhere" }),
+      LLMStatusCode.LLM_PARAM_INVALID,
+    );
+  });
+
+  test("default mode: as upstream's v1 path", async () => {
+    await using dd = new LLMDataDist(LLMRole.DECODER, freshClusterId());
+    await dd.init({ "ge.flowGraphMemMaxSize": String(1 << 20), "llm.EnableSwitchRole": "1" });
+    await rejectsWithStatus(dd.switchRole(LLMRole.DECODER), LLMStatusCode.LLM_PARAM_INVALID, /role not changed/);
+    await rejectsWithStatus(dd.switchRole(LLMRole.PROMPT), LLMStatusCode.LLM_PARAM_INVALID, /listenIpInfo/);
+    await dd.switchRole(LLMRole.PROMPT, { "llm.listenIpInfo": "127.0.0.1:0" });
+    assert.equal(dd.role, LLMRole.PROMPT);
+    assert.equal(dd.kvCacheManager.isInitialized(), true);
+  });
+});
