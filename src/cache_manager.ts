@@ -32,6 +32,7 @@ import {
   tensorViews,
 } from "./kv_cache_manager.ts";
 import { MemInfo, MemType } from "./mem_info.ts";
+import { MAX_REGISTERED_ADDRS } from "./native/symbols.ts";
 import { runExclusive } from "./operation.ts";
 import { LLMStatusCode } from "./status.ts";
 import type { Tensor } from "./tensor.ts";
@@ -269,7 +270,7 @@ export class CacheManager {
    * detached or resized meanwhile is refused by every call). The memory must
    * stay valid until then. `remoteAccessible` (default: DEVICE placement, and
    * not after `linkClusters`) lets linked peers reach it; true after a link is
-   * refused. At most 240 caches are registered at a time.
+   * refused. A cache has at most 240 addresses (upstream's RegisterKvCache).
    *
    * @example
    * ```ts
@@ -360,6 +361,9 @@ export class CacheManager {
     }
     if (addrs.length === 0) throw paramInvalid("addrs can not be empty.");
     if (addrs.length !== desc.numTensors) throw paramInvalid("addrs length should be equal to num_tensors.");
+    if (addrs.length > MAX_REGISTERED_ADDRS) {
+      throw paramInvalid(`${addrs.length} addresses: a registered cache has at most ${MAX_REGISTERED_ADDRS}`);
+    }
     if (keys.length > desc.batchSize) {
       throw paramInvalid(`${keys.length} cache keys given for a batch of ${desc.batchSize}`);
     }

@@ -8,7 +8,9 @@ import {
   Cache,
   CacheDesc,
   CacheKey,
+  CacheKeyByIdAndIndex,
   DataType,
+  LLMClusterInfo,
   LLMConfig,
   LLMDataDist,
   LLMException,
@@ -296,16 +298,23 @@ describe("registerCache / registerBlocksCache / unregisterCache", () => {
     );
   });
 
-  test("at most 240 registered caches", async () => {
+  test("at most 240 addresses per cache; any number of caches", async () => {
     await using dd = await openManager();
     const m = dd.cacheManager;
-    const desc = new CacheDesc(1, [64], DataType.DT_UINT8, Placement.HOST);
     const memory = new Uint8Array(64);
-    const caches: Cache[] = [];
-    for (let i = 0; i < 240; i++) caches.push(await m.registerCache(desc, [memory]));
-    await rejectsWithStatus(m.registerCache(desc, [memory]), LLMStatusCode.LLM_OUT_OF_MEMORY);
-    await m.unregisterCache(caches[0].cacheId);
-    caches[0] = await m.registerCache(desc, [memory]);
+    await rejectsWithStatus(
+      m.registerCache(new CacheDesc(241, [64], DataType.DT_UINT8, Placement.HOST), new Array(241).fill(memory)),
+      LLMStatusCode.LLM_PARAM_INVALID,
+      /at most 240/,
+    );
+    const wide = await m.registerCache(
+      new CacheDesc(240, [64], DataType.DT_UINT8, Placement.HOST),
+      new Array(240).fill(memory),
+    );
+    const caches: Cache[] = [wide];
+    for (let i = 0; i < 250; i++) {
+      caches.push(await m.registerCache(new CacheDesc(1, [64], DataType.DT_UINT8, Placement.HOST), [memory]));
+    }
     for (const cache of caches) await m.unregisterCache(cache.cacheId);
   });
 });
@@ -478,5 +487,71 @@ describe("switchRole", () => {
     await dd.switchRole(LLMRole.PROMPT, { "llm.listenIpInfo": "127.0.0.1:0" });
     assert.equal(dd.role, LLMRole.PROMPT);
     assert.equal(dd.kvCacheManager.isInitialized(), true);
+  });
+});
+
+describe("links and registration (upstream's rules)", () => {
+  async function listeningPrompt(extra: Record<string, string> = {}): Promise<LLMDataDist> {
+    const prompt = new LLMDataDist(LLMRole.PROMPT, freshClusterId());
+    await prompt.init({ "ge.flowGraphMemMaxSize": String(1 << 20), "llm.listenIpInfo": "127.0.0.1:0", ...extra });
+    return prompt;
+  }
+
+  function clusterOf(prompt: LLMDataDist): LLMClusterInfo {
+    const cluster = new LLMClusterInfo();
+    cluster.remoteClusterId = prompt.clusterId;
+    cluster.appendRemoteIpInfo("127.0.0.1", prompt.listenPort);
+    return cluster;
+  }
+
+  test("no remote-accessible registration after a link; unregister only once unlinked", async () => {
+    await using prompt = await listeningPrompt();
+    await using decoder = await openManager();
+    const m = decoder.cacheManager;
+    const desc = new CacheDesc(1, [64], DataType.DT_UINT8);
+    const before = await m.registerCache(desc, [new Uint8Array(64)], [], true);
+    const [status] = await decoder.linkClusters([clusterOf(prompt)], 5000);
+    assert.equal(status, LLMStatusCode.LLM_SUCCESS);
+    await rejectsWithStatus(
+      m.registerCache(desc, [new Uint8Array(64)], [], true),
+      LLMStatusCode.LLM_PARAM_INVALID,
+      /after link/,
+    );
+    const after = await m.registerCache(desc, [new Uint8Array(64)]); // DEVICE, default: not remote-accessible now
+    await rejectsWithStatus(m.unregisterCache(before.cacheId), LLMStatusCode.LLM_PARAM_INVALID, /unlinked/);
+    await decoder.unlinkClusters([clusterOf(prompt)], 5000);
+    await m.unregisterCache(before.cacheId);
+    await m.unregisterCache(after.cacheId);
+  });
+
+  test("a PROMPT's registered and host-pool caches are never read through a link (not pullable yet)", async () => {
+    await using prompt = await listeningPrompt({
+      "llm.EnableCacheManager": "1",
+      "llm.MemPoolConfig": POOL,
+      "llm.HostMemPoolConfig": HOST_POOL,
+    });
+    const registered = await prompt.cacheManager.registerCache(
+      new CacheDesc(1, [1, 64], DataType.DT_UINT8, Placement.HOST),
+      [new Uint8Array(64)],
+    );
+    const hosted = await prompt.cacheManager.allocateCache(
+      new CacheDesc(1, [1, 64], DataType.DT_UINT8, Placement.HOST),
+    );
+    const pooled = await prompt.cacheManager.allocateCache(new CacheDesc(1, [1, 64], DataType.DT_UINT8));
+    (prompt.cacheManager.getCacheTensorViews(pooled)[0].data as Uint8Array).fill(5);
+    await using decoder = new LLMDataDist(LLMRole.DECODER, freshClusterId());
+    await decoder.init({ "ge.flowGraphMemMaxSize": String(1 << 20) });
+    const [status] = await decoder.linkClusters([clusterOf(prompt)], 5000);
+    assert.equal(status, LLMStatusCode.LLM_SUCCESS);
+    const into = await decoder.kvCacheManager.allocateCache(new CacheDesc(1, [1, 64], DataType.DT_UINT8));
+    for (const cache of [registered, hosted]) {
+      await rejectsWithStatus(
+        decoder.kvCacheManager.pullCache(new CacheKeyByIdAndIndex(prompt.clusterId, cache.cacheId, 0), into),
+        LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
+      );
+    }
+    await decoder.kvCacheManager.pullCache(new CacheKeyByIdAndIndex(prompt.clusterId, pooled.cacheId, 0), into);
+    assert.equal((await decoder.kvCacheManager.getCacheTensors(into))[0].data[63], 5);
+    await decoder.unlinkClusters([clusterOf(prompt)], 5000);
   });
 });

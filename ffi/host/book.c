@@ -35,7 +35,7 @@ static void release_if_unused(struct book *b, struct cache *c) {
   if (c->id_held || c->keys_held > 0 || c->pins > 0) return;
   uint64_t block = c->stride * (uint64_t)c->num_tensors;
   if (c->registered != NULL) {
-    b->registered--; /* the memory is the caller's: only the record goes */
+    /* The memory is the caller's: only the record goes. */
   } else if (b->pools_live && c->in_host_pool) {
     host_pool_free(b->host_pool, c->offsets[0], block);
   } else if (b->pools_live) {
@@ -169,9 +169,6 @@ static void list_cache(struct book *b, struct cache *c) {
 int32_t host_book_register(struct book *b, int32_t num_tensors, uint64_t tensor_bytes,
                            uint64_t batch_size, uint64_t layout_tag, const uint64_t *addrs,
                            const uint64_t *keys, int32_t num_keys, struct cache **out) {
-  if (b->registered >= LLMDD_MAX_REGISTERED_CACHES)
-    return core_fail(LLMDD_OUT_OF_MEMORY, "%d caches are registered already, the most there may be",
-                     LLMDD_MAX_REGISTERED_CACHES);
   struct cache *c = new_cache(b, num_tensors, tensor_bytes, batch_size, layout_tag, num_keys);
   if (c == NULL) return LLMDD_OUT_OF_MEMORY;
   size_t count = (size_t)b->num_devices * (size_t)num_tensors;
@@ -193,7 +190,6 @@ int32_t host_book_register(struct book *b, int32_t num_tensors, uint64_t tensor_
     free(c);
     return status;
   }
-  b->registered++;
   list_cache(b, c);
   *out = c;
   return LLMDD_SUCCESS;

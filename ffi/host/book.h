@@ -37,7 +37,6 @@ struct cache {
 struct book {
   struct pool *pools; /* the engine's, one per device */
   struct pool *host_pool; /* llm.HostMemPoolConfig's, or NULL */
-  int32_t registered;     /* caches of registered memory held */
   int32_t num_devices;
   const int32_t *device_ids; /* for messages */
   bool pools_live;           /* false once finalize returned the pools */
@@ -73,7 +72,7 @@ int32_t host_book_allocate(struct book *b, int32_t num_tensors, uint64_t tensor_
 
 /* Records caller-owned memory as a cache (llmdd_cache_register): addrs are
  * num_devices * num_tensors tensor addresses, already checked. Fails like
- * host_book_allocate, and with OUT_OF_MEMORY past LLMDD_MAX_REGISTERED_CACHES. */
+ * host_book_allocate. */
 int32_t host_book_register(struct book *b, int32_t num_tensors, uint64_t tensor_bytes,
                            uint64_t batch_size, uint64_t layout_tag, const uint64_t *addrs,
                            const uint64_t *keys, int32_t num_keys, struct cache **out);

@@ -118,6 +118,11 @@ LLMDD_API int32_t llmdd_cache_register(uint64_t engine, int32_t num_tensors,
   if (status == LLMDD_SUCCESS && num_keys > 0 && e->role == LLMDD_ROLE_DECODER)
     status = core_fail(LLMDD_PARAM_INVALID, "a DECODER engine's caches take no keys");
   int64_t needed = (int64_t)e->options.num_devices * (status == LLMDD_SUCCESS ? num_tensors : 0);
+  if (status == LLMDD_SUCCESS && num_tensors > LLMDD_MAX_REGISTERED_ADDRS)
+    status = core_fail(LLMDD_PARAM_INVALID,
+                       "num_tensors %d: a registered cache has at most %d addresses (upstream's"
+                       " RegisterKvCache)",
+                       num_tensors, LLMDD_MAX_REGISTERED_ADDRS);
   if (status == LLMDD_SUCCESS && addrs == NULL)
     status = core_fail(LLMDD_PARAM_INVALID, "addrs is NULL");
   if (status == LLMDD_SUCCESS && num_addrs != needed)

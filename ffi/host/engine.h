@@ -46,8 +46,9 @@ struct engine {
    * switch to DECODER. */
   struct server *server;
   uint16_t listen_port;
-  /* Whether this engine has ever linked or been linked to (no remote-accessible
-   * registration after that, as upstream). */
+  /* Whether this engine has ever linked to a PROMPT (llmdd_link): no
+   * remote-accessible registration after that, as upstream's _is_call_linked,
+   * which only the linking side sets. */
   bool ever_linked;
   /* DECODER and MIX: the clusters linked to. */
   struct link *links[LLMDD_MAX_LINKS];

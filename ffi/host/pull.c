@@ -47,6 +47,11 @@ static int32_t refused(const struct pull_task *p, int32_t status) {
     return core_fail(status, "batch index %llu is out of range for cache %llu at cluster %llu",
                 (unsigned long long)p->k[2], (unsigned long long)p->k[1], cluster);
   if (status == LLMDD_ENGINE_FINALIZED) return gone(p, "(it is being finalized)");
+  if (status == LLMDD_FEATURE_NOT_ENABLED)
+    return core_fail(status,
+                     "the cache named at cluster %llu is registered memory or in its host pool,"
+                     " which linked engines cannot pull (yet)",
+                     cluster);
   return core_fail(LLMDD_LINK_FAILED, "the PROMPT of cluster %llu refused the pull (status 0x%08x)",
               cluster, (unsigned)status);
 }

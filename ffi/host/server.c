@@ -240,12 +240,6 @@ static bool handle(struct connection *c, const struct msg *m) {
     if (answer.u.hello_reply.status == LLMDD_SUCCESS && !admit(c))
       answer.u.hello_reply.status = LLMDD_CLUSTER_NUM_EXCEED_LIMIT;
     c->greeted = answer.u.hello_reply.status == LLMDD_SUCCESS;
-    if (c->greeted) {
-      struct engine *e = c->server->engine;
-      pthread_mutex_lock(&e->lock);
-      e->ever_linked = true;
-      pthread_mutex_unlock(&e->lock);
-    }
     /* A refused link ends here; the DECODER reads the answer, then EOF. */
     return reply(c, &answer) && c->greeted;
   case MSG_LOOKUP:

@@ -75,9 +75,9 @@ extern "C" {
 #define LLMDD_PLACEMENT_HOST   0
 #define LLMDD_PLACEMENT_DEVICE 1
 
-/* Most caches of registered (caller-owned) memory one engine holds at a time
- * (upstream's limit on register_cache). */
-#define LLMDD_MAX_REGISTERED_CACHES 240
+/* Most tensor addresses one registered cache has per device (upstream's C++ API
+ * reference, RegisterKvCache: "地址个数不超过240", at most 240 addresses). */
+#define LLMDD_MAX_REGISTERED_ADDRS 240
 
 /* Most clusters one engine links to (upstream's per-call limit of link_clusters). */
 #define LLMDD_MAX_LINKS 16
@@ -357,14 +357,14 @@ LLMDD_API int32_t llmdd_cache_pull(uint64_t engine, uint64_t cache_id, int32_t k
  * addrs: num_devices * num_tensors addresses, [device][tensor], each the start of
  *   a tensor of tensor_bytes bytes; num_addrs is their count. No address may be 0.
  * remote_accessible: 1 if linked peers may read or write the memory, 0 if not.
- *   Refused (PARAM_INVALID) once the engine has linked or been linked to, as
- *   upstream ("you can not register remote accessible cache after link").
+ *   Refused (PARAM_INVALID) once the engine has linked to a PROMPT (llmdd_link),
+ *   as upstream ("you can not register remote accessible cache after link").
  * out_cache_id: the new cache id (ids are shared with allocated caches).
  *
- * Returns: SUCCESS; PARAM_INVALID (num_addrs wrong, a zero address, ranges that
- * wrap around the address space, remote access after a link, and every
- * argument llmdd_cache_allocate refuses); OUT_OF_MEMORY
- * (LLMDD_MAX_REGISTERED_CACHES registered already); ENGINE_FINALIZED. */
+ * Returns: SUCCESS; PARAM_INVALID (num_addrs wrong, more than
+ * LLMDD_MAX_REGISTERED_ADDRS tensors, a zero address, ranges that wrap around
+ * the address space, remote access after a link, and every argument
+ * llmdd_cache_allocate refuses); OUT_OF_MEMORY; ENGINE_FINALIZED. */
 LLMDD_API int32_t llmdd_cache_register(uint64_t engine, int32_t num_tensors,
                                        uint64_t tensor_bytes, uint64_t batch_size,
                                        uint64_t layout_tag, int32_t placement,

@@ -70,16 +70,19 @@ TEST(register_refuses_bad_addresses_and_counts) {
   EXPECT_STATUS(llmdd_cache_unregister(engine, 1), LLMDD_ENGINE_FINALIZED);
 }
 
-TEST(at_most_240_caches_are_registered) {
+TEST(a_registered_cache_has_at_most_240_addresses) {
   uint64_t engine = open_engine(NULL);
   CHECK(engine != 0);
-  uint8_t mem[64];
-  uint64_t a = (uint64_t)(uintptr_t)mem, ids[LLMDD_MAX_REGISTERED_CACHES], id;
-  for (int i = 0; i < LLMDD_MAX_REGISTERED_CACHES; i++)
-    CHECK_STATUS(llmdd_cache_register(engine, 1, 64, 1, 0, 1, &a, 1, NULL, 0, 0, &ids[i]), LLMDD_SUCCESS);
-  EXPECT_STATUS(llmdd_cache_register(engine, 1, 64, 1, 0, 1, &a, 1, NULL, 0, 0, &id), LLMDD_OUT_OF_MEMORY);
-  EXPECT_STATUS(llmdd_cache_unregister(engine, ids[7]), LLMDD_SUCCESS);
-  EXPECT_STATUS(llmdd_cache_register(engine, 1, 64, 1, 0, 1, &a, 1, NULL, 0, 0, &id), LLMDD_SUCCESS);
+  static uint8_t mem[241][64];
+  uint64_t addrs[241], id;
+  for (int i = 0; i < 241; i++) addrs[i] = (uint64_t)(uintptr_t)mem[i];
+  EXPECT_STATUS(llmdd_cache_register(engine, 241, 64, 1, 0, 1, addrs, 241, NULL, 0, 0, &id),
+                LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_cache_register(engine, 240, 64, 1, 0, 1, addrs, 240, NULL, 0, 0, &id), LLMDD_SUCCESS);
+  EXPECT_STATUS(llmdd_cache_unregister(engine, id), LLMDD_SUCCESS);
+  /* Any number of caches may be registered. */
+  for (int i = 0; i < 300; i++)
+    CHECK_STATUS(llmdd_cache_register(engine, 1, 64, 1, 0, 1, addrs, 1, NULL, 0, 0, &id), LLMDD_SUCCESS);
   EXPECT_STATUS(llmdd_engine_finalize(engine), LLMDD_SUCCESS);
 }
 

@@ -58,8 +58,8 @@ export const MAX_DEVICES = 64;
  */
 export const POOL_ALIGN_BYTES = 64;
 
-/** Most caches of registered memory one engine holds (`LLMDD_MAX_REGISTERED_CACHES`, upstream's limit). */
-export const MAX_REGISTERED_CACHES = 240;
+/** Most tensor addresses of one registered cache (`LLMDD_MAX_REGISTERED_ADDRS`, upstream's RegisterKvCache limit). */
+export const MAX_REGISTERED_ADDRS = 240;
 
 /** Most clusters one engine links to (`LLMDD_MAX_LINKS`, upstream's per-call limit of link_clusters). */
 export const MAX_LINKS = 16;
