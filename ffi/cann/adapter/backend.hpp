@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "book.hpp"
@@ -39,8 +40,16 @@ class Backend {
   // A cache on every device: V1 AllocateCache; V2 aclrtMalloc (DEVICE) or
   // aclrtMallocHost (HOST) + RegisterKvCache.
   virtual int32_t allocate(const CacheLayout &layout, CacheMemory *out) = 0;
-  // V1 DeallocateCache; V2 UnregisterKvCache + aclrtFree / aclrtFreeHost.
+  // V1 DeallocateCache; V2 UnregisterKvCache + aclrtFree / aclrtFreeHost (a
+  // registered cache has no blocks: only UnregisterKvCache).
   virtual int32_t release(const CacheLayout &layout, CacheMemory *memory) = 0;
+  // Memory the caller owns (one device): V2 RegisterKvCache of addrs, nothing
+  // allocated (out->blocks stays empty); V1 has no such call: FEATURE_NOT_ENABLED.
+  virtual int32_t register_memory(const CacheLayout &layout, const std::vector<uint64_t> &addrs,
+                                  CacheMemory *out) = 0;
+  // V2 SetRole(role, {llm.ListenIpInfo: listen} when listen is not empty); V1:
+  // FEATURE_NOT_ENABLED.
+  virtual int32_t set_role(int32_t role, const std::string &listen) = 0;
 
   // Copies n bytes (at most one staging chunk) from address src of device
   // device_index (host memory when placement is HOST) into dst, waiting at most

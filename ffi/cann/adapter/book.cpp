@@ -73,7 +73,7 @@ int32_t Book::check_budget(uint64_t charge) const {
 }
 
 int32_t Book::add(const CacheLayout &layout, CacheMemory memory, const uint64_t *keys,
-                  int32_t num_keys, CacheRecord **out) {
+                  int32_t num_keys, CacheRecord **out, bool registered) {
   if (memory.id <= 0)
     return fail(LLMDD_FAILED, "upstream returned cache id %lld, which is not a valid id",
                 static_cast<long long>(memory.id));
@@ -90,7 +90,8 @@ int32_t Book::add(const CacheLayout &layout, CacheMemory memory, const uint64_t 
   record->id = id;
   record->layout = layout;
   record->memory = std::move(memory);
-  record->charge = charge_for(layout);
+  record->charge = registered ? 0 : charge_for(layout);
+  record->registered = registered;
   record->keys_held = num_keys;
   CacheRecord *r = record.get();
   records_[r] = std::move(record);

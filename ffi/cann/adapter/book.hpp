@@ -54,6 +54,7 @@ struct CacheRecord {
   int32_t pins = 0;          // operations accepted or running on it
   bool memory_live = true;   // false once finalize has released the memory
   uint64_t link_epoch = 0;   // Links::epoch() when the cache was allocated
+  bool registered = false;   // the caller's memory (llmdd_cache_register): no charge, never freed
 };
 
 // Memory to hand back to the backend (outside the bookkeeping).
@@ -84,7 +85,7 @@ class Book {
   // Records a cache whose memory the backend has just provided. FAILED (and
   // nothing recorded) when upstream's id is not positive or is still in use.
   int32_t add(const CacheLayout &layout, CacheMemory memory, const uint64_t *keys,
-              int32_t num_keys, CacheRecord **out);
+              int32_t num_keys, CacheRecord **out, bool registered = false);
 
   CacheRecord *find(uint64_t id) const;
   bool key_held(const CacheKey &key) const { return by_key_.count(key) != 0; }

@@ -110,6 +110,10 @@ int32_t release(uint64_t engine, F take) {
 
 extern "C" LLMDD_API int32_t llmdd_cache_deallocate(uint64_t engine, uint64_t cache_id) {
   return release(engine, [&](Engine *e, std::vector<Released> *released) {
+    const CacheRecord *record = e->book.find(cache_id);
+    if (record != nullptr && record->registered)
+      return fail(LLMDD_PARAM_INVALID, "cache %llu was registered, not allocated: unregister it instead",
+                  static_cast<unsigned long long>(cache_id));
     return e->book.release_id(cache_id, released);
   });
 }

@@ -176,6 +176,39 @@ class CannBackend final : public Backend {
     return status;
   }
 
+  int32_t register_memory(const CacheLayout &layout, const std::vector<uint64_t> &addrs,
+                          CacheMemory *out) override {
+    if (kFlavor == Flavor::kV1)
+      return fail(LLMDD_FEATURE_NOT_ENABLED,
+                  "registering caller-owned memory needs the V2 API (libllm_datadist.so: RegisterKvCache)");
+    int32_t status = use_device(0);
+    if (status != LLMDD_SUCCESS) return status;
+    up::CacheDesc desc = describe(layout);
+    up::RegisterCfg cfg{};
+    int64_t cache_id = -1;
+    {
+      std::lock_guard<std::mutex> guard(upstream_);
+      status = upstream_result(from_upstream(dd_->RegisterKvCache(desc, addrs, cfg, cache_id)),
+                               "LlmDataDist::RegisterKvCache");
+    }
+    if (status != LLMDD_SUCCESS) return status;
+    out->id = cache_id;
+    out->addrs = addrs;
+    return LLMDD_SUCCESS;
+  }
+
+  int32_t set_role(int32_t role, const std::string &listen) override {
+    if (kFlavor == Flavor::kV1)
+      return fail(LLMDD_FEATURE_NOT_ENABLED, "switching roles needs the V2 API (libllm_datadist.so: SetRole)");
+    int32_t status = use_device(0);
+    if (status != LLMDD_SUCCESS) return status;
+    std::map<up::AscendString, up::AscendString> options;
+    if (!listen.empty()) options[up::AscendString(up::OPTION_LISTEN_IP_INFO)] = up::AscendString(listen.c_str());
+    std::lock_guard<std::mutex> guard(upstream_);
+    return upstream_result(from_upstream(dd_->SetRole(static_cast<up::LlmRole>(role), options)),
+                           "LlmDataDist::SetRole");
+  }
+
   int32_t read(int32_t device_index, int32_t placement, uint64_t src, uint8_t *dst, uint64_t n,
                int32_t timeout_ms, uint64_t token, bool *in_flight) override {
     if (placement == LLMDD_PLACEMENT_HOST) {

@@ -36,7 +36,7 @@ struct Engine {
   std::atomic<bool> finalizing{false};   // set under the lock; read without it between chunks
   std::mutex lock;
   std::condition_variable idle;          // running dropped to 0 while finalizing
-  const int32_t role;
+  int32_t role;  // changed by llmdd_engine_set_role, under the lock
   const uint64_t cluster_id;
   const EngineOptions options;
   const BackendTraits traits;

@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 
+#include "core/blocks.h"
 #include "core/copy.h"
 #include "deadline.hpp"
 #include "engine.hpp"
@@ -231,6 +232,48 @@ extern "C" LLMDD_API int32_t llmdd_cache_read(uint64_t engine, uint64_t cache_id
   });
 }
 
+namespace {
+
+// The run and end of a copy between two pinned caches (llmdd_cache_copy,
+// llmdd_cache_copy_blocks): the backend's copy of plan, within the deadline;
+// caches whose device work is abandoned stay pinned until it drains.
+int32_t copy_between(Operation &op, CacheRecord *dst, CacheRecord *src, const CopyPlan &plan, uint64_t total) {
+  Engine *e = op.engine;
+  uint64_t token = e->next_token++;
+  // As a read: job 0 is bounded by llm.SyncKvCacheWaitTime, never unbounded.
+  if (op.job == nullptr) op.deadline = deadline_after(e->options.sync_wait_ms, now_ns());
+  auto abandoned = std::make_shared<bool>(false);
+  op.run = [=](Operation &self) -> int32_t {
+    int32_t s = check(self, 0, total);
+    if (s != LLMDD_SUCCESS || (plan.nothing && plan.blocks.empty())) return s;
+    int32_t timeout = remaining_ms(self.deadline, now_ns(), INT32_MAX, -1);
+    if (timeout == 0) return fail(LLMDD_WAIT_PROCESS_TIMEOUT, "the deadline passed before the copy started");
+    bool in_flight = false;
+    s = self.engine->backend->copy(dst->layout, dst->memory, src->layout, src->memory, plan, timeout, token,
+                                   &in_flight);
+    if (in_flight) *abandoned = true;
+    if (s == LLMDD_WAIT_PROCESS_TIMEOUT)
+      return fail(s, "the deadline passed while copying %llu bytes on the device (%s)",
+                  static_cast<unsigned long long>(total), last_error().c_str());
+    return s;
+  };
+  op.end = [=](Operation &self) {
+    Engine *en = self.engine;
+    // The device may still copy between the caches: both stay pinned until it ends.
+    if (*abandoned && en->drained_early.erase(token) == 0) {
+      en->in_flight[token] = {dst, src};
+      return;
+    }
+    unpin(en, dst);
+    unpin(en, src);
+  };
+  e->book.pin(dst);
+  e->book.pin(src);
+  return LLMDD_SUCCESS;
+}
+
+}  // namespace
+
 extern "C" LLMDD_API int32_t llmdd_cache_copy(uint64_t engine, uint64_t dst_cache_id,
                                               uint64_t src_cache_id, uint64_t dst_offset,
                                               uint64_t src_offset, uint64_t nbytes, uint64_t job) {
@@ -245,37 +288,35 @@ extern "C" LLMDD_API int32_t llmdd_cache_copy(uint64_t engine, uint64_t dst_cach
     if (status != LLMDD_SUCCESS) return status;
     uint64_t total = nbytes * static_cast<uint64_t>(src->layout.num_tensors) *
                      static_cast<uint64_t>(e->num_devices());
-    uint64_t token = e->next_token++;
-    // As a read: job 0 is bounded by llm.SyncKvCacheWaitTime, never unbounded.
-    if (op.job == nullptr) op.deadline = deadline_after(e->options.sync_wait_ms, now_ns());
-    auto abandoned = std::make_shared<bool>(false);
-    op.run = [=](Operation &self) -> int32_t {
-      int32_t s = check(self, 0, total);
-      if (s != LLMDD_SUCCESS || plan.nothing) return s;
-      int32_t timeout = remaining_ms(self.deadline, now_ns(), INT32_MAX, -1);
-      if (timeout == 0) return fail(LLMDD_WAIT_PROCESS_TIMEOUT, "the deadline passed before the copy started");
-      bool in_flight = false;
-      s = self.engine->backend->copy(dst->layout, dst->memory, src->layout, src->memory, plan, timeout, token,
-                                     &in_flight);
-      if (in_flight) *abandoned = true;
-      if (s == LLMDD_WAIT_PROCESS_TIMEOUT)
-        return fail(s, "the deadline passed while copying %llu bytes on the device (%s)",
-                    static_cast<unsigned long long>(total), last_error().c_str());
-      return s;
-    };
-    op.end = [=](Operation &self) {
-      Engine *en = self.engine;
-      // The device may still copy between the caches: both stay pinned until it ends.
-      if (*abandoned && en->drained_early.erase(token) == 0) {
-        en->in_flight[token] = {dst, src};
-        return;
-      }
-      unpin(en, dst);
-      unpin(en, src);
-    };
-    e->book.pin(dst);
-    e->book.pin(src);
-    return LLMDD_SUCCESS;
+    return copy_between(op, dst, src, plan, total);
+  });
+}
+
+extern "C" LLMDD_API int32_t llmdd_cache_copy_blocks(uint64_t engine, uint64_t dst_cache_id,
+                                                     uint64_t src_cache_id, const uint64_t *pairs,
+                                                     int32_t num_pairs, uint64_t job) {
+  return operation(engine, job, [&](Operation &op) -> int32_t {
+    Engine *e = op.engine;
+    CacheRecord *dst = nullptr, *src = nullptr;
+    int32_t status = find_cache(e, dst_cache_id, "destination ", &dst);
+    if (status == LLMDD_SUCCESS) status = find_cache(e, src_cache_id, "source ", &src);
+    if (status != LLMDD_SUCCESS) return status;
+    core_block_cache d{dst_cache_id, dst->layout.num_tensors, dst->layout.batch_size, dst->layout.row_bytes()};
+    core_block_cache s{src_cache_id, src->layout.num_tensors, src->layout.batch_size, src->layout.row_bytes()};
+    status = core_blocks_check(&d, &s, pairs, num_pairs);
+    if (status != LLMDD_SUCCESS) return status;
+    // V1's CopyKvCache copies rows at one offset: blocks between caches are V2's
+    // ACL copies (upstream's CopyKvBlocks answers FEATURE_NOT_ENABLED there too).
+    if (e->traits.flavor == Flavor::kV1)
+      return fail(LLMDD_FEATURE_NOT_ENABLED, "block copies need the V2 API (ACL copies between registered caches)");
+    CopyPlan plan;
+    plan.block_bytes = s.block_bytes;
+    plan.same_cache = dst == src;
+    for (int32_t i = 0; i < num_pairs; i++) plan.blocks.emplace_back(pairs[2 * i], pairs[2 * i + 1]);
+    uint64_t total = core_blocks_total(e->num_devices(), s.num_tensors, s.block_bytes, pairs, num_pairs,
+                                       plan.same_cache);
+    if (total == 0) plan.nothing = true, plan.blocks.clear();
+    return copy_between(op, dst, src, plan, total);
   });
 }
 

@@ -97,6 +97,16 @@ std::vector<RowCopy> row_copies(const CacheLayout &dst_layout, const std::vector
                                 const CacheLayout &src_layout, const std::vector<uint64_t> &src_addrs,
                                 const CopyPlan &plan) {
   std::vector<RowCopy> copies;
+  if (!plan.blocks.empty()) {
+    size_t n = dst_addrs.size() < src_addrs.size() ? dst_addrs.size() : src_addrs.size();
+    for (size_t i = 0; i < n; i++)
+      for (const auto &pair : plan.blocks) {
+        if (plan.same_cache && pair.first == pair.second) continue;
+        copies.push_back(RowCopy{dst_addrs[i] + pair.second * plan.block_bytes,
+                                 src_addrs[i] + pair.first * plan.block_bytes, plan.block_bytes});
+      }
+    return copies;
+  }
   if (plan.nothing || plan.size <= 0) return copies;
   uint64_t dst_at = plan.dst_batch_index * dst_layout.row_bytes() + plan.offset;
   uint64_t src_at = plan.src_batch_index * src_layout.row_bytes() + plan.offset;

@@ -5,6 +5,7 @@
 #define LLMDD_CANN_TRANSLATE_HPP
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "book.hpp"
@@ -39,6 +40,12 @@ struct CopyPlan {
   uint32_t dst_batch_index = 0;
   uint64_t offset = 0;   // within the row, the same in both caches
   int64_t size = 0;
+  // A block copy (llmdd_cache_copy_blocks) instead: (src_block, dst_block) pairs
+  // of block_bytes each, checked by core_blocks_check; same_cache skips a pair
+  // naming one block twice.
+  std::vector<std::pair<uint64_t, uint64_t>> blocks;
+  uint64_t block_bytes = 0;
+  bool same_cache = false;
 };
 
 // The ABI's copy (nbytes from byte src_offset of every tensor of src to byte
@@ -55,7 +62,8 @@ struct RowCopy {
   uint64_t bytes = 0;
 };
 
-// The copies a plan makes, one per tensor per device in [device][tensor] order:
+// The copies a plan makes, one per tensor per device in [device][tensor] order
+// (a block plan: one per pair of each tensor, pairs innermost):
 // bytes [offset, offset + size) of row src_batch_index of each source tensor to
 // the same bytes of row dst_batch_index of the destination tensor. A plan of
 // nothing makes none.

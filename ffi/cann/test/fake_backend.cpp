@@ -47,6 +47,9 @@ void reset() {
   r.last_copy_timeout = 0;
   r.last_read_placement = -1;
   r.last_allocate_placement = -1;
+  r.registrations = 0;
+  r.last_role = 0;
+  r.last_role_listen.clear();
   r.pulls = 0;
   r.last_pull = llmdd::PullPlan();
   r.last_link_timeout = 0;
@@ -117,6 +120,26 @@ class FakeBackend final : public Backend {
     for (void *block : memory->blocks) std::free(block);
     memory->blocks.clear();
     record().live_caches--;
+    return LLMDD_SUCCESS;
+  }
+
+  int32_t register_memory(const CacheLayout &layout, const std::vector<uint64_t> &addrs,
+                          CacheMemory *out) override {
+    if (knobs().flavor == llmdd::Flavor::kV1) return fail(LLMDD_FEATURE_NOT_ENABLED, "fake: V1 registers nothing");
+    if (knobs().allocate_status != 0) return fail(knobs().allocate_status, "fake: registration refused");
+    std::lock_guard<std::mutex> guard(lock_);
+    out->id = next_id_++;
+    out->addrs = addrs;
+    caches_[out->id] = Entry{layout, out->addrs};
+    record().registrations++;
+    record().live_caches++;
+    return LLMDD_SUCCESS;
+  }
+
+  int32_t set_role(int32_t role, const std::string &listen) override {
+    if (knobs().flavor == llmdd::Flavor::kV1) return fail(LLMDD_FEATURE_NOT_ENABLED, "fake: V1 has no SetRole");
+    record().last_role = role;
+    record().last_role_listen = listen;
     return LLMDD_SUCCESS;
   }
 

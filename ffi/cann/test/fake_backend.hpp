@@ -49,6 +49,9 @@ struct Record {
   std::atomic<int> last_link_timeout{0};
   bool last_unlink_force = false;
   std::atomic<int> live_caches{0};  // allocated and not yet released, all engines
+  std::atomic<int> registrations{0};
+  int32_t last_role = 0;
+  std::string last_role_listen;
   std::atomic<int> finalized{0};
 };
 

@@ -757,3 +757,110 @@ TEST(abi_pull_out_of_time_is_llm_timeout) {
   CHECK_STATUS(llmdd_engine_finalize(d), LLMDD_SUCCESS);
   CHECK_STATUS(llmdd_engine_finalize(p), LLMDD_SUCCESS);
 }
+
+// ABI 3: the cache manager's calls over the fake backend (V2 unless told).
+
+TEST(abi_register_unregister_maps_onto_register_kv_cache) {
+  fake::reset();
+  uint64_t e = 0;
+  CHECK_STATUS(init(LLMDD_ROLE_PROMPT, 1, "", &e), LLMDD_SUCCESS);
+  alignas(64) static uint8_t mem[2][128];
+  uint64_t addrs[2] = {reinterpret_cast<uintptr_t>(mem[0]), reinterpret_cast<uintptr_t>(mem[1])}, id = 0;
+  CHECK_STATUS(llmdd_cache_register(e, 2, 128, 2, 0, LLMDD_PLACEMENT_DEVICE, addrs, 2, nullptr, 0, 1, &id),
+               LLMDD_SUCCESS);
+  EXPECT_EQ(fake::record().registrations.load(), 1);
+  uint64_t usage[2];
+  EXPECT_STATUS(llmdd_pool_usage(e, 0, usage), LLMDD_SUCCESS);
+  EXPECT_EQ(usage[0], 0u);  // the caller's memory is not charged
+  std::memset(mem[1], 7, 128);
+  uint8_t out[128] = {};
+  EXPECT_STATUS(llmdd_cache_read(e, id, 1, 0, out, 128, 0), LLMDD_SUCCESS);
+  EXPECT(out[0] == 7 && out[127] == 7);
+  EXPECT_STATUS(llmdd_cache_deallocate(e, id), LLMDD_PARAM_INVALID);
+  int live = fake::record().live_caches;
+  EXPECT_STATUS(llmdd_cache_unregister(e, id), LLMDD_SUCCESS);
+  EXPECT_EQ(fake::record().live_caches.load(), live - 1);
+  EXPECT_STATUS(llmdd_cache_unregister(e, id), LLMDD_KV_CACHE_NOT_EXIST);
+  EXPECT_STATUS(llmdd_cache_read(e, id, 0, 0, out, 128, 0), LLMDD_KV_CACHE_NOT_EXIST);
+  Cache allocated;
+  CHECK_STATUS(allocate(e, 1, 1, 64, 1, &allocated), LLMDD_SUCCESS);
+  EXPECT_STATUS(llmdd_cache_unregister(e, allocated.id), LLMDD_PARAM_INVALID);
+  // Upstream's checks.
+  uint64_t zero[2] = {addrs[0], 0}, key[3] = {1, 2, 3};
+  EXPECT_STATUS(llmdd_cache_register(e, 2, 128, 2, 0, 1, zero, 2, nullptr, 0, 0, &id), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_cache_register(e, 2, 128, 2, 0, 1, addrs, 1, nullptr, 0, 0, &id), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_cache_register(e, 2, 128, 2, 0, 1, nullptr, 2, nullptr, 0, 0, &id), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_cache_register(e, 2, 128, 2, 0, 1, addrs, 2, nullptr, 0, 0, nullptr), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_cache_register(e, 241, 128, 1, 0, 1, addrs, 241, nullptr, 0, 0, &id), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_cache_register(e, 2, 128, 2, 0, 1, addrs, 2, key, 1, 0, &id), LLMDD_FEATURE_NOT_ENABLED);
+  CHECK_STATUS(llmdd_engine_finalize(e), LLMDD_SUCCESS);
+  EXPECT_STATUS(llmdd_cache_register(e, 2, 128, 2, 0, 1, addrs, 2, nullptr, 0, 0, &id), LLMDD_ENGINE_FINALIZED);
+  EXPECT_STATUS(llmdd_cache_unregister(e, 1), LLMDD_ENGINE_FINALIZED);
+}
+
+TEST(abi_copy_blocks_is_one_backend_copy_of_every_pair) {
+  fake::reset();
+  uint64_t e = 0;
+  CHECK_STATUS(init(LLMDD_ROLE_DECODER, 1, "", &e), LLMDD_SUCCESS);
+  Cache c, other;
+  CHECK_STATUS(allocate(e, 1, 2, 4 * 64, 4, &c), LLMDD_SUCCESS);
+  CHECK_STATUS(allocate(e, 1, 2, 8 * 32, 8, &other), LLMDD_SUCCESS);
+  for (int t = 0; t < 2; t++)
+    for (int b = 0; b < 4; b++) std::memset(bytes_at(c.addrs[t]) + 64 * b, 10 * t + b, 64);
+  uint64_t pairs[6] = {0, 3, 1, 2, 2, 2};
+  int copies = fake::record().copies;
+  CHECK_STATUS(llmdd_cache_copy_blocks(e, c.id, c.id, pairs, 3, 0), LLMDD_SUCCESS);
+  EXPECT_EQ(fake::record().copies, copies + 1);
+  EXPECT_EQ(fake::record().last_copy.blocks.size(), 3u);
+  for (int t = 0; t < 2; t++) {
+    EXPECT(bytes_at(c.addrs[t])[3 * 64 + 63] == 10 * t + 0);
+    EXPECT(bytes_at(c.addrs[t])[2 * 64] == 10 * t + 1);
+  }
+  uint64_t bad[2] = {4, 0};
+  EXPECT_STATUS(llmdd_cache_copy_blocks(e, c.id, c.id, bad, 1, 0), LLMDD_PARAM_INVALID);
+  EXPECT(has(message(), "src_block_index"));
+  EXPECT_STATUS(llmdd_cache_copy_blocks(e, c.id, c.id, pairs, 0, 0), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_cache_copy_blocks(e, c.id, c.id, nullptr, 1, 0), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_cache_copy_blocks(e, other.id, c.id, pairs, 1, 0), LLMDD_PARAM_INVALID);  // block sizes
+  EXPECT_STATUS(llmdd_cache_copy_blocks(e, c.id, 99, pairs, 1, 0), LLMDD_KV_CACHE_NOT_EXIST);
+  uint64_t job = 0;
+  CHECK_STATUS(llmdd_job_create(0, nullptr, &job), LLMDD_SUCCESS);
+  EXPECT_STATUS(llmdd_cache_copy_blocks(e, c.id, c.id, pairs, 3, job), LLMDD_WAIT_PROCESS_TIMEOUT);
+  EXPECT_STATUS(llmdd_job_release(job), LLMDD_SUCCESS);
+  CHECK_STATUS(llmdd_engine_finalize(e), LLMDD_SUCCESS);
+}
+
+TEST(abi_set_role_maps_onto_set_role) {
+  fake::reset();
+  uint64_t e = 0;
+  CHECK_STATUS(init(LLMDD_ROLE_DECODER, 1, "", &e), LLMDD_SUCCESS);
+  const char *listen = "llm.listenIpInfo=10.0.0.1:26000";
+  int32_t len = static_cast<int32_t>(std::strlen(listen));
+  const uint8_t *text = reinterpret_cast<const uint8_t *>(listen);
+  EXPECT_STATUS(llmdd_engine_set_role(e, 9, nullptr, 0), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_engine_set_role(e, LLMDD_ROLE_DECODER, text, len), LLMDD_PARAM_INVALID);
+  CHECK_STATUS(llmdd_engine_set_role(e, LLMDD_ROLE_PROMPT, text, len), LLMDD_SUCCESS);
+  EXPECT_EQ(fake::record().last_role, LLMDD_ROLE_PROMPT);
+  EXPECT(fake::record().last_role_listen == "10.0.0.1:26000");
+  uint64_t info[5];
+  EXPECT_STATUS(llmdd_engine_info(e, info), LLMDD_SUCCESS);
+  EXPECT_EQ(info[3], static_cast<uint64_t>(LLMDD_ROLE_PROMPT));
+  CHECK_STATUS(llmdd_engine_finalize(e), LLMDD_SUCCESS);
+  EXPECT_STATUS(llmdd_engine_set_role(e, LLMDD_ROLE_PROMPT, nullptr, 0), LLMDD_ENGINE_FINALIZED);
+}
+
+TEST(abi_v1_has_no_registration_block_copies_or_role_switch) {
+  fake::reset();
+  fake::knobs().flavor = llmdd::Flavor::kV1;
+  uint64_t e = 0;
+  CHECK_STATUS(init(LLMDD_ROLE_DECODER, 1, "", &e), LLMDD_SUCCESS);
+  alignas(64) static uint8_t mem[64];
+  uint64_t addr = reinterpret_cast<uintptr_t>(mem), id = 0;
+  EXPECT_STATUS(llmdd_cache_register(e, 1, 64, 1, 0, 1, &addr, 1, nullptr, 0, 0, &id), LLMDD_FEATURE_NOT_ENABLED);
+  Cache c;
+  CHECK_STATUS(allocate(e, 1, 1, 128, 2, &c), LLMDD_SUCCESS);
+  uint64_t pair[2] = {0, 1};
+  EXPECT_STATUS(llmdd_cache_copy_blocks(e, c.id, c.id, pair, 1, 0), LLMDD_FEATURE_NOT_ENABLED);
+  EXPECT_STATUS(llmdd_engine_set_role(e, LLMDD_ROLE_PROMPT, nullptr, 0), LLMDD_FEATURE_NOT_ENABLED);
+  CHECK_STATUS(llmdd_engine_finalize(e), LLMDD_SUCCESS);
+}

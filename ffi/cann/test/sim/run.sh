@@ -20,6 +20,10 @@ for api in v2 v1; do
     BUILD="$out/build-$api" LIB="$out/libllmdd_cann_$api.so"
   (cd "$root" && LD_LIBRARY_PATH=$out/toolkit/lib64 LLMDD_LIBRARY=$out/libllmdd_cann_$api.so \
     node --import ./test/support/register.mjs ffi/cann/example/device_cache.ts)
+  if [ "$api" = v2 ]; then
+    (cd "$root" && LD_LIBRARY_PATH=$out/toolkit/lib64 LLMDD_LIBRARY=$out/libllmdd_cann_$api.so \
+      node --import ./test/support/register.mjs ffi/cann/test/sim/cache_manager.ts)
+  fi
   echo "-- a read slower than its deadline:"
   (cd "$root" && LD_LIBRARY_PATH=$out/toolkit/lib64 LLMDD_LIBRARY=$out/libllmdd_cann_$api.so \
     LLMDD_SIM_COPY_DELAY_MS=400 node --import ./test/support/register.mjs \

@@ -71,7 +71,16 @@ void LlmDataDist::Finalize() {
   impl_->caches.clear();
   impl_->initialised = false;
 }
-Status LlmDataDist::SetRole(LlmRole, const std::map<AscendString, AscendString> &) { return LLM_FEATURE_NOT_ENABLED; }
+// V2 implements SetRole; V1's engine has no role switch in this simulation.
+Status LlmDataDist::SetRole(LlmRole role, const std::map<AscendString, AscendString> &) {
+#ifdef LLMDD_SIM_V2
+  trace(role == LlmRole::kPrompt ? "SetRole(PROMPT)" : role == LlmRole::kDecoder ? "SetRole(DECODER)" : "SetRole(MIX)");
+  return LLM_SUCCESS;
+#else
+  (void)role;
+  return LLM_FEATURE_NOT_ENABLED;
+#endif
+}
 
 Status LlmDataDist::LinkLlmClusters(const std::vector<ClusterInfo> &clusters, std::vector<Status> &rets, int32_t) {
   rets.assign(clusters.size(), LLM_LINK_FAILED);
