@@ -30,17 +30,20 @@ void host_book_destroy(struct book *b) {
   host_map_destroy(&b->by_key);
 }
 
+/* Returns a placed cache's pool blocks (host pool, or one per device). */
+static void free_blocks(struct book *b, const struct cache *c, uint64_t block) {
+  if (c->in_host_pool) {
+    host_pool_free(b->host_pool, c->offsets[0], block);
+    return;
+  }
+  for (int32_t d = 0; d < b->num_devices; d++) host_pool_free(&b->pools[d], c->offsets[d], block);
+}
+
 /* The one place a cache's memory goes back: when no id, key or pin holds it. */
 static void release_if_unused(struct book *b, struct cache *c) {
   if (c->id_held || c->keys_held > 0 || c->pins > 0) return;
-  uint64_t block = c->stride * (uint64_t)c->num_tensors;
-  if (c->registered != NULL) {
-    /* The memory is the caller's: only the record goes. */
-  } else if (b->pools_live && c->in_host_pool) {
-    host_pool_free(b->host_pool, c->offsets[0], block);
-  } else if (b->pools_live) {
-    for (int32_t d = 0; d < b->num_devices; d++) host_pool_free(&b->pools[d], c->offsets[d], block);
-  }
+  /* Registered memory is the caller's: only the record goes. */
+  if (c->registered == NULL && b->pools_live) free_blocks(b, c, c->stride * (uint64_t)c->num_tensors);
   if (c->prev) c->prev->next = c->next;
   else b->caches = c->next;
   if (c->next) c->next->prev = c->prev;
@@ -233,8 +236,7 @@ int32_t host_book_allocate(struct book *b, int32_t num_tensors, uint64_t tensor_
   int32_t status = allocate_blocks(b, c, block);
   if (status == LLMDD_SUCCESS) {
     status = add_keys(b, c, keys, num_keys);
-    if (status != LLMDD_SUCCESS)
-      for (int32_t d = 0; d < b->num_devices; d++) host_pool_free(&b->pools[d], c->offsets[d], block);
+    if (status != LLMDD_SUCCESS) free_blocks(b, c, block);
   }
   if (status != LLMDD_SUCCESS) {
     free(c);

@@ -208,3 +208,18 @@ TEST(set_role_needs_enable_switch_role_and_listens_as_a_prompt) {
   EXPECT_STATUS(llmdd_engine_finalize(engine), LLMDD_SUCCESS);
   EXPECT_STATUS(llmdd_engine_set_role(engine, LLMDD_ROLE_PROMPT, NULL, 0), LLMDD_ENGINE_FINALIZED);
 }
+
+TEST(a_key_clash_returns_the_host_pool_block) {
+  uint64_t engine = open_role(LLMDD_ROLE_PROMPT, 9104, "llm.HostMemPoolConfig={\"memory_size\": 1048576}");
+  CHECK(engine != 0);
+  uint64_t key[3] = {9104, 1, 0}, id, addrs[1];
+  CHECK_STATUS(llmdd_cache_allocate(engine, 1, 256 << 10, 1, 0, LLMDD_PLACEMENT_HOST, key, 1, &id, addrs, 1),
+               LLMDD_SUCCESS);
+  /* Memory is taken before keys are checked (as upstream): a leak on the key
+   * failure would make the second attempt DEVICE_OUT_OF_MEMORY. */
+  for (int i = 0; i < 3; i++)
+    EXPECT_STATUS(llmdd_cache_allocate(engine, 1, 512 << 10, 1, 0, LLMDD_PLACEMENT_HOST, key, 1, &id, addrs, 1),
+                  LLMDD_PARAM_INVALID);
+  EXPECT(pool_used(engine, 0) == 0); /* HOST caches are not in the device pool */
+  EXPECT_STATUS(llmdd_engine_finalize(engine), LLMDD_SUCCESS);
+}
