@@ -16,6 +16,7 @@ INIT, FINALIZE, INFO, USAGE, ALLOC = 0, 3, 4, 5, 7
 DEALLOC, KEY_REMOVE, WRITE, READ, COPY = 11, 13, 15, 18, 21
 JOB_CREATE, JOB_CANCEL, JOB_MESSAGE, JOB_RELEASE, LAST_ERROR = 24, 26, 27, 28, 29
 LINK, UNLINK, PULL, VERIFY, ABI = 30, 31, 32, 33, 34
+CACHE_MANAGER = 35  # ABI 3: register, unregister, copy_blocks, set_role with refused arguments
 
 PROMPT, DECODER, MIX = 0, 1, 2  # role selector bytes (role = 1 + byte % 3)
 POOL = {64: 0, 4096: 1, 65536: 2, 1 << 20: 3, 8 << 20: 4}
