@@ -115,9 +115,11 @@ function blockWord(index: number): bigint {
 }
 
 /** Registered memory: the addresses, and the buffers to keep alive and watch. */
-function resolveMemory(engine: Engine, desc: CacheDesc, addrs: unknown): Registration["addrs"] & {
-  buffers: Registration["buffers"];
-} {
+function resolveMemory(
+  engine: Engine,
+  desc: CacheDesc,
+  addrs: readonly unknown[],
+): Omit<Registration, "remoteAccessible"> {
   const list = requireArray(addrs, "addrs", "bigint or ArrayBuffer");
   const buffers: { buffer: ArrayBufferLike; byteLength: number }[] = [];
   const out = list.map((item, i) => {
@@ -152,7 +154,7 @@ function resolveMemory(engine: Engine, desc: CacheDesc, addrs: unknown): Registr
     buffers.push({ buffer, byteLength: buffer.byteLength });
     return engine.lib.raw.address(new Uint8Array(buffer, offset, length));
   });
-  return Object.assign(out, { buffers });
+  return { addrs: out, buffers };
 }
 
 /**
@@ -375,7 +377,7 @@ export class CacheManager {
     const accessible = remoteAccessible ?? (desc.placement === Placement.DEVICE && !linked);
     return await runExclusive(engine.mutex, what, engine.syncKvTimeout, signal, () => {
       engine.assertLive();
-      const registration = { addrs: [...memory], buffers: memory.buffers, remoteAccessible: accessible };
+      const registration = { ...memory, remoteAccessible: accessible };
       return this.#made(engine, engine.allocate(desc, batchRows, layoutTag(desc), keys, isBlocksCache, registration));
     });
   }

@@ -263,7 +263,8 @@ export class Engine {
         `registerCache(${desc}) failed`,
       );
       addrs.set(registration.addrs);
-    } else {this.lib.check(
+    } else {
+      this.lib.check(
         this.lib.fn.llmdd_cache_allocate(
           this.handle,
           desc.numTensors,
@@ -278,7 +279,8 @@ export class Engine {
           addrs.length,
         ),
         `allocateCache(${desc}) failed`,
-      );}
+      );
+    }
     for (const row of placeholders) this.lib.fn.llmdd_cache_key_remove(this.handle, 0n, INVALID_ID, BigInt(row));
     const cacheId = id[0];
     const record: CacheRecord = {
