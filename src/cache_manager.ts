@@ -187,7 +187,19 @@ export class CacheManager {
     this.#access = access;
   }
 
-  /** Whether the instance is initialized (and not finalized). */
+  /**
+   * Whether the instance is initialized (and not finalized).
+   *
+   * @example
+   * ```ts
+   * import { LLMDataDist, LLMRole } from "llm-datadist";
+   * const dd = new LLMDataDist(LLMRole.DECODER, 2n);
+   * await dd.init({ "llm.EnableCacheManager": "1" });
+   * const manager = dd.cacheManager;
+   * dd.finalize();
+   * console.log(manager.isInitialized()); // false
+   * ```
+   */
   isInitialized(): boolean {
     return this.#access.initialized();
   }
