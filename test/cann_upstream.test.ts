@@ -256,4 +256,29 @@ describe("CANN backend over upstream LLM-DataDist (LLMDD_CANN_TOOLKIT)", () => {
       LLMStatusCode.LLM_NOT_YET_LINK,
     );
   });
+
+  test("CacheManager: program memory registered, blocks copied and swapped, role switched, unregistered", async () => {
+    const dd = new LLMDataDist(LLMRole.DECODER, 3n, { backend: "cann", libraryPath: library });
+    await dd.init({ "llm.EnableCacheManager": "1", "llm.MemPoolConfig": '{"memory_size": 1048576}' });
+    try {
+      const m = dd.cacheManager;
+      const host = new Uint8Array(4 * 64); // 4 blocks of 64 bytes, registered with RegisterKvCache
+      host.fill(5, 0, 64);
+      const desc = new CacheDesc(1, [4, 64], DataType.DT_UINT8, Placement.HOST);
+      const registered = await m.registerBlocksCache(desc, [host]);
+      await m.copyBlocks(registered, { 0: [1] });
+      assert.deepEqual([host[64], host[127]], [5, 5]);
+      const device = await m.allocateBlocksCache(new CacheDesc(1, [8, 64], DataType.DT_UINT8));
+      await m.swapBlocks(registered, device, { 1: 6 }); // in
+      host.fill(0);
+      await m.swapBlocks(device, registered, { 6: 3 }); // and out again
+      assert.deepEqual([host[3 * 64], host[3 * 64 + 63], host[0]], [5, 5, 0]);
+      if (hostMemory) assert.equal((await m.getCacheTensors(device))[0].data[6 * 64], 5);
+      await dd.switchRole(LLMRole.PROMPT);
+      await m.unregisterCache(registered.cacheId);
+      await m.deallocateBlocksCache(device);
+    } finally {
+      dd.finalize();
+    }
+  });
 });
