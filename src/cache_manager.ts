@@ -11,9 +11,9 @@
 import { BlocksCacheKey } from "./blocks_cache_key.ts";
 import { Cache, newCache, recordOfCache } from "./cache.ts";
 import { CacheDesc, layoutTag } from "./cache_desc.ts";
-import { CacheKey, INVALID_ID } from "./cache_key.ts";
+import { CacheKey, CacheKeyByIdAndIndex, INVALID_ID } from "./cache_key.ts";
 import type { CacheRecord, Engine, Registration } from "./engine.ts";
-import { Placement } from "./enums.ts";
+import { LLMRole, Placement } from "./enums.ts";
 import { LLMException, ValueError } from "./errors.ts";
 import {
   type CallOptions,
@@ -32,7 +32,7 @@ import {
   tensorViews,
 } from "./kv_cache_manager.ts";
 import { MemInfo, MemType } from "./mem_info.ts";
-import { MAX_REGISTERED_ADDRS } from "./native/symbols.ts";
+import { BLOCKS_REQ_ID, KEY_BLOCKS, KEY_BY_ID, KEY_CACHE_KEY, MAX_REGISTERED_ADDRS, WHOLE_ROW } from "./native/symbols.ts";
 import { runExclusive } from "./operation.ts";
 import { LLMStatusCode } from "./status.ts";
 import type { Tensor } from "./tensor.ts";
@@ -67,6 +67,80 @@ export interface CacheManagerAccess extends EngineAccess {
   isCallLinked(): boolean;
   /** Whether this instance is linked to a cluster now. */
   hasLinks(): boolean;
+}
+
+/** A layer range: half-open `{ start, stop }`, or the pair `[start, stop]`, as Python's `range(start, stop)`. */
+export type LayerRange = { readonly start: number; readonly stop: number } | readonly [number, number];
+
+/** The layer arguments of `pullBlocks` and `pullCache` (upstream's kwargs), and the call's options. */
+export interface PullOptions extends CallOptions {
+  /** The PROMPT's layers to pull (default: all its tensors). */
+  srcLayerRange?: LayerRange;
+  /** The layers to fill here (default: all the destination's tensors). */
+  dstLayerRange?: LayerRange;
+  /** Tensors per layer (K and V: 2, the default); a layer range covers `layers × tensorNumPerLayer` tensors. */
+  tensorNumPerLayer?: number;
+}
+
+/** A layer range's tensor range [first, count), or undefined when absent or empty (as upstream: all). */
+function tensorRangeOf(range: unknown, name: string, perLayer: number): [number, number] | undefined {
+  if (range === undefined || range === null) return undefined;
+  let start: unknown, stop: unknown;
+  if (Array.isArray(range)) {
+    if (range.length !== 2) throw new TypeError(`${name} must be [start, stop] or { start, stop }, got ${describe(range)}`);
+    [start, stop] = range;
+  } else if (typeof range === "object") {
+    ({ start, stop } = range as { start?: unknown; stop?: unknown });
+  } else {
+    throw new TypeError(`${name} must be [start, stop] or { start, stop }, got ${describe(range)}`);
+  }
+  const first = requireInt(start, `${name}.start`);
+  const end = requireInt(stop, `${name}.stop`);
+  if (end <= first) return undefined; // an empty range, as upstream's empty list: all tensors
+  if (first < 0) throw paramInvalid(`${name} is invalid, the start value:${first} is < 0`);
+  requireIntIn(end - 1, name, 0, 0xFFFF_FFFF);
+  const tensors = first * perLayer, count = (end - first) * perLayer;
+  if (tensors + count > 0x7FFF_FFFF) throw paramInvalid(`${name} covers tensors beyond the 2^31 - 1 a cache can have`);
+  return [tensors, count];
+}
+
+/** The (source start, destination start, count) tensor range of a pull; count 0: every tensor. */
+function tensorRanges(options: PullOptions, dst: Cache, what: string): [number, number, number] {
+  const perLayer = options.tensorNumPerLayer ?? 2;
+  requireIntIn(perLayer, "tensorNumPerLayer", 0, 0xFFFF_FFFF);
+  if (!(perLayer > 0)) {
+    throw paramInvalid(
+      `[${what}] param check failed, tensor_num_per_layer (${perLayer}) is invalid, should [1, ${dst.cacheDesc.numTensors}]`,
+    );
+  }
+  const src = tensorRangeOf(options.srcLayerRange, "srcLayerRange", perLayer);
+  const dstRange = tensorRangeOf(options.dstLayerRange, "dstLayerRange", perLayer);
+  if (src === undefined && dstRange === undefined) return [0, 0, 0];
+  const numTensors = dst.cacheDesc.numTensors;
+  const [dstStart, dstCount] = dstRange ?? [0, numTensors];
+  if (src !== undefined && src[1] !== dstCount) {
+    throw paramInvalid(`src_layer_range size should be equal to dst_layer_range size (${src[1]} and ${dstCount} tensors)`);
+  }
+  if (dstStart + dstCount > numTensors) {
+    throw paramInvalid(`dstLayerRange covers tensors [${dstStart}, ${dstStart + dstCount}) of a cache of ${numTensors}`);
+  }
+  return [src?.[0] ?? 0, dstStart, dstCount];
+}
+
+/** A pull's key as the native side takes it. */
+function pullKeyOf(key: CacheKey | CacheKeyByIdAndIndex | BlocksCacheKey): [number, [bigint, bigint, bigint]] {
+  if (key instanceof BlocksCacheKey) return [KEY_BLOCKS, [key.clusterId, 0n, key.modelId]];
+  if (key instanceof CacheKey) {
+    // Upstream's check_cache_key: exactly one of reqId and prefixId names something.
+    if (key.reqId === INVALID_ID) {
+      throw paramInvalid(`${key} is the padding key (reqId 2^64 - 1): it names no request to pull`);
+    }
+    if (key.prefixId !== INVALID_ID) {
+      throw paramInvalid(`${key} names both a request and a prefix: a pull takes one of them`);
+    }
+    return [KEY_CACHE_KEY, [key.promptClusterId, key.reqId, key.modelId]];
+  }
+  return [KEY_BY_ID, [key.clusterId, BigInt.asUintN(64, key.cacheId), BigInt(key.batchIndex)]];
 }
 
 const MANAGER = Symbol("CacheManager.construct");
@@ -244,9 +318,9 @@ export class CacheManager {
   /**
    * Allocates a blocks (paged) cache: dimension `batchDimIndex` of the desc
    * counts its blocks, and a block of every tensor is `size / blocks` bytes.
-   * `blocksCacheKey` names it for DECODERs (kept with the cache; pulling
-   * blocks from another process is not implemented yet). Release it with
-   * `deallocateBlocksCache`.
+   * `blocksCacheKey` names it for linked DECODERs' `pullBlocks` (on a PROMPT
+   * or MIX; a DECODER's is kept nowhere, as nothing pulls from it). Release
+   * it with `deallocateBlocksCache`, which releases the key too.
    *
    * @example
    * ```ts
@@ -272,7 +346,14 @@ export class CacheManager {
     requirePoolFor(this.#access.settings(), desc);
     return await runExclusive(engine.mutex, "allocateBlocksCache", engine.syncKvTimeout, signal, () => {
       engine.assertLive();
-      return this.#made(engine, engine.allocate(desc, desc.batchSize, layoutTag(desc), [], true));
+      // The native side holds a BlocksCacheKey as the cache key
+      // (cluster, LLMDD_BLOCKS_REQ_ID, model) of block 0, never consumed by a pull.
+      const key = blocksCacheKey !== undefined && engine.role !== LLMRole.DECODER
+        ? new CacheKey(blocksCacheKey.clusterId, BLOCKS_REQ_ID, blocksCacheKey.modelId)
+        : undefined;
+      const record = engine.allocate(desc, desc.batchSize, layoutTag(desc), key ? [key] : [], true);
+      if (key) record.blocksKey = key;
+      return this.#made(engine, record);
     });
   }
 
@@ -484,6 +565,10 @@ export class CacheManager {
       if (record.registered !== undefined) {
         throw paramInvalid(`cache ${cache.cacheId} was registered, not allocated: unregister it instead`);
       }
+      if (record.blocksKey) {
+        engine.removeKey(record.blocksKey);
+        record.blocksKey = undefined;
+      }
       engine.deallocate(record, cache);
     });
   }
@@ -659,6 +744,152 @@ export class CacheManager {
       const total = (words.length / 2) * blockBytes * src.cacheDesc.numTensors * engine.deviceIds.length;
       const context = `${what}(${dst.cacheId} <- ${src.cacheId}) failed`;
       return engine.copyBlocks(to, from, pairs, total >= OFF_THREAD_BYTES ? op : undefined, context);
+    });
+  }
+
+  /**
+   * Pulls blocks from a linked PROMPT (upstream `pull_blocks`), all of them in
+   * one native call: block `srcBlocks[i]` of the PROMPT's blocks cache named by
+   * a `BlocksCacheKey` goes to block `dstBlocks[i]` of `dstCache`, a blocks
+   * cache; by a `CacheKey` (consumed on success) or a `CacheKeyByIdAndIndex`,
+   * `srcBlocks` must be empty and the named row, cut into blocks of
+   * `dstCache`'s size, fills `dstBlocks` in order. Layer ranges (half-open
+   * `{ start, stop }` or `[start, stop]`, `tensorNumPerLayer` tensors a layer,
+   * default 2) pull some layers into others of equal count. The PROMPT's
+   * blocks are copied out of its shared memory in chunks; the deadline
+   * (`syncKvTimeout`) and `options.signal` are checked between them.
+   *
+   * Errors: `TypeError` / `ValueError` for bad arguments; `LLMException` with
+   * `LLM_PARAM_INVALID` (upstream's rules: `dstCache` not a blocks cache, empty
+   * `dstBlocks`, `srcBlocks` empty with a `BlocksCacheKey` or given without,
+   * lists of unequal lengths, a block or layer out of range, block sizes that
+   * differ), `LLM_NOT_YET_LINK`, `LLM_KV_CACHE_NOT_EXIST`, `LLM_LINK_FAILED` (the
+   * PROMPT went away), `LLM_WAIT_PROCESS_TIMEOUT`.
+   *
+   * @example
+   * ```ts
+   * import { BlocksCacheKey, CacheDesc, DataType, LLMClusterInfo, LLMDataDist, LLMRole } from "llm-datadist";
+   * // A PROMPT and a DECODER in one process (the host backend allows it; usually they are two)
+   * const options = { "llm.EnableCacheManager": "1", "llm.MemPoolConfig": '{"memory_size": 1048576}' };
+   * await using prompt = new LLMDataDist(LLMRole.PROMPT, 1n);
+   * await prompt.init({ ...options, "llm.listenIpInfo": "127.0.0.1:0" });
+   * const desc = new CacheDesc(2, [8, 4], DataType.DT_INT32); // K and V, 8 blocks of 4
+   * const kv = await prompt.cacheManager.allocateBlocksCache(desc, new BlocksCacheKey(1n));
+   * for (const t of prompt.cacheManager.getCacheTensorViews(kv)) (t.data as Int32Array).fill(7, 4 * 3, 4 * 4); // block 3
+   *
+   * await using decoder = new LLMDataDist(LLMRole.DECODER, 2n);
+   * await decoder.init(options);
+   * const cache = await decoder.cacheManager.allocateBlocksCache(desc);
+   * const cluster = new LLMClusterInfo();
+   * cluster.remoteClusterId = 1n;
+   * cluster.appendRemoteIpInfo("127.0.0.1", prompt.listenPort);
+   * await decoder.linkClusters([cluster], 3000);
+   * await decoder.cacheManager.pullBlocks(new BlocksCacheKey(1n), cache, [3], [5]);
+   * const [k] = await decoder.cacheManager.getCacheTensors(cache, 0);
+   * console.log(k.data[4 * 5]); // 7
+   * await decoder.unlinkClusters([cluster], 3000);
+   * ```
+   */
+  async pullBlocks(
+    srcCacheKey: CacheKey | CacheKeyByIdAndIndex | BlocksCacheKey,
+    dstCache: Cache,
+    srcBlocks: readonly number[] = [],
+    dstBlocks: readonly number[] = [],
+    options: PullOptions = {},
+  ): Promise<void> {
+    if (
+      !(srcCacheKey instanceof CacheKey) && !(srcCacheKey instanceof CacheKeyByIdAndIndex) &&
+      !(srcCacheKey instanceof BlocksCacheKey)
+    ) {
+      throw new TypeError(
+        `srcCacheKey must be a CacheKey, a CacheKeyByIdAndIndex or a BlocksCacheKey, got ${describe(srcCacheKey)}`,
+      );
+    }
+    requireInstance(dstCache, Cache, "dstCache");
+    const srcList = requireArray(srcBlocks, "srcBlocks", "block index").map((b, i) => requireInt(b, `srcBlocks[${i}]`));
+    const dstList = requireArray(dstBlocks, "dstBlocks", "block index").map((b, i) => requireInt(b, `dstBlocks[${i}]`));
+    if (typeof options !== "object" || options === null) throw new TypeError(`options must be an object, got ${describe(options)}`);
+    requireBlocks(dstCache, "dst_cache", true);
+    if (dstList.length === 0) throw paramInvalid("dst_blocks can not be empty.");
+    const tensors = tensorRanges(options, dstCache, "pull_blocks");
+    if (srcCacheKey instanceof BlocksCacheKey) {
+      if (srcList.length === 0) throw paramInvalid("src_blocks can not be empty.");
+      if (srcList.length !== dstList.length) {
+        throw paramInvalid(`src_blocks size:${srcList.length} and dst_blocks size:${dstList.length} must be equal.`);
+      }
+    } else if (srcList.length !== 0) {
+      throw paramInvalid("src_blocks should be empty when src_cache_key is not instance of BlocksCacheKey.");
+    }
+    const [kind, words] = pullKeyOf(srcCacheKey);
+    const pairs = new BigUint64Array(dstList.length * 2);
+    dstList.forEach((d, i) => pairs.set([blockWord(srcList.length ? srcList[i] : i), blockWord(d)], 2 * i));
+    const signal = signalOf(options);
+    const engine = this.#access.current();
+    await runExclusive(engine.mutex, "pullBlocks", engine.syncKvTimeout, signal, (op) => {
+      const record = engine.checkLive(recordOfCache(dstCache), dstCache.cacheId);
+      return engine.pullBlocks(record, kind, words, pairs, tensors, op, `pullBlocks(${srcCacheKey}) failed`);
+    });
+  }
+
+  /**
+   * Pulls a batch row from a linked PROMPT into batch row `batchIndex` of
+   * `cache` (upstream v2 `pull_cache`): `size` bytes of every tensor's row
+   * (-1: the whole row), by a `CacheKey` (consumed on success) or a
+   * `CacheKeyByIdAndIndex`; `cache` is not a blocks cache. Layer ranges as
+   * `pullBlocks` (with them, `size` must be -1).
+   *
+   * @example
+   * ```ts
+   * import { CacheDesc, CacheKey, DataType, LLMClusterInfo, LLMDataDist, LLMRole } from "llm-datadist";
+   * const options = { "llm.EnableCacheManager": "1", "llm.MemPoolConfig": '{"memory_size": 1048576}' };
+   * await using prompt = new LLMDataDist(LLMRole.PROMPT, 1n);
+   * await prompt.init({ ...options, "llm.listenIpInfo": "127.0.0.1:0" });
+   * const desc = new CacheDesc(2, [1, 8], DataType.DT_INT32);
+   * const kv = await prompt.cacheManager.allocateCache(desc, [new CacheKey(1n, 42n)]);
+   * for (const t of prompt.cacheManager.getCacheTensorViews(kv)) (t.data as Int32Array).fill(42);
+   *
+   * await using decoder = new LLMDataDist(LLMRole.DECODER, 2n);
+   * await decoder.init(options);
+   * const cache = await decoder.cacheManager.allocateCache(new CacheDesc(2, [4, 8], DataType.DT_INT32));
+   * const cluster = new LLMClusterInfo();
+   * cluster.remoteClusterId = 1n;
+   * cluster.appendRemoteIpInfo("127.0.0.1", prompt.listenPort);
+   * await decoder.linkClusters([cluster], 3000);
+   * await decoder.cacheManager.pullCache(new CacheKey(1n, 42n), cache, 2, -1, { srcLayerRange: [0, 1], dstLayerRange: [0, 1] });
+   * const [v] = await decoder.cacheManager.getCacheTensors(cache, 1);
+   * console.log(v.data[2 * 8]); // 42
+   * await decoder.unlinkClusters([cluster], 3000);
+   * ```
+   */
+  async pullCache(
+    cacheKey: CacheKey | CacheKeyByIdAndIndex,
+    cache: Cache,
+    batchIndex = 0,
+    size = -1,
+    options: PullOptions = {},
+  ): Promise<void> {
+    if (!(cacheKey instanceof CacheKey) && !(cacheKey instanceof CacheKeyByIdAndIndex)) {
+      throw new TypeError(`cacheKey must be a CacheKey or a CacheKeyByIdAndIndex, got ${describe(cacheKey)}`);
+    }
+    requireInstance(cache, Cache, "cache");
+    const row = requireIntIn(batchIndex, "batchIndex", 0, 0xFFFF_FFFF);
+    const n = requireIntIn(size, "size", INT64_MIN, Number.MAX_SAFE_INTEGER);
+    if (typeof options !== "object" || options === null) throw new TypeError(`options must be an object, got ${describe(options)}`);
+    requireBlocks(cache, "cache", false);
+    if (n !== -1 && n <= 0) {
+      throw paramInvalid(`[pull_cache] param check failed, size (${n}) is invalid, should be = -1 or > 0`);
+    }
+    const tensors = tensorRanges(options, cache, "pull_cache");
+    if (tensors[2] !== 0 && n !== -1) throw paramInvalid("size must be -1 (the whole row) with layer ranges");
+    const [kind, words] = pullKeyOf(cacheKey);
+    const signal = signalOf(options);
+    const engine = this.#access.current();
+    await runExclusive(engine.mutex, "pullCache", engine.syncKvTimeout, signal, (op) => {
+      const record = engine.checkLive(recordOfCache(cache), cache.cacheId);
+      const context = `pullCache(${cacheKey}) failed`;
+      if (tensors[2] === 0) return engine.pull(record, { byId: kind === KEY_BY_ID, words }, row, n === -1 ? WHOLE_ROW : BigInt(n), op, context);
+      // A row is one block of a cache that is not a blocks cache.
+      return engine.pullBlocks(record, kind, words, BigUint64Array.of(0n, BigInt(row)), tensors, op, context);
     });
   }
 

@@ -40,6 +40,8 @@ export interface CacheRecord {
    * a buffer detached or resized since is refused before any native call.
    */
   readonly registered?: { readonly buffers: readonly { buffer: ArrayBufferLike; byteLength: number }[] };
+  /** A PROMPT's blocks cache named by a `BlocksCacheKey`: the native key that holds it, released with it. */
+  blocksKey?: CacheKey;
 }
 
 /** How a cache is registered: its tensors' addresses and the buffers behind them. */
@@ -431,6 +433,31 @@ export class Engine {
       this.lib,
       "llmdd_cache_pull",
       [this.handle, record.cacheId, source.byId ? KEY_BY_ID : KEY_CACHE_KEY, k0, k1, k2, batchIndex, size],
+      op,
+      context,
+    );
+  }
+
+  /**
+   * Pulls blocks from a linked PROMPT into `record` (`llmdd_cache_pull_blocks`):
+   * `pairs` holds (source block, destination block) pairs, all moved by one
+   * native call; `tensors` is the (source start, destination start, count)
+   * range, count 0 for every tensor.
+   */
+  pullBlocks(
+    record: CacheRecord,
+    kind: number,
+    words: readonly [bigint, bigint, bigint],
+    pairs: BigUint64Array,
+    tensors: readonly [number, number, number],
+    op: Operation,
+    context: string,
+  ): Promise<void> {
+    const [k0, k1, k2] = words;
+    return runLong(
+      this.lib,
+      "llmdd_cache_pull_blocks",
+      [this.handle, record.cacheId, kind, k0, k1, k2, pairs, pairs.length / 2, ...tensors],
       op,
       context,
     );

@@ -34,6 +34,33 @@ int32_t core_blocks_check(const struct core_block_cache *dst,
   return LLMDD_SUCCESS;
 }
 
+int32_t core_tensor_range_check(int32_t src_start, int32_t dst_start, int32_t count,
+                                int32_t src_tensors, int32_t dst_tensors) {
+  if (count == 0) {
+    if (src_start != 0 || dst_start != 0)
+      return core_fail(LLMDD_PARAM_INVALID,
+                       "tensor starts %d and %d given without a tensor count", src_start,
+                       dst_start);
+    if (src_tensors != dst_tensors)
+      return core_fail(LLMDD_PARAM_INVALID,
+                       "the source cache has %d tensors and the destination %d: give layer ranges",
+                       src_tensors, dst_tensors);
+    return LLMDD_SUCCESS;
+  }
+  if (count < 0 || src_start < 0 || dst_start < 0)
+    return core_fail(LLMDD_PARAM_INVALID, "tensor range (%d, %d, count %d) is negative", src_start,
+                     dst_start, count);
+  if (src_start > src_tensors - count || count > src_tensors)
+    return core_fail(LLMDD_PARAM_INVALID,
+                     "src tensors [%d, %d) are out of range [0, %d)", src_start,
+                     src_start + (count > src_tensors ? 0 : count), src_tensors);
+  if (dst_start > dst_tensors - count || count > dst_tensors)
+    return core_fail(LLMDD_PARAM_INVALID,
+                     "dst tensors [%d, %d) are out of range [0, %d)", dst_start,
+                     dst_start + (count > dst_tensors ? 0 : count), dst_tensors);
+  return LLMDD_SUCCESS;
+}
+
 int32_t core_blocks_copy(struct core_progress *p, core_tensor_fn tensor, void *ctx,
                          int32_t num_devices, int32_t num_tensors, uint64_t block_bytes,
                          const uint64_t *pairs, int32_t num_pairs, int same_cache) {

@@ -29,6 +29,13 @@ int32_t core_blocks_check(const struct core_block_cache *dst,
                           const struct core_block_cache *src, const uint64_t *pairs,
                           int32_t num_pairs);
 
+/* Checks a tensor range of a transfer between caches of src_tensors and
+ * dst_tensors tensors: count 0 means all (equal counts, starts 0); otherwise
+ * [src_start, +count) and [dst_start, +count) must lie within the caches.
+ * Returns SUCCESS or PARAM_INVALID. */
+int32_t core_tensor_range_check(int32_t src_start, int32_t dst_start, int32_t count,
+                                int32_t src_tensors, int32_t dst_tensors);
+
 /* Where tensor `tensor` of device `device` of one side starts (side 0: the
  * destination, 1: the source). */
 typedef uint8_t *(*core_tensor_fn)(void *ctx, int side, int32_t device, int32_t tensor);

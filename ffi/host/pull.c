@@ -11,6 +11,7 @@
  * connection open after its copy copied pinned memory. */
 #define _DEFAULT_SOURCE 1
 #include "book.h"
+#include "core/blocks.h"
 #include "core/copy.h"
 #include "core/error.h"
 #include "link.h"
@@ -26,6 +27,10 @@ struct pull_task {
   uint64_t k[3];
   uint64_t dst_offset; /* of the destination row within each tensor */
   uint64_t size;       /* bytes per tensor; LLMDD_WHOLE_ROW until the answer */
+  /* llmdd_cache_pull_blocks (pairs NULL for llmdd_cache_pull) */
+  const uint64_t *pairs;
+  int32_t num_pairs;
+  int32_t src_start, dst_start, count; /* count 0: every tensor */
 };
 
 static int32_t gone(const struct pull_task *p, const char *when) {
@@ -36,6 +41,9 @@ static int32_t gone(const struct pull_task *p, const char *when) {
 /* The PROMPT's refusal, in this engine's words. */
 static int32_t refused(const struct pull_task *p, int32_t status) {
   unsigned long long cluster = p->link->cluster_id;
+  if (status == LLMDD_KV_CACHE_NOT_EXIST && p->key_kind == LLMDD_KEY_BLOCKS)
+    return core_fail(status, "no blocks cache holds key (cluster %llu, model %llu) at cluster %llu",
+                     (unsigned long long)p->k[0], (unsigned long long)p->k[2], cluster);
   if (status == LLMDD_KV_CACHE_NOT_EXIST && p->key_kind == LLMDD_KEY_CACHE_KEY)
     return core_fail(status, "no cache holds key (cluster %llu, req %llu, model %llu) at cluster %llu",
                 (unsigned long long)p->k[0], (unsigned long long)p->k[1],
@@ -129,6 +137,61 @@ static int32_t copy_row(const struct pull_task *p, const struct msg_lookup_reply
   return status;
 }
 
+/* Copies every block pair of the tensor range, on every device (core/blocks.h). */
+struct blocks_ctx {
+  const struct pull_task *p;
+  const struct msg_lookup_reply *r;
+  uint64_t src_base; /* of the source's block 0 within each tensor */
+};
+
+static uint8_t *blocks_tensor(void *ctx, int side, int32_t device, int32_t tensor) {
+  const struct blocks_ctx *c = ctx;
+  if (side == 0)
+    return host_cache_tensor(&c->p->task.engine->book, c->p->dst, device,
+                             c->p->dst_start + tensor);
+  const struct link *l = c->p->link;
+  return (uint8_t *)l->bases[device] + c->r->offsets[device] +
+         (uint64_t)(c->p->src_start + tensor) * c->r->stride + c->src_base;
+}
+
+static int32_t copy_blocks(const struct pull_task *p, const struct msg_lookup_reply *r,
+                           const struct core_guard *g) {
+  const struct cache *d = p->dst;
+  uint64_t src_block = r->tensor_bytes / r->batch_size;
+  struct blocks_ctx ctx = {.p = p, .r = r};
+  struct core_block_cache dst = {.id = d->id,
+                                 .num_tensors = p->count ? p->count : d->num_tensors,
+                                 .num_blocks = d->batch_size,
+                                 .block_bytes = host_cache_row_bytes(d)};
+  struct core_block_cache src = {.id = p->k[1], .num_tensors = dst.num_tensors};
+  int32_t status = core_tensor_range_check(p->src_start, p->dst_start, p->count,
+                                           (int32_t)r->num_tensors, d->num_tensors);
+  if (status != LLMDD_SUCCESS) return status;
+  if (p->key_kind == LLMDD_KEY_BLOCKS) {
+    src.num_blocks = r->batch_size;
+    src.block_bytes = src_block;
+  } else {
+    /* A row, cut into blocks of the destination's size. */
+    src.block_bytes = dst.block_bytes;
+    src.num_blocks = src_block / dst.block_bytes;
+    ctx.src_base = r->row * src_block;
+  }
+  status = core_blocks_check(&dst, &src, p->pairs, p->num_pairs);
+  if (status != LLMDD_SUCCESS) return status;
+  int32_t devices = p->link->num_devices;
+  uint64_t total =
+      core_blocks_total(devices, dst.num_tensors, dst.block_bytes, p->pairs, p->num_pairs, 0);
+  const bool stream = total >= STREAM_COPY_BYTES;
+  struct core_progress progress = core_progress_start(
+      g, stream ? host_copy_streaming : host_copy_plain, total, "pulled");
+  progress.peer_check = peer_check;
+  progress.peer = (void *)p;
+  status = core_blocks_copy(&progress, blocks_tensor, &ctx, devices, dst.num_tensors,
+                            dst.block_bytes, p->pairs, p->num_pairs, 0);
+  if (stream) host_copy_streaming_end();
+  return status;
+}
+
 static int32_t pull_run(struct task *t) {
   struct pull_task *p = (struct pull_task *)t;
   struct core_guard g = host_task_guard(t, "waiting for the PROMPT's answer");
@@ -136,9 +199,12 @@ static int32_t pull_run(struct task *t) {
   if (status != LLMDD_SUCCESS) return status;
   if (!host_link_alive(p->link)) return gone(p, "(unlink and link again)");
 
+  /* A BlocksCacheKey is held as a cache key under LLMDD_BLOCKS_REQ_ID. */
+  bool blocks = p->key_kind == LLMDD_KEY_BLOCKS;
   struct msg request = {.type = MSG_LOOKUP,
-                        .u.lookup = {.kind = (uint32_t)p->key_kind,
-                                     .k = {p->k[0], p->k[1], p->k[2]}}};
+                        .u.lookup = {.kind = blocks ? LLMDD_KEY_CACHE_KEY : (uint32_t)p->key_kind,
+                                     .k = {p->k[0], blocks ? LLMDD_BLOCKS_REQ_ID : p->k[1],
+                                           p->k[2]}}};
   struct msg answer;
   status = host_link_exchange(p->link, &request, MSG_LOOKUP_REPLY, &answer, &g);
   if (status == LLMDD_LINK_FAILED) {
@@ -152,11 +218,16 @@ static int32_t pull_run(struct task *t) {
   if (r->status != LLMDD_SUCCESS) return refused(p, r->status);
   status = check_answer(p, r);
   if (status != LLMDD_SUCCESS) return status;
-  status = check_match(p, r);
-  if (status == LLMDD_SUCCESS) {
-    if (p->size == LLMDD_WHOLE_ROW) p->size = host_cache_row_bytes(p->dst);
-    g.doing = "pulling";
-    status = copy_row(p, r, &g);
+  if (p->pairs != NULL) {
+    g.doing = "pulling blocks";
+    status = copy_blocks(p, r, &g);
+  } else {
+    status = check_match(p, r);
+    if (status == LLMDD_SUCCESS) {
+      if (p->size == LLMDD_WHOLE_ROW) p->size = host_cache_row_bytes(p->dst);
+      g.doing = "pulling";
+      status = copy_row(p, r, &g);
+    }
   }
   if (status != LLMDD_SUCCESS) {
     host_link_unpin(p->link, r->pin);
@@ -218,6 +289,60 @@ LLMDD_API int32_t llmdd_cache_pull(uint64_t engine, uint64_t cache_id, int32_t k
     return host_task_abandon(&p.task, core_fail(LLMDD_NOT_YET_LINK, "not linked to cluster %llu",
                                       (unsigned long long)k0));
   p.dst_offset = (uint64_t)dst_batch_index * row;
+  host_book_pin(p.dst);
+  host_link_retain(p.link);
+  host_link_pull_begin(p.link);
+  return host_task_dispatch(&p.task, sizeof p);
+}
+
+LLMDD_API int32_t llmdd_cache_pull_blocks(uint64_t engine, uint64_t cache_id, int32_t key_kind,
+                                          uint64_t k0, uint64_t k1, uint64_t k2,
+                                          const uint64_t *pairs, int32_t num_pairs,
+                                          int32_t src_tensor_start, int32_t dst_tensor_start,
+                                          int32_t num_tensors, uint64_t job) {
+  struct pull_task p = {.task = {.run = pull_run, .end = pull_end},
+                        .key_kind = key_kind,
+                        .k = {k0, key_kind == LLMDD_KEY_BLOCKS ? 0 : k1, k2},
+                        .pairs = pairs,
+                        .num_pairs = num_pairs,
+                        .src_start = src_tensor_start,
+                        .dst_start = dst_tensor_start,
+                        .count = num_tensors};
+  int32_t status = host_task_begin(&p.task, engine, job);
+  if (status != LLMDD_SUCCESS) return status;
+  struct engine *e = p.task.engine;
+  if (e->role == LLMDD_ROLE_PROMPT)
+    return host_task_abandon(&p.task, core_fail(LLMDD_PARAM_INVALID,
+                                      "a PROMPT engine does not pull: DECODER and MIX engines do"));
+  if (key_kind != LLMDD_KEY_CACHE_KEY && key_kind != LLMDD_KEY_BY_ID &&
+      key_kind != LLMDD_KEY_BLOCKS)
+    return host_task_abandon(
+        &p.task, core_fail(LLMDD_PARAM_INVALID,
+                           "key_kind %d is not CACHE_KEY (0), BY_ID (1) or BLOCKS (2)", key_kind));
+  p.dst = host_book_find(&e->book, cache_id);
+  if (p.dst == NULL)
+    return host_task_abandon(&p.task, core_fail(LLMDD_KV_CACHE_NOT_EXIST, "cache %llu does not exist",
+                                      (unsigned long long)cache_id));
+  /* What can be checked before asking the PROMPT: the list, the destination's
+   * indexes and tensor range (the source's come with the answer). */
+  struct core_block_cache dst = {.id = cache_id,
+                                 .num_tensors = num_tensors ? num_tensors : p.dst->num_tensors,
+                                 .num_blocks = p.dst->batch_size,
+                                 .block_bytes = host_cache_row_bytes(p.dst)};
+  struct core_block_cache any = dst;
+  any.num_blocks = UINT64_MAX;
+  status = core_blocks_check(&dst, &any, pairs, num_pairs);
+  /* The source's tensor count is not known yet: only the destination's bound. */
+  if (status == LLMDD_SUCCESS)
+    status = num_tensors == 0 ? core_tensor_range_check(src_tensor_start, dst_tensor_start, 0, 1, 1)
+                              : core_tensor_range_check(src_tensor_start, dst_tensor_start,
+                                                        num_tensors, INT32_MAX,
+                                                        p.dst->num_tensors);
+  if (status != LLMDD_SUCCESS) return host_task_abandon(&p.task, status);
+  p.link = host_links_find(e, k0);
+  if (p.link == NULL)
+    return host_task_abandon(&p.task, core_fail(LLMDD_NOT_YET_LINK, "not linked to cluster %llu",
+                                      (unsigned long long)k0));
   host_book_pin(p.dst);
   host_link_retain(p.link);
   host_link_pull_begin(p.link);

@@ -45,7 +45,7 @@ extern "C" {
 
 /* Bumped whenever a signature or a meaning below changes. The loader refuses a
  * library whose llmdd_abi_version() differs from the version it was written for. */
-#define LLMDD_ABI_VERSION 3
+#define LLMDD_ABI_VERSION 4
 
 /* ---- Status codes: the upstream LLMStatusCode values (llm_datadist/llm_error_codes.h,
  *      0x5010B000 + n). Names keep the upstream spelling without the LLM_ prefix. ---- */
@@ -85,6 +85,15 @@ extern "C" {
 /* llmdd_cache_pull key kinds. */
 #define LLMDD_KEY_CACHE_KEY 0 /* k0 = prompt_cluster_id, k1 = req_id, k2 = model_id */
 #define LLMDD_KEY_BY_ID     1 /* k0 = cluster_id, k1 = cache_id, k2 = batch index */
+/* llmdd_cache_pull_blocks only: k0 = prompt_cluster_id, k2 = model_id (k1 unused). */
+#define LLMDD_KEY_BLOCKS    2
+
+/* The req_id under which a blocks cache's BlocksCacheKey (prompt_cluster_id,
+ * model_id) is held: a PROMPT allocates a blocks cache with the one key
+ * (prompt_cluster_id, LLMDD_BLOCKS_REQ_ID, model_id) naming row 0 (upstream's
+ * invalid req_id, which no CacheKey pull names). Pulls by LLMDD_KEY_BLOCKS find
+ * it and never consume it. */
+#define LLMDD_BLOCKS_REQ_ID UINT64_MAX
 
 /* llmdd_cache_pull size meaning "the whole row". */
 #define LLMDD_WHOLE_ROW UINT64_MAX
@@ -342,6 +351,38 @@ LLMDD_API int32_t llmdd_unlink(uint64_t engine, uint64_t remote_cluster_id, int3
 LLMDD_API int32_t llmdd_cache_pull(uint64_t engine, uint64_t cache_id, int32_t key_kind,
                                    uint64_t k0, uint64_t k1, uint64_t k2,
                                    int32_t dst_batch_index, uint64_t size, uint64_t job);
+
+/* Pulls blocks from a linked PROMPT into blocks of local cache cache_id (upstream
+ * pull_blocks, C++ PullKvBlocks), on every device, in one call however many.
+ *
+ * key_kind LLMDD_KEY_BLOCKS: the blocks cache named by BlocksCacheKey (k0, k2)
+ *   at cluster k0; pairs name (source block, destination block). Not consumed.
+ * key_kind LLMDD_KEY_CACHE_KEY / LLMDD_KEY_BY_ID: the row named as for
+ *   llmdd_cache_pull, cut into blocks of the destination's block size: source
+ *   block i is bytes [i * block, (i + 1) * block) of that row. A CACHE_KEY is
+ *   consumed on success.
+ * pairs: num_pairs pairs (src_block, dst_block); valid until the operation ends.
+ * Tensors: num_tensors 0 means every tensor (both caches must have as many, and
+ *   src_tensor_start / dst_tensor_start must be 0); otherwise tensors
+ *   [src_tensor_start, +num_tensors) of the source go to
+ *   [dst_tensor_start, +num_tensors) of the destination (upstream's layer ranges
+ *   times tensor_num_per_layer).
+ * A block of the destination (tensor_bytes / batch_size; a row, for a cache
+ * that is not a blocks cache) must be as large as a block of the source.
+ * The PROMPT answers one look-up for the whole call and pins its cache; the
+ * copy comes out of the mapping of its pools in chunks, checking the deadline,
+ * the cancel flag and that the PROMPT is still alive.
+ * Returns: SUCCESS; PARAM_INVALID (a PROMPT engine, bad key_kind, num_pairs < 1,
+ * pairs NULL, a block index or tensor range out of range, block sizes or tensor
+ * counts differ, unknown job); NOT_YET_LINK; KV_CACHE_NOT_EXIST; LINK_FAILED (the
+ * PROMPT went away: the blocks are not to be trusted); FEATURE_NOT_ENABLED (the
+ * source is registered memory or in the host pool, or the CANN backend);
+ * WAIT_PROCESS_TIMEOUT; FAILED (cancelled); ENGINE_FINALIZED. */
+LLMDD_API int32_t llmdd_cache_pull_blocks(uint64_t engine, uint64_t cache_id, int32_t key_kind,
+                                          uint64_t k0, uint64_t k1, uint64_t k2,
+                                          const uint64_t *pairs, int32_t num_pairs,
+                                          int32_t src_tensor_start, int32_t dst_tensor_start,
+                                          int32_t num_tensors, uint64_t job);
 
 /* ======================================================================== */
 /* The cache manager (upstream V2: LLMDataDist.cache_manager)                */

@@ -31,13 +31,19 @@ export interface SymbolDef {
 // and `Placement` (src/enums.ts), with the header's values.
 
 /** The ABI version this TypeScript code was written for (`LLMDD_ABI_VERSION`). */
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 4;
 
 /** `llmdd_cache_pull` key kind: k0..k2 are a `CacheKey` (`LLMDD_KEY_CACHE_KEY`). */
 export const KEY_CACHE_KEY = 0;
 
 /** `llmdd_cache_pull` key kind: k0..k2 are a `CacheKeyByIdAndIndex` (`LLMDD_KEY_BY_ID`). */
 export const KEY_BY_ID = 1;
+
+/** `llmdd_cache_pull_blocks` key kind: k0 and k2 are a `BlocksCacheKey` (`LLMDD_KEY_BLOCKS`). */
+export const KEY_BLOCKS = 2;
+
+/** The reqId under which a PROMPT holds a blocks cache's `BlocksCacheKey` (`LLMDD_BLOCKS_REQ_ID`). */
+export const BLOCKS_REQ_ID = 0xFFFF_FFFF_FFFF_FFFFn;
 
 /** `llmdd_cache_pull` size meaning "the whole row" (`LLMDD_WHOLE_ROW`). */
 export const WHOLE_ROW = 0xFFFF_FFFF_FFFF_FFFFn;
@@ -114,6 +120,14 @@ export const SYMBOLS = {
    *                          uint64_t k1, uint64_t k2, int32_t dst_batch_index, uint64_t size,
    *                          uint64_t job) */
   llmdd_cache_pull: { params: ["u64", "u64", "i32", "u64", "u64", "u64", "i32", "u64", "u64"], long: true },
+  /* int32_t llmdd_cache_pull_blocks(uint64_t engine, uint64_t cache_id, int32_t key_kind,
+   *                                 uint64_t k0, uint64_t k1, uint64_t k2, const uint64_t *pairs,
+   *                                 int32_t num_pairs, int32_t src_tensor_start,
+   *                                 int32_t dst_tensor_start, int32_t num_tensors, uint64_t job) */
+  llmdd_cache_pull_blocks: {
+    params: ["u64", "u64", "i32", "u64", "u64", "u64", "buffer", "i32", "i32", "i32", "i32", "u64"],
+    long: true,
+  },
   /* int32_t llmdd_cache_register(uint64_t engine, int32_t num_tensors, uint64_t tensor_bytes,
    *                              uint64_t batch_size, uint64_t layout_tag, int32_t placement,
    *                              const uint64_t *addrs, int32_t num_addrs, const uint64_t *keys,

@@ -403,3 +403,39 @@ extern "C" LLMDD_API int32_t llmdd_cache_pull(uint64_t engine, uint64_t cache_id
     return LLMDD_SUCCESS;
   });
 }
+
+// Block pulls across engines (upstream PullKvBlocks with KvCacheExtParam) are
+// not mapped yet: the arguments are checked as the host backend checks them,
+// then the call says so.
+extern "C" LLMDD_API int32_t llmdd_cache_pull_blocks(uint64_t engine, uint64_t cache_id, int32_t key_kind,
+                                                     uint64_t k0, uint64_t k1, uint64_t k2,
+                                                     const uint64_t *pairs, int32_t num_pairs,
+                                                     int32_t src_tensor_start, int32_t dst_tensor_start,
+                                                     int32_t num_tensors, uint64_t job) {
+  (void)k1;
+  (void)k2;
+  return operation(engine, job, [&](Operation &op) -> int32_t {
+    Engine *e = op.engine;
+    if (e->role == LLMDD_ROLE_PROMPT)
+      return fail(LLMDD_PARAM_INVALID, "a PROMPT engine does not pull: DECODER and MIX engines do");
+    if (key_kind != LLMDD_KEY_CACHE_KEY && key_kind != LLMDD_KEY_BY_ID && key_kind != LLMDD_KEY_BLOCKS)
+      return fail(LLMDD_PARAM_INVALID, "key_kind %d is not CACHE_KEY (0), BY_ID (1) or BLOCKS (2)", key_kind);
+    CacheRecord *dst = nullptr;
+    int32_t status = find_cache(e, cache_id, "", &dst);
+    if (status != LLMDD_SUCCESS) return status;
+    int32_t count = num_tensors ? num_tensors : dst->layout.num_tensors;
+    core_block_cache d{cache_id, count, dst->layout.batch_size, dst->layout.row_bytes()};
+    core_block_cache any = d;
+    any.num_blocks = UINT64_MAX;
+    status = core_blocks_check(&d, &any, pairs, num_pairs);
+    if (status == LLMDD_SUCCESS)
+      status = num_tensors == 0 ? core_tensor_range_check(src_tensor_start, dst_tensor_start, 0, 1, 1)
+                                : core_tensor_range_check(src_tensor_start, dst_tensor_start, num_tensors,
+                                                          INT32_MAX, dst->layout.num_tensors);
+    if (status != LLMDD_SUCCESS) return status;
+    if (e->links.find(k0) == nullptr)
+      return fail(LLMDD_NOT_YET_LINK, "not linked to cluster %llu", static_cast<unsigned long long>(k0));
+    return fail(LLMDD_FEATURE_NOT_ENABLED,
+                "pullBlocks is not mapped to upstream's PullKvBlocks on the CANN backend yet");
+  });
+}
