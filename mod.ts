@@ -38,7 +38,14 @@ export { LLMRole, Placement } from "./src/enums.ts";
 export { LLMException, ValueError } from "./src/errors.ts";
 export { KvCache } from "./src/kv_cache.ts";
 export { type CallOptions, KvCacheManager, type PoolUsage } from "./src/kv_cache_manager.ts";
-export { type BlockCopies, type BlockMapping, CacheManager, type TensorMemory } from "./src/cache_manager.ts";
+export {
+  type BlockCopies,
+  type BlockMapping,
+  CacheManager,
+  type LayerRange,
+  type PullOptions,
+  type TensorMemory,
+} from "./src/cache_manager.ts";
 export { MemInfo, MemType } from "./src/mem_info.ts";
 export { type ClusterStatuses, LLMDataDist, type LLMDataDistOptions } from "./src/llm_datadist.ts";
 export type { Backend } from "./src/native/load.ts";

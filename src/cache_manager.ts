@@ -32,7 +32,14 @@ import {
   tensorViews,
 } from "./kv_cache_manager.ts";
 import { MemInfo, MemType } from "./mem_info.ts";
-import { BLOCKS_REQ_ID, KEY_BLOCKS, KEY_BY_ID, KEY_CACHE_KEY, MAX_REGISTERED_ADDRS, WHOLE_ROW } from "./native/symbols.ts";
+import {
+  BLOCKS_REQ_ID,
+  KEY_BLOCKS,
+  KEY_BY_ID,
+  KEY_CACHE_KEY,
+  MAX_REGISTERED_ADDRS,
+  WHOLE_ROW,
+} from "./native/symbols.ts";
 import { runExclusive } from "./operation.ts";
 import { LLMStatusCode } from "./status.ts";
 import type { Tensor } from "./tensor.ts";
@@ -87,7 +94,9 @@ function tensorRangeOf(range: unknown, name: string, perLayer: number): [number,
   if (range === undefined || range === null) return undefined;
   let start: unknown, stop: unknown;
   if (Array.isArray(range)) {
-    if (range.length !== 2) throw new TypeError(`${name} must be [start, stop] or { start, stop }, got ${describe(range)}`);
+    if (range.length !== 2) {
+      throw new TypeError(`${name} must be [start, stop] or { start, stop }, got ${describe(range)}`);
+    }
     [start, stop] = range;
   } else if (typeof range === "object") {
     ({ start, stop } = range as { start?: unknown; stop?: unknown });
@@ -119,10 +128,14 @@ function tensorRanges(options: PullOptions, dst: Cache, what: string): [number, 
   const numTensors = dst.cacheDesc.numTensors;
   const [dstStart, dstCount] = dstRange ?? [0, numTensors];
   if (src !== undefined && src[1] !== dstCount) {
-    throw paramInvalid(`src_layer_range size should be equal to dst_layer_range size (${src[1]} and ${dstCount} tensors)`);
+    throw paramInvalid(
+      `src_layer_range size should be equal to dst_layer_range size (${src[1]} and ${dstCount} tensors)`,
+    );
   }
   if (dstStart + dstCount > numTensors) {
-    throw paramInvalid(`dstLayerRange covers tensors [${dstStart}, ${dstStart + dstCount}) of a cache of ${numTensors}`);
+    throw paramInvalid(
+      `dstLayerRange covers tensors [${dstStart}, ${dstStart + dstCount}) of a cache of ${numTensors}`,
+    );
   }
   return [src?.[0] ?? 0, dstStart, dstCount];
 }
@@ -808,7 +821,9 @@ export class CacheManager {
     requireInstance(dstCache, Cache, "dstCache");
     const srcList = requireArray(srcBlocks, "srcBlocks", "block index").map((b, i) => requireInt(b, `srcBlocks[${i}]`));
     const dstList = requireArray(dstBlocks, "dstBlocks", "block index").map((b, i) => requireInt(b, `dstBlocks[${i}]`));
-    if (typeof options !== "object" || options === null) throw new TypeError(`options must be an object, got ${describe(options)}`);
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError(`options must be an object, got ${describe(options)}`);
+    }
     requireBlocks(dstCache, "dst_cache", true);
     if (dstList.length === 0) throw paramInvalid("dst_blocks can not be empty.");
     const tensors = tensorRanges(options, dstCache, "pull_blocks");
@@ -874,7 +889,9 @@ export class CacheManager {
     requireInstance(cache, Cache, "cache");
     const row = requireIntIn(batchIndex, "batchIndex", 0, 0xFFFF_FFFF);
     const n = requireIntIn(size, "size", INT64_MIN, Number.MAX_SAFE_INTEGER);
-    if (typeof options !== "object" || options === null) throw new TypeError(`options must be an object, got ${describe(options)}`);
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError(`options must be an object, got ${describe(options)}`);
+    }
     requireBlocks(cache, "cache", false);
     if (n !== -1 && n <= 0) {
       throw paramInvalid(`[pull_cache] param check failed, size (${n}) is invalid, should be = -1 or > 0`);
@@ -887,7 +904,16 @@ export class CacheManager {
     await runExclusive(engine.mutex, "pullCache", engine.syncKvTimeout, signal, (op) => {
       const record = engine.checkLive(recordOfCache(cache), cache.cacheId);
       const context = `pullCache(${cacheKey}) failed`;
-      if (tensors[2] === 0) return engine.pull(record, { byId: kind === KEY_BY_ID, words }, row, n === -1 ? WHOLE_ROW : BigInt(n), op, context);
+      if (tensors[2] === 0) {
+        return engine.pull(
+          record,
+          { byId: kind === KEY_BY_ID, words },
+          row,
+          n === -1 ? WHOLE_ROW : BigInt(n),
+          op,
+          context,
+        );
+      }
       // A row is one block of a cache that is not a blocks cache.
       return engine.pullBlocks(record, kind, words, BigUint64Array.of(0n, BigInt(row)), tensors, op, context);
     });

@@ -78,8 +78,10 @@ function assertBlocks(
 }
 
 function allTensors(n: number, pairs: [number, number][], srcBlock: number, srcBase = 0) {
-  return Array.from({ length: n }, (_, t) =>
-    pairs.map(([s, d]) => ({ dstTensor: t, srcTensor: t, dst: d, srcOffset: srcBase + s * srcBlock }))).flat();
+  return Array.from(
+    { length: n },
+    (_, t) => pairs.map(([s, d]) => ({ dstTensor: t, srcTensor: t, dst: d, srcOffset: srcBase + s * srcBlock })),
+  ).flat();
 }
 
 describe("CacheManager.pullBlocks across processes", () => {
@@ -128,7 +130,9 @@ describe("CacheManager.pullBlocks across processes", () => {
       assertBlocks(
         decoder,
         fp16,
-        [0, 1].flatMap((t) => [[5, 8], [6, 9]].map(([s, d]) => ({ dstTensor: t, srcTensor: t + 2, dst: d, srcOffset: s * 64 }))),
+        [0, 1].flatMap((t) =>
+          [[5, 8], [6, 9]].map(([s, d]) => ({ dstTensor: t, srcTensor: t + 2, dst: d, srcOffset: s * 64 }))
+        ),
         3,
       );
       // One tensor per layer: tensor 3 into tensor 2.
@@ -190,12 +194,18 @@ describe("CacheManager.pullBlocks across processes", () => {
         /the source cache has 2 tensors and the destination 4/,
       );
       await rejectsWithStatus(
-        m.pullBlocks(new BlocksCacheKey(clusterId, 1n), fp16, [0], [0], { srcLayerRange: [0, 1], dstLayerRange: [1, 2] }),
+        m.pullBlocks(new BlocksCacheKey(clusterId, 1n), fp16, [0], [0], {
+          srcLayerRange: [0, 1],
+          dstLayerRange: [1, 2],
+        }),
         LLMStatusCode.LLM_PARAM_INVALID,
         /src block size:32 and dst block size:64 must be equal/,
       );
       await rejectsWithStatus(
-        m.pullBlocks(new BlocksCacheKey(clusterId, 1n), int8, [0], [0], { srcLayerRange: [1, 2], dstLayerRange: [0, 1] }),
+        m.pullBlocks(new BlocksCacheKey(clusterId, 1n), int8, [0], [0], {
+          srcLayerRange: [1, 2],
+          dstLayerRange: [0, 1],
+        }),
         LLMStatusCode.LLM_PARAM_INVALID,
         /src tensors \[2, 4\) are out of range/,
       );
@@ -240,11 +250,21 @@ describe("CacheManager.pullBlocks across processes", () => {
       /src_blocks should be empty/,
     );
     await rejectsWithStatus(m.pullBlocks(new CacheKey(1n, 2n ** 64n - 1n), blocks, [], [0]), P, /padding key/);
-    await rejectsWithStatus(m.pullBlocks(key, blocks, [0], [0], { tensorNumPerLayer: 0 }), P, /tensor_num_per_layer \(0\)/);
+    await rejectsWithStatus(
+      m.pullBlocks(key, blocks, [0], [0], { tensorNumPerLayer: 0 }),
+      P,
+      /tensor_num_per_layer \(0\)/,
+    );
     await rejectsWith(m.pullBlocks(key, blocks, [0], [0], { tensorNumPerLayer: -1 }), ValueError);
     await rejectsWith(m.pullBlocks(key, blocks, [0], [0], { tensorNumPerLayer: 2 ** 32 }), ValueError);
-    await rejectsWith(m.pullBlocks(key, blocks, [0], [0], { srcLayerRange: 3 as unknown as [number, number] }), TypeError);
-    await rejectsWith(m.pullBlocks(key, blocks, [0], [0], { srcLayerRange: [0, 1, 2] as unknown as [number, number] }), TypeError);
+    await rejectsWith(
+      m.pullBlocks(key, blocks, [0], [0], { srcLayerRange: 3 as unknown as [number, number] }),
+      TypeError,
+    );
+    await rejectsWith(
+      m.pullBlocks(key, blocks, [0], [0], { srcLayerRange: [0, 1, 2] as unknown as [number, number] }),
+      TypeError,
+    );
     await rejectsWithStatus(
       m.pullBlocks(key, blocks, [0], [0], { srcLayerRange: [-1, 1], dstLayerRange: [0, 2] }),
       P,

@@ -105,11 +105,16 @@ static int32_t check_match(const struct pull_task *p, const struct msg_lookup_re
   return LLMDD_SUCCESS;
 }
 
+static const char *untrusted(const struct pull_task *p) {
+  return p->pairs != NULL ? "during the pull: the blocks are not to be trusted"
+                          : "during the pull: the row is not to be trusted";
+}
+
 /* Between chunks after the first: a PROMPT gone during the copy may have
  * reused the memory being copied. */
 static int32_t peer_check(void *peer) {
   const struct pull_task *p = peer;
-  if (!host_link_alive(p->link)) return gone(p, "during the pull: the row is not to be trusted");
+  if (!host_link_alive(p->link)) return gone(p, untrusted(p));
   return LLMDD_SUCCESS;
 }
 
@@ -234,7 +239,7 @@ static int32_t pull_run(struct task *t) {
     return status;
   }
   /* Checked after the copy: the PROMPT shuts the connection before unpinning. */
-  if (!host_link_alive(p->link)) return gone(p, "during the pull: the row is not to be trusted");
+  if (!host_link_alive(p->link)) return gone(p, untrusted(p));
   struct msg done = {.type = MSG_DONE,
                      .u.done = {.pin = r->pin, .consume = p->key_kind == LLMDD_KEY_CACHE_KEY}};
   struct core_guard quick = core_guard_for(1000, "releasing the pin");
