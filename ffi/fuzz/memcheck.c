@@ -33,6 +33,7 @@ static const struct {
      * /proc/self/exe, which is valgrind itself, not the test binary. */
     {"crash_prompt_killed_before_a_pull", "spawns a child process"},
     {"crash_prompt_killed_during_a_large_pull", "spawns a child process, 256 MiB pull"},
+    {"crash_prompt_killed_during_a_large_block_pull", "spawns a child process, 256 MiB pull"},
     {"crash_decoder_killed_during_a_pull_leaves_the_prompt_serving", "spawns a child process"},
     {"crash_restart_with_the_same_cluster_id", "spawns a child process"},
     {"exit_without_finalize_removes_the_names", "spawns a child process"},

@@ -199,6 +199,55 @@ static void *pull_main(void *arg) {
   return NULL;
 }
 
+/* The same pull, as blocks: the PROMPT's row cut into 64 blocks (one call). */
+static void *pull_blocks_main(void *arg) {
+  struct pull_thread *t = arg;
+  uint64_t pairs[2 * 64];
+  for (int i = 0; i < 64; i++) pairs[2 * i] = pairs[2 * i + 1] = (uint64_t)i;
+  atomic_store(&t->started, true);
+  t->status = llmdd_cache_pull_blocks(t->engine, t->cache, LLMDD_KEY_BY_ID, t->cluster, t->remote,
+                                      0, pairs, 64, 0, 0, 0, t->job);
+  t->ended_at = now_ms();
+  snprintf(t->message, sizeof t->message, "%s", last_error());
+  return NULL;
+}
+
+TEST(crash_prompt_killed_during_a_large_block_pull) {
+  uint64_t cluster = unique_cluster_id();
+  struct child c;
+  CHECK(start_prompt(&c, cluster, LARGE));
+  char options[64];
+  snprintf(options, sizeof options, "ge.flowGraphMemMaxSize=%llu", (unsigned long long)(LARGE + MiB));
+  uint64_t decoder = open_role(LLMDD_ROLE_DECODER, unique_cluster_id(), options);
+  CHECK(decoder != 0);
+  CHECK_STATUS(link_port(decoder, cluster, c.port, 5000), LLMDD_SUCCESS);
+  uint64_t id, addr;
+  CHECK_STATUS(llmdd_cache_allocate(decoder, 1, LARGE, 64, LAYOUT, 1, NULL, 0, &id, &addr, 1),
+               LLMDD_SUCCESS);
+  uint64_t job;
+  CHECK_STATUS(llmdd_job_create(20000, NULL, &job), LLMDD_SUCCESS);
+  struct pull_thread t = {.engine = decoder, .cache = id, .cluster = cluster, .remote = c.cache,
+                          .job = job};
+  pthread_t thread;
+  pthread_create(&thread, NULL, pull_blocks_main, &t);
+  while (!atomic_load(&t.started)) sleep_ms(0.1);
+  sleep_ms(5);
+  double killed_at = now_ms();
+  kill_child(&c);
+  pthread_join(thread, NULL);
+  printf("    the block pull ended %.2f ms after the kill: %s\n", t.ended_at - killed_at, t.message);
+  EXPECT_STATUS(t.status, LLMDD_LINK_FAILED);
+  EXPECT(t.ended_at - killed_at < 1000);
+  EXPECT_STATUS(llmdd_job_release(job), LLMDD_SUCCESS);
+  uint64_t pair[2] = {0, 0};
+  EXPECT_STATUS(llmdd_cache_pull_blocks(decoder, id, LLMDD_KEY_BY_ID, cluster, c.cache, 0, pair, 1,
+                                        0, 0, 0, 0),
+                LLMDD_LINK_FAILED);
+  EXPECT_STATUS(llmdd_unlink(decoder, cluster, 1, 0), LLMDD_SUCCESS);
+  EXPECT_STATUS(llmdd_engine_finalize(decoder), LLMDD_SUCCESS);
+  reclaim(cluster);
+}
+
 TEST(crash_prompt_killed_during_a_large_pull) {
   uint64_t cluster = unique_cluster_id();
   struct child c;

@@ -168,6 +168,160 @@ TEST(pull_moves_one_row_by_key_and_by_id) {
   pair_close(&p);
 }
 
+/* ---- block pulls (llmdd_cache_pull_blocks) ---- */
+
+static int32_t pull_blocks(uint64_t engine, uint64_t cache_id, int32_t kind, uint64_t k0,
+                           uint64_t k1, uint64_t k2, const uint64_t *pairs, int32_t n,
+                           int32_t src_start, int32_t dst_start, int32_t count) {
+  uint64_t job = 0;
+  EXPECT_STATUS(llmdd_job_create(5000, NULL, &job), LLMDD_SUCCESS);
+  int32_t status = llmdd_cache_pull_blocks(engine, cache_id, kind, k0, k1, k2, pairs, n, src_start,
+                                           dst_start, count, job);
+  llmdd_job_release(job);
+  return status;
+}
+
+/* Block b of tensor t on device d of dst holds block sb of tensor st of src
+ * (pattern of src_id at sb * block + base), or the destination's own pattern. */
+static bool expect_block(const uint64_t *dst_addrs, uint64_t dst_id, int32_t tensors, int32_t d,
+                         int32_t t, uint64_t block, uint64_t b, uint64_t src_id, int32_t st,
+                         uint64_t src_at) {
+  const uint8_t *p = (const uint8_t *)(uintptr_t)dst_addrs[d * tensors + t] + b * block;
+  for (uint64_t i = 0; i < block; i++) {
+    uint8_t want = src_id ? pattern_byte(src_id, d, st, src_at + i)
+                          : pattern_byte(dst_id, d, t, b * block + i);
+    if (p[i] != want) {
+      fprintf(stderr, "    device %d tensor %d block %llu byte %llu: %u, expected %u\n", d, t,
+              (unsigned long long)b, (unsigned long long)i, p[i], want);
+      return EXPECT(p[i] == want);
+    }
+  }
+  return true;
+}
+
+TEST(pull_blocks_by_blocks_key_by_id_and_by_key_with_tensor_ranges) {
+  struct pair p;
+  CHECK(pair_open(&p, "ge.exec.deviceId=0;1\nge.flowGraphMemMaxSize=16777216"));
+  const uint64_t B = 4096 + 64; /* more than one 1 MiB chunk in all, blocks not page-sized */
+  uint64_t src_addrs[8], dst_addrs[8], row_addrs[8];
+  /* A blocks cache of 4 tensors x 32 blocks, named by BlocksCacheKey (cluster, 3). */
+  uint64_t key[3] = {p.prompt_cluster, LLMDD_BLOCKS_REQ_ID, 3}, src = 0, dst = 0, rows = 0;
+  CHECK_STATUS(llmdd_cache_allocate(p.prompt, 4, 32 * B, 32, LAYOUT, LLMDD_PLACEMENT_DEVICE, key, 1,
+                                    &src, src_addrs, 8),
+               LLMDD_SUCCESS);
+  for (int32_t d = 0; d < 2; d++)
+    for (int32_t t = 0; t < 4; t++)
+      fill_pattern((uint8_t *)(uintptr_t)src_addrs[d * 4 + t], 32 * B, src, d, t);
+  /* A cache of 2 rows of 4 blocks each, row 1 named by request 9. */
+  rows = allocate_rows(p.prompt, 2, 4, 4 * B, 2, LAYOUT, p.prompt_cluster, 8, 2, true, row_addrs);
+  CHECK(rows != 0);
+  CHECK_STATUS(llmdd_cache_allocate(p.decoder, 4, 16 * B, 16, 0, LLMDD_PLACEMENT_DEVICE, NULL, 0,
+                                    &dst, dst_addrs, 8),
+               LLMDD_SUCCESS);
+  for (int32_t d = 0; d < 2; d++)
+    for (int32_t t = 0; t < 4; t++)
+      fill_pattern((uint8_t *)(uintptr_t)dst_addrs[d * 4 + t], 16 * B, dst, d, t);
+
+  /* Every tensor, any order, a source block twice; the key is not consumed. */
+  uint64_t pairs[8] = {31, 0, 2, 5, 2, 6, 17, 15};
+  for (int rep = 0; rep < 2; rep++)
+    CHECK_STATUS(pull_blocks(p.decoder, dst, LLMDD_KEY_BLOCKS, p.prompt_cluster, 0, 3, pairs, 4, 0,
+                             0, 0),
+                 LLMDD_SUCCESS);
+  for (int32_t d = 0; d < 2; d++)
+    for (int32_t t = 0; t < 4; t++)
+      for (uint64_t b = 0; b < 16; b++) {
+        uint64_t from = UINT64_MAX;
+        for (int i = 0; i < 4; i++)
+          if (pairs[2 * i + 1] == b) from = pairs[2 * i];
+        expect_block(dst_addrs, dst, 4, d, t, B, b, from == UINT64_MAX ? 0 : src, t, from * B);
+      }
+  /* Tensors 2, 3 of the source into 0, 1: block 1 into block 1. */
+  uint64_t one[2] = {1, 1};
+  CHECK_STATUS(pull_blocks(p.decoder, dst, LLMDD_KEY_BLOCKS, p.prompt_cluster, 0, 3, one, 1, 2, 0,
+                           2),
+               LLMDD_SUCCESS);
+  for (int32_t d = 0; d < 2; d++) {
+    expect_block(dst_addrs, dst, 4, d, 0, B, 1, src, 2, B);
+    expect_block(dst_addrs, dst, 4, d, 1, B, 1, src, 3, B);
+    expect_block(dst_addrs, dst, 4, d, 2, B, 1, 0, 0, 0);
+  }
+  /* By id: row 1 of `rows`, cut into blocks 0..3, into blocks 9, 8 (two of them). */
+  uint64_t by_row[4] = {0, 9, 3, 8};
+  CHECK_STATUS(pull_blocks(p.decoder, dst, LLMDD_KEY_BY_ID, p.prompt_cluster, rows, 1, by_row, 2,
+                           0, 0, 0),
+               LLMDD_SUCCESS);
+  for (int32_t d = 0; d < 2; d++)
+    for (int32_t t = 0; t < 4; t++) {
+      expect_block(dst_addrs, dst, 4, d, t, B, 9, rows, t, 4 * B);
+      expect_block(dst_addrs, dst, 4, d, t, B, 8, rows, t, 4 * B + 3 * B);
+    }
+  /* By key (request 9 names row 1), consumed. */
+  CHECK_STATUS(pull_blocks(p.decoder, dst, LLMDD_KEY_CACHE_KEY, p.prompt_cluster, 9, MODEL, by_row,
+                           1, 0, 0, 0),
+               LLMDD_SUCCESS);
+  EXPECT_STATUS(pull_blocks(p.decoder, dst, LLMDD_KEY_CACHE_KEY, p.prompt_cluster, 9, MODEL, by_row,
+                            1, 0, 0, 0),
+                LLMDD_KV_CACHE_NOT_EXIST);
+
+  /* Refusals, before and after the PROMPT answers. */
+  uint64_t bad_dst[2] = {0, 16}, bad_src[2] = {32, 0}, row_out[2] = {4, 0};
+  EXPECT_STATUS(pull_blocks(p.decoder, dst, 3, p.prompt_cluster, 0, 3, one, 1, 0, 0, 0),
+                LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(pull_blocks(p.decoder, dst, LLMDD_KEY_BLOCKS, p.prompt_cluster, 0, 3, NULL, 1, 0, 0,
+                            0),
+                LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(pull_blocks(p.decoder, dst, LLMDD_KEY_BLOCKS, p.prompt_cluster, 0, 3, one, 0, 0, 0,
+                            0),
+                LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(pull_blocks(p.decoder, dst, LLMDD_KEY_BLOCKS, p.prompt_cluster, 0, 3, bad_dst, 1, 0,
+                            0, 0),
+                LLMDD_PARAM_INVALID);
+  EXPECT(strstr(last_error(), "dst_block_index:16") != NULL);
+  EXPECT_STATUS(pull_blocks(p.decoder, dst, LLMDD_KEY_BLOCKS, p.prompt_cluster, 0, 3, bad_src, 1, 0,
+                            0, 0),
+                LLMDD_PARAM_INVALID);
+  EXPECT(strstr(last_error(), "src_block_index:32") != NULL);
+  EXPECT_STATUS(pull_blocks(p.decoder, dst, LLMDD_KEY_BY_ID, p.prompt_cluster, rows, 1, row_out, 1,
+                            0, 0, 0),
+                LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(pull_blocks(p.decoder, dst, LLMDD_KEY_BLOCKS, p.prompt_cluster, 0, 3, one, 1, 3, 0,
+                            2),
+                LLMDD_PARAM_INVALID);
+  EXPECT(strstr(last_error(), "src tensors [3, 5)") != NULL);
+  EXPECT_STATUS(pull_blocks(p.decoder, dst, LLMDD_KEY_BLOCKS, p.prompt_cluster, 0, 3, one, 1, 0, 3,
+                            2),
+                LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(pull_blocks(p.decoder, dst, LLMDD_KEY_BLOCKS, p.prompt_cluster, 0, 3, one, 1, 1, 0,
+                            0),
+                LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(pull_blocks(p.decoder, dst, LLMDD_KEY_BLOCKS, p.prompt_cluster, 0, 3, one, 1, -1, 0,
+                            1),
+                LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(pull_blocks(p.decoder, dst, LLMDD_KEY_BLOCKS, p.prompt_cluster, 0, 4, one, 1, 0, 0,
+                            0),
+                LLMDD_KV_CACHE_NOT_EXIST);
+  EXPECT(strstr(last_error(), "no blocks cache holds key") != NULL);
+  EXPECT_STATUS(pull_blocks(p.decoder, dst + 100, LLMDD_KEY_BLOCKS, p.prompt_cluster, 0, 3, one, 1,
+                            0, 0, 0),
+                LLMDD_KV_CACHE_NOT_EXIST);
+  EXPECT_STATUS(pull_blocks(p.decoder, dst, LLMDD_KEY_BLOCKS, p.prompt_cluster + 1000, 0, 3, one, 1,
+                            0, 0, 0),
+                LLMDD_NOT_YET_LINK);
+  EXPECT_STATUS(pull_blocks(p.prompt, src, LLMDD_KEY_BLOCKS, p.prompt_cluster, 0, 3, one, 1, 0, 0,
+                            0),
+                LLMDD_PARAM_INVALID);
+  /* Nothing pins anything afterwards. */
+  EXPECT_STATUS(llmdd_cache_key_remove(p.prompt, p.prompt_cluster, LLMDD_BLOCKS_REQ_ID, 3),
+                LLMDD_SUCCESS);
+  EXPECT_STATUS(llmdd_cache_deallocate(p.prompt, src), LLMDD_SUCCESS);
+  EXPECT_STATUS(llmdd_cache_deallocate(p.prompt, rows), LLMDD_SUCCESS);
+  EXPECT_STATUS(llmdd_cache_key_remove(p.prompt, p.prompt_cluster, 8, MODEL), LLMDD_SUCCESS);
+  EXPECT(wait_pool_used(p.prompt, 0, 0, 2000) && wait_pool_used(p.prompt, 1, 0, 2000));
+  EXPECT_STATUS(llmdd_cache_deallocate(p.decoder, dst), LLMDD_SUCCESS);
+  pair_close(&p);
+}
+
 TEST(mix_engines_serve_and_pull) {
   uint64_t a_cluster = unique_cluster_id(), b_cluster = unique_cluster_id();
   uint16_t a_port, b_port;
