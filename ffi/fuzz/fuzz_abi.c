@@ -1507,7 +1507,7 @@ static void step_pull(struct input *in) {
   EXPECT_IS("cache_pull", s, want);
 }
 
-/* ABI 3's cache-manager calls, with arguments that must be refused: the model
+/* ABI 3's and 4's cache-manager calls, with arguments that must be refused: the model
  * does not track registered memory or block copies, so only calls whose status
  * is known without changing any state are made (a zero or missing address, no
  * pairs, a bad role, an unknown or allocated id). */
@@ -1518,7 +1518,28 @@ static void step_cache_manager(struct input *in) {
   uint64_t id = e != NULL ? pick_cache_id(in, e) : u64(in);
   struct mcache *c = e != NULL ? cache_by_id(e, id) : NULL;
   int32_t s;
-  switch (u8(in) % 4) {
+  switch (u8(in) % 5) {
+  case 4: {
+    /* ABI 4's block pull with garbage: no engine of the model is linked, so
+     * every call is refused (which check refuses it is the host's order). */
+    uint64_t pairs[4] = {u64(in) % 64, u64(in) % 64, u64(in), u64(in)};
+    int32_t n = (int32_t)(u8(in) % 4) - 1; /* -1..2: never past pairs */
+    int32_t kind = u8(in) % 8 == 0 ? (int32_t)u32(in) : (int32_t)(u8(in) % 3);
+    int32_t src_start = pick_index(in, 4), dst_start = pick_index(in, 4), count = pick_index(in, 4);
+    s = checked("cache_pull_blocks",
+                llmdd_cache_pull_blocks(h, id, kind, u8(in) % 4, u8(in) % 8, u8(in) % 4,
+                                        (u8(in) & 1) ? pairs : NULL, n, src_start, dst_start, count, 0));
+    if (e == NULL) {
+      expect_preamble("cache_pull_blocks", &p, s);
+    } else if (e->role == LLMDD_ROLE_PROMPT || (kind < 0 || kind > 2)) {
+      EXPECT_IS("cache_pull_blocks(PROMPT or bad kind)", s, LLMDD_PARAM_INVALID);
+    } else if (c == NULL) {
+      EXPECT_IS("cache_pull_blocks(unknown cache)", s, LLMDD_KV_CACHE_NOT_EXIST);
+    } else {
+      EXPECT_IS("cache_pull_blocks(not linked)", s, s == LLMDD_NOT_YET_LINK ? s : LLMDD_PARAM_INVALID);
+    }
+    return;
+  }
   case 0: {
     uint64_t addrs[2] = {0, u64(in)};
     uint64_t out;
