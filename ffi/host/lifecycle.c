@@ -62,6 +62,24 @@ static void destroy_pools(struct engine *e) {
   e->lock_fd = -1;
 }
 
+/* The option text of an engine that will have `role` (at init, or on a role
+ * switch): its length, its syntax, and that only PROMPT and MIX listen. */
+static int32_t parse_for_role(int32_t role, const uint8_t *options, int32_t options_len,
+                              struct engine_options *parsed) {
+  if (options_len < 0)
+    return core_fail(LLMDD_PARAM_INVALID, "options_len %d is negative", options_len);
+  if (options == NULL && options_len > 0)
+    return core_fail(LLMDD_PARAM_INVALID, "options is NULL but options_len is %d",
+                     options_len);
+  int32_t status = host_options_parse(options, options_len, parsed);
+  if (status != LLMDD_SUCCESS) return status;
+  if (parsed->listen && role == LLMDD_ROLE_DECODER)
+    return core_fail(LLMDD_PARAM_INVALID,
+                     "llm.listenIpInfo is for PROMPT and MIX engines: a DECODER links, it is not"
+                     " linked to");
+  return LLMDD_SUCCESS;
+}
+
 LLMDD_API int32_t llmdd_engine_init(int32_t role, uint64_t cluster_id,
                                     const uint8_t *options, int32_t options_len,
                                     uint64_t *out_engine) {
@@ -69,19 +87,10 @@ LLMDD_API int32_t llmdd_engine_init(int32_t role, uint64_t cluster_id,
     return core_fail(LLMDD_PARAM_INVALID,
                      "role %d is not PROMPT (1), DECODER (2) or MIX (3)", role);
   if (out_engine == NULL) return core_fail(LLMDD_PARAM_INVALID, "out_engine is NULL");
-  if (options_len < 0)
-    return core_fail(LLMDD_PARAM_INVALID, "options_len %d is negative", options_len);
-  if (options == NULL && options_len > 0)
-    return core_fail(LLMDD_PARAM_INVALID, "options is NULL but options_len is %d",
-                     options_len);
 
   struct engine_options parsed;
-  int32_t status = host_options_parse(options, options_len, &parsed);
+  int32_t status = parse_for_role(role, options, options_len, &parsed);
   if (status != LLMDD_SUCCESS) return status;
-  if (parsed.listen && role == LLMDD_ROLE_DECODER)
-    return core_fail(LLMDD_PARAM_INVALID,
-                     "llm.listenIpInfo is for PROMPT and MIX engines: a DECODER links, it is not"
-                     " linked to");
   /* Loopback is reachable from this machine only, where the user's own key
    * authenticates links with no configuration. Any other address is reachable
    * from elsewhere: it takes a secret chosen by whoever deploys the engines. */
@@ -187,18 +196,9 @@ LLMDD_API int32_t llmdd_engine_set_role(uint64_t engine, int32_t role,
   if (role != LLMDD_ROLE_PROMPT && role != LLMDD_ROLE_DECODER && role != LLMDD_ROLE_MIX)
     return core_fail(LLMDD_PARAM_INVALID,
                      "role %d is not PROMPT (1), DECODER (2) or MIX (3)", role);
-  if (options_len < 0)
-    return core_fail(LLMDD_PARAM_INVALID, "options_len %d is negative", options_len);
-  if (options == NULL && options_len > 0)
-    return core_fail(LLMDD_PARAM_INVALID, "options is NULL but options_len is %d",
-                     options_len);
   struct engine_options parsed;
-  int32_t status = host_options_parse(options, options_len, &parsed);
+  int32_t status = parse_for_role(role, options, options_len, &parsed);
   if (status != LLMDD_SUCCESS) return status;
-  if (parsed.listen && role == LLMDD_ROLE_DECODER)
-    return core_fail(LLMDD_PARAM_INVALID,
-                     "llm.listenIpInfo is for PROMPT and MIX engines: a DECODER links, it is not"
-                     " linked to");
 
   struct engine *e = NULL;
   status = host_engine_enter(engine, &e);
