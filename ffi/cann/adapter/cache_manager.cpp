@@ -57,13 +57,7 @@ extern "C" LLMDD_API int32_t llmdd_cache_register(uint64_t engine, int32_t num_t
     int32_t status = engine_enter(engine, &e);
     if (status != LLMDD_SUCCESS) return status;
     try {
-      CacheLayout layout;
-      layout.num_tensors = num_tensors;
-      layout.tensor_bytes = tensor_bytes;
-      layout.batch_size = batch_size;
-      layout.layout_tag = layout_tag;
-      layout.placement = placement;
-      layout.num_devices = e->num_devices();
+      CacheLayout layout = e->layout(num_tensors, tensor_bytes, batch_size, layout_tag, placement);
       status = check_registration(e, layout, addrs, num_addrs, keys, num_keys, out_cache_id);
       CacheMemory memory;
       if (status == LLMDD_SUCCESS) {

@@ -51,6 +51,18 @@ struct Engine {
   uint64_t next_token = 1;
 
   int32_t num_devices() const { return static_cast<int32_t>(options.device_ids.size()); }
+  // The layout of a cache of this engine, from a call's arguments.
+  CacheLayout layout(int32_t num_tensors, uint64_t tensor_bytes, uint64_t batch_size, uint64_t layout_tag,
+                     int32_t placement) const {
+    CacheLayout l;
+    l.num_tensors = num_tensors;
+    l.tensor_bytes = tensor_bytes;
+    l.batch_size = batch_size;
+    l.layout_tag = layout_tag;
+    l.placement = placement;
+    l.num_devices = num_devices();
+    return l;
+  }
 };
 
 void engine_retain(Engine *e);
