@@ -413,6 +413,8 @@ export class CacheManager {
   /**
    * Registers memory the program owns as a blocks cache (upstream
    * `register_blocks_cache`); addresses and memory as `registerCache`.
+   * `blocksCacheKey` (on a PROMPT or MIX) names it for linked peers' `pullBlocks`
+   * until `unregisterCache`.
    *
    * @example
    * ```ts
@@ -439,11 +441,16 @@ export class CacheManager {
     requireArray(addrs, "addrs", "bigint or ArrayBuffer");
     if (blocksCacheKey !== undefined) requireInstance(blocksCacheKey, BlocksCacheKey, "blocksCacheKey");
     requireOptionalBool(remoteAccessible, "remoteAccessible");
+    const engine = this.#access.current();
+    // As allocateBlocksCache: the key names block 0 natively, for linked peers.
+    const key = blocksCacheKey !== undefined && engine.role !== LLMRole.DECODER
+      ? new CacheKey(blocksCacheKey.clusterId, BLOCKS_REQ_ID, blocksCacheKey.modelId)
+      : undefined;
     return await this.#register(
       "registerBlocksCache",
       desc,
       addrs,
-      [],
+      key ? [key] : [],
       remoteAccessible,
       true,
       desc.batchSize,
