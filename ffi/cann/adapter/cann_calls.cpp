@@ -360,6 +360,30 @@ class CannBackend final : public Backend {
                            "LlmDataDist::PullKvCache");
   }
 
+  int32_t pull_blocks(const TransferPlan &plan, const CacheLayout &dst_layout, const CacheMemory &dst) override {
+    up::Cache to = describe(dst_layout, dst);
+    int32_t status = use_device(0);
+    if (status != LLMDD_SUCCESS) return status;
+    std::lock_guard<std::mutex> guard(upstream_);
+    return upstream_result(from_upstream(dd_->PullKvBlocks(index_of(plan), to, plan.src_blocks, plan.dst_blocks,
+                                                           ext_param(plan.layers))),
+                           "LlmDataDist::PullKvBlocks");
+  }
+
+  int32_t push(const TransferPlan &plan, const CacheLayout &src_layout, const CacheMemory &src) override {
+    up::Cache from = describe(src_layout, src);
+    int32_t status = use_device(0);
+    if (status != LLMDD_SUCCESS) return status;
+    std::lock_guard<std::mutex> guard(upstream_);
+    if (plan.blocks)
+      return upstream_result(from_upstream(dd_->PushKvBlocks(from, index_of(plan), plan.src_blocks, plan.dst_blocks,
+                                                             ext_param(plan.layers))),
+                             "LlmDataDist::PushKvBlocks");
+    return upstream_result(from_upstream(dd_->PushKvCache(from, index_of(plan), plan.src_batch_index, -1,
+                                                          ext_param(plan.layers))),
+                           "LlmDataDist::PushKvCache");
+  }
+
  private:
   // ACL calls act on the calling thread's current context; operations run on
   // whichever thread the runtime uses, so each call sets its device's context.
@@ -415,6 +439,22 @@ class CannBackend final : public Backend {
     cache.tensor_addrs.assign(memory.addrs.begin(), memory.addrs.end());
     cache.cache_desc = describe(layout);
     return cache;
+  }
+
+  static up::CacheIndex index_of(const TransferPlan &plan) {
+    up::CacheIndex index{};
+    index.cluster_id = plan.cluster_id;
+    index.cache_id = plan.cache_id;
+    index.batch_index = plan.batch_index;
+    return index;
+  }
+
+  static up::KvCacheExtParam ext_param(const LayerRanges &layers) {
+    up::KvCacheExtParam param{};
+    param.src_layer_range = layers.src;
+    param.dst_layer_range = layers.dst;
+    param.tensor_num_per_layer = static_cast<uint8_t>(layers.tensors_per_layer);
+    return param;
   }
 
   static up::ClusterInfo describe(const ClusterAddress &address) {
