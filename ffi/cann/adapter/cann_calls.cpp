@@ -32,6 +32,14 @@
 #define LLMDD_CANN_FLAVOR 2
 #endif
 
+// Engines one process may hold: 1, as upstream documents for LLM-DataDist on a
+// device. upstream_check.sh also builds a library with 2, to run a PROMPT and a
+// DECODER in one process over upstream's stand-in toolkit (upstream's own tests
+// do: hicann/hixl tests/cpp/llm_datadist/test_llm_datadist_v2_api.cc).
+#ifndef LLMDD_CANN_MAX_ENGINES
+#define LLMDD_CANN_MAX_ENGINES 1
+#endif
+
 namespace llmdd {
 namespace {
 
@@ -485,7 +493,7 @@ class CannBackend final : public Backend {
 BackendTraits backend_traits() {
   BackendTraits traits;
   traits.flavor = kFlavor;
-  traits.max_engines = 1;
+  traits.max_engines = LLMDD_CANN_MAX_ENGINES;
   traits.read_chunk = kReadChunk;
   return traits;
 }
