@@ -39,6 +39,7 @@ void reset() {
   k.copies_time_out = false;
   k.link_anything = false;
   k.transfer_status = 0;
+  k.hold_transfers = false;
   Record &r = record();
   r.init_options.clear();
   r.init_role = 0;
@@ -250,6 +251,7 @@ class FakeBackend final : public Backend {
     record().transfers++;
     record().last_transfer_call = "PullKvBlocks";
     record().last_transfer = plan;
+    hold();
     if (knobs().transfer_status != 0) return fail(knobs().transfer_status, "fake: PullKvBlocks refused");
     if (plan.batch_index != 0) return fail(LLMDD_PARAM_INVALID, "fake: only batch_index 0 in pull block");
     int32_t status = check_ext(plan.layers, false);
@@ -295,6 +297,7 @@ class FakeBackend final : public Backend {
     record().transfers++;
     record().last_transfer_call = plan.blocks ? "PushKvBlocks" : "PushKvCache";
     record().last_transfer = plan;
+    hold();
     if (knobs().transfer_status != 0) return fail(knobs().transfer_status, "fake: push refused");
     if (src_layout.placement != LLMDD_PLACEMENT_DEVICE)
       return fail(LLMDD_PARAM_INVALID, "fake: Only support push to device cache");
@@ -361,6 +364,10 @@ class FakeBackend final : public Backend {
       auto *from = reinterpret_cast<const uint8_t *>(static_cast<uintptr_t>(sa[i])) + srow * sl.row_bytes() + offset;
       std::memmove(to, from, static_cast<size_t>(size));
     }
+  }
+
+  static void hold() {
+    while (knobs().hold_transfers) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 
   static uint8_t *at(uint64_t addr, uint64_t offset) {

@@ -31,6 +31,7 @@ struct Knobs {
   std::atomic<bool> copies_time_out{false}; // copies report a timeout with the work in flight
   bool link_anything = false;         // links succeed without a listening peer
   int32_t transfer_status = 0;        // when not 0: PullKvBlocks / PushKv*'s answer
+  std::atomic<bool> hold_transfers{false};  // PullKvBlocks / PushKv* wait while set
 };
 
 // What the backend was asked, for the tests to inspect.

@@ -2,8 +2,11 @@
 // the checks made before upstream is asked, the CacheIndex and KvCacheExtParam
 // upstream is handed (the fake records them and checks them as upstream does),
 // upstream's answers passed through, and the bytes moved.
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 #include <thread>
 
 #include "abi_support.hpp"
@@ -50,6 +53,16 @@ int32_t pull(const Pair &x, int32_t kind, uint64_t k1, uint64_t k2, const std::v
              int32_t src_start = 0, int32_t dst_start = 0, int32_t n = 0, uint64_t job = 0) {
   return llmdd_cache_pull_blocks(x.d, x.dst.id, kind, 1, k1, k2, pairs.empty() ? nullptr : pairs.data(),
                                  static_cast<int32_t>(pairs.size() / 2), src_start, dst_start, n, job);
+}
+
+// The done callback of background transfers.
+std::mutex done_lock;
+std::condition_variable done_cv;
+int32_t done_status = -1;
+void on_done(uint64_t, int32_t status) {
+  std::lock_guard<std::mutex> guard(done_lock);
+  done_status = status;
+  done_cv.notify_all();
 }
 
 bool range_is(const std::pair<int32_t, int32_t> &r, int32_t first, int32_t second) {
@@ -260,4 +273,42 @@ TEST(transfer_v1_has_no_block_pulls_or_pushes) {
                 LLMDD_FEATURE_NOT_ENABLED);
   EXPECT_EQ(fake::record().transfers, 0);
   CHECK_STATUS(llmdd_engine_finalize(e), LLMDD_SUCCESS);
+}
+
+TEST(transfer_in_the_background_keeps_its_cache_until_it_ends) {
+  Pair x;
+  CHECK(x.ok);
+  Cache extra;  // pushed from, then released during the push
+  CHECK_STATUS(allocate(x.p, 1, 2, 4 * kBlock, 4, &extra), LLMDD_SUCCESS);
+  int live = fake::record().live_caches;
+  for (int push = 1; push >= 0; push--) {
+    uint64_t job = 0;
+    CHECK_STATUS(llmdd_job_create(5000, on_done, &job), LLMDD_SUCCESS);
+    {
+      std::lock_guard<std::mutex> guard(done_lock);
+      done_status = -1;
+    }
+    uint64_t pair[2] = {1, 1};
+    fake::knobs().hold_transfers = true;  // until the cache is released
+    if (push) {
+      CHECK_STATUS(llmdd_cache_push_blocks(x.p, extra.id, 2, LLMDD_KEY_BY_ID, 2, x.dst.id, 0, nullptr, 0, 0, 0, 0, job),
+                   LLMDD_SUCCESS);
+    } else {
+      CHECK_STATUS(llmdd_cache_pull_blocks(x.d, x.dst.id, LLMDD_KEY_BY_ID, 1, x.src.id, 0, pair, 1, 0, 0, 0, job),
+                   LLMDD_SUCCESS);
+    }
+    // Released while the transfer runs: the memory stays until it ends.
+    int gone = push ? 0 : 1;  // caches freed by earlier rounds
+    EXPECT_STATUS(llmdd_cache_deallocate(push ? x.p : x.d, push ? extra.id : x.dst.id), LLMDD_SUCCESS);
+    EXPECT_EQ(fake::record().live_caches, live - gone);
+    fake::knobs().hold_transfers = false;
+    std::unique_lock<std::mutex> guard(done_lock);
+    CHECK(done_cv.wait_for(guard, std::chrono::seconds(5), [] { return done_status != -1; }));
+    EXPECT_STATUS(done_status, LLMDD_SUCCESS);
+    guard.unlock();
+    EXPECT_STATUS(llmdd_job_release(job), LLMDD_SUCCESS);
+    // Freed once the transfer ended (the done callback runs after the end).
+    EXPECT_EQ(fake::record().live_caches, live - gone - 1);
+    EXPECT(fake::record().last_transfer_call == (push ? "PushKvCache" : "PullKvBlocks"));
+  }
 }
