@@ -384,6 +384,28 @@ LLMDD_API int32_t llmdd_cache_pull_blocks(uint64_t engine, uint64_t cache_id, in
                                           int32_t src_tensor_start, int32_t dst_tensor_start,
                                           int32_t num_tensors, uint64_t job);
 
+/* Pushes from local cache cache_id into a cache of a linked peer (upstream
+ * push_cache / push_blocks; C++ PushKvCache / PushKvBlocks), on every device,
+ * in one call however many blocks.
+ * key_kind LLMDD_KEY_BY_ID: row k2 of cache k1 at cluster k0 (push_cache): num_pairs 0
+ *   and pairs NULL; the source is row src_batch_index of cache_id, the whole row.
+ * key_kind LLMDD_KEY_BLOCKS: the blocks cache named by BlocksCacheKey (k0, k2) at
+ *   cluster k0 (push_blocks): pairs = num_pairs (src_block, dst_block) pairs;
+ *   src_batch_index 0.
+ * Tensors: as llmdd_cache_pull_blocks (num_tensors 0 = every tensor; otherwise
+ *   [src_tensor_start, +num_tensors) -> [dst_tensor_start, +num_tensors)).
+ * The destination must have enabled remote access to that cache.
+ * Returns: SUCCESS; PARAM_INVALID; NOT_YET_LINK; KV_CACHE_NOT_EXIST;
+ * FEATURE_NOT_ENABLED (remote access not enabled there, or not supported by the
+ * backend); LINK_FAILED; WAIT_PROCESS_TIMEOUT / TIMEOUT; FAILED (cancelled);
+ * ENGINE_FINALIZED. */
+LLMDD_API int32_t llmdd_cache_push_blocks(uint64_t engine, uint64_t cache_id,
+                                          int32_t src_batch_index, int32_t key_kind,
+                                          uint64_t k0, uint64_t k1, uint64_t k2,
+                                          const uint64_t *pairs, int32_t num_pairs,
+                                          int32_t src_tensor_start, int32_t dst_tensor_start,
+                                          int32_t num_tensors, uint64_t job);
+
 /* ======================================================================== */
 /* The cache manager (upstream V2: LLMDataDist.cache_manager)                */
 /* ======================================================================== */
