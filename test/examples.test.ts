@@ -27,7 +27,7 @@ function run(script: string): Promise<{ code: number | null; out: string }> {
   });
 }
 
-test("examples/paged_prefill_decode.ts runs and verifies every block", async () => {
+test("examples/paged_prefill_decode.ts runs and verifies every block", { timeout: 60_000 }, async () => {
   const { code, out } = await run("examples/paged_prefill_decode.ts");
   assert.equal(code, 0, `the example exited with ${code}:\n${out}`);
   const runtime = "Deno" in globalThis ? "Deno" : "Bun" in globalThis ? "Bun" : "Node";
