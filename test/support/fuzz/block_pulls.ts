@@ -291,6 +291,21 @@ const plausiblePullBlocks: fc.Arbitrary<PullCommand> = fc.oneof(
   })),
 );
 
+/**
+ * A source index out of range with a key the PROMPT does not hold, or of a
+ * cluster not linked: which check comes first. -1 is 2^64 - 1 natively, out of
+ * any cache before the PROMPT is asked; any other is the PROMPT's to judge.
+ */
+const badSourceFirst: fc.Arbitrary<PullCommand> = fc.tuple(
+  fc.constantFrom<KeySpec>(
+    { kind: "blocks", model: 5, linked: true },
+    { kind: "blocks", model: 0, linked: false },
+    { kind: "blocks", model: 0, linked: true },
+  ),
+  fc.constantFrom(-1, -2, 8, 3),
+  fc.nat(9),
+).map(([key, src, dst]) => ({ kind: "pullBlocks" as const, key, slot: 0, src: [src], dst: [dst], layers: null }));
+
 /** pullCache that should mostly succeed. */
 const plausiblePullCache: fc.Arbitrary<PullCommand> = fc.oneof(
   // Same layout and row: whole rows or a part.
@@ -312,6 +327,7 @@ const plausiblePullCache: fc.Arbitrary<PullCommand> = fc.oneof(
 
 export const pullCommand: fc.Arbitrary<PullCommand> = fc.oneof(
   { weight: 8, arbitrary: plausiblePullBlocks },
+  { weight: 1, arbitrary: badSourceFirst },
   { weight: 5, arbitrary: plausiblePullCache },
   {
     weight: 6,
