@@ -29,13 +29,12 @@ import {
   DECODER_CACHES,
   descOf,
   keyOf,
-  type KeySpec,
   optionsOf,
   outcomeOf,
-  type Prediction,
   predictPullBlocks,
   predictPullCache,
   PROMPT_CACHES,
+  type PullCall,
   pullCommand,
   type PullModel,
   type PullWorld,
@@ -333,35 +332,45 @@ test("pullBlocks and pullCache from a linked PROMPT match a model of both sides'
               );
             }
           };
+          /** Predicts a pull (applying a predicted success to the model) and starts it. */
+          const start = (c: PullCall) => {
+            const prediction = c.kind === "pullBlocks" ? predictPullBlocks(model, c) : predictPullCache(model, c);
+            if (prediction.want === "ok") prediction.apply?.();
+            const key = keyOf(world, c.key);
+            const dst = decoderCaches[c.slot];
+            const got = outcomeOf(() =>
+              c.kind === "pullBlocks"
+                ? D.pullBlocks(key, dst, c.src as number[], c.dst as number[], optionsOf(c.layers))
+                : D.pullCache(key as CacheKey, dst, c.batchIndex as number, c.size as number, optionsOf(c.layers))
+            );
+            return { label: `${c.kind}(${fc.stringify(c)})`, kind: `${c.kind} ${c.key.kind}`, prediction, got };
+          };
+          const judge = (label: string, kind: string, want: PullWant, got: PullWant) => {
+            const name = `${kind} → ${wantName(got)}`;
+            tally.set(name, (tally.get(name) ?? 0) + 1);
+            assert.equal(wantName(got), wantName(want), `${label}: expected ${wantName(want)}, got ${wantName(got)}`);
+          };
           for (const c of commands) {
-            let label: string, prediction: Prediction, got: PullWant;
-            if (c.kind === "pullBlocks") {
-              label = `pullBlocks(${fc.stringify(c)})`;
-              prediction = predictPullBlocks(model, c);
-              const key = keyOf(world, c.key);
-              got = await outcomeOf(() =>
-                D.pullBlocks(key, decoderCaches[c.slot], c.src as number[], c.dst as number[], optionsOf(c.layers))
-              );
-            } else if (c.kind === "pullCache") {
-              label = `pullCache(${fc.stringify(c)})`;
-              prediction = predictPullCache(model, c);
-              const key = keyOf(world, c.key) as CacheKey;
-              got = await outcomeOf(() =>
-                D.pullCache(
-                  key,
-                  decoderCaches[c.slot],
-                  c.batchIndex as number,
-                  c.size as number,
-                  optionsOf(c.layers),
-                )
-              );
+            if (c.kind === "pullBlocks" || c.kind === "pullCache" || c.kind === "burst") {
+              // A burst: several pulls started at once, which the engine runs in
+              // the order they were made (its FIFO mutex), as the model predicts them.
+              const calls = (c.kind === "burst" ? c.calls : [c]).map(start);
+              const label = calls.map((call) => call.label).join(", ");
+              for (const call of calls) {
+                judge(
+                  c.kind === "burst" ? `burst: ${call.label} in ${label}` : label,
+                  call.kind,
+                  call.prediction.want,
+                  await call.got,
+                );
+              }
+              check(label);
             } else if (c.kind === "promptWrite") {
               const bytes = viewsOf(P, promptCaches[c.cache]);
               const t = c.tensor % bytes.length, at = c.at % bytes[t].length;
               bytes[t][at] = c.value;
               model.prompt[c.cache][t][at] = c.value;
               check(`a write at the PROMPT`);
-              continue;
             } else {
               // A barrier first: a pull the PROMPT answers after every earlier
               // one on the link, so that keys consumed by earlier pulls are gone.
@@ -369,26 +378,12 @@ test("pullBlocks and pullCache from a linked PROMPT match a model of both sides'
                 await outcomeOf(() => D.pullCache(new CacheKey(prompt.clusterId, 0xBA77_1E55n), decoderCaches[3])),
                 LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
               );
-              label = `removeCacheKey(request ${c.req})`;
-              const has = model.keys.has(c.req);
-              prediction = {
-                want: has ? "ok" : LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
-                apply: () => model.keys.delete(c.req),
-              };
-              got = await outcomeOf(() => P.removeCacheKey(new CacheKey(prompt.clusterId, c.req)));
+              const want = model.keys.has(c.req) ? "ok" : LLMStatusCode.LLM_KV_CACHE_NOT_EXIST;
+              const got = await outcomeOf(() => P.removeCacheKey(new CacheKey(prompt.clusterId, c.req)));
+              judge(`removeCacheKey(request ${c.req})`, "removeCacheKey", want, got);
+              model.keys.delete(c.req);
+              check(`removeCacheKey(request ${c.req})`);
             }
-            const call = label.replace(/\(.*$/s, "");
-            const key = `${call} ${c.kind === "removeKey" ? "" : (c as { key: KeySpec }).key.kind + " "}→ ${
-              wantName(got)
-            }`;
-            tally.set(key, (tally.get(key) ?? 0) + 1);
-            assert.equal(
-              wantName(got),
-              wantName(prediction.want),
-              `${label}: expected ${wantName(prediction.want)}, got ${wantName(got)}`,
-            );
-            if (got === "ok") prediction.apply?.();
-            check(label);
           }
           // The end: the PROMPT holds the keys the model says, and no other.
           assert.equal(

@@ -110,6 +110,9 @@ export type KeySpec =
   | { kind: "byId"; known: boolean; row: number; linked: boolean }
   | { kind: "bogus" };
 
+/** A pull: pullBlocks or pullCache. */
+export type PullCall = Extract<PullCommand, { kind: "pullBlocks" | "pullCache" }>;
+
 export type PullCommand =
   | {
     kind: "pullBlocks";
@@ -121,7 +124,8 @@ export type PullCommand =
   }
   | { kind: "pullCache"; key: KeySpec; slot: number; batchIndex: Index; size: Index; layers: LayerSpec | null }
   | { kind: "promptWrite"; cache: number; tensor: number; at: number; value: number }
-  | { kind: "removeKey"; req: number };
+  | { kind: "removeKey"; req: number }
+  | { kind: "burst"; calls: PullCall[] };
 
 const index: fc.Arbitrary<Index> = fc.oneof(
   { weight: 14, arbitrary: fc.integer({ min: 0, max: 7 }) },
@@ -325,38 +329,45 @@ const plausiblePullCache: fc.Arbitrary<PullCommand> = fc.oneof(
   ),
 );
 
+/** pullBlocks with anything in it. */
+const randomPullBlocks: fc.Arbitrary<PullCommand> = fc.record({
+  kind: fc.constant("pullBlocks" as const),
+  key: keySpec,
+  slot: fc.nat(DECODER_CACHES.length - 1),
+  lists: blockLists,
+  layers: layerSpec,
+}).map(({ lists, ...rest }) => ({ ...rest, src: lists.src, dst: lists.dst }));
+
+/** pullCache with anything in it. */
+const randomPullCache: fc.Arbitrary<PullCommand> = fc.record({
+  kind: fc.constant("pullCache" as const),
+  key: keySpec,
+  slot: fc.nat(DECODER_CACHES.length - 1),
+  batchIndex: fc.oneof(
+    { weight: 8, arbitrary: fc.constantFrom<Index>(0, 1, 2) },
+    { weight: 1, arbitrary: fc.constantFrom<Index>(3, -1, 1.5) },
+  ),
+  size: fc.oneof(
+    { weight: 8, arbitrary: fc.constant<Index>(-1) },
+    { weight: 3, arbitrary: fc.constantFrom<Index>(32, 64, 128, 200) },
+    { weight: 1, arbitrary: fc.constantFrom<Index>(0, -2, 1.5) },
+  ),
+  layers: layerSpec,
+});
+
 export const pullCommand: fc.Arbitrary<PullCommand> = fc.oneof(
+  {
+    weight: 2,
+    arbitrary: fc.array(
+      fc.oneof(plausiblePullBlocks, plausiblePullCache, randomPullBlocks, randomPullCache, badSourceFirst),
+      { minLength: 2, maxLength: 4 },
+    ).map((calls) => ({ kind: "burst" as const, calls: calls as PullCall[] })),
+  },
   { weight: 8, arbitrary: plausiblePullBlocks },
   { weight: 1, arbitrary: badSourceFirst },
   { weight: 5, arbitrary: plausiblePullCache },
-  {
-    weight: 6,
-    arbitrary: fc.record({
-      kind: fc.constant("pullBlocks" as const),
-      key: keySpec,
-      slot: fc.nat(DECODER_CACHES.length - 1),
-      lists: blockLists,
-      layers: layerSpec,
-    }).map(({ lists, ...rest }) => ({ ...rest, src: lists.src, dst: lists.dst })),
-  },
-  {
-    weight: 4,
-    arbitrary: fc.record({
-      kind: fc.constant("pullCache" as const),
-      key: keySpec,
-      slot: fc.nat(DECODER_CACHES.length - 1),
-      batchIndex: fc.oneof(
-        { weight: 8, arbitrary: fc.constantFrom<Index>(0, 1, 2) },
-        { weight: 1, arbitrary: fc.constantFrom<Index>(3, -1, 1.5) },
-      ),
-      size: fc.oneof(
-        { weight: 8, arbitrary: fc.constant<Index>(-1) },
-        { weight: 3, arbitrary: fc.constantFrom<Index>(32, 64, 128, 200) },
-        { weight: 1, arbitrary: fc.constantFrom<Index>(0, -2, 1.5) },
-      ),
-      layers: layerSpec,
-    }),
-  },
+  { weight: 6, arbitrary: randomPullBlocks },
+  { weight: 4, arbitrary: randomPullCache },
   {
     weight: 2,
     arbitrary: fc.record({
