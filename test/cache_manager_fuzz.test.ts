@@ -429,7 +429,7 @@ test("pullBlocks and pullCache from a linked PROMPT match a model of both sides'
     await decoder.unlinkClusters([cluster], 3000);
   }
   console.log(
-    `block pull fuzz: seed ${seed}, ${runs} runs; outcomes: ${
+    `block pull fuzz: seed ${seed}, ${runs} runs, ${[...tally.values()].reduce((a, b) => a + b, 0)} calls; outcomes: ${
       [...tally].sort().map(([k, n]) => `${k} ×${n}`).join(", ")
     }`,
   );
