@@ -41,8 +41,8 @@
  * max(4 MiB, 5 %), no descriptor or thread more).
  *
  * Exit status: 1 if a byte differed, a call failed, was lost, returned after
- * its deadline or hung, or a process went away; with --strict also when a
- * goal is missed.
+ * its deadline or hung, or a process went away or did not finish within 10 s
+ * of being asked (it is killed then); with --strict also when a goal is missed.
  */
 import { Buffer } from "node:buffer";
 import { readdirSync, readFileSync } from "node:fs";
@@ -389,9 +389,24 @@ async function phase(
     const stats = (await Promise.all(results)).map((m) => m.stats as DecoderStats);
     return { name, stats, wallMs: performance.now() - start };
   } finally {
-    await Promise.all(children.map((child) => child.stop()));
+    await Promise.all(children.map(finish));
   }
 }
+
+/** Asks a child to finish; kills it if it has not within 10 s (the run stays bounded in time). */
+async function finish(child: Child): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const stopped = await Promise.race([
+    child.stop().then(() => true),
+    new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), 10_000))),
+  ]);
+  clearTimeout(timer);
+  if (!stopped) {
+    stragglers.push(`a child (pid ${child.process.pid}) did not finish within 10 s of being asked: killed`);
+    await child.kill();
+  }
+}
+const stragglers: string[] = [];
 
 const sum = (list: number[]) => list.reduce((a, b) => a + b, 0);
 const gb = (bytes: number, ms: number) => (bytes / ms / 1e6).toFixed(2);
@@ -524,8 +539,9 @@ async function orchestrate(): Promise<void> {
   } catch (err) {
     failures = [...failures, String(err)];
   } finally {
-    await prompt.stop();
+    await finish(prompt);
   }
+  failures.push(...stragglers);
   for (const f of failures) console.log(`FAILED: ${f}`);
   for (const m of misses) console.log(`goal missed: ${m}`);
   const ok = failures.length === 0 && (!strict || misses.length === 0);
