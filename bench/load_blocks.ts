@@ -11,6 +11,8 @@
  *   --decoders N     DECODER processes in the load phase (LLMDD_LOAD_DECODERS; default 8)
  *   --solo-seconds N the baseline phase of one DECODER alone (default max(1, seconds / 4))
  *   --deadline-ms N  each call's deadline, the DECODERs' llm.SyncKvCacheWaitTime (default 10000)
+ *   --churn-ms N     the PROMPT's churn: every N ms it allocates, writes and frees
+ *                    a 2 MiB blocks cache of another key (default 20; 0: none)
  *   --strict         also exit 1 when a goal (bandwidth, flat memory) is missed
  *   --corrupt        flip one byte after each DECODER's first pull, before it is
  *                    verified (test/load_blocks.test.ts: the run must fail)
@@ -34,6 +36,8 @@
  * includes its poisoning and verification, in both phases alike); "in call"
  * is pulled bytes over the time spent inside pullBlocks. Goal: the load
  * phase's aggregate >= 80 % of the solo phase's.
+ * Meanwhile the PROMPT churns (--churn-ms): it allocates, writes and frees a
+ * blocks cache of other keys every few milliseconds, as for new requests.
  * Memory: the PROMPT reports its resident set (and open descriptors and
  * threads, from /proc where it can read them) when asked: before the load,
  * after a warm-up (a sixth of the load phase), every few seconds, and at the
@@ -71,6 +75,7 @@ const PROMPT_BLOCKS = 128;
 const GENERATIONS = 4;
 const DECODER_BLOCKS = 64;
 const LIST = 16; // blocks per pullBlocks call: LIST × TENSORS × BLOCK = 2 MiB
+const CHURN_BLOCKS = 16; // the PROMPT's churn cache: 2 MiB
 const POISON = 0xA5;
 const MiB = 1 << 20;
 /** Each DECODER's warm-up before its phase starts (verified, not counted). */
@@ -147,6 +152,7 @@ interface MemorySample {
   rss: number;
   fds: number | null;
   threads: number | null;
+  churn?: number; // the PROMPT's churn cycles so far
 }
 
 function sampleMemory(): MemorySample {
@@ -161,12 +167,14 @@ function sampleMemory(): MemorySample {
   return { rss: process.memoryUsage().rss, fds, threads };
 }
 
-async function promptMain(config: { clusterId: string }): Promise<void> {
+async function promptMain(config: { clusterId: string; churnMs: number }): Promise<void> {
   const clusterId = BigInt(config.clusterId);
   const prompt = new LLMDataDist(LLMRole.PROMPT, clusterId);
   await prompt.init({
     "llm.EnableCacheManager": "1",
-    "llm.MemPoolConfig": JSON.stringify({ memory_size: GENERATIONS * TENSORS * PROMPT_BLOCKS * BLOCK + 4 * MiB }),
+    "llm.MemPoolConfig": JSON.stringify({
+      memory_size: GENERATIONS * TENSORS * PROMPT_BLOCKS * BLOCK + TENSORS * CHURN_BLOCKS * BLOCK + 4 * MiB,
+    }),
     "llm.listenIpInfo": "127.0.0.1:0",
   });
   const manager = prompt.cacheManager;
@@ -180,8 +188,28 @@ async function promptMain(config: { clusterId: string }): Promise<void> {
     }
     caches.push(cache);
   }
+  // Churn: while serving, the PROMPT keeps allocating, writing and freeing a
+  // blocks cache under keys of its own, as it would for new requests.
+  let churn = 0, stopping = false;
+  const churning = (async () => {
+    while (config.churnMs > 0 && !stopping) {
+      const cache = await manager.allocateBlocksCache(
+        descOf(CHURN_BLOCKS),
+        new BlocksCacheKey(clusterId, 1000 + (churn % 4)),
+      );
+      for (let t = 0; t < TENSORS; t++) {
+        const view = manager.getCacheTensorViews(cache, t)[0].data;
+        new Uint8Array(view.buffer, view.byteOffset, view.byteLength).fill(churn & 0xFF);
+      }
+      await manager.deallocateBlocksCache(cache);
+      churn++;
+      await sleep(config.churnMs);
+    }
+  })();
   console.log(JSON.stringify({ ready: true, port: prompt.listenPort, memory: sampleMemory() }));
-  onMessages(() => console.log(JSON.stringify({ memory: sampleMemory() })), async () => {
+  onMessages(() => console.log(JSON.stringify({ memory: { ...sampleMemory(), churn } })), async () => {
+    stopping = true;
+    await churning;
     for (const cache of caches) await manager.deallocateBlocksCache(cache);
     prompt.finalize();
     process.exit(0);
@@ -331,12 +359,14 @@ async function decoderMain(
 // ---------------------------------------------------------------------------
 // The orchestrator
 
-function option(name: string, env: string, fallback: number): number {
+function option(name: string, env: string, fallback: number, zero = false): number {
   const at = process.argv.indexOf(`--${name}`);
   const text = at >= 0 ? process.argv[at + 1] : process.env[env];
   if (text === undefined || text === "") return fallback;
   const value = Number(text);
-  if (!(value > 0)) throw new Error(`--${name} (${env}) must be a positive number, got ${text}`);
+  if (!(value > 0 || (zero && value === 0))) {
+    throw new Error(`--${name} (${env}) must be a positive number, got ${text}`);
+  }
   return value;
 }
 
@@ -416,6 +446,7 @@ async function orchestrate(): Promise<void> {
   const decoders = Math.round(option("decoders", "LLMDD_LOAD_DECODERS", 8));
   const soloSeconds = option("solo-seconds", "LLMDD_LOAD_SOLO_SECONDS", Math.max(1, seconds / 4));
   const deadlineMs = option("deadline-ms", "LLMDD_LOAD_DEADLINE_MS", 10_000);
+  const churnMs = option("churn-ms", "LLMDD_LOAD_CHURN_MS", 20, true);
   const strict = process.argv.includes("--strict");
   const promptCluster = (BigInt(process.pid) << 24n) | 0xB10Cn;
   console.log(
@@ -426,10 +457,14 @@ async function orchestrate(): Promise<void> {
     `# PROMPT: ${GENERATIONS} blocks caches × ${TENSORS} tensors × ${PROMPT_BLOCKS} blocks of ${BLOCK >> 10} KiB; ` +
       `each call: ${LIST} blocks × ${TENSORS} tensors = ${
         (LIST * TENSORS * BLOCK) / MiB
-      } MiB, deadline ${deadlineMs} ms`,
+      } MiB, deadline ${deadlineMs} ms; PROMPT churn: ${churnMs > 0 ? `a 2 MiB cache every ${churnMs} ms` : "none"}`,
   );
 
-  const prompt = startChild(fileURLToPath(import.meta.url), { role: "prompt", clusterId: String(promptCluster) });
+  const prompt = startChild(fileURLToPath(import.meta.url), {
+    role: "prompt",
+    clusterId: String(promptCluster),
+    churnMs,
+  });
   let failures: string[] = [];
   const misses: string[] = [];
   const samples: { at: string; memory: MemorySample }[] = [];
@@ -486,10 +521,14 @@ async function orchestrate(): Promise<void> {
       "per DECODER in the load phase: " + load.stats.map((s) => `${gb(s.bytes, s.wallMs)}`).join(" ") + " GB/s",
     );
     console.log("");
-    console.log("| PROMPT sample | RSS MiB | open fds | threads |");
-    console.log("| --- | ---: | ---: | ---: |");
+    console.log("| PROMPT sample | RSS MiB | open fds | threads | churn cycles |");
+    console.log("| --- | ---: | ---: | ---: | ---: |");
     for (const { at, memory } of samples) {
-      console.log(`| ${at} | ${(memory.rss / MiB).toFixed(1)} | ${memory.fds ?? "n/a"} | ${memory.threads ?? "n/a"} |`);
+      console.log(
+        `| ${at} | ${(memory.rss / MiB).toFixed(1)} | ${memory.fds ?? "n/a"} | ${memory.threads ?? "n/a"} | ${
+          memory.churn ?? 0
+        } |`,
+      );
     }
 
     // ---- verdicts ----
