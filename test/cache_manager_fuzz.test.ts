@@ -262,7 +262,9 @@ test("copyBlocks, swapBlocks and registration match a model of every cache's byt
 // that match the PROMPT's or not (and freed ones), with block lists in and out
 // of range, of unequal lengths, negative or not integers, layer ranges in and
 // out of range, unknown keys and an unlinked cluster; writes on the PROMPT's
-// side and removed keys between them. Each call's outcome (success or the
+// side, caches the PROMPT frees and allocates again under the same key (a
+// repeat pull must not read where the cache was), and removed keys between
+// them; bursts of pulls started at once. Each call's outcome (success or the
 // exact error) is predicted; after every command every live cache on both
 // sides reads back what the model holds, and at the end the PROMPT holds
 // exactly the keys the model says. Same seed handling as above (the seed is
@@ -289,7 +291,8 @@ test("pullBlocks and pullCache from a linked PROMPT match a model of both sides'
         // Both sides' caches, fresh for each run, filled with bytes distinct per cache, tensor and byte.
         const promptCaches: Cache[] = [];
         const decoderCaches: Cache[] = [];
-        const model: PullModel = { prompt: [], decoder: [], keys: new Set(REQUESTS) };
+        let reallocs = 0;
+        const model: PullModel = { prompt: [], decoder: [], promptLive: [], keys: new Set(REQUESTS) };
         const fill = (views: Uint8Array[], salt: number) =>
           views.map((view, t) => {
             for (let i = 0; i < view.length; i++) view[i] = (salt * 53 + t * 17 + i * 3 + (i >> 5)) & 0xFF;
@@ -302,6 +305,7 @@ test("pullBlocks and pullCache from a linked PROMPT match a model of both sides'
               : await P.allocateCache(descOf(shape), REQUESTS.map((req) => new CacheKey(prompt.clusterId, req)));
             promptCaches.push(cache);
             model.prompt.push(fill(viewsOf(P, cache), i));
+            model.promptLive.push(true);
           }
           for (const [i, shape] of DECODER_CACHES.entries()) {
             const cache = shape.blocks
@@ -327,6 +331,7 @@ test("pullBlocks and pullCache from a linked PROMPT match a model of both sides'
               );
             }
             for (const [i, cache] of promptCaches.entries()) {
+              if (!model.promptLive[i]) continue;
               viewsOf(P, cache).forEach((bytes, t) =>
                 assert.deepEqual(bytes, model.prompt[i][t], `${PROMPT_CACHES[i].name} tensor ${t} after ${after}`)
               );
@@ -365,7 +370,29 @@ test("pullBlocks and pullCache from a linked PROMPT match a model of both sides'
                 );
               }
               check(label);
+            } else if (c.kind === "promptRealloc") {
+              // The PROMPT moves a blocks cache: frees it, and allocates it again
+              // under the same key (maybe elsewhere in its pool) with new bytes.
+              if (model.promptLive[c.cache]) {
+                await P.deallocateBlocksCache(promptCaches[c.cache]);
+                model.promptLive[c.cache] = false;
+              }
+              if (!c.gap) {
+                // A spacer takes the memory just freed, so that the cache lands elsewhere.
+                const shape = PROMPT_CACHES[c.cache];
+                const spacer = await P.allocateBlocksCache(descOf(shape));
+                viewsOf(P, spacer).forEach((bytes) => bytes.fill(0x5A));
+                promptCaches[c.cache] = await P.allocateBlocksCache(
+                  descOf(shape),
+                  new BlocksCacheKey(prompt.clusterId, c.cache),
+                );
+                await P.deallocateBlocksCache(spacer);
+                model.prompt[c.cache] = fill(viewsOf(P, promptCaches[c.cache]), 7 * ++reallocs);
+                model.promptLive[c.cache] = true;
+              }
+              check(`promptRealloc(${c.cache}${c.gap ? ", gap" : ""})`);
             } else if (c.kind === "promptWrite") {
+              if (!model.promptLive[c.cache]) continue;
               const bytes = viewsOf(P, promptCaches[c.cache]);
               const t = c.tensor % bytes.length, at = c.at % bytes[t].length;
               bytes[t][at] = c.value;
@@ -409,7 +436,8 @@ test("pullBlocks and pullCache from a linked PROMPT match a model of both sides'
             if (cache.isBlocksCache) await D.deallocateBlocksCache(cache);
             else await D.deallocateCache(cache);
           }
-          for (const cache of promptCaches) {
+          for (const [i, cache] of promptCaches.entries()) {
+            if (model.promptLive[i] === false) continue;
             if (cache.isBlocksCache) await P.deallocateBlocksCache(cache);
             else await P.deallocateCache(cache);
           }

@@ -124,6 +124,8 @@ export type PullCommand =
   }
   | { kind: "pullCache"; key: KeySpec; slot: number; batchIndex: Index; size: Index; layers: LayerSpec | null }
   | { kind: "promptWrite"; cache: number; tensor: number; at: number; value: number }
+  /** The PROMPT frees blocks cache `cache` (its key with it) and, unless `gap`, allocates it again with new bytes. */
+  | { kind: "promptRealloc"; cache: number; gap: boolean }
   | { kind: "removeKey"; req: number }
   | { kind: "burst"; calls: PullCall[] };
 
@@ -379,6 +381,14 @@ export const pullCommand: fc.Arbitrary<PullCommand> = fc.oneof(
     }),
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("removeKey" as const), req: fc.constantFrom(1, 2, 3) }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant("promptRealloc" as const),
+      cache: fc.constantFrom(0, 1),
+      gap: fc.oneof({ weight: 3, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }),
+    }),
+  },
 );
 
 // ---------------------------------------------------------------------------
@@ -392,6 +402,8 @@ export interface PullModel {
   prompt: Bytes[];
   /** The DECODER's caches' bytes, as DECODER_CACHES (freed ones: never read). */
   decoder: Bytes[];
+  /** Whether each of the PROMPT's caches is allocated now (a freed blocks cache's key names nothing). */
+  promptLive: boolean[];
   /** The requests whose keys the PROMPT still holds. */
   keys: Set<number>;
 }
@@ -449,7 +461,11 @@ function rangesModel(layers: LayerSpec | null | undefined, dst: CacheShape): [nu
 
 /** The source the PROMPT answers for a key (after the link is checked), or the refusal. */
 function lookup(model: PullModel, key: KeySpec): { cache: number; row: number } {
-  if (key.kind === "blocks") return key.model < 2 ? { cache: key.model, row: 0 } : refuse(S.LLM_KV_CACHE_NOT_EXIST);
+  if (key.kind === "blocks") {
+    return key.model < 2 && model.promptLive[key.model]
+      ? { cache: key.model, row: 0 }
+      : refuse(S.LLM_KV_CACHE_NOT_EXIST);
+  }
   if (key.kind === "cacheKey") {
     return model.keys.has(key.req) ? { cache: ROWS, row: key.req - 1 } : refuse(S.LLM_KV_CACHE_NOT_EXIST);
   }
