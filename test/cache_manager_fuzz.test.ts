@@ -11,10 +11,13 @@ import process from "node:process";
 import { test } from "node:test";
 import fc from "fast-check";
 import {
+  BlocksCacheKey,
   type Cache,
   CacheDesc,
+  CacheKey,
   type CacheManager,
   DataType,
+  LLMClusterInfo,
   LLMDataDist,
   LLMException,
   LLMRole,
@@ -22,6 +25,25 @@ import {
   Placement,
 } from "../mod.ts";
 import { freshClusterId } from "./helpers.ts";
+import {
+  DECODER_CACHES,
+  descOf,
+  keyOf,
+  optionsOf,
+  outcomeOf,
+  predictPullBlocks,
+  predictPullCache,
+  PROMPT_CACHES,
+  type PullCall,
+  pullCommand,
+  type PullModel,
+  type PullWorld,
+  REQUESTS,
+  ROWS,
+  viewsOf,
+  type Want as PullWant,
+  wantName,
+} from "./support/fuzz/block_pulls.ts";
 
 const TENSORS = 2;
 const BLOCK = 32; // bytes of one block of one tensor
@@ -232,4 +254,211 @@ test("copyBlocks, swapBlocks and registration match a model of every cache's byt
     console.error(`cache manager fuzz failed with seed ${seed} (LLMDD_FUZZ_SEED=${seed} replays it)`);
     throw err;
   }
+});
+
+// pullBlocks and pullCache from a linked PROMPT, against the model of
+// test/support/fuzz/block_pulls.ts: random sequences of pulls by
+// BlocksCacheKey, CacheKey and CacheKeyByIdAndIndex into blocks and row caches
+// that match the PROMPT's or not (and freed ones), with block lists in and out
+// of range, of unequal lengths, negative or not integers, layer ranges in and
+// out of range, unknown keys and an unlinked cluster; writes on the PROMPT's
+// side, caches the PROMPT frees and allocates again under the same key (a
+// repeat pull must not read where the cache was), and removed keys between
+// them; bursts of pulls started at once. Each call's outcome (success or the
+// exact error) is predicted; after every command every live cache on both
+// sides reads back what the model holds, and at the end the PROMPT holds
+// exactly the keys the model says. Same seed handling as above (the seed is
+// printed with a tally of the outcomes; LLMDD_FUZZ_SHRINK=0 reports the first
+// failing sequence unshrunk).
+test("pullBlocks and pullCache from a linked PROMPT match a model of both sides' bytes", async () => {
+  const seed = process.env.LLMDD_FUZZ_SEED ? Number(process.env.LLMDD_FUZZ_SEED) : Date.now() % 2 ** 31;
+  const runs = Number(process.env.LLMDD_FUZZ_RUNS ?? 60); // about 0.5 s
+  const options = { "llm.EnableCacheManager": "1", "llm.MemPoolConfig": '{"memory_size": 1048576}' };
+  await using prompt = new LLMDataDist(LLMRole.PROMPT, freshClusterId());
+  await prompt.init({ ...options, "llm.listenIpInfo": "127.0.0.1:0" });
+  await using decoder = new LLMDataDist(LLMRole.DECODER, freshClusterId());
+  await decoder.init({ ...options, "llm.SyncKvCacheWaitTime": "10000" });
+  const P = prompt.cacheManager, D = decoder.cacheManager;
+  const cluster = new LLMClusterInfo();
+  cluster.remoteClusterId = prompt.clusterId;
+  cluster.appendRemoteIpInfo("127.0.0.1", prompt.listenPort);
+  const [status] = await decoder.linkClusters([cluster], 5000);
+  assert.equal(status, LLMStatusCode.LLM_SUCCESS);
+  const tally = new Map<string, number>();
+  try {
+    const details = await fc.check(
+      fc.asyncProperty(fc.array(pullCommand, { minLength: 1, maxLength: 25 }), async (commands) => {
+        // Both sides' caches, fresh for each run, filled with bytes distinct per cache, tensor and byte.
+        const promptCaches: Cache[] = [];
+        const decoderCaches: Cache[] = [];
+        let reallocs = 0;
+        const model: PullModel = { prompt: [], decoder: [], promptLive: [], keys: new Set(REQUESTS) };
+        const fill = (views: Uint8Array[], salt: number) =>
+          views.map((view, t) => {
+            for (let i = 0; i < view.length; i++) view[i] = (salt * 53 + t * 17 + i * 3 + (i >> 5)) & 0xFF;
+            return view.slice();
+          });
+        try {
+          for (const [i, shape] of PROMPT_CACHES.entries()) {
+            const cache = shape.blocks
+              ? await P.allocateBlocksCache(descOf(shape), new BlocksCacheKey(prompt.clusterId, i))
+              : await P.allocateCache(descOf(shape), REQUESTS.map((req) => new CacheKey(prompt.clusterId, req)));
+            promptCaches.push(cache);
+            model.prompt.push(fill(viewsOf(P, cache), i));
+            model.promptLive.push(true);
+          }
+          for (const [i, shape] of DECODER_CACHES.entries()) {
+            const cache = shape.blocks
+              ? await D.allocateBlocksCache(descOf(shape))
+              : await D.allocateCache(descOf(shape));
+            decoderCaches.push(cache);
+            model.decoder.push(fill(viewsOf(D, cache), 100 + i));
+            if (shape.freed) {
+              if (shape.blocks) await D.deallocateBlocksCache(cache);
+              else await D.deallocateCache(cache);
+            }
+          }
+          const world: PullWorld = {
+            prompt: prompt.clusterId,
+            unlinked: prompt.clusterId + 1_000_000n,
+            rowsCacheId: promptCaches[ROWS].cacheId,
+          };
+          const check = (after: string) => {
+            for (const [i, cache] of decoderCaches.entries()) {
+              if (DECODER_CACHES[i].freed) continue;
+              viewsOf(D, cache).forEach((bytes, t) =>
+                assert.deepEqual(bytes, model.decoder[i][t], `${DECODER_CACHES[i].name} tensor ${t} after ${after}`)
+              );
+            }
+            for (const [i, cache] of promptCaches.entries()) {
+              if (!model.promptLive[i]) continue;
+              viewsOf(P, cache).forEach((bytes, t) =>
+                assert.deepEqual(bytes, model.prompt[i][t], `${PROMPT_CACHES[i].name} tensor ${t} after ${after}`)
+              );
+            }
+          };
+          /** Predicts a pull (applying a predicted success to the model) and starts it. */
+          const start = (c: PullCall) => {
+            const prediction = c.kind === "pullBlocks" ? predictPullBlocks(model, c) : predictPullCache(model, c);
+            if (prediction.want === "ok") prediction.apply?.();
+            const key = keyOf(world, c.key);
+            const dst = decoderCaches[c.slot];
+            const got = outcomeOf(() =>
+              c.kind === "pullBlocks"
+                ? D.pullBlocks(key, dst, c.src as number[], c.dst as number[], optionsOf(c.layers))
+                : D.pullCache(key as CacheKey, dst, c.batchIndex as number, c.size as number, optionsOf(c.layers))
+            );
+            return { label: `${c.kind}(${fc.stringify(c)})`, kind: `${c.kind} ${c.key.kind}`, prediction, got };
+          };
+          const judge = (label: string, kind: string, want: PullWant, got: PullWant) => {
+            const name = `${kind} → ${wantName(got)}`;
+            tally.set(name, (tally.get(name) ?? 0) + 1);
+            assert.equal(wantName(got), wantName(want), `${label}: expected ${wantName(want)}, got ${wantName(got)}`);
+          };
+          for (const c of commands) {
+            if (c.kind === "pullBlocks" || c.kind === "pullCache" || c.kind === "burst") {
+              // A burst: several pulls started at once, which the engine runs in
+              // the order they were made (its FIFO mutex), as the model predicts them.
+              const calls = (c.kind === "burst" ? c.calls : [c]).map(start);
+              const label = calls.map((call) => call.label).join(", ");
+              for (const call of calls) {
+                judge(
+                  c.kind === "burst" ? `burst: ${call.label} in ${label}` : label,
+                  call.kind,
+                  call.prediction.want,
+                  await call.got,
+                );
+              }
+              check(label);
+            } else if (c.kind === "promptRealloc") {
+              // The PROMPT moves a blocks cache: frees it, and allocates it again
+              // under the same key (maybe elsewhere in its pool) with new bytes.
+              if (model.promptLive[c.cache]) {
+                await P.deallocateBlocksCache(promptCaches[c.cache]);
+                model.promptLive[c.cache] = false;
+              }
+              if (!c.gap) {
+                // A spacer takes the memory just freed, so that the cache lands elsewhere.
+                const shape = PROMPT_CACHES[c.cache];
+                const spacer = await P.allocateBlocksCache(descOf(shape));
+                viewsOf(P, spacer).forEach((bytes) => bytes.fill(0x5A));
+                promptCaches[c.cache] = await P.allocateBlocksCache(
+                  descOf(shape),
+                  new BlocksCacheKey(prompt.clusterId, c.cache),
+                );
+                await P.deallocateBlocksCache(spacer);
+                model.prompt[c.cache] = fill(viewsOf(P, promptCaches[c.cache]), 7 * ++reallocs);
+                model.promptLive[c.cache] = true;
+              }
+              check(`promptRealloc(${c.cache}${c.gap ? ", gap" : ""})`);
+            } else if (c.kind === "promptWrite") {
+              if (!model.promptLive[c.cache]) continue;
+              const bytes = viewsOf(P, promptCaches[c.cache]);
+              const t = c.tensor % bytes.length, at = c.at % bytes[t].length;
+              bytes[t][at] = c.value;
+              model.prompt[c.cache][t][at] = c.value;
+              check(`a write at the PROMPT`);
+            } else {
+              // A barrier first: a pull the PROMPT answers after every earlier
+              // one on the link, so that keys consumed by earlier pulls are gone.
+              assert.equal(
+                await outcomeOf(() => D.pullCache(new CacheKey(prompt.clusterId, 0xBA77_1E55n), decoderCaches[3])),
+                LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
+              );
+              const want = model.keys.has(c.req) ? "ok" : LLMStatusCode.LLM_KV_CACHE_NOT_EXIST;
+              const got = await outcomeOf(() => P.removeCacheKey(new CacheKey(prompt.clusterId, c.req)));
+              judge(`removeCacheKey(request ${c.req})`, "removeCacheKey", want, got);
+              model.keys.delete(c.req);
+              check(`removeCacheKey(request ${c.req})`);
+            }
+          }
+          // The end: the PROMPT holds the keys the model says, and no other.
+          assert.equal(
+            await outcomeOf(() => D.pullCache(new CacheKey(prompt.clusterId, 0xBA77_1E55n), decoderCaches[3])),
+            LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
+          );
+          for (const req of REQUESTS) {
+            const got = await outcomeOf(() => P.removeCacheKey(new CacheKey(prompt.clusterId, req)));
+            const want = model.keys.has(req) ? "ok" : LLMStatusCode.LLM_KV_CACHE_NOT_EXIST;
+            model.keys.delete(req);
+            assert.equal(wantName(got), wantName(want), `removeCacheKey(request ${req}) at the end`);
+          }
+        } finally {
+          // After a failure: a barrier (the PROMPT consumes a key when the
+          // pull's last message arrives, after the pull has returned here),
+          // the keys still held, then the caches.
+          if (decoderCaches.length > 3) {
+            await outcomeOf(() => D.pullCache(new CacheKey(prompt.clusterId, 0xBA77_1E55n), decoderCaches[3]));
+          }
+          for (const req of model.keys) await outcomeOf(() => P.removeCacheKey(new CacheKey(prompt.clusterId, req)));
+          for (const [i, cache] of decoderCaches.entries()) {
+            if (DECODER_CACHES[i].freed) continue;
+            if (cache.isBlocksCache) await D.deallocateBlocksCache(cache);
+            else await D.deallocateCache(cache);
+          }
+          for (const [i, cache] of promptCaches.entries()) {
+            if (model.promptLive[i] === false) continue;
+            if (cache.isBlocksCache) await P.deallocateBlocksCache(cache);
+            else await P.deallocateCache(cache);
+          }
+        }
+      }),
+      { seed, numRuns: runs, endOnFailure: process.env.LLMDD_FUZZ_SHRINK === "0" },
+    );
+    if (details.failed) {
+      const error = details.errorInstance;
+      assert.fail(
+        `block pull fuzz failed with seed ${seed} (LLMDD_FUZZ_SEED=${seed} replays it)\n` +
+          `${fc.defaultReportMessage(details)}\n` +
+          `error: ${error instanceof Error ? error.message : String(error)}`,
+      );
+    }
+  } finally {
+    await decoder.unlinkClusters([cluster], 3000);
+  }
+  console.log(
+    `block pull fuzz: seed ${seed}, ${runs} runs, ${[...tally.values()].reduce((a, b) => a + b, 0)} calls; outcomes: ${
+      [...tally].sort().map(([k, n]) => `${k} ×${n}`).join(", ")
+    }`,
+  );
 });
