@@ -233,21 +233,23 @@ static void push_end(struct task *t) {
   host_link_release(p->link);
 }
 
-/* The checks both calls share (engine locked): role, remote access, the source. */
-static int32_t check_source(struct push_task *p, uint64_t cache_id) {
+/* The checks both calls share (engine locked): role, the source, and remote
+ * access here (push_blocks only: upstream's TransferConfig, raw addresses, is the
+ * mode without it; the peer still takes only remote-accessible memory). */
+static int32_t check_source(struct push_task *p, uint64_t cache_id, bool need_remote) {
   struct engine *e = p->task.engine;
   if (e->role == LLMDD_ROLE_PROMPT)
     return core_fail(LLMDD_PARAM_INVALID,
                      "a PROMPT engine does not push: it links to nobody (DECODER and MIX engines"
                      " push into the engines they linked to)");
-  if (!e->options.remote_access)
+  if (need_remote && !e->options.remote_access)
     return core_fail(LLMDD_PARAM_INVALID,
                      "push is only supported while llm.EnableRemoteCacheAccessible is 1");
   p->src = host_book_find(&e->book, cache_id);
   if (p->src == NULL)
     return core_fail(LLMDD_KV_CACHE_NOT_EXIST, "cache %llu does not exist",
                      (unsigned long long)cache_id);
-  if (!p->src->remote)
+  if (need_remote && !p->src->remote)
     return core_fail(LLMDD_PARAM_INVALID,
                      "local cache is not remote accessible: cache %llu was registered without"
                      " remoteAccessible",
@@ -287,7 +289,7 @@ LLMDD_API int32_t llmdd_cache_push_blocks(uint64_t engine, uint64_t cache_id,
                         .count = num_tensors};
   int32_t status = host_task_begin(&p.task, engine, job);
   if (status != LLMDD_SUCCESS) return status;
-  status = check_source(&p, cache_id);
+  status = check_source(&p, cache_id, true);
   if (status == LLMDD_SUCCESS && key_kind != LLMDD_KEY_BY_ID && key_kind != LLMDD_KEY_BLOCKS)
     status = core_fail(LLMDD_PARAM_INVALID, "key_kind %d is not BY_ID (1) or BLOCKS (2)", key_kind);
   if (status == LLMDD_SUCCESS && key_kind == LLMDD_KEY_BY_ID && (pairs != NULL || num_pairs != 0))
@@ -340,7 +342,7 @@ LLMDD_API int32_t llmdd_cache_push_addrs(uint64_t engine, uint64_t cache_id,
   int32_t status = host_task_begin(&p.task, engine, job);
   if (status != LLMDD_SUCCESS) return status;
   struct engine *e = p.task.engine;
-  status = check_source(&p, cache_id);
+  status = check_source(&p, cache_id, false);
   if (status == LLMDD_SUCCESS && e->options.num_devices != 1)
     status = core_fail(LLMDD_PARAM_INVALID,
                        "a push to addresses takes one device; this engine has %d",

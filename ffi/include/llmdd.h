@@ -430,7 +430,9 @@ LLMDD_API int32_t llmdd_cache_push_blocks(uint64_t engine, uint64_t cache_id,
  *   dst_block_bytes, every one whole).
  * The peer translates every destination range into memory it made
  * remote-accessible (a registered remote-accessible tensor, or a pooled cache of
- * an engine with remote access) and refuses any other (PARAM_INVALID).
+ * an engine with remote access) and refuses any other (PARAM_INVALID). This
+ * engine needs no remote access of its own (upstream's TransferConfig is the mode
+ * without llm.EnableRemoteCacheAccessible).
  * Returns: as llmdd_cache_push_blocks; FEATURE_NOT_ENABLED on the CANN backend. */
 LLMDD_API int32_t llmdd_cache_push_addrs(uint64_t engine, uint64_t cache_id,
                                          int32_t src_batch_index, uint64_t cluster_id,
