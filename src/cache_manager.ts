@@ -501,11 +501,16 @@ export class CacheManager {
     requireArray(addrs, "addrs", "bigint or ArrayBuffer");
     if (blocksCacheKey !== undefined) requireInstance(blocksCacheKey, BlocksCacheKey, "blocksCacheKey");
     requireOptionalBool(remoteAccessible, "remoteAccessible");
+    // As allocateBlocksCache: the key is the cache key (cluster, LLMDD_BLOCKS_REQ_ID,
+    // model) of block 0, which linked peers find (a DECODER's is kept nowhere).
+    const key = blocksCacheKey !== undefined && this.#access.current().role !== LLMRole.DECODER
+      ? [new CacheKey(blocksCacheKey.clusterId, BLOCKS_REQ_ID, blocksCacheKey.modelId)]
+      : [];
     return await this.#register(
       "registerBlocksCache",
       desc,
       addrs,
-      [],
+      key,
       remoteAccessible,
       true,
       desc.batchSize,
