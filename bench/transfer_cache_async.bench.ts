@@ -27,12 +27,23 @@
 //       task.synchronize() resolving.
 // Reported: the medians, and the tail against 1.5 x (a).
 import process from "node:process";
-import { BlocksCacheKey, CacheDesc, DataType, LLMClusterInfo, LLMDataDist, LLMRole, LLMStatusCode, TransferWithCacheKeyConfig } from "../mod.ts";
+import {
+  BlocksCacheKey,
+  CacheDesc,
+  DataType,
+  LLMClusterInfo,
+  LLMDataDist,
+  LLMRole,
+  LLMStatusCode,
+  TransferWithCacheKeyConfig,
+} from "../mod.ts";
 import { startChild } from "../test/support/children.ts";
 
-const args = JSON.parse(process.argv.length > 2 && process.argv[process.argv.length - 1].startsWith("{")
-  ? process.argv[process.argv.length - 1]
-  : "{}") as { layerBytes?: number; intervalMs?: number; runs?: number };
+const args = JSON.parse(
+  process.argv.length > 2 && process.argv[process.argv.length - 1].startsWith("{")
+    ? process.argv[process.argv.length - 1]
+    : "{}",
+) as { layerBytes?: number; intervalMs?: number; runs?: number };
 const LAYERS = 32;
 const BLOCKS = 16;
 const layerBytes = args.layerBytes ?? 2 << 20;
@@ -88,9 +99,15 @@ try {
         return true;
       },
     };
-    const task = m.transferCacheAsync(src, synchronizer, [
-      new TransferWithCacheKeyConfig(key, [0, LAYERS], [0, LAYERS]),
-    ], all, all);
+    const task = m.transferCacheAsync(
+      src,
+      synchronizer,
+      [
+        new TransferWithCacheKeyConfig(key, [0, LAYERS], [0, LAYERS]),
+      ],
+      all,
+      all,
+    );
     const result = await task.synchronize();
     const end = performance.now();
     if (result !== LLMStatusCode.LLM_SUCCESS) throw new Error(`transfer failed: ${result}`);
@@ -123,8 +140,16 @@ try {
   );
   console.log(`  one layer alone (pushBlocks):          ${layer.toFixed(3)} ms`);
   console.log(`  last release -> task finished (tail):   ${tail.toFixed(3)} ms (max ${Math.max(...tails).toFixed(3)})`);
-  console.log(`  whole transfer:                         ${total.toFixed(3)} ms (releases alone: ${((LAYERS - 1) * intervalMs).toFixed(0)} ms)`);
-  console.log(`  goal: tail <= 1.5 x one layer = ${goal.toFixed(3)} ms: ${tail <= goal ? "met" : "NOT met"} (tail = ${(tail / layer).toFixed(2)} x one layer)`);
+  console.log(
+    `  whole transfer:                         ${total.toFixed(3)} ms (releases alone: ${
+      ((LAYERS - 1) * intervalMs).toFixed(0)
+    } ms)`,
+  );
+  console.log(
+    `  goal: tail <= 1.5 x one layer = ${goal.toFixed(3)} ms: ${tail <= goal ? "met" : "NOT met"} (tail = ${
+      (tail / layer).toFixed(2)
+    } x one layer)`,
+  );
   await decoder.unlinkClusters([cluster], 5000);
   decoder.finalize();
 } finally {

@@ -1019,14 +1019,14 @@ export class CacheManager {
    * await using decoder = new LLMDataDist(LLMRole.DECODER, 2n);
    * await decoder.init(options);
    * const mine = await decoder.cacheManager.allocateCache(desc);
-   * for (const t of decoder.cacheManager.getCacheTensorViews(mine)) (t.data as Int32Array).fill(5);
+   * (decoder.cacheManager.getCacheTensorViews(mine, 0)[0].data as Int32Array).fill(5); // K, every row
    * const cluster = new LLMClusterInfo();
    * cluster.remoteClusterId = 1n;
    * cluster.appendRemoteIpInfo("127.0.0.1", prompt.listenPort);
    * await decoder.linkClusters([cluster], 3000);
    * await decoder.cacheManager.pushCache(new CacheKeyByIdAndIndex(1n, kv.cacheId, 3), mine, 0);
-   * const [v] = await prompt.cacheManager.getCacheTensors(kv, 1);
-   * console.log(v.data[3 * 8], v.data[0]); // 5 0
+   * const [k] = await prompt.cacheManager.getCacheTensors(kv, 0);
+   * console.log(k.data[3 * 8], k.data[0]); // 5 0
    * await decoder.unlinkClusters([cluster], 3000);
    * ```
    */
@@ -1051,7 +1051,11 @@ export class CacheManager {
     if (n !== -1) throw paramInvalid(`[push_cache] param check failed, size (${n}) is invalid, should be = -1.`);
     const signal = signalOf(options);
     if (tensors === null) return;
-    const words = [dstCacheKey.clusterId, BigInt.asUintN(64, dstCacheKey.cacheId), BigInt(dstCacheKey.batchIndex)] as const;
+    const words = [
+      dstCacheKey.clusterId,
+      BigInt.asUintN(64, dstCacheKey.cacheId),
+      BigInt(dstCacheKey.batchIndex),
+    ] as const;
     await runExclusive(engine.mutex, "pushCache", engine.syncKvTimeout, signal, (op) => {
       const record = engine.checkLive(recordOfCache(srcCache), srcCache.cacheId);
       return engine.pushBlocks(record, row, KEY_BY_ID, words, null, tensors, op, `pushCache(${dstCacheKey}) failed`);
@@ -1087,7 +1091,7 @@ export class CacheManager {
    * await using decoder = new LLMDataDist(LLMRole.DECODER, 2n);
    * await decoder.init(options);
    * const mine = await decoder.cacheManager.allocateBlocksCache(desc);
-   * for (const t of decoder.cacheManager.getCacheTensorViews(mine)) (t.data as Int32Array).fill(9, 0, 4); // block 0
+   * (decoder.cacheManager.getCacheTensorViews(mine, 0)[0].data as Int32Array).fill(9, 0, 4); // block 0 of K
    * const cluster = new LLMClusterInfo();
    * cluster.remoteClusterId = 1n;
    * cluster.appendRemoteIpInfo("127.0.0.1", prompt.listenPort);

@@ -89,7 +89,9 @@ export class TransferConfig {
   }
 
   static #addrs(value: unknown): readonly bigint[] {
-    return Object.freeze(requireArray(value, "dstAddrs", "addresses").map((a, i) => requireUint64(a, `dstAddrs[${i}]`)));
+    return Object.freeze(
+      requireArray(value, "dstAddrs", "addresses").map((a, i) => requireUint64(a, `dstAddrs[${i}]`)),
+    );
   }
 
   /** The cluster pushed to. */
@@ -250,7 +252,12 @@ export class CacheTask {
   #done = false;
 
   /** @internal Tasks come from `CacheManager.transferCacheAsync`. */
-  constructor(token: unknown, finished: Promise<void>, targets: readonly bigint[], results: Map<bigint, LLMStatusCode>) {
+  constructor(
+    token: unknown,
+    finished: Promise<void>,
+    targets: readonly bigint[],
+    results: Map<bigint, LLMStatusCode>,
+  ) {
     if (token !== TASK) throw new TypeError("CacheTask objects come from CacheManager.transferCacheAsync");
     this.#targets = targets;
     this.#results = results;
@@ -386,10 +393,14 @@ export function startTransfer(
   } else if (dstBlocks && blocks.dstBlockBytes === undefined) {
     throw paramInvalid("dst_block_memory_size must be set when transfer from cache to blocks");
   }
-  if (typeof layerSynchronizer !== "object" || layerSynchronizer === null ||
-    typeof layerSynchronizer.synchronizeLayer !== "function") {
+  if (
+    typeof layerSynchronizer !== "object" || layerSynchronizer === null ||
+    typeof layerSynchronizer.synchronizeLayer !== "function"
+  ) {
     throw new TypeError(
-      `layerSynchronizer must be a LayerSynchronizer (an object with synchronizeLayer), got ${describe(layerSynchronizer)}`,
+      `layerSynchronizer must be a LayerSynchronizer (an object with synchronizeLayer), got ${
+        describe(layerSynchronizer)
+      }`,
     );
   }
   const Expected = remote ? TransferWithCacheKeyConfig : TransferConfig;
@@ -397,9 +408,9 @@ export function startTransfer(
   configs.forEach((config, i) => {
     if (!(config instanceof Expected)) {
       throw new TypeError(
-        `${remote ? "While enable_remote_cache_accessible is True, " : ""}transferConfigs[${i}] must be a ${Expected.name}, got ${
-          describe(config)
-        }`,
+        `${
+          remote ? "While enable_remote_cache_accessible is True, " : ""
+        }transferConfigs[${i}] must be a ${Expected.name}, got ${describe(config)}`,
       );
     }
   });
@@ -415,7 +426,9 @@ export function startTransfer(
     }
     const range = config.srcLayerRange ?? { start: 0, stop: numLayers };
     if (!(0 <= range.start && range.start < range.stop && range.stop <= numLayers)) {
-      throw paramInvalid(`src_layer_range: range(${range.start}, ${range.stop}) out of range, src_layer_num = ${numLayers}`);
+      throw paramInvalid(
+        `src_layer_range: range(${range.start}, ${range.stop}) out of range, src_layer_num = ${numLayers}`,
+      );
     }
     const tensors = (range.stop - range.start) * TENSORS_PER_LAYER;
     if (config instanceof TransferConfig && config.dstAddrs.length !== tensors) {
@@ -520,6 +533,16 @@ function transferLayer(engine: Engine, src: Cache, layer: number, target: Target
       pairs = pairsOf(blocks.dst.map((_, j) => j), blocks.dst);
       blockBytes = BigInt(blocks.dstBlockBytes ?? 0);
     }
-    return engine.pushAddrs(record, config.srcBatchIndex, config.dstClusterId, addrs, srcTensor, pairs, blockBytes, op, context);
+    return engine.pushAddrs(
+      record,
+      config.srcBatchIndex,
+      config.dstClusterId,
+      addrs,
+      srcTensor,
+      pairs,
+      blockBytes,
+      op,
+      context,
+    );
   });
 }

@@ -178,7 +178,11 @@ describe("CacheManager.pushBlocks / pushCache across processes", () => {
       const pulledRows = await m.allocateCache(new CacheDesc(2, [3, 128], U8));
       await m.pullCache(new CacheKeyByIdAndIndex(clusterId, ids[6], 1), pulledRows, 2);
       for (let t = 0; t < 2; t++) {
-        assertBytes(bytesOf(decoder, pulledRows, t), [{ at: 256, length: 128, seed: 23, tensor: t, from: 128 }], `row ${t}`);
+        assertBytes(
+          bytesOf(decoder, pulledRows, t),
+          [{ at: 256, length: 128, seed: 23, tensor: t, from: 128 }],
+          `row ${t}`,
+        );
       }
 
       // Refused by the PROMPT, or by what it answered.
@@ -208,7 +212,10 @@ describe("CacheManager.pushBlocks / pushCache across processes", () => {
         P,
         /src tensors \[2, 6\) are out of range/,
       );
-      const local = await m.registerBlocksCache(new CacheDesc(4, [16, 64], U8), [0, 1, 2, 3].map(() => new Uint8Array(1024)));
+      const local = await m.registerBlocksCache(
+        new CacheDesc(4, [16, 64], U8),
+        [0, 1, 2, 3].map(() => new Uint8Array(1024)),
+      );
       await decoder.unlinkClusters([cluster], 3000);
       await rejectsWithStatus(
         m.pushBlocks(new BlocksCacheKey(clusterId), blocks, [0], [0]),
@@ -283,10 +290,17 @@ describe("CacheManager.pushBlocks / pushCache across processes", () => {
     await rejectsWithStatus(m.pushBlocks(bkey, rows, [0], [0]), P, /cache should be blocks cache/);
     await rejectsWithStatus(m.pushBlocks(bkey, blocks, [0], []), P, /dst_blocks can not be empty/);
     await rejectsWithStatus(m.pushBlocks(bkey, blocks), P, /dst_blocks can not be empty/);
-    await rejectsWithStatus(m.pushBlocks(bkey, blocks, [0], [0], { tensorNumPerLayer: 0 }), P, /\[push_blocks\].*tensor_num_per_layer \(0\)/);
+    await rejectsWithStatus(
+      m.pushBlocks(bkey, blocks, [0], [0], { tensorNumPerLayer: 0 }),
+      P,
+      /\[push_blocks\].*tensor_num_per_layer \(0\)/,
+    );
     await rejectsWith(m.pushBlocks(bkey, blocks, [0], [0], { tensorNumPerLayer: -1 }), ValueError);
     await rejectsWith(m.pushBlocks(bkey, blocks, [0], [0], { tensorNumPerLayer: 2 ** 32 }), ValueError);
-    await rejectsWith(m.pushBlocks(bkey, blocks, [0], [0], { srcLayerRange: 3 as unknown as [number, number] }), TypeError);
+    await rejectsWith(
+      m.pushBlocks(bkey, blocks, [0], [0], { srcLayerRange: 3 as unknown as [number, number] }),
+      TypeError,
+    );
     await rejectsWithStatus(
       m.pushBlocks(bkey, blocks, [0], [0], { srcLayerRange: [1, 1] }),
       P,
@@ -328,7 +342,11 @@ describe("CacheManager.pushBlocks / pushCache across processes", () => {
     await rejectsWithStatus(m.pushCache(ikey, blocks), P, /cache can not be blocks cache/);
     await rejectsWithStatus(m.pushCache(ikey, rows, 0, [0, 1], [0, 2]), P, /src_layer_range size should be equal/);
     await rejectsWithStatus(m.pushCache(ikey, rows, 0, undefined, undefined, -1, 0), P, /\[push_cache\].*\(0\)/);
-    await rejectsWithStatus(m.pushCache(ikey, rows, 0, undefined, undefined, 16), P, /size \(16\) is invalid, should be = -1/);
+    await rejectsWithStatus(
+      m.pushCache(ikey, rows, 0, undefined, undefined, 16),
+      P,
+      /size \(16\) is invalid, should be = -1/,
+    );
     await rejectsWith(m.pushCache(ikey, rows, 0, undefined, undefined, 2 ** 64), ValueError);
     await rejectsWithStatus(m.pushCache(ikey, rows, 2), P, /src_batch_index 2 is out of range/);
     await rejectsWithStatus(m.pushCache(ikey, rows, 0), LLMStatusCode.LLM_NOT_YET_LINK);
@@ -425,16 +443,28 @@ describe("CacheManager.transferCacheAsync", () => {
       assert.deepEqual(released, [0, 1, 2, 3]);
       assert.deepEqual(seen, ["true/true", "true/true", "true/true"]);
       for (let t = 0; t < 8; t++) {
-        const spans = [[1, 10], [2, 11]].map(([s, d]) => ({ at: d * 64, length: 64, seed: 7, tensor: t, from: s * 64 }));
+        const spans = [[1, 10], [2, 11]].map(([s, d]) => ({
+          at: d * 64,
+          length: 64,
+          seed: 7,
+          tensor: t,
+          from: s * 64,
+        }));
         assertBytes(await dump(child, 0, t), spans, `tensor ${t}`);
       }
 
       // Two targets: one done after layer 0, then one not linked, which ends the transfer.
       const other = freshClusterId();
-      const two = m.transferCacheAsync(src, { synchronizeLayer: () => true }, [
-        new TransferWithCacheKeyConfig(new BlocksCacheKey(clusterId), [0, 1], [3, 4]),
-        new TransferWithCacheKeyConfig(new BlocksCacheKey(other), [0, 1], [0, 1]),
-      ], [5], [5]);
+      const two = m.transferCacheAsync(
+        src,
+        { synchronizeLayer: () => true },
+        [
+          new TransferWithCacheKeyConfig(new BlocksCacheKey(clusterId), [0, 1], [3, 4]),
+          new TransferWithCacheKeyConfig(new BlocksCacheKey(other), [0, 1], [0, 1]),
+        ],
+        [5],
+        [5],
+      );
       assert.deepEqual(await two.getResults(10_000), [LLMStatusCode.LLM_SUCCESS, LLMStatusCode.LLM_NOT_YET_LINK]);
       assert.equal(await two.synchronize(), LLMStatusCode.LLM_NOT_YET_LINK);
       assertBytes(
@@ -452,9 +482,15 @@ describe("CacheManager.transferCacheAsync", () => {
       // A synchronizer that says no at layer 1, one that throws: that layer's
       // targets get LLM_PARAM_INVALID; layer 0 went.
       for (const refuse of [() => false, () => Promise.reject(new Error("no")), () => Promise.resolve(false)]) {
-        const task = m.transferCacheAsync(src, { synchronizeLayer: (l: number) => (l === 0 ? true : refuse()) }, [
-          new TransferWithCacheKeyConfig(new BlocksCacheKey(clusterId), [0, 4], [0, 4]),
-        ], [3], [12]);
+        const task = m.transferCacheAsync(
+          src,
+          { synchronizeLayer: (l: number) => (l === 0 ? true : refuse()) },
+          [
+            new TransferWithCacheKeyConfig(new BlocksCacheKey(clusterId), [0, 4], [0, 4]),
+          ],
+          [3],
+          [12],
+        );
         assert.equal(await task.synchronize(10_000), P);
         assert.deepEqual(await task.getResults(), [P]);
       }
@@ -466,9 +502,15 @@ describe("CacheManager.transferCacheAsync", () => {
       assert.equal((await dump(child, 0, 2))[12 * 64], 0);
 
       // One that never answers: TIMEOUT while it waits.
-      const stuck = m.transferCacheAsync(src, { synchronizeLayer: () => new Promise<boolean>(() => {}) }, [
-        new TransferWithCacheKeyConfig(new BlocksCacheKey(clusterId), [0, 4], [0, 4]),
-      ], [0], [0]);
+      const stuck = m.transferCacheAsync(
+        src,
+        { synchronizeLayer: () => new Promise<boolean>(() => {}) },
+        [
+          new TransferWithCacheKeyConfig(new BlocksCacheKey(clusterId), [0, 4], [0, 4]),
+        ],
+        [0],
+        [0],
+      );
       assert.equal(await stuck.synchronize(30), LLMStatusCode.LLM_TIMEOUT);
       assert.deepEqual(await stuck.getResults(0), [LLMStatusCode.LLM_TIMEOUT]);
     } finally {
@@ -492,7 +534,7 @@ describe("CacheManager.transferCacheAsync", () => {
       seed(decoder, src, 31);
       await link(decoder, clusterId, ready.port as number);
       // Layer 1 (tensors 2, 3), row 2, into row 1 of tensors 0 and 1 there.
-      const task = m.transferCacheAsync(src, { synchronizeLayer: async () => true }, [
+      const task = m.transferCacheAsync(src, { synchronizeLayer: () => Promise.resolve(true) }, [
         new TransferConfig(clusterId, [addrs[0] + 256n, addrs[1] + 256n], [1, 2], 2),
       ]);
       assert.equal(await task.synchronize(10_000), LLMStatusCode.LLM_SUCCESS);
@@ -501,9 +543,16 @@ describe("CacheManager.transferCacheAsync", () => {
         assertBytes(await dump(child, 0, t), spans, `tensor ${t}`);
       }
       // A row to blocks: row 0 of layer 0 cut into 64-byte blocks, chunks 0..1 to blocks 3, 0.
-      const blocksTask = m.transferCacheAsync(src, { synchronizeLayer: () => true }, [
-        new TransferConfig(clusterId, [addrs[2], addrs[3]], [0, 1]),
-      ], undefined, [3, 0], 64);
+      const blocksTask = m.transferCacheAsync(
+        src,
+        { synchronizeLayer: () => true },
+        [
+          new TransferConfig(clusterId, [addrs[2], addrs[3]], [0, 1]),
+        ],
+        undefined,
+        [3, 0],
+        64,
+      );
       assert.equal(await blocksTask.synchronize(10_000), LLMStatusCode.LLM_SUCCESS);
       assertBytes(
         await dump(child, 0, 2),
@@ -531,13 +580,20 @@ describe("CacheManager.transferCacheAsync", () => {
     const src = await r.allocateBlocksCache(new CacheDesc(4, [8, 16], U8));
     const rows = await p.allocateCache(new CacheDesc(4, [2, 16], U8));
     const odd = await p.allocateCache(new CacheDesc(3, [2, 16], U8));
-    const host = await p.registerCache(new CacheDesc(2, [16], U8, Placement.HOST), [new Uint8Array(16), new Uint8Array(16)]);
+    const host = await p.registerCache(new CacheDesc(2, [16], U8, Placement.HOST), [
+      new Uint8Array(16),
+      new Uint8Array(16),
+    ]);
     const sync = { synchronizeLayer: () => true };
     const keyed = new TransferWithCacheKeyConfig(new BlocksCacheKey(1n), [0, 1], [0, 1]);
     const byAddr = new TransferConfig(1n, [0x1000n, 0x2000n], [0, 1]);
     const throws = (f: () => unknown) => f;
     await rejectsWith(throws(() => p.transferCacheAsync({} as Cache, sync, [byAddr])), TypeError);
-    await rejectsWithStatus(throws(() => p.transferCacheAsync(host, sync, [byAddr])), P, /src cache not support placement HOST/);
+    await rejectsWithStatus(
+      throws(() => p.transferCacheAsync(host, sync, [byAddr])),
+      P,
+      /src cache not support placement HOST/,
+    );
     await rejectsWith(throws(() => p.transferCacheAsync(rows, sync, [byAddr], undefined, [-1])), ValueError);
     await rejectsWith(throws(() => p.transferCacheAsync(rows, sync, [byAddr], "0" as unknown as number[])), TypeError);
     await rejectsWith(throws(() => p.transferCacheAsync(rows, sync, [byAddr], undefined, [0], -1)), ValueError);
@@ -556,7 +612,11 @@ describe("CacheManager.transferCacheAsync", () => {
       P,
       /dst_block_memory_size must be set when transfer from cache to blocks/,
     );
-    await rejectsWith(throws(() => p.transferCacheAsync(rows, {} as typeof sync, [byAddr])), TypeError, /LayerSynchronizer/);
+    await rejectsWith(
+      throws(() => p.transferCacheAsync(rows, {} as typeof sync, [byAddr])),
+      TypeError,
+      /LayerSynchronizer/,
+    );
     await rejectsWith(throws(() => p.transferCacheAsync(rows, sync, byAddr as unknown as TransferConfig[])), TypeError);
     await rejectsWith(throws(() => p.transferCacheAsync(rows, sync, [keyed])), TypeError, /TransferConfig/);
     await rejectsWith(
@@ -569,7 +629,11 @@ describe("CacheManager.transferCacheAsync", () => {
       P,
       /dst_block_memory_size \(64\) is neither None nor 0 while dst is not blocks/,
     );
-    await rejectsWithStatus(throws(() => p.transferCacheAsync(odd, sync, [byAddr])), P, /num_tensors \(3\) is not even/);
+    await rejectsWithStatus(
+      throws(() => p.transferCacheAsync(odd, sync, [byAddr])),
+      P,
+      /num_tensors \(3\) is not even/,
+    );
     await rejectsWithStatus(
       throws(() => p.transferCacheAsync(rows, sync, [new TransferConfig(1n, [1n, 2n], [0, 1], 1)], [0], [0])),
       P,
@@ -586,7 +650,9 @@ describe("CacheManager.transferCacheAsync", () => {
       /expect 4 dst_addrs, but len\(dst_addrs\) = 2/,
     );
     await rejectsWithStatus(
-      throws(() => r.transferCacheAsync(src, sync, [new TransferWithCacheKeyConfig(new BlocksCacheKey(1n), [1, 3], [0, 2])])),
+      throws(() =>
+        r.transferCacheAsync(src, sync, [new TransferWithCacheKeyConfig(new BlocksCacheKey(1n), [1, 3], [0, 2])])
+      ),
       P,
       /out of range, src_layer_num = 2/,
     );
@@ -595,10 +661,16 @@ describe("CacheManager.transferCacheAsync", () => {
     await rejectsWith(throws(() => new TransferConfig(1n, "x" as unknown as bigint[])), TypeError);
     await rejectsWith(throws(() => new TransferConfig(1n, [-1n])), ValueError);
     await rejectsWith(throws(() => new TransferConfig(1n, [1n], [0, 1], -1)), ValueError);
-    await rejectsWithStatus(throws(() => new TransferConfig(1n, [1n], [1, 0])), P, /check 0 <= range.start < range.stop/);
+    await rejectsWithStatus(
+      throws(() => new TransferConfig(1n, [1n], [1, 0])),
+      P,
+      /check 0 <= range.start < range.stop/,
+    );
     await rejectsWith(throws(() => new TransferWithCacheKeyConfig({} as BlocksCacheKey, [0, 1], [0, 1])), TypeError);
     await rejectsWith(
-      throws(() => new TransferWithCacheKeyConfig(new BlocksCacheKey(1n), undefined as unknown as [number, number], [0, 1])),
+      throws(() =>
+        new TransferWithCacheKeyConfig(new BlocksCacheKey(1n), undefined as unknown as [number, number], [0, 1])
+      ),
       TypeError,
     );
     await rejectsWithStatus(
@@ -616,7 +688,9 @@ describe("CacheManager.transferCacheAsync", () => {
     await rejectsWithStatus(throws(() => (config.srcLayerRange = [2, 2])), P);
     await rejectsWith(throws(() => (byAddr.dstAddrs = [1.5])), TypeError);
     // The task's own.
-    const task = p.transferCacheAsync(rows, { synchronizeLayer: () => false }, [new TransferConfig(1n, [1n, 2n], [0, 1])]);
+    const task = p.transferCacheAsync(rows, { synchronizeLayer: () => false }, [
+      new TransferConfig(1n, [1n, 2n], [0, 1]),
+    ]);
     await rejectsWith(task.synchronize(-1), ValueError);
     await rejectsWith(task.getResults(2 ** 32), ValueError);
     assert.equal(await task.synchronize(), P);

@@ -72,7 +72,9 @@ const lines = createInterface({ input: process.stdin });
 lines.on("line", (line) => {
   const request = JSON.parse(line) as { dump: number; tensor: number };
   const bytes = memory[request.dump][request.tensor];
-  console.log(JSON.stringify({ bytes: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64") }));
+  console.log(
+    JSON.stringify({ bytes: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64") }),
+  );
 });
 lines.on("close", async () => {
   for (const [i, cache] of caches.entries()) {
