@@ -289,3 +289,29 @@ TEST(push_needs_remote_access_here_and_there) {
   llmdd_job_release(job);
   duo_close(&p);
 }
+
+TEST(mix_engines_push_into_each_other) {
+  /* A PROMPT links to nobody; upstream's "PROMPT pushes to DECODER" takes two
+   * MIX engines here, each linked to the other. */
+  uint64_t a_cluster = unique_cluster_id(), b_cluster = unique_cluster_id();
+  uint16_t a_port = 0, b_port = 0;
+  uint64_t a = open_listening(LLMDD_ROLE_MIX, a_cluster, REMOTE, &a_port);
+  uint64_t b = open_listening(LLMDD_ROLE_MIX, b_cluster, REMOTE, &b_port);
+  CHECK(a != 0 && b != 0);
+  uint64_t a_addrs[2], b_addrs[2], one[2] = {1, 2};
+  uint64_t a_cache = pooled(a, 2, 4, a_cluster, MODEL, a_addrs);
+  uint64_t b_cache = pooled(b, 2, 4, b_cluster, MODEL, b_addrs);
+  CHECK(a_cache && b_cache);
+  CHECK_STATUS(link_port(a, b_cluster, b_port, 2000), LLMDD_SUCCESS);
+  CHECK_STATUS(link_port(b, a_cluster, a_port, 2000), LLMDD_SUCCESS);
+  EXPECT_STATUS(push(a, a_cache, 0, LLMDD_KEY_BLOCKS, b_cluster, 0, MODEL, one, 1, 0, 0, 0),
+                LLMDD_SUCCESS);
+  EXPECT_STATUS(push(b, b_cache, 0, LLMDD_KEY_BLOCKS, a_cluster, 0, MODEL, one, 1, 0, 0, 0),
+                LLMDD_SUCCESS);
+  for (int32_t t = 0; t < 2; t++) {
+    block_is((const uint8_t *)(uintptr_t)b_addrs[t], 2, a_cache, t, 1);
+    block_is((const uint8_t *)(uintptr_t)a_addrs[t], 2, b_cache, t, 1);
+  }
+  EXPECT_STATUS(llmdd_engine_finalize(a), LLMDD_SUCCESS);
+  EXPECT_STATUS(llmdd_engine_finalize(b), LLMDD_SUCCESS);
+}
