@@ -11,7 +11,9 @@
 //   node --import ./test/support/register.mjs bench/transfer_cache_async.bench.ts
 //
 // Optional argument: JSON {"layerBytes": bytes of one layer (K + V), "intervalMs",
-// "runs"}; defaults 2 MiB, 4 ms, 15.
+// "runs", "registered"}; defaults 2 MiB, 4 ms, 15, false. With "registered": true
+// the PROMPT's cache is memory it registered (ArrayBuffers), so every layer goes
+// through the link's socket instead of the shared mapping.
 //
 // Processes: this one is the DECODER (llm.EnableRemoteCacheAccessible=1); the
 // PROMPT is test/support/push_prompt_process.ts, holding a blocks cache of 64
@@ -49,6 +51,7 @@ const BLOCKS = 16;
 const layerBytes = args.layerBytes ?? 2 << 20;
 const intervalMs = args.intervalMs ?? 4;
 const runs = args.runs ?? 15;
+const registered = args.registered ?? false;
 const blockBytes = layerBytes / 2 / BLOCKS;
 const cacheBytes = layerBytes * LAYERS;
 const poolBytes = cacheBytes + (4 << 20);
@@ -61,7 +64,13 @@ const child = startChild("push_prompt_process.ts", {
   clusterId: String(clusterId),
   remote: true,
   poolBytes,
-  caches: [{ numTensors: 2 * LAYERS, shape: [BLOCKS, blockBytes], dataType: DataType.DT_UINT8, blocksModelId: 0 }],
+  caches: [{
+    numTensors: 2 * LAYERS,
+    shape: [BLOCKS, blockBytes],
+    dataType: DataType.DT_UINT8,
+    blocksModelId: 0,
+    registered,
+  }],
 });
 try {
   const ready = await child.next();
@@ -136,7 +145,10 @@ try {
   const goal = 1.5 * layer;
   console.log(
     `transferCacheAsync on ${runtime}: ${LAYERS} layers of ${(layerBytes / 2 ** 20).toFixed(2)} MiB, ` +
-      `one released every ${intervalMs} ms, ${runs} runs (medians)`,
+      `one released every ${intervalMs} ms, into ${
+        registered ? "registered memory (socket)" : "the pool (mapping)"
+      }, ` +
+      `${runs} runs (medians)`,
   );
   console.log(`  one layer alone (pushBlocks):          ${layer.toFixed(3)} ms`);
   console.log(`  last release -> task finished (tail):   ${tail.toFixed(3)} ms (max ${Math.max(...tails).toFixed(3)})`);
