@@ -518,6 +518,37 @@ describe("CacheManager.transferCacheAsync", () => {
     }
   });
 
+  test("a PROMPT killed between two layers: that target's result is LLM_LINK_FAILED, no hang", async () => {
+    const clusterId = freshClusterId();
+    const child = startChild("push_prompt_process.ts", {
+      clusterId: String(clusterId),
+      remote: true,
+      caches: [{ numTensors: 8, shape: [4, 4096], dataType: U8, blocksModelId: 0, registered: true }],
+    });
+    const ready = await child.next();
+    await using decoder = await openDecoder(true);
+    const m = decoder.cacheManager;
+    const src = await m.allocateBlocksCache(new CacheDesc(8, [4, 4096], U8));
+    await link(decoder, clusterId, ready.port as number);
+    const synchronizer = {
+      async synchronizeLayer(layer: number) {
+        if (layer === 2) await child.kill();
+        return true;
+      },
+    };
+    const task = m.transferCacheAsync(
+      src,
+      synchronizer,
+      [
+        new TransferWithCacheKeyConfig(new BlocksCacheKey(clusterId), [0, 4], [0, 4]),
+      ],
+      [0, 1, 2, 3],
+      [3, 2, 1, 0],
+    );
+    assert.equal(await task.synchronize(20_000), LLMStatusCode.LLM_LINK_FAILED);
+    assert.deepEqual(await task.getResults(0), [LLMStatusCode.LLM_LINK_FAILED]);
+  });
+
   test("TransferConfig: rows to the addresses of a PROMPT's registered memory, only there", async () => {
     const clusterId = freshClusterId();
     const child = startChild("push_prompt_process.ts", {

@@ -3,6 +3,7 @@
  * process: data into pooled memory (the read-write mapping) and into registered
  * memory (the link's socket), tensor ranges, and every refusal. */
 #define _GNU_SOURCE 1
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -314,4 +315,69 @@ TEST(mix_engines_push_into_each_other) {
   }
   EXPECT_STATUS(llmdd_engine_finalize(a), LLMDD_SUCCESS);
   EXPECT_STATUS(llmdd_engine_finalize(b), LLMDD_SUCCESS);
+}
+
+/* Threads sharing one link: pulls of registered memory (STREAM reads), pushes
+ * into registered memory (STREAM writes) and pushes into the pool (LOOKUP and
+ * the mapping) at once. The exchanges never interleave on the wire: every
+ * operation succeeds and moves the right bytes. */
+struct worker {
+  uint64_t decoder, cluster, cache, *cache_addrs, model;
+  int kind; /* 0: pull of registered, 1: push into registered, 2: push into the pool */
+  int done, failed;
+};
+
+static void *work(void *arg) {
+  struct worker *w = arg;
+  for (int i = 0; i < 40; i++) {
+    uint64_t job = 0, pair[2] = {(uint64_t)(i % 4), (uint64_t)(4 + w->kind)};
+    if (llmdd_job_create(10000, NULL, &job) != LLMDD_SUCCESS) break;
+    int32_t s = w->kind == 0
+                    ? llmdd_cache_pull_blocks(w->decoder, w->cache, LLMDD_KEY_BLOCKS, w->cluster, 0,
+                                              w->model, pair, 1, 0, 0, 0, job)
+                    : llmdd_cache_push_blocks(w->decoder, w->cache, 0, LLMDD_KEY_BLOCKS, w->cluster,
+                                              0, w->model, pair, 1, 0, 0, 0, job);
+    llmdd_job_release(job);
+    if (s != LLMDD_SUCCESS) {
+      w->failed++;
+      continue;
+    }
+    w->done++;
+  }
+  return NULL;
+}
+
+TEST(streams_and_lookups_share_one_link) {
+  struct duo p;
+  CHECK(duo_open(&p, REMOTE, REMOTE));
+  uint8_t *regs[2];
+  uint64_t pool_addrs[2], src_addrs[2], pulled_addrs[2];
+  uint64_t reg = registered(p.prompt, 2, 8, 1, p.prompt_cluster, MODEL + 1, regs, 41);
+  uint64_t pool = pooled(p.prompt, 2, 8, p.prompt_cluster, MODEL, pool_addrs);
+  uint64_t src = pooled(p.decoder, 2, 8, 0, 0, src_addrs);
+  uint64_t pulled = pooled(p.decoder, 2, 8, 0, 0, pulled_addrs);
+  CHECK(reg && pool && src && pulled);
+  struct worker w[3] = {
+      {p.decoder, p.prompt_cluster, pulled, pulled_addrs, MODEL + 1, 0, 0, 0},
+      {p.decoder, p.prompt_cluster, src, src_addrs, MODEL + 1, 1, 0, 0},
+      {p.decoder, p.prompt_cluster, src, src_addrs, MODEL, 2, 0, 0},
+  };
+  pthread_t threads[3];
+  for (int i = 0; i < 3; i++) CHECK(pthread_create(&threads[i], NULL, work, &w[i]) == 0);
+  for (int i = 0; i < 3; i++) pthread_join(threads[i], NULL);
+  for (int i = 0; i < 3; i++) {
+    fprintf(stderr, "    worker %d: %d done, %d failed\n", i, w[i].done, w[i].failed);
+    EXPECT(w[i].done == 40 && w[i].failed == 0);
+  }
+  for (int32_t t = 0; t < 2; t++) {
+    /* Last round: i = 39, block 3 of each source. */
+    block_is((const uint8_t *)(uintptr_t)pulled_addrs[t], 4, 41, t, 3);
+    block_is(regs[t], 5, src, t, 3);
+    block_is((const uint8_t *)(uintptr_t)pool_addrs[t], 6, src, t, 3);
+    block_is(regs[t], 0, 41, t, 0);
+  }
+  EXPECT_STATUS(llmdd_unlink(p.decoder, p.prompt_cluster, 0, 0), LLMDD_SUCCESS);
+  EXPECT_STATUS(llmdd_cache_unregister(p.prompt, reg), LLMDD_SUCCESS);
+  for (int32_t t = 0; t < 2; t++) free(regs[t]);
+  duo_close(&p);
 }
