@@ -89,7 +89,7 @@ function assertBytes(bytes: Uint8Array, spans: Span[], what: string, rest?: { se
 
 const U8 = DataType.DT_UINT8;
 
-describe("CacheManager.pushBlocks / pushCache across processes", () => {
+describe("CacheManager.pushBlocks / pushCache across processes", { timeout: 120_000 }, () => {
   test("into pooled and registered memory, layer ranges, by id; pulls of registered memory; every byte checked", async () => {
     const clusterId = freshClusterId();
     const child = startChild("push_prompt_process.ts", {
@@ -400,7 +400,7 @@ describe("CacheManager.pushBlocks / pushCache across processes", () => {
   }
 });
 
-describe("CacheManager.transferCacheAsync", () => {
+describe("CacheManager.transferCacheAsync", { timeout: 120_000 }, () => {
   test("layer by layer behind an async synchronizer, to blocks by key; results per target", async () => {
     const clusterId = freshClusterId();
     const child = startChild("push_prompt_process.ts", {
