@@ -475,6 +475,8 @@ export class CacheManager {
   /**
    * Registers memory the program owns as a blocks cache (upstream
    * `register_blocks_cache`); addresses and memory as `registerCache`.
+   * `blocksCacheKey` (on a PROMPT or MIX) names it for linked peers' `pullBlocks`
+   * until `unregisterCache`.
    *
    * @example
    * ```ts
@@ -501,16 +503,16 @@ export class CacheManager {
     requireArray(addrs, "addrs", "bigint or ArrayBuffer");
     if (blocksCacheKey !== undefined) requireInstance(blocksCacheKey, BlocksCacheKey, "blocksCacheKey");
     requireOptionalBool(remoteAccessible, "remoteAccessible");
-    // As allocateBlocksCache: the key is the cache key (cluster, LLMDD_BLOCKS_REQ_ID,
-    // model) of block 0, which linked peers find (a DECODER's is kept nowhere).
-    const key = blocksCacheKey !== undefined && this.#access.current().role !== LLMRole.DECODER
-      ? [new CacheKey(blocksCacheKey.clusterId, BLOCKS_REQ_ID, blocksCacheKey.modelId)]
-      : [];
+    const engine = this.#access.current();
+    // As allocateBlocksCache: the key names block 0 natively, for linked peers.
+    const key = blocksCacheKey !== undefined && engine.role !== LLMRole.DECODER
+      ? new CacheKey(blocksCacheKey.clusterId, BLOCKS_REQ_ID, blocksCacheKey.modelId)
+      : undefined;
     return await this.#register(
       "registerBlocksCache",
       desc,
       addrs,
-      key,
+      key ? [key] : [],
       remoteAccessible,
       true,
       desc.batchSize,

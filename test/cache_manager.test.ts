@@ -263,6 +263,20 @@ describe("registerCache / registerBlocksCache / unregisterCache", () => {
     await m.unregisterCache(registered.cacheId);
   });
 
+  test("registerBlocksCache holds its BlocksCacheKey until unregistered (on a PROMPT)", async () => {
+    await using dd = await openManager({}, LLMRole.PROMPT);
+    const m = dd.cacheManager;
+    const desc = new CacheDesc(1, [2, 64], DataType.DT_UINT8, Placement.HOST);
+    const key = new BlocksCacheKey(dd.clusterId, 3n);
+    const first = await m.registerBlocksCache(desc, [new Uint8Array(128)], key);
+    // The key is taken: a second cache cannot hold it too, registered or allocated.
+    await assert.rejects(m.registerBlocksCache(desc, [new Uint8Array(128)], key), LLMException);
+    await assert.rejects(m.allocateBlocksCache(new CacheDesc(1, [2, 64], DataType.DT_UINT8), key), LLMException);
+    await m.unregisterCache(first.cacheId);
+    const second = await m.registerBlocksCache(desc, [new Uint8Array(128)], key);
+    await m.unregisterCache(second.cacheId);
+  });
+
   test("a detached buffer is refused, at registration and afterwards", async (t) => {
     const probe = new ArrayBuffer(8) as ArrayBuffer & { transfer?: () => ArrayBuffer };
     if (typeof probe.transfer !== "function") return t.skip("ArrayBuffer.prototype.transfer is missing here");

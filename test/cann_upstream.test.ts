@@ -1,7 +1,8 @@
 // The CANN backend over upstream's own LLM-DataDist: everything that runs in one
 // process (init, allocateCache, getCacheTensors, copyCache, deallocateCache,
-// finalize, upstream's rules and errors), through the adapter built against the
-// toolkit named by LLMDD_CANN_TOOLKIT:
+// finalize, upstream's rules and errors; with the two-engine build of the
+// adapter, a PROMPT and a DECODER side by side: link and pullBlocks), through the
+// adapter built against the toolkit named by LLMDD_CANN_TOOLKIT:
 //
 //   LLMDD_CANN_TOOLKIT=/path/to/toolkit sh ffi/cann/upstream_check.sh   (builds the adapter)
 //   LLMDD_CANN_TOOLKIT=/path/to/toolkit node --import ./test/support/register.mjs --test test/cann_upstream.test.ts
@@ -20,6 +21,7 @@ import process from "node:process";
 import { describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import {
+  BlocksCacheKey,
   CacheDesc,
   CacheKeyByIdAndIndex,
   DataType,
@@ -36,6 +38,8 @@ import { rejectsWithStatus } from "./helpers.ts";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const toolkit = process.env.LLMDD_CANN_TOOLKIT;
 const library = join(root, "ffi", "build", "cann-upstream", "libllmdd_cann.so");
+// The same adapter allowing two engines per process (upstream_check.sh builds both).
+const twoEngines = join(root, "ffi", "build", "cann-upstream", "two", "libllmdd_cann.so");
 // Upstream's ACL stub (libruntime_stub.so beside it) gives host memory for aclrtMalloc.
 const hostMemory = toolkit !== undefined && existsSync(join(toolkit, "lib64", "libruntime_stub.so"));
 
@@ -81,9 +85,11 @@ describe("CANN backend over upstream LLM-DataDist (LLMDD_CANN_TOOLKIT)", () => {
     test("skipped: LLMDD_CANN_TOOLKIT is not set", { skip: "LLMDD_CANN_TOOLKIT is not set" }, () => {});
     return;
   }
-  if (!existsSync(library)) {
+  if (!existsSync(library) || !existsSync(twoEngines)) {
     test("the adapter is built against the toolkit", () => {
-      assert.fail(`${library} does not exist: run LLMDD_CANN_TOOLKIT=${toolkit} sh ffi/cann/upstream_check.sh`);
+      assert.fail(
+        `${library} or ${twoEngines} does not exist: run LLMDD_CANN_TOOLKIT=${toolkit} sh ffi/cann/upstream_check.sh`,
+      );
     });
     return;
   }
@@ -255,6 +261,70 @@ describe("CANN backend over upstream LLM-DataDist (LLMDD_CANN_TOOLKIT)", () => {
       dd.kvCacheManager.pullCache(new CacheKeyByIdAndIndex(1n, 1n, 0), cache),
       LLMStatusCode.LLM_NOT_YET_LINK,
     );
+  });
+
+  test("pullBlocks from a PROMPT in the same process: PullKvBlocks with upstream's layer ranges", async () => {
+    // Two engines in one process: the two-engine build of the adapter (upstream's own tests do the same).
+    const managerMode = { "llm.EnableCacheManager": "1", "llm.MemPoolConfig": '{"memory_size": 1048576}' };
+    const listen = port++;
+    await using prompt = new LLMDataDist(LLMRole.PROMPT, 1n, { backend: "cann", libraryPath: twoEngines });
+    await prompt.init(options({ ...managerMode, "llm.listenIpInfo": `127.0.0.1:${listen}` }));
+    await using decoder = new LLMDataDist(LLMRole.DECODER, 2n, { backend: "cann", libraryPath: twoEngines });
+    await decoder.init(options({ ...managerMode, "llmdd.cann.localIpInfo": "127.0.0.1" }));
+    // K and V of 4 blocks of 64 bytes on each side, allocated before the link.
+    const desc = new CacheDesc(2, [4, 64], DataType.DT_UINT8);
+    const src = await prompt.cacheManager.allocateCache(desc);
+    const dst = await decoder.cacheManager.allocateBlocksCache(desc);
+    const raw = hostMemory ? await loadLibrary("cann", twoEngines) : undefined;
+    const bytes = (cache: typeof src, t: number) => new Uint8Array(raw!.view(cache.tensorAddrs[t], 4 * 64));
+    if (raw) {
+      for (let t = 0; t < 2; t++) {
+        for (let b = 0; b < 4; b++) bytes(src, t).fill(100 + 10 * t + b, 64 * b, 64 * b + 64);
+      }
+    }
+    const cluster = new LLMClusterInfo();
+    cluster.remoteClusterId = 1n;
+    cluster.appendRemoteIpInfo("127.0.0.1", listen);
+    const [linked] = await decoder.linkClusters([cluster], 5000);
+    assert.equal(linked, LLMStatusCode.LLM_SUCCESS);
+    const key = new CacheKeyByIdAndIndex(1n, src.cacheId, 0);
+    // Source blocks 0, 1 (counted from the start of the row) into blocks 2 and 0, every tensor.
+    await decoder.cacheManager.pullBlocks(key, dst, [], [2, 0]);
+    // Layer 1 of the source (tensor 1) into layer 0: KvCacheExtParam {1, 1} -> {0, 0}.
+    await decoder.cacheManager.pullBlocks(key, dst, [], [3], {
+      srcLayerRange: [1, 2],
+      dstLayerRange: [0, 1],
+      tensorNumPerLayer: 1,
+    });
+    const [k] = await decoder.cacheManager.getCacheTensors(dst, 0);
+    const [v] = await decoder.cacheManager.getCacheTensors(dst, 1);
+    if (raw) {
+      const block = (data: ArrayBufferView, b: number) => bytesOf(data)[64 * b + 5];
+      assert.deepEqual([0, 1, 2, 3].map((b) => block(k.data, b)), [101, 0, 100, 110]);
+      assert.deepEqual([0, 1, 2, 3].map((b) => block(v.data, b)), [111, 0, 110, 0]);
+    }
+    // Upstream's answers, and what the C++ API cannot name.
+    await rejectsWithStatus(
+      decoder.cacheManager.pullBlocks(new CacheKeyByIdAndIndex(1n, 99n, 0), dst, [], [0]),
+      LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
+    );
+    await rejectsWithStatus(
+      decoder.cacheManager.pullBlocks(key, dst, [], [0, 1, 2, 3, 0]),
+      LLMStatusCode.LLM_PARAM_INVALID,
+    );
+    await rejectsWithStatus(
+      decoder.cacheManager.pullBlocks(new BlocksCacheKey(1n, 0n), dst, [0], [0]),
+      LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
+      /BlocksCacheKey/,
+    );
+    await rejectsWithStatus(
+      decoder.cacheManager.pullBlocks(new CacheKeyByIdAndIndex(1n, src.cacheId, 1), dst, [], [0]),
+      LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
+      /batch_index 0/,
+    );
+    const [unlinked] = await decoder.unlinkClusters([cluster], 5000);
+    assert.equal(unlinked, LLMStatusCode.LLM_SUCCESS);
+    await rejectsWithStatus(decoder.cacheManager.pullBlocks(key, dst, [], [0]), LLMStatusCode.LLM_NOT_YET_LINK);
   });
 
   test("CacheManager: program memory registered, blocks copied and swapped, role switched, unregistered", async () => {

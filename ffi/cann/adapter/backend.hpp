@@ -72,6 +72,13 @@ class Backend {
   virtual int32_t unlink(const ClusterAddress &cluster, int32_t timeout_ms, bool force) = 0;
   virtual int32_t pull(const PullPlan &plan, const CacheLayout &dst_layout,
                        const CacheMemory &dst) = 0;
+  // V2 PullKvBlocks(CacheIndex, dst cache, src_blocks, dst_blocks, ext_param)
+  // into a local cache (plan.blocks is set).
+  virtual int32_t pull_blocks(const TransferPlan &plan, const CacheLayout &dst_layout,
+                              const CacheMemory &dst) = 0;
+  // V2 PushKvBlocks (plan.blocks) or PushKvCache (row plan.src_batch_index, the
+  // whole row) from a local cache into the peer's cache plan names.
+  virtual int32_t push(const TransferPlan &plan, const CacheLayout &src_layout, const CacheMemory &src) = 0;
 };
 
 struct BackendTraits {

@@ -32,6 +32,14 @@
 #define LLMDD_CANN_FLAVOR 2
 #endif
 
+// Engines one process may hold: 1, as upstream documents for LLM-DataDist on a
+// device. upstream_check.sh also builds a library with 2, to run a PROMPT and a
+// DECODER in one process over upstream's stand-in toolkit (upstream's own tests
+// do: hicann/hixl tests/cpp/llm_datadist/test_llm_datadist_v2_api.cc).
+#ifndef LLMDD_CANN_MAX_ENGINES
+#define LLMDD_CANN_MAX_ENGINES 1
+#endif
+
 namespace llmdd {
 namespace {
 
@@ -360,6 +368,30 @@ class CannBackend final : public Backend {
                            "LlmDataDist::PullKvCache");
   }
 
+  int32_t pull_blocks(const TransferPlan &plan, const CacheLayout &dst_layout, const CacheMemory &dst) override {
+    up::Cache to = describe(dst_layout, dst);
+    int32_t status = use_device(0);
+    if (status != LLMDD_SUCCESS) return status;
+    std::lock_guard<std::mutex> guard(upstream_);
+    return upstream_result(from_upstream(dd_->PullKvBlocks(index_of(plan), to, plan.src_blocks, plan.dst_blocks,
+                                                           ext_param(plan.layers))),
+                           "LlmDataDist::PullKvBlocks");
+  }
+
+  int32_t push(const TransferPlan &plan, const CacheLayout &src_layout, const CacheMemory &src) override {
+    up::Cache from = describe(src_layout, src);
+    int32_t status = use_device(0);
+    if (status != LLMDD_SUCCESS) return status;
+    std::lock_guard<std::mutex> guard(upstream_);
+    if (plan.blocks)
+      return upstream_result(from_upstream(dd_->PushKvBlocks(from, index_of(plan), plan.src_blocks, plan.dst_blocks,
+                                                             ext_param(plan.layers))),
+                             "LlmDataDist::PushKvBlocks");
+    return upstream_result(from_upstream(dd_->PushKvCache(from, index_of(plan), plan.src_batch_index, -1,
+                                                          ext_param(plan.layers))),
+                           "LlmDataDist::PushKvCache");
+  }
+
  private:
   // ACL calls act on the calling thread's current context; operations run on
   // whichever thread the runtime uses, so each call sets its device's context.
@@ -417,6 +449,22 @@ class CannBackend final : public Backend {
     return cache;
   }
 
+  static up::CacheIndex index_of(const TransferPlan &plan) {
+    up::CacheIndex index{};
+    index.cluster_id = plan.cluster_id;
+    index.cache_id = plan.cache_id;
+    index.batch_index = plan.batch_index;
+    return index;
+  }
+
+  static up::KvCacheExtParam ext_param(const LayerRanges &layers) {
+    up::KvCacheExtParam param{};
+    param.src_layer_range = layers.src;
+    param.dst_layer_range = layers.dst;
+    param.tensor_num_per_layer = static_cast<uint8_t>(layers.tensors_per_layer);
+    return param;
+  }
+
   static up::ClusterInfo describe(const ClusterAddress &address) {
     up::ClusterInfo info{};
     info.remote_cluster_id = address.cluster_id;
@@ -445,7 +493,7 @@ class CannBackend final : public Backend {
 BackendTraits backend_traits() {
   BackendTraits traits;
   traits.flavor = kFlavor;
-  traits.max_engines = 1;
+  traits.max_engines = LLMDD_CANN_MAX_ENGINES;
   traits.read_chunk = kReadChunk;
   return traits;
 }

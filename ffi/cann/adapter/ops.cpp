@@ -1,24 +1,18 @@
-// The long operations: llmdd_cache_read, llmdd_cache_copy, llmdd_link,
-// llmdd_unlink, llmdd_cache_pull.
+// The long operations: llmdd_cache_read, llmdd_cache_copy,
+// llmdd_cache_copy_blocks, llmdd_link, llmdd_unlink, llmdd_cache_pull (block
+// pulls and pushes: transfer.cpp).
 //
-// Each goes through the same steps: claim the job, enter the engine, validate
-// under the engine lock (pinning what it will use), then run outside the lock,
-// on the calling thread (job 0, or a job without a done callback) or on a worker
-// (a job with one). Between chunks a read checks the job's deadline, its cancel
-// flag and the engine's finalize; each device wait gets what is left of the
-// deadline. A read or a copy given job 0 is bounded by llm.SyncKvCacheWaitTime
+// Each goes through operation() (operation.hpp). Between chunks a read checks
+// the job's deadline, its cancel flag and the engine's finalize; each device
+// wait gets what is left of the deadline. A read or a copy given job 0 is bounded by llm.SyncKvCacheWaitTime
 // (upstream's bound for KV operations): a device wait is never unbounded; a copy
 // (V2: the adapter's own ACL copies) waits for its device work at most what is
 // left of the deadline. Upstream's own calls (pull, V1's CopyKvCache) are bounded
 // by upstream's llm.SyncKvCacheWaitTime, links by the job's deadline.
-#include <functional>
 #include <memory>
 
 #include "core/blocks.h"
-#include "core/copy.h"
-#include "deadline.hpp"
-#include "engine.hpp"
-#include "jobs.hpp"
+#include "operation.hpp"
 #include "status.hpp"
 
 using namespace llmdd;
@@ -28,146 +22,6 @@ namespace {
 // A link or unlink given no deadline (job 0, or a negative timeout) waits at most
 // this long: upstream takes a finite timeout in ms.
 constexpr int32_t kNoDeadlineLinkMs = 10 * 60 * 1000;
-
-struct Operation {
-  Engine *engine = nullptr;
-  Job *job = nullptr;                       // null for job 0
-  int64_t deadline = kNoDeadline;           // the job's, or the operation's own bound
-  int32_t status = LLMDD_SUCCESS;           // run's result, for end
-  std::function<int32_t(Operation &)> run;  // outside the lock
-  std::function<void(Operation &)> end;     // under the lock, once: drops what validation took
-};
-
-int32_t begin(Operation &op, uint64_t engine, uint64_t job) {
-  if (job != 0) {
-    int32_t status = job_begin(job, &op.job);
-    if (status != LLMDD_SUCCESS) return status;
-    op.deadline = core_job_deadline_ns(op.job);
-    // Started before the engine lock is taken: creating threads is slow.
-    if (core_job_callback(op.job) != nullptr && worker_start() != LLMDD_SUCCESS)
-      return job_finish(op.job, LLMDD_FAILED);
-  }
-  int32_t status = engine_enter(engine, &op.engine);
-  if (status != LLMDD_SUCCESS && op.job != nullptr) job_finish(op.job, status);
-  return status;
-}
-
-// Ends an operation that failed validation (engine locked).
-int32_t abandon(Operation &op, int32_t status) {
-  engine_leave(op.engine);
-  return op.job != nullptr ? job_finish(op.job, status) : status;
-}
-
-// The operation's check between steps, the core's (ffi/core/copy.h): finalize,
-// cancel, the deadline (the job's, or the operation's own bound).
-int32_t check(const Operation &op, uint64_t done, uint64_t total) {
-  core_guard guard{op.job, &op.engine->finalizing, op.deadline, "copying"};
-  core_progress progress = core_progress_start(&guard, nullptr, total, "copied");
-  progress.copied = done;
-  return core_progress_check(&progress);
-}
-
-// Runs op outside the lock. Called with the engine locked; returns unlocked.
-int32_t execute_unlocked(Operation &op) {
-  Engine *e = op.engine;
-  e->running++;
-  e->lock.unlock();
-  int32_t status;
-  try {
-    status = op.run(op);
-  } catch (const std::bad_alloc &) {
-    status = fail(LLMDD_OUT_OF_MEMORY, "out of host memory");
-  } catch (...) {
-    status = fail(LLMDD_FAILED, "unexpected error");
-  }
-  op.status = status;
-  std::string message = last_error();
-  e->lock.lock();
-  if (--e->running == 0 && e->finalizing.load(std::memory_order_relaxed)) e->idle.notify_all();
-  op.end(op);
-  e->lock.unlock();
-  set_last_error(message);
-  return status;
-}
-
-void run_in_background(std::shared_ptr<Operation> op) {
-  Engine *e = op->engine;
-  int32_t status;
-  e->lock.lock();
-  if (e->finalizing.load(std::memory_order_relaxed)) {
-    status = fail(LLMDD_ENGINE_FINALIZED, "the engine was finalized before the operation started");
-    op->status = status;
-    op->end(*op);
-    e->lock.unlock();
-  } else {
-    status = execute_unlocked(*op);
-  }
-  engine_release(e);
-  // The job stays referenced during the callback so llmdd_job_message() works
-  // from inside it (unless the caller already released the handle).
-  Job *job = op->job;
-  op.reset();
-  core_job_report(job, status);
-}
-
-// Runs a validated operation (engine locked). Returns its final status, or for a
-// background job SUCCESS once queued.
-int32_t dispatch(Operation &op) {
-  Engine *e = op.engine;
-  if (op.job != nullptr && core_job_callback(op.job) != nullptr) {
-    std::shared_ptr<Operation> queued;
-    try {
-      queued = std::make_shared<Operation>(op);
-    } catch (...) {
-      op.status = fail(LLMDD_OUT_OF_MEMORY, "out of host memory for the operation");
-      op.end(op);
-      return abandon(op, op.status);
-    }
-    // The engine and job references, and whatever validation took, move to the
-    // queued operation.
-    e->lock.unlock();
-    worker_submit([queued]() mutable { run_in_background(std::move(queued)); });
-    return LLMDD_SUCCESS;
-  }
-  int32_t status = execute_unlocked(op);
-  engine_release(e);
-  return op.job != nullptr ? job_finish(op.job, status) : status;
-}
-
-// Wraps an exported operation: no exception crosses the ABI, and one thrown
-// during validation (engine locked) ends the operation cleanly.
-template <class F>
-int32_t operation(uint64_t engine, uint64_t job, F validate) {
-  return guarded([&]() -> int32_t {
-    Operation op;
-    int32_t status = begin(op, engine, job);
-    if (status != LLMDD_SUCCESS) return status;
-    try {
-      engine_reap(op.engine);
-      status = validate(op);
-    } catch (...) {
-      status = fail(LLMDD_OUT_OF_MEMORY, "out of host memory while validating the operation");
-    }
-    if (status != LLMDD_SUCCESS) return abandon(op, status);
-    return dispatch(op);
-  });
-}
-
-int32_t find_cache(Engine *e, uint64_t id, const char *role, CacheRecord **out) {
-  *out = e->book.find(id);
-  if (*out == nullptr)
-    return fail(LLMDD_KV_CACHE_NOT_EXIST, "%scache %llu does not exist", role,
-                static_cast<unsigned long long>(id));
-  return LLMDD_SUCCESS;
-}
-
-void unpin(Engine *e, CacheRecord *record) {
-  std::vector<Released> released;
-  e->book.unpin(record, &released);
-  std::string kept = last_error();
-  (void)engine_free(e, released);
-  set_last_error(kept);
-}
 
 }  // namespace
 
@@ -401,41 +255,5 @@ extern "C" LLMDD_API int32_t llmdd_cache_pull(uint64_t engine, uint64_t cache_id
     op.end = [=](Operation &self) { unpin(self.engine, dst); };
     e->book.pin(dst);
     return LLMDD_SUCCESS;
-  });
-}
-
-// Block pulls across engines (upstream PullKvBlocks with KvCacheExtParam) are
-// not mapped yet: the arguments are checked as the host backend checks them,
-// then the call says so.
-extern "C" LLMDD_API int32_t llmdd_cache_pull_blocks(uint64_t engine, uint64_t cache_id, int32_t key_kind,
-                                                     uint64_t k0, uint64_t k1, uint64_t k2,
-                                                     const uint64_t *pairs, int32_t num_pairs,
-                                                     int32_t src_tensor_start, int32_t dst_tensor_start,
-                                                     int32_t num_tensors, uint64_t job) {
-  (void)k1;
-  (void)k2;
-  return operation(engine, job, [&](Operation &op) -> int32_t {
-    Engine *e = op.engine;
-    if (e->role == LLMDD_ROLE_PROMPT)
-      return fail(LLMDD_PARAM_INVALID, "a PROMPT engine does not pull: DECODER and MIX engines do");
-    if (key_kind != LLMDD_KEY_CACHE_KEY && key_kind != LLMDD_KEY_BY_ID && key_kind != LLMDD_KEY_BLOCKS)
-      return fail(LLMDD_PARAM_INVALID, "key_kind %d is not CACHE_KEY (0), BY_ID (1) or BLOCKS (2)", key_kind);
-    CacheRecord *dst = nullptr;
-    int32_t status = find_cache(e, cache_id, "", &dst);
-    if (status != LLMDD_SUCCESS) return status;
-    int32_t count = num_tensors ? num_tensors : dst->layout.num_tensors;
-    core_block_cache d{cache_id, count, dst->layout.batch_size, dst->layout.row_bytes()};
-    core_block_cache any = d;
-    any.num_blocks = UINT64_MAX;
-    status = core_blocks_check(&d, &any, pairs, num_pairs);
-    if (status == LLMDD_SUCCESS)
-      status = num_tensors == 0 ? core_tensor_range_check(src_tensor_start, dst_tensor_start, 0, 1, 1)
-                                : core_tensor_range_check(src_tensor_start, dst_tensor_start, num_tensors,
-                                                          INT32_MAX, dst->layout.num_tensors);
-    if (status != LLMDD_SUCCESS) return status;
-    if (e->links.find(k0) == nullptr)
-      return fail(LLMDD_NOT_YET_LINK, "not linked to cluster %llu", static_cast<unsigned long long>(k0));
-    return fail(LLMDD_FEATURE_NOT_ENABLED,
-                "pullBlocks is not mapped to upstream's PullKvBlocks on the CANN backend yet");
   });
 }

@@ -1,5 +1,7 @@
 #include "translate.hpp"
 
+#include <utility>
+
 #include "error.hpp"
 #include "llmdd.h"
 
@@ -40,6 +42,112 @@ int32_t plan_pull(int32_t key_kind, uint64_t k0, uint64_t k1, uint64_t k2,
   out->batch_index = static_cast<uint32_t>(k2);
   out->dst_batch_index = static_cast<uint32_t>(dst_batch_index);
   out->size = size == LLMDD_WHOLE_ROW ? -1 : static_cast<int64_t>(size);
+  return LLMDD_SUCCESS;
+}
+
+namespace {
+
+// An id of the peer's cache: upstream's ids are positive int64.
+int32_t peer_cache_id(uint64_t cluster, uint64_t id, int64_t *out) {
+  if (id == 0 || id > static_cast<uint64_t>(INT64_MAX))
+    return fail(LLMDD_KV_CACHE_NOT_EXIST, "cache %llu cannot exist at cluster %llu (upstream cache ids are"
+                " positive int64)", static_cast<unsigned long long>(id), static_cast<unsigned long long>(cluster));
+  *out = static_cast<int64_t>(id);
+  return LLMDD_SUCCESS;
+}
+
+void split_pairs(const uint64_t *pairs, int32_t num_pairs, TransferPlan *out) {
+  out->src_blocks.clear();
+  out->dst_blocks.clear();
+  for (int32_t i = 0; i < num_pairs; i++) {
+    out->src_blocks.push_back(pairs[2 * i]);
+    out->dst_blocks.push_back(pairs[2 * i + 1]);
+  }
+}
+
+}  // namespace
+
+LayerRanges layer_ranges(int32_t src_tensor_start, int32_t dst_tensor_start, int32_t num_tensors,
+                         uint32_t whole_layer) {
+  LayerRanges r;
+  if (num_tensors == 0) {
+    r.tensors_per_layer = whole_layer;
+    return r;
+  }
+  r.src = {src_tensor_start, src_tensor_start + num_tensors - 1};
+  r.dst = {dst_tensor_start, dst_tensor_start + num_tensors - 1};
+  r.tensors_per_layer = 1;
+  return r;
+}
+
+int32_t plan_pull_blocks(int32_t key_kind, uint64_t k0, uint64_t k1, uint64_t k2, const uint64_t *pairs,
+                         int32_t num_pairs, int32_t src_tensor_start, int32_t dst_tensor_start,
+                         int32_t num_tensors, TransferPlan *out) {
+  if (key_kind == LLMDD_KEY_CACHE_KEY)
+    return fail(LLMDD_FEATURE_NOT_ENABLED,
+                "pullBlocks by CacheKey (cluster %llu, req %llu, model %llu): the LLM-DataDist C++ API"
+                " names a source by CacheIndex (cluster id, cache id) only; use CacheKeyByIdAndIndex",
+                static_cast<unsigned long long>(k0), static_cast<unsigned long long>(k1),
+                static_cast<unsigned long long>(k2));
+  if (key_kind == LLMDD_KEY_BLOCKS)
+    return fail(LLMDD_FEATURE_NOT_ENABLED,
+                "pullBlocks by BlocksCacheKey (cluster %llu, model %llu): the LLM-DataDist C++ API"
+                " names a source by CacheIndex (cluster id, cache id) only, and this backend gives"
+                " upstream no keys; use CacheKeyByIdAndIndex(cluster, cacheId, 0)",
+                static_cast<unsigned long long>(k0), static_cast<unsigned long long>(k2));
+  TransferPlan plan;
+  int32_t status = peer_cache_id(k0, k1, &plan.cache_id);
+  if (status != LLMDD_SUCCESS) return status;
+  // PullKvBlocks: "only 0 is supported in pull block" (LLM_PARAM_INVALID), and
+  // the source's row size, which would place another row, is not known here.
+  if (k2 != 0)
+    return fail(LLMDD_FEATURE_NOT_ENABLED,
+                "pullBlocks from row %llu of cache %llu: upstream's PullKvBlocks pulls blocks counted from"
+                " the start of the source (CacheIndex batch_index 0 only)",
+                static_cast<unsigned long long>(k2), static_cast<unsigned long long>(k1));
+  plan.cluster_id = k0;
+  plan.blocks = true;
+  split_pairs(pairs, num_pairs, &plan);
+  plan.layers = layer_ranges(src_tensor_start, dst_tensor_start, num_tensors, 1);
+  *out = std::move(plan);
+  return LLMDD_SUCCESS;
+}
+
+int32_t plan_push(int32_t key_kind, uint64_t k0, uint64_t k1, uint64_t k2, int32_t src_batch_index,
+                  const uint64_t *pairs, int32_t num_pairs, int32_t src_tensor_start, int32_t dst_tensor_start,
+                  int32_t num_tensors, int32_t src_tensors, TransferPlan *out) {
+  if (key_kind == LLMDD_KEY_CACHE_KEY)
+    return fail(LLMDD_PARAM_INVALID, "a push names its destination by CacheKeyByIdAndIndex (BY_ID, 1) or"
+                " BlocksCacheKey (BLOCKS, 2), not by CacheKey");
+  if (key_kind == LLMDD_KEY_BLOCKS)
+    return fail(LLMDD_FEATURE_NOT_ENABLED,
+                "pushBlocks to BlocksCacheKey (cluster %llu, model %llu): the LLM-DataDist C++ API's"
+                " PushKvBlocks names the destination by CacheIndex (cluster id, cache id), and a"
+                " BlocksCacheKey has no C++ equivalent",
+                static_cast<unsigned long long>(k0), static_cast<unsigned long long>(k2));
+  if (key_kind != LLMDD_KEY_BY_ID)
+    return fail(LLMDD_PARAM_INVALID, "key_kind %d is not BY_ID (1) or BLOCKS (2)", key_kind);
+  TransferPlan plan;
+  int32_t status = peer_cache_id(k0, k1, &plan.cache_id);
+  if (status != LLMDD_SUCCESS) return status;
+  if (k2 > UINT32_MAX)
+    return fail(LLMDD_PARAM_INVALID, "batch index %llu is out of upstream's range (uint32)",
+                static_cast<unsigned long long>(k2));
+  plan.blocks = num_pairs > 0;
+  if (plan.blocks && k2 != 0)
+    return fail(LLMDD_FEATURE_NOT_ENABLED,
+                "pushing blocks into row %llu of cache %llu: upstream's PushKvBlocks pushes blocks counted"
+                " from the start of the destination (CacheIndex batch_index 0 only)",
+                static_cast<unsigned long long>(k2), static_cast<unsigned long long>(k1));
+  plan.cluster_id = k0;
+  plan.batch_index = static_cast<uint32_t>(k2);
+  plan.src_batch_index = static_cast<uint32_t>(src_batch_index);
+  split_pairs(pairs, num_pairs, &plan);
+  // Every tensor: one layer of all of them (tensor_num_per_layer is a uint8_t),
+  // so upstream makes one transfer, not one per tensor.
+  uint32_t whole = src_tensors >= 1 && src_tensors <= UINT8_MAX ? static_cast<uint32_t>(src_tensors) : 1;
+  plan.layers = layer_ranges(src_tensor_start, dst_tensor_start, num_tensors, whole);
+  *out = std::move(plan);
   return LLMDD_SUCCESS;
 }
 

@@ -33,6 +33,56 @@ int32_t check_pull_key(int32_t key_kind, uint64_t k0, uint64_t k1, uint64_t k2);
 int32_t plan_pull(int32_t key_kind, uint64_t k0, uint64_t k1, uint64_t k2,
                   int32_t dst_batch_index, uint64_t size, const CacheLayout &dst, PullPlan *out);
 
+// KvCacheExtParam as upstream's C++ API takes it: layer ranges with INCLUSIVE
+// ends ({-1, -1}: every layer) and the tensors of one layer (hicann/hixl
+// llm_datadist_impl.cc: CheckKvCacheExtParam, CalcIndicesWithValidRanges, which
+// counts second - first + 1 layers).
+struct LayerRanges {
+  std::pair<int32_t, int32_t> src{-1, -1};
+  std::pair<int32_t, int32_t> dst{-1, -1};
+  uint32_t tensors_per_layer = 1;
+};
+
+// The ABI's tensor range as layer ranges. num_tensors 0 (every tensor):
+// {-1, -1} with whole_layer tensors per layer; otherwise one tensor per layer,
+// so tensors [start, start + n) are layers {start, start + n - 1}.
+LayerRanges layer_ranges(int32_t src_tensor_start, int32_t dst_tensor_start, int32_t num_tensors,
+                         uint32_t whole_layer);
+
+// Arguments of PullKvBlocks(src_cache_index, dst_cache, src_blocks, dst_blocks,
+// ext_param), PushKvCache(src_cache, dst_cache_index, src_batch_index, -1,
+// ext_param) and PushKvBlocks(src_cache, dst_cache_index, src_blocks,
+// dst_blocks, ext_param).
+struct TransferPlan {
+  uint64_t cluster_id = 0;  // CacheIndex of the peer's cache
+  int64_t cache_id = 0;
+  uint32_t batch_index = 0;
+  uint32_t src_batch_index = 0;  // PushKvCache: the local row
+  bool blocks = false;           // PullKvBlocks / PushKvBlocks; else PushKvCache
+  std::vector<uint64_t> src_blocks;
+  std::vector<uint64_t> dst_blocks;
+  LayerRanges layers;
+};
+
+// A block pull's key as PullKvBlocks can name it (pairs and ranges already
+// checked): LLMDD_KEY_BY_ID with batch index 0 → CacheIndex (cluster, cache
+// id, 0). FEATURE_NOT_ENABLED with the reason for LLMDD_KEY_CACHE_KEY,
+// LLMDD_KEY_BLOCKS and another batch index; KV_CACHE_NOT_EXIST for an id
+// upstream cannot have given.
+int32_t plan_pull_blocks(int32_t key_kind, uint64_t k0, uint64_t k1, uint64_t k2, const uint64_t *pairs,
+                         int32_t num_pairs, int32_t src_tensor_start, int32_t dst_tensor_start,
+                         int32_t num_tensors, TransferPlan *out);
+
+// A push's key as PushKvCache / PushKvBlocks can name it (arguments already
+// checked): LLMDD_KEY_BY_ID without pairs → PushKvCache to CacheIndex (k0, k1,
+// k2) from row src_batch_index; LLMDD_KEY_BY_ID with pairs and k2 0 →
+// PushKvBlocks to CacheIndex (k0, k1, 0) (the C++ API's way of naming a blocks
+// cache). FEATURE_NOT_ENABLED with the reason for LLMDD_KEY_BLOCKS; PARAM_INVALID
+// for LLMDD_KEY_CACHE_KEY. src_tensors: the local cache's tensor count.
+int32_t plan_push(int32_t key_kind, uint64_t k0, uint64_t k1, uint64_t k2, int32_t src_batch_index,
+                  const uint64_t *pairs, int32_t num_pairs, int32_t src_tensor_start, int32_t dst_tensor_start,
+                  int32_t num_tensors, int32_t src_tensors, TransferPlan *out);
+
 // Arguments of LlmDataDist::CopyKvCache(src, dst, src_batch_index, dst_batch_index, offset, size).
 struct CopyPlan {
   bool nothing = false;  // 0 bytes: no call

@@ -1,9 +1,11 @@
 #include "fake_backend.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <set>
 #include <new>
 #include <thread>
 
@@ -36,6 +38,8 @@ void reset() {
   k.pull_delay_ms = 0;
   k.copies_time_out = false;
   k.link_anything = false;
+  k.transfer_status = 0;
+  k.hold_transfers = false;
   Record &r = record();
   r.init_options.clear();
   r.init_role = 0;
@@ -52,6 +56,9 @@ void reset() {
   r.last_role_listen.clear();
   r.pulls = 0;
   r.last_pull = llmdd::PullPlan();
+  r.transfers = 0;
+  r.last_transfer_call.clear();
+  r.last_transfer = llmdd::TransferPlan();
   r.last_link_timeout = 0;
   r.last_unlink_force = false;
   r.finalized = 0;
@@ -189,18 +196,28 @@ class FakeBackend final : public Backend {
 
   int32_t link(const ClusterAddress &cluster, int32_t timeout_ms) override {
     record().last_link_timeout = timeout_ms;
-    if (knobs().link_anything) return LLMDD_SUCCESS;
     std::lock_guard<std::mutex> guard(world_lock);
+    if (knobs().link_anything) {
+      linked_.insert(cluster.cluster_id);
+      return LLMDD_SUCCESS;
+    }
     auto it = world().find(cluster.cluster_id);
     if (it == world().end() || it->second->listen_.empty() || it->second->listen_[0].ip != cluster.remote[0].ip ||
         it->second->listen_[0].port != cluster.remote[0].port)
       return fail(LLMDD_LINK_FAILED, "fake: nobody of cluster %llu listens there",
                   static_cast<unsigned long long>(cluster.cluster_id));
+    // Both ends know the link (upstream: an entity on each side).
+    linked_.insert(cluster.cluster_id);
+    it->second->linked_.insert(cluster_);
     return LLMDD_SUCCESS;
   }
 
-  int32_t unlink(const ClusterAddress &, int32_t, bool force) override {
+  int32_t unlink(const ClusterAddress &cluster, int32_t, bool force) override {
     record().last_unlink_force = force;
+    std::lock_guard<std::mutex> guard(world_lock);
+    linked_.erase(cluster.cluster_id);
+    auto it = world().find(cluster.cluster_id);
+    if (it != world().end()) it->second->linked_.erase(cluster_);
     return LLMDD_SUCCESS;
   }
 
@@ -226,6 +243,113 @@ class FakeBackend final : public Backend {
     return LLMDD_SUCCESS;
   }
 
+  // Upstream's PullKvBlocks on host memory, with its checks (hicann/hixl
+  // llm_datadist_impl.cc, llm_datadist_v2.cc, data_cache_engine.cc,
+  // d2d_data_transfer_job.cc): blocks of the destination's block size counted
+  // from the start of the source tensor.
+  int32_t pull_blocks(const TransferPlan &plan, const CacheLayout &dst_layout, const CacheMemory &dst) override {
+    record().transfers++;
+    record().last_transfer_call = "PullKvBlocks";
+    record().last_transfer = plan;
+    hold();
+    if (knobs().transfer_status != 0) return fail(knobs().transfer_status, "fake: PullKvBlocks refused");
+    if (plan.batch_index != 0) return fail(LLMDD_PARAM_INVALID, "fake: only batch_index 0 in pull block");
+    int32_t status = check_ext(plan.layers, false);
+    if (status != LLMDD_SUCCESS) return status;
+    if (plan.src_blocks.empty() || plan.src_blocks.size() != plan.dst_blocks.size())
+      return fail(LLMDD_PARAM_INVALID, "fake: src_blocks empty or of another length than dst_blocks");
+    std::lock_guard<std::mutex> guard(world_lock);
+    auto it = world().find(plan.cluster_id);
+    if (it == world().end()) return fail(LLMDD_LINK_FAILED, "fake: the peer is gone");
+    std::lock_guard<std::mutex> peer_guard(it->second->lock_);
+    auto cache = it->second->caches_.find(plan.cache_id);
+    if (cache == it->second->caches_.end()) return fail(LLMDD_KV_CACHE_NOT_EXIST, "fake: no such cache at the peer");
+    const CacheLayout &sl = cache->second.layout;
+    uint64_t block = dst_layout.row_bytes();
+    uint64_t src_blocks = (sl.tensor_bytes + block - 1) / block;
+    for (size_t i = 0; i < plan.src_blocks.size(); i++)
+      if (plan.src_blocks[i] >= src_blocks || plan.dst_blocks[i] >= dst_layout.batch_size)
+        return fail(LLMDD_PARAM_INVALID, "fake: block index out of range");
+    int32_t s0 = 0, d0 = 0, n = dst_layout.num_tensors;
+    if (plan.layers.src.first >= 0 && plan.layers.dst.first >= 0) {
+      int32_t tpl = static_cast<int32_t>(plan.layers.tensors_per_layer);
+      s0 = plan.layers.src.first * tpl;
+      d0 = plan.layers.dst.first * tpl;
+      n = (plan.layers.src.second - plan.layers.src.first + 1) * tpl;
+      if (n != (plan.layers.dst.second - plan.layers.dst.first + 1) * tpl || d0 + n > dst_layout.num_tensors)
+        return fail(LLMDD_PARAM_INVALID, "fake: tensor indices do not match or are out of range");
+      // (Upstream does not check the source's range; the fake refuses rather than read past its table.)
+      if (s0 + n > sl.num_tensors) return fail(LLMDD_PARAM_INVALID, "fake: source tensors out of range");
+    } else if (sl.num_tensors != dst_layout.num_tensors) {
+      return fail(LLMDD_PARAM_INVALID, "fake: src addr count does not match dst_addr_count");
+    }
+    for (int32_t t = 0; t < n; t++)
+      for (size_t i = 0; i < plan.src_blocks.size(); i++)
+        std::memmove(at(dst.addrs[static_cast<size_t>(d0 + t)], plan.dst_blocks[i] * block),
+                     at(cache->second.addrs[static_cast<size_t>(s0 + t)], plan.src_blocks[i] * block),
+                     static_cast<size_t>(std::min(block, sl.tensor_bytes - plan.src_blocks[i] * block)));
+    return LLMDD_SUCCESS;
+  }
+
+  // Upstream's PushKvCache / PushKvBlocks: one transfer per layer (PushData),
+  // each finding the peer's cache by id and checking it.
+  int32_t push(const TransferPlan &plan, const CacheLayout &src_layout, const CacheMemory &src) override {
+    record().transfers++;
+    record().last_transfer_call = plan.blocks ? "PushKvBlocks" : "PushKvCache";
+    record().last_transfer = plan;
+    hold();
+    if (knobs().transfer_status != 0) return fail(knobs().transfer_status, "fake: push refused");
+    if (src_layout.placement != LLMDD_PLACEMENT_DEVICE)
+      return fail(LLMDD_PARAM_INVALID, "fake: Only support push to device cache");
+    if (plan.blocks && (plan.src_blocks.empty() || plan.src_blocks.size() != plan.dst_blocks.size() ||
+                        plan.batch_index != 0))
+      return fail(LLMDD_PARAM_INVALID, "fake: bad block lists or batch_index");
+    int32_t status = check_ext(plan.layers, true);
+    if (status != LLMDD_SUCCESS) return status;
+    int32_t tpl = static_cast<int32_t>(plan.layers.tensors_per_layer);
+    int32_t first = plan.layers.src.first, last = plan.layers.src.second, dst_layer = plan.layers.dst.first;
+    if (first < 0) {
+      first = 0, dst_layer = 0;
+      last = src_layout.num_tensors >= tpl ? (src_layout.num_tensors + tpl - 1) / tpl - 1 : 0;
+    }
+    std::lock_guard<std::mutex> guard(world_lock);
+    if (linked_.count(plan.cluster_id) == 0)
+      return fail(LLMDD_NOT_YET_LINK, "fake: not linked with cluster %llu",
+                  static_cast<unsigned long long>(plan.cluster_id));
+    auto it = world().find(plan.cluster_id);
+    if (it == world().end()) return fail(LLMDD_LINK_FAILED, "fake: the peer is gone");
+    std::lock_guard<std::mutex> peer_guard(it->second->lock_);
+    for (int32_t layer = first; layer <= last; layer++, dst_layer++) {
+      auto cache = it->second->caches_.find(plan.cache_id);
+      if (cache == it->second->caches_.end())
+        return fail(LLMDD_KV_CACHE_NOT_EXIST, "fake: no such cache at the peer");
+      const CacheLayout &dl = cache->second.layout;
+      if (src_layout.num_tensors % tpl != 0 || (layer + 1) * tpl > src_layout.num_tensors ||
+          dst_layer >= dl.num_tensors / tpl)
+        return fail(LLMDD_PARAM_INVALID, "fake: layer index out of range");
+      uint64_t row = src_layout.row_bytes();
+      if (row != dl.row_bytes()) return fail(LLMDD_PARAM_INVALID, "fake: block or row sizes differ");
+      for (int32_t t = 0; t < tpl; t++) {
+        uint64_t from = src.addrs[static_cast<size_t>(layer * tpl + t)];
+        uint64_t to = cache->second.addrs[static_cast<size_t>(dst_layer * tpl + t)];
+        if (!plan.blocks) {
+          if (plan.batch_index >= dl.batch_size || plan.src_batch_index >= src_layout.batch_size)
+            return fail(LLMDD_PARAM_INVALID, "fake: batch index out of range");
+          std::memmove(at(to, plan.batch_index * row), at(from, plan.src_batch_index * row),
+                       static_cast<size_t>(row));
+          continue;
+        }
+        for (size_t i = 0; i < plan.src_blocks.size(); i++) {
+          if (plan.dst_blocks[i] >= dl.batch_size || plan.src_blocks[i] >= src_layout.batch_size)
+            return fail(LLMDD_PARAM_INVALID, "fake: block index out of range");
+          std::memmove(at(to, plan.dst_blocks[i] * row), at(from, plan.src_blocks[i] * row),
+                       static_cast<size_t>(row));
+        }
+      }
+    }
+    return LLMDD_SUCCESS;
+  }
+
  private:
   struct Entry {
     CacheLayout layout;
@@ -242,6 +366,24 @@ class FakeBackend final : public Backend {
     }
   }
 
+  static void hold() {
+    while (knobs().hold_transfers) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+
+  static uint8_t *at(uint64_t addr, uint64_t offset) {
+    return reinterpret_cast<uint8_t *>(static_cast<uintptr_t>(addr)) + offset;
+  }
+
+  // Upstream's CheckKvCacheExtParam (llm_datadist_impl.cc).
+  static int32_t check_ext(const LayerRanges &r, bool same_size) {
+    auto bad = [](const std::pair<int32_t, int32_t> &p) { return p.first < -1 || p.second < -1 || p.first > p.second; };
+    if (bad(r.src) || bad(r.dst) || r.tensors_per_layer == 0 || r.tensors_per_layer > 255)
+      return fail(LLMDD_PARAM_INVALID, "fake: invalid layer range or tensor_num_per_layer");
+    if (same_size && r.src.second - r.src.first != r.dst.second - r.dst.first)
+      return fail(LLMDD_PARAM_INVALID, "fake: src_layer_range should keep the same size as dst_layer_range");
+    return LLMDD_SUCCESS;
+  }
+
   void unregister() {
     std::lock_guard<std::mutex> guard(world_lock);
     auto it = world().find(cluster_);
@@ -250,6 +392,7 @@ class FakeBackend final : public Backend {
 
   std::mutex lock_;
   uint64_t cluster_ = 0;
+  std::set<uint64_t> linked_;  // clusters linked either way (under world_lock)
   std::vector<IpPort> listen_;
   int64_t next_id_ = 1;
   std::map<int64_t, Entry> caches_;

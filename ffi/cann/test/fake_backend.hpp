@@ -30,6 +30,8 @@ struct Knobs {
   std::atomic<int> pull_delay_ms{0};
   std::atomic<bool> copies_time_out{false}; // copies report a timeout with the work in flight
   bool link_anything = false;         // links succeed without a listening peer
+  int32_t transfer_status = 0;        // when not 0: PullKvBlocks / PushKv*'s answer
+  std::atomic<bool> hold_transfers{false};  // PullKvBlocks / PushKv* wait while set
 };
 
 // What the backend was asked, for the tests to inspect.
@@ -46,6 +48,10 @@ struct Record {
   std::atomic<int> last_allocate_placement{-1};
   std::atomic<int> pulls{0};
   llmdd::PullPlan last_pull;
+  // PullKvBlocks / PushKvCache / PushKvBlocks: what upstream was handed.
+  std::atomic<int> transfers{0};
+  std::string last_transfer_call;  // "PullKvBlocks", "PushKvCache" or "PushKvBlocks"
+  llmdd::TransferPlan last_transfer;
   std::atomic<int> last_link_timeout{0};
   bool last_unlink_force = false;
   std::atomic<int> live_caches{0};  // allocated and not yet released, all engines

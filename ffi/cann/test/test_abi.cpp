@@ -11,42 +11,14 @@
 #include <thread>
 #include <vector>
 
+#include "abi_support.hpp"
 #include "fake_backend.hpp"
 #include "harness.hpp"
 #include "llmdd.h"
 
+using namespace abi;
+
 namespace {
-
-std::string message() {
-  char buf[600];
-  llmdd_last_error(reinterpret_cast<uint8_t *>(buf), sizeof buf);
-  return buf;
-}
-bool has(const std::string &text, const char *part) { return text.find(part) != std::string::npos; }
-
-int32_t init(int32_t role, uint64_t cluster, const std::string &options, uint64_t *engine) {
-  return llmdd_engine_init(role, cluster, reinterpret_cast<const uint8_t *>(options.data()),
-                           static_cast<int32_t>(options.size()), engine);
-}
-
-struct Cache {
-  uint64_t id = 0;
-  std::vector<uint64_t> addrs;
-};
-
-int32_t allocate(uint64_t engine, int32_t devices, int32_t tensors, uint64_t bytes, uint64_t batch, Cache *out,
-                 const std::vector<uint64_t> &keys = {}) {
-  out->addrs.assign(static_cast<size_t>(devices * tensors), 0);
-  return llmdd_cache_allocate(engine, tensors, bytes, batch, 0x7A6, LLMDD_PLACEMENT_DEVICE,
-                              keys.empty() ? nullptr : keys.data(), static_cast<int32_t>(keys.size() / 3),
-                              &out->id, out->addrs.data(), static_cast<int32_t>(out->addrs.size()));
-}
-
-uint8_t *bytes_at(uint64_t addr) { return reinterpret_cast<uint8_t *>(static_cast<uintptr_t>(addr)); }
-
-void fill(uint64_t addr, uint64_t n, uint8_t seed) {
-  for (uint64_t i = 0; i < n; i++) bytes_at(addr)[i] = static_cast<uint8_t>(seed + i * 7);
-}
 
 // Waits for background operations' done callbacks.
 struct Done {

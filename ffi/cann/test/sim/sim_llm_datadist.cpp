@@ -133,9 +133,34 @@ Status LlmDataDist::DeallocateCache(int64_t cache_id) {
 Status LlmDataDist::PullKvCache(const CacheIndex &, const Cache &, uint32_t, int64_t, const KvCacheExtParam &) {
   return LLM_NOT_YET_LINK;
 }
-Status LlmDataDist::PullKvBlocks(const CacheIndex &, const Cache &, const std::vector<uint64_t> &,
-                                 const std::vector<uint64_t> &, const KvCacheExtParam &) {
-  return LLM_FEATURE_NOT_ENABLED;
+// Block pulls and pushes: upstream's checks of their arguments (hicann/hixl
+// llm_datadist_impl.cc, CheckKvCacheExtParam), each call traced; then, with no
+// network, no peer: LLM_NOT_YET_LINK.
+namespace {
+bool bad_range(const std::pair<int32_t, int32_t> &r) { return r.first < -1 || r.second < -1 || r.first > r.second; }
+Status check_transfer(const char *call, const CacheIndex &index, const std::vector<uint64_t> &src_blocks,
+                      const std::vector<uint64_t> &dst_blocks, const KvCacheExtParam &ext, bool same_size) {
+  char line[256];
+  std::snprintf(line, sizeof line, "%s cluster=%llu cache=%lld batch=%u blocks=%zu src_layers=[%d,%d]"
+                " dst_layers=[%d,%d] tensor_num_per_layer=%u", call, static_cast<unsigned long long>(index.cluster_id),
+                static_cast<long long>(index.cache_id), index.batch_index, src_blocks.size(), ext.src_layer_range.first,
+                ext.src_layer_range.second, ext.dst_layer_range.first, ext.dst_layer_range.second,
+                static_cast<unsigned>(ext.tensor_num_per_layer));
+  trace(line);
+  if (bad_range(ext.src_layer_range) || bad_range(ext.dst_layer_range) || ext.tensor_num_per_layer == 0)
+    return LLM_PARAM_INVALID;
+  if (same_size && ext.src_layer_range.second - ext.src_layer_range.first !=
+                       ext.dst_layer_range.second - ext.dst_layer_range.first)
+    return LLM_PARAM_INVALID;
+  if (src_blocks.size() != dst_blocks.size()) return LLM_PARAM_INVALID;
+  return LLM_NOT_YET_LINK;
+}
+}  // namespace
+
+Status LlmDataDist::PullKvBlocks(const CacheIndex &index, const Cache &, const std::vector<uint64_t> &src_blocks,
+                                 const std::vector<uint64_t> &dst_blocks, const KvCacheExtParam &ext) {
+  if (index.batch_index != 0 || src_blocks.empty()) return LLM_PARAM_INVALID;
+  return check_transfer("PullKvBlocks", index, src_blocks, dst_blocks, ext, false);
 }
 Status LlmDataDist::CopyKvCache(const Cache &src, const Cache &dst, uint32_t src_batch, uint32_t dst_batch,
                                 uint64_t offset, int64_t size) {
@@ -159,12 +184,16 @@ Status LlmDataDist::CopyKvBlocks(const Cache &, const Cache &, const std::vector
                                  const std::vector<std::vector<uint64_t>> &) {
   return LLM_FEATURE_NOT_ENABLED;
 }
-Status LlmDataDist::PushKvCache(const Cache &, const CacheIndex &, uint32_t, int64_t, const KvCacheExtParam &) {
-  return LLM_FEATURE_NOT_ENABLED;
+Status LlmDataDist::PushKvCache(const Cache &src, const CacheIndex &index, uint32_t, int64_t size,
+                                const KvCacheExtParam &ext) {
+  if (src.cache_desc.placement != CachePlacement::kDevice || size != -1) return LLM_PARAM_INVALID;
+  return check_transfer("PushKvCache", index, {}, {}, ext, true);
 }
-Status LlmDataDist::PushKvBlocks(const Cache &, const CacheIndex &, const std::vector<uint64_t> &,
-                                 const std::vector<uint64_t> &, const KvCacheExtParam &) {
-  return LLM_FEATURE_NOT_ENABLED;
+Status LlmDataDist::PushKvBlocks(const Cache &src, const CacheIndex &index, const std::vector<uint64_t> &src_blocks,
+                                 const std::vector<uint64_t> &dst_blocks, const KvCacheExtParam &ext) {
+  if (src.cache_desc.placement != CachePlacement::kDevice || src_blocks.empty() || index.batch_index != 0)
+    return LLM_PARAM_INVALID;
+  return check_transfer("PushKvBlocks", index, src_blocks, dst_blocks, ext, true);
 }
 
 Status LlmDataDist::RegisterKvCache(const CacheDesc &cache_desc, const std::vector<uint64_t> &addrs,
