@@ -133,8 +133,8 @@ static int32_t push_blocks_to(const struct push_task *p, const struct msg_lookup
                                            (int32_t)r->num_tensors);
   if (status != LLMDD_SUCCESS) return status;
   uint64_t own_pair[2] = {(uint64_t)p->src_row, r->row};
-  const uint64_t *pairs = p->key_kind == LLMDD_KEY_BY_ID ? own_pair : p->pairs;
-  int32_t num_pairs = p->key_kind == LLMDD_KEY_BY_ID ? 1 : p->num_pairs;
+  const uint64_t *pairs = p->pairs == NULL ? own_pair : p->pairs;
+  int32_t num_pairs = p->pairs == NULL ? 1 : p->num_pairs;
   struct core_block_cache dst = {.id = p->k[1], .num_tensors = count,
                                  .num_blocks = r->batch_size,
                                  .block_bytes = r->tensor_bytes / r->batch_size};
@@ -282,7 +282,7 @@ LLMDD_API int32_t llmdd_cache_push_blocks(uint64_t engine, uint64_t cache_id,
                         .key_kind = key_kind,
                         .k = {k0, key_kind == LLMDD_KEY_BLOCKS ? 0 : k1, k2},
                         .src_row = src_batch_index,
-                        .pairs = pairs,
+                        .pairs = pairs != NULL || num_pairs != 0 ? pairs : NULL,
                         .num_pairs = num_pairs,
                         .src_start = src_tensor_start,
                         .dst_start = dst_tensor_start,
@@ -292,20 +292,23 @@ LLMDD_API int32_t llmdd_cache_push_blocks(uint64_t engine, uint64_t cache_id,
   status = check_source(&p, cache_id, true);
   if (status == LLMDD_SUCCESS && key_kind != LLMDD_KEY_BY_ID && key_kind != LLMDD_KEY_BLOCKS)
     status = core_fail(LLMDD_PARAM_INVALID, "key_kind %d is not BY_ID (1) or BLOCKS (2)", key_kind);
-  if (status == LLMDD_SUCCESS && key_kind == LLMDD_KEY_BY_ID && (pairs != NULL || num_pairs != 0))
+  /* By id with pairs: blocks of the cache named by id (its row 0), as the CANN
+   * adapter's PushKvBlocks by CacheIndex. */
+  bool blocks = key_kind == LLMDD_KEY_BLOCKS || (key_kind == LLMDD_KEY_BY_ID && (pairs != NULL || num_pairs != 0));
+  if (status == LLMDD_SUCCESS && key_kind == LLMDD_KEY_BY_ID && blocks && k2 != 0)
     status = core_fail(LLMDD_PARAM_INVALID,
-                       "a push by CacheKeyByIdAndIndex takes no block pairs (num_pairs %d)",
-                       num_pairs);
-  if (status == LLMDD_SUCCESS && key_kind == LLMDD_KEY_BY_ID &&
+                       "a push of blocks by CacheKeyByIdAndIndex names batch index 0, not %llu",
+                       (unsigned long long)k2);
+  if (status == LLMDD_SUCCESS && key_kind == LLMDD_KEY_BY_ID && !blocks &&
       (src_batch_index < 0 || (uint64_t)src_batch_index >= p.src->batch_size))
     status = core_fail(LLMDD_PARAM_INVALID, "src_batch_index %d is out of range [0, %llu) of cache %llu",
                        src_batch_index, (unsigned long long)p.src->batch_size,
                        (unsigned long long)cache_id);
-  if (status == LLMDD_SUCCESS && key_kind == LLMDD_KEY_BLOCKS && src_batch_index != 0)
+  if (status == LLMDD_SUCCESS && blocks && src_batch_index != 0)
     status = core_fail(LLMDD_PARAM_INVALID,
                        "src_batch_index should be 0 when cache_key is BlocksCacheKey (got %d)",
                        src_batch_index);
-  if (status == LLMDD_SUCCESS && key_kind == LLMDD_KEY_BLOCKS) {
+  if (status == LLMDD_SUCCESS && blocks) {
     /* The destination's bounds come with the answer; the source's are here. */
     struct core_block_cache src = {.id = cache_id,
                                    .num_tensors = p.src->num_tensors,

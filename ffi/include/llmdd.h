@@ -391,6 +391,8 @@ LLMDD_API int32_t llmdd_cache_pull_blocks(uint64_t engine, uint64_t cache_id, in
  * in one call however many blocks.
  * key_kind LLMDD_KEY_BY_ID: row k2 of cache k1 at cluster k0 (push_cache): num_pairs 0
  *   and pairs NULL; the source is row src_batch_index of cache_id, the whole row.
+ *   With pairs (k2 0, src_batch_index 0): blocks of cache k1, as LLMDD_KEY_BLOCKS
+ *   (C++ PushKvBlocks by CacheIndex).
  * key_kind LLMDD_KEY_BLOCKS: the blocks cache named by BlocksCacheKey (k0, k2) at
  *   cluster k0 (push_blocks): pairs = num_pairs (src_block, dst_block) pairs;
  *   src_batch_index 0.

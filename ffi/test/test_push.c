@@ -120,6 +120,11 @@ TEST(push_blocks_into_pooled_and_registered_memory) {
   block_is(regs[1], 9, src, 3, 5);
   block_is(regs[2], 9, 77, 2, 9);
   block_is(regs[0], 8, 77, 0, 8);
+  /* Blocks by id (the cache's row 0, as CANN's PushKvBlocks by CacheIndex): 6 -> 11. */
+  uint64_t by_id[2] = {6, 11};
+  CHECK_STATUS(push(p.decoder, src, 0, LLMDD_KEY_BY_ID, p.prompt_cluster, reg, 0, by_id, 1, 0, 0, 0),
+               LLMDD_SUCCESS);
+  for (int32_t t = 0; t < 4; t++) block_is(regs[t], 11, src, t, 6);
   /* push_cache: row 3 of src into row 4 of the registered cache, by id. */
   CHECK_STATUS(push(p.decoder, src, 3, LLMDD_KEY_BY_ID, p.prompt_cluster, reg, 4, NULL, 0, 0, 0, 0),
                LLMDD_SUCCESS);
@@ -199,7 +204,12 @@ TEST(push_refusals) {
   EXPECT_STATUS(push(p.decoder, src, 0, LLMDD_KEY_BLOCKS, c, 0, MODEL, bad_dst, 1, 0, 0, 0),
                 LLMDD_PARAM_INVALID);
   EXPECT(strstr(last_error(), "dst_block_index:16") != NULL);
-  EXPECT_STATUS(push(p.decoder, src, 0, LLMDD_KEY_BY_ID, c, dst, 0, ok, 1, 0, 0, 0),
+  EXPECT_STATUS(push(p.decoder, src, 0, LLMDD_KEY_BY_ID, c, dst, 1, ok, 1, 0, 0, 0),
+                LLMDD_PARAM_INVALID);
+  EXPECT(strstr(last_error(), "names batch index 0") != NULL);
+  EXPECT_STATUS(push(p.decoder, src, 1, LLMDD_KEY_BY_ID, c, dst, 0, ok, 1, 0, 0, 0),
+                LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(push(p.decoder, src, 0, LLMDD_KEY_BY_ID, c, dst, 0, NULL, 1, 0, 0, 0),
                 LLMDD_PARAM_INVALID);
   EXPECT_STATUS(push(p.decoder, src, 8, LLMDD_KEY_BY_ID, c, dst, 0, NULL, 0, 0, 0, 0),
                 LLMDD_PARAM_INVALID);
