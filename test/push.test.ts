@@ -406,10 +406,14 @@ describe("CacheManager.transferCacheAsync", { timeout: 120_000 }, () => {
     const child = startChild("push_prompt_process.ts", {
       clusterId: String(clusterId),
       remote: true,
-      caches: [{ numTensors: 8, shape: [16, 64], dataType: U8, blocksModelId: 0 }],
+      caches: [
+        { numTensors: 8, shape: [16, 64], dataType: U8, blocksModelId: 0 },
+        { numTensors: 8, shape: [2, 256], dataType: U8 },
+      ],
     });
     try {
       const ready = await child.next();
+      const ids = (ready.cacheIds as string[]).map(BigInt);
       await using decoder = await openDecoder(true);
       const m = decoder.cacheManager;
       const src = await m.allocateBlocksCache(new CacheDesc(8, [16, 64], U8));
@@ -451,6 +455,18 @@ describe("CacheManager.transferCacheAsync", { timeout: 120_000 }, () => {
           from: s * 64,
         }));
         assertBytes(await dump(child, 0, t), spans, `tensor ${t}`);
+      }
+
+      // By CacheKeyByIdAndIndex: layers 1 and 2 of row 0 here into layers 0 and 1 of row 1 there.
+      const rows = await m.allocateCache(new CacheDesc(8, [1, 256], U8));
+      seed(decoder, rows, 17);
+      const byId = m.transferCacheAsync(rows, { synchronizeLayer: () => true }, [
+        new TransferWithCacheKeyConfig(new CacheKeyByIdAndIndex(clusterId, ids[1], 1), [1, 3], [0, 2]),
+      ]);
+      assert.deepEqual(await byId.getResults(10_000), [LLMStatusCode.LLM_SUCCESS]);
+      for (let t = 0; t < 8; t++) {
+        const spans = t < 4 ? [{ at: 256, length: 256, seed: 17, tensor: t + 2, from: 0 }] : [];
+        assertBytes(await dump(child, 1, t), spans, `rows, tensor ${t}`);
       }
 
       // Two targets: one done after layer 0, then one not linked, which ends the transfer.
