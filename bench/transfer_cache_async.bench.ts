@@ -45,7 +45,7 @@ const args = JSON.parse(
   process.argv.length > 2 && process.argv[process.argv.length - 1].startsWith("{")
     ? process.argv[process.argv.length - 1]
     : "{}",
-) as { layerBytes?: number; intervalMs?: number; runs?: number };
+) as { layerBytes?: number; intervalMs?: number; runs?: number; registered?: boolean };
 const LAYERS = 32;
 const BLOCKS = 16;
 const layerBytes = args.layerBytes ?? 2 << 20;

@@ -33,14 +33,12 @@ const TENSORS_PER_LAYER = 2;
  * upstream's transfer always passes as none (`undefined`).
  */
 export interface LayerSynchronizer {
+  /** Resolves to true once layer `layerIndex` may be sent, false if it never will. */
   synchronizeLayer(layerIndex: number, timeoutMs: number | undefined): boolean | Promise<boolean>;
 }
 
 /** A half-open range as a checked `{ start, stop }`. */
-interface Range {
-  readonly start: number;
-  readonly stop: number;
-}
+type Range = { readonly start: number; readonly stop: number };
 
 function rangeOf(value: unknown, name: string, allowNone: boolean): Range | undefined {
   if (!allowNone && (value === undefined || value === null)) {
@@ -76,6 +74,7 @@ export class TransferConfig {
   #srcLayerRange: Range | undefined;
   #srcBatchIndex: number;
 
+  /** Checks every argument as upstream's `TransferConfig` (`TypeError`, `ValueError`, `LLM_PARAM_INVALID`). */
   constructor(
     dstClusterId: bigint | number,
     dstAddrs: readonly (bigint | number)[],
@@ -111,7 +110,7 @@ export class TransferConfig {
   }
 
   /** The layers pushed, or undefined: every layer of the source. */
-  get srcLayerRange(): Range | undefined {
+  get srcLayerRange(): { readonly start: number; readonly stop: number } | undefined {
     return this.#srcLayerRange;
   }
   set srcLayerRange(value: LayerRange | undefined) {
@@ -126,6 +125,7 @@ export class TransferConfig {
     this.#srcBatchIndex = requireBatchIndex(value);
   }
 
+  /** As upstream's `repr`. */
   toString(): string {
     const range = this.#srcLayerRange ? `[${this.#srcLayerRange.start}, ${this.#srcLayerRange.stop})` : "all";
     return `TransferConfig(dstClusterId=${this.#dstClusterId}, dstAddrs=[${this.#dstAddrs.length}], srcLayerRange=${range}, srcBatchIndex=${this.#srcBatchIndex})`;
@@ -152,6 +152,7 @@ export class TransferWithCacheKeyConfig {
   #dstLayerRange: Range;
   #srcBatchIndex: number;
 
+  /** Checks every argument as upstream's `TransferWithCacheKeyConfig` (`TypeError`, `ValueError`, `LLM_PARAM_INVALID`). */
   constructor(
     cacheKey: BlocksCacheKey | CacheKeyByIdAndIndex,
     srcLayerRange: LayerRange,
@@ -196,7 +197,7 @@ export class TransferWithCacheKeyConfig {
   }
 
   /** The source's layers pushed. */
-  get srcLayerRange(): Range {
+  get srcLayerRange(): { readonly start: number; readonly stop: number } {
     return this.#srcLayerRange;
   }
   set srcLayerRange(value: LayerRange) {
@@ -204,7 +205,7 @@ export class TransferWithCacheKeyConfig {
   }
 
   /** The destination's layers written, as many as `srcLayerRange`. */
-  get dstLayerRange(): Range {
+  get dstLayerRange(): { readonly start: number; readonly stop: number } {
     return this.#dstLayerRange;
   }
   set dstLayerRange(value: LayerRange) {
@@ -219,6 +220,7 @@ export class TransferWithCacheKeyConfig {
     this.#srcBatchIndex = this.#batchIndex(value);
   }
 
+  /** As upstream's `repr`. */
   toString(): string {
     const s = this.#srcLayerRange, d = this.#dstLayerRange;
     return `TransferWithCacheKeyConfig(cacheKey=${this.#cacheKey}, srcLayerRange=[${s.start}, ${s.stop}), dstLayerRange=[${d.start}, ${d.stop}), srcBatchIndex=${this.#srcBatchIndex})`;
