@@ -743,3 +743,59 @@ describe("CacheManager.transferCacheAsync", { timeout: 120_000 }, () => {
     assert.equal(await task.synchronize(), P);
   });
 });
+
+describe("push calls with garbage", { timeout: 120_000 }, () => {
+  test("any value in any argument: only TypeError, ValueError or LLMException, never a crash or a hang", async () => {
+    const fc = (await import("fast-check")).default;
+    await using remote = await openDecoder(true);
+    await using plain = await openDecoder(false);
+    const blocks = await remote.cacheManager.allocateBlocksCache(new CacheDesc(4, [8, 16], U8));
+    const rows = await plain.cacheManager.allocateCache(new CacheDesc(4, [2, 16], U8));
+    const freed = await plain.cacheManager.allocateCache(new CacheDesc(2, [2, 16], U8));
+    await plain.cacheManager.deallocateCache(freed);
+    const value = fc.oneof(
+      fc.anything(),
+      fc.integer({ min: -3, max: 20 }),
+      fc.bigInt({ min: -1n, max: 2n ** 64n }),
+      fc.constantFrom(NaN, Infinity, -1, 2 ** 32, 2 ** 53, [0, 1], [1, 0], { start: 0, stop: 1 }, [], [0], [-1]),
+      fc.constantFrom(blocks, rows, freed, new BlocksCacheKey(1n), new CacheKeyByIdAndIndex(1n, 1n, 0)),
+      fc.constantFrom(
+        new TransferConfig(1n, [1n, 2n], [0, 1]),
+        new TransferWithCacheKeyConfig(new BlocksCacheKey(1n), [0, 1], [0, 1]),
+        { synchronizeLayer: () => true },
+      ),
+    );
+    const allowed = (err: unknown) =>
+      err instanceof TypeError || err instanceof ValueError || (err as { name?: string })?.name === "LLMException";
+    const calls: ((a: unknown[]) => unknown)[] = [
+      (a) => remote.cacheManager.pushCache(...(a as Parameters<typeof remote.cacheManager.pushCache>)),
+      (a) => remote.cacheManager.pushBlocks(...(a as Parameters<typeof remote.cacheManager.pushBlocks>)),
+      (a) => plain.cacheManager.pushBlocks(...(a as Parameters<typeof plain.cacheManager.pushBlocks>)),
+      (a) =>
+        remote.cacheManager.transferCacheAsync(...(a as Parameters<typeof remote.cacheManager.transferCacheAsync>))
+          .synchronize(1000),
+      (a) =>
+        plain.cacheManager.transferCacheAsync(...(a as Parameters<typeof plain.cacheManager.transferCacheAsync>))
+          .getResults(1000),
+      (a) => new TransferConfig(...(a as ConstructorParameters<typeof TransferConfig>)),
+      (a) => new TransferWithCacheKeyConfig(...(a as ConstructorParameters<typeof TransferWithCacheKeyConfig>)),
+    ];
+    const property = fc.asyncProperty(
+      fc.integer({ min: 0, max: calls.length - 1 }),
+      fc.array(value, { maxLength: 7 }),
+      async (which, args) => {
+        try {
+          await calls[which](args);
+        } catch (err) {
+          if (!allowed(err)) throw new Error(`call ${which} threw ${err}`);
+        }
+      },
+    );
+    await fc.assert(property, { numRuns: 300 });
+    // Still working afterwards.
+    await rejectsWithStatus(
+      remote.cacheManager.pushBlocks(new BlocksCacheKey(1n), blocks, [0], [0]),
+      LLMStatusCode.LLM_NOT_YET_LINK,
+    );
+  });
+});
