@@ -44,8 +44,10 @@ export {
   CacheManager,
   type LayerRange,
   type PullOptions,
+  type PushOptions,
   type TensorMemory,
 } from "./src/cache_manager.ts";
+export { CacheTask, type LayerSynchronizer, TransferConfig, TransferWithCacheKeyConfig } from "./src/transfer.ts";
 export { MemInfo, MemType } from "./src/mem_info.ts";
 export { type ClusterStatuses, LLMDataDist, type LLMDataDistOptions } from "./src/llm_datadist.ts";
 export type { Backend } from "./src/native/load.ts";

@@ -41,6 +41,13 @@ import {
   WHOLE_ROW,
 } from "./native/symbols.ts";
 import { runExclusive } from "./operation.ts";
+import {
+  type CacheTask,
+  type LayerSynchronizer,
+  startTransfer,
+  type TransferConfig,
+  type TransferWithCacheKeyConfig,
+} from "./transfer.ts";
 import { LLMStatusCode } from "./status.ts";
 import type { Tensor } from "./tensor.ts";
 import {
@@ -69,12 +76,15 @@ export type BlockMapping = Map<number, number> | Record<number, number>;
 /** What the cache manager needs of its instance besides the engine. */
 export interface CacheManagerAccess extends EngineAccess {
   /** The options it was initialized with. */
-  settings(): { memPool: boolean; hostMemPool: boolean };
+  settings(): { memPool: boolean; hostMemPool: boolean; remoteCacheAccessible?: boolean };
   /** Whether `linkClusters` has linked this instance (upstream's `_is_call_linked`). */
   isCallLinked(): boolean;
   /** Whether this instance is linked to a cluster now. */
   hasLinks(): boolean;
 }
+
+/** The options of `pushBlocks`: the layer arguments (upstream's kwargs) and the call's options. */
+export type PushOptions = PullOptions;
 
 /** A layer range: half-open `{ start, stop }`, or the pair `[start, stop]`, as Python's `range(start, stop)`. */
 export type LayerRange = { readonly start: number; readonly stop: number } | readonly [number, number];
@@ -89,8 +99,8 @@ export interface PullOptions extends CallOptions {
   tensorNumPerLayer?: number;
 }
 
-/** A layer range's tensor range [first, count), or undefined when absent or empty (as upstream: all). */
-function tensorRangeOf(range: unknown, name: string, perLayer: number): [number, number] | undefined {
+/** A layer range's `[start, stop]` as given (integers), or undefined when absent. */
+export function layerRangeOf(range: unknown, name: string): [number, number] | undefined {
   if (range === undefined || range === null) return undefined;
   let start: unknown, stop: unknown;
   if (Array.isArray(range)) {
@@ -103,8 +113,23 @@ function tensorRangeOf(range: unknown, name: string, perLayer: number): [number,
   } else {
     throw new TypeError(`${name} must be [start, stop] or { start, stop }, got ${describe(range)}`);
   }
-  const first = requireInt(start, `${name}.start`);
-  const end = requireInt(stop, `${name}.stop`);
+  return [requireInt(start, `${name}.start`), requireInt(stop, `${name}.stop`)];
+}
+
+/** Upstream's check_layer_range: a range given must be non-empty, from 0 up. */
+export function checkLayerRange(range: unknown, name: string): [number, number] | undefined {
+  const given = layerRangeOf(range, name);
+  if (given !== undefined && !(0 <= given[0] && given[0] < given[1])) {
+    throw paramInvalid(`check 0 <= range.start < range.stop failed, ${name} = range(${given[0]}, ${given[1]})`);
+  }
+  return given;
+}
+
+/** A layer range's tensor range [first, count), or undefined when absent or empty (as upstream: all). */
+function tensorRangeOf(range: unknown, name: string, perLayer: number): [number, number] | undefined {
+  const given = layerRangeOf(range, name);
+  if (given === undefined) return undefined;
+  const [first, end] = given;
   if (end <= first) return undefined; // an empty range, as upstream's empty list: all tensors
   if (first < 0) throw paramInvalid(`${name} is invalid, the start value:${first} is < 0`);
   requireIntIn(end - 1, name, 0, 0xFFFF_FFFF);
@@ -113,15 +138,52 @@ function tensorRangeOf(range: unknown, name: string, perLayer: number): [number,
   return [tensors, count];
 }
 
-/** The (source start, destination start, count) tensor range of a pull; count 0: every tensor. */
-function tensorRanges(options: PullOptions, dst: Cache, what: string): [number, number, number] {
-  const perLayer = options.tensorNumPerLayer ?? 2;
-  requireIntIn(perLayer, "tensorNumPerLayer", 0, 0xFFFF_FFFF);
+/** Upstream's check of tensor_num_per_layer (uint32, > 0); returns it. */
+function tensorsPerLayer(value: unknown, cache: Cache, what: string): number {
+  const perLayer = requireIntIn(value, "tensorNumPerLayer", 0, 0xFFFF_FFFF);
   if (!(perLayer > 0)) {
     throw paramInvalid(
-      `[${what}] param check failed, tensor_num_per_layer (${perLayer}) is invalid, should [1, ${dst.cacheDesc.numTensors}]`,
+      `[${what}] param check failed, tensor_num_per_layer (${perLayer}) is invalid, should [1, ${cache.cacheDesc.numTensors}]`,
     );
   }
+  return perLayer;
+}
+
+/**
+ * The (source start, destination start, count) tensor range of a push (upstream
+ * push_cache / push_blocks): ranges default to every layer of the source; null
+ * when that is no layer at all (upstream then moves nothing).
+ */
+function pushTensorRanges(
+  srcRange: unknown,
+  dstRange: unknown,
+  perLayerArg: unknown,
+  src: Cache,
+  what: string,
+): [number, number, number] | null {
+  const perLayer = tensorsPerLayer(perLayerArg, src, what);
+  const given = [checkLayerRange(srcRange, "srcLayerRange"), checkLayerRange(dstRange, "dstLayerRange")];
+  const numTensors = src.cacheDesc.numTensors;
+  const layers = Math.floor(numTensors / perLayer);
+  const [s, d] = given.map((range) => range ?? [0, layers]);
+  if (s[1] - s[0] !== d[1] - d[0]) {
+    throw paramInvalid("src_layer_range size should be equal to size of dst_layer_range size.");
+  }
+  if (s[1] - s[0] === 0) return null;
+  if (numTensors % perLayer !== 0) {
+    throw paramInvalid(
+      `When using layer wise transfer, the tensor_num [${numTensors}] of caches must be a multiple of tensor_num_per_layer[${perLayer}].`,
+    );
+  }
+  if (s[1] * perLayer > 0x7FFF_FFFF || d[1] * perLayer > 0x7FFF_FFFF) {
+    throw paramInvalid("a layer range covers tensors beyond the 2^31 - 1 a cache can have");
+  }
+  return [s[0] * perLayer, d[0] * perLayer, (s[1] - s[0]) * perLayer];
+}
+
+/** The (source start, destination start, count) tensor range of a pull; count 0: every tensor. */
+function tensorRanges(options: PullOptions, dst: Cache, what: string): [number, number, number] {
+  const perLayer = tensorsPerLayer(options.tensorNumPerLayer ?? 2, dst, what);
   const src = tensorRangeOf(options.srcLayerRange, "srcLayerRange", perLayer);
   const dstRange = tensorRangeOf(options.dstLayerRange, "dstLayerRange", perLayer);
   if (src === undefined && dstRange === undefined) return [0, 0, 0];
@@ -924,6 +986,243 @@ export class CacheManager {
       // A row is one block of a cache that is not a blocks cache.
       return engine.pullBlocks(record, kind, words, BigUint64Array.of(0n, BigInt(row)), tensors, op, context);
     });
+  }
+
+  /**
+   * Pushes a batch row of `srcCache` into a row of a linked peer's cache
+   * (upstream `push_cache`): row `srcBatchIndex` of every tensor of layers
+   * `srcLayerRange` (default: every layer; half-open `{ start, stop }` or
+   * `[start, stop]`, `tensorNumPerLayer` tensors a layer) goes to layers
+   * `dstLayerRange` (as many) of the row `dstCacheKey` names. `size` must be
+   * -1. This instance needs `enableRemoteCacheAccessible`; the destination must
+   * be remote-accessible (registered with `remoteAccessible`, or allocated by
+   * a peer with `enableRemoteCacheAccessible`), and so must `srcCache`. On the
+   * host backend the instance that linked pushes into the one it linked to.
+   *
+   * Errors: `TypeError` / `ValueError` for bad arguments; `LLMException` with
+   * `LLM_PARAM_INVALID` (upstream's rules: no remote access here or there,
+   * a blocks cache, a layer range empty, out of range or of unequal length,
+   * `size` not -1, rows of different sizes), `LLM_NOT_YET_LINK`,
+   * `LLM_KV_CACHE_NOT_EXIST`, `LLM_LINK_FAILED`, `LLM_WAIT_PROCESS_TIMEOUT`.
+   *
+   * @example
+   * ```ts
+   * import { CacheDesc, CacheKeyByIdAndIndex, DataType, LLMClusterInfo, LLMDataDist, LLMRole } from "llm-datadist";
+   * const options = {
+   *   "llm.EnableCacheManager": "1",
+   *   "llm.EnableRemoteCacheAccessible": "1",
+   *   "llm.MemPoolConfig": '{"memory_size": 1048576}',
+   * };
+   * await using prompt = new LLMDataDist(LLMRole.PROMPT, 1n);
+   * await prompt.init({ ...options, "llm.listenIpInfo": "127.0.0.1:0" });
+   * const desc = new CacheDesc(2, [4, 8], DataType.DT_INT32); // K and V, 4 rows of 8
+   * const kv = await prompt.cacheManager.allocateCache(desc);
+   *
+   * await using decoder = new LLMDataDist(LLMRole.DECODER, 2n);
+   * await decoder.init(options);
+   * const mine = await decoder.cacheManager.allocateCache(desc);
+   * (decoder.cacheManager.getCacheTensorViews(mine, 0)[0].data as Int32Array).fill(5); // K, every row
+   * const cluster = new LLMClusterInfo();
+   * cluster.remoteClusterId = 1n;
+   * cluster.appendRemoteIpInfo("127.0.0.1", prompt.listenPort);
+   * await decoder.linkClusters([cluster], 3000);
+   * await decoder.cacheManager.pushCache(new CacheKeyByIdAndIndex(1n, kv.cacheId, 3), mine, 0);
+   * const [k] = await prompt.cacheManager.getCacheTensors(kv, 0);
+   * console.log(k.data[3 * 8], k.data[0]); // 5 0
+   * await decoder.unlinkClusters([cluster], 3000);
+   * ```
+   */
+  async pushCache(
+    dstCacheKey: CacheKeyByIdAndIndex,
+    srcCache: Cache,
+    srcBatchIndex = 0,
+    srcLayerRange?: LayerRange,
+    dstLayerRange?: LayerRange,
+    size = -1,
+    tensorNumPerLayer = 2,
+    options?: CallOptions,
+  ): Promise<void> {
+    const engine = this.#access.current();
+    this.#requireRemote("push_cache");
+    requireInstance(dstCacheKey, CacheKeyByIdAndIndex, "dstCacheKey");
+    requireInstance(srcCache, Cache, "srcCache");
+    const row = requireIntIn(srcBatchIndex, "srcBatchIndex", 0, 0xFFFF_FFFF);
+    requireBlocks(srcCache, "cache", false);
+    const tensors = pushTensorRanges(srcLayerRange, dstLayerRange, tensorNumPerLayer, srcCache, "push_cache");
+    const n = requireIntIn(size, "size", INT64_MIN, Number.MAX_SAFE_INTEGER);
+    if (n !== -1) throw paramInvalid(`[push_cache] param check failed, size (${n}) is invalid, should be = -1.`);
+    const signal = signalOf(options);
+    if (tensors === null) return;
+    const words = [
+      dstCacheKey.clusterId,
+      BigInt.asUintN(64, dstCacheKey.cacheId),
+      BigInt(dstCacheKey.batchIndex),
+    ] as const;
+    await runExclusive(engine.mutex, "pushCache", engine.syncKvTimeout, signal, (op) => {
+      const record = engine.checkLive(recordOfCache(srcCache), srcCache.cacheId);
+      return engine.pushBlocks(record, row, KEY_BY_ID, words, null, tensors, op, `pushCache(${dstCacheKey}) failed`);
+    });
+  }
+
+  /**
+   * Pushes blocks of `srcCache`, a blocks cache, into the blocks cache a linked
+   * peer names with `dstCacheKey` (upstream `push_blocks`), all of them in one
+   * native call: block `srcBlocks[i]` goes to block `dstBlocks[i]`, for the
+   * layers of `options` (as `pullBlocks`; default: every layer of the source).
+   * Needs remote access as `pushCache`. Into the peer's pools the blocks are
+   * written through a shared mapping in chunks (deadline and
+   * `options.signal` checked between them); into memory the peer registered,
+   * through the link's socket in one request.
+   *
+   * Errors: as `pushCache`, and `LLM_PARAM_INVALID` for `dstBlocks` empty,
+   * lists of unequal lengths, a block out of range, block sizes that differ.
+   *
+   * @example
+   * ```ts
+   * import { BlocksCacheKey, CacheDesc, DataType, LLMClusterInfo, LLMDataDist, LLMRole } from "llm-datadist";
+   * const options = {
+   *   "llm.EnableCacheManager": "1",
+   *   "llm.EnableRemoteCacheAccessible": "1",
+   *   "llm.MemPoolConfig": '{"memory_size": 1048576}',
+   * };
+   * await using prompt = new LLMDataDist(LLMRole.PROMPT, 1n);
+   * await prompt.init({ ...options, "llm.listenIpInfo": "127.0.0.1:0" });
+   * const desc = new CacheDesc(2, [8, 4], DataType.DT_INT32); // K and V, 8 blocks of 4
+   * const kv = await prompt.cacheManager.allocateBlocksCache(desc, new BlocksCacheKey(1n));
+   *
+   * await using decoder = new LLMDataDist(LLMRole.DECODER, 2n);
+   * await decoder.init(options);
+   * const mine = await decoder.cacheManager.allocateBlocksCache(desc);
+   * (decoder.cacheManager.getCacheTensorViews(mine, 0)[0].data as Int32Array).fill(9, 0, 4); // block 0 of K
+   * const cluster = new LLMClusterInfo();
+   * cluster.remoteClusterId = 1n;
+   * cluster.appendRemoteIpInfo("127.0.0.1", prompt.listenPort);
+   * await decoder.linkClusters([cluster], 3000);
+   * await decoder.cacheManager.pushBlocks(new BlocksCacheKey(1n), mine, [0], [6], { srcLayerRange: [0, 1], dstLayerRange: [0, 1] });
+   * const [k] = await prompt.cacheManager.getCacheTensors(kv, 0);
+   * console.log(k.data[4 * 6]); // 9
+   * await decoder.unlinkClusters([cluster], 3000);
+   * ```
+   */
+  async pushBlocks(
+    dstCacheKey: BlocksCacheKey,
+    srcCache: Cache,
+    srcBlocks: readonly number[] = [],
+    dstBlocks: readonly number[] = [],
+    options: PushOptions = {},
+  ): Promise<void> {
+    const engine = this.#access.current();
+    this.#requireRemote("push_blocks");
+    requireInstance(dstCacheKey, BlocksCacheKey, "dstCacheKey");
+    requireInstance(srcCache, Cache, "srcCache");
+    const srcList = requireArray(srcBlocks, "srcBlocks", "block index").map((b, i) => requireInt(b, `srcBlocks[${i}]`));
+    const dstList = requireArray(dstBlocks, "dstBlocks", "block index").map((b, i) => requireInt(b, `dstBlocks[${i}]`));
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError(`options must be an object, got ${describe(options)}`);
+    }
+    requireBlocks(srcCache, "cache", true);
+    if (dstList.length === 0) throw paramInvalid("dst_blocks can not be empty.");
+    const tensors = pushTensorRanges(
+      options.srcLayerRange,
+      options.dstLayerRange,
+      options.tensorNumPerLayer ?? 2,
+      srcCache,
+      "push_blocks",
+    );
+    if (srcList.length !== dstList.length) {
+      throw paramInvalid(`src_block num:${srcList.length} not match dst_block num:${dstList.length}`);
+    }
+    const signal = signalOf(options);
+    if (tensors === null) return;
+    const pairs = new BigUint64Array(dstList.length * 2);
+    dstList.forEach((d, i) => pairs.set([blockWord(srcList[i]), blockWord(d)], 2 * i));
+    const words = [dstCacheKey.clusterId, 0n, dstCacheKey.modelId] as const;
+    await runExclusive(engine.mutex, "pushBlocks", engine.syncKvTimeout, signal, (op) => {
+      const record = engine.checkLive(recordOfCache(srcCache), srcCache.cacheId);
+      return engine.pushBlocks(record, 0, KEY_BLOCKS, words, pairs, tensors, op, `pushBlocks(${dstCacheKey}) failed`);
+    });
+  }
+
+  /**
+   * Pushes `srcCache` layer by layer as the program computes it (upstream
+   * `transfer_cache_async`): for each layer, waits until
+   * `layerSynchronizer.synchronizeLayer(layer)` returns (or resolves to) true,
+   * then pushes that layer (K and V: two tensors) to every target whose
+   * `srcLayerRange` holds it. Targets are `TransferWithCacheKeyConfig`s on an
+   * instance with `enableRemoteCacheAccessible`, `TransferConfig`s (peer
+   * addresses) otherwise. Block lists: `srcBlockIndices` with
+   * `dstBlockIndices` move blocks to blocks; `dstBlockIndices` alone, with
+   * `dstBlockMemorySize`, cut the row into blocks (addresses only). Returns at
+   * once with a `CacheTask`; the first failure ends the transfer (a false or
+   * throwing synchronizer: `LLM_PARAM_INVALID` for the layer's targets).
+   * Arguments are checked before it returns (upstream's rules and messages).
+   *
+   * @example
+   * ```ts
+   * import {
+   *   BlocksCacheKey, CacheDesc, DataType, LLMClusterInfo, LLMDataDist, LLMRole, TransferWithCacheKeyConfig,
+   * } from "llm-datadist";
+   * const options = {
+   *   "llm.EnableCacheManager": "1",
+   *   "llm.EnableRemoteCacheAccessible": "1",
+   *   "llm.MemPoolConfig": '{"memory_size": 1048576}',
+   * };
+   * await using prompt = new LLMDataDist(LLMRole.PROMPT, 1n);
+   * await prompt.init({ ...options, "llm.listenIpInfo": "127.0.0.1:0" });
+   * const desc = new CacheDesc(4, [8, 16], DataType.DT_UINT8); // 2 layers, 8 blocks of 16 bytes
+   * const kv = await prompt.cacheManager.allocateBlocksCache(desc, new BlocksCacheKey(1n));
+   *
+   * await using decoder = new LLMDataDist(LLMRole.DECODER, 2n);
+   * await decoder.init(options);
+   * const mine = await decoder.cacheManager.allocateBlocksCache(desc);
+   * const cluster = new LLMClusterInfo();
+   * cluster.remoteClusterId = 1n;
+   * cluster.appendRemoteIpInfo("127.0.0.1", prompt.listenPort);
+   * await decoder.linkClusters([cluster], 3000);
+   * const synchronizer = {
+   *   // Layer i is ready once it is filled (a model's forward pass, here).
+   *   async synchronizeLayer(layer: number) {
+   *     for (const t of [2 * layer, 2 * layer + 1]) {
+   *       (decoder.cacheManager.getCacheTensorViews(mine, t)[0].data as Uint8Array).fill(layer + 1, 0, 16);
+   *     }
+   *     return true;
+   *   },
+   * };
+   * const task = decoder.cacheManager.transferCacheAsync(mine, synchronizer, [
+   *   new TransferWithCacheKeyConfig(new BlocksCacheKey(1n), [0, 2], [0, 2]),
+   * ], [0], [3]);
+   * console.log(await task.synchronize(5000)); // 0
+   * const [v1] = await prompt.cacheManager.getCacheTensors(kv, 3);
+   * console.log(v1.data[3 * 16]); // 2
+   * await decoder.unlinkClusters([cluster], 3000);
+   * ```
+   */
+  transferCacheAsync(
+    srcCache: Cache,
+    layerSynchronizer: LayerSynchronizer,
+    transferConfigs: readonly (TransferConfig | TransferWithCacheKeyConfig)[],
+    srcBlockIndices?: readonly number[],
+    dstBlockIndices?: readonly number[],
+    dstBlockMemorySize?: number,
+  ): CacheTask {
+    const engine = this.#access.current();
+    return startTransfer(
+      engine,
+      this.#access.settings().remoteCacheAccessible === true,
+      srcCache,
+      layerSynchronizer,
+      transferConfigs,
+      srcBlockIndices,
+      dstBlockIndices,
+      dstBlockMemorySize,
+    );
+  }
+
+  /** Upstream's first check of a push: the instance's remote cache access. */
+  #requireRemote(what: string): void {
+    if (this.#access.settings().remoteCacheAccessible !== true) {
+      throw paramInvalid(`${what} is only supported while enable_remote_cache_accessible is True`);
+    }
   }
 
   /**

@@ -463,6 +463,57 @@ export class Engine {
     );
   }
 
+  /**
+   * Pushes from `record` into a linked peer's cache (`llmdd_cache_push_blocks`):
+   * by id (`pairs` null: row `srcRow` into the named row) or by `BlocksCacheKey`
+   * (block pairs), over the tensor range `tensors`.
+   */
+  pushBlocks(
+    record: CacheRecord,
+    srcRow: number,
+    kind: number,
+    words: readonly [bigint, bigint, bigint],
+    pairs: BigUint64Array | null,
+    tensors: readonly [number, number, number],
+    op: Operation,
+    context: string,
+  ): Promise<void> {
+    const [k0, k1, k2] = words;
+    const n = pairs === null ? 0 : pairs.length / 2;
+    return runLong(
+      this.lib,
+      "llmdd_cache_push_blocks",
+      [this.handle, record.cacheId, srcRow, kind, k0, k1, k2, pairs, n, ...tensors],
+      op,
+      context,
+    );
+  }
+
+  /**
+   * Pushes tensors `[srcTensor, +addrs.length)` of `record` to addresses of a
+   * linked peer (`llmdd_cache_push_addrs`): row `srcRow`, or block `pairs`.
+   */
+  pushAddrs(
+    record: CacheRecord,
+    srcRow: number,
+    clusterId: bigint,
+    addrs: BigUint64Array,
+    srcTensor: number,
+    pairs: BigUint64Array | null,
+    blockBytes: bigint,
+    op: Operation,
+    context: string,
+  ): Promise<void> {
+    const n = pairs === null ? 0 : pairs.length / 2;
+    return runLong(
+      this.lib,
+      "llmdd_cache_push_addrs",
+      [this.handle, record.cacheId, srcRow, clusterId, addrs, addrs.length, srcTensor, pairs, n, blockBytes],
+      op,
+      context,
+    );
+  }
+
   /** A view of `byteLength` bytes of native memory at `address` (host-accessible engines only). */
   view(address: bigint, byteLength: number): ArrayBuffer {
     return this.lib.raw.view(address, byteLength);

@@ -538,7 +538,7 @@ describe("links and registration (upstream's rules)", () => {
     await m.unregisterCache(after.cacheId);
   });
 
-  test("a PROMPT's registered and host-pool caches are never read through a link (not pullable yet)", async () => {
+  test("a PROMPT's registered and host-pool caches are pulled through the link's socket, pooled ones from its pools", async () => {
     await using prompt = await listeningPrompt({
       "llm.EnableCacheManager": "1",
       "llm.MemPoolConfig": POOL,
@@ -546,11 +546,12 @@ describe("links and registration (upstream's rules)", () => {
     });
     const registered = await prompt.cacheManager.registerCache(
       new CacheDesc(1, [1, 64], DataType.DT_UINT8, Placement.HOST),
-      [new Uint8Array(64)],
+      [new Uint8Array(64).fill(7)],
     );
     const hosted = await prompt.cacheManager.allocateCache(
       new CacheDesc(1, [1, 64], DataType.DT_UINT8, Placement.HOST),
     );
+    (prompt.cacheManager.getCacheTensorViews(hosted)[0].data as Uint8Array).fill(9);
     const pooled = await prompt.cacheManager.allocateCache(new CacheDesc(1, [1, 64], DataType.DT_UINT8));
     (prompt.cacheManager.getCacheTensorViews(pooled)[0].data as Uint8Array).fill(5);
     await using decoder = new LLMDataDist(LLMRole.DECODER, freshClusterId());
@@ -558,14 +559,11 @@ describe("links and registration (upstream's rules)", () => {
     const [status] = await decoder.linkClusters([clusterOf(prompt)], 5000);
     assert.equal(status, LLMStatusCode.LLM_SUCCESS);
     const into = await decoder.kvCacheManager.allocateCache(new CacheDesc(1, [1, 64], DataType.DT_UINT8));
-    for (const cache of [registered, hosted]) {
-      await rejectsWithStatus(
-        decoder.kvCacheManager.pullCache(new CacheKeyByIdAndIndex(prompt.clusterId, cache.cacheId, 0), into),
-        LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
-      );
+    for (const [cache, value] of [[registered, 7], [hosted, 9], [pooled, 5]] as const) {
+      await decoder.kvCacheManager.pullCache(new CacheKeyByIdAndIndex(prompt.clusterId, cache.cacheId, 0), into);
+      const bytes = (await decoder.kvCacheManager.getCacheTensors(into))[0].data;
+      assert.deepEqual([bytes[0], bytes[63]], [value, value]);
     }
-    await decoder.kvCacheManager.pullCache(new CacheKeyByIdAndIndex(prompt.clusterId, pooled.cacheId, 0), into);
-    assert.equal((await decoder.kvCacheManager.getCacheTensors(into))[0].data[63], 5);
     await decoder.unlinkClusters([clusterOf(prompt)], 5000);
   });
 });

@@ -1538,6 +1538,26 @@ static void step_cache_manager(struct input *in) {
     } else {
       EXPECT_IS("cache_pull_blocks(not linked)", s, s == LLMDD_NOT_YET_LINK ? s : LLMDD_PARAM_INVALID);
     }
+    /* ABI 5's pushes with the same garbage: refused alike (the remote-access
+     * and source checks come before the link's). */
+    int32_t row = pick_index(in, 4);
+    s = checked("cache_push_blocks",
+                llmdd_cache_push_blocks(h, id, row, kind, u8(in) % 4, u8(in) % 8, u8(in) % 4,
+                                        (u8(in) & 1) ? pairs : NULL, n, src_start, dst_start, count, 0));
+    if (e == NULL) expect_preamble("cache_push_blocks", &p, s);
+    else if (s != LLMDD_NOT_YET_LINK && s != LLMDD_KV_CACHE_NOT_EXIST)
+      EXPECT_IS("cache_push_blocks(refused)", s, LLMDD_PARAM_INVALID);
+    uint64_t addrs[2] = {u64(in), u64(in)};
+    s = checked("cache_push_addrs",
+                llmdd_cache_push_addrs(h, id, row, u8(in) % 4, (u8(in) & 1) ? addrs : NULL, n, src_start,
+                                       (u8(in) & 1) ? pairs : NULL, n, u8(in) % 2 ? 0 : u64(in), 0));
+    if (e == NULL) expect_preamble("cache_push_addrs", &p, s);
+    else if (e->role == LLMDD_ROLE_PROMPT)
+      EXPECT_IS("cache_push_addrs(PROMPT)", s, LLMDD_PARAM_INVALID);
+    else if (c == NULL)
+      EXPECT_IS("cache_push_addrs(unknown cache)", s, LLMDD_KV_CACHE_NOT_EXIST);
+    else
+      EXPECT_IS("cache_push_addrs(not linked)", s, s == LLMDD_NOT_YET_LINK ? s : LLMDD_PARAM_INVALID);
     return;
   }
   case 0: {

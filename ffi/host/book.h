@@ -27,6 +27,7 @@ struct cache {
   /* Where the memory is: each device's pool (offsets), the host pool (one block,
    * offsets[0], seen by every device), or the caller's (registered: tensors). */
   bool in_host_pool;
+  bool remote; /* linked peers may push into it (remote-accessible; set by cache.c) */
   uint8_t **registered; /* [device * num_tensors + tensor], or NULL; never freed here */
   uint64_t *keys;       /* registered caches: their keys (3 words each), to drop them */
   int32_t num_keys;
@@ -116,8 +117,9 @@ static inline uint8_t *host_cache_tensor(const struct book *b, const struct cach
          (uint64_t)tensor_index * c->stride;
 }
 
-/* Whether a linked DECODER may pull the cache: only memory of the device pools,
- * which are what it maps. */
+/* Whether a linked DECODER reaches the cache through its mapping of the device
+ * pools; anything else (registered memory, the host pool) it reaches through
+ * the link's socket (stream.h). */
 static inline bool host_cache_in_device_pools(const struct cache *c) {
   return c->registered == NULL && !c->in_host_pool;
 }

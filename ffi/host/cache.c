@@ -68,6 +68,8 @@ LLMDD_API int32_t llmdd_cache_allocate(uint64_t engine, int32_t num_tensors,
                            num_keys, placement == LLMDD_PLACEMENT_HOST && e->book.host_pool != NULL,
                            &c);
   if (status == LLMDD_SUCCESS) {
+    /* Upstream's default: DEVICE memory of an engine with remote access. */
+    c->remote = e->options.remote_access && !c->in_host_pool;
     *out_cache_id = c->id;
     for (int32_t d = 0; d < num_devices; d++)
       for (int32_t t = 0; t < num_tensors; t++)
@@ -144,7 +146,10 @@ LLMDD_API int32_t llmdd_cache_register(uint64_t engine, int32_t num_tensors,
   if (status == LLMDD_SUCCESS)
     status = host_book_register(&e->book, num_tensors, tensor_bytes, batch_size, layout_tag, addrs,
                                 keys, num_keys, &c);
-  if (status == LLMDD_SUCCESS) *out_cache_id = c->id;
+  if (status == LLMDD_SUCCESS) {
+    c->remote = remote_accessible != 0;
+    *out_cache_id = c->id;
+  }
   host_engine_leave(e);
   return status;
 }

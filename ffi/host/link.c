@@ -176,6 +176,40 @@ int32_t host_link_exchange(struct link *l, struct msg *request, uint16_t reply_t
   return status;
 }
 
+/* Whether n tensors of `bytes`, `stride` apart from `offset`, fit in `capacity`. */
+static bool fits(uint64_t offset, uint64_t stride, uint64_t n, uint64_t bytes, uint64_t capacity) {
+  if (offset > capacity || bytes > capacity - offset) return false;
+  return n <= 1 || stride <= (capacity - offset - bytes) / (n - 1);
+}
+
+int32_t host_link_check_answer(struct link *l, const struct msg_lookup_reply *r) {
+  bool ok = (int32_t)r->devices == l->num_devices && r->num_tensors >= 1 &&
+            r->num_tensors <= INT32_MAX && r->batch_size >= 1 && r->tensor_bytes >= 1 &&
+            r->tensor_bytes % r->batch_size == 0 && r->row < r->batch_size &&
+            r->stride >= r->tensor_bytes;
+  for (int32_t d = 0; ok && r->where == LOOKUP_IN_POOLS && d < l->num_devices; d++)
+    ok = fits(r->offsets[d], r->stride, r->num_tensors, r->tensor_bytes, l->pool_bytes);
+  if (ok) return LLMDD_SUCCESS;
+  host_link_break(l);
+  return core_fail(LLMDD_LINK_FAILED, "the PROMPT of cluster %llu answered with a cache outside its pools",
+              (unsigned long long)l->cluster_id);
+}
+
+int32_t host_link_stream_enter(struct link *l, const struct core_guard *g) {
+  if (atomic_load(&l->broken))
+    return core_fail(LLMDD_LINK_FAILED, "the link to cluster %llu at %s is broken",
+                     (unsigned long long)l->cluster_id, l->address);
+  int32_t status = gate_enter(&l->rx, g);
+  if (status != LLMDD_SUCCESS) return status;
+  status = gate_enter(&l->tx, g);
+  if (status != LLMDD_SUCCESS) gate_leave(&l->rx);
+  return status;
+}
+
+void host_link_stream_sent(struct link *l) { gate_leave(&l->tx); }
+
+void host_link_stream_leave(struct link *l) { gate_leave(&l->rx); }
+
 void host_link_pull_begin(struct link *l) {
   pthread_mutex_lock(&l->lock);
   l->pulls++;
@@ -285,7 +319,7 @@ static int32_t authenticate(const struct link_task *lt, const struct engine *e, 
 /* The pools come as descriptors from the Unix socket of the process that
  * answered the authenticated HELLO, never by name; each is checked (sealed, the
  * object reported, large enough) before it is mapped. */
-static int32_t map_pools(const struct link_task *lt, struct link *l,
+static int32_t map_pools(const struct link_task *lt, const struct engine *e, struct link *l,
                          const struct msg_hello_reply *r, const struct core_guard *g) {
   int fds[MAX_DEVICES];
   uint64_t pool_bytes = 0;
@@ -298,9 +332,15 @@ static int32_t map_pools(const struct link_task *lt, struct link *l,
                        "the engine of cluster %llu reported pools of %llu bytes, then %llu",
                        (unsigned long long)lt->cluster_id, (unsigned long long)r->pool_bytes,
                        (unsigned long long)pool_bytes);
-  for (int32_t d = 0; d < l->num_devices && status == LLMDD_SUCCESS; d++)
+  /* Writable only where pushes may go: both engines enabled remote access (the
+   * PROMPT then passed read-write descriptors). */
+  l->writable = e->options.remote_access;
+  for (int32_t d = 0; d < l->num_devices && status == LLMDD_SUCCESS; d++) {
+    bool writable = l->writable;
     status = host_shm_map_peer(fds[d], lt->cluster_id, d, r->object_ids[d], l->pool_bytes,
-                               &l->bases[d]);
+                               &writable, &l->bases[d]);
+    l->writable = l->writable && writable;
+  }
   for (int32_t d = 0; d < l->num_devices; d++) close(fds[d]);
   return status;
 }
@@ -345,7 +385,7 @@ static int32_t link_run(struct task *t) {
     status = core_fail(LLMDD_LINK_FAILED, "the link to %s failed: %s", lt->where, why.text);
   }
   if (status == LLMDD_SUCCESS) status = check_hello(lt, e, &reply.u.hello_reply);
-  if (status == LLMDD_SUCCESS) status = map_pools(lt, l, &reply.u.hello_reply, &g);
+  if (status == LLMDD_SUCCESS) status = map_pools(lt, e, l, &reply.u.hello_reply, &g);
   if (status == LLMDD_SUCCESS) {
     pthread_mutex_lock(&e->lock);
     if (atomic_load_explicit(&e->finalizing, memory_order_relaxed))

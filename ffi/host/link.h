@@ -44,7 +44,10 @@ struct link {
   int fd;
   int32_t num_devices;
   uint64_t pool_bytes;
-  const uint8_t *bases[MAX_DEVICES]; /* the PROMPT's pools, read-only */
+  const uint8_t *bases[MAX_DEVICES]; /* the PROMPT's pools, read-only unless `writable` */
+  /* Mapped read-write: both engines enabled llm.EnableRemoteCacheAccessible, so
+   * pushes write into the PROMPT's pooled remote-accessible caches directly. */
+  bool writable;
   atomic_bool broken;
   struct gate tx;
   struct gate rx;
@@ -84,6 +87,18 @@ int32_t host_link_send(struct link *l, struct msg *m, const struct core_guard *g
 /* Releases a pin at the PROMPT without consuming anything, keeping the thread's
  * last error as it was. */
 void host_link_unpin(struct link *l, uint64_t pin);
+
+/* Checks a LOOKUP answer against the mapped pools (never trust the peer: a
+ * cache that would reach outside them is a broken link, not a memory access).
+ * Returns SUCCESS, or LINK_FAILED with the link broken. */
+int32_t host_link_check_answer(struct link *l, const struct msg_lookup_reply *r);
+
+/* A STREAM exchange (stream.h): enters the receive gate, then the send gate;
+ * host_link_stream_sent leaves the send gate once the request is out, and
+ * host_link_stream_leave the receive gate once the answer is in. */
+int32_t host_link_stream_enter(struct link *l, const struct core_guard *g);
+void host_link_stream_sent(struct link *l);
+void host_link_stream_leave(struct link *l);
 
 /* Counts a pull over the link (unlink waits for them to end). */
 void host_link_pull_begin(struct link *l);

@@ -98,8 +98,8 @@ static int32_t read_exact(int fd, uint8_t *buf, size_t n, const struct core_guar
 }
 
 int32_t host_local_serve(int fd, uint64_t cluster_id, const struct pool *pools,
-                         int32_t num_devices, uint64_t pool_bytes, const struct core_guard *g,
-                         int wake_fd) {
+                         int32_t num_devices, uint64_t pool_bytes, bool writable,
+                         const struct core_guard *g, int wake_fd) {
   uint8_t request[REQUEST_BYTES], answer[ANSWER_BYTES];
   int32_t status = read_exact(fd, request, sizeof request, g, wake_fd);
   if (status != LLMDD_SUCCESS) return status;
@@ -127,7 +127,8 @@ int32_t host_local_serve(int fd, uint64_t cluster_id, const struct pool *pools,
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)num_devices);
     for (int32_t d = 0; d < num_devices; d++)
-      memcpy(CMSG_DATA(c) + sizeof(int) * (size_t)d, &pools[d].ro_fd, sizeof(int));
+      memcpy(CMSG_DATA(c) + sizeof(int) * (size_t)d, writable ? &pools[d].fd : &pools[d].ro_fd,
+             sizeof(int));
   }
   /* 24 bytes into a fresh socket's empty buffer: one call sends them whole. */
   ssize_t n;

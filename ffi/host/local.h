@@ -14,6 +14,7 @@
 #ifndef LLMDD_HOST_LOCAL_H
 #define LLMDD_HOST_LOCAL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -32,10 +33,11 @@ int host_local_peer(int fd, uid_t *out_uid, pid_t *out_pid);
 
 /* Serves one connection (PROMPT side): waits for the request under g (or until
  * wake_fd is readable), checks it names cluster_id, and answers with the pools'
- * read-only descriptors. Returns SUCCESS or the reason it gave up. */
+ * read-only descriptors (read-write ones when `writable`: the engine enabled
+ * remote cache access, so linked peers may push into its pools). Returns SUCCESS or the reason it gave up. */
 int32_t host_local_serve(int fd, uint64_t cluster_id, const struct pool *pools,
-                         int32_t num_devices, uint64_t pool_bytes, const struct core_guard *g,
-                         int wake_fd);
+                         int32_t num_devices, uint64_t pool_bytes, bool writable,
+                         const struct core_guard *g, int wake_fd);
 
 /* DECODER side: connects to the socket of cluster_id in this user's private
  * directory, checks that the process answering is prompt_pid of this user, and

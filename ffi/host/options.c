@@ -15,6 +15,7 @@
 #define KEY_MEM_POOL "llm.MemPoolConfig"
 #define KEY_HOST_MEM_POOL "llm.HostMemPoolConfig"
 #define KEY_SWITCH_ROLE "llm.EnableSwitchRole"
+#define KEY_REMOTE_ACCESS "llm.EnableRemoteCacheAccessible"
 /* Ours, not upstream's (the llmdd. prefix says so): links of the host backend
  * are authenticated with this instead of the user's own key (auth.h). */
 #define KEY_SECRET "llmdd.linkSecret"
@@ -105,6 +106,10 @@ static int32_t on_option(void *arg, struct core_span key, struct core_span value
     out->switch_role = core_span_equals(value, "1");
     return LLMDD_SUCCESS;
   }
+  if (core_span_equals(key, KEY_REMOTE_ACCESS)) {
+    out->remote_access = core_span_equals(value, "1");
+    return LLMDD_SUCCESS;
+  }
   return LLMDD_SUCCESS;
 }
 
@@ -114,6 +119,7 @@ int32_t host_options_parse(const uint8_t *text, int32_t len, struct engine_optio
   out->pool_bytes = DEFAULT_POOL_BYTES;
   out->host_pool_bytes = 0;
   out->switch_role = false;
+  out->remote_access = false;
   out->listen = false;
   out->secret_len = 0;
   return core_options_each(text, len, on_option, out);

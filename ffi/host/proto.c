@@ -78,6 +78,8 @@ static int64_t body_size(uint16_t type, uint32_t devices) {
   case MSG_AUTH: return 32;
   case MSG_AUTH_CHALLENGE: return 64;
   case MSG_AUTH_PROOF: return 32;
+  case MSG_STREAM: return 40;
+  case MSG_STREAM_REPLY: return 8;
   default: return -1;
   }
 }
@@ -104,7 +106,7 @@ static uint32_t encode(const struct msg *m, uint8_t *buf) {
   }
   case MSG_LOOKUP:
     put_u32(&c, m->u.lookup.kind);
-    put_u32(&c, 0);
+    put_u32(&c, m->u.lookup.flags);
     for (int i = 0; i < 3; i++) put_u64(&c, m->u.lookup.k[i]);
     break;
   case MSG_LOOKUP_REPLY: {
@@ -118,7 +120,7 @@ static uint32_t encode(const struct msg *m, uint8_t *buf) {
     put_u64(&c, r->row);
     put_u64(&c, r->stride);
     put_u32(&c, r->devices);
-    put_u32(&c, 0);
+    put_u32(&c, r->where);
     for (uint32_t d = 0; d < r->devices && d < MAX_DEVICES; d++) put_u64(&c, r->offsets[d]);
     break;
   }
@@ -142,6 +144,19 @@ static uint32_t encode(const struct msg *m, uint8_t *buf) {
     break;
   case MSG_AUTH_PROOF:
     put_bytes(&c, m->u.auth.mac, 32);
+    break;
+  case MSG_STREAM:
+    put_u64(&c, m->u.stream.pin);
+    put_u32(&c, m->u.stream.op);
+    put_u32(&c, m->u.stream.num_blocks);
+    put_u64(&c, m->u.stream.base);
+    put_u64(&c, m->u.stream.block_bytes);
+    put_u32(&c, (uint32_t)m->u.stream.tensor_start);
+    put_u32(&c, m->u.stream.num_tensors);
+    break;
+  case MSG_STREAM_REPLY:
+    put_u32(&c, (uint32_t)m->u.stream_status);
+    put_u32(&c, 0);
     break;
   }
   struct cursor h = {buf, PROTO_HEADER_BYTES, 0, false};
@@ -178,7 +193,8 @@ static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m) {
   }
   case MSG_LOOKUP:
     m->u.lookup.kind = get_u32(&c);
-    zero = get_u32(&c);
+    m->u.lookup.flags = get_u32(&c);
+    if (m->u.lookup.flags & ~LOOKUP_WRITE) return -1;
     for (int i = 0; i < 3; i++) m->u.lookup.k[i] = get_u64(&c);
     break;
   case MSG_LOOKUP_REPLY: {
@@ -192,8 +208,8 @@ static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m) {
     r->row = get_u64(&c);
     r->stride = get_u64(&c);
     r->devices = devices = get_u32(&c);
-    zero = get_u32(&c);
-    if (devices > MAX_DEVICES) return -1;
+    r->where = get_u32(&c);
+    if (devices > MAX_DEVICES || r->where > LOOKUP_ELSEWHERE) return -1;
     for (uint32_t d = 0; d < devices; d++) r->offsets[d] = get_u64(&c);
     break;
   }
@@ -217,6 +233,19 @@ static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m) {
     break;
   case MSG_AUTH_PROOF:
     get_bytes(&c, m->u.auth.mac, 32);
+    break;
+  case MSG_STREAM:
+    m->u.stream.pin = get_u64(&c);
+    m->u.stream.op = get_u32(&c);
+    m->u.stream.num_blocks = get_u32(&c);
+    m->u.stream.base = get_u64(&c);
+    m->u.stream.block_bytes = get_u64(&c);
+    m->u.stream.tensor_start = (int32_t)get_u32(&c);
+    m->u.stream.num_tensors = get_u32(&c);
+    break;
+  case MSG_STREAM_REPLY:
+    m->u.stream_status = (int32_t)get_u32(&c);
+    zero = get_u32(&c);
     break;
   default:
     return -1;

@@ -22,12 +22,26 @@
  *           bytes per device, u32 pid, u32 0, then n × u64: each pool's object
  *           id (its inode: the DECODER checks that the descriptors it then
  *           receives on the Unix socket of process `pid` are these) (32 + 8n)
- *   LOOKUP  u32 kind (LLMDD_KEY_*), u32 0, u64 k0, u64 k1, u64 k2           (32)
+ *   LOOKUP  u32 kind (LLMDD_KEY_*), u32 flags (LOOKUP_WRITE: for a push, so
+ *           the cache must be remote-accessible), u64 k0, u64 k1, u64 k2  (32)
  *     → LOOKUP_REPLY i32 status, u32 num_tensors, u64 pin, u64 layout_tag,
- *           u64 tensor_bytes, u64 batch_size, u64 row, u64 stride, u32 n, u32 0,
+ *           u64 tensor_bytes, u64 batch_size, u64 row, u64 stride, u32 n,
+ *           u32 where (LOOKUP_IN_POOLS, or LOOKUP_ELSEWHERE: registered memory or
+ *           the host pool, reached through STREAM; offsets are then 0),
  *           then n × u64: the cache's offset in each device's pool           (64 + 8n)
  *           On success the cache is pinned (its memory stays put) until DONE or
- *           the connection closes. The pin is the LOOKUP's seq.
+ *           the connection closes. The pin is the LOOKUP's seq. A LOOKUP_WRITE
+ *           of a cache that is not remote-accessible answers FEATURE_NOT_ENABLED.
+ *   STREAM  u64 pin, u32 op (STREAM_READ / STREAM_WRITE), u32 num_blocks,
+ *           u64 base, u64 block_bytes, i32 tensor_start, u32 num_tensors     (40)
+ *           followed on the stream by num_blocks × u64 block indexes and, for a
+ *           write, the data: for each device, each tensor of the range, each
+ *           index i, block_bytes bytes for [base + i × block_bytes, +block_bytes)
+ *           of that tensor of the pinned cache (a write needs a LOOKUP_WRITE pin).
+ *     → STREAM_REPLY i32 status, u32 0; after a successful read, the data in the
+ *           same order.                                                       (8)
+ *           A STREAM the PROMPT cannot take (unknown pin, a block outside the
+ *           cache) closes the connection: the DECODER checked it beforehand.
  *   DONE    u64 pin, u32 consume (1: also release the key it was found by), u32 0
  *           No answer: requests on a connection are handled in order, so a DONE
  *           sent right after a LOOKUP (by a DECODER that gave up waiting) finds
@@ -46,7 +60,7 @@
 #include "options.h"
 
 #define PROTO_MAGIC 0x44444C4Cu /* "LLDD" on the wire */
-#define PROTO_VERSION 2 /* 2: authentication, the PROMPT's pid in HELLO_REPLY */
+#define PROTO_VERSION 3 /* 2: authentication, the PROMPT's pid; 3: LOOKUP_WRITE, STREAM */
 #define PROTO_HEADER_BYTES 24
 #define PROTO_MAX_BODY (64 + 8 * MAX_DEVICES)
 
@@ -61,7 +75,20 @@ enum msg_type {
   MSG_AUTH = 8,
   MSG_AUTH_CHALLENGE = 9,
   MSG_AUTH_PROOF = 10,
+  MSG_STREAM = 11,
+  MSG_STREAM_REPLY = 12,
 };
+
+#define LOOKUP_WRITE 1u     /* msg_lookup.flags */
+/* msg_lookup.kind besides LLMDD_KEY_*: k0 = an address of the PROMPT, k1 = bytes
+ * (device 0). The answer describes the range as a cache of one tensor of one row
+ * from that address to the end of the tensor holding it; only remote-accessible
+ * memory is found. */
+#define LOOKUP_BY_ADDR 3u
+#define LOOKUP_IN_POOLS 0u  /* msg_lookup_reply.where */
+#define LOOKUP_ELSEWHERE 1u
+#define STREAM_READ 1u      /* msg_stream.op */
+#define STREAM_WRITE 2u
 
 /* AUTH: nonce only; CHALLENGE: nonce and mac; PROOF: mac only (auth.h). */
 struct msg_auth {
@@ -87,6 +114,7 @@ struct msg_hello_reply {
 
 struct msg_lookup {
   uint32_t kind;
+  uint32_t flags;
   uint64_t k[3];
 };
 
@@ -100,7 +128,18 @@ struct msg_lookup_reply {
   uint64_t row;
   uint64_t stride;
   uint32_t devices;
+  uint32_t where;
   uint64_t offsets[MAX_DEVICES];
+};
+
+struct msg_stream {
+  uint64_t pin;
+  uint32_t op;
+  uint32_t num_blocks;
+  uint64_t base;
+  uint64_t block_bytes;
+  int32_t tensor_start;
+  uint32_t num_tensors;
 };
 
 struct msg_done {
@@ -119,6 +158,8 @@ struct msg {
     struct msg_done done;
     int32_t unlink_status;
     struct msg_auth auth;
+    struct msg_stream stream;
+    int32_t stream_status;
   } u;
 };
 

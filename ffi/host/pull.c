@@ -17,6 +17,7 @@
 #include "link.h"
 #include "llmdd.h"
 #include "memcopy.h"
+#include "stream.h"
 #include "task.h"
 
 struct pull_task {
@@ -55,35 +56,8 @@ static int32_t refused(const struct pull_task *p, int32_t status) {
     return core_fail(status, "batch index %llu is out of range for cache %llu at cluster %llu",
                 (unsigned long long)p->k[2], (unsigned long long)p->k[1], cluster);
   if (status == LLMDD_ENGINE_FINALIZED) return gone(p, "(it is being finalized)");
-  if (status == LLMDD_FEATURE_NOT_ENABLED)
-    return core_fail(status,
-                     "the cache named at cluster %llu is registered memory or in its host pool,"
-                     " which linked engines cannot pull (yet)",
-                     cluster);
   return core_fail(LLMDD_LINK_FAILED, "the PROMPT of cluster %llu refused the pull (status 0x%08x)",
               cluster, (unsigned)status);
-}
-
-/* Whether n tensors of `bytes`, `stride` apart from `offset`, fit in `capacity`. */
-static bool fits(uint64_t offset, uint64_t stride, uint64_t n, uint64_t bytes, uint64_t capacity) {
-  if (offset > capacity || bytes > capacity - offset) return false;
-  return n <= 1 || stride <= (capacity - offset - bytes) / (n - 1);
-}
-
-/* Never trust the peer: a cache that would reach outside the mapped pools is a
- * broken link, not a memory access. */
-static int32_t check_answer(const struct pull_task *p, const struct msg_lookup_reply *r) {
-  struct link *l = p->link;
-  bool ok = (int32_t)r->devices == l->num_devices && r->num_tensors >= 1 &&
-            r->num_tensors <= INT32_MAX && r->batch_size >= 1 && r->tensor_bytes >= 1 &&
-            r->tensor_bytes % r->batch_size == 0 && r->row < r->batch_size &&
-            r->stride >= r->tensor_bytes;
-  for (int32_t d = 0; ok && d < l->num_devices; d++)
-    ok = fits(r->offsets[d], r->stride, r->num_tensors, r->tensor_bytes, l->pool_bytes);
-  if (ok) return LLMDD_SUCCESS;
-  host_link_break(l);
-  return core_fail(LLMDD_LINK_FAILED, "the PROMPT of cluster %llu answered with a cache outside its pools",
-              (unsigned long long)l->cluster_id);
 }
 
 static int32_t check_match(const struct pull_task *p, const struct msg_lookup_reply *r) {
@@ -119,11 +93,26 @@ static int32_t peer_check(void *peer) {
 }
 
 /* Copies the row of every tensor on every device, in chunks (core/copy.h). */
+static uint8_t *row_local(void *ctx, int32_t device, int32_t tensor, int32_t pair) {
+  (void)pair;
+  const struct pull_task *p = ctx;
+  return host_cache_tensor(&p->task.engine->book, p->dst, device, tensor) + p->dst_offset;
+}
+
 static int32_t copy_row(const struct pull_task *p, const struct msg_lookup_reply *r,
                         const struct core_guard *g) {
   const struct book *b = &p->task.engine->book;
   const struct link *l = p->link;
   uint64_t src_row = r->row * (r->tensor_bytes / r->batch_size);
+  if (r->where != LOOKUP_IN_POOLS) {
+    /* Memory outside the PROMPT's pools comes through the link's socket. */
+    static const uint64_t one_pair[2] = {0, 0};
+    struct stream_plan plan = {.op = STREAM_READ, .pin = r->pin, .base = src_row,
+                               .block_bytes = p->size, .num_tensors = p->dst->num_tensors,
+                               .num_devices = l->num_devices, .pairs = one_pair, .num_pairs = 1,
+                               .local = row_local, .ctx = (void *)p, .what = "pulled"};
+    return host_stream_run(p->link, &plan, g);
+  }
   uint64_t total = p->size * (uint64_t)p->dst->num_tensors * (uint64_t)l->num_devices;
   const bool stream = total >= STREAM_COPY_BYTES;
   struct core_progress progress = core_progress_start(
@@ -159,6 +148,12 @@ static uint8_t *blocks_tensor(void *ctx, int side, int32_t device, int32_t tenso
          (uint64_t)(c->p->src_start + tensor) * c->r->stride + c->src_base;
 }
 
+static uint8_t *blocks_local(void *ctx, int32_t device, int32_t tensor, int32_t pair) {
+  const struct pull_task *p = ctx;
+  return host_cache_tensor(&p->task.engine->book, p->dst, device, p->dst_start + tensor) +
+         p->pairs[2 * (int64_t)pair + 1] * host_cache_row_bytes(p->dst);
+}
+
 static int32_t copy_blocks(const struct pull_task *p, const struct msg_lookup_reply *r,
                            const struct core_guard *g) {
   const struct cache *d = p->dst;
@@ -184,6 +179,14 @@ static int32_t copy_blocks(const struct pull_task *p, const struct msg_lookup_re
   status = core_blocks_check(&dst, &src, p->pairs, p->num_pairs);
   if (status != LLMDD_SUCCESS) return status;
   int32_t devices = p->link->num_devices;
+  if (r->where != LOOKUP_IN_POOLS) {
+    struct stream_plan plan = {.op = STREAM_READ, .pin = r->pin, .base = ctx.src_base,
+                               .block_bytes = dst.block_bytes, .remote_start = p->src_start,
+                               .num_tensors = dst.num_tensors, .num_devices = devices,
+                               .pairs = p->pairs, .num_pairs = p->num_pairs, .remote_side = 0,
+                               .local = blocks_local, .ctx = (void *)p, .what = "pulled"};
+    return host_stream_run(p->link, &plan, g);
+  }
   uint64_t total =
       core_blocks_total(devices, dst.num_tensors, dst.block_bytes, p->pairs, p->num_pairs, 0);
   const bool stream = total >= STREAM_COPY_BYTES;
@@ -221,7 +224,7 @@ static int32_t pull_run(struct task *t) {
   if (status != LLMDD_SUCCESS) return status;
   const struct msg_lookup_reply *r = &answer.u.lookup_reply;
   if (r->status != LLMDD_SUCCESS) return refused(p, r->status);
-  status = check_answer(p, r);
+  status = host_link_check_answer(p->link, r);
   if (status != LLMDD_SUCCESS) return status;
   if (p->pairs != NULL) {
     g.doing = "pulling blocks";

@@ -24,6 +24,7 @@
 #include "local.h"
 #include "net.h"
 #include "proto.h"
+#include "stream.h"
 
 /* Linked DECODERs served at once (each costs a thread); more are refused at
  * HELLO. Connections still in their handshake have a budget of their own, so
@@ -46,6 +47,8 @@ struct pin {
   uint64_t id;
   struct cache *cache;
   bool by_key;
+  bool writable; /* a LOOKUP_WRITE's: the cache is remote-accessible */
+  struct stream_window window; /* what the DECODER was shown of the cache */
   struct cache_key key;
 };
 
@@ -101,6 +104,27 @@ static void hello(struct connection *c, const struct msg_hello *q, struct msg_he
   for (int32_t d = 0; d < e->options.num_devices; d++) r->object_ids[d] = e->pools[d].object_id;
 }
 
+/* The remote-accessible tensor of a live cache holding [address, +bytes) on
+ * device 0, as a window from the address to the tensor's end; or NULL (engine
+ * lock held). */
+static struct cache *find_address(const struct book *b, uint64_t address, uint64_t bytes,
+                                  struct stream_window *w) {
+  for (struct cache *c = b->caches; c != NULL && bytes >= 1; c = c->next) {
+    if (!c->id_held || !c->remote) continue;
+    for (int32_t t = 0; t < c->num_tensors; t++) {
+      uint64_t start = (uint64_t)(uintptr_t)host_cache_tensor(b, c, 0, t);
+      if (address < start || address - start >= c->tensor_bytes ||
+          bytes > c->tensor_bytes - (address - start))
+        continue;
+      *w = (struct stream_window){.first_tensor = t, .num_tensors = 1,
+                                  .offset = address - start,
+                                  .bytes = c->tensor_bytes - (address - start)};
+      return c;
+    }
+  }
+  return NULL;
+}
+
 /* The pin is named by the LOOKUP's sequence number, which the DECODER knows
  * before the answer comes: one that gives up waiting can release it at once. */
 static void lookup(struct connection *c, uint64_t seq, const struct msg_lookup *q,
@@ -119,6 +143,7 @@ static void lookup(struct connection *c, uint64_t seq, const struct msg_lookup *
     c->pins_capacity = capacity;
   }
   struct pin pin = {.id = seq, .by_key = q->kind == LLMDD_KEY_CACHE_KEY,
+                    .writable = (q->flags & LOOKUP_WRITE) != 0,
                     .key = {q->k[0], q->k[1], q->k[2]}};
   uint64_t row = 0;
   pthread_mutex_lock(&e->lock);
@@ -133,26 +158,38 @@ static void lookup(struct connection *c, uint64_t seq, const struct msg_lookup *
     r->status = pin.cache == NULL               ? LLMDD_KV_CACHE_NOT_EXIST
                 : row >= pin.cache->batch_size ? LLMDD_PARAM_INVALID
                                                : LLMDD_SUCCESS;
+  } else if (q->kind == LOOKUP_BY_ADDR && (q->flags & LOOKUP_WRITE) != 0) {
+    pin.cache = find_address(&e->book, q->k[0], q->k[1], &pin.window);
+    r->status = pin.cache != NULL ? LLMDD_SUCCESS : LLMDD_PARAM_INVALID;
   } else {
     r->status = LLMDD_PARAM_INVALID;
   }
-  /* A DECODER maps the device pools only: registered memory and the host pool
-   * are not pullable (yet), and must never be read through pool offsets. */
-  if (r->status == LLMDD_SUCCESS && !host_cache_in_device_pools(pin.cache))
+  if (r->status == LLMDD_SUCCESS && q->kind != LOOKUP_BY_ADDR)
+    pin.window = (struct stream_window){.num_tensors = pin.cache->num_tensors,
+                                        .bytes = pin.cache->tensor_bytes};
+  /* A push writes only where remote access was enabled. */
+  if (r->status == LLMDD_SUCCESS && pin.writable && !pin.cache->remote)
     r->status = LLMDD_FEATURE_NOT_ENABLED;
   if (r->status == LLMDD_SUCCESS) {
     const struct cache *cache = pin.cache;
     host_book_pin(pin.cache);
     c->pins[c->num_pins++] = pin;
-    r->num_tensors = (uint32_t)cache->num_tensors;
+    const struct stream_window *w = &pin.window;
+    bool by_addr = q->kind == LOOKUP_BY_ADDR;
+    r->num_tensors = (uint32_t)w->num_tensors;
     r->pin = pin.id;
     r->layout_tag = cache->layout_tag;
-    r->tensor_bytes = cache->tensor_bytes;
-    r->batch_size = cache->batch_size;
+    r->tensor_bytes = by_addr ? w->bytes : cache->tensor_bytes;
+    r->batch_size = by_addr ? 1 : cache->batch_size;
     r->row = row;
-    r->stride = cache->stride;
+    r->stride = by_addr ? w->bytes : cache->stride;
     r->devices = (uint32_t)e->options.num_devices;
-    for (int32_t d = 0; d < e->options.num_devices; d++) r->offsets[d] = cache->offsets[d];
+    /* A DECODER maps the device pools only: anything else goes through STREAM,
+     * and is never reached through pool offsets. */
+    r->where = host_cache_in_device_pools(cache) ? LOOKUP_IN_POOLS : LOOKUP_ELSEWHERE;
+    for (int32_t d = 0; d < e->options.num_devices; d++)
+      r->offsets[d] = r->where != LOOKUP_IN_POOLS ? 0
+                      : cache->offsets[d] + (uint64_t)w->first_tensor * cache->stride + w->offset;
   }
   pthread_mutex_unlock(&e->lock);
 }
@@ -178,6 +215,16 @@ static void done(struct connection *c, const struct msg_done *q) {
     pthread_mutex_unlock(&e->lock);
     return;
   }
+}
+
+/* STREAM: bytes of a pinned cache through the socket (stream.h). The pin keeps
+ * the cache's memory in place (and registered memory registered) throughout. */
+static bool stream(struct connection *c, const struct msg *m) {
+  for (int32_t i = 0; i < c->num_pins; i++)
+    if (c->pins[i].id == m->u.stream.pin)
+      return host_stream_serve(c->fd, &c->in, &c->server->engine->book, c->pins[i].cache,
+                               &c->pins[i].window, c->pins[i].writable, m, c->server->wake[0]);
+  return false;
 }
 
 static bool reply(struct connection *c, const struct msg *m) {
@@ -251,6 +298,9 @@ static bool handle(struct connection *c, const struct msg *m) {
     if (!c->greeted) return false;
     done(c, &m->u.done);
     return true;
+  case MSG_STREAM:
+    if (!c->greeted) return false;
+    return stream(c, m);
   case MSG_UNLINK:
     if (!c->greeted) return false;
     answer.type = MSG_UNLINK_REPLY;
@@ -267,6 +317,7 @@ static bool handle(struct connection *c, const struct msg *m) {
 static void serve_local(struct connection *c, const struct core_guard *g) {
   const struct engine *e = c->server->engine;
   host_local_serve(c->fd, e->cluster_id, e->pools, e->options.num_devices, e->options.pool_bytes,
+                   e->options.remote_access,
                    g, c->server->wake[0]);
 }
 

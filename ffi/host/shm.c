@@ -46,7 +46,7 @@ int host_shm_create(uint64_t bytes, uint64_t *out_id, int *out_ro_fd) {
 }
 
 int32_t host_shm_map_peer(int fd, uint64_t cluster_id, int32_t device_index, uint64_t id,
-                          uint64_t bytes, const uint8_t **out_base) {
+                          uint64_t bytes, bool *writable, const uint8_t **out_base) {
   char text[CORE_ERRNO_TEXT_CAP];
   unsigned long long cluster = (unsigned long long)cluster_id;
   struct stat st;
@@ -67,9 +67,13 @@ int32_t host_shm_map_peer(int fd, uint64_t cluster_id, int32_t device_index, uin
     return core_fail(LLMDD_LINK_FAILED, "pool %d of cluster %llu holds %lld bytes, not the %llu"
                      " reported", device_index, cluster, (long long)st.st_size,
                      (unsigned long long)bytes);
-  /* Read-only and shared: this process can never change the PROMPT's memory,
-   * and the object outlives the PROMPT for as long as it stays mapped here. */
-  void *base = mmap(NULL, (size_t)bytes, PROT_READ, MAP_SHARED, fd, 0);
+  /* Shared, and read-only unless pushes were asked for and the PROMPT allowed
+   * them (it passes a read-write descriptor only with remote access enabled);
+   * the object outlives the PROMPT for as long as it stays mapped here. */
+  int mode = fcntl(fd, F_GETFL);
+  *writable = *writable && mode >= 0 && (mode & O_ACCMODE) == O_RDWR;
+  void *base = mmap(NULL, (size_t)bytes, *writable ? PROT_READ | PROT_WRITE : PROT_READ,
+                    MAP_SHARED, fd, 0);
   if (base == MAP_FAILED)
     return core_fail(LLMDD_LINK_FAILED, "cannot map pool %d of cluster %llu: %s", device_index,
                      cluster, core_errno_text(errno, text));

@@ -13,6 +13,7 @@
 #ifndef LLMDD_HOST_SHM_H
 #define LLMDD_HOST_SHM_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Creates a new, empty, sealed pool object of `bytes` bytes. Returns its fd
@@ -20,11 +21,12 @@
  * same object for DECODERs; or -1 with errno (nothing left open). */
 int host_shm_create(uint64_t bytes, uint64_t *out_id, int *out_ro_fd);
 
-/* Maps a pool that the PROMPT of cluster_id passed for device_index, read-only,
- * after checking that it is what it must be: sealed against size changes, the
+/* Maps a pool that the PROMPT of cluster_id passed for device_index, read-only
+ * (read-write when *writable and the descriptor is read-write; *writable then
+ * says which it got), after checking that it is what it must be: sealed against size changes, the
  * object the PROMPT reported on its authenticated link (id), and large enough.
  * Returns SUCCESS, or LINK_FAILED with a message. Does not close fd. */
 int32_t host_shm_map_peer(int fd, uint64_t cluster_id, int32_t device_index, uint64_t id,
-                          uint64_t bytes, const uint8_t **out_base);
+                          uint64_t bytes, bool *writable, const uint8_t **out_base);
 
 #endif

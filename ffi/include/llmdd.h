@@ -45,7 +45,7 @@ extern "C" {
 
 /* Bumped whenever a signature or a meaning below changes. The loader refuses a
  * library whose llmdd_abi_version() differs from the version it was written for. */
-#define LLMDD_ABI_VERSION 4
+#define LLMDD_ABI_VERSION 5
 
 /* ---- Status codes: the upstream LLMStatusCode values (llm_datadist/llm_error_codes.h,
  *      0x5010B000 + n). Names keep the upstream spelling without the LLM_ prefix. ---- */
@@ -376,8 +376,10 @@ LLMDD_API int32_t llmdd_cache_pull(uint64_t engine, uint64_t cache_id, int32_t k
  * pairs NULL, a block index or tensor range out of range, block sizes or tensor
  * counts differ, unknown job); NOT_YET_LINK; KV_CACHE_NOT_EXIST; LINK_FAILED (the
  * PROMPT went away: the blocks are not to be trusted); FEATURE_NOT_ENABLED (the
- * source is registered memory or in the host pool, or the CANN backend);
- * WAIT_PROCESS_TIMEOUT; FAILED (cancelled); ENGINE_FINALIZED. */
+ * CANN backend); WAIT_PROCESS_TIMEOUT; FAILED (cancelled); ENGINE_FINALIZED.
+ * On the host backend a source in registered memory or the host pool of the
+ * PROMPT comes through the link's socket, in one request (a transfer stopped
+ * midway there breaks the link). */
 LLMDD_API int32_t llmdd_cache_pull_blocks(uint64_t engine, uint64_t cache_id, int32_t key_kind,
                                           uint64_t k0, uint64_t k1, uint64_t k2,
                                           const uint64_t *pairs, int32_t num_pairs,
@@ -389,15 +391,28 @@ LLMDD_API int32_t llmdd_cache_pull_blocks(uint64_t engine, uint64_t cache_id, in
  * in one call however many blocks.
  * key_kind LLMDD_KEY_BY_ID: row k2 of cache k1 at cluster k0 (push_cache): num_pairs 0
  *   and pairs NULL; the source is row src_batch_index of cache_id, the whole row.
+ *   With pairs (k2 0, src_batch_index 0): blocks of cache k1, as LLMDD_KEY_BLOCKS
+ *   (C++ PushKvBlocks by CacheIndex).
  * key_kind LLMDD_KEY_BLOCKS: the blocks cache named by BlocksCacheKey (k0, k2) at
  *   cluster k0 (push_blocks): pairs = num_pairs (src_block, dst_block) pairs;
  *   src_batch_index 0.
  * Tensors: as llmdd_cache_pull_blocks (num_tensors 0 = every tensor; otherwise
  *   [src_tensor_start, +num_tensors) -> [dst_tensor_start, +num_tensors)).
- * The destination must have enabled remote access to that cache.
- * Returns: SUCCESS; PARAM_INVALID; NOT_YET_LINK; KV_CACHE_NOT_EXIST;
- * FEATURE_NOT_ENABLED (remote access not enabled there, or not supported by the
- * backend); LINK_FAILED; WAIT_PROCESS_TIMEOUT / TIMEOUT; FAILED (cancelled);
+ * A block (a row) of the destination must be as large as one of the source.
+ * Both ends must have enabled remote access: this engine with
+ * llm.EnableRemoteCacheAccessible=1 and a source cache that is remote-accessible
+ * (as upstream's "local cache is not remote accessible."), the destination
+ * cache registered remote-accessible or allocated by an engine with that option.
+ * Host backend: the engine that linked (DECODER or MIX) pushes into the engine it
+ * linked to; a destination in the peer's pools is written through a shared
+ * read-write mapping of them (both engines with remote access), anything else
+ * (registered memory) through the link's socket in one request.
+ * Returns: SUCCESS; PARAM_INVALID (a PROMPT engine, no remote access here,
+ * bad key_kind, pairs given for BY_ID or missing for BLOCKS, an index, row or
+ * tensor range out of range, block sizes or tensor counts differ, the destination
+ * or the source not remote-accessible, unknown job); NOT_YET_LINK;
+ * KV_CACHE_NOT_EXIST; FEATURE_NOT_ENABLED (not supported by the backend);
+ * LINK_FAILED; WAIT_PROCESS_TIMEOUT / TIMEOUT; FAILED (cancelled);
  * ENGINE_FINALIZED. */
 LLMDD_API int32_t llmdd_cache_push_blocks(uint64_t engine, uint64_t cache_id,
                                           int32_t src_batch_index, int32_t key_kind,
@@ -405,6 +420,28 @@ LLMDD_API int32_t llmdd_cache_push_blocks(uint64_t engine, uint64_t cache_id,
                                           const uint64_t *pairs, int32_t num_pairs,
                                           int32_t src_tensor_start, int32_t dst_tensor_start,
                                           int32_t num_tensors, uint64_t job);
+
+/* Pushes tensors of local cache cache_id to addresses in a linked peer (upstream
+ * transfer_cache_async with a TransferConfig's dst_addrs), one device.
+ * Tensor src_tensor_start + i goes to dst_addrs[i], i < num_addrs:
+ *   num_pairs 0 (pairs NULL): row src_batch_index, written at dst_addrs[i];
+ *   otherwise each pair (k, m): bytes [src_batch_index * row + k * block, +block)
+ *   of the tensor go to dst_addrs[i] + m * block, where row is the source's row
+ *   size and block is dst_block_bytes, or row when 0 (blocks to blocks:
+ *   src_batch_index 0; a row to blocks: the row cut into blocks of
+ *   dst_block_bytes, every one whole).
+ * The peer translates every destination range into memory it made
+ * remote-accessible (a registered remote-accessible tensor, or a pooled cache of
+ * an engine with remote access) and refuses any other (PARAM_INVALID). This
+ * engine needs no remote access of its own (upstream's TransferConfig is the mode
+ * without llm.EnableRemoteCacheAccessible).
+ * Returns: as llmdd_cache_push_blocks; FEATURE_NOT_ENABLED on the CANN backend. */
+LLMDD_API int32_t llmdd_cache_push_addrs(uint64_t engine, uint64_t cache_id,
+                                         int32_t src_batch_index, uint64_t cluster_id,
+                                         const uint64_t *dst_addrs, int32_t num_addrs,
+                                         int32_t src_tensor_start, const uint64_t *pairs,
+                                         int32_t num_pairs, uint64_t dst_block_bytes,
+                                         uint64_t job);
 
 /* ======================================================================== */
 /* The cache manager (upstream V2: LLMDataDist.cache_manager)                */

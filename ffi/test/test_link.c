@@ -890,11 +890,11 @@ static void put32(uint8_t *p, uint32_t v) {
   for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
-/* A header: magic, version 2, type, body length, flags 0, seq 1. */
+/* A header: magic, version 3, type, body length, flags 0, seq 1. */
 static void header(uint8_t h[24], uint32_t magic, uint16_t type, uint32_t length) {
   memset(h, 0, 24);
   put32(h, magic);
-  put32(h + 4, 2u | (uint32_t)type << 16);
+  put32(h + 4, 3u | (uint32_t)type << 16);
   put32(h + 8, length);
   h[16] = 1;
 }
@@ -1273,7 +1273,7 @@ static void liar_serve_pools(struct liar *l) {
   if (fd < 0) return;
   struct pool pool = {.fd = -1, .ro_fd = l->lie == LIE_UNSEALED ? l->unsealed : l->pool_ro};
   struct core_guard g = core_guard_for(2000, "serving the liar's pools");
-  host_local_serve(fd, l->cluster, &pool, 1, l->pool_bytes, &g, -1);
+  host_local_serve(fd, l->cluster, &pool, 1, l->pool_bytes, false, &g, -1);
   close(fd);
 }
 

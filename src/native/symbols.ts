@@ -31,7 +31,7 @@ export interface SymbolDef {
 // and `Placement` (src/enums.ts), with the header's values.
 
 /** The ABI version this TypeScript code was written for (`LLMDD_ABI_VERSION`). */
-export const ABI_VERSION = 4;
+export const ABI_VERSION = 5;
 
 /** `llmdd_cache_pull` key kind: k0..k2 are a `CacheKey` (`LLMDD_KEY_CACHE_KEY`). */
 export const KEY_CACHE_KEY = 0;
@@ -126,6 +126,22 @@ export const SYMBOLS = {
    *                                 int32_t dst_tensor_start, int32_t num_tensors, uint64_t job) */
   llmdd_cache_pull_blocks: {
     params: ["u64", "u64", "i32", "u64", "u64", "u64", "buffer", "i32", "i32", "i32", "i32", "u64"],
+    long: true,
+  },
+  /* int32_t llmdd_cache_push_blocks(uint64_t engine, uint64_t cache_id, int32_t src_batch_index,
+   *                                 int32_t key_kind, uint64_t k0, uint64_t k1, uint64_t k2,
+   *                                 const uint64_t *pairs, int32_t num_pairs, int32_t src_tensor_start,
+   *                                 int32_t dst_tensor_start, int32_t num_tensors, uint64_t job) */
+  llmdd_cache_push_blocks: {
+    params: ["u64", "u64", "i32", "i32", "u64", "u64", "u64", "buffer", "i32", "i32", "i32", "i32", "u64"],
+    long: true,
+  },
+  /* int32_t llmdd_cache_push_addrs(uint64_t engine, uint64_t cache_id, int32_t src_batch_index,
+   *                                uint64_t cluster_id, const uint64_t *dst_addrs, int32_t num_addrs,
+   *                                int32_t src_tensor_start, const uint64_t *pairs, int32_t num_pairs,
+   *                                uint64_t dst_block_bytes, uint64_t job) */
+  llmdd_cache_push_addrs: {
+    params: ["u64", "u64", "i32", "u64", "buffer", "i32", "i32", "buffer", "i32", "u64", "u64"],
     long: true,
   },
   /* int32_t llmdd_cache_register(uint64_t engine, int32_t num_tensors, uint64_t tensor_bytes,
