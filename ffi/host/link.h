@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "engine.h"
+#include "fast.h"
 #include "net.h"
 #include "proto.h"
 
@@ -45,6 +46,7 @@ struct link {
   int32_t num_devices;
   uint64_t pool_bytes;
   const uint8_t *bases[MAX_DEVICES]; /* the PROMPT's pools, read-only */
+  struct fast_view *fast; /* its generation page and the answers kept (fast.h), or NULL */
   atomic_bool broken;
   struct gate tx;
   struct gate rx;
