@@ -34,6 +34,7 @@ struct pull_task {
   const uint64_t *pairs;
   int32_t num_pairs;
   int32_t src_start, dst_start, count; /* count 0: every tensor */
+  bool kept_only; /* LLMDD_KEY_KEPT_ONLY: from a kept answer, or not at all */
 };
 
 static int32_t gone(const struct pull_task *p, const char *when) {
@@ -242,7 +243,7 @@ static int32_t pull_run(struct task *t) {
   struct core_guard g = host_task_guard(t, "waiting for the PROMPT's answer");
   int32_t status = core_guard_check(&g);
   if (status != LLMDD_SUCCESS) return status;
-  if (!host_link_alive(p->link)) return gone(p, "(unlink and link again)");
+  if (atomic_load(&p->link->broken)) return gone(p, "(unlink and link again)");
 
   /* By id or BlocksCacheKey, nothing is consumed: an answer kept from an
    * earlier pull serves while the PROMPT's generation page says nothing moved. */
@@ -252,6 +253,14 @@ static int32_t pull_run(struct task *t) {
     bool done;
     status = pull_kept(p, &g, &done);
     if (done) return status;
+  }
+  if (p->kept_only)
+    return core_fail(LLMDD_FEATURE_NOT_ENABLED,
+                     "no answer of the PROMPT of cluster %llu is kept for this key, or it is no"
+                     " longer valid: pull without LLMDD_KEY_KEPT_ONLY",
+                     (unsigned long long)p->link->cluster_id);
+  if (!host_link_alive(p->link)) return gone(p, "(unlink and link again)");
+  if (repeatable) {
     g.doing = "waiting for the PROMPT's answer";
     stamp = host_fast_stamp(p->link->fast, p->key_kind, p->k);
   }
@@ -304,19 +313,23 @@ static void pull_end(struct task *t) {
 LLMDD_API int32_t llmdd_cache_pull(uint64_t engine, uint64_t cache_id, int32_t key_kind,
                                    uint64_t k0, uint64_t k1, uint64_t k2,
                                    int32_t dst_batch_index, uint64_t size, uint64_t job) {
+  bool kept_only = (key_kind & LLMDD_KEY_KEPT_ONLY) != 0 && key_kind != LLMDD_KEY_KEPT_ONLY;
+  if (kept_only) key_kind &= ~LLMDD_KEY_KEPT_ONLY;
   struct pull_task p = {.task = {.run = pull_run, .end = pull_end},
                         .key_kind = key_kind,
                         .k = {k0, k1, k2},
-                        .size = size};
+                        .size = size,
+                        .kept_only = kept_only};
   int32_t status = host_task_begin(&p.task, engine, job);
   if (status != LLMDD_SUCCESS) return status;
   struct engine *e = p.task.engine;
   if (e->role == LLMDD_ROLE_PROMPT)
     return host_task_abandon(&p.task, core_fail(LLMDD_PARAM_INVALID,
                                       "a PROMPT engine does not pull: DECODER and MIX engines do"));
-  if (key_kind != LLMDD_KEY_CACHE_KEY && key_kind != LLMDD_KEY_BY_ID)
+  if ((key_kind != LLMDD_KEY_CACHE_KEY || kept_only) && key_kind != LLMDD_KEY_BY_ID)
     return host_task_abandon(&p.task, core_fail(LLMDD_PARAM_INVALID,
-                                      "key_kind %d is not CACHE_KEY (0) or BY_ID (1)", key_kind));
+                                      "key_kind %d is not CACHE_KEY (0) or BY_ID (1, or 0x101"
+                                      " kept only)", key_kind));
   p.dst = host_book_find(&e->book, cache_id);
   if (p.dst == NULL)
     return host_task_abandon(&p.task, core_fail(LLMDD_KV_CACHE_NOT_EXIST, "cache %llu does not exist",
@@ -348,8 +361,13 @@ LLMDD_API int32_t llmdd_cache_pull_blocks(uint64_t engine, uint64_t cache_id, in
                                           const uint64_t *pairs, int32_t num_pairs,
                                           int32_t src_tensor_start, int32_t dst_tensor_start,
                                           int32_t num_tensors, uint64_t job) {
+  bool kept_only = (key_kind & LLMDD_KEY_KEPT_ONLY) != 0 &&
+                   ((key_kind & ~LLMDD_KEY_KEPT_ONLY) == LLMDD_KEY_BY_ID ||
+                    (key_kind & ~LLMDD_KEY_KEPT_ONLY) == LLMDD_KEY_BLOCKS);
+  if (kept_only) key_kind &= ~LLMDD_KEY_KEPT_ONLY;
   struct pull_task p = {.task = {.run = pull_run, .end = pull_end},
                         .key_kind = key_kind,
+                        .kept_only = kept_only,
                         .k = {k0, key_kind == LLMDD_KEY_BLOCKS ? 0 : k1, k2},
                         .pairs = pairs,
                         .num_pairs = num_pairs,

@@ -45,7 +45,7 @@ extern "C" {
 
 /* Bumped whenever a signature or a meaning below changes. The loader refuses a
  * library whose llmdd_abi_version() differs from the version it was written for. */
-#define LLMDD_ABI_VERSION 4
+#define LLMDD_ABI_VERSION 5
 
 /* ---- Status codes: the upstream LLMStatusCode values (llm_datadist/llm_error_codes.h,
  *      0x5010B000 + n). Names keep the upstream spelling without the LLM_ prefix. ---- */
@@ -94,6 +94,15 @@ extern "C" {
  * invalid req_id, which no CacheKey pull names). Pulls by LLMDD_KEY_BLOCKS find
  * it and never consume it. */
 #define LLMDD_BLOCKS_REQ_ID UINT64_MAX
+
+/* Or'd into LLMDD_KEY_BY_ID or LLMDD_KEY_BLOCKS (llmdd_cache_pull,
+ * llmdd_cache_pull_blocks): the pull is made only from the PROMPT's answer this
+ * engine kept from an earlier pull of the same key, while the PROMPT's
+ * generation page says it still holds (docs/DESIGN.md §4.3) — no socket, no
+ * wait, so it may run on the caller's thread (job 0). When there is no such
+ * answer (or the backend keeps none) nothing is copied and the call returns
+ * FEATURE_NOT_ENABLED: make the same call without the flag. */
+#define LLMDD_KEY_KEPT_ONLY 0x100
 
 /* llmdd_cache_pull size meaning "the whole row". */
 #define LLMDD_WHOLE_ROW UINT64_MAX

@@ -168,7 +168,10 @@ static int32_t pull_all(uint64_t decoder, uint64_t dst, int32_t kind, uint64_t c
   uint64_t job = 0;
   EXPECT_STATUS(llmdd_job_create(5000, NULL, &job), LLMDD_SUCCESS);
   int32_t status = llmdd_cache_pull_blocks(decoder, dst, kind, cluster, k1, k2, pairs,
-                                           kind == LLMDD_KEY_BLOCKS ? (int32_t)NBLOCKS : 1, 0, 0,
+                                           (kind & ~LLMDD_KEY_KEPT_ONLY) == LLMDD_KEY_BLOCKS
+                                               ? (int32_t)NBLOCKS
+                                               : 1,
+                                           0, 0,
                                            0, job);
   llmdd_job_release(job);
   return status;
@@ -210,17 +213,29 @@ TEST(fast_repeat_pulls_follow_the_prompts_caches) {
                LLMDD_SUCCESS);
   uint64_t a = prompt_cache(prompt, cluster, 5);
   CHECK(a != 0);
+  /* Kept only: nothing kept before the first pull; CacheKeys are never kept. */
+  EXPECT_STATUS(pull_all(decoder, dst, LLMDD_KEY_BLOCKS | LLMDD_KEY_KEPT_ONLY, cluster, 0, 5),
+                LLMDD_FEATURE_NOT_ENABLED);
+  EXPECT_STATUS(pull_all(decoder, dst, LLMDD_KEY_CACHE_KEY | LLMDD_KEY_KEPT_ONLY, cluster, 1, 5),
+                LLMDD_PARAM_INVALID);
   for (int i = 0; i < 3; i++) {
     memset((void *)(uintptr_t)dst_addrs[0], 0, BLOCK * NBLOCKS);
     memset((void *)(uintptr_t)dst_addrs[1], 0, BLOCK * NBLOCKS);
     EXPECT_STATUS(pull_all(decoder, dst, LLMDD_KEY_BLOCKS, cluster, 0, 5), LLMDD_SUCCESS);
     EXPECT(holds(dst_addrs, a, BLOCK * NBLOCKS));
   }
+  memset((void *)(uintptr_t)dst_addrs[0], 0, BLOCK * NBLOCKS);
+  memset((void *)(uintptr_t)dst_addrs[1], 0, BLOCK * NBLOCKS);
+  EXPECT_STATUS(pull_all(decoder, dst, LLMDD_KEY_BLOCKS | LLMDD_KEY_KEPT_ONLY, cluster, 0, 5),
+                LLMDD_SUCCESS);
+  EXPECT(holds(dst_addrs, a, BLOCK * NBLOCKS));
   /* Deallocated as deallocateBlocksCache does (key, then id), its memory taken
    * by a cache with other bytes, the key on a new cache elsewhere: the repeat
    * pull finds the new cache. */
   CHECK_STATUS(llmdd_cache_key_remove(prompt, cluster, LLMDD_BLOCKS_REQ_ID, 5), LLMDD_SUCCESS);
   CHECK_STATUS(llmdd_cache_deallocate(prompt, a), LLMDD_SUCCESS);
+  EXPECT_STATUS(pull_all(decoder, dst, LLMDD_KEY_BLOCKS | LLMDD_KEY_KEPT_ONLY, cluster, 0, 5),
+                LLMDD_FEATURE_NOT_ENABLED);
   EXPECT_STATUS(pull_all(decoder, dst, LLMDD_KEY_BLOCKS, cluster, 0, 5), LLMDD_KV_CACHE_NOT_EXIST);
   uint64_t filler = prompt_cache(prompt, cluster, -1);
   uint64_t b = prompt_cache(prompt, cluster, 5);
