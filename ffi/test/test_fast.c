@@ -4,6 +4,7 @@
  * the PROMPT moved its caches sees the new cache or the proper error. */
 #define _GNU_SOURCE 1 /* memfd_create, F_ADD_SEALS */
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -256,4 +257,75 @@ TEST(fast_repeat_pulls_follow_the_prompts_caches) {
   /* Finalized: the answers kept are stale, and the link is gone. */
   EXPECT_STATUS(pull_all(decoder, dst, LLMDD_KEY_BLOCKS, cluster, 0, 5), LLMDD_LINK_FAILED);
   EXPECT_STATUS(llmdd_engine_finalize(decoder), LLMDD_SUCCESS);
+}
+
+/* ---- resident pools (pool.h) ---- */
+
+/* Whether every page of [p, p + n) is resident. */
+static bool resident(const void *p, uint64_t n) {
+  const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+  uint64_t pages = (n + page - 1) / page;
+  unsigned char *v = malloc(pages);
+  if (v == NULL) return false;
+  bool all = mincore((void *)p, (size_t)n, v) == 0;
+  for (uint64_t i = 0; all && i < pages; i++) all = (v[i] & 1) != 0;
+  free(v);
+  return all;
+}
+
+TEST(pools_keep_freed_memory_resident) {
+  const uint64_t bytes = (uint64_t)4 << 20; /* above the old 1 MiB hand-back threshold */
+  for (int32_t role = LLMDD_ROLE_PROMPT; role <= LLMDD_ROLE_DECODER; role++) {
+    uint64_t e = open_role(role, unique_cluster_id(), "ge.flowGraphMemMaxSize=8388608");
+    CHECK(e != 0);
+    uint64_t id = 0, addr = 0, again = 0, addr2 = 0;
+    CHECK_STATUS(llmdd_cache_allocate(e, 1, bytes, 1, 1, LLMDD_PLACEMENT_DEVICE, NULL, 0, &id,
+                                      &addr, 1),
+                 LLMDD_SUCCESS);
+    memset((void *)(uintptr_t)addr, 0x5a, bytes);
+    CHECK_STATUS(llmdd_cache_deallocate(e, id), LLMDD_SUCCESS);
+    /* Freed, the pages stay (before: MADV_REMOVE / MADV_DONTNEED gave them back). */
+    EXPECT(resident((void *)(uintptr_t)addr, bytes));
+    CHECK_STATUS(llmdd_cache_allocate(e, 1, bytes, 1, 1, LLMDD_PLACEMENT_DEVICE, NULL, 0, &again,
+                                      &addr2, 1),
+                 LLMDD_SUCCESS);
+    EXPECT(addr2 == addr && resident((void *)(uintptr_t)addr2, bytes));
+    EXPECT_STATUS(llmdd_engine_finalize(e), LLMDD_SUCCESS);
+  }
+}
+
+TEST(reserve_pools_takes_the_pools_at_init) {
+  uint64_t e = 0;
+  const char *bad = "llmdd.reservePools=yes";
+  EXPECT_STATUS(llmdd_engine_init(LLMDD_ROLE_DECODER, unique_cluster_id(), (const uint8_t *)bad,
+                                  (int32_t)strlen(bad), &e),
+                LLMDD_PARAM_INVALID);
+  EXPECT(strstr(last_error(), "llmdd.reservePools") != NULL);
+  for (int32_t role = LLMDD_ROLE_PROMPT; role <= LLMDD_ROLE_DECODER; role++) {
+    e = open_role(role, unique_cluster_id(), "ge.flowGraphMemMaxSize=4194304\nllmdd.reservePools=1");
+    CHECK(e != 0);
+    uint64_t id = 0, addr = 0;
+    CHECK_STATUS(llmdd_cache_allocate(e, 1, 1 << 20, 1, 1, LLMDD_PLACEMENT_DEVICE, NULL, 0, &id,
+                                      &addr, 1),
+                 LLMDD_SUCCESS);
+    /* Resident before anything was written to it. */
+    EXPECT(resident((void *)(uintptr_t)addr, 1 << 20));
+    EXPECT_STATUS(llmdd_engine_finalize(e), LLMDD_SUCCESS);
+  }
+  /* Twice what the machine has left: refused at init (the address space alone
+   * would be granted), not left to fail at a later write. */
+  unsigned long long avail = 0, kib;
+  char line[128];
+  FILE *f = fopen("/proc/meminfo", "re");
+  CHECK(f != NULL);
+  while (fgets(line, sizeof line, f) != NULL)
+    if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1 || sscanf(line, "SwapFree: %llu kB", &kib) == 1)
+      avail += kib;
+  fclose(f);
+  char huge[128];
+  snprintf(huge, sizeof huge, "ge.flowGraphMemMaxSize=%llu\nllmdd.reservePools=1", avail * 2048);
+  EXPECT_STATUS(llmdd_engine_init(LLMDD_ROLE_DECODER, unique_cluster_id(), (const uint8_t *)huge,
+                                  (int32_t)strlen(huge), &e),
+                LLMDD_DEVICE_OUT_OF_MEMORY);
+  EXPECT(strstr(last_error(), "llmdd.reservePools") != NULL);
 }

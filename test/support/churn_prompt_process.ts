@@ -22,6 +22,8 @@ await prompt.init({
   "llm.MemPoolConfig": JSON.stringify({ memory_size: config.poolBytes ?? 4 << 20 }),
   "llm.listenIpInfo": "127.0.0.1:0",
   "llm.SyncKvCacheWaitTime": "30000",
+  // Its pool taken whole at init (and resident): pulls must work the same.
+  "llmdd.reservePools": "1",
 });
 const manager = prompt.cacheManager;
 const caches = new Map<string, Cache>();
