@@ -38,11 +38,18 @@ export function stats(samples: number[]): Stats {
  * Runs every function of `fns` once per round, in an order that alternates
  * between rounds (forward, backward), `warmup` rounds unrecorded and then
  * `iterations` recorded; returns each function's per-call times.
+ *
+ * `settle` untimed calls of the same function come right before each timed
+ * one, so the timed call finds the caches as that function leaves them, not
+ * as the previous function did: a copy with ordinary stores leaves dirty lines
+ * that the next copy pays to write back, and with `settle` 0 a copy using
+ * non-temporal stores would pay the plain memcpy's.
  */
 export async function timedLoop(
   fns: Record<string, () => unknown>,
   warmup: number,
   iterations: number,
+  settle = 0,
 ): Promise<Record<string, Stats>> {
   const names = Object.keys(fns);
   const reversed = [...names].reverse();
@@ -50,6 +57,10 @@ export async function timedLoop(
   for (let i = 0; i < warmup + iterations; i++) {
     for (const name of i % 2 === 0 ? names : reversed) {
       const fn = fns[name];
+      for (let k = 0; k < settle; k++) {
+        const result = fn();
+        if (result instanceof Promise) await result;
+      }
       const t0 = now();
       const result = fn();
       if (result instanceof Promise) await result;
