@@ -13,8 +13,8 @@
 // Processes: this one is the DECODER. It starts two children on the same
 // runtime: the PROMPT (test/support/prompt_process.ts, as the two-process
 // tests and the demo do), which holds one cache per size, each filled with the
-// test pattern; and a TCP echo server (this file with the argument
-// {"role":"echo"}), the other end of the round-trip floor.
+// test pattern; and a TCP echo server (bench/support/echo_process.ts), the
+// other end of the round-trip floor.
 //
 // Measurements (all in one run):
 //   (a) pullCache of one row of 4 KiB, 64 KiB, 1 MiB, 16 MiB, 256 MiB: one
@@ -58,10 +58,7 @@
 // Warm-up rounds first, then N measured rounds; each reported time is the
 // median of N single calls.
 
-import { spawn } from "node:child_process";
-import { connect, createServer, type Socket } from "node:net";
 import process from "node:process";
-import { fileURLToPath } from "node:url";
 import {
   CacheDesc,
   CacheKeyByIdAndIndex,
@@ -77,11 +74,13 @@ import { cacheRecord } from "../src/kv_cache.ts";
 import { runLong } from "../src/long_call.ts";
 import { KEY_BY_ID, WHOLE_ROW } from "../src/native/symbols.ts";
 import { Operation } from "../src/operation.ts";
-import { type Child, runtimeCommand, startChild } from "../test/support/children.ts";
+import { type Child, startChild } from "../test/support/children.ts";
 import { patternByte } from "../test/support/pattern.ts";
 import { bytesOf } from "./support/bytes.ts";
 import { now } from "./support/clock.ts";
+import { ECHO_BYTES, echoClient, startEcho } from "./support/echo.ts";
 import { gbps, ratio, yes } from "./support/format.ts";
+import { size, type Stats, time, timedLoop } from "./support/loop.ts";
 import { cpuName, loadAverage, platformName, runtimeName } from "./support/machine.ts";
 
 // ---------------------------------------------------------------- settings
@@ -102,7 +101,6 @@ const SMALLEST = SIZES[0];
 const BANDWIDTH_GOAL_FROM = 1 * MiB;
 const BANDWIDTH_GOAL = 0.85;
 const RTT_GOAL = 3;
-const ECHO_BYTES = 64;
 const HANDOFF_BYTES = 64;
 /** Sum of the rows, with room for alignment. */
 const ROWS_BYTES = SIZES.reduce((sum, b) => sum + b, 0);
@@ -118,10 +116,6 @@ const DECODER_CLUSTER = 0xB4_0000_0000n + BigInt(process.pid);
 
 // ----------------------------------------------------------------- helpers
 
-// deno-lint-ignore no-explicit-any
-type Any = Record<string, any>;
-const g = globalThis as unknown as Any;
-
 /** The smallest step `now` takes (a few tries): what the clock can resolve. */
 function clockStep(): number {
   let best = Infinity;
@@ -132,147 +126,6 @@ function clockStep(): number {
     best = Math.min(best, t1 - t0);
   }
   return best;
-}
-
-function size(bytes: number): string {
-  if (bytes >= MiB && bytes % MiB === 0) return `${bytes / MiB} MiB`;
-  if (bytes >= KiB && bytes % KiB === 0 && bytes < MiB) return `${bytes / KiB} KiB`;
-  if (bytes >= MiB) return `${(bytes / MiB).toFixed(2)} MiB`;
-  return `${bytes} B`;
-}
-
-function time(ns: number): string {
-  if (!Number.isFinite(ns)) return "n/a";
-  if (ns < 1e3) return `${ns.toFixed(0)} ns`;
-  if (ns < 1e6) return `${(ns / 1e3).toFixed(1)} µs`;
-  return `${(ns / 1e6).toFixed(2)} ms`;
-}
-
-function quantile(sorted: number[], q: number): number {
-  if (sorted.length === 0) return NaN;
-  const pos = (sorted.length - 1) * q;
-  const lo = Math.floor(pos);
-  const hi = Math.ceil(pos);
-  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
-}
-
-interface Stats {
-  median: number;
-  p10: number;
-  p90: number;
-  min: number;
-  n: number;
-}
-
-function stats(samples: number[]): Stats {
-  const s = [...samples].sort((a, b) => a - b);
-  return { median: quantile(s, 0.5), p10: quantile(s, 0.1), p90: quantile(s, 0.9), min: s[0], n: s.length };
-}
-
-/**
- * Runs every function of `fns` once per round, in an order that alternates
- * between rounds (forward, backward), `warmup` rounds unrecorded and then
- * `iterations` recorded; returns each function's per-call times.
- */
-async function timedLoop(
-  fns: Record<string, () => unknown>,
-  warmup: number,
-  iterations: number,
-): Promise<Record<string, Stats>> {
-  const names = Object.keys(fns);
-  const reversed = [...names].reverse();
-  const samples: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
-  for (let i = 0; i < warmup + iterations; i++) {
-    for (const name of i % 2 === 0 ? names : reversed) {
-      const fn = fns[name];
-      const t0 = now();
-      const result = fn();
-      if (result instanceof Promise) await result;
-      const t1 = now();
-      if (i >= warmup) samples[name].push(t1 - t0);
-    }
-  }
-  return Object.fromEntries(names.map((n) => [n, stats(samples[n])]));
-}
-
-// -------------------------------------------------------- the echo child
-
-/** The echo child: a node:net server on 127.0.0.1 that sends back what it gets. */
-function serveEcho(): void {
-  const server = createServer((socket) => {
-    socket.setNoDelay(true);
-    socket.on("data", (chunk) => socket.write(chunk));
-    socket.on("error", () => socket.destroy());
-  });
-  server.listen(0, "127.0.0.1", () => {
-    const address = server.address();
-    const port = typeof address === "object" && address !== null ? address.port : 0;
-    console.log(JSON.stringify({ ready: true, port, pid: process.pid }));
-  });
-  process.stdin.resume();
-  process.stdin.on("end", () => process.exit(0));
-}
-
-/**
- * Starts this file as the echo child, on this runtime. Not with startChild:
- * on Deno the child needs --allow-net, which startChild does not give.
- */
-function startEcho(): { port: Promise<number>; stop(): Promise<void> } {
-  const script = fileURLToPath(import.meta.url);
-  const { command, args } = runtimeCommand(script);
-  if (g.Deno) args.splice(args.indexOf("run") + 1, 0, "--allow-net=127.0.0.1");
-  const child = spawn(command, [...args, JSON.stringify({ role: "echo" })], { stdio: ["pipe", "pipe", "inherit"] });
-  const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()));
-  const port = new Promise<number>((resolve, reject) => {
-    let buffered = "";
-    child.stdout!.setEncoding("utf8");
-    child.stdout!.on("data", (chunk: string) => {
-      buffered += chunk;
-      const line = buffered.split("\n").find((l) => l.trim().startsWith("{"));
-      if (line !== undefined && buffered.includes("\n")) resolve(Number(JSON.parse(line).port));
-    });
-    exited.then(() => reject(new Error("the echo child exited before it listened")));
-  });
-  return {
-    port,
-    async stop() {
-      child.stdin!.end();
-      await exited;
-    },
-  };
-}
-
-/** A client of the echo child: `roundTrip()` sends 64 bytes and resolves when all 64 came back. */
-async function echoClient(port: number): Promise<{ roundTrip(): Promise<void>; close(): void }> {
-  const socket: Socket = connect({ host: "127.0.0.1", port });
-  await new Promise<void>((resolve, reject) => {
-    socket.once("connect", resolve);
-    socket.once("error", reject);
-  });
-  socket.setNoDelay(true);
-  const payload = new Uint8Array(ECHO_BYTES).fill(0x42);
-  let received = 0;
-  let waiting: (() => void) | undefined;
-  socket.on("data", (chunk: Uint8Array) => {
-    received += chunk.length;
-    if (received >= ECHO_BYTES && waiting !== undefined) {
-      received -= ECHO_BYTES;
-      const resolve = waiting;
-      waiting = undefined;
-      resolve();
-    }
-  });
-  return {
-    roundTrip() {
-      return new Promise<void>((resolve) => {
-        waiting = resolve;
-        socket.write(payload);
-      });
-    },
-    close() {
-      socket.destroy();
-    },
-  };
 }
 
 // ------------------------------------------------------------- the DECODER
@@ -447,7 +300,7 @@ async function main(): Promise<void> {
     console.log(
       `processes:      DECODER = this one (pid ${process.pid}, cluster ${DECODER_CLUSTER}); PROMPT = child pid ` +
         `${ready.pid} running test/support/prompt_process.ts (cluster ${PROMPT_CLUSTER}, 127.0.0.1:${ready.port}); ` +
-        `echo = child running this file with {"role":"echo"} (127.0.0.1:${echoPort}); all on this runtime`,
+        `echo = child running bench/support/echo_process.ts (127.0.0.1:${echoPort}); all on this runtime`,
     );
     console.log(
       `pools:          PROMPT ${size(PROMPT_POOL_BYTES)} (shared memory), DECODER ${size(DECODER_POOL_BYTES)}; ` +
@@ -612,9 +465,4 @@ async function main(): Promise<void> {
   }
 }
 
-const argument = process.argv.at(-1) ?? "";
-if (argument.startsWith("{") && JSON.parse(argument).role === "echo") {
-  serveEcho();
-} else {
-  await main();
-}
+await main();

@@ -263,6 +263,39 @@ function blockWord(index: number): bigint {
   return BigInt.asUintN(64, BigInt(index));
 }
 
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/**
+ * The (source, destination) pairs of a block pull as the native call takes
+ * them, each index as `blockWord` would make it, written as two 32-bit halves:
+ * no BigInt per block (a list of 1024 blocks took 100-160 µs that way).
+ * Without `src`, source block i goes to `dst[i]`.
+ */
+function blockPairs(src: readonly number[], dst: readonly number[]): BigUint64Array {
+  const pairs = new BigUint64Array(dst.length * 2);
+  const halves = new Uint32Array(pairs.buffer);
+  const lo = LITTLE_ENDIAN ? 0 : 1;
+  const put = (word: number, index: number) => {
+    halves[2 * word + lo] = index >>> 0;
+    halves[2 * word + 1 - lo] = Math.floor(index / 0x1_0000_0000) >>> 0;
+  };
+  for (let i = 0; i < dst.length; i++) {
+    put(2 * i, src.length ? src[i] : i);
+    put(2 * i + 1, dst[i]);
+  }
+  return pairs;
+}
+
+/** An array of integers (`requireInt`'s message names the first that is not). */
+function requireInts(value: unknown, name: string, of: string): number[] {
+  const list = requireArray(value, name, of);
+  for (let i = 0; i < list.length; i++) {
+    const x = list[i];
+    if (typeof x !== "number" || !Number.isInteger(x)) requireInt(x, `${name}[${i}]`);
+  }
+  return list as number[];
+}
+
 /** Registered memory: the addresses, and the buffers to keep alive and watch. */
 function resolveMemory(
   engine: Engine,
@@ -888,8 +921,8 @@ export class CacheManager {
       );
     }
     requireInstance(dstCache, Cache, "dstCache");
-    const srcList = requireArray(srcBlocks, "srcBlocks", "block index").map((b, i) => requireInt(b, `srcBlocks[${i}]`));
-    const dstList = requireArray(dstBlocks, "dstBlocks", "block index").map((b, i) => requireInt(b, `dstBlocks[${i}]`));
+    const srcList = requireInts(srcBlocks, "srcBlocks", "block index");
+    const dstList = requireInts(dstBlocks, "dstBlocks", "block index");
     if (typeof options !== "object" || options === null) {
       throw new TypeError(`options must be an object, got ${describe(options)}`);
     }
@@ -905,8 +938,7 @@ export class CacheManager {
       throw paramInvalid("src_blocks should be empty when src_cache_key is not instance of BlocksCacheKey.");
     }
     const [kind, words] = pullKeyOf(srcCacheKey);
-    const pairs = new BigUint64Array(dstList.length * 2);
-    dstList.forEach((d, i) => pairs.set([blockWord(srcList.length ? srcList[i] : i), blockWord(d)], 2 * i));
+    const pairs = blockPairs(srcList, dstList);
     const signal = signalOf(options);
     const engine = this.#access.current();
     await runExclusive(engine.mutex, "pullBlocks", engine.syncKvTimeout, signal, (op) => {

@@ -14,10 +14,25 @@ import { cacheRecord, type KvCache } from "./kv_cache.ts";
 import { runLong } from "./long_call.ts";
 import { AsyncMutex } from "./mutex.ts";
 import type { NativeLibrary } from "./native_library.ts";
-import { ENGINE_INFO_WORDS, INFO_HOST_ACCESSIBLE, KEY_BY_ID, KEY_CACHE_KEY } from "./native/symbols.ts";
+import {
+  ENGINE_INFO_WORDS,
+  INFO_HOST_ACCESSIBLE,
+  KEY_BLOCKS,
+  KEY_BY_ID,
+  KEY_CACHE_KEY,
+  KEY_KEPT_ONLY,
+  WHOLE_ROW,
+} from "./native/symbols.ts";
 import type { Operation } from "./operation.ts";
 import { LLMStatusCode } from "./status.ts";
 import type { Lease } from "./tensor.ts";
+
+/**
+ * Repeat pulls of at most this many bytes in all run on the JavaScript thread
+ * when the PROMPT's kept answer serves them: handing a call to a thread costs
+ * about as much as copying 1 MiB here (README, Benchmarks).
+ */
+const INLINE_PULL_BYTES = 1 << 20;
 
 /** What the engine knows of one live cache. */
 export interface CacheRecord {
@@ -419,6 +434,22 @@ export class Engine {
     this.lib.check(this.lib.fn.llmdd_cache_copy(...args, 0n), context);
   }
 
+  /**
+   * A repeat pull on the JavaScript thread (docs/DESIGN.md §4.3): a pull by id
+   * or BlocksCacheKey of at most INLINE_PULL_BYTES, from the PROMPT's answer the
+   * engine kept, copies in microseconds without a socket, cheaper than the
+   * hand-off to a thread. True when done (a failure throws); false when nothing
+   * valid was kept, and the pull goes the ordinary way.
+   */
+  #pullKept(fn: "llmdd_cache_pull" | "llmdd_cache_pull_blocks", args: unknown[], bytes: number, context: string) {
+    if (!this.hostAccessible || bytes > INLINE_PULL_BYTES) return false;
+    // deno-lint-ignore no-explicit-any
+    const status: number = (this.lib.fn[fn] as (...a: any[]) => number)(...args, 0n);
+    if (status === LLMStatusCode.LLM_FEATURE_NOT_ENABLED) return false;
+    this.lib.check(status, context);
+    return true;
+  }
+
   /** Pulls a row named by `source` from a linked PROMPT into row `batchIndex` of `record`. */
   pull(
     record: CacheRecord,
@@ -427,15 +458,17 @@ export class Engine {
     size: bigint,
     op: Operation,
     context: string,
-  ): Promise<void> {
+  ): Promise<void> | void {
     const [k0, k1, k2] = source.words;
-    return runLong(
-      this.lib,
-      "llmdd_cache_pull",
-      [this.handle, record.cacheId, source.byId ? KEY_BY_ID : KEY_CACHE_KEY, k0, k1, k2, batchIndex, size],
-      op,
-      context,
-    );
+    const kind = source.byId ? KEY_BY_ID : KEY_CACHE_KEY;
+    const rest = [k0, k1, k2, batchIndex, size] as const;
+    const d = record.desc;
+    const bytes = (size === WHOLE_ROW ? d.size / d.batchSize : Number(size)) * d.numTensors * this.deviceIds.length;
+    if (
+      source.byId &&
+      this.#pullKept("llmdd_cache_pull", [this.handle, record.cacheId, kind | KEY_KEPT_ONLY, ...rest], bytes, context)
+    ) return;
+    return runLong(this.lib, "llmdd_cache_pull", [this.handle, record.cacheId, kind, ...rest], op, context);
   }
 
   /**
@@ -452,15 +485,21 @@ export class Engine {
     tensors: readonly [number, number, number],
     op: Operation,
     context: string,
-  ): Promise<void> {
+  ): Promise<void> | void {
     const [k0, k1, k2] = words;
-    return runLong(
-      this.lib,
-      "llmdd_cache_pull_blocks",
-      [this.handle, record.cacheId, kind, k0, k1, k2, pairs, pairs.length / 2, ...tensors],
-      op,
-      context,
-    );
+    const rest = [k0, k1, k2, pairs, pairs.length / 2, ...tensors] as const;
+    const d = record.desc;
+    const bytes = (pairs.length / 2) * (d.size / d.batchSize) * (tensors[2] || d.numTensors) * this.deviceIds.length;
+    if (
+      (kind === KEY_BY_ID || kind === KEY_BLOCKS) &&
+      this.#pullKept(
+        "llmdd_cache_pull_blocks",
+        [this.handle, record.cacheId, kind | KEY_KEPT_ONLY, ...rest],
+        bytes,
+        context,
+      )
+    ) return;
+    return runLong(this.lib, "llmdd_cache_pull_blocks", [this.handle, record.cacheId, kind, ...rest], op, context);
   }
 
   /**

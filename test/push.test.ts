@@ -184,6 +184,22 @@ describe("CacheManager.pushBlocks / pushCache across processes", { timeout: 120_
           `row ${t}`,
         );
       }
+      // Again: answers about memory outside the pools are never kept for a repeat
+      // pull (their bytes come under each LOOKUP's own pin).
+      for (let round = 0; round < 2; round++) {
+        const again = await m.allocateBlocksCache(new CacheDesc(4, [4, 64], U8));
+        await m.pullBlocks(new BlocksCacheKey(clusterId, 3n), again, [7], [1]);
+        for (let t = 0; t < 4; t++) {
+          assertBytes(bytesOf(decoder, again, t), [{ at: 64, length: 64, seed: 21, tensor: t, from: 7 * 64 }], `again ${t}`);
+        }
+        await m.pullCache(new CacheKeyByIdAndIndex(clusterId, ids[6], 1), pulledRows, 0);
+        assertBytes(
+          bytesOf(decoder, pulledRows, 1),
+          [0, 256].map((at) => ({ at, length: 128, seed: 23, tensor: 1, from: 128 })),
+          "row again",
+        );
+        await m.deallocateBlocksCache(again);
+      }
 
       // Refused by the PROMPT, or by what it answered.
       await rejectsWithStatus(

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "core/error.h"
+#include "fast.h"
 #include "llmdd.h"
 
 static struct map_key id_key(uint64_t id) { return (struct map_key){id, 0, 0}; }
@@ -53,6 +54,7 @@ static void release_if_unused(struct book *b, struct cache *c) {
 }
 
 void host_book_close(struct book *b) {
+  host_fast_bump_all(b->fast);
   b->pools_live = false;
   for (struct cache *c = b->caches, *next; c != NULL; c = next) {
     next = c->next;
@@ -215,6 +217,7 @@ int32_t host_book_unregister(struct book *b, uint64_t id) {
     const uint64_t *k = &c->keys[3 * i];
     struct map_entry *entry = host_map_find(&b->by_key, (struct map_key){k[0], k[1], k[2]});
     if (entry != NULL && entry->value == c) {
+      host_fast_bump_key(b->fast, k[0], k[1], k[2]);
       host_map_remove(&b->by_key, entry);
       c->keys_held--;
     }
@@ -266,6 +269,7 @@ int32_t host_book_release_id(struct book *b, uint64_t id) {
     return core_fail(LLMDD_KV_CACHE_NOT_EXIST, "cache %llu does not exist",
                      (unsigned long long)id);
   struct cache *c = entry->value;
+  host_fast_bump_id(b->fast, id);
   host_map_remove(&b->by_id, entry);
   c->id_held = false;
   release_if_unused(b, c);
@@ -280,6 +284,7 @@ int32_t host_book_release_key(struct book *b, struct cache_key key) {
                      (unsigned long long)key.cluster, (unsigned long long)key.req,
                      (unsigned long long)key.model);
   struct cache *c = entry->value;
+  host_fast_bump_key(b->fast, key.cluster, key.req, key.model);
   host_map_remove(&b->by_key, entry);
   c->keys_held--;
   release_if_unused(b, c);
@@ -289,6 +294,7 @@ int32_t host_book_release_key(struct book *b, struct cache_key key) {
 void host_book_consume_key(struct book *b, struct cache_key key, struct cache *c) {
   struct map_entry *entry = host_map_find(&b->by_key, key_of(key));
   if (entry == NULL || entry->value != c) return;
+  host_fast_bump_key(b->fast, key.cluster, key.req, key.model);
   host_map_remove(&b->by_key, entry);
   c->keys_held--;
   release_if_unused(b, c);

@@ -13,6 +13,8 @@
 #include "map.h"
 #include "pool.h"
 
+struct fast_page;
+
 struct cache {
   uint64_t id;
   int32_t num_tensors;
@@ -45,6 +47,9 @@ struct book {
   struct map by_id;
   struct map by_key;
   struct cache *caches; /* every cache still holding pool memory, or still pinned */
+  /* Shared pools only: the generation page DECODERs check before trusting an
+   * answer they kept (fast.h); bumped here whenever an id or key goes. */
+  struct fast_page *fast;
 };
 
 /* A cache key: (prompt cluster id, req id, model id). */

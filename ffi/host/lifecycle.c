@@ -5,12 +5,30 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "fast.h"
 #include "engine.h"
 #include "link.h"
 #include "llmdd.h"
 #include "net.h"
 #include "server.h"
 #include "rundir.h"
+
+static void destroy_pools(struct engine *e);
+
+/* llmdd.reservePools=1: every device pool's memory is taken now, as upstream
+ * takes its pool's device memory at init, and stays (pool.h). */
+static int32_t reserve_pools(struct engine *e) {
+  for (int32_t d = 0; d < e->options.num_devices; d++) {
+    int err = host_pool_reserve(&e->pools[d]);
+    if (err == 0) continue;
+    char text[CORE_ERRNO_TEXT_CAP];
+    return core_fail(LLMDD_DEVICE_OUT_OF_MEMORY,
+                     "llmdd.reservePools: could not reserve the %llu bytes of device %d's pool: %s",
+                     (unsigned long long)e->options.pool_bytes, e->options.device_ids[d],
+                     core_errno_text(err, text));
+  }
+  return LLMDD_SUCCESS;
+}
 
 /* Creates the pools: shared for PROMPT and MIX (after taking the cluster id),
  * private for DECODER. On failure nothing is left behind. */
@@ -51,10 +69,21 @@ static int32_t create_pools(struct engine *e) {
     }
     e->book.host_pool = &e->host_pool;
   }
+  if (e->options.reserve_pools) {
+    int32_t status = reserve_pools(e);
+    if (status != LLMDD_SUCCESS) {
+      destroy_pools(e);
+      return status;
+    }
+  }
+  /* Without a generation page DECODERs still pull, each time with a LOOKUP. */
+  if (shared) e->book.fast = host_fast_page_new();
   return LLMDD_SUCCESS;
 }
 
 static void destroy_pools(struct engine *e) {
+  host_fast_page_free(e->book.fast);
+  e->book.fast = NULL;
   for (int32_t d = 0; d < e->options.num_devices; d++) host_pool_destroy(&e->pools[d]);
   if (e->book.host_pool != NULL) host_pool_destroy(e->book.host_pool);
   e->book.host_pool = NULL;

@@ -80,6 +80,7 @@ void host_link_release(struct link *l) {
   close(l->fd);
   for (int32_t d = 0; d < l->num_devices; d++)
     if (l->bases[d] != NULL) munmap((void *)l->bases[d], (size_t)l->pool_bytes);
+  host_fast_view_close(l->fast);
   gate_destroy(&l->tx);
   gate_destroy(&l->rx);
   pthread_cond_destroy(&l->quiet);
@@ -322,9 +323,10 @@ static int32_t authenticate(const struct link_task *lt, const struct engine *e, 
 static int32_t map_pools(const struct link_task *lt, const struct engine *e, struct link *l,
                          const struct msg_hello_reply *r, const struct core_guard *g) {
   int fds[MAX_DEVICES];
+  int page_fd = -1;
   uint64_t pool_bytes = 0;
   int32_t status = host_local_fetch(lt->cluster_id, (pid_t)r->pid, l->num_devices, fds,
-                                    &pool_bytes, g);
+                                    &pool_bytes, &page_fd, g);
   if (status != LLMDD_SUCCESS) return status;
   l->pool_bytes = r->pool_bytes;
   if (pool_bytes != r->pool_bytes)
@@ -341,7 +343,10 @@ static int32_t map_pools(const struct link_task *lt, const struct engine *e, str
                                &writable, &l->bases[d]);
     l->writable = l->writable && writable;
   }
+  if (status == LLMDD_SUCCESS && page_fd >= 0)
+    status = host_fast_view_open(page_fd, lt->cluster_id, &l->fast);
   for (int32_t d = 0; d < l->num_devices; d++) close(fds[d]);
+  if (page_fd >= 0) close(page_fd);
   return status;
 }
 

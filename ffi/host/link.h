@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "engine.h"
+#include "fast.h"
 #include "net.h"
 #include "proto.h"
 
@@ -48,6 +49,7 @@ struct link {
   /* Mapped read-write: both engines enabled llm.EnableRemoteCacheAccessible, so
    * pushes write into the PROMPT's pooled remote-accessible caches directly. */
   bool writable;
+  struct fast_view *fast; /* its generation page and the answers kept (fast.h), or NULL */
   atomic_bool broken;
   struct gate tx;
   struct gate rx;

@@ -18,7 +18,7 @@
 #include "rundir.h"
 
 #define LOCAL_MAGIC 0x50444C4Cu /* "LLDP" on the wire */
-#define LOCAL_VERSION 1
+#define LOCAL_VERSION 2
 #define REQUEST_BYTES 16
 #define ANSWER_BYTES 24
 
@@ -98,7 +98,7 @@ static int32_t read_exact(int fd, uint8_t *buf, size_t n, const struct core_guar
 }
 
 int32_t host_local_serve(int fd, uint64_t cluster_id, const struct pool *pools,
-                         int32_t num_devices, uint64_t pool_bytes, bool writable,
+                         int32_t num_devices, uint64_t pool_bytes, bool writable, int page_fd,
                          const struct core_guard *g, int wake_fd) {
   uint8_t request[REQUEST_BYTES], answer[ANSWER_BYTES];
   int32_t status = read_exact(fd, request, sizeof request, g, wake_fd);
@@ -109,26 +109,29 @@ int32_t host_local_serve(int fd, uint64_t cluster_id, const struct pool *pools,
   put32(answer, LOCAL_MAGIC);
   put32(answer + 4, (uint32_t)(ours ? LLMDD_SUCCESS : LLMDD_LINK_FAILED));
   put32(answer + 8, ours ? (uint32_t)num_devices : 0);
-  put32(answer + 12, 0);
+  bool page = ours && page_fd >= 0;
+  put32(answer + 12, page ? 1 : 0);
   put64(answer + 16, ours ? pool_bytes : 0);
 
   union {
     struct cmsghdr align;
-    uint8_t buf[CMSG_SPACE(sizeof(int) * MAX_DEVICES)];
+    uint8_t buf[CMSG_SPACE(sizeof(int) * (MAX_DEVICES + 1))];
   } control;
   struct iovec iov = {answer, sizeof answer};
   struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
   if (ours) {
     memset(&control, 0, sizeof control);
     m.msg_control = control.buf;
-    m.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)num_devices);
+    size_t n = (size_t)num_devices + (page ? 1 : 0);
+    m.msg_controllen = CMSG_SPACE(sizeof(int) * n);
     struct cmsghdr *c = CMSG_FIRSTHDR(&m);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)num_devices);
+    c->cmsg_len = CMSG_LEN(sizeof(int) * n);
     for (int32_t d = 0; d < num_devices; d++)
       memcpy(CMSG_DATA(c) + sizeof(int) * (size_t)d, writable ? &pools[d].fd : &pools[d].ro_fd,
              sizeof(int));
+    if (page) memcpy(CMSG_DATA(c) + sizeof(int) * (size_t)num_devices, &page_fd, sizeof(int));
   }
   /* 24 bytes into a fresh socket's empty buffer: one call sends them whole. */
   ssize_t n;
@@ -147,10 +150,13 @@ static void close_all(int *fds, int32_t n) {
 }
 
 int32_t host_local_fetch(uint64_t cluster_id, pid_t prompt_pid, int32_t num_devices, int *fds,
-                         uint64_t *out_pool_bytes, const struct core_guard *g) {
+                         uint64_t *out_pool_bytes, int *out_page_fd,
+                         const struct core_guard *g) {
   char text[CORE_ERRNO_TEXT_CAP];
   unsigned long long cluster = (unsigned long long)cluster_id;
   for (int32_t d = 0; d < num_devices; d++) fds[d] = -1;
+  *out_page_fd = -1;
+  int page_fd = -1;
   struct sockaddr_un a;
   int32_t status = socket_address(cluster_id, &a);
   if (status != LLMDD_SUCCESS) {
@@ -203,7 +209,7 @@ int32_t host_local_fetch(uint64_t cluster_id, pid_t prompt_pid, int32_t num_devi
   while (status == LLMDD_SUCCESS && got < sizeof answer) {
     union {
       struct cmsghdr align;
-      uint8_t buf[CMSG_SPACE(sizeof(int) * MAX_DEVICES)];
+      uint8_t buf[CMSG_SPACE(sizeof(int) * (MAX_DEVICES + 1))];
     } control;
     struct iovec iov = {answer + got, sizeof answer - got};
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
@@ -225,6 +231,7 @@ int32_t host_local_fetch(uint64_t cluster_id, pid_t prompt_pid, int32_t num_devi
         int passed;
         memcpy(&passed, CMSG_DATA(c) + i * sizeof(int), sizeof passed);
         if (received < num_devices) fds[received++] = passed;
+        else if (page_fd < 0) page_fd = passed;
         else {
           close(passed);
           extra = true;
@@ -237,15 +244,18 @@ int32_t host_local_fetch(uint64_t cluster_id, pid_t prompt_pid, int32_t num_devi
   close(fd);
   if (status == LLMDD_SUCCESS &&
       (get32(answer) != LOCAL_MAGIC || (int32_t)get32(answer + 4) != LLMDD_SUCCESS ||
-       get32(answer + 8) != (uint32_t)num_devices || received != num_devices || extra))
+       get32(answer + 8) != (uint32_t)num_devices || received != num_devices || extra ||
+       get32(answer + 12) > 1 || (get32(answer + 12) == 1) != (page_fd >= 0)))
     status = core_fail(LLMDD_LINK_FAILED,
                        "the engine of cluster %llu answered with %d pool descriptors for %d"
                        " devices (status 0x%08x)",
                        cluster, (int)received, (int)num_devices, (unsigned)get32(answer + 4));
   if (status != LLMDD_SUCCESS) {
     close_all(fds, num_devices);
+    if (page_fd >= 0) close(page_fd);
     return status;
   }
   *out_pool_bytes = get64(answer + 16);
+  *out_page_fd = page_fd;
   return LLMDD_SUCCESS;
 }

@@ -9,8 +9,9 @@
  *
  * One request and one answer per connection, then it closes:
  *   request  u32 magic LOCAL_MAGIC, u32 version 1, u64 cluster id        (16)
- *   answer   u32 magic, i32 status, u32 n, u32 0, u64 pool bytes         (24)
- *            with n read-only descriptors of the pools, in device order */
+ *   answer   u32 magic, i32 status, u32 n, u32 page, u64 pool bytes      (24)
+ *            with n read-only descriptors of the pools, in device order, then
+ *            (page = 1) the read-only descriptor of the generation page (fast.h) */
 #ifndef LLMDD_HOST_LOCAL_H
 #define LLMDD_HOST_LOCAL_H
 
@@ -36,14 +37,17 @@ int host_local_peer(int fd, uid_t *out_uid, pid_t *out_pid);
  * read-only descriptors (read-write ones when `writable`: the engine enabled
  * remote cache access, so linked peers may push into its pools). Returns SUCCESS or the reason it gave up. */
 int32_t host_local_serve(int fd, uint64_t cluster_id, const struct pool *pools,
-                         int32_t num_devices, uint64_t pool_bytes, bool writable,
+                         int32_t num_devices, uint64_t pool_bytes, bool writable, int page_fd,
                          const struct core_guard *g, int wake_fd);
 
 /* DECODER side: connects to the socket of cluster_id in this user's private
  * directory, checks that the process answering is prompt_pid of this user, and
- * receives num_devices descriptors into fds (closed by the caller) and the pool
- * size. Returns SUCCESS, or LINK_FAILED / the guard's status with a message. */
+ * receives num_devices descriptors into fds (closed by the caller), the pool
+ * size, and the generation page's descriptor (-1 when none was sent; closed by
+ * the caller). Returns SUCCESS, or LINK_FAILED / the guard's status with a
+ * message. */
 int32_t host_local_fetch(uint64_t cluster_id, pid_t prompt_pid, int32_t num_devices, int *fds,
-                         uint64_t *out_pool_bytes, const struct core_guard *g);
+                         uint64_t *out_pool_bytes, int *out_page_fd,
+                         const struct core_guard *g);
 
 #endif

@@ -19,6 +19,9 @@
 /* Ours, not upstream's (the llmdd. prefix says so): links of the host backend
  * are authenticated with this instead of the user's own key (auth.h). */
 #define KEY_SECRET "llmdd.linkSecret"
+/* Ours too: the device pools' memory is taken whole at init and stays, as
+ * upstream's device pool (pool.h). */
+#define KEY_RESERVE_POOLS "llmdd.reservePools"
 
 /* Pool sizes stay far below this, which keeps every size computation in range;
  * anything the machine cannot map fails later as DEVICE_OUT_OF_MEMORY. */
@@ -102,6 +105,13 @@ static int32_t on_option(void *arg, struct core_span key, struct core_span value
     *(host ? &out->host_pool_bytes : &out->pool_bytes) = bytes;
     return LLMDD_SUCCESS;
   }
+  if (core_span_equals(key, KEY_RESERVE_POOLS)) {
+    if (!core_span_equals(value, "0") && !core_span_equals(value, "1"))
+      return core_fail(LLMDD_PARAM_INVALID, KEY_RESERVE_POOLS " '%.*s' is not 0 or 1",
+                       CORE_QUOTE(value));
+    out->reserve_pools = core_span_equals(value, "1");
+    return LLMDD_SUCCESS;
+  }
   if (core_span_equals(key, KEY_SWITCH_ROLE)) {
     out->switch_role = core_span_equals(value, "1");
     return LLMDD_SUCCESS;
@@ -120,6 +130,7 @@ int32_t host_options_parse(const uint8_t *text, int32_t len, struct engine_optio
   out->host_pool_bytes = 0;
   out->switch_role = false;
   out->remote_access = false;
+  out->reserve_pools = false;
   out->listen = false;
   out->secret_len = 0;
   return core_options_each(text, len, on_option, out);

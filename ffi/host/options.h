@@ -21,6 +21,7 @@ struct engine_options {
   uint64_t host_pool_bytes; /* llm.HostMemPoolConfig's memory_size; 0: no host pool */
   bool switch_role;         /* llm.EnableSwitchRole=1 */
   bool remote_access;       /* llm.EnableRemoteCacheAccessible=1: caches linked peers may push into */
+  bool reserve_pools;       /* llmdd.reservePools=1: device pools taken whole at init */
   bool listen;         /* llm.listenIpInfo was given */
   struct sockaddr_in listen_address;
   int32_t secret_len; /* llmdd.linkSecret, 0 when not given */

@@ -11,10 +11,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-/* Freed blocks at least this large are handed back to the kernel, so a pool's
- * resident size follows what is allocated rather than its high-water mark. */
-#define RELEASE_THRESHOLD ((uint64_t)1 << 20)
-
 /* Blocks from this size up are checked against the memory available before
  * their pages are reserved (a read of /proc/meminfo, ~20 us, is noise next to
  * reserving 64 MiB). */
@@ -55,18 +51,6 @@ static void backing_release(struct pool *p) {
    * unmaps. */
   if (p->fd >= 0) close(p->fd);
   if (p->ro_fd >= 0) close(p->ro_fd);
-}
-
-/* Drops the physical pages under a freed block; the range stays mapped and reads
- * back as zeros. Only whole pages inside the block are touched. Shared pools need
- * MADV_REMOVE: MADV_DONTNEED would only unmap the object's pages. */
-static void backing_discard(struct pool *p, uint64_t offset, uint64_t length) {
-  if (length < RELEASE_THRESHOLD) return;
-  uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
-  uint64_t start = (offset + page - 1) / page * page;
-  uint64_t end = (offset + length) / page * page;
-  if (end > start)
-    madvise(p->base + start, (size_t)(end - start), p->fd >= 0 ? MADV_REMOVE : MADV_DONTNEED);
 }
 
 int host_pool_init(struct pool *p, uint64_t capacity, bool shared) {
@@ -119,11 +103,32 @@ static uint64_t memory_available(void) {
   return found == 0 ? UINT64_MAX : (uint64_t)total * 1024;
 }
 
+/* Bytes of [offset, offset + length) of a shared pool's object that have no
+ * pages yet (freed blocks keep theirs); all of it when the file system cannot
+ * tell (SEEK_HOLE). */
+static uint64_t unbacked_bytes(const struct pool *p, uint64_t offset, uint64_t length) {
+  uint64_t end = offset + length, missing = 0, at = offset;
+  while (at < end) {
+    off_t hole = lseek(p->fd, (off_t)at, SEEK_HOLE);
+    if (hole < 0) return errno == ENXIO ? missing : length;
+    if ((uint64_t)hole >= end) break;
+    off_t data = lseek(p->fd, hole, SEEK_DATA);
+    uint64_t hole_end = data < 0 || (uint64_t)data > end ? end : (uint64_t)data;
+    missing += hole_end - (uint64_t)hole;
+    at = hole_end;
+  }
+  return missing;
+}
+
 int host_pool_commit(struct pool *p, uint64_t offset, uint64_t length) {
   if (p->fd < 0 || length == 0) return 0;
   /* Reserving more than the machine has would not fail: the kernel's
-   * out-of-memory killer would end some process instead. */
-  if (length >= AVAILABLE_CHECK_BYTES && length > memory_available()) return ENOMEM;
+   * out-of-memory killer would end some process instead. Pages the object has
+   * already (a freed block's, or llmdd.reservePools) need nothing. */
+  if (length >= AVAILABLE_CHECK_BYTES) {
+    uint64_t missing = unbacked_bytes(p, offset, length);
+    if (missing >= AVAILABLE_CHECK_BYTES && missing > memory_available()) return ENOMEM;
+  }
   /* Allocates the object's pages (zeroed; pages already there are kept): ENOSPC
    * now instead of SIGBUS at the first write. A signal arriving meanwhile makes
    * the kernel stop with EINTR; what was allocated stays, so trying again is
@@ -170,7 +175,8 @@ int host_pool_alloc(struct pool *p, uint64_t length, uint64_t *out_offset) {
 }
 
 void host_pool_free(struct pool *p, uint64_t offset, uint64_t length) {
-  backing_discard(p, offset, length);
+  /* The pages stay: a pool stands in for device memory, which stays with its
+   * process once taken (pool.h). */
   p->in_use -= length;
   p->blocks--;
 
@@ -197,4 +203,26 @@ void host_pool_free(struct pool *p, uint64_t offset, uint64_t length) {
     p->ranges[i] = (struct free_range){offset, length};
     p->num_ranges++;
   }
+}
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+
+int host_pool_reserve(struct pool *p) {
+  uint64_t usable = p->capacity / POOL_ALIGN * POOL_ALIGN;
+  if (usable == 0) return 0;
+  if (p->fd >= 0) {
+    int err = host_pool_commit(p, 0, usable);
+    if (err != 0) return err;
+  } else if (usable > memory_available()) {
+    return ENOMEM;
+  }
+  /* This process's page tables too, so the first cache does not fault. Best
+   * effort for a shared pool (its pages are reserved already); a private one
+   * is written page by page where the kernel cannot populate it. */
+  if (madvise(p->base, (size_t)p->capacity, MADV_POPULATE_WRITE) == 0 || p->fd >= 0) return 0;
+  uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+  for (uint64_t at = 0; at < p->capacity; at += page) ((volatile uint8_t *)p->base)[at] = 0;
+  return 0;
 }

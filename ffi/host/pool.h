@@ -57,8 +57,15 @@ int host_pool_alloc(struct pool *p, uint64_t length, uint64_t *out_offset);
  * SIGBUS; they stay lazy. Returns 0, or an errno (ENOSPC, ENOMEM). */
 int host_pool_commit(struct pool *p, uint64_t offset, uint64_t length);
 
-/* Frees a block returned by host_pool_alloc. Cannot fail: host_pool_alloc keeps room for
- * the free range this may add. */
+/* Takes the whole pool's memory now (llmdd.reservePools=1): a shared pool's
+ * pages are allocated (as host_pool_commit) and both kinds are populated in this
+ * process. Returns 0, or an errno (ENOSPC, ENOMEM). */
+int host_pool_reserve(struct pool *p);
+
+/* Frees a block returned by host_pool_alloc. Freed memory is not handed back to
+ * the system: a pool stands in for device memory, resident once touched, so the
+ * next cache placed there neither faults nor zeroes its pages again. Cannot
+ * fail: host_pool_alloc keeps room for the free range this may add. */
 void host_pool_free(struct pool *p, uint64_t offset, uint64_t length);
 
 #endif

@@ -1,7 +1,9 @@
 /* llmdd_cache_pull: one batch row of every tensor, from a linked PROMPT's shared
  * pools into a local cache.
  *
- * One round trip and one copy: LOOKUP (the PROMPT pins the source cache and
+ * A pull by id or by BlocksCacheKey that was answered before and whose cache
+ * has not moved since is one copy and no round trip (fast.h). Otherwise one
+ * round trip and one copy: LOOKUP (the PROMPT pins the source cache and
  * answers where its tensors are), the copy straight out of the read-only mapping
  * of the PROMPT's pools, then DONE without waiting for an answer (the PROMPT
  * handles a connection's requests in order, so a later request sees the key
@@ -14,6 +16,7 @@
 #include "core/blocks.h"
 #include "core/copy.h"
 #include "core/error.h"
+#include "fast.h"
 #include "link.h"
 #include "llmdd.h"
 #include "memcopy.h"
@@ -32,6 +35,7 @@ struct pull_task {
   const uint64_t *pairs;
   int32_t num_pairs;
   int32_t src_start, dst_start, count; /* count 0: every tensor */
+  bool kept_only; /* LLMDD_KEY_KEPT_ONLY: from a kept answer, or not at all */
 };
 
 static int32_t gone(const struct pull_task *p, const char *when) {
@@ -200,12 +204,69 @@ static int32_t copy_blocks(const struct pull_task *p, const struct msg_lookup_re
   return status;
 }
 
+/* Copies with an answer (checked against the mapped pools): the block pairs,
+ * or the row. */
+static int32_t copy_with(struct pull_task *p, const struct msg_lookup_reply *r,
+                         struct core_guard *g) {
+  if (p->pairs != NULL) {
+    g->doing = "pulling blocks";
+    return copy_blocks(p, r, g);
+  }
+  int32_t status = check_match(p, r);
+  if (status != LLMDD_SUCCESS) return status;
+  if (p->size == LLMDD_WHOLE_ROW) p->size = host_cache_row_bytes(p->dst);
+  g->doing = "pulling";
+  return copy_row(p, r, g);
+}
+
+/* The repeat pull (fast.h): with an answer kept from an earlier LOOKUP whose
+ * stamp still holds, copy, then check the stamp again. *done is false when the
+ * copy may be stale (or nothing was kept): the caller asks the PROMPT. */
+static int32_t pull_kept(struct pull_task *p, struct core_guard *g, bool *done) {
+  struct fast_view *v = p->link->fast;
+  struct fast_entry kept;
+  *done = false;
+  if (!host_fast_find(v, p->key_kind, p->k, &kept)) return LLMDD_SUCCESS;
+  int32_t status = copy_with(p, &kept.reply, g);
+  if (host_fast_valid(v, &kept.stamp)) {
+    /* Nothing moved: the outcome, good or bad, is what a LOOKUP would give. */
+    *done = true;
+    if (status == LLMDD_SUCCESS && !host_link_alive(p->link)) return gone(p, untrusted(p));
+    return status;
+  }
+  host_fast_forget(v, p->key_kind, p->k);
+  /* A deadline or cancel stands; anything else came from a stale answer. */
+  status = core_guard_check(g);
+  if (status != LLMDD_SUCCESS) *done = true;
+  return status;
+}
+
 static int32_t pull_run(struct task *t) {
   struct pull_task *p = (struct pull_task *)t;
   struct core_guard g = host_task_guard(t, "waiting for the PROMPT's answer");
   int32_t status = core_guard_check(&g);
   if (status != LLMDD_SUCCESS) return status;
+  if (atomic_load(&p->link->broken)) return gone(p, "(unlink and link again)");
+
+  /* By id or BlocksCacheKey, nothing is consumed: an answer kept from an
+   * earlier pull serves while the PROMPT's generation page says nothing moved. */
+  bool repeatable = p->link->fast != NULL && host_fast_kind(p->key_kind);
+  struct fast_stamp stamp = {0};
+  if (repeatable) {
+    bool done;
+    status = pull_kept(p, &g, &done);
+    if (done) return status;
+  }
+  if (p->kept_only)
+    return core_fail(LLMDD_FEATURE_NOT_ENABLED,
+                     "no answer of the PROMPT of cluster %llu is kept for this key, or it is no"
+                     " longer valid: pull without LLMDD_KEY_KEPT_ONLY",
+                     (unsigned long long)p->link->cluster_id);
   if (!host_link_alive(p->link)) return gone(p, "(unlink and link again)");
+  if (repeatable) {
+    g.doing = "waiting for the PROMPT's answer";
+    stamp = host_fast_stamp(p->link->fast, p->key_kind, p->k);
+  }
 
   /* A BlocksCacheKey is held as a cache key under LLMDD_BLOCKS_REQ_ID. */
   bool blocks = p->key_kind == LLMDD_KEY_BLOCKS;
@@ -226,23 +287,17 @@ static int32_t pull_run(struct task *t) {
   if (r->status != LLMDD_SUCCESS) return refused(p, r->status);
   status = host_link_check_answer(p->link, r);
   if (status != LLMDD_SUCCESS) return status;
-  if (p->pairs != NULL) {
-    g.doing = "pulling blocks";
-    status = copy_blocks(p, r, &g);
-  } else {
-    status = check_match(p, r);
-    if (status == LLMDD_SUCCESS) {
-      if (p->size == LLMDD_WHOLE_ROW) p->size = host_cache_row_bytes(p->dst);
-      g.doing = "pulling";
-      status = copy_row(p, r, &g);
-    }
-  }
+  status = copy_with(p, r, &g);
   if (status != LLMDD_SUCCESS) {
     host_link_unpin(p->link, r->pin);
     return status;
   }
   /* Checked after the copy: the PROMPT shuts the connection before unpinning. */
   if (!host_link_alive(p->link)) return gone(p, untrusted(p));
+  /* Only answers about the pools are kept: memory outside them is read through
+   * the socket under this LOOKUP's pin, which DONE releases. */
+  if (repeatable && r->where == LOOKUP_IN_POOLS)
+    host_fast_keep(p->link->fast, p->key_kind, p->k, &stamp, r);
   struct msg done = {.type = MSG_DONE,
                      .u.done = {.pin = r->pin, .consume = p->key_kind == LLMDD_KEY_CACHE_KEY}};
   struct core_guard quick = core_guard_for(1000, "releasing the pin");
@@ -264,19 +319,23 @@ static void pull_end(struct task *t) {
 LLMDD_API int32_t llmdd_cache_pull(uint64_t engine, uint64_t cache_id, int32_t key_kind,
                                    uint64_t k0, uint64_t k1, uint64_t k2,
                                    int32_t dst_batch_index, uint64_t size, uint64_t job) {
+  bool kept_only = (key_kind & LLMDD_KEY_KEPT_ONLY) != 0 && key_kind != LLMDD_KEY_KEPT_ONLY;
+  if (kept_only) key_kind &= ~LLMDD_KEY_KEPT_ONLY;
   struct pull_task p = {.task = {.run = pull_run, .end = pull_end},
                         .key_kind = key_kind,
                         .k = {k0, k1, k2},
-                        .size = size};
+                        .size = size,
+                        .kept_only = kept_only};
   int32_t status = host_task_begin(&p.task, engine, job);
   if (status != LLMDD_SUCCESS) return status;
   struct engine *e = p.task.engine;
   if (e->role == LLMDD_ROLE_PROMPT)
     return host_task_abandon(&p.task, core_fail(LLMDD_PARAM_INVALID,
                                       "a PROMPT engine does not pull: DECODER and MIX engines do"));
-  if (key_kind != LLMDD_KEY_CACHE_KEY && key_kind != LLMDD_KEY_BY_ID)
+  if ((key_kind != LLMDD_KEY_CACHE_KEY || kept_only) && key_kind != LLMDD_KEY_BY_ID)
     return host_task_abandon(&p.task, core_fail(LLMDD_PARAM_INVALID,
-                                      "key_kind %d is not CACHE_KEY (0) or BY_ID (1)", key_kind));
+                                      "key_kind %d is not CACHE_KEY (0) or BY_ID (1, or 0x101"
+                                      " kept only)", key_kind));
   p.dst = host_book_find(&e->book, cache_id);
   if (p.dst == NULL)
     return host_task_abandon(&p.task, core_fail(LLMDD_KV_CACHE_NOT_EXIST, "cache %llu does not exist",
@@ -308,8 +367,13 @@ LLMDD_API int32_t llmdd_cache_pull_blocks(uint64_t engine, uint64_t cache_id, in
                                           const uint64_t *pairs, int32_t num_pairs,
                                           int32_t src_tensor_start, int32_t dst_tensor_start,
                                           int32_t num_tensors, uint64_t job) {
+  bool kept_only = (key_kind & LLMDD_KEY_KEPT_ONLY) != 0 &&
+                   ((key_kind & ~LLMDD_KEY_KEPT_ONLY) == LLMDD_KEY_BY_ID ||
+                    (key_kind & ~LLMDD_KEY_KEPT_ONLY) == LLMDD_KEY_BLOCKS);
+  if (kept_only) key_kind &= ~LLMDD_KEY_KEPT_ONLY;
   struct pull_task p = {.task = {.run = pull_run, .end = pull_end},
                         .key_kind = key_kind,
+                        .kept_only = kept_only,
                         .k = {k0, key_kind == LLMDD_KEY_BLOCKS ? 0 : k1, k2},
                         .pairs = pairs,
                         .num_pairs = num_pairs,

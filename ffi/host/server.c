@@ -20,6 +20,7 @@
 #include "core/sha256.h"
 #include "core/workers.h"
 #include "engine.h"
+#include "fast.h"
 #include "llmdd.h"
 #include "local.h"
 #include "net.h"
@@ -317,8 +318,8 @@ static bool handle(struct connection *c, const struct msg *m) {
 static void serve_local(struct connection *c, const struct core_guard *g) {
   const struct engine *e = c->server->engine;
   host_local_serve(c->fd, e->cluster_id, e->pools, e->options.num_devices, e->options.pool_bytes,
-                   e->options.remote_access,
-                   g, c->server->wake[0]);
+                   e->options.remote_access, e->book.fast != NULL ? e->book.fast->ro_fd : -1, g,
+                   c->server->wake[0]);
 }
 
 static void *connection_main(void *arg) {

@@ -95,6 +95,15 @@ extern "C" {
  * it and never consume it. */
 #define LLMDD_BLOCKS_REQ_ID UINT64_MAX
 
+/* Or'd into LLMDD_KEY_BY_ID or LLMDD_KEY_BLOCKS (llmdd_cache_pull,
+ * llmdd_cache_pull_blocks): the pull is made only from the PROMPT's answer this
+ * engine kept from an earlier pull of the same key, while the PROMPT's
+ * generation page says it still holds (docs/DESIGN.md §4.3) — no socket, no
+ * wait, so it may run on the caller's thread (job 0). When there is no such
+ * answer (or the backend keeps none) nothing is copied and the call returns
+ * FEATURE_NOT_ENABLED: make the same call without the flag. */
+#define LLMDD_KEY_KEPT_ONLY 0x100
+
 /* llmdd_cache_pull size meaning "the whole row". */
 #define LLMDD_WHOLE_ROW UINT64_MAX
 

@@ -1273,7 +1273,7 @@ static void liar_serve_pools(struct liar *l) {
   if (fd < 0) return;
   struct pool pool = {.fd = -1, .ro_fd = l->lie == LIE_UNSEALED ? l->unsealed : l->pool_ro};
   struct core_guard g = core_guard_for(2000, "serving the liar's pools");
-  host_local_serve(fd, l->cluster, &pool, 1, l->pool_bytes, false, &g, -1);
+  host_local_serve(fd, l->cluster, &pool, 1, l->pool_bytes, false, -1, &g, -1);
   close(fd);
 }
 

@@ -42,6 +42,13 @@ export const KEY_BY_ID = 1;
 /** `llmdd_cache_pull_blocks` key kind: k0 and k2 are a `BlocksCacheKey` (`LLMDD_KEY_BLOCKS`). */
 export const KEY_BLOCKS = 2;
 
+/**
+ * Or'd into `KEY_BY_ID` or `KEY_BLOCKS` (`LLMDD_KEY_KEPT_ONLY`): pull only from
+ * the PROMPT's answer kept from an earlier pull, still valid (no socket, no
+ * wait); else nothing is copied and the call returns FEATURE_NOT_ENABLED.
+ */
+export const KEY_KEPT_ONLY = 0x100;
+
 /** The reqId under which a PROMPT holds a blocks cache's `BlocksCacheKey` (`LLMDD_BLOCKS_REQ_ID`). */
 export const BLOCKS_REQ_ID = 0xFFFF_FFFF_FFFF_FFFFn;
 

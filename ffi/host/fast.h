@@ -1,0 +1,122 @@
+/* Repeat pulls without a round trip: the PROMPT's generation page, and a linked
+ * DECODER's memory of the answers it got (docs/DESIGN.md §4.3).
+ *
+ * A PROMPT (or MIX) with shared pools also has one small sealed memory file,
+ * the generation page, passed read-only to its DECODERs with the pools over the
+ * Unix socket (local.h). It holds counters only, never a layout or an offset:
+ *
+ *   word 0              FAST_MAGIC
+ *   word 1              the global generation: bumped at finalize
+ *   words 8 .. 8+SLOTS  one counter per slot; a cache id and a cache key each
+ *                       hash to one slot (collisions only cost a LOOKUP)
+ *
+ * The book (book.c) bumps, under the engine lock and before the memory can be
+ * reused: the slot of a cache id when the id is released (deallocate,
+ * unregister), the slot of a key whenever the key stops naming its cache
+ * (removed, consumed, its cache unregistered), and the global word at finalize.
+ *
+ * A DECODER pulling by id (CacheKeyByIdAndIndex) or by BlocksCacheKey reads the
+ * slot and global words before its LOOKUP; after a pull that succeeded, it keeps
+ * the (checked) answer with those two values. A later pull of the same key finds
+ * the answer, checks the two words still hold those values, copies with it, and
+ * checks again after the copy (a seqlock): equal means nothing that could move
+ * or free that cache happened from before the LOOKUP to after the copy, so the
+ * bytes are the cache's. Different means the copy may be stale: it is done
+ * again through LOOKUP, and nothing is reported. The pools are sealed and stay
+ * mapped, so a copy made from memory freed meanwhile reads bytes that are
+ * thrown away, never a fault; offsets only ever come from checked LOOKUP
+ * answers. */
+#ifndef LLMDD_HOST_FAST_H
+#define LLMDD_HOST_FAST_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "proto.h"
+
+#define FAST_MAGIC UINT64_C(0x314e454744444c4c) /* "LLDDGEN1" */
+#define FAST_SLOTS 4096
+#define FAST_FIRST_SLOT 8
+#define FAST_PAGE_BYTES ((uint64_t)(FAST_FIRST_SLOT + FAST_SLOTS) * 8)
+/* Answers a DECODER keeps per link (the oldest is replaced). */
+#define FAST_ENTRIES 64
+
+/* ---- PROMPT side ---- */
+
+struct fast_page {
+  int fd;    /* read-write, kept for nothing but closing */
+  int ro_fd; /* what DECODERs are given */
+  _Atomic uint64_t *words;
+};
+
+/* Creates the page (sealed, FAST_PAGE_BYTES). Returns 0, or -1 with errno. */
+int host_fast_page_create(struct fast_page *p);
+void host_fast_page_destroy(struct fast_page *p);
+/* The same on the heap: a new page, or NULL (out of memory or memfds). */
+struct fast_page *host_fast_page_new(void);
+void host_fast_page_free(struct fast_page *p);
+
+/* Bumps (engine lock held; p may be NULL: the engine has no shared pools). */
+void host_fast_bump_id(struct fast_page *p, uint64_t id);
+void host_fast_bump_key(struct fast_page *p, uint64_t cluster, uint64_t req, uint64_t model);
+void host_fast_bump_all(struct fast_page *p);
+
+/* The slots of an id and of a key (also used by the DECODER: both ends hash the
+ * same way). Always < FAST_SLOTS. */
+uint32_t host_fast_slot_id(uint64_t id);
+uint32_t host_fast_slot_key(uint64_t cluster, uint64_t req, uint64_t model);
+
+/* ---- DECODER side ---- */
+
+/* The values read before a LOOKUP; an answer is valid while they hold. */
+struct fast_stamp {
+  uint32_t slot;
+  uint64_t slot_gen;
+  uint64_t global_gen;
+};
+
+struct fast_entry {
+  bool used;
+  int32_t kind; /* LLMDD_KEY_BY_ID or LLMDD_KEY_BLOCKS, as the pull was asked */
+  uint64_t k[3];
+  struct fast_stamp stamp;
+  struct msg_lookup_reply reply; /* checked against the mapped pools (pull.c) */
+};
+
+struct fast_view {
+  const _Atomic uint64_t *words; /* the PROMPT's page, mapped read-only */
+  pthread_mutex_t lock;          /* entries */
+  uint32_t next;                 /* the entry replaced next */
+  struct fast_entry entries[FAST_ENTRIES];
+};
+
+/* Checks a page a PROMPT passed (a sealed regular file of exactly
+ * FAST_PAGE_BYTES that starts with FAST_MAGIC) and maps it read-only. Returns
+ * SUCCESS, or LINK_FAILED with a message. Does not close fd. */
+int32_t host_fast_view_open(int fd, uint64_t cluster_id, struct fast_view **out);
+void host_fast_view_close(struct fast_view *v);
+
+/* Whether a pull of this kind can use the page (by id, by BlocksCacheKey). */
+bool host_fast_kind(int32_t kind);
+
+/* Reads the stamp of (kind, k) now: before a LOOKUP. */
+struct fast_stamp host_fast_stamp(const struct fast_view *v, int32_t kind, const uint64_t k[3]);
+
+/* Whether a stamp still holds. The acquire fence orders the copy's reads before
+ * the page's (seqlock). */
+bool host_fast_valid(const struct fast_view *v, const struct fast_stamp *s);
+
+/* Finds a kept answer for (kind, k) whose stamp still holds; copies it out. */
+bool host_fast_find(struct fast_view *v, int32_t kind, const uint64_t k[3], struct fast_entry *out);
+
+/* Keeps an answer after a pull succeeded with it (stamp read before its LOOKUP).
+ * A stamp that no longer holds is not kept. */
+void host_fast_keep(struct fast_view *v, int32_t kind, const uint64_t k[3],
+                    const struct fast_stamp *s, const struct msg_lookup_reply *reply);
+
+/* Forgets a kept answer (a pull with it found the PROMPT's answer changed). */
+void host_fast_forget(struct fast_view *v, int32_t kind, const uint64_t k[3]);
+
+#endif
