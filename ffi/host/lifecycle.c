@@ -11,6 +11,7 @@
 #include "net.h"
 #include "server.h"
 #include "rundir.h"
+#include "ucx.h"
 
 /* Creates the pools: shared for PROMPT and MIX (after taking the cluster id),
  * private for DECODER. On failure nothing is left behind. */
@@ -77,6 +78,9 @@ static int32_t parse_for_role(int32_t role, const uint8_t *options, int32_t opti
     return core_fail(LLMDD_PARAM_INVALID,
                      "llm.listenIpInfo is for PROMPT and MIX engines: a DECODER links, it is not"
                      " linked to");
+  /* Asked for by name: say now, not at the first link, that UCX is missing. */
+  if (parsed->transport == TRANSPORT_UCX && role != LLMDD_ROLE_PROMPT)
+    return host_ucx_load(LLMDD_FEATURE_NOT_ENABLED);
   return LLMDD_SUCCESS;
 }
 

@@ -31,6 +31,8 @@
 #include "proto.h"
 
 /* One thread at a time, waited for under a guard. */
+struct ucx_link;
+
 struct gate {
   pthread_mutex_t lock;
   pthread_cond_t free; /* CLOCK_MONOTONIC */
@@ -44,7 +46,9 @@ struct link {
   int fd;
   int32_t num_devices;
   uint64_t pool_bytes;
-  const uint8_t *bases[MAX_DEVICES]; /* the PROMPT's pools, read-only */
+  const uint8_t *bases[MAX_DEVICES]; /* the PROMPT's pools, read-only (over UCX: its
+                                        addresses there, never dereferenced) */
+  struct ucx_link *ucx;              /* the data path over UCX (ucx.h), or NULL: shm */
   atomic_bool broken;
   struct gate tx;
   struct gate rx;

@@ -78,6 +78,8 @@ static int64_t body_size(uint16_t type, uint32_t devices) {
   case MSG_AUTH: return 32;
   case MSG_AUTH_CHALLENGE: return 64;
   case MSG_AUTH_PROOF: return 32;
+  case MSG_UCX: return 8;
+  case MSG_UCX_REPLY: return 16 + 16 * (int64_t)devices; /* and the blob's bytes */
   default: return -1;
   }
 }
@@ -143,6 +145,27 @@ static uint32_t encode(const struct msg *m, uint8_t *buf) {
   case MSG_AUTH_PROOF:
     put_bytes(&c, m->u.auth.mac, 32);
     break;
+  case MSG_UCX:
+    put_u32(&c, 0);
+    put_u32(&c, 0);
+    break;
+  case MSG_UCX_REPLY: {
+    const struct msg_ucx_reply *r = &m->u.ucx_reply;
+    uint32_t n = r->devices < MAX_DEVICES ? r->devices : MAX_DEVICES;
+    uint64_t blob = r->address_bytes;
+    put_u32(&c, (uint32_t)r->status);
+    put_u32(&c, n);
+    put_u32(&c, r->address_bytes);
+    put_u32(&c, 0);
+    for (uint32_t d = 0; d < n; d++) {
+      put_u64(&c, r->bases[d]);
+      put_u32(&c, r->rkey_bytes[d]);
+      put_u32(&c, 0);
+      blob += r->rkey_bytes[d];
+    }
+    put_bytes(&c, r->blob, blob <= UCX_BLOB_CAP ? (uint32_t)blob : UCX_BLOB_CAP + 1);
+    break;
+  }
   }
   struct cursor h = {buf, PROTO_HEADER_BYTES, 0, false};
   put_u32(&h, PROTO_MAGIC);
@@ -157,6 +180,7 @@ static uint32_t encode(const struct msg *m, uint8_t *buf) {
 static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m) {
   struct cursor c = {body, len, 0, false};
   uint32_t devices = 0, zero = 0;
+  uint64_t blob = 0; /* UCX_REPLY's bytes after its fixed part */
   switch (type) {
   case MSG_HELLO:
     m->u.hello.decoder_cluster = get_u64(&c);
@@ -218,11 +242,34 @@ static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m) {
   case MSG_AUTH_PROOF:
     get_bytes(&c, m->u.auth.mac, 32);
     break;
+  case MSG_UCX:
+    zero = get_u32(&c) | get_u32(&c);
+    break;
+  case MSG_UCX_REPLY: {
+    struct msg_ucx_reply *r = &m->u.ucx_reply;
+    r->status = (int32_t)get_u32(&c);
+    r->devices = devices = get_u32(&c);
+    r->address_bytes = get_u32(&c);
+    zero = get_u32(&c);
+    if (devices > MAX_DEVICES) return -1;
+    blob = r->address_bytes;
+    for (uint32_t d = 0; d < devices; d++) {
+      r->bases[d] = get_u64(&c);
+      r->rkey_bytes[d] = get_u32(&c);
+      zero |= get_u32(&c);
+      blob += r->rkey_bytes[d];
+    }
+    if (blob > UCX_BLOB_CAP) return -1;
+    get_bytes(&c, r->blob, (uint32_t)blob);
+    break;
+  }
   default:
     return -1;
   }
   /* Exactly the type's size, reserved fields zero. */
-  if (c.bad || c.pos != len || (int64_t)len != body_size(type, devices) || zero != 0) return -1;
+  if (c.bad || c.pos != len || (int64_t)len != body_size(type, devices) + (int64_t)blob ||
+      zero != 0)
+    return -1;
   return 0;
 }
 

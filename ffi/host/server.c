@@ -24,6 +24,7 @@
 #include "local.h"
 #include "net.h"
 #include "proto.h"
+#include "ucx.h"
 
 /* Linked DECODERs served at once (each costs a thread); more are refused at
  * HELLO. Connections still in their handshake have a budget of their own, so
@@ -78,6 +79,7 @@ struct server {
   pthread_mutex_t lock; /* connections */
   struct connection *connections;
   int32_t num_linked, num_handshaking;
+  struct ucx_server *ucx; /* started by the first UCX request (ucx.h) */
 };
 
 /* ---- requests ---- */
@@ -251,6 +253,16 @@ static bool handle(struct connection *c, const struct msg *m) {
     if (!c->greeted) return false;
     done(c, &m->u.done);
     return true;
+  case MSG_UCX: {
+    if (!c->greeted) return false;
+    const struct engine *e = c->server->engine;
+    uint8_t *bases[MAX_DEVICES];
+    for (int32_t d = 0; d < e->options.num_devices; d++) bases[d] = e->pools[d].base;
+    answer.type = MSG_UCX_REPLY;
+    host_ucx_answer(&c->server->ucx, bases, e->options.num_devices, e->options.pool_bytes,
+                    &answer.u.ucx_reply);
+    return reply(c, &answer);
+  }
   case MSG_UNLINK:
     if (!c->greeted) return false;
     answer.type = MSG_UNLINK_REPLY;
@@ -463,6 +475,7 @@ void host_server_stop(struct server *s) {
   for (struct connection *c = s->connections; c != NULL; c = c->next) shutdown(c->fd, SHUT_RDWR);
   pthread_mutex_unlock(&s->lock);
   reap(s, true);
+  host_ucx_server_stop(s->ucx); /* no connection is left to ask for it */
   close(s->wake[0]);
   close(s->wake[1]);
   pthread_mutex_destroy(&s->lock);
