@@ -317,16 +317,19 @@ static bool host_link_over_ucx(const struct engine *e, const struct sockaddr_in 
 static int32_t host_link_ucx_open(struct link *l, const char *where, const struct core_guard *g) {
   int32_t status = host_ucx_load(LLMDD_LINK_FAILED); /* before asking: the message names the package */
   if (status != LLMDD_SUCCESS) return status;
-  struct msg *request = calloc(2, sizeof *request);
-  if (request == NULL) return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for a link");
-  request->type = MSG_UCX;
-  struct msg *reply = request + 1;
-  status = host_link_exchange(l, request, MSG_UCX_REPLY, reply, g);
+  /* The answer is decoded out of line (it is large); the link is not in the
+   * engine's table yet, so nothing else reads from it meanwhile. */
+  struct msg_ucx_reply *answer = calloc(1, sizeof *answer);
+  if (answer == NULL) return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for a link");
+  struct msg request = {.type = MSG_UCX}, reply;
+  l->in.ucx_into = answer;
+  status = host_link_exchange(l, &request, MSG_UCX_REPLY, &reply, g);
+  l->in.ucx_into = NULL;
   if (status == LLMDD_WAIT_PROCESS_TIMEOUT)
     status = core_fail(LLMDD_LINK_FAILED, "no answer from %s before the deadline", where);
   if (status == LLMDD_SUCCESS)
-    status = host_ucx_link_open(&reply->u.ucx_reply, l->num_devices, where, l->bases, &l->ucx);
-  free(request);
+    status = host_ucx_link_open(answer, l->num_devices, where, l->bases, &l->ucx);
+  free(answer);
   return status;
 }
 

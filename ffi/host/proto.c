@@ -150,7 +150,7 @@ static uint32_t encode(const struct msg *m, uint8_t *buf) {
     put_u32(&c, 0);
     break;
   case MSG_UCX_REPLY: {
-    const struct msg_ucx_reply *r = &m->u.ucx_reply;
+    const struct msg_ucx_reply *r = m->u.ucx_reply;
     uint32_t n = r->devices < MAX_DEVICES ? r->devices : MAX_DEVICES;
     uint64_t blob = r->address_bytes;
     put_u32(&c, (uint32_t)r->status);
@@ -177,7 +177,8 @@ static uint32_t encode(const struct msg *m, uint8_t *buf) {
 }
 
 /* Decodes a body whose header was valid. Returns 0, or -1 when malformed. */
-static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m) {
+static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m,
+                  struct msg_ucx_reply *ucx_into) {
   struct cursor c = {body, len, 0, false};
   uint32_t devices = 0, zero = 0;
   uint64_t blob = 0; /* UCX_REPLY's bytes after its fixed part */
@@ -246,7 +247,8 @@ static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m) {
     zero = get_u32(&c) | get_u32(&c);
     break;
   case MSG_UCX_REPLY: {
-    struct msg_ucx_reply *r = &m->u.ucx_reply;
+    if (ucx_into == NULL) return -1;
+    struct msg_ucx_reply *r = m->u.ucx_reply = ucx_into;
     r->status = (int32_t)get_u32(&c);
     r->devices = devices = get_u32(&c);
     r->address_bytes = get_u32(&c);
@@ -290,7 +292,9 @@ static int32_t check_header(struct proto_rx *rx, uint16_t *type, uint64_t *seq) 
   if ((version_type & 0xffff) != PROTO_VERSION) return malformed("unknown protocol version");
   if (flags != 0) return malformed("unknown flags");
   if (body_size(*type, 0) < 0) return malformed("unknown message type");
-  if (length > PROTO_MAX_BODY) return malformed("too long");
+  if (length > PROTO_MAX_BODY ||
+      length > body_size(*type, MAX_DEVICES) + (*type == MSG_UCX_REPLY ? UCX_BLOB_CAP : 0))
+    return malformed("too long");
   rx->body_bytes = length;
   return LLMDD_SUCCESS;
 }
@@ -314,7 +318,7 @@ int32_t host_proto_recv(int fd, struct proto_rx *rx, struct msg *out, const stru
       memset(out, 0, sizeof *out);
       out->type = type;
       out->seq = seq;
-      int bad = decode(type, rx->buf + PROTO_HEADER_BYTES, rx->body_bytes, out);
+      int bad = decode(type, rx->buf + PROTO_HEADER_BYTES, rx->body_bytes, out, rx->ucx_into);
       /* What follows belongs to the next message. */
       memmove(rx->buf, rx->buf + need, rx->have - need);
       rx->have -= need;

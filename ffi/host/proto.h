@@ -38,7 +38,8 @@
  *           then n × (u64 pool base address, u32 rkey bytes k_i, u32 0), then
  *           the PROMPT's UCP worker address (a bytes), then each pool's packed
  *           remote key (k_i bytes each)              (16 + 16n + a + Σk_i)
- *           The only message of variable size; a + Σk_i ≤ UCX_BLOB_CAP.
+ *           The only message of variable size; a + Σk_i ≤ UCX_BLOB_CAP. It is
+ *           decoded into proto_rx.ucx_into, and refused where that is NULL.
  *
  * Anything malformed — bad magic, version or flags, unknown type, a length that
  * is not the type's, a request out of order — closes that connection only. */
@@ -138,7 +139,7 @@ struct msg {
     struct msg_done done;
     int32_t unlink_status;
     struct msg_auth auth;
-    struct msg_ucx_reply ucx_reply;
+    struct msg_ucx_reply *ucx_reply; /* out of line: it is large */
   } u;
 };
 
@@ -151,6 +152,7 @@ struct proto_rx {
   bool header_checked; /* the current message's header is complete and valid */
   uint32_t body_bytes; /* from that header */
   int64_t started_ns;  /* when the current message's first byte came */
+  struct msg_ucx_reply *ucx_into; /* where a UCX_REPLY goes; NULL: none is expected */
   uint8_t buf[PROTO_HEADER_BYTES + PROTO_MAX_BODY];
 };
 

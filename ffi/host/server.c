@@ -259,9 +259,13 @@ static bool handle(struct connection *c, const struct msg *m) {
     uint8_t *bases[MAX_DEVICES];
     for (int32_t d = 0; d < e->options.num_devices; d++) bases[d] = e->pools[d].base;
     answer.type = MSG_UCX_REPLY;
+    answer.u.ucx_reply = calloc(1, sizeof *answer.u.ucx_reply);
+    if (answer.u.ucx_reply == NULL) return false;
     host_ucx_answer(&c->server->ucx, bases, e->options.num_devices, e->options.pool_bytes,
-                    &answer.u.ucx_reply);
-    return reply(c, &answer);
+                    answer.u.ucx_reply);
+    bool sent = reply(c, &answer);
+    free(answer.u.ucx_reply);
+    return sent;
   }
   case MSG_UNLINK:
     if (!c->greeted) return false;
