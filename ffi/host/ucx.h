@@ -42,7 +42,7 @@
 #define UCX_LIBRARY_ENV "LLMDD_UCX_LIBRARY"
 /* The largest single read, and how many may be in flight. */
 #define UCX_GET_BYTES ((uint64_t)4 << 20)
-#define UCX_WINDOW_OPS 64
+#define UCX_WINDOW_OPS 1024
 #define UCX_DRAIN_MS 1000
 
 /* Loads UCX and creates the process's UCP context (once; a failure is tried
