@@ -3,7 +3,7 @@
 // hosts. Without UCX installed these tests are skipped and say so; the
 // missing-UCX message is checked with LLMDD_UCX_LIBRARY naming a missing file.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import process from "node:process";
 import { describe, test } from "node:test";
 import {
@@ -20,7 +20,7 @@ import {
   LLMRole,
   LLMStatusCode,
 } from "../mod.ts";
-import { runtimeCommand, startChild } from "./support/children.ts";
+import { startChild } from "./support/children.ts";
 import { firstMismatch, patternByte } from "./support/pattern.ts";
 import { freshClusterId, rejectsWithStatus, sleep } from "./helpers.ts";
 
@@ -363,9 +363,96 @@ describe("links over UCX (TCP on loopback)", () => {
     await rejectsWithStatus(
       bad.init({ "ge.flowGraphMemMaxSize": String(1 << 20), "llmdd.transport": "rdma" }),
       LLMStatusCode.LLM_PARAM_INVALID,
-      /llmdd.transport 'rdma' is not "auto", "shm" or "ucx"/,
+      /llmdd\.transport "rdma" is not "auto", "shm" or "ucx"/,
     );
   });
+});
+
+/** Why two network namespaces cannot be made here, or undefined when they can (root, `ip`). */
+function namespacesUnavailable(): string | undefined {
+  if (typeof process.getuid !== "function" || process.getuid() !== 0) return "not root";
+  try {
+    execFileSync("ip", ["-V"], { stdio: "ignore" });
+  } catch {
+    return "no ip command (package iproute2)";
+  }
+  return undefined;
+}
+
+/** Bytes received on `device` in network namespace `ns`. */
+function received(ns: string, device: string): number {
+  const text = execFileSync("ip", ["-n", ns, "-s", "link", "show", device], { encoding: "utf8" });
+  const lines = text.split("\n");
+  const at = lines.findIndex((l) => l.trim().startsWith("RX:"));
+  return Number(lines[at + 1].trim().split(/\s+/)[0]);
+}
+
+describe("between two network namespaces (not loopback)", () => {
+  const why = missing !== undefined ? "UCX is not installed (libucx0)" : namespacesUnavailable();
+  test(
+    "a PROMPT and a DECODER in their own network namespaces, linked over a veth pair: auto picks UCX",
+    { skip: why },
+    async () => {
+      const tag = String(process.pid % 100000);
+      const [a, b] = [`llmdd-a${tag}`, `llmdd-b${tag}`];
+      const [va, vb] = [`lva${tag}`, `lvb${tag}`];
+      const net = `10.213.${process.pid % 250}`;
+      const ip = (...args: string[]) => execFileSync("ip", args, { stdio: "ignore" });
+      const secret = "a secret of more than sixteen bytes";
+      const size = 256 * 1024;
+      try {
+        ip("netns", "add", a);
+        ip("netns", "add", b);
+        ip("link", "add", va, "type", "veth", "peer", "name", vb);
+        ip("link", "set", va, "netns", a);
+        ip("link", "set", vb, "netns", b);
+        ip("-n", a, "addr", "add", `${net}.1/24`, "dev", va);
+        ip("-n", b, "addr", "add", `${net}.2/24`, "dev", vb);
+        for (const [ns, dev] of [[a, va], [b, vb], [a, "lo"], [b, "lo"]]) ip("-n", ns, "link", "set", dev, "up");
+        const clusterId = freshClusterId();
+        const prompt = startChild("prompt_process.ts", {
+          clusterId: String(clusterId),
+          listen: `${net}.1`,
+          secret,
+          caches: [{ numTensors: 2, shape: [1, size], dataType: DataType.DT_UINT8, seed: 17 }],
+        }, { prefix: ["ip", "netns", "exec", a] });
+        try {
+          const ready = await prompt.next();
+          const before = received(b, vb);
+          const decoder = startChild("ucx_link_process.ts", {
+            clusterId: String(freshClusterId()),
+            promptClusterId: String(clusterId),
+            address: `${net}.1`,
+            port: ready.port,
+            transport: "auto",
+            secret,
+            pull: {
+              cacheId: (ready.cacheIds as string[])[0],
+              numTensors: 2,
+              shape: [1, size],
+              dataType: DataType.DT_UINT8,
+              seed: 17,
+            },
+          }, { prefix: ["ip", "netns", "exec", b] });
+          const result = await decoder.next();
+          await decoder.stop();
+          assert.equal(result.status, LLMStatusCode.LLM_SUCCESS, String(result.message));
+          assert.equal(result.checked, 2 * size);
+          // The rows came in through the veth device, not through shared memory.
+          const came = received(b, vb) - before;
+          assert.ok(came >= 2 * size, `only ${came} bytes came in on ${vb}`);
+        } finally {
+          await prompt.stop();
+        }
+      } finally {
+        for (const ns of [a, b]) {
+          try {
+            ip("netns", "del", ns); // takes its end of the veth pair, and so the pair, with it
+          } catch { /* not made */ }
+        }
+      }
+    },
+  );
 });
 
 describe("without UCX", () => {
@@ -373,19 +460,13 @@ describe("without UCX", () => {
     // A PROMPT here; a DECODER in a child whose LLMDD_UCX_LIBRARY names a missing file.
     await using prompt = new LLMDataDist(LLMRole.PROMPT, freshClusterId());
     await prompt.init({ "ge.flowGraphMemMaxSize": String(1 << 20), "llm.listenIpInfo": `${LOOPBACK}:0` });
-    const { command, args } = runtimeCommand("ucx_link_process.ts");
-    const config = { clusterId: String(freshClusterId()), promptClusterId: String(prompt.clusterId), port: prompt.listenPort };
-    const child = spawn(command, [...args, JSON.stringify(config)], {
-      stdio: ["ignore", "pipe", "inherit"],
-      env: { ...process.env, LLMDD_UCX_LIBRARY: "/nonexistent/libucp.so.0" },
-    });
-    let out = "";
-    child.stdout!.setEncoding("utf8");
-    child.stdout!.on("data", (chunk: string) => (out += chunk));
-    await new Promise((resolve) => child.on("exit", resolve));
-    const line = out.split("\n").find((l) => l.startsWith("{"));
-    assert.ok(line, `the child printed nothing: ${out}`);
-    const result = JSON.parse(line) as { status: number; message: string };
+    const child = startChild(
+      "ucx_link_process.ts",
+      { clusterId: String(freshClusterId()), promptClusterId: String(prompt.clusterId), port: prompt.listenPort },
+      { env: { ...process.env, LLMDD_UCX_LIBRARY: "/nonexistent/libucp.so.0" } },
+    );
+    const result = (await child.next()) as { status: number; message: string };
+    await child.stop();
     assert.equal(result.status, LLMStatusCode.LLM_FEATURE_NOT_ENABLED, result.message);
     assert.match(result.message, /UCX is not available \(cannot load \/nonexistent\/libucp\.so\.0/);
     assert.match(result.message, /apt-get install libucx0/);
