@@ -32,6 +32,7 @@ static struct {
   ux_context_h context;
   ux_status_t (*config_read)(const char *, const char *, ux_config_t **);
   void (*config_release)(ux_config_t *);
+  ux_status_t (*config_modify)(ux_config_t *, const char *, const char *);
   ux_status_t (*init_version)(unsigned, unsigned, const struct ux_params *, const ux_config_t *,
                               ux_context_h *);
   ux_status_t (*worker_create)(ux_context_h, const struct ux_worker_params *, ux_worker_h *);
@@ -73,6 +74,7 @@ static const char *resolve(void *h) {
   } while (0)
   SYM(config_read, "ucp_config_read");
   SYM(config_release, "ucp_config_release");
+  SYM(config_modify, "ucp_config_modify");
   SYM(init_version, "ucp_init_version");
   SYM(worker_create, "ucp_worker_create");
   SYM(worker_destroy, "ucp_worker_destroy");
@@ -97,6 +99,22 @@ static const char *resolve(void *h) {
   return NULL;
 }
 
+/* UCX settings this library chooses unless the environment sets them (UCX_<name>).
+ * Over TCP UCX serves reads with messages of one segment each; its default
+ * segments (8 KiB out, 64 KiB in) halve the bandwidth of a 64 MiB pull
+ * (bench/ucx.bench.ts). */
+static const struct {
+  const char *name, *value;
+} DEFAULTS[] = {{"TCP_TX_SEG_SIZE", "256k"}, {"TCP_RX_SEG_SIZE", "1m"}};
+
+static void apply_defaults(ux_config_t *config) {
+  for (size_t i = 0; i < sizeof DEFAULTS / sizeof DEFAULTS[0]; i++) {
+    char variable[64];
+    snprintf(variable, sizeof variable, "UCX_%s", DEFAULTS[i].name);
+    if (getenv(variable) == NULL) U.config_modify(config, DEFAULTS[i].name, DEFAULTS[i].value);
+  }
+}
+
 static int32_t load_locked(int32_t missing) {
   if (U.loaded) return LLMDD_SUCCESS;
   const char *name = getenv(UCX_LIBRARY_ENV);
@@ -117,6 +135,7 @@ static int32_t load_locked(int32_t missing) {
   ux_config_t *config = NULL;
   ux_status_t s = U.config_read(NULL, NULL, &config);
   if (s == UX_OK) {
+    apply_defaults(config);
     struct ux_params params = {.field_mask = UX_PARAM_FIELD_FEATURES,
                                .features = UX_FEATURE_RMA | UX_FEATURE_WAKEUP};
     s = U.init_version(UX_API_MAJOR, UX_API_MINOR, &params, config, &U.context);
