@@ -28,6 +28,23 @@
  * gone, is LINK_FAILED; a deadline or cancel stops issuing and waits for the
  * reads in flight (at most UCX_DRAIN_MS, then the endpoint is closed by force),
  * so no read lands in the destination after the pull returned. */
+/*
+ * Pushes (not done yet; for llmdd_cache_push_blocks after the merge): the same
+ * batch with the direction reversed. The engine that links (and so holds the
+ * link's endpoint and the peer's unpacked keys) records its copies as usual —
+ * for a push the destination pointer is the peer's address (link->bases, as
+ * for pulls the source) and the source its own memory — and the run issues
+ * ucp_put_nbx(ep, src, n, remote, rkey) instead of ucp_get_nbx; merging, the
+ * window, the checks and the drain are unchanged. Over TCP UCX does puts
+ * natively (zero-copy) rather than emulating them, and the peer's progress
+ * thread is what lands them. Completion of a put's callback means the data
+ * left this side: before DONE (which lets the peer use the memory) the pusher
+ * flushes the endpoint (ucp_ep_flush_nbx), so the data is in place when the
+ * peer reads the DONE that follows. The peer's pools are already registered
+ * and their keys sent by the UCX exchange of the link; pushing into registered
+ * memory (caches outside the pools) would need per-LOOKUP keys, as pulling
+ * from it would.
+ */
 #ifndef LLMDD_HOST_UCX_H
 #define LLMDD_HOST_UCX_H
 
