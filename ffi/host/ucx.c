@@ -99,20 +99,28 @@ static const char *resolve(void *h) {
   return NULL;
 }
 
-/* UCX settings this library chooses unless the environment sets them (UCX_<name>).
- * Over TCP UCX serves reads with messages of one segment each; its default
- * segments (8 KiB out, 64 KiB in) halve the bandwidth of a 64 MiB pull
- * (bench/ucx.bench.ts). */
+/* UCX settings this library chooses for the TCP transport, unless the
+ * environment sets them. Over TCP UCX serves a read with messages of one segment
+ * each; its default segments (8 KiB out, 64 KiB in) made pulls about half as
+ * fast (bench/ucx.bench.ts). ucp_config_modify takes a transport's key without
+ * its prefix (only TCP has these two), and UCX warns about a key no transport
+ * used: they are set only when UCX_TLS leaves TCP in. */
 static const struct {
-  const char *name, *value;
-} DEFAULTS[] = {{"TCP_TX_SEG_SIZE", "256k"}, {"TCP_RX_SEG_SIZE", "1m"}};
+  const char *variable, *key, *value;
+} DEFAULTS[] = {{"UCX_TCP_TX_SEG_SIZE", "TX_SEG_SIZE", "256k"},
+                {"UCX_TCP_RX_SEG_SIZE", "RX_SEG_SIZE", "1m"}};
+
+static bool tcp_in_use(void) {
+  const char *tls = getenv("UCX_TLS");
+  if (tls == NULL || tls[0] == '\0' || strcmp(tls, "all") == 0) return true;
+  bool listed = strstr(tls, "tcp") != NULL;
+  return tls[0] == '^' ? !listed : listed;
+}
 
 static void apply_defaults(ux_config_t *config) {
-  for (size_t i = 0; i < sizeof DEFAULTS / sizeof DEFAULTS[0]; i++) {
-    char variable[64];
-    snprintf(variable, sizeof variable, "UCX_%s", DEFAULTS[i].name);
-    if (getenv(variable) == NULL) U.config_modify(config, DEFAULTS[i].name, DEFAULTS[i].value);
-  }
+  if (!tcp_in_use()) return;
+  for (size_t i = 0; i < sizeof DEFAULTS / sizeof DEFAULTS[0]; i++)
+    if (getenv(DEFAULTS[i].variable) == NULL) U.config_modify(config, DEFAULTS[i].key, DEFAULTS[i].value);
 }
 
 static int32_t load_locked(int32_t missing) {
