@@ -1,6 +1,7 @@
 // UCX as the data path of links (issue 13): a PROMPT in another process, its
 // data read over UCX's TCP transport (UCX_TLS=tcp, loopback), as between two
-// hosts. Without UCX installed these tests are skipped and say so; the
+// hosts (each test may take longer than Bun's default 5 s: 256 MiB caches,
+// children). Without UCX installed these tests are skipped and say so; the
 // missing-UCX message is checked with LLMDD_UCX_LIBRARY naming a missing file.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -109,69 +110,73 @@ describe("links over UCX (TCP on loopback)", () => {
     return;
   }
 
-  test("rows of every data type, by CacheKey and by id, whole and partial, on two devices", async () => {
-    const types = [
-      DataType.DT_FLOAT,
-      DataType.DT_FLOAT16,
-      DataType.DT_BF16,
-      DataType.DT_INT8,
-      DataType.DT_UINT8,
-      DataType.DT_INT16,
-      DataType.DT_UINT16,
-      DataType.DT_INT32,
-      DataType.DT_UINT32,
-      DataType.DT_INT64,
-      DataType.DT_UINT64,
-      DataType.DT_DOUBLE,
-      DataType.DT_BOOL,
-    ];
-    const clusterId = freshClusterId();
-    const child = startChild("prompt_process.ts", {
-      clusterId: String(clusterId),
-      devices: [0, 1],
-      caches: types.map((dataType, n) => ({
-        numTensors: 3,
-        shape: [3, 4, 16],
-        dataType,
-        seed: n + 1,
-        keys: [[100 + n, 0]],
-      })),
-    });
-    try {
-      const ready = await child.next();
-      const ids = (ready.cacheIds as string[]).map(BigInt);
-      await using decoder = await openDecoder({ devices: [0, 1] });
-      await link(decoder, clusterId, ready.port as number);
-      const m = decoder.kvCacheManager;
-      // Memory freed by one round is reused by the next: start from zeros.
-      const zeroed = async (desc: CacheDesc) => {
-        const cache = await m.allocateCache(desc);
-        for (let t = 0; t < 3; t++) for (const d of [0, 1]) kvBytes(decoder, cache, t, d).fill(0);
-        return cache;
-      };
-      for (const [n, dataType] of types.entries()) {
-        const target = await zeroed(new CacheDesc(3, [4, 4, 16], dataType));
-        // By key: row 0 of the source into row 2; the key is consumed.
-        await m.pullCache(new CacheKey(clusterId, BigInt(100 + n)), target, 2);
-        const row = target.cacheDesc.size / 4;
-        assertRow(decoder, target, 2, n + 1, 0, row, [0, 1]);
-        await rejectsWithStatus(
-          m.pullCache(new CacheKey(clusterId, BigInt(100 + n)), target, 2),
-          LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
-        );
-        // By id, part of row 2: nothing else moves.
-        const part = await zeroed(new CacheDesc(3, [2, 4, 16], dataType));
-        await m.pullCache(new CacheKeyByIdAndIndex(clusterId, ids[n], 2), part, 1, 24);
-        assertRow(decoder, part, 1, n + 1, 2, 24, [0, 1]);
-        await m.deallocateCache(target);
-        await m.deallocateCache(part);
+  test(
+    "rows of every data type, by CacheKey and by id, whole and partial, on two devices",
+    { timeout: 120_000 },
+    async () => {
+      const types = [
+        DataType.DT_FLOAT,
+        DataType.DT_FLOAT16,
+        DataType.DT_BF16,
+        DataType.DT_INT8,
+        DataType.DT_UINT8,
+        DataType.DT_INT16,
+        DataType.DT_UINT16,
+        DataType.DT_INT32,
+        DataType.DT_UINT32,
+        DataType.DT_INT64,
+        DataType.DT_UINT64,
+        DataType.DT_DOUBLE,
+        DataType.DT_BOOL,
+      ];
+      const clusterId = freshClusterId();
+      const child = startChild("prompt_process.ts", {
+        clusterId: String(clusterId),
+        devices: [0, 1],
+        caches: types.map((dataType, n) => ({
+          numTensors: 3,
+          shape: [3, 4, 16],
+          dataType,
+          seed: n + 1,
+          keys: [[100 + n, 0]],
+        })),
+      });
+      try {
+        const ready = await child.next();
+        const ids = (ready.cacheIds as string[]).map(BigInt);
+        await using decoder = await openDecoder({ devices: [0, 1] });
+        await link(decoder, clusterId, ready.port as number);
+        const m = decoder.kvCacheManager;
+        // Memory freed by one round is reused by the next: start from zeros.
+        const zeroed = async (desc: CacheDesc) => {
+          const cache = await m.allocateCache(desc);
+          for (let t = 0; t < 3; t++) for (const d of [0, 1]) kvBytes(decoder, cache, t, d).fill(0);
+          return cache;
+        };
+        for (const [n, dataType] of types.entries()) {
+          const target = await zeroed(new CacheDesc(3, [4, 4, 16], dataType));
+          // By key: row 0 of the source into row 2; the key is consumed.
+          await m.pullCache(new CacheKey(clusterId, BigInt(100 + n)), target, 2);
+          const row = target.cacheDesc.size / 4;
+          assertRow(decoder, target, 2, n + 1, 0, row, [0, 1]);
+          await rejectsWithStatus(
+            m.pullCache(new CacheKey(clusterId, BigInt(100 + n)), target, 2),
+            LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
+          );
+          // By id, part of row 2: nothing else moves.
+          const part = await zeroed(new CacheDesc(3, [2, 4, 16], dataType));
+          await m.pullCache(new CacheKeyByIdAndIndex(clusterId, ids[n], 2), part, 1, 24);
+          assertRow(decoder, part, 1, n + 1, 2, 24, [0, 1]);
+          await m.deallocateCache(target);
+          await m.deallocateCache(part);
+        }
+      } finally {
+        await child.stop();
       }
-    } finally {
-      await child.stop();
-    }
-  });
+    },
+  );
 
-  test("whole caches of one row: contiguous tensors in one read each, several MiB", async () => {
+  test("whole caches of one row: contiguous tensors in one read each, several MiB", { timeout: 120_000 }, async () => {
     const clusterId = freshClusterId();
     const size = 6 << 20; // more than one read of UCX_GET_BYTES
     const child = startChild("prompt_process.ts", {
@@ -191,100 +196,111 @@ describe("links over UCX (TCP on loopback)", () => {
     }
   });
 
-  test("blocks by BlocksCacheKey, CacheKey and id, with layer ranges; every byte checked", async () => {
-    const FILL = 0xEE;
-    const clusterId = freshClusterId();
-    const child = startChild("blocks_prompt_process.ts", {
-      clusterId: String(clusterId),
-      caches: [
-        // 4 tensors (2 layers) of 16 blocks of [8, 4] FP16: 64-byte blocks
-        { numTensors: 4, shape: [16, 8, 4], dataType: DataType.DT_FLOAT16, seed: 3, blocksModelId: 0 },
-        // 4 tensors of 2 rows of 128 INT32 (512-byte rows), row 0 named by request 7
-        { numTensors: 4, shape: [2, 128], dataType: DataType.DT_INT32, seed: 11, keys: [[7, 0]] },
-      ],
-    });
-    try {
-      const ready = await child.next();
-      const ids = (ready.cacheIds as string[]).map(BigInt);
-      await using decoder = await openDecoder({ cacheManager: true, poolBytes: 16 << 20 });
-      const m = decoder.cacheManager;
-      const bytesOf = (cache: Cache, t: number) => {
-        const view = m.getCacheTensorViews(cache, t)[0];
-        return new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
-      };
-      const fill = (cache: Cache) => {
-        for (let t = 0; t < cache.cacheDesc.numTensors; t++) bytesOf(cache, t).fill(FILL);
-      };
-      const check = (
-        cache: Cache,
-        copies: { dstTensor: number; srcTensor: number; dst: number; srcOffset: number }[],
-        seed: number,
-      ) => {
-        const block = cache.cacheDesc.size / cache.cacheDesc.batchSize;
-        for (let t = 0; t < cache.cacheDesc.numTensors; t++) {
-          const bytes = bytesOf(cache, t);
-          const expected = new Uint8Array(bytes.length).fill(FILL);
-          for (const c of copies.filter((c) => c.dstTensor === t)) {
-            for (let i = 0; i < block; i++) {
-              expected[c.dst * block + i] = patternByte(seed, c.srcTensor, 0, c.srcOffset + i);
+  test(
+    "blocks by BlocksCacheKey, CacheKey and id, with layer ranges; every byte checked",
+    { timeout: 120_000 },
+    async () => {
+      const FILL = 0xEE;
+      const clusterId = freshClusterId();
+      const child = startChild("blocks_prompt_process.ts", {
+        clusterId: String(clusterId),
+        caches: [
+          // 4 tensors (2 layers) of 16 blocks of [8, 4] FP16: 64-byte blocks
+          { numTensors: 4, shape: [16, 8, 4], dataType: DataType.DT_FLOAT16, seed: 3, blocksModelId: 0 },
+          // 4 tensors of 2 rows of 128 INT32 (512-byte rows), row 0 named by request 7
+          { numTensors: 4, shape: [2, 128], dataType: DataType.DT_INT32, seed: 11, keys: [[7, 0]] },
+        ],
+      });
+      try {
+        const ready = await child.next();
+        const ids = (ready.cacheIds as string[]).map(BigInt);
+        await using decoder = await openDecoder({ cacheManager: true, poolBytes: 16 << 20 });
+        const m = decoder.cacheManager;
+        const bytesOf = (cache: Cache, t: number) => {
+          const view = m.getCacheTensorViews(cache, t)[0];
+          return new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
+        };
+        const fill = (cache: Cache) => {
+          for (let t = 0; t < cache.cacheDesc.numTensors; t++) bytesOf(cache, t).fill(FILL);
+        };
+        const check = (
+          cache: Cache,
+          copies: { dstTensor: number; srcTensor: number; dst: number; srcOffset: number }[],
+          seed: number,
+        ) => {
+          const block = cache.cacheDesc.size / cache.cacheDesc.batchSize;
+          for (let t = 0; t < cache.cacheDesc.numTensors; t++) {
+            const bytes = bytesOf(cache, t);
+            const expected = new Uint8Array(bytes.length).fill(FILL);
+            for (const c of copies.filter((c) => c.dstTensor === t)) {
+              for (let i = 0; i < block; i++) {
+                expected[c.dst * block + i] = patternByte(seed, c.srcTensor, 0, c.srcOffset + i);
+              }
             }
+            const bad = bytes.findIndex((b, i) => b !== expected[i]);
+            assert.equal(bad, -1, `tensor ${t}: byte ${bad} is ${bytes[bad]}, expected ${expected[bad]}`);
           }
-          const bad = bytes.findIndex((b, i) => b !== expected[i]);
-          assert.equal(bad, -1, `tensor ${t}: byte ${bad} is ${bytes[bad]}, expected ${expected[bad]}`);
-        }
-      };
-      const every = (n: number, pairs: number[][], block: number, base = 0) =>
-        Array.from({ length: n }, (_, t) =>
-          pairs.map(([s, d]) => ({ dstTensor: t, srcTensor: t, dst: d, srcOffset: base + s * block }))).flat();
+        };
+        const every = (n: number, pairs: number[][], block: number, base = 0) =>
+          Array.from(
+            { length: n },
+            (_, t) => pairs.map(([s, d]) => ({ dstTensor: t, srcTensor: t, dst: d, srcOffset: base + s * block })),
+          ).flat();
 
-      const fp16 = await m.allocateBlocksCache(new CacheDesc(4, [16, 8, 4], DataType.DT_FLOAT16));
-      const int32 = await m.allocateBlocksCache(new CacheDesc(4, [10, 16], DataType.DT_INT32));
-      await link(decoder, clusterId, ready.port as number);
+        const fp16 = await m.allocateBlocksCache(new CacheDesc(4, [16, 8, 4], DataType.DT_FLOAT16));
+        const int32 = await m.allocateBlocksCache(new CacheDesc(4, [10, 16], DataType.DT_INT32));
+        await link(decoder, clusterId, ready.port as number);
 
-      // Scattered pairs, a repeated source, and a contiguous run (merged into one read per tensor).
-      fill(fp16);
-      const pairs = [[3, 1], [0, 2], [15, 15], [3, 7], [8, 8], [9, 9], [10, 10], [11, 11]];
-      await m.pullBlocks(new BlocksCacheKey(clusterId), fp16, pairs.map((p) => p[0]), pairs.map((p) => p[1]));
-      check(fp16, every(4, pairs, 64), 3);
-      // Layer 1 (tensors 2, 3) into layer 0 (tensors 0, 1).
-      fill(fp16);
-      await m.pullBlocks(new BlocksCacheKey(clusterId), fp16, [5, 6], [8, 9], {
-        srcLayerRange: [1, 2],
-        dstLayerRange: [0, 1],
-      });
-      check(
-        fp16,
-        [0, 1].flatMap((t) => [[5, 8], [6, 9]].map(([s, d]) => ({ dstTensor: t, srcTensor: t + 2, dst: d, srcOffset: s * 64 }))),
-        3,
-      );
-      // By id: row 1 cut into 64-byte blocks; by CacheKey, then consumed.
-      fill(int32);
-      await m.pullBlocks(new CacheKeyByIdAndIndex(clusterId, ids[1], 1), int32, [], [9, 0, 4]);
-      check(int32, every(4, [[0, 9], [1, 0], [2, 4]], 64, 512), 11);
-      fill(int32);
-      await m.pullBlocks(new CacheKey(clusterId, 7n), int32, undefined, [2, 3]);
-      check(int32, every(4, [[0, 2], [1, 3]], 64), 11);
-      await rejectsWithStatus(m.pullBlocks(new CacheKey(clusterId, 7n), int32, [], [2]), LLMStatusCode.LLM_KV_CACHE_NOT_EXIST);
-      // pullCache with layer ranges over UCX.
-      const rows = await m.allocateCache(new CacheDesc(4, [3, 128], DataType.DT_INT32));
-      fill(rows);
-      await m.pullCache(new CacheKeyByIdAndIndex(clusterId, ids[1], 1), rows, 0, -1, {
-        srcLayerRange: [1, 2],
-        dstLayerRange: [0, 1],
-      });
-      check(rows, [0, 1].map((t) => ({ dstTensor: t, srcTensor: t + 2, dst: 0, srcOffset: 512 })), 11);
-      // Checked against the answer, as over shared memory.
-      await rejectsWithStatus(
-        m.pullBlocks(new BlocksCacheKey(clusterId), fp16, [16], [0]),
-        LLMStatusCode.LLM_PARAM_INVALID,
-        /src_block_index:16/,
-      );
-    } finally {
-      await child.stop();
-    }
-  });
+        // Scattered pairs, a repeated source, and a contiguous run (merged into one read per tensor).
+        fill(fp16);
+        const pairs = [[3, 1], [0, 2], [15, 15], [3, 7], [8, 8], [9, 9], [10, 10], [11, 11]];
+        await m.pullBlocks(new BlocksCacheKey(clusterId), fp16, pairs.map((p) => p[0]), pairs.map((p) => p[1]));
+        check(fp16, every(4, pairs, 64), 3);
+        // Layer 1 (tensors 2, 3) into layer 0 (tensors 0, 1).
+        fill(fp16);
+        await m.pullBlocks(new BlocksCacheKey(clusterId), fp16, [5, 6], [8, 9], {
+          srcLayerRange: [1, 2],
+          dstLayerRange: [0, 1],
+        });
+        check(
+          fp16,
+          [0, 1].flatMap((t) =>
+            [[5, 8], [6, 9]].map(([s, d]) => ({ dstTensor: t, srcTensor: t + 2, dst: d, srcOffset: s * 64 }))
+          ),
+          3,
+        );
+        // By id: row 1 cut into 64-byte blocks; by CacheKey, then consumed.
+        fill(int32);
+        await m.pullBlocks(new CacheKeyByIdAndIndex(clusterId, ids[1], 1), int32, [], [9, 0, 4]);
+        check(int32, every(4, [[0, 9], [1, 0], [2, 4]], 64, 512), 11);
+        fill(int32);
+        await m.pullBlocks(new CacheKey(clusterId, 7n), int32, undefined, [2, 3]);
+        check(int32, every(4, [[0, 2], [1, 3]], 64), 11);
+        await rejectsWithStatus(
+          m.pullBlocks(new CacheKey(clusterId, 7n), int32, [], [2]),
+          LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
+        );
+        // pullCache with layer ranges over UCX.
+        const rows = await m.allocateCache(new CacheDesc(4, [3, 128], DataType.DT_INT32));
+        fill(rows);
+        await m.pullCache(new CacheKeyByIdAndIndex(clusterId, ids[1], 1), rows, 0, -1, {
+          srcLayerRange: [1, 2],
+          dstLayerRange: [0, 1],
+        });
+        check(rows, [0, 1].map((t) => ({ dstTensor: t, srcTensor: t + 2, dst: 0, srcOffset: 512 })), 11);
+        // Checked against the answer, as over shared memory.
+        await rejectsWithStatus(
+          m.pullBlocks(new BlocksCacheKey(clusterId), fp16, [16], [0]),
+          LLMStatusCode.LLM_PARAM_INVALID,
+          /src_block_index:16/,
+        );
+      } finally {
+        await child.stop();
+      }
+    },
+  );
 
-  test("unlink and link again: pulls work over the new link", async () => {
+  test("unlink and link again: pulls work over the new link", { timeout: 120_000 }, async () => {
     const clusterId = freshClusterId();
     const child = startChild("prompt_process.ts", {
       clusterId: String(clusterId),
@@ -305,7 +321,10 @@ describe("links over UCX (TCP on loopback)", () => {
         const [status] = await decoder.unlinkClusters([cluster], 5000);
         assert.equal(status, LLMStatusCode.LLM_SUCCESS);
         await rejectsWithStatus(
-          m.pullCache(new CacheKeyByIdAndIndex(clusterId, id, 0), await m.allocateCache(new CacheDesc(2, [2, 256], DataType.DT_INT16))),
+          m.pullCache(
+            new CacheKeyByIdAndIndex(clusterId, id, 0),
+            await m.allocateCache(new CacheDesc(2, [2, 256], DataType.DT_INT16)),
+          ),
           LLMStatusCode.LLM_NOT_YET_LINK,
         );
       }
@@ -314,7 +333,9 @@ describe("links over UCX (TCP on loopback)", () => {
     }
   });
 
-  test("a PROMPT killed during a pull: LINK_FAILED within the deadline, no hang; the DECODER keeps working", async () => {
+  test("a PROMPT killed during a pull: LINK_FAILED within the deadline, no hang; the DECODER keeps working", {
+    timeout: 120_000,
+  }, async () => {
     const clusterId = freshClusterId();
     const size = 256 << 20;
     const child = startChild("prompt_process.ts", {
@@ -340,7 +361,9 @@ describe("links over UCX (TCP on loopback)", () => {
     assert.equal((await decoder.kvCacheManager.getCacheTensors(small))[0].byteLength, 8, "the DECODER keeps working");
   });
 
-  test("llmdd.transport: auto links on this machine over shared memory, and bad values are refused", async () => {
+  test("llmdd.transport: auto links on this machine over shared memory, and bad values are refused", {
+    timeout: 120_000,
+  }, async () => {
     const clusterId = freshClusterId();
     const child = startChild("prompt_process.ts", {
       clusterId: String(clusterId),
@@ -353,7 +376,10 @@ describe("links over UCX (TCP on loopback)", () => {
         await decoder.init({ "ge.flowGraphMemMaxSize": String(1 << 20), "llmdd.transport": transport });
         await link(decoder, clusterId, ready.port as number);
         const target = await decoder.kvCacheManager.allocateCache(new CacheDesc(1, [1, 64], DataType.DT_UINT8));
-        await decoder.kvCacheManager.pullCache(new CacheKeyByIdAndIndex(clusterId, BigInt((ready.cacheIds as string[])[0]), 0), target);
+        await decoder.kvCacheManager.pullCache(
+          new CacheKeyByIdAndIndex(clusterId, BigInt((ready.cacheIds as string[])[0]), 0),
+          target,
+        );
         assertRow(decoder, target, 0, 4, 0, 64, [0]);
       }
     } finally {
@@ -391,7 +417,7 @@ describe("between two network namespaces (not loopback)", () => {
   const why = missing !== undefined ? "UCX is not installed (libucx0)" : namespacesUnavailable();
   test(
     "a PROMPT and a DECODER in their own network namespaces, linked over a veth pair: auto picks UCX",
-    { skip: why },
+    { skip: why, timeout: 120_000 },
     async () => {
       const tag = String(process.pid % 100000);
       const [a, b] = [`llmdd-a${tag}`, `llmdd-b${tag}`];
@@ -456,19 +482,23 @@ describe("between two network namespaces (not loopback)", () => {
 });
 
 describe("without UCX", () => {
-  test("a DECODER that asks for UCX where it cannot be loaded is told which package to install", async () => {
-    // A PROMPT here; a DECODER in a child whose LLMDD_UCX_LIBRARY names a missing file.
-    await using prompt = new LLMDataDist(LLMRole.PROMPT, freshClusterId());
-    await prompt.init({ "ge.flowGraphMemMaxSize": String(1 << 20), "llm.listenIpInfo": `${LOOPBACK}:0` });
-    const child = startChild(
-      "ucx_link_process.ts",
-      { clusterId: String(freshClusterId()), promptClusterId: String(prompt.clusterId), port: prompt.listenPort },
-      { env: { ...process.env, LLMDD_UCX_LIBRARY: "/nonexistent/libucp.so.0" } },
-    );
-    const result = (await child.next()) as { status: number; message: string };
-    await child.stop();
-    assert.equal(result.status, LLMStatusCode.LLM_FEATURE_NOT_ENABLED, result.message);
-    assert.match(result.message, /UCX is not available \(cannot load \/nonexistent\/libucp\.so\.0/);
-    assert.match(result.message, /apt-get install libucx0/);
-  });
+  test(
+    "a DECODER that asks for UCX where it cannot be loaded is told which package to install",
+    { timeout: 120_000 },
+    async () => {
+      // A PROMPT here; a DECODER in a child whose LLMDD_UCX_LIBRARY names a missing file.
+      await using prompt = new LLMDataDist(LLMRole.PROMPT, freshClusterId());
+      await prompt.init({ "ge.flowGraphMemMaxSize": String(1 << 20), "llm.listenIpInfo": `${LOOPBACK}:0` });
+      const child = startChild(
+        "ucx_link_process.ts",
+        { clusterId: String(freshClusterId()), promptClusterId: String(prompt.clusterId), port: prompt.listenPort },
+        { env: { ...process.env, LLMDD_UCX_LIBRARY: "/nonexistent/libucp.so.0" } },
+      );
+      const result = (await child.next()) as { status: number; message: string };
+      await child.stop();
+      assert.equal(result.status, LLMStatusCode.LLM_FEATURE_NOT_ENABLED, result.message);
+      assert.match(result.message, /UCX is not available \(cannot load \/nonexistent\/libucp\.so\.0/);
+      assert.match(result.message, /apt-get install libucx0/);
+    },
+  );
 });
