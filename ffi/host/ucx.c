@@ -204,18 +204,11 @@ struct ucx_server {
 
 static pthread_mutex_t server_start_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Serves the DECODERs' reads (over TCP UCX answers them with messages). After
- * work it keeps polling for SPIN_NS before it sleeps on the worker's descriptor:
- * a pull's next read, or the next pull, usually comes within that, and a wake-up
- * costs tens of microseconds. */
-#define SPIN_NS 50000
-
+/* Serves the DECODERs' reads (over TCP UCX answers them with messages). */
 static void *progress_main(void *arg) {
   struct ucx_server *s = arg;
   for (;;) {
-    int64_t idle_since = core_now_ns();
-    while (core_now_ns() - idle_since < SPIN_NS) {
-      if (U.worker_progress(s->worker) != 0) idle_since = core_now_ns();
+    while (U.worker_progress(s->worker) != 0) {
     }
     ux_status_t armed = U.worker_arm(s->worker);
     if (armed == UX_ERR_BUSY) continue;
@@ -546,15 +539,15 @@ static bool issue(struct ucx_link *u, struct flight *f, uint8_t *dst, uint64_t r
   return ok;
 }
 
-/* Progresses the worker once; idle for SPIN_NS, sleeps on its wakeup descriptor
- * for at most 1 ms (the other threads and the peer get the CPU). */
-static void progress_once(struct ucx_link *u, int64_t *idle_since) {
+/* Progresses the worker once; after a run of idle calls, sleeps on its wakeup
+ * descriptor for at most 1 ms (the other threads and the peer get the CPU). */
+static void progress_once(struct ucx_link *u, int *idle) {
   if (U.worker_progress(u->worker) != 0) {
-    *idle_since = core_now_ns();
+    *idle = 0;
     return;
   }
-  if (core_now_ns() - *idle_since < SPIN_NS) return;
-  *idle_since = core_now_ns();
+  if (++*idle < 64) return;
+  *idle = 0;
   if (U.worker_arm(u->worker) != UX_OK) return;
   struct pollfd p = {u->efd, POLLIN, 0};
   poll(&p, 1, 1);
@@ -582,7 +575,7 @@ int32_t host_ucx_batch_run(struct ucx_batch *b, const struct core_guard *g,
   uint64_t next = 0, offset = 0; /* the next range, and how far into it */
   bool stopping = status != LLMDD_SUCCESS, forced = false;
   int64_t drain_until = 0, forced_until = 0, next_check = core_now_ns() + 1000000;
-  int64_t idle = core_now_ns();
+  int idle = 0;
   while (!stopping ? next < b->count || atomic_load(&f->pending) > 0
                    : atomic_load(&f->pending) > 0) {
     while (!stopping && next < b->count && atomic_load(&f->pending) < UCX_WINDOW_OPS) {
