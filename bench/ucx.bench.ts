@@ -26,7 +26,9 @@
 //       so no two reads merge: 1024 reads. Against the TCP transfer of 16 MiB.
 //       Goal: >= 80 %.
 //   (c) a 4 KiB pull (LOOKUP, one read, DONE) against a 64-byte round trip on
-//       the echo connection. Goal: <= 2×.
+//       the echo connection. Goal: <= 2×. Context: the same pull over shared
+//       memory (a second DECODER with llmdd.transport=shm), to show what the
+//       UCX read adds.
 // What the TCP side does is JavaScript's node:net on this runtime: a write of
 // a Uint8Array view of the cache on the PROMPT's side, the chunks copied into
 // the destination as they come on this side.
@@ -333,19 +335,31 @@ async function main(): Promise<void> {
     `processes:      DECODER = this one (pid ${process.pid}); PROMPT + TCP server = child pid ${ready.pid} ` +
       `(this file, {"role":"prompt"}), UCX_TLS=${process.env.UCX_TLS ?? "tcp"} in the child`,
   );
-  const big64 = await timedLoop({
-    "UCX pullCache 64 MiB": () => m.pullCache(bigKey, big, 0),
-    "TCP 64 MiB": () => bulk.fetch(BIG),
-  }, PLAN.big.warmup, PLAN.big.iterations);
-  const blk = await timedLoop({
-    "UCX pullBlocks 1024 × 16 KiB": () => m.pullBlocks(blocksKey, blocks, src, dst),
-    "TCP 16 MiB": () => bulk.fetch(BLOCK * BLOCKS),
-  }, PLAN.blocks.warmup, PLAN.blocks.iterations);
-  const lat = await timedLoop({
-    "UCX pullCache 4 KiB": () => m.pullCache(smallKey, small, 0),
-    "TCP round trip 64 B": () => echo.roundTrip(),
-    "shm pullCache 4 KiB": () => shmDecoder.cacheManager.pullCache(smallKey, shmSmall, 0),
-  }, PLAN.small.warmup, PLAN.small.iterations);
+  const big64 = await timedLoop(
+    {
+      "UCX pullCache 64 MiB": () => m.pullCache(bigKey, big, 0),
+      "TCP 64 MiB": () => bulk.fetch(BIG),
+    },
+    PLAN.big.warmup,
+    PLAN.big.iterations,
+  );
+  const blk = await timedLoop(
+    {
+      "UCX pullBlocks 1024 × 16 KiB": () => m.pullBlocks(blocksKey, blocks, src, dst),
+      "TCP 16 MiB": () => bulk.fetch(BLOCK * BLOCKS),
+    },
+    PLAN.blocks.warmup,
+    PLAN.blocks.iterations,
+  );
+  const lat = await timedLoop(
+    {
+      "UCX pullCache 4 KiB": () => m.pullCache(smallKey, small, 0),
+      "TCP round trip 64 B": () => echo.roundTrip(),
+      "shm pullCache 4 KiB": () => shmDecoder.cacheManager.pullCache(smallKey, shmSmall, 0),
+    },
+    PLAN.small.warmup,
+    PLAN.small.iterations,
+  );
   console.log(`load average:   ${loadAverage()} (at end)`);
   console.log("");
   console.log("| measurement | UCX | TCP baseline | UCX / TCP | goal | met |");
@@ -353,7 +367,9 @@ async function main(): Promise<void> {
   const row = (name: string, ucx: number, tcp: number, bytes: number) => {
     const share = tcp / ucx; // bandwidth ratio
     console.log(
-      `| ${name} | ${time(ucx)} (${gbps(bytes, ucx)}) | ${time(tcp)} (${gbps(bytes, tcp)}) | ${(100 * share).toFixed(0)} % ` +
+      `| ${name} | ${time(ucx)} (${gbps(bytes, ucx)}) | ${time(tcp)} (${gbps(bytes, tcp)}) | ${
+        (100 * share).toFixed(0)
+      } % ` +
         `of TCP's bandwidth | >= ${100 * BANDWIDTH_GOAL} % | ${yes(share >= BANDWIDTH_GOAL)} |`,
     );
   };
