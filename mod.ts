@@ -32,7 +32,7 @@ export { Cache } from "./src/cache.ts";
 export { CacheDesc } from "./src/cache_desc.ts";
 export { CacheKey, CacheKeyByIdAndIndex } from "./src/cache_key.ts";
 export { type IpInfo, LLMClusterInfo } from "./src/cluster_info.ts";
-export { LLMConfig } from "./src/config.ts";
+export { LLMConfig, LlmddOptionKey, type Transport } from "./src/config.ts";
 export { DataType, type TensorData } from "./src/data_type.ts";
 export { LLMRole, Placement } from "./src/enums.ts";
 export { LLMException, ValueError } from "./src/errors.ts";

@@ -26,6 +26,51 @@ export const OptionKey = {
   ENABLE_SWITCH_ROLE: "llm.EnableSwitchRole",
 } as const;
 
+/**
+ * This library's own option keys (upstream has none of them; the `llmdd.`
+ * prefix says so). Pass them with the other options to `init()`.
+ *
+ * - `LINK_SECRET`: the secret links are authenticated with (16 to 256 bytes,
+ *   the same on a PROMPT and its DECODERs); required to listen beyond loopback.
+ * - `TRANSPORT`: how a DECODER's links move data, a {@link Transport}.
+ *
+ * @example
+ * ```ts
+ * import { LLMDataDist, LLMRole, LlmddOptionKey, type Transport } from "llm-datadist";
+ * const transport: Transport = "shm"; // links on this machine only, over shared memory
+ * await using decoder = new LLMDataDist(LLMRole.DECODER, 7n);
+ * await decoder.init({ "ge.flowGraphMemMaxSize": String(1 << 20), [LlmddOptionKey.TRANSPORT]: transport });
+ * ```
+ */
+export const LlmddOptionKey = {
+  LINK_SECRET: "llmdd.linkSecret",
+  TRANSPORT: "llmdd.transport",
+} as const;
+
+/**
+ * Values of `llmdd.transport` (host backend): how a DECODER's links move data.
+ *
+ * - `"auto"` (the default): shared memory to a PROMPT on this machine, UCX to
+ *   one on another machine (its address is not one of this machine's).
+ * - `"shm"`: shared memory only; a PROMPT on another machine cannot be linked.
+ * - `"ucx"`: one-sided reads over UCX (`libucp.so.0`, Debian package
+ *   `libucx0`), also on one machine. UCX reads its own variables (`UCX_TLS`,
+ *   `UCX_NET_DEVICES`, ...) from the environment when it is first loaded.
+ *   `init()` fails with `LLM_FEATURE_NOT_ENABLED`, naming the package, where
+ *   UCX cannot be loaded.
+ *
+ * @example
+ * ```ts
+ * import { LLMDataDist, LLMRole, type Transport } from "llm-datadist";
+ * const transport: Transport = "auto";
+ * await using decoder = new LLMDataDist(LLMRole.DECODER, 8n);
+ * await decoder.init({ "ge.flowGraphMemMaxSize": String(1 << 20), "llmdd.transport": transport });
+ * ```
+ */
+export type Transport = "auto" | "shm" | "ucx";
+
+const TRANSPORTS: readonly string[] = ["auto", "shm", "ucx"] satisfies Transport[];
+
 /** Upstream default of `sync_kv_timeout`, in milliseconds. */
 export const DEFAULT_SYNC_KV_TIMEOUT_MS = 1000;
 /** Upstream default of `mem_utilization` (configs.py), emitted when not set. */
@@ -338,6 +383,11 @@ export function readEngineOptions(options: LLMConfig | Record<string, string>): 
   const ids = record[OptionKey.DEVICE_ID] ?? "0";
   if (!/^\s*\d+\s*(;\s*\d+\s*)*$/.test(ids)) {
     throw new ValueError(`option ${OptionKey.DEVICE_ID} must be device ids separated by ";", got ${describe(ids)}`);
+  }
+  const transport = record[LlmddOptionKey.TRANSPORT];
+  if (transport !== undefined && !TRANSPORTS.includes(transport)) {
+    // The native library says the same; said here, it names the values as TypeScript spells them.
+    throw paramInvalid(`option ${LlmddOptionKey.TRANSPORT} ${describe(transport)} is not "auto", "shm" or "ucx"`);
   }
   const timeout = record[OptionKey.SYNC_KV_TIMEOUT];
   return {

@@ -12,6 +12,7 @@
 #include "net.h"
 #include "server.h"
 #include "rundir.h"
+#include "ucx.h"
 
 static void destroy_pools(struct engine *e);
 
@@ -106,6 +107,9 @@ static int32_t parse_for_role(int32_t role, const uint8_t *options, int32_t opti
     return core_fail(LLMDD_PARAM_INVALID,
                      "llm.listenIpInfo is for PROMPT and MIX engines: a DECODER links, it is not"
                      " linked to");
+  /* Asked for by name: say now, not at the first link, that UCX is missing. */
+  if (parsed->transport == TRANSPORT_UCX && role != LLMDD_ROLE_PROMPT)
+    return host_ucx_load(LLMDD_FEATURE_NOT_ENABLED);
   return LLMDD_SUCCESS;
 }
 

@@ -18,6 +18,7 @@
 #include "local.h"
 #include "shm.h"
 #include "task.h"
+#include "ucx.h"
 
 /* A pin released for a reader that gave up, or after a failed pull, is sent with
  * a limit of its own: the operation's deadline may have passed already. */
@@ -78,7 +79,8 @@ void host_link_release(struct link *l) {
   if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) != 1) return;
   /* Closing tells the PROMPT we are gone: it drops this connection's pins. */
   close(l->fd);
-  for (int32_t d = 0; d < l->num_devices; d++)
+  if (l->ucx != NULL) host_ucx_link_close(l->ucx);
+  for (int32_t d = 0; d < l->num_devices && l->ucx == NULL; d++)
     if (l->bases[d] != NULL) munmap((void *)l->bases[d], (size_t)l->pool_bytes);
   host_fast_view_close(l->fast);
   gate_destroy(&l->tx);
@@ -350,6 +352,32 @@ static int32_t map_pools(const struct link_task *lt, const struct engine *e, str
   return status;
 }
 
+/* llmdd.transport: shm, ucx, or (auto) ucx only to a PROMPT on another machine. */
+static bool host_link_over_ucx(const struct engine *e, const struct sockaddr_in *a) {
+  if (e->options.transport != TRANSPORT_AUTO) return e->options.transport == TRANSPORT_UCX;
+  return !host_ucx_address_is_local(a);
+}
+
+/* Asks the PROMPT for its UCX worker address and pool keys, and connects. */
+static int32_t host_link_ucx_open(struct link *l, const char *where, const struct core_guard *g) {
+  int32_t status = host_ucx_load(LLMDD_LINK_FAILED); /* before asking: the message names the package */
+  if (status != LLMDD_SUCCESS) return status;
+  /* The answer is decoded out of line (it is large); the link is not in the
+   * engine's table yet, so nothing else reads from it meanwhile. */
+  struct msg_ucx_reply *answer = calloc(1, sizeof *answer);
+  if (answer == NULL) return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for a link");
+  struct msg request = {.type = MSG_UCX}, reply;
+  l->in.ucx_into = answer;
+  status = host_link_exchange(l, &request, MSG_UCX_REPLY, &reply, g);
+  l->in.ucx_into = NULL;
+  if (status == LLMDD_WAIT_PROCESS_TIMEOUT)
+    status = core_fail(LLMDD_LINK_FAILED, "no answer from %s before the deadline", where);
+  if (status == LLMDD_SUCCESS)
+    status = host_ucx_link_open(answer, l->num_devices, where, l->bases, &l->ucx);
+  free(answer);
+  return status;
+}
+
 static int32_t link_run(struct task *t) {
   struct link_task *lt = (struct link_task *)t;
   struct engine *e = t->engine;
@@ -390,7 +418,11 @@ static int32_t link_run(struct task *t) {
     status = core_fail(LLMDD_LINK_FAILED, "the link to %s failed: %s", lt->where, why.text);
   }
   if (status == LLMDD_SUCCESS) status = check_hello(lt, e, &reply.u.hello_reply);
-  if (status == LLMDD_SUCCESS) status = map_pools(lt, e, l, &reply.u.hello_reply, &g);
+  if (status == LLMDD_SUCCESS) l->pool_bytes = reply.u.hello_reply.pool_bytes;
+  if (status == LLMDD_SUCCESS && host_link_over_ucx(e, &lt->address))
+    status = host_link_ucx_open(l, lt->where, &g);
+  else if (status == LLMDD_SUCCESS)
+    status = map_pools(lt, e, l, &reply.u.hello_reply, &g);
   if (status == LLMDD_SUCCESS) {
     pthread_mutex_lock(&e->lock);
     if (atomic_load_explicit(&e->finalizing, memory_order_relaxed))

@@ -32,6 +32,8 @@
 #include "proto.h"
 
 /* One thread at a time, waited for under a guard. */
+struct ucx_link;
+
 struct gate {
   pthread_mutex_t lock;
   pthread_cond_t free; /* CLOCK_MONOTONIC */
@@ -45,11 +47,14 @@ struct link {
   int fd;
   int32_t num_devices;
   uint64_t pool_bytes;
-  const uint8_t *bases[MAX_DEVICES]; /* the PROMPT's pools, read-only unless `writable` */
+  /* the PROMPT's pools, read-only unless `writable` (over UCX: its addresses
+   * there, never dereferenced) */
+  const uint8_t *bases[MAX_DEVICES];
   /* Mapped read-write: both engines enabled llm.EnableRemoteCacheAccessible, so
    * pushes write into the PROMPT's pooled remote-accessible caches directly. */
   bool writable;
   struct fast_view *fast; /* its generation page and the answers kept (fast.h), or NULL */
+  struct ucx_link *ucx;   /* the data path over UCX (ucx.h), or NULL: shm */
   atomic_bool broken;
   struct gate tx;
   struct gate rx;

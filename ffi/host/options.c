@@ -22,6 +22,9 @@
 /* Ours too: the device pools' memory is taken whole at init and stays, as
  * upstream's device pool (pool.h). */
 #define KEY_RESERVE_POOLS "llmdd.reservePools"
+/* Ours: how a DECODER's links move data (ucx.h): "shm", "ucx", or "auto" (the
+ * default: shared memory to a PROMPT on this machine, UCX beyond it). */
+#define KEY_TRANSPORT "llmdd.transport"
 
 /* Pool sizes stay far below this, which keeps every size computation in range;
  * anything the machine cannot map fails later as DEVICE_OUT_OF_MEMORY. */
@@ -83,6 +86,17 @@ static int32_t parse_secret(struct core_span value, struct engine_options *out) 
   return LLMDD_SUCCESS;
 }
 
+static int32_t parse_transport(struct core_span value, struct engine_options *out) {
+  if (core_span_equals(value, "auto")) out->transport = TRANSPORT_AUTO;
+  else if (core_span_equals(value, "shm")) out->transport = TRANSPORT_SHM;
+  else if (core_span_equals(value, "ucx")) out->transport = TRANSPORT_UCX;
+  else
+    return core_fail(LLMDD_PARAM_INVALID,
+                     KEY_TRANSPORT " '%.*s' is not \"auto\", \"shm\" or \"ucx\"",
+                     CORE_QUOTE(value));
+  return LLMDD_SUCCESS;
+}
+
 /* Other keys are accepted and ignored: they belong to other layers or backends. */
 static int32_t on_option(void *arg, struct core_span key, struct core_span value) {
   struct engine_options *out = arg;
@@ -90,6 +104,7 @@ static int32_t on_option(void *arg, struct core_span key, struct core_span value
   if (core_span_equals(key, KEY_POOL_BYTES)) return parse_pool_bytes(value, out);
   if (core_span_equals(key, KEY_LISTEN)) return parse_listen(value, out);
   if (core_span_equals(key, KEY_SECRET)) return parse_secret(value, out);
+  if (core_span_equals(key, KEY_TRANSPORT)) return parse_transport(value, out);
   if (core_span_equals(key, KEY_MEM_POOL) || core_span_equals(key, KEY_HOST_MEM_POOL)) {
     /* Empty means not configured, as upstream (len(options[key]) > 0). */
     if (value.n == 0) return LLMDD_SUCCESS;
@@ -133,5 +148,6 @@ int32_t host_options_parse(const uint8_t *text, int32_t len, struct engine_optio
   out->reserve_pools = false;
   out->listen = false;
   out->secret_len = 0;
+  out->transport = TRANSPORT_AUTO;
   return core_options_each(text, len, on_option, out);
 }

@@ -14,6 +14,9 @@
 #define SECRET_MIN 16
 #define DEFAULT_POOL_BYTES ((uint64_t)1 << 30)
 
+/* llmdd.transport: how a DECODER's links move data (ucx.h). */
+enum transport { TRANSPORT_AUTO = 0, TRANSPORT_SHM = 1, TRANSPORT_UCX = 2 };
+
 struct engine_options {
   int32_t num_devices;
   int32_t device_ids[MAX_DEVICES];
@@ -26,6 +29,7 @@ struct engine_options {
   struct sockaddr_in listen_address;
   int32_t secret_len; /* llmdd.linkSecret, 0 when not given */
   uint8_t secret[SECRET_CAP];
+  int32_t transport; /* enum transport; AUTO: shm to this machine, ucx beyond it */
 };
 
 /* Fills *out from the option text. Returns LLMDD_SUCCESS or LLMDD_PARAM_INVALID

@@ -80,6 +80,8 @@ static int64_t body_size(uint16_t type, uint32_t devices) {
   case MSG_AUTH_PROOF: return 32;
   case MSG_STREAM: return 40;
   case MSG_STREAM_REPLY: return 8;
+  case MSG_UCX: return 8;
+  case MSG_UCX_REPLY: return 16 + 16 * (int64_t)devices; /* and the blob's bytes */
   default: return -1;
   }
 }
@@ -158,6 +160,27 @@ static uint32_t encode(const struct msg *m, uint8_t *buf) {
     put_u32(&c, (uint32_t)m->u.stream_status);
     put_u32(&c, 0);
     break;
+  case MSG_UCX:
+    put_u32(&c, 0);
+    put_u32(&c, 0);
+    break;
+  case MSG_UCX_REPLY: {
+    const struct msg_ucx_reply *r = m->u.ucx_reply;
+    uint32_t n = r->devices < MAX_DEVICES ? r->devices : MAX_DEVICES;
+    uint64_t blob = r->address_bytes;
+    put_u32(&c, (uint32_t)r->status);
+    put_u32(&c, n);
+    put_u32(&c, r->address_bytes);
+    put_u32(&c, 0);
+    for (uint32_t d = 0; d < n; d++) {
+      put_u64(&c, r->bases[d]);
+      put_u32(&c, r->rkey_bytes[d]);
+      put_u32(&c, 0);
+      blob += r->rkey_bytes[d];
+    }
+    put_bytes(&c, r->blob, blob <= UCX_BLOB_CAP ? (uint32_t)blob : UCX_BLOB_CAP + 1);
+    break;
+  }
   }
   struct cursor h = {buf, PROTO_HEADER_BYTES, 0, false};
   put_u32(&h, PROTO_MAGIC);
@@ -169,9 +192,11 @@ static uint32_t encode(const struct msg *m, uint8_t *buf) {
 }
 
 /* Decodes a body whose header was valid. Returns 0, or -1 when malformed. */
-static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m) {
+static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m,
+                  struct msg_ucx_reply *ucx_into) {
   struct cursor c = {body, len, 0, false};
   uint32_t devices = 0, zero = 0;
+  uint64_t blob = 0; /* UCX_REPLY's bytes after its fixed part */
   switch (type) {
   case MSG_HELLO:
     m->u.hello.decoder_cluster = get_u64(&c);
@@ -247,11 +272,35 @@ static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m) {
     m->u.stream_status = (int32_t)get_u32(&c);
     zero = get_u32(&c);
     break;
+  case MSG_UCX:
+    zero = get_u32(&c) | get_u32(&c);
+    break;
+  case MSG_UCX_REPLY: {
+    if (ucx_into == NULL) return -1;
+    struct msg_ucx_reply *r = m->u.ucx_reply = ucx_into;
+    r->status = (int32_t)get_u32(&c);
+    r->devices = devices = get_u32(&c);
+    r->address_bytes = get_u32(&c);
+    zero = get_u32(&c);
+    if (devices > MAX_DEVICES) return -1;
+    blob = r->address_bytes;
+    for (uint32_t d = 0; d < devices; d++) {
+      r->bases[d] = get_u64(&c);
+      r->rkey_bytes[d] = get_u32(&c);
+      zero |= get_u32(&c);
+      blob += r->rkey_bytes[d];
+    }
+    if (blob > UCX_BLOB_CAP) return -1;
+    get_bytes(&c, r->blob, (uint32_t)blob);
+    break;
+  }
   default:
     return -1;
   }
   /* Exactly the type's size, reserved fields zero. */
-  if (c.bad || c.pos != len || (int64_t)len != body_size(type, devices) || zero != 0) return -1;
+  if (c.bad || c.pos != len || (int64_t)len != body_size(type, devices) + (int64_t)blob ||
+      zero != 0)
+    return -1;
   return 0;
 }
 
@@ -272,7 +321,9 @@ static int32_t check_header(struct proto_rx *rx, uint16_t *type, uint64_t *seq) 
   if ((version_type & 0xffff) != PROTO_VERSION) return malformed("unknown protocol version");
   if (flags != 0) return malformed("unknown flags");
   if (body_size(*type, 0) < 0) return malformed("unknown message type");
-  if (length > PROTO_MAX_BODY) return malformed("too long");
+  if (length > PROTO_MAX_BODY ||
+      length > body_size(*type, MAX_DEVICES) + (*type == MSG_UCX_REPLY ? UCX_BLOB_CAP : 0))
+    return malformed("too long");
   rx->body_bytes = length;
   return LLMDD_SUCCESS;
 }
@@ -296,7 +347,7 @@ int32_t host_proto_recv(int fd, struct proto_rx *rx, struct msg *out, const stru
       memset(out, 0, sizeof *out);
       out->type = type;
       out->seq = seq;
-      int bad = decode(type, rx->buf + PROTO_HEADER_BYTES, rx->body_bytes, out);
+      int bad = decode(type, rx->buf + PROTO_HEADER_BYTES, rx->body_bytes, out, rx->ucx_into);
       /* What follows belongs to the next message. */
       memmove(rx->buf, rx->buf + need, rx->have - need);
       rx->have -= need;

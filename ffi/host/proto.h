@@ -47,6 +47,13 @@
  *           sent right after a LOOKUP (by a DECODER that gave up waiting) finds
  *           its pin, if the LOOKUP made one; an unknown pin is ignored.      (16)
  *   UNLINK  (empty) → UNLINK_REPLY i32 status, u32 0; then the PROMPT closes (0 / 8)
+ *   UCX     u32 0, u32 0: the data of this link is to move over UCX (ucx.h)  (8)
+ *     → UCX_REPLY i32 status, u32 device count n, u32 address bytes a, u32 0,
+ *           then n × (u64 pool base address, u32 rkey bytes k_i, u32 0), then
+ *           the PROMPT's UCP worker address (a bytes), then each pool's packed
+ *           remote key (k_i bytes each)              (16 + 16n + a + Σk_i)
+ *           The only message of variable size; a + Σk_i ≤ UCX_BLOB_CAP. It is
+ *           decoded into proto_rx.ucx_into, and refused where that is NULL.
  *
  * Anything malformed — bad magic, version or flags, unknown type, a length that
  * is not the type's, a request out of order — closes that connection only. */
@@ -60,9 +67,11 @@
 #include "options.h"
 
 #define PROTO_MAGIC 0x44444C4Cu /* "LLDD" on the wire */
-#define PROTO_VERSION 3 /* 2: authentication, the PROMPT's pid; 3: LOOKUP_WRITE, STREAM */
+#define PROTO_VERSION 3 /* 2: authentication, the PROMPT's pid; 3: LOOKUP_WRITE, STREAM, UCX */
 #define PROTO_HEADER_BYTES 24
-#define PROTO_MAX_BODY (64 + 8 * MAX_DEVICES)
+/* The UCP worker address and packed remote keys of UCX_REPLY, together. */
+#define UCX_BLOB_CAP 16384
+#define PROTO_MAX_BODY (16 + 16 * MAX_DEVICES + UCX_BLOB_CAP)
 
 enum msg_type {
   MSG_HELLO = 1,
@@ -77,6 +86,8 @@ enum msg_type {
   MSG_AUTH_PROOF = 10,
   MSG_STREAM = 11,
   MSG_STREAM_REPLY = 12,
+  MSG_UCX = 13,
+  MSG_UCX_REPLY = 14,
 };
 
 #define LOOKUP_WRITE 1u     /* msg_lookup.flags */
@@ -147,6 +158,15 @@ struct msg_done {
   uint32_t consume;
 };
 
+struct msg_ucx_reply {
+  int32_t status;
+  uint32_t devices;
+  uint32_t address_bytes;
+  uint64_t bases[MAX_DEVICES];
+  uint32_t rkey_bytes[MAX_DEVICES];
+  uint8_t blob[UCX_BLOB_CAP]; /* the address, then the keys */
+};
+
 struct msg {
   uint16_t type;
   uint64_t seq;
@@ -160,6 +180,7 @@ struct msg {
     struct msg_auth auth;
     struct msg_stream stream;
     int32_t stream_status;
+    struct msg_ucx_reply *ucx_reply; /* out of line: it is large */
   } u;
 };
 
@@ -172,6 +193,7 @@ struct proto_rx {
   bool header_checked; /* the current message's header is complete and valid */
   uint32_t body_bytes; /* from that header */
   int64_t started_ns;  /* when the current message's first byte came */
+  struct msg_ucx_reply *ucx_into; /* where a UCX_REPLY goes; NULL: none is expected */
   uint8_t buf[PROTO_HEADER_BYTES + PROTO_MAX_BODY];
 };
 

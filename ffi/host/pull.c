@@ -22,6 +22,7 @@
 #include "memcopy.h"
 #include "stream.h"
 #include "task.h"
+#include "ucx.h"
 
 struct pull_task {
   struct task task;
@@ -96,6 +97,25 @@ static int32_t peer_check(void *peer) {
   return LLMDD_SUCCESS;
 }
 
+/* Over UCX (ucx.h) the copy loops below record the ranges they would copy,
+ * and the batch then reads them from the PROMPT. */
+static void ucx_begin(const struct pull_task *p, struct core_progress *progress,
+                      struct ucx_batch *b) {
+  const struct link *l = p->link;
+  progress->copy = host_ucx_record;
+  progress->peer_check = NULL;
+  host_ucx_batch_begin(b, l->ucx, l->pool_bytes, l->num_devices, l->bases);
+}
+
+static int32_t ucx_end(const struct pull_task *p, struct ucx_batch *b, int32_t status,
+                       const struct core_guard *g) {
+  if (status != LLMDD_SUCCESS) {
+    host_ucx_batch_abandon(b);
+    return status;
+  }
+  return host_ucx_batch_run(b, g, peer_check, (void *)p);
+}
+
 /* Copies the row of every tensor on every device, in chunks (core/copy.h). */
 static uint8_t *row_local(void *ctx, int32_t device, int32_t tensor, int32_t pair) {
   (void)pair;
@@ -123,6 +143,8 @@ static int32_t copy_row(const struct pull_task *p, const struct msg_lookup_reply
       g, stream ? host_copy_streaming : host_copy_plain, total, "pulled");
   progress.peer_check = peer_check;
   progress.peer = (void *)p;
+  struct ucx_batch ucx;
+  if (l->ucx != NULL) ucx_begin(p, &progress, &ucx);
   int32_t status = LLMDD_SUCCESS;
   for (int32_t d = 0; d < l->num_devices && status == LLMDD_SUCCESS; d++) {
     for (int32_t t = 0; t < p->dst->num_tensors && status == LLMDD_SUCCESS; t++) {
@@ -131,6 +153,7 @@ static int32_t copy_row(const struct pull_task *p, const struct msg_lookup_reply
                                  p->size);
     }
   }
+  if (l->ucx != NULL) return ucx_end(p, &ucx, status, g);
   if (stream) host_copy_streaming_end();
   return status;
 }
@@ -198,8 +221,11 @@ static int32_t copy_blocks(const struct pull_task *p, const struct msg_lookup_re
       g, stream ? host_copy_streaming : host_copy_plain, total, "pulled");
   progress.peer_check = peer_check;
   progress.peer = (void *)p;
+  struct ucx_batch ucx;
+  if (p->link->ucx != NULL) ucx_begin(p, &progress, &ucx);
   status = core_blocks_copy(&progress, blocks_tensor, &ctx, devices, dst.num_tensors,
                             dst.block_bytes, p->pairs, p->num_pairs, 0);
+  if (p->link->ucx != NULL) return ucx_end(p, &ucx, status, g);
   if (stream) host_copy_streaming_end();
   return status;
 }

@@ -26,6 +26,7 @@
 #include "net.h"
 #include "proto.h"
 #include "stream.h"
+#include "ucx.h"
 
 /* Linked DECODERs served at once (each costs a thread); more are refused at
  * HELLO. Connections still in their handshake have a budget of their own, so
@@ -82,6 +83,7 @@ struct server {
   pthread_mutex_t lock; /* connections */
   struct connection *connections;
   int32_t num_linked, num_handshaking;
+  struct ucx_server *ucx; /* started by the first UCX request (ucx.h) */
 };
 
 /* ---- requests ---- */
@@ -302,6 +304,20 @@ static bool handle(struct connection *c, const struct msg *m) {
   case MSG_STREAM:
     if (!c->greeted) return false;
     return stream(c, m);
+  case MSG_UCX: {
+    if (!c->greeted) return false;
+    const struct engine *e = c->server->engine;
+    uint8_t *bases[MAX_DEVICES];
+    for (int32_t d = 0; d < e->options.num_devices; d++) bases[d] = e->pools[d].base;
+    answer.type = MSG_UCX_REPLY;
+    answer.u.ucx_reply = calloc(1, sizeof *answer.u.ucx_reply);
+    if (answer.u.ucx_reply == NULL) return false;
+    host_ucx_answer(&c->server->ucx, bases, e->options.num_devices, e->options.pool_bytes,
+                    answer.u.ucx_reply);
+    bool sent = reply(c, &answer);
+    free(answer.u.ucx_reply);
+    return sent;
+  }
   case MSG_UNLINK:
     if (!c->greeted) return false;
     answer.type = MSG_UNLINK_REPLY;
@@ -515,6 +531,7 @@ void host_server_stop(struct server *s) {
   for (struct connection *c = s->connections; c != NULL; c = c->next) shutdown(c->fd, SHUT_RDWR);
   pthread_mutex_unlock(&s->lock);
   reap(s, true);
+  host_ucx_server_stop(s->ucx); /* no connection is left to ask for it */
   close(s->wake[0]);
   close(s->wake[1]);
   pthread_mutex_destroy(&s->lock);

@@ -28,10 +28,19 @@ export interface Child {
   stop(): Promise<void>;
 }
 
-/** Starts `script` with `config` as its only argument (JSON). */
-export function startChild(script: string, config: Record<string, unknown>): Child {
+/**
+ * Starts `script` with `config` as its only argument (JSON); `prefix` runs it
+ * under another command (`["ip", "netns", "exec", name]`), `env` replaces the
+ * environment.
+ */
+export function startChild(
+  script: string,
+  config: Record<string, unknown>,
+  options: { prefix?: string[]; env?: Record<string, string | undefined> } = {},
+): Child {
   const { command, args } = runtimeCommand(script);
-  const child = spawn(command, [...args, JSON.stringify(config)], { stdio: ["pipe", "pipe", "inherit"] });
+  const [first, ...rest] = [...(options.prefix ?? []), command, ...args, JSON.stringify(config)];
+  const child = spawn(first, rest, { stdio: ["pipe", "pipe", "inherit"], env: options.env ?? process.env });
   const messages: Record<string, unknown>[] = [];
   const waiters: { resolve: (m: Record<string, unknown>) => void; reject: (e: Error) => void }[] = [];
   let buffered = "";

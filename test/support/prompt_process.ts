@@ -1,7 +1,8 @@
 // A PROMPT instance in its own process, for the two-process tests and the demo.
-// Argument: JSON {clusterId, devices, poolBytes, caches: [{numTensors, shape,
-// dataType, seed, keys: [[reqId, modelId], ...]}]}. It listens on
-// 127.0.0.1:<any port>, fills each cache with the test pattern, prints
+// Argument: JSON {clusterId, devices, poolBytes, listen?, secret?, caches:
+// [{numTensors, shape, dataType, seed, keys: [[reqId, modelId], ...]}]}. It
+// listens on `listen` (default 127.0.0.1), any port, with llmdd.linkSecret
+// `secret` if given, fills each cache with the test pattern, prints
 // {"ready": true, "port": N, "cacheIds": [...]} and serves until its stdin closes.
 import process from "node:process";
 import { CacheDesc, CacheKey, type DataType, type KvCache, LLMDataDist, LLMRole } from "../../mod.ts";
@@ -19,14 +20,17 @@ const config = JSON.parse(process.argv[process.argv.length - 1]) as {
   devices?: number[];
   poolBytes?: number;
   caches: CacheSpec[];
+  listen?: string;
+  secret?: string;
 };
 const clusterId = BigInt(config.clusterId);
 const prompt = new LLMDataDist(LLMRole.PROMPT, clusterId);
 await prompt.init({
   "ge.exec.deviceId": (config.devices ?? [0]).join(";"),
   "ge.flowGraphMemMaxSize": String(config.poolBytes ?? 64 << 20),
-  "llm.listenIpInfo": "127.0.0.1:0",
+  "llm.listenIpInfo": `${config.listen ?? "127.0.0.1"}:0`,
   "llm.SyncKvCacheWaitTime": "30000",
+  ...(config.secret ? { "llmdd.linkSecret": config.secret } : {}),
 });
 const manager = prompt.kvCacheManager;
 // Kept until the end: a cache's id must be released (deallocateCache) for its

@@ -1,0 +1,629 @@
+/* UCX as a link's data path (ucx.h): loading libucp, the PROMPT's side (worker,
+ * progress thread, mapped pools, packed keys) and the DECODER's (endpoint,
+ * unpacked keys, batched one-sided reads). */
+#define _GNU_SOURCE 1
+#include "ucx.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/error.h"
+#include "core/workers.h"
+#include "llmdd.h"
+#include "net.h"
+#include "ucx_api.h"
+
+/* ---- loading ---- */
+
+static struct {
+  pthread_mutex_t lock;
+  bool loaded;
+  void *library;
+  ux_context_h context;
+  ux_status_t (*config_read)(const char *, const char *, ux_config_t **);
+  void (*config_release)(ux_config_t *);
+  ux_status_t (*config_modify)(ux_config_t *, const char *, const char *);
+  ux_status_t (*init_version)(unsigned, unsigned, const struct ux_params *, const ux_config_t *,
+                              ux_context_h *);
+  ux_status_t (*worker_create)(ux_context_h, const struct ux_worker_params *, ux_worker_h *);
+  void (*worker_destroy)(ux_worker_h);
+  ux_status_t (*worker_get_address)(ux_worker_h, ux_address_t **, size_t *);
+  void (*worker_release_address)(ux_worker_h, ux_address_t *);
+  unsigned (*worker_progress)(ux_worker_h);
+  ux_status_t (*worker_get_efd)(ux_worker_h, int *);
+  ux_status_t (*worker_arm)(ux_worker_h);
+  ux_status_t (*ep_create)(ux_worker_h, const struct ux_ep_params *, ux_ep_h *);
+  ux_status_ptr_t (*ep_close_nbx)(ux_ep_h, const struct ux_request_param *);
+  ux_status_t (*mem_map)(ux_context_h, const struct ux_mem_map_params *, ux_mem_h *);
+  ux_status_t (*mem_unmap)(ux_context_h, ux_mem_h);
+  ux_status_t (*rkey_pack)(ux_context_h, ux_mem_h, void **, size_t *);
+  void (*rkey_buffer_release)(void *);
+  ux_status_t (*ep_rkey_unpack)(ux_ep_h, const void *, ux_rkey_h *);
+  void (*rkey_destroy)(ux_rkey_h);
+  ux_status_ptr_t (*get_nbx)(ux_ep_h, void *, size_t, uint64_t, ux_rkey_h,
+                             const struct ux_request_param *);
+  void (*request_free)(void *);
+  ux_status_t (*request_check_status)(void *);
+  const char *(*status_string)(ux_status_t);
+} U = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+#define INSTALL_HINT                                                                            \
+  "install UCX (Debian and Ubuntu: apt-get install libucx0), or link with llmdd.transport=shm" \
+  " (engines on the same machine only)"
+
+static const char *status_text(ux_status_t s) {
+  return U.status_string != NULL ? U.status_string(s) : "UCX error";
+}
+
+/* dlsym of every function, or the name of the first one missing. */
+static const char *resolve(void *h) {
+#define SYM(field, name)                                  \
+  do {                                                    \
+    *(void **)&U.field = dlsym(h, name);                  \
+    if (U.field == NULL) return name;                     \
+  } while (0)
+  SYM(config_read, "ucp_config_read");
+  SYM(config_release, "ucp_config_release");
+  SYM(config_modify, "ucp_config_modify");
+  SYM(init_version, "ucp_init_version");
+  SYM(worker_create, "ucp_worker_create");
+  SYM(worker_destroy, "ucp_worker_destroy");
+  SYM(worker_get_address, "ucp_worker_get_address");
+  SYM(worker_release_address, "ucp_worker_release_address");
+  SYM(worker_progress, "ucp_worker_progress");
+  SYM(worker_get_efd, "ucp_worker_get_efd");
+  SYM(worker_arm, "ucp_worker_arm");
+  SYM(ep_create, "ucp_ep_create");
+  SYM(ep_close_nbx, "ucp_ep_close_nbx");
+  SYM(mem_map, "ucp_mem_map");
+  SYM(mem_unmap, "ucp_mem_unmap");
+  SYM(rkey_pack, "ucp_rkey_pack");
+  SYM(rkey_buffer_release, "ucp_rkey_buffer_release");
+  SYM(ep_rkey_unpack, "ucp_ep_rkey_unpack");
+  SYM(rkey_destroy, "ucp_rkey_destroy");
+  SYM(get_nbx, "ucp_get_nbx");
+  SYM(request_free, "ucp_request_free");
+  SYM(request_check_status, "ucp_request_check_status");
+  SYM(status_string, "ucs_status_string");
+#undef SYM
+  return NULL;
+}
+
+/* UCX settings this library chooses for the TCP transport, unless the
+ * environment sets them. Over TCP UCX serves a read with messages of one segment
+ * each; its default segments (8 KiB out, 64 KiB in) made pulls about half as
+ * fast (bench/ucx.bench.ts). ucp_config_modify takes a transport's key without
+ * its prefix (only TCP has these two), and UCX warns about a key no transport
+ * used: they are set only when UCX_TLS leaves TCP in. */
+static const struct {
+  const char *variable, *key, *value;
+} DEFAULTS[] = {{"UCX_TCP_TX_SEG_SIZE", "TX_SEG_SIZE", "256k"},
+                {"UCX_TCP_RX_SEG_SIZE", "RX_SEG_SIZE", "1m"}};
+
+static bool tcp_in_use(void) {
+  const char *tls = getenv("UCX_TLS");
+  if (tls == NULL || tls[0] == '\0' || strcmp(tls, "all") == 0) return true;
+  bool listed = strstr(tls, "tcp") != NULL;
+  return tls[0] == '^' ? !listed : listed;
+}
+
+static void apply_defaults(ux_config_t *config) {
+  if (!tcp_in_use()) return;
+  for (size_t i = 0; i < sizeof DEFAULTS / sizeof DEFAULTS[0]; i++)
+    if (getenv(DEFAULTS[i].variable) == NULL) U.config_modify(config, DEFAULTS[i].key, DEFAULTS[i].value);
+}
+
+static int32_t load_locked(int32_t missing) {
+  if (U.loaded) return LLMDD_SUCCESS;
+  const char *name = getenv(UCX_LIBRARY_ENV);
+  if (name == NULL || name[0] == '\0') name = UCX_LIBRARY_DEFAULT;
+  void *h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+  if (h == NULL) {
+    const char *why = dlerror();
+    return core_fail(missing, "UCX is not available (cannot load %s: %s): " INSTALL_HINT,
+                     name, why != NULL ? why : "unknown error");
+  }
+  const char *absent = resolve(h);
+  if (absent != NULL) {
+    dlclose(h);
+    U.status_string = NULL;
+    return core_fail(missing, "UCX at %s lacks %s (UCX 1.10 or later is needed): " INSTALL_HINT, name,
+                     absent);
+  }
+  ux_config_t *config = NULL;
+  ux_status_t s = U.config_read(NULL, NULL, &config);
+  if (s == UX_OK) {
+    apply_defaults(config);
+    struct ux_params params = {.field_mask = UX_PARAM_FIELD_FEATURES,
+                               .features = UX_FEATURE_RMA | UX_FEATURE_WAKEUP};
+    s = U.init_version(UX_API_MAJOR, UX_API_MINOR, &params, config, &U.context);
+    U.config_release(config);
+  }
+  if (s != UX_OK) {
+    int32_t status = core_fail(missing,
+                               "UCX could not start: %s (check the UCX_* environment variables,"
+                               " e.g. UCX_TLS)",
+                               status_text(s));
+    dlclose(h);
+    U.status_string = NULL;
+    return status;
+  }
+  /* From here on for the life of the process: UCX's threads and handlers do
+   * not survive an unload. */
+  U.library = h;
+  U.loaded = true;
+  return LLMDD_SUCCESS;
+}
+
+int32_t host_ucx_load(int32_t missing) {
+  pthread_mutex_lock(&U.lock);
+  int32_t status = load_locked(missing);
+  pthread_mutex_unlock(&U.lock);
+  return status;
+}
+
+bool host_ucx_address_is_local(const struct sockaddr_in *a) {
+  if (host_net_is_loopback(a)) return true;
+  struct ifaddrs *list;
+  if (getifaddrs(&list) != 0) return false;
+  bool local = false;
+  for (struct ifaddrs *i = list; i != NULL && !local; i = i->ifa_next) {
+    if (i->ifa_addr == NULL || i->ifa_addr->sa_family != AF_INET) continue;
+    const struct sockaddr_in *mine = (const struct sockaddr_in *)(const void *)i->ifa_addr;
+    local = mine->sin_addr.s_addr == a->sin_addr.s_addr;
+  }
+  freeifaddrs(list);
+  return local;
+}
+
+/* ---- PROMPT ---- */
+
+struct ucx_server {
+  ux_worker_h worker;
+  int efd;
+  int wake[2];
+  pthread_t thread;
+  int32_t devices;
+  ux_mem_h memh[MAX_DEVICES];
+  void *rkeys[MAX_DEVICES];
+  size_t rkey_bytes[MAX_DEVICES];
+  uint64_t bases[MAX_DEVICES];
+  ux_address_t *address;
+  size_t address_bytes;
+};
+
+static pthread_mutex_t server_start_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Serves the DECODERs' reads (over TCP UCX answers them with messages). */
+static void *progress_main(void *arg) {
+  struct ucx_server *s = arg;
+  for (;;) {
+    while (U.worker_progress(s->worker) != 0) {
+    }
+    ux_status_t armed = U.worker_arm(s->worker);
+    if (armed == UX_ERR_BUSY) continue;
+    struct pollfd p[2] = {{s->wake[0], POLLIN, 0}, {s->efd, POLLIN, 0}};
+    int n = poll(p, armed == UX_OK ? 2 : 1, armed == UX_OK ? -1 : 1);
+    if (n > 0 && p[0].revents != 0) break;
+  }
+  return NULL;
+}
+
+static void server_free(struct ucx_server *s) {
+  for (int32_t d = 0; d < s->devices; d++) {
+    if (s->rkeys[d] != NULL) U.rkey_buffer_release(s->rkeys[d]);
+    if (s->memh[d] != NULL) U.mem_unmap(U.context, s->memh[d]);
+  }
+  if (s->address != NULL) U.worker_release_address(s->worker, s->address);
+  if (s->worker != NULL) U.worker_destroy(s->worker);
+  free(s);
+}
+
+static int32_t server_start(uint8_t *const *pools, int32_t devices, uint64_t pool_bytes,
+                            struct ucx_server **out) {
+  int32_t status = host_ucx_load(LLMDD_FEATURE_NOT_ENABLED);
+  if (status != LLMDD_SUCCESS) return LLMDD_FEATURE_NOT_ENABLED;
+  struct ucx_server *s = calloc(1, sizeof *s);
+  if (s == NULL) return LLMDD_OUT_OF_MEMORY;
+  s->devices = devices;
+  struct ux_worker_params wp = {.field_mask = UX_WORKER_PARAM_FIELD_THREAD_MODE,
+                                .thread_mode = UX_THREAD_MODE_SERIALIZED};
+  bool ok = U.worker_create(U.context, &wp, &s->worker) == UX_OK;
+  if (!ok) s->worker = NULL;
+  ok = ok && U.worker_get_efd(s->worker, &s->efd) == UX_OK;
+  ok = ok && U.worker_get_address(s->worker, &s->address, &s->address_bytes) == UX_OK;
+  for (int32_t d = 0; ok && d < devices; d++) {
+    struct ux_mem_map_params mp = {
+        .field_mask = UX_MEM_MAP_PARAM_FIELD_ADDRESS | UX_MEM_MAP_PARAM_FIELD_LENGTH,
+        .address = pools[d],
+        .length = (size_t)pool_bytes};
+    ok = U.mem_map(U.context, &mp, &s->memh[d]) == UX_OK;
+    if (!ok) s->memh[d] = NULL;
+    ok = ok && U.rkey_pack(U.context, s->memh[d], &s->rkeys[d], &s->rkey_bytes[d]) == UX_OK;
+    s->bases[d] = (uint64_t)(uintptr_t)pools[d];
+  }
+  if (ok && pipe2(s->wake, O_CLOEXEC | O_NONBLOCK) != 0) ok = false;
+  else if (ok && core_thread_start(&s->thread, progress_main, s) != 0) {
+    close(s->wake[0]);
+    close(s->wake[1]);
+    ok = false;
+  }
+  if (!ok) {
+    server_free(s);
+    return LLMDD_FAILED;
+  }
+  *out = s;
+  return LLMDD_SUCCESS;
+}
+
+void host_ucx_answer(struct ucx_server **slot, uint8_t *const *pools, int32_t num_devices,
+                     uint64_t pool_bytes, struct msg_ucx_reply *r) {
+  pthread_mutex_lock(&server_start_lock);
+  struct core_kept_error kept;
+  core_error_keep(&kept);
+  r->status = *slot != NULL ? LLMDD_SUCCESS : server_start(pools, num_devices, pool_bytes, slot);
+  core_error_restore(&kept);
+  pthread_mutex_unlock(&server_start_lock);
+  if (r->status != LLMDD_SUCCESS) return;
+  const struct ucx_server *s = *slot;
+  uint64_t blob = s->address_bytes;
+  for (int32_t d = 0; d < s->devices; d++) blob += s->rkey_bytes[d];
+  if (blob > UCX_BLOB_CAP) {
+    r->status = LLMDD_PARAM_INVALID; /* the DECODER says: narrow UCX_TLS */
+    return;
+  }
+  r->devices = (uint32_t)s->devices;
+  r->address_bytes = (uint32_t)s->address_bytes;
+  memcpy(r->blob, s->address, s->address_bytes);
+  uint64_t at = s->address_bytes;
+  for (int32_t d = 0; d < s->devices; d++) {
+    r->bases[d] = s->bases[d];
+    r->rkey_bytes[d] = (uint32_t)s->rkey_bytes[d];
+    memcpy(r->blob + at, s->rkeys[d], s->rkey_bytes[d]);
+    at += s->rkey_bytes[d];
+  }
+}
+
+void host_ucx_server_stop(struct ucx_server *s) {
+  if (s == NULL) return;
+  ssize_t n;
+  do n = write(s->wake[1], "x", 1);
+  while (n < 0 && errno == EINTR);
+  pthread_join(s->thread, NULL);
+  close(s->wake[0]);
+  close(s->wake[1]);
+  server_free(s);
+}
+
+/* ---- DECODER ---- */
+
+struct ucx_link {
+  ux_worker_h worker;
+  int efd;
+  ux_ep_h ep;
+  int32_t devices;
+  ux_rkey_h rkeys[MAX_DEVICES];
+  uint64_t bases[MAX_DEVICES];
+  atomic_int failure; /* the endpoint's error (UX_OK: none) */
+  pthread_rwlock_t lock; /* issuing (read) against closing the endpoint (write) */
+  bool closed;           /* the endpoint was closed by force (write lock) */
+  char where[NET_ADDRESS_TEXT + 16];
+};
+
+static void on_ep_error(void *arg, ux_ep_h ep, ux_status_t status) {
+  (void)ep;
+  struct ucx_link *u = arg;
+  int none = UX_OK;
+  atomic_compare_exchange_strong(&u->failure, &none, status != UX_OK ? status : UX_ERR_CANCELED);
+}
+
+/* Waits (progressing) for a request with no callback, at most timeout_ms. */
+static void wait_request(ux_worker_h w, ux_status_ptr_t req, int64_t timeout_ms) {
+  if (req == NULL || UX_PTR_IS_ERR(req)) return;
+  int64_t until = core_now_ns() + timeout_ms * 1000000;
+  while (U.request_check_status(req) == UX_INPROGRESS && core_now_ns() < until)
+    U.worker_progress(w);
+  U.request_free(req);
+}
+
+/* Closes the endpoint by force: every read in flight completes (with an error),
+ * and none can land later. */
+static void close_endpoint(struct ucx_link *u) {
+  pthread_rwlock_wrlock(&u->lock);
+  if (!u->closed) {
+    u->closed = true;
+    for (int32_t d = 0; d < u->devices; d++)
+      if (u->rkeys[d] != NULL) {
+        U.rkey_destroy(u->rkeys[d]);
+        u->rkeys[d] = NULL;
+      }
+    struct ux_request_param p = {.op_attr_mask = UX_OP_ATTR_FIELD_FLAGS,
+                                 .flags = UX_EP_CLOSE_FLAG_FORCE};
+    wait_request(u->worker, U.ep_close_nbx(u->ep, &p), UCX_DRAIN_MS);
+  }
+  pthread_rwlock_unlock(&u->lock);
+}
+
+int32_t host_ucx_link_open(const struct msg_ucx_reply *r, int32_t num_devices, const char *where,
+                           const uint8_t **bases, struct ucx_link **out) {
+  if (r->status == LLMDD_FEATURE_NOT_ENABLED)
+    return core_fail(LLMDD_LINK_FAILED,
+                     "the engine at %s cannot serve links over UCX: UCX is not available on its"
+                     " machine (install libucx0 there)",
+                     where);
+  if (r->status == LLMDD_PARAM_INVALID)
+    return core_fail(LLMDD_LINK_FAILED,
+                     "the engine at %s has a UCX address and keys of more than %d bytes: narrow"
+                     " UCX_TLS there",
+                     where, UCX_BLOB_CAP);
+  if (r->status != LLMDD_SUCCESS)
+    return core_fail(LLMDD_LINK_FAILED, "the engine at %s could not start UCX (status 0x%08x)",
+                     where, (unsigned)r->status);
+  if ((int32_t)r->devices != num_devices)
+    return core_fail(LLMDD_LINK_FAILED, "the engine at %s offered %u pools over UCX, not %d",
+                     where, r->devices, num_devices);
+  int32_t status = host_ucx_load(LLMDD_LINK_FAILED);
+  if (status != LLMDD_SUCCESS) return status;
+  struct ucx_link *u = calloc(1, sizeof *u);
+  if (u == NULL) return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for a UCX link");
+  atomic_init(&u->failure, UX_OK);
+  pthread_rwlock_init(&u->lock, NULL);
+  snprintf(u->where, sizeof u->where, "%s", where);
+  u->devices = num_devices;
+  u->closed = true; /* until the endpoint exists */
+  struct ux_worker_params wp = {.field_mask = UX_WORKER_PARAM_FIELD_THREAD_MODE,
+                                .thread_mode = UX_THREAD_MODE_MULTI};
+  ux_status_t s = U.worker_create(U.context, &wp, &u->worker);
+  const char *step = "creating a worker";
+  if (s == UX_OK) {
+    step = "creating a wakeup descriptor";
+    s = U.worker_get_efd(u->worker, &u->efd);
+  } else {
+    u->worker = NULL;
+  }
+  if (s == UX_OK) {
+    step = "connecting to the PROMPT's worker";
+    struct ux_ep_params ep = {
+        .field_mask = UX_EP_PARAM_FIELD_REMOTE_ADDRESS | UX_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                      UX_EP_PARAM_FIELD_ERR_HANDLER,
+        .address = (const ux_address_t *)(const void *)r->blob,
+        .err_mode = UX_ERR_HANDLING_MODE_PEER,
+        .err_handler = {.cb = on_ep_error, .arg = u}};
+    s = U.ep_create(u->worker, &ep, &u->ep);
+    if (s == UX_OK) u->closed = false;
+  }
+  uint64_t at = r->address_bytes;
+  for (int32_t d = 0; s == UX_OK && d < num_devices; d++) {
+    step = "unpacking a remote key";
+    s = U.ep_rkey_unpack(u->ep, r->blob + at, &u->rkeys[d]);
+    if (s != UX_OK) u->rkeys[d] = NULL;
+    at += r->rkey_bytes[d];
+    u->bases[d] = r->bases[d];
+  }
+  if (s != UX_OK) {
+    status = core_fail(LLMDD_LINK_FAILED, "UCX failed %s at %s: %s", step, where, status_text(s));
+    host_ucx_link_close(u);
+    return status;
+  }
+  for (int32_t d = 0; d < num_devices; d++) bases[d] = (const uint8_t *)(uintptr_t)u->bases[d];
+  *out = u;
+  return LLMDD_SUCCESS;
+}
+
+void host_ucx_link_close(struct ucx_link *u) {
+  if (u == NULL) return;
+  if (u->worker != NULL) {
+    close_endpoint(u);
+    U.worker_destroy(u->worker);
+  }
+  pthread_rwlock_destroy(&u->lock);
+  free(u);
+}
+
+/* ---- batches ---- */
+
+struct ucx_range {
+  uint8_t *dst;
+  uint64_t remote;
+  uint64_t bytes;
+  int32_t device;
+};
+
+static _Thread_local struct ucx_batch *recording;
+static _Thread_local uint64_t recording_pool_bytes;
+static _Thread_local const uint8_t *const *recording_bases;
+
+void host_ucx_batch_begin(struct ucx_batch *b, struct ucx_link *u, uint64_t pool_bytes,
+                          int32_t num_devices, const uint8_t *const *bases) {
+  (void)num_devices;
+  memset(b, 0, sizeof *b);
+  b->link = u;
+  b->status = LLMDD_SUCCESS;
+  recording = b;
+  recording_pool_bytes = pool_bytes;
+  recording_bases = bases;
+}
+
+void host_ucx_record(uint8_t *dst, const uint8_t *src, uint64_t n) {
+  struct ucx_batch *b = recording;
+  if (b == NULL || b->status != LLMDD_SUCCESS || n == 0) return;
+  uint64_t remote = (uint64_t)(uintptr_t)src;
+  int32_t device = -1;
+  for (int32_t d = 0; d < b->link->devices && device < 0; d++) {
+    uint64_t base = (uint64_t)(uintptr_t)recording_bases[d];
+    if (remote >= base && remote - base < recording_pool_bytes) device = d;
+  }
+  if (device < 0) { /* cannot happen: pull.c checked the answer against the pools */
+    b->status = LLMDD_FAILED;
+    return;
+  }
+  if (b->count > 0) {
+    struct ucx_range *last = &b->ranges[b->count - 1];
+    if (last->device == device && last->dst + last->bytes == dst &&
+        last->remote + last->bytes == remote) {
+      last->bytes += n;
+      return;
+    }
+  }
+  if (b->count == b->capacity) {
+    uint64_t capacity = b->capacity ? 2 * b->capacity : 64;
+    struct ucx_range *ranges = realloc(b->ranges, (size_t)capacity * sizeof *ranges);
+    if (ranges == NULL) {
+      b->status = LLMDD_OUT_OF_MEMORY;
+      return;
+    }
+    b->ranges = ranges;
+    b->capacity = capacity;
+  }
+  b->ranges[b->count++] = (struct ucx_range){dst, remote, n, device};
+}
+
+void host_ucx_batch_abandon(struct ucx_batch *b) {
+  recording = NULL;
+  free(b->ranges);
+  b->ranges = NULL;
+}
+
+/* What the completions of one run report back. */
+struct flight {
+  atomic_int pending;
+  atomic_int error; /* the first read's failure, UX_OK if none */
+};
+
+static void on_read(void *request, ux_status_t status, void *user_data) {
+  struct flight *f = user_data;
+  U.request_free(request); /* after completion only: a freed request reports nothing */
+  if (status != UX_OK) {
+    int none = UX_OK;
+    atomic_compare_exchange_strong(&f->error, &none, status);
+  }
+  atomic_fetch_sub(&f->pending, 1);
+}
+
+/* Issues one read; false when it failed at once (f->error set). */
+static bool issue(struct ucx_link *u, struct flight *f, uint8_t *dst, uint64_t remote,
+                  uint64_t bytes, int32_t device) {
+  struct ux_request_param p = {.op_attr_mask = UX_OP_ATTR_FIELD_CALLBACK | UX_OP_ATTR_FIELD_USER_DATA,
+                               .cb = {.send = on_read},
+                               .user_data = f};
+  bool ok = true;
+  pthread_rwlock_rdlock(&u->lock);
+  if (u->closed) {
+    int none = UX_OK;
+    atomic_compare_exchange_strong(&f->error, &none, UX_ERR_CANCELED);
+    ok = false;
+  } else {
+    atomic_fetch_add(&f->pending, 1);
+    ux_status_ptr_t req = U.get_nbx(u->ep, dst, (size_t)bytes, remote, u->rkeys[device], &p);
+    if (!UX_PTR_IS_PTR(req)) { /* done at once (no callback), or failed */
+      atomic_fetch_sub(&f->pending, 1);
+      int s = UX_PTR_RAW_STATUS(req);
+      if (s != UX_OK) {
+        int none = UX_OK;
+        atomic_compare_exchange_strong(&f->error, &none, s);
+        ok = false;
+      }
+    }
+  }
+  pthread_rwlock_unlock(&u->lock);
+  return ok;
+}
+
+/* Progresses the worker once; after a run of idle calls, sleeps on its wakeup
+ * descriptor for at most 1 ms (the other threads and the peer get the CPU). */
+static void progress_once(struct ucx_link *u, int *idle) {
+  if (U.worker_progress(u->worker) != 0) {
+    *idle = 0;
+    return;
+  }
+  if (++*idle < 64) return;
+  *idle = 0;
+  if (U.worker_arm(u->worker) != UX_OK) return;
+  struct pollfd p = {u->efd, POLLIN, 0};
+  poll(&p, 1, 1);
+}
+
+int32_t host_ucx_batch_run(struct ucx_batch *b, const struct core_guard *g,
+                           int32_t (*peer_check)(void *peer), void *peer) {
+  recording = NULL;
+  struct ucx_link *u = b->link;
+  int32_t status = b->status;
+  if (status == LLMDD_OUT_OF_MEMORY)
+    status = core_fail(status, "out of host memory for the list of a pull's reads");
+  else if (status != LLMDD_SUCCESS)
+    status = core_fail(LLMDD_LINK_FAILED, "a pull read outside the PROMPT's pools");
+  if (status == LLMDD_SUCCESS && atomic_load(&u->failure) != UX_OK)
+    status = core_fail(LLMDD_LINK_FAILED,
+                       "the UCX connection to %s failed earlier (%s): unlink and link again",
+                       u->where, status_text(atomic_load(&u->failure)));
+  /* On the heap: should a read never report back even after the endpoint was
+   * closed by force, the pull returns and leaves this behind for its callback. */
+  struct flight *f = malloc(sizeof *f);
+  if (f == NULL) return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for a pull");
+  atomic_init(&f->pending, 0);
+  atomic_init(&f->error, UX_OK);
+  uint64_t next = 0, offset = 0; /* the next range, and how far into it */
+  bool stopping = status != LLMDD_SUCCESS, forced = false;
+  int64_t drain_until = 0, forced_until = 0, next_check = core_now_ns() + 1000000;
+  int idle = 0;
+  while (!stopping ? next < b->count || atomic_load(&f->pending) > 0
+                   : atomic_load(&f->pending) > 0) {
+    while (!stopping && next < b->count && atomic_load(&f->pending) < UCX_WINDOW_OPS) {
+      struct ucx_range *r = &b->ranges[next];
+      uint64_t bytes = r->bytes - offset < UCX_GET_BYTES ? r->bytes - offset : UCX_GET_BYTES;
+      if (!issue(u, f, r->dst + offset, r->remote + offset, bytes, r->device)) break;
+      offset += bytes;
+      if (offset == r->bytes) {
+        next++;
+        offset = 0;
+      }
+    }
+    progress_once(u, &idle);
+    int error = atomic_load(&f->error);
+    if (!stopping && error != UX_OK) {
+      status = core_fail(LLMDD_LINK_FAILED, "a UCX read from %s failed (%s): %s", u->where,
+                         status_text(error), "the data is not to be trusted");
+      stopping = true;
+      drain_until = 0; /* the endpoint is broken: close it now */
+    }
+    int64_t now = core_now_ns();
+    if (!stopping && now >= next_check) {
+      next_check = now + 1000000;
+      status = core_guard_check(g);
+      if (status == LLMDD_SUCCESS && peer_check != NULL) status = peer_check(peer);
+      if (status == LLMDD_SUCCESS && atomic_load(&u->failure) != UX_OK)
+        status = core_fail(LLMDD_LINK_FAILED, "the UCX connection to %s failed (%s)", u->where,
+                           status_text(atomic_load(&u->failure)));
+      if (status != LLMDD_SUCCESS) {
+        stopping = true;
+        /* A deadline or cancel lets the reads in flight finish; a failure does not. */
+        drain_until = status == LLMDD_LINK_FAILED ? 0 : now + (int64_t)UCX_DRAIN_MS * 1000000;
+      }
+    }
+    if (stopping && !forced && atomic_load(&f->pending) > 0 && core_now_ns() >= drain_until) {
+      forced = true;
+      forced_until = core_now_ns() + (int64_t)UCX_DRAIN_MS * 1000000;
+      int none = UX_OK;
+      atomic_compare_exchange_strong(&u->failure, &none, UX_ERR_CANCELED);
+      close_endpoint(u);
+    }
+    if (forced && core_now_ns() >= forced_until) break;
+  }
+  free(b->ranges);
+  b->ranges = NULL;
+  if (status == LLMDD_SUCCESS && atomic_load(&f->error) != UX_OK)
+    status = core_fail(LLMDD_LINK_FAILED, "a UCX read from %s failed (%s)", u->where,
+                       status_text(atomic_load(&f->error)));
+  if (atomic_load(&f->pending) == 0) free(f);
+  return status;
+}

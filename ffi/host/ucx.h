@@ -1,0 +1,119 @@
+/* UCX as the data path of a link (DESIGN.md §4.6): the control connection, its
+ * authentication and the LOOKUP/DONE pins stay as they are, and the bytes of a
+ * pull move as one-sided UCP reads (ucp_get_nbx) out of the PROMPT's pools
+ * instead of through a shared-memory mapping. This is what links engines on
+ * different hosts; `llmdd.transport=ucx` chooses it on one machine too.
+ *
+ * UCX is loaded when a link first needs it, never before: dlopen of libucp.so.0
+ * (or of the file named by the environment variable LLMDD_UCX_LIBRARY, which the
+ * tests point at a missing file to see the message a machine without UCX gives)
+ * and a dozen dlsym. The library neither links against UCX nor needs its headers
+ * (ucx_api.h). One UCP context serves the process and lives until it exits; its
+ * configuration is UCX's own (UCX_TLS, UCX_NET_DEVICES, ... from the
+ * environment, read once, when UCX is loaded).
+ *
+ * PROMPT: on the first UCX message of any DECODER, its server creates a UCP
+ * worker with a progress thread (which serves the reads: over TCP, UCX emulates
+ * them with messages the PROMPT must answer), maps every device pool with
+ * ucp_mem_map and packs their remote keys; each UCX request is answered with the
+ * worker's address, the pools' base addresses and the keys (proto.h UCX_REPLY).
+ *
+ * DECODER: a link over UCX has its own worker (thread-safe: pulls on several
+ * threads share it) and one endpoint to the PROMPT's worker, with the keys
+ * unpacked. A pull records the ranges it would copy (the same loops as the
+ * shared-memory copy, with host_ucx_record as their copy function), merges
+ * contiguous ones, and reads them in gets of at most UCX_GET_BYTES, a window of
+ * them in flight, progressing the worker and checking the guard, the control
+ * connection and the endpoint in between. A read that fails, or a PROMPT that is
+ * gone, is LINK_FAILED; a deadline or cancel stops issuing and waits for the
+ * reads in flight (at most UCX_DRAIN_MS, then the endpoint is closed by force),
+ * so no read lands in the destination after the pull returned. */
+/*
+ * Pushes (not done yet; for llmdd_cache_push_blocks after the merge): the same
+ * batch with the direction reversed. The engine that links (and so holds the
+ * link's endpoint and the peer's unpacked keys) records its copies as usual —
+ * for a push the destination pointer is the peer's address (link->bases, as
+ * for pulls the source) and the source its own memory — and the run issues
+ * ucp_put_nbx(ep, src, n, remote, rkey) instead of ucp_get_nbx; merging, the
+ * window, the checks and the drain are unchanged. Over TCP UCX does puts
+ * natively (zero-copy) rather than emulating them, and the peer's progress
+ * thread is what lands them. Completion of a put's callback means the data
+ * left this side: before DONE (which lets the peer use the memory) the pusher
+ * flushes the endpoint (ucp_ep_flush_nbx), so the data is in place when the
+ * peer reads the DONE that follows. The peer's pools are already registered
+ * and their keys sent by the UCX exchange of the link; pushing into registered
+ * memory (caches outside the pools) would need per-LOOKUP keys, as pulling
+ * from it would.
+ */
+#ifndef LLMDD_HOST_UCX_H
+#define LLMDD_HOST_UCX_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/guard.h"
+#include "proto.h"
+
+#define UCX_LIBRARY_DEFAULT "libucp.so.0"
+#define UCX_LIBRARY_ENV "LLMDD_UCX_LIBRARY"
+/* The largest single read, and how many may be in flight. */
+#define UCX_GET_BYTES ((uint64_t)4 << 20)
+#define UCX_WINDOW_OPS 1024
+#define UCX_DRAIN_MS 1000
+
+/* Loads UCX and creates the process's UCP context (once; a failure is tried
+ * again next time). SUCCESS, or `missing` with a message naming the package to
+ * install. */
+int32_t host_ucx_load(int32_t missing);
+
+/* Whether a is an address of this machine (loopback, or one of its interfaces'). */
+bool host_ucx_address_is_local(const struct sockaddr_in *a);
+
+/* ---- PROMPT ---- */
+
+struct ucx_server;
+
+/* Fills the answer to a UCX request: starts *slot's UCX side on first use
+ * (pools: base addresses, num_devices of pool_bytes each). Never fails: a
+ * failure is the answer's status, with the reason in the server's log of
+ * nothing (the DECODER says what the status means). Thread-safe. */
+void host_ucx_answer(struct ucx_server **slot, uint8_t *const *pools, int32_t num_devices,
+                     uint64_t pool_bytes, struct msg_ucx_reply *r);
+
+/* Stops the progress thread and releases the worker and mappings (NULL: nothing). */
+void host_ucx_server_stop(struct ucx_server *s);
+
+/* ---- DECODER ---- */
+
+struct ucx_link;
+
+/* Connects to the PROMPT's worker from its answer; `where` names it in messages.
+ * On success, bases[d] are the PROMPT's pool addresses (only ever offset and
+ * handed back to host_ucx_record, never dereferenced). */
+int32_t host_ucx_link_open(const struct msg_ucx_reply *r, int32_t num_devices, const char *where,
+                           const uint8_t **bases, struct ucx_link **out);
+void host_ucx_link_close(struct ucx_link *u);
+
+/* One pull's reads. Between begin and run, host_ucx_record (a core_copy_fn)
+ * records the calling thread's copies into the batch instead of copying. */
+struct ucx_batch {
+  struct ucx_link *link;
+  struct ucx_range *ranges;
+  uint64_t count, capacity;
+  int32_t status; /* OUT_OF_MEMORY when a range could not be recorded */
+};
+
+void host_ucx_batch_begin(struct ucx_batch *b, struct ucx_link *u, uint64_t pool_bytes,
+                          int32_t num_devices, const uint8_t *const *bases);
+void host_ucx_record(uint8_t *dst, const uint8_t *src, uint64_t n);
+
+/* Ends a batch without reading anything. */
+void host_ucx_batch_abandon(struct ucx_batch *b);
+
+/* Reads every recorded range; peer_check(peer) as core/copy.h's (the control
+ * connection). Ends the batch (also when it fails). */
+int32_t host_ucx_batch_run(struct ucx_batch *b, const struct core_guard *g,
+                           int32_t (*peer_check)(void *peer), void *peer);
+
+#endif

@@ -1,0 +1,147 @@
+/* UCX as a link's data path (host/ucx.h): what can be checked without loading
+ * UCX into this sanitized binary — the declarations of host/ucx_api.h against
+ * UCX's own header (where libucx-dev is installed), the UCX_REPLY message, the
+ * option, and the message a machine without UCX gives. Pulls over UCX between
+ * two processes are tested from TypeScript (test/ucx.test.ts). */
+#define _GNU_SOURCE 1
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "llmdd.h"
+#include "proto.h"
+#include "ucx_api.h"
+#include "util.h"
+
+#if defined(__has_include)
+#if __has_include(<ucp/api/ucp.h>)
+#include <ucp/api/ucp.h>
+#define SAME_OFFSET(ucx, ours, field) \
+  _Static_assert(offsetof(ucx, field) == offsetof(ours, field), #ucx "." #field)
+#define SAME_VALUE(a, b) _Static_assert((long long)(a) == (long long)(b), #a " == " #b)
+SAME_OFFSET(ucp_params_t, struct ux_params, features);
+_Static_assert(sizeof(ucp_params_t) <= sizeof(struct ux_params), "ucp_params_t fits");
+SAME_OFFSET(ucp_worker_params_t, struct ux_worker_params, thread_mode);
+_Static_assert(sizeof(ucp_worker_params_t) <= sizeof(struct ux_worker_params), "worker params fit");
+SAME_OFFSET(ucp_ep_params_t, struct ux_ep_params, address);
+SAME_OFFSET(ucp_ep_params_t, struct ux_ep_params, err_mode);
+SAME_OFFSET(ucp_ep_params_t, struct ux_ep_params, err_handler);
+_Static_assert(sizeof(ucp_ep_params_t) <= sizeof(struct ux_ep_params), "ep params fit");
+SAME_OFFSET(ucp_mem_map_params_t, struct ux_mem_map_params, address);
+SAME_OFFSET(ucp_mem_map_params_t, struct ux_mem_map_params, length);
+_Static_assert(sizeof(ucp_mem_map_params_t) <= sizeof(struct ux_mem_map_params), "mem_map fits");
+SAME_OFFSET(ucp_request_param_t, struct ux_request_param, flags);
+SAME_OFFSET(ucp_request_param_t, struct ux_request_param, cb);
+SAME_OFFSET(ucp_request_param_t, struct ux_request_param, user_data);
+_Static_assert(sizeof(ucp_request_param_t) <= sizeof(struct ux_request_param), "request fits");
+SAME_VALUE(UCS_OK, UX_OK);
+SAME_VALUE(UCS_INPROGRESS, UX_INPROGRESS);
+SAME_VALUE(UCS_ERR_BUSY, UX_ERR_BUSY);
+SAME_VALUE(UCS_ERR_CANCELED, UX_ERR_CANCELED);
+SAME_VALUE(UCS_ERR_LAST, UX_ERR_LAST);
+SAME_VALUE(UCP_PARAM_FIELD_FEATURES, UX_PARAM_FIELD_FEATURES);
+SAME_VALUE(UCP_FEATURE_RMA, UX_FEATURE_RMA);
+SAME_VALUE(UCP_FEATURE_WAKEUP, UX_FEATURE_WAKEUP);
+SAME_VALUE(UCS_THREAD_MODE_SERIALIZED, UX_THREAD_MODE_SERIALIZED);
+SAME_VALUE(UCS_THREAD_MODE_MULTI, UX_THREAD_MODE_MULTI);
+SAME_VALUE(UCP_WORKER_PARAM_FIELD_THREAD_MODE, UX_WORKER_PARAM_FIELD_THREAD_MODE);
+SAME_VALUE(UCP_EP_PARAM_FIELD_REMOTE_ADDRESS, UX_EP_PARAM_FIELD_REMOTE_ADDRESS);
+SAME_VALUE(UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE, UX_EP_PARAM_FIELD_ERR_HANDLING_MODE);
+SAME_VALUE(UCP_EP_PARAM_FIELD_ERR_HANDLER, UX_EP_PARAM_FIELD_ERR_HANDLER);
+SAME_VALUE(UCP_ERR_HANDLING_MODE_PEER, UX_ERR_HANDLING_MODE_PEER);
+SAME_VALUE(UCP_EP_CLOSE_FLAG_FORCE, UX_EP_CLOSE_FLAG_FORCE);
+SAME_VALUE(UCP_MEM_MAP_PARAM_FIELD_ADDRESS, UX_MEM_MAP_PARAM_FIELD_ADDRESS);
+SAME_VALUE(UCP_MEM_MAP_PARAM_FIELD_LENGTH, UX_MEM_MAP_PARAM_FIELD_LENGTH);
+SAME_VALUE(UCP_OP_ATTR_FIELD_CALLBACK, UX_OP_ATTR_FIELD_CALLBACK);
+SAME_VALUE(UCP_OP_ATTR_FIELD_USER_DATA, UX_OP_ATTR_FIELD_USER_DATA);
+SAME_VALUE(UCP_OP_ATTR_FIELD_FLAGS, UX_OP_ATTR_FIELD_FLAGS);
+#define HAVE_UCX_HEADER 1
+#endif
+#endif
+
+TEST(ucx_declarations_match_the_installed_header) {
+#ifdef HAVE_UCX_HEADER
+  printf("    checked against ucp/api/ucp.h (API %d.%d) at compile time\n", UCP_API_MAJOR,
+         UCP_API_MINOR);
+#else
+  printf("    SKIPPED: ucp/api/ucp.h is not installed (package libucx-dev)\n");
+#endif
+}
+
+/* UCX_REPLY goes through whole and comes out only where one is expected. */
+TEST(ucx_reply_round_trip_and_its_limits) {
+  int sv[2];
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+  struct msg_ucx_reply *out = calloc(2, sizeof *out), *in = out + 1;
+  CHECK(out != NULL);
+  out->status = LLMDD_SUCCESS;
+  out->devices = 3;
+  out->address_bytes = 77;
+  uint32_t blob = 77;
+  for (uint32_t d = 0; d < 3; d++) {
+    out->bases[d] = 0x7f0000000000ull + d * 0x100000000ull;
+    out->rkey_bytes[d] = 10 + d;
+    blob += 10 + d;
+  }
+  for (uint32_t i = 0; i < blob; i++) out->blob[i] = (uint8_t)(i * 7 + 1);
+  struct msg m = {.type = MSG_UCX_REPLY, .seq = 5, .u.ucx_reply = out}, got;
+  struct core_guard g = core_guard_for(1000, "testing");
+  bool torn;
+  CHECK_STATUS(host_proto_send(sv[0], &m, &g, -1, &torn), LLMDD_SUCCESS);
+  struct proto_rx *rx = calloc(1, sizeof *rx);
+  CHECK(rx != NULL);
+  rx->ucx_into = in;
+  EXPECT_STATUS(host_proto_recv(sv[1], rx, &got, &g, -1, 0), LLMDD_SUCCESS);
+  EXPECT(got.type == MSG_UCX_REPLY && got.seq == 5 && got.u.ucx_reply == in);
+  EXPECT(in->devices == 3 && in->address_bytes == 77 && in->rkey_bytes[2] == 12);
+  EXPECT(in->bases[1] == out->bases[1]);
+  EXPECT(memcmp(in->blob, out->blob, blob) == 0);
+  /* Where none is expected (a PROMPT's connection), it is malformed. */
+  CHECK_STATUS(host_proto_send(sv[0], &m, &g, -1, &torn), LLMDD_SUCCESS);
+  memset(rx, 0, sizeof *rx);
+  EXPECT_STATUS(host_proto_recv(sv[1], rx, &got, &g, -1, 0), LLMDD_LINK_FAILED);
+  EXPECT(strstr(last_error(), "malformed") != NULL);
+  close(sv[0]);
+  close(sv[1]);
+  free(rx);
+  free(out);
+}
+
+TEST(transport_option_is_checked) {
+  uint64_t e = 0;
+  const char *bad = "llmdd.transport=rdma";
+  EXPECT_STATUS(llmdd_engine_init(LLMDD_ROLE_DECODER, unique_cluster_id(), (const uint8_t *)bad,
+                                  (int32_t)strlen(bad), &e),
+                LLMDD_PARAM_INVALID);
+  EXPECT(strstr(last_error(), "llmdd.transport 'rdma'") != NULL);
+  const char *shm = "ge.flowGraphMemMaxSize=1048576\nllmdd.transport=shm";
+  CHECK_STATUS(llmdd_engine_init(LLMDD_ROLE_DECODER, unique_cluster_id(), (const uint8_t *)shm,
+                                 (int32_t)strlen(shm), &e),
+               LLMDD_SUCCESS);
+  EXPECT_STATUS(llmdd_engine_finalize(e), LLMDD_SUCCESS);
+}
+
+/* LLMDD_UCX_LIBRARY names the library to load; a missing one is what a machine
+ * without UCX sees. (A failed load is not remembered, so this leaves nothing
+ * behind.) */
+TEST(missing_ucx_names_the_package) {
+  setenv("LLMDD_UCX_LIBRARY", "/nonexistent/libucp.so.0", 1);
+  const char *ucx = "ge.flowGraphMemMaxSize=1048576\nllmdd.transport=ucx";
+  uint64_t e = 0;
+  EXPECT_STATUS(llmdd_engine_init(LLMDD_ROLE_DECODER, unique_cluster_id(), (const uint8_t *)ucx,
+                                  (int32_t)strlen(ucx), &e),
+                LLMDD_FEATURE_NOT_ENABLED);
+  EXPECT(strstr(last_error(), "cannot load /nonexistent/libucp.so.0") != NULL);
+  EXPECT(strstr(last_error(), "apt-get install libucx0") != NULL);
+  /* A PROMPT never loads UCX at init: only when a DECODER asks for it. */
+  uint64_t p = 0;
+  EXPECT_STATUS(llmdd_engine_init(LLMDD_ROLE_PROMPT, unique_cluster_id(), (const uint8_t *)ucx,
+                                  (int32_t)strlen(ucx), &p),
+                LLMDD_SUCCESS);
+  if (p != 0) EXPECT_STATUS(llmdd_engine_finalize(p), LLMDD_SUCCESS);
+  unsetenv("LLMDD_UCX_LIBRARY");
+}

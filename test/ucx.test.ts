@@ -1,0 +1,564 @@
+// UCX as the data path of links (issue 13): a PROMPT in another process, its
+// data read over UCX's TCP transport (UCX_TLS=tcp, loopback), as between two
+// hosts (each test may take longer than Bun's default 5 s: 256 MiB caches,
+// children). Without UCX installed these tests are skipped and say so; the
+// missing-UCX message is checked with LLMDD_UCX_LIBRARY naming a missing file.
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { Buffer } from "node:buffer";
+import process from "node:process";
+import { describe, test } from "node:test";
+import {
+  BlocksCacheKey,
+  type Cache,
+  CacheDesc,
+  CacheKey,
+  CacheKeyByIdAndIndex,
+  DataType,
+  type KvCache,
+  LLMClusterInfo,
+  LLMDataDist,
+  LLMException,
+  LLMRole,
+  LLMStatusCode,
+} from "../mod.ts";
+import { startChild } from "./support/children.ts";
+import { fillPattern, firstMismatch, patternByte } from "./support/pattern.ts";
+import { freshClusterId, rejectsWithStatus, sleep } from "./helpers.ts";
+
+// The children (the PROMPTs) inherit this: their UCP workers offer TCP only, so
+// every link below reads over TCP whatever this process's UCX would pick.
+process.env.UCX_TLS = "tcp";
+
+const LOOPBACK = "127.0.0.1";
+
+/** Whether UCX can be loaded here: a DECODER that asks for it by name says at init. */
+async function ucxMissing(): Promise<string | undefined> {
+  const probe = new LLMDataDist(LLMRole.DECODER, freshClusterId());
+  try {
+    await probe.init({ "ge.flowGraphMemMaxSize": String(1 << 20), "llmdd.transport": "ucx" });
+    probe.finalize();
+    return undefined;
+  } catch (e) {
+    if (e instanceof LLMException && e.statusCode === LLMStatusCode.LLM_FEATURE_NOT_ENABLED) return e.message;
+    throw e;
+  }
+}
+
+async function openDecoder(
+  options: { devices?: number[]; poolBytes?: number; timeout?: number; cacheManager?: boolean; remote?: boolean } = {},
+): Promise<LLMDataDist> {
+  const dd = new LLMDataDist(LLMRole.DECODER, freshClusterId());
+  const pool = options.poolBytes ?? 64 << 20;
+  await dd.init({
+    "ge.exec.deviceId": (options.devices ?? [0]).join(";"),
+    ...(options.cacheManager
+      ? {
+        "llm.EnableCacheManager": "1",
+        "llm.MemPoolConfig": JSON.stringify({ memory_size: pool }),
+        "llm.EnableRemoteCacheAccessible": options.remote ? "1" : "0",
+      }
+      : { "ge.flowGraphMemMaxSize": String(pool) }),
+    "llm.SyncKvCacheWaitTime": String(options.timeout ?? 10_000),
+    "llmdd.transport": "ucx",
+  });
+  return dd;
+}
+
+function clusterAt(clusterId: bigint, port: number): LLMClusterInfo {
+  const cluster = new LLMClusterInfo();
+  cluster.remoteClusterId = clusterId;
+  cluster.appendRemoteIpInfo(LOOPBACK, port);
+  return cluster;
+}
+
+async function link(decoder: LLMDataDist, clusterId: bigint, port: number): Promise<LLMClusterInfo> {
+  const cluster = clusterAt(clusterId, port);
+  const [status, each] = await decoder.linkClusters([cluster], 10_000);
+  assert.equal(status, LLMStatusCode.LLM_SUCCESS, `link failed: ${each}`);
+  return cluster;
+}
+
+function kvBytes(dd: LLMDataDist, cache: KvCache, tensor: number, device: number): Uint8Array {
+  const view = dd.kvCacheManager.getCacheTensorViews(cache, tensor)[device];
+  return new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
+}
+
+/** Row `dstRow` of every tensor holds `size` pattern bytes of source row `srcRow`; every other byte is 0. */
+function assertRow(
+  dd: LLMDataDist,
+  cache: KvCache,
+  dstRow: number,
+  seed: number,
+  srcRow: number,
+  size: number,
+  deviceIds: number[],
+): void {
+  const desc = cache.cacheDesc;
+  const row = desc.size / desc.batchSize;
+  for (let t = 0; t < desc.numTensors; t++) {
+    deviceIds.forEach((deviceId, d) => {
+      const bytes = kvBytes(dd, cache, t, d);
+      const bad = firstMismatch(bytes, dstRow * row, size, seed, t, deviceId, srcRow * row);
+      assert.equal(bad, -1, `tensor ${t} device ${deviceId}: byte ${bad} differs`);
+      const outside = bytes.findIndex((b, i) => b !== 0 && (i < dstRow * row || i >= dstRow * row + size));
+      assert.equal(outside, -1, `tensor ${t} device ${deviceId}: byte ${outside} outside the pulled range changed`);
+    });
+  }
+}
+
+const missing = await ucxMissing();
+
+describe("links over UCX (TCP on loopback)", () => {
+  if (missing !== undefined) {
+    test(`skipped: UCX is not installed here (${missing})`, { skip: "UCX is not installed (libucx0)" }, () => {});
+    return;
+  }
+
+  test(
+    "rows of every data type, by CacheKey and by id, whole and partial, on two devices",
+    { timeout: 120_000 },
+    async () => {
+      const types = [
+        DataType.DT_FLOAT,
+        DataType.DT_FLOAT16,
+        DataType.DT_BF16,
+        DataType.DT_INT8,
+        DataType.DT_UINT8,
+        DataType.DT_INT16,
+        DataType.DT_UINT16,
+        DataType.DT_INT32,
+        DataType.DT_UINT32,
+        DataType.DT_INT64,
+        DataType.DT_UINT64,
+        DataType.DT_DOUBLE,
+        DataType.DT_BOOL,
+      ];
+      const clusterId = freshClusterId();
+      const child = startChild("prompt_process.ts", {
+        clusterId: String(clusterId),
+        devices: [0, 1],
+        caches: types.map((dataType, n) => ({
+          numTensors: 3,
+          shape: [3, 4, 16],
+          dataType,
+          seed: n + 1,
+          keys: [[100 + n, 0]],
+        })),
+      });
+      try {
+        const ready = await child.next();
+        const ids = (ready.cacheIds as string[]).map(BigInt);
+        await using decoder = await openDecoder({ devices: [0, 1] });
+        await link(decoder, clusterId, ready.port as number);
+        const m = decoder.kvCacheManager;
+        // Memory freed by one round is reused by the next: start from zeros.
+        const zeroed = async (desc: CacheDesc) => {
+          const cache = await m.allocateCache(desc);
+          for (let t = 0; t < 3; t++) for (const d of [0, 1]) kvBytes(decoder, cache, t, d).fill(0);
+          return cache;
+        };
+        for (const [n, dataType] of types.entries()) {
+          const target = await zeroed(new CacheDesc(3, [4, 4, 16], dataType));
+          // By key: row 0 of the source into row 2; the key is consumed.
+          await m.pullCache(new CacheKey(clusterId, BigInt(100 + n)), target, 2);
+          const row = target.cacheDesc.size / 4;
+          assertRow(decoder, target, 2, n + 1, 0, row, [0, 1]);
+          await rejectsWithStatus(
+            m.pullCache(new CacheKey(clusterId, BigInt(100 + n)), target, 2),
+            LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
+          );
+          // By id, part of row 2: nothing else moves.
+          const part = await zeroed(new CacheDesc(3, [2, 4, 16], dataType));
+          await m.pullCache(new CacheKeyByIdAndIndex(clusterId, ids[n], 2), part, 1, 24);
+          assertRow(decoder, part, 1, n + 1, 2, 24, [0, 1]);
+          await m.deallocateCache(target);
+          await m.deallocateCache(part);
+        }
+      } finally {
+        await child.stop();
+      }
+    },
+  );
+
+  test("whole caches of one row: contiguous tensors in one read each, several MiB", { timeout: 120_000 }, async () => {
+    const clusterId = freshClusterId();
+    const size = 6 << 20; // more than one read of UCX_GET_BYTES
+    const child = startChild("prompt_process.ts", {
+      clusterId: String(clusterId),
+      poolBytes: 4 * size,
+      caches: [{ numTensors: 2, shape: [1, size], dataType: DataType.DT_UINT8, seed: 21, keys: [[1, 0]] }],
+    });
+    try {
+      const ready = await child.next();
+      await using decoder = await openDecoder({ poolBytes: 4 * size });
+      await link(decoder, clusterId, ready.port as number);
+      const target = await decoder.kvCacheManager.allocateCache(new CacheDesc(2, [1, size], DataType.DT_UINT8));
+      await decoder.kvCacheManager.pullCache(new CacheKey(clusterId, 1n), target);
+      assertRow(decoder, target, 0, 21, 0, size, [0]);
+    } finally {
+      await child.stop();
+    }
+  });
+
+  test(
+    "blocks by BlocksCacheKey, CacheKey and id, with layer ranges; every byte checked",
+    { timeout: 120_000 },
+    async () => {
+      const FILL = 0xEE;
+      const clusterId = freshClusterId();
+      const child = startChild("blocks_prompt_process.ts", {
+        clusterId: String(clusterId),
+        caches: [
+          // 4 tensors (2 layers) of 16 blocks of [8, 4] FP16: 64-byte blocks
+          { numTensors: 4, shape: [16, 8, 4], dataType: DataType.DT_FLOAT16, seed: 3, blocksModelId: 0 },
+          // 4 tensors of 2 rows of 128 INT32 (512-byte rows), row 0 named by request 7
+          { numTensors: 4, shape: [2, 128], dataType: DataType.DT_INT32, seed: 11, keys: [[7, 0]] },
+        ],
+      });
+      try {
+        const ready = await child.next();
+        const ids = (ready.cacheIds as string[]).map(BigInt);
+        await using decoder = await openDecoder({ cacheManager: true, poolBytes: 16 << 20 });
+        const m = decoder.cacheManager;
+        const bytesOf = (cache: Cache, t: number) => {
+          const view = m.getCacheTensorViews(cache, t)[0];
+          return new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
+        };
+        const fill = (cache: Cache) => {
+          for (let t = 0; t < cache.cacheDesc.numTensors; t++) bytesOf(cache, t).fill(FILL);
+        };
+        const check = (
+          cache: Cache,
+          copies: { dstTensor: number; srcTensor: number; dst: number; srcOffset: number }[],
+          seed: number,
+        ) => {
+          const block = cache.cacheDesc.size / cache.cacheDesc.batchSize;
+          for (let t = 0; t < cache.cacheDesc.numTensors; t++) {
+            const bytes = bytesOf(cache, t);
+            const expected = new Uint8Array(bytes.length).fill(FILL);
+            for (const c of copies.filter((c) => c.dstTensor === t)) {
+              for (let i = 0; i < block; i++) {
+                expected[c.dst * block + i] = patternByte(seed, c.srcTensor, 0, c.srcOffset + i);
+              }
+            }
+            const bad = bytes.findIndex((b, i) => b !== expected[i]);
+            assert.equal(bad, -1, `tensor ${t}: byte ${bad} is ${bytes[bad]}, expected ${expected[bad]}`);
+          }
+        };
+        const every = (n: number, pairs: number[][], block: number, base = 0) =>
+          Array.from(
+            { length: n },
+            (_, t) => pairs.map(([s, d]) => ({ dstTensor: t, srcTensor: t, dst: d, srcOffset: base + s * block })),
+          ).flat();
+
+        const fp16 = await m.allocateBlocksCache(new CacheDesc(4, [16, 8, 4], DataType.DT_FLOAT16));
+        const int32 = await m.allocateBlocksCache(new CacheDesc(4, [10, 16], DataType.DT_INT32));
+        await link(decoder, clusterId, ready.port as number);
+
+        // Scattered pairs, a repeated source, and a contiguous run (merged into one read per tensor).
+        fill(fp16);
+        const pairs = [[3, 1], [0, 2], [15, 15], [3, 7], [8, 8], [9, 9], [10, 10], [11, 11]];
+        await m.pullBlocks(new BlocksCacheKey(clusterId), fp16, pairs.map((p) => p[0]), pairs.map((p) => p[1]));
+        check(fp16, every(4, pairs, 64), 3);
+        // Layer 1 (tensors 2, 3) into layer 0 (tensors 0, 1).
+        fill(fp16);
+        await m.pullBlocks(new BlocksCacheKey(clusterId), fp16, [5, 6], [8, 9], {
+          srcLayerRange: [1, 2],
+          dstLayerRange: [0, 1],
+        });
+        check(
+          fp16,
+          [0, 1].flatMap((t) =>
+            [[5, 8], [6, 9]].map(([s, d]) => ({ dstTensor: t, srcTensor: t + 2, dst: d, srcOffset: s * 64 }))
+          ),
+          3,
+        );
+        // By id: row 1 cut into 64-byte blocks; by CacheKey, then consumed.
+        fill(int32);
+        await m.pullBlocks(new CacheKeyByIdAndIndex(clusterId, ids[1], 1), int32, [], [9, 0, 4]);
+        check(int32, every(4, [[0, 9], [1, 0], [2, 4]], 64, 512), 11);
+        fill(int32);
+        await m.pullBlocks(new CacheKey(clusterId, 7n), int32, undefined, [2, 3]);
+        check(int32, every(4, [[0, 2], [1, 3]], 64), 11);
+        await rejectsWithStatus(
+          m.pullBlocks(new CacheKey(clusterId, 7n), int32, [], [2]),
+          LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
+        );
+        // pullCache with layer ranges over UCX.
+        const rows = await m.allocateCache(new CacheDesc(4, [3, 128], DataType.DT_INT32));
+        fill(rows);
+        await m.pullCache(new CacheKeyByIdAndIndex(clusterId, ids[1], 1), rows, 0, -1, {
+          srcLayerRange: [1, 2],
+          dstLayerRange: [0, 1],
+        });
+        check(rows, [0, 1].map((t) => ({ dstTensor: t, srcTensor: t + 2, dst: 0, srcOffset: 512 })), 11);
+        // Checked against the answer, as over shared memory.
+        await rejectsWithStatus(
+          m.pullBlocks(new BlocksCacheKey(clusterId), fp16, [16], [0]),
+          LLMStatusCode.LLM_PARAM_INVALID,
+          /src_block_index:16/,
+        );
+      } finally {
+        await child.stop();
+      }
+    },
+  );
+
+  test("pushes, and pulls of a PROMPT's registered memory, over a UCX link (through the link's socket)", {
+    timeout: 120_000,
+  }, async () => {
+    const clusterId = freshClusterId();
+    const U8 = DataType.DT_UINT8;
+    const child = startChild("push_prompt_process.ts", {
+      clusterId: String(clusterId),
+      remote: true,
+      caches: [
+        { numTensors: 2, shape: [8, 64], dataType: U8, blocksModelId: 0 }, // pooled, zeros
+        { numTensors: 2, shape: [8, 64], dataType: U8, blocksModelId: 1, registered: true }, // registered, zeros
+        { numTensors: 2, shape: [8, 64], dataType: U8, blocksModelId: 2, registered: true, seed: 31 },
+      ],
+    });
+    const dump = async (cache: number, tensor: number) => {
+      child.send({ dump: cache, tensor });
+      return new Uint8Array(Buffer.from((await child.next()).bytes as string, "base64"));
+    };
+    /** Blocks `to` hold source blocks `from` of the pattern (seed, tensor); every other byte is 0. */
+    const expectBlocks = (bytes: Uint8Array, seed: number, t: number, pairs: number[][], what: string) => {
+      const expected = new Uint8Array(bytes.length);
+      for (const [from, to] of pairs) {
+        for (let i = 0; i < 64; i++) expected[to * 64 + i] = patternByte(seed, t, 0, from * 64 + i);
+      }
+      const bad = bytes.findIndex((b, i) => b !== expected[i]);
+      assert.equal(bad, -1, `${what}, tensor ${t}: byte ${bad} differs`);
+    };
+    try {
+      const ready = await child.next();
+      await using decoder = await openDecoder({ cacheManager: true, remote: true });
+      const m = decoder.cacheManager;
+      const blocks: Cache = await m.allocateBlocksCache(new CacheDesc(2, [8, 64], U8));
+      for (let t = 0; t < 2; t++) {
+        const view = m.getCacheTensorViews(blocks, t)[0];
+        fillPattern(new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength), 5, t, 0);
+      }
+      await link(decoder, clusterId, ready.port as number);
+      await m.pushBlocks(new BlocksCacheKey(clusterId, 0n), blocks, [1, 2], [3, 4]);
+      await m.pushBlocks(new BlocksCacheKey(clusterId, 1n), blocks, [6], [0]);
+      for (let t = 0; t < 2; t++) {
+        expectBlocks(await dump(0, t), 5, t, [[1, 3], [2, 4]], "pushed into the pool");
+        expectBlocks(await dump(1, t), 5, t, [[6, 0]], "pushed into registered memory");
+      }
+      const pulled = await m.allocateBlocksCache(new CacheDesc(2, [8, 64], U8));
+      await m.pullBlocks(new BlocksCacheKey(clusterId, 2n), pulled, [7, 0], [0, 5]);
+      for (let t = 0; t < 2; t++) {
+        const view = m.getCacheTensorViews(pulled, t)[0];
+        const bytes = new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
+        expectBlocks(bytes, 31, t, [[7, 0], [0, 5]], "pulled from registered memory");
+      }
+    } finally {
+      await child.stop();
+    }
+  });
+
+  test("unlink and link again: pulls work over the new link", { timeout: 120_000 }, async () => {
+    const clusterId = freshClusterId();
+    const child = startChild("prompt_process.ts", {
+      clusterId: String(clusterId),
+      caches: [{ numTensors: 2, shape: [2, 256], dataType: DataType.DT_INT16, seed: 8 }],
+    });
+    try {
+      const ready = await child.next();
+      const id = BigInt((ready.cacheIds as string[])[0]);
+      await using decoder = await openDecoder();
+      const m = decoder.kvCacheManager;
+      for (let round = 0; round < 3; round++) {
+        const cluster = await link(decoder, clusterId, ready.port as number);
+        const target = await m.allocateCache(new CacheDesc(2, [2, 256], DataType.DT_INT16));
+        for (let t = 0; t < 2; t++) kvBytes(decoder, target, t, 0).fill(0);
+        await m.pullCache(new CacheKeyByIdAndIndex(clusterId, id, round % 2), target, 1);
+        assertRow(decoder, target, 1, 8, round % 2, 512, [0]);
+        await m.deallocateCache(target);
+        const [status] = await decoder.unlinkClusters([cluster], 5000);
+        assert.equal(status, LLMStatusCode.LLM_SUCCESS);
+        await rejectsWithStatus(
+          m.pullCache(
+            new CacheKeyByIdAndIndex(clusterId, id, 0),
+            await m.allocateCache(new CacheDesc(2, [2, 256], DataType.DT_INT16)),
+          ),
+          LLMStatusCode.LLM_NOT_YET_LINK,
+        );
+      }
+    } finally {
+      await child.stop();
+    }
+  });
+
+  test("a PROMPT killed during a pull: LINK_FAILED within the deadline, no hang; the DECODER keeps working", {
+    timeout: 120_000,
+  }, async () => {
+    const clusterId = freshClusterId();
+    const size = 256 << 20;
+    const child = startChild("prompt_process.ts", {
+      clusterId: String(clusterId),
+      poolBytes: size + (1 << 20),
+      caches: [{ numTensors: 1, shape: [1, size], dataType: DataType.DT_UINT8, seed: 9 }],
+    });
+    const ready = await child.next();
+    const timeout = 20_000;
+    await using decoder = await openDecoder({ poolBytes: size + (1 << 20), timeout });
+    await link(decoder, clusterId, ready.port as number);
+    const target = await decoder.kvCacheManager.allocateCache(new CacheDesc(1, [1, size], DataType.DT_UINT8));
+    const key = new CacheKeyByIdAndIndex(clusterId, BigInt((ready.cacheIds as string[])[0]), 0);
+    const pulling = decoder.kvCacheManager.pullCache(key, target).then(() => "resolved", (err) => err);
+    await sleep(20);
+    await child.kill();
+    const outcome = await pulling;
+    // The deadline was not what ended it: a timeout would be WAIT_PROCESS_TIMEOUT.
+    assert.equal(outcome?.statusCode, LLMStatusCode.LLM_LINK_FAILED, `expected LINK_FAILED, got ${outcome}`);
+    // The link is known broken: the next pull says so at once.
+    await rejectsWithStatus(decoder.kvCacheManager.pullCache(key, target), LLMStatusCode.LLM_LINK_FAILED);
+    const small = await decoder.kvCacheManager.allocateCache(new CacheDesc(1, [8], DataType.DT_UINT8));
+    assert.equal((await decoder.kvCacheManager.getCacheTensors(small))[0].byteLength, 8, "the DECODER keeps working");
+  });
+
+  test("llmdd.transport: auto links on this machine over shared memory, and bad values are refused", {
+    timeout: 120_000,
+  }, async () => {
+    const clusterId = freshClusterId();
+    const child = startChild("prompt_process.ts", {
+      clusterId: String(clusterId),
+      caches: [{ numTensors: 1, shape: [1, 64], dataType: DataType.DT_UINT8, seed: 4, keys: [[1, 0]] }],
+    });
+    try {
+      const ready = await child.next();
+      for (const transport of ["auto", "shm"]) {
+        await using decoder = new LLMDataDist(LLMRole.DECODER, freshClusterId());
+        await decoder.init({ "ge.flowGraphMemMaxSize": String(1 << 20), "llmdd.transport": transport });
+        await link(decoder, clusterId, ready.port as number);
+        const target = await decoder.kvCacheManager.allocateCache(new CacheDesc(1, [1, 64], DataType.DT_UINT8));
+        await decoder.kvCacheManager.pullCache(
+          new CacheKeyByIdAndIndex(clusterId, BigInt((ready.cacheIds as string[])[0]), 0),
+          target,
+        );
+        assertRow(decoder, target, 0, 4, 0, 64, [0]);
+      }
+    } finally {
+      await child.stop();
+    }
+    const bad = new LLMDataDist(LLMRole.DECODER, freshClusterId());
+    await rejectsWithStatus(
+      bad.init({ "ge.flowGraphMemMaxSize": String(1 << 20), "llmdd.transport": "rdma" }),
+      LLMStatusCode.LLM_PARAM_INVALID,
+      /llmdd\.transport "rdma" is not "auto", "shm" or "ucx"/,
+    );
+  });
+});
+
+/** Why two network namespaces cannot be made here, or undefined when they can (root, `ip`). */
+function namespacesUnavailable(): string | undefined {
+  if (typeof process.getuid !== "function" || process.getuid() !== 0) return "not root";
+  try {
+    execFileSync("ip", ["-V"], { stdio: "ignore" });
+  } catch {
+    return "no ip command (package iproute2)";
+  }
+  return undefined;
+}
+
+/** Bytes received on `device` in network namespace `ns`. */
+function received(ns: string, device: string): number {
+  const text = execFileSync("ip", ["-n", ns, "-s", "link", "show", device], { encoding: "utf8" });
+  const lines = text.split("\n");
+  const at = lines.findIndex((l) => l.trim().startsWith("RX:"));
+  return Number(lines[at + 1].trim().split(/\s+/)[0]);
+}
+
+describe("between two network namespaces (not loopback)", () => {
+  const why = missing !== undefined ? "UCX is not installed (libucx0)" : namespacesUnavailable();
+  test(
+    "a PROMPT and a DECODER in their own network namespaces, linked over a veth pair: auto picks UCX",
+    { skip: why, timeout: 120_000 },
+    async () => {
+      const tag = String(process.pid % 100000);
+      const [a, b] = [`llmdd-a${tag}`, `llmdd-b${tag}`];
+      const [va, vb] = [`lva${tag}`, `lvb${tag}`];
+      const net = `10.213.${process.pid % 250}`;
+      const ip = (...args: string[]) => execFileSync("ip", args, { stdio: "ignore" });
+      const secret = "a secret of more than sixteen bytes";
+      const size = 256 * 1024;
+      try {
+        ip("netns", "add", a);
+        ip("netns", "add", b);
+        ip("link", "add", va, "type", "veth", "peer", "name", vb);
+        ip("link", "set", va, "netns", a);
+        ip("link", "set", vb, "netns", b);
+        ip("-n", a, "addr", "add", `${net}.1/24`, "dev", va);
+        ip("-n", b, "addr", "add", `${net}.2/24`, "dev", vb);
+        for (const [ns, dev] of [[a, va], [b, vb], [a, "lo"], [b, "lo"]]) ip("-n", ns, "link", "set", dev, "up");
+        const clusterId = freshClusterId();
+        const prompt = startChild("prompt_process.ts", {
+          clusterId: String(clusterId),
+          listen: `${net}.1`,
+          secret,
+          caches: [{ numTensors: 2, shape: [1, size], dataType: DataType.DT_UINT8, seed: 17 }],
+        }, { prefix: ["ip", "netns", "exec", a] });
+        try {
+          const ready = await prompt.next();
+          const before = received(b, vb);
+          const decoder = startChild("ucx_link_process.ts", {
+            clusterId: String(freshClusterId()),
+            promptClusterId: String(clusterId),
+            address: `${net}.1`,
+            port: ready.port,
+            transport: "auto",
+            secret,
+            pull: {
+              cacheId: (ready.cacheIds as string[])[0],
+              numTensors: 2,
+              shape: [1, size],
+              dataType: DataType.DT_UINT8,
+              seed: 17,
+            },
+          }, { prefix: ["ip", "netns", "exec", b] });
+          const result = await decoder.next();
+          await decoder.stop();
+          assert.equal(result.status, LLMStatusCode.LLM_SUCCESS, String(result.message));
+          assert.equal(result.checked, 2 * size);
+          // The rows came in through the veth device, not through shared memory.
+          const came = received(b, vb) - before;
+          assert.ok(came >= 2 * size, `only ${came} bytes came in on ${vb}`);
+        } finally {
+          await prompt.stop();
+        }
+      } finally {
+        for (const ns of [a, b]) {
+          try {
+            ip("netns", "del", ns); // takes its end of the veth pair, and so the pair, with it
+          } catch { /* not made */ }
+        }
+      }
+    },
+  );
+});
+
+describe("without UCX", () => {
+  test(
+    "a DECODER that asks for UCX where it cannot be loaded is told which package to install",
+    { timeout: 120_000 },
+    async () => {
+      // A PROMPT here; a DECODER in a child whose LLMDD_UCX_LIBRARY names a missing file.
+      await using prompt = new LLMDataDist(LLMRole.PROMPT, freshClusterId());
+      await prompt.init({ "ge.flowGraphMemMaxSize": String(1 << 20), "llm.listenIpInfo": `${LOOPBACK}:0` });
+      const child = startChild(
+        "ucx_link_process.ts",
+        { clusterId: String(freshClusterId()), promptClusterId: String(prompt.clusterId), port: prompt.listenPort },
+        { env: { ...process.env, LLMDD_UCX_LIBRARY: "/nonexistent/libucp.so.0" } },
+      );
+      const result = (await child.next()) as { status: number; message: string };
+      await child.stop();
+      assert.equal(result.status, LLMStatusCode.LLM_FEATURE_NOT_ENABLED, result.message);
+      assert.match(result.message, /UCX is not available \(cannot load \/nonexistent\/libucp\.so\.0/);
+      assert.match(result.message, /apt-get install libucx0/);
+    },
+  );
+});
