@@ -56,6 +56,7 @@ import {
   type PushShape,
   type PushWorld,
   predictPush,
+  pushOutcomeOf,
   Q_CACHES,
 } from "./support/fuzz/block_pushes.ts";
 
@@ -609,7 +610,7 @@ test("pushCache and pushBlocks from a linked DECODER match a model of both sides
             const manager = c.noRemote ? n.cacheManager : DM;
             const key = pushKeyOf(world, c.key);
             const src = dCaches[c.src];
-            const got = outcomeOf(() =>
+            const got = pushOutcomeOf(() =>
               c.kind === "pushBlocks"
                 ? manager.pushBlocks(
                   key as BlocksCacheKey,
@@ -636,16 +637,15 @@ test("pushCache and pushBlocks from a linked DECODER match a model of both sides
               const calls = (c.kind === "pushBurst" ? c.calls : [c]).map(start);
               const label = calls.map((call) => call.label).join(", ");
               for (const call of calls) {
-                const got = await call.got, want = call.prediction.want;
-                const name = `${call.kind} → ${wantName(got)}`;
+                const { want: got, message } = await call.got;
+                const { want, why } = call.prediction;
+                const name = `${call.kind} → ${wantName(got)}${got === want && why ? ` (${why})` : ""}`;
                 tally.set(name, (tally.get(name) ?? 0) + 1);
-                assert.equal(
-                  wantName(got),
-                  wantName(want),
-                  `${c.kind === "pushBurst" ? `burst: ${call.label} in ${label}` : label}: expected ${
-                    wantName(want)
-                  }, got ${wantName(got)}`,
-                );
+                const where: string = c.kind === "pushBurst" ? `burst: ${call.label} in ${label}` : label;
+                assert.equal(wantName(got), wantName(want), `${where}: expected ${wantName(want)}, got ${message}`);
+                if (why !== undefined && !message.includes(why)) {
+                  assert.fail(`${where}: expected the error "…${why}…", got ${message}`);
+                }
               }
               check(label);
             } else if (c.kind === "promptFree") {

@@ -16,7 +16,7 @@
 // destination without remote access); then against the answer: the
 // destination's tensor range, block sizes, destination block indexes.
 import fc from "fast-check";
-import { BlocksCacheKey, CacheKeyByIdAndIndex, LLMStatusCode } from "../../../mod.ts";
+import { BlocksCacheKey, CacheKeyByIdAndIndex, LLMException, LLMStatusCode, ValueError } from "../../../mod.ts";
 import type { Bytes, Index, LayerSpec, RangeSpec, Want } from "./block_pulls.ts";
 
 const S = LLMStatusCode;
@@ -191,7 +191,7 @@ const pairsIn = (srcMax: number, dstMax: number) =>
 /** pushBlocks that should mostly succeed: sources and destinations of one geometry. */
 const plausiblePushBlocks: fc.Arbitrary<PushCall> = fc.oneof(
   // 4 × 8 × 32 (pooled or registered, or local or freed) into P's model 0 (pool) or 2 (registered).
-  fc.tuple(
+  { weight: 6, arbitrary: fc.tuple(
     fc.constantFrom(0, 0, 5, 5, 7, 9),
     fc.constantFrom(0, 0, 2, 2, 3),
     pairsIn(8, 8),
@@ -204,9 +204,9 @@ const plausiblePushBlocks: fc.Arbitrary<PushCall> = fc.oneof(
     srcBlocks: pairs.map((p) => p[0]),
     dstBlocks: pairs.map((p) => p[1]),
     layers,
-  })),
-  // 2 × 6 × 64 into P's model 1; one layer of it into a layer of a 4-tensor cache fails on block sizes.
-  fc.tuple(pairsIn(6, 6), fitting(1, 1)).map(([pairs, layers]) => ({
+  })) },
+  // 2 × 6 × 64 into P's model 1, all of it or one layer (of 2 tensors) into one.
+  { weight: 3, arbitrary: fc.tuple(pairsIn(6, 6), fitting(1, 1)).map(([pairs, layers]) => ({
     kind: "pushBlocks" as const,
     noRemote: false,
     key: { kind: "blocks" as const, cluster: "P" as const, model: 1 },
@@ -214,9 +214,9 @@ const plausiblePushBlocks: fc.Arbitrary<PushCall> = fc.oneof(
     srcBlocks: pairs.map((p) => p[0]),
     dstBlocks: pairs.map((p) => p[1]),
     layers,
-  })),
+  })) },
   // Into Q's pool, which is closed to pushes.
-  fc.tuple(pairsIn(8, 8)).map(([pairs]) => ({
+  { weight: 1, arbitrary: fc.tuple(pairsIn(8, 8)).map(([pairs]) => ({
     kind: "pushBlocks" as const,
     noRemote: false,
     key: { kind: "blocks" as const, cluster: "Q" as const, model: 0 },
@@ -224,7 +224,7 @@ const plausiblePushBlocks: fc.Arbitrary<PushCall> = fc.oneof(
     srcBlocks: pairs.map((p) => p[0]),
     dstBlocks: pairs.map((p) => p[1]),
     layers: null,
-  })),
+  })) },
 );
 
 /** pushCache that should mostly succeed: a 32-byte row into a row (or a block) of P's. */
@@ -339,18 +339,20 @@ export interface PushModel {
 
 export interface Prediction {
   want: Want;
+  /** A piece of the error's message that tells which check refused (the exact error, not only its code). */
+  why?: string;
   apply?: () => void;
 }
 
 const isInt = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v);
 
 class Refused extends Error {
-  constructor(readonly want: Want) {
+  constructor(readonly want: Want, readonly why?: string) {
     super(String(want));
   }
 }
-const refuse = (want: Want): never => {
-  throw new Refused(want);
+const refuse = (want: Want, why?: string): never => {
+  throw new Refused(want, why);
 };
 
 /** checkLayerRange: [start, stop] as given, or undefined; TypeError / LLM_PARAM_INVALID as the library. */
@@ -366,7 +368,9 @@ function layerRange(range: RangeSpec): [number, number] | undefined {
     refuse("TypeError");
   }
   if (!isInt(start) || !isInt(stop)) refuse("TypeError");
-  if (!(0 <= (start as number) && (start as number) < (stop as number))) refuse(S.LLM_PARAM_INVALID);
+  if (!(0 <= (start as number) && (start as number) < (stop as number))) {
+    refuse(S.LLM_PARAM_INVALID, "check 0 <= range.start < range.stop failed");
+  }
   return [start as number, stop as number];
 }
 
@@ -375,14 +379,14 @@ function pushRanges(layers: LayerSpec | null, src: PushShape): [number, number, 
   const per = layers?.perLayer ?? 2;
   if (!isInt(per)) refuse("TypeError");
   if ((per as number) < 0 || (per as number) > UINT32_MAX) refuse("ValueError");
-  if (per === 0) refuse(S.LLM_PARAM_INVALID);
+  if (per === 0) refuse(S.LLM_PARAM_INVALID, "tensor_num_per_layer (0) is invalid");
   const n = per as number;
   const given = [layerRange(layers?.src), layerRange(layers?.dst)];
   const all: [number, number] = [0, Math.floor(src.tensors / n)];
   const [s, d] = given.map((r) => r ?? all);
-  if (s[1] - s[0] !== d[1] - d[0]) refuse(S.LLM_PARAM_INVALID);
+  if (s[1] - s[0] !== d[1] - d[0]) refuse(S.LLM_PARAM_INVALID, "src_layer_range size should be equal");
   if (s[1] === s[0]) return null;
-  if (src.tensors % n !== 0) refuse(S.LLM_PARAM_INVALID);
+  if (src.tensors % n !== 0) refuse(S.LLM_PARAM_INVALID, "must be a multiple of tensor_num_per_layer");
   return [s[0] * n, d[0] * n, (s[1] - s[0]) * n];
 }
 
@@ -395,16 +399,16 @@ function destination(model: PushModel, key: PushKey): { side: "p" | "q"; cache: 
   let row = 0;
   if (key.kind === "blocks") {
     cache = caches.findIndex((c, i) => c.model === key.model && live(i));
-    if (cache < 0) refuse(S.LLM_KV_CACHE_NOT_EXIST);
+    if (cache < 0) refuse(S.LLM_KV_CACHE_NOT_EXIST, "no blocks cache holds key");
   } else {
     // By id: the id of P's cache `cache`, or at Q, of Q's cache `cache` modulo their number.
-    if (key.cache === "unknown") return refuse(S.LLM_KV_CACHE_NOT_EXIST);
+    if (key.cache === "unknown") return refuse(S.LLM_KV_CACHE_NOT_EXIST, "does not exist at cluster");
     cache = key.cluster === "Q" ? key.cache % Q_CACHES.length : key.cache;
-    if (!live(cache)) refuse(S.LLM_KV_CACHE_NOT_EXIST);
+    if (!live(cache)) refuse(S.LLM_KV_CACHE_NOT_EXIST, "does not exist at cluster");
     row = key.batchIndex;
-    if (row >= caches[cache].batch) refuse(S.LLM_PARAM_INVALID);
+    if (row >= caches[cache].batch) refuse(S.LLM_PARAM_INVALID, `batch index[${row}] is out of range`);
   }
-  if (!caches[cache].remote) refuse(S.LLM_PARAM_INVALID);
+  if (!caches[cache].remote) refuse(S.LLM_PARAM_INVALID, "remote cache is not remote accessible");
   return { side: key.cluster === "P" ? "p" : "q", cache, row };
 }
 
@@ -429,10 +433,10 @@ function answered(
   const shape = (to.side === "p" ? P_CACHES : Q_CACHES)[to.cache];
   const src = D_CACHES[from];
   const [, d0, count] = ranges;
-  if (d0 + count > shape.tensors) refuse(S.LLM_PARAM_INVALID);
-  if (shape.row !== src.row) refuse(S.LLM_PARAM_INVALID);
+  if (d0 + count > shape.tensors) refuse(S.LLM_PARAM_INVALID, "dst tensors [");
+  if (shape.row !== src.row) refuse(S.LLM_PARAM_INVALID, `src block size:${src.row} and dst block size:${shape.row}`);
   const pairs = pairsOf(to.row);
-  if (pairs.some(([, d]) => d >= shape.batch)) refuse(S.LLM_PARAM_INVALID);
+  if (pairs.some(([, d]) => d >= shape.batch)) refuse(S.LLM_PARAM_INVALID, "dst_block_index:");
   return {
     want: "ok",
     apply: () => copy((to.side === "p" ? model.p : model.q)[to.cache], model.d[from], src.row, ranges, pairs),
@@ -441,27 +445,27 @@ function answered(
 
 export function predictPush(model: PushModel, c: PushCall): Prediction {
   try {
-    if (c.noRemote) refuse(S.LLM_PARAM_INVALID);
+    if (c.noRemote) refuse(S.LLM_PARAM_INVALID, "is only supported while enable_remote_cache_accessible is True");
     const src = D_CACHES[c.src];
     if (c.kind === "pushBlocks") {
       if (c.key.kind !== "blocks") refuse("TypeError");
       const srcList = c.srcBlocks ?? [], dstList = c.dstBlocks ?? [];
       if (!srcList.every(isInt) || !dstList.every(isInt)) refuse("TypeError");
-      if (!src.blocks) refuse(S.LLM_PARAM_INVALID);
-      if (dstList.length === 0) refuse(S.LLM_PARAM_INVALID);
+      if (!src.blocks) refuse(S.LLM_PARAM_INVALID, "cache should be blocks cache");
+      if (dstList.length === 0) refuse(S.LLM_PARAM_INVALID, "dst_blocks can not be empty");
       const ranges = pushRanges(c.layers, src);
-      if (srcList.length !== dstList.length) refuse(S.LLM_PARAM_INVALID);
+      if (srcList.length !== dstList.length) refuse(S.LLM_PARAM_INVALID, "not match dst_block num");
       if (ranges === null) return { want: "ok" };
-      if (src.freed) refuse(S.LLM_KV_CACHE_NOT_EXIST);
-      if (!src.remote) refuse(S.LLM_PARAM_INVALID);
+      if (src.freed) refuse(S.LLM_KV_CACHE_NOT_EXIST, "was deallocated");
+      if (!src.remote) refuse(S.LLM_PARAM_INVALID, "local cache is not remote accessible");
       const pairs = (srcList as number[]).map((s, i) => [s, dstList[i] as number]);
       // Unsigned natively: a negative source is beyond any cache, a destination of -1 is 2^64 - 1.
       for (const [s, d] of pairs) {
-        if (s < 0 || s >= src.batch) refuse(S.LLM_PARAM_INVALID);
-        if (d === -1) refuse(S.LLM_PARAM_INVALID);
+        if (s < 0 || s >= src.batch) refuse(S.LLM_PARAM_INVALID, "src_block_index:");
+        if (d === -1) refuse(S.LLM_PARAM_INVALID, "dst_block_index:18446744073709551615");
       }
-      if (ranges[0] + ranges[2] > src.tensors) refuse(S.LLM_PARAM_INVALID);
-      if (c.key.kind === "blocks" && c.key.cluster === "unlinked") refuse(S.LLM_NOT_YET_LINK);
+      if (ranges[0] + ranges[2] > src.tensors) refuse(S.LLM_PARAM_INVALID, "src tensors [");
+      if (c.key.kind === "blocks" && c.key.cluster === "unlinked") refuse(S.LLM_NOT_YET_LINK, "not linked to cluster");
       // A negative destination other than -1 is huge: out of the destination's range.
       return answered(model, c.key, c.src, ranges, () => pairs.map(([s, d]) => [s, d < 0 ? Infinity : d]));
     }
@@ -469,20 +473,38 @@ export function predictPush(model: PushModel, c: PushCall): Prediction {
     const row = c.srcBatchIndex ?? 0;
     if (!isInt(row)) refuse("TypeError");
     if ((row as number) < 0 || (row as number) > UINT32_MAX) refuse("ValueError");
-    if (src.blocks) refuse(S.LLM_PARAM_INVALID);
+    if (src.blocks) refuse(S.LLM_PARAM_INVALID, "cache can not be blocks cache");
     const ranges = pushRanges(c.layers, src);
     const size = c.size ?? -1;
     if (!isInt(size)) refuse("TypeError");
-    if (size !== -1) refuse(S.LLM_PARAM_INVALID);
+    if (size !== -1) refuse(S.LLM_PARAM_INVALID, `size (${size}) is invalid, should be = -1`);
     if (ranges === null) return { want: "ok" };
-    if (src.freed) refuse(S.LLM_KV_CACHE_NOT_EXIST);
-    if (!src.remote) refuse(S.LLM_PARAM_INVALID);
-    if ((row as number) >= src.batch) refuse(S.LLM_PARAM_INVALID);
-    if (ranges[0] + ranges[2] > src.tensors) refuse(S.LLM_PARAM_INVALID);
-    if (c.key.kind === "byId" && c.key.cluster === "unlinked") refuse(S.LLM_NOT_YET_LINK);
+    if (src.freed) refuse(S.LLM_KV_CACHE_NOT_EXIST, "was deallocated");
+    if (!src.remote) refuse(S.LLM_PARAM_INVALID, "local cache is not remote accessible");
+    if ((row as number) >= src.batch) {
+      // Known: the native call takes an int32, so an index from 2^31 up (which
+      // upstream's check_uint32 allows) is reported wrapped, as negative.
+      refuse(S.LLM_PARAM_INVALID, `src_batch_index ${row as number > 0x7FFF_FFFF ? (row as number) | 0 : row} is out of range`);
+    }
+    if (ranges[0] + ranges[2] > src.tensors) refuse(S.LLM_PARAM_INVALID, "src tensors [");
+    if (c.key.kind === "byId" && c.key.cluster === "unlinked") refuse(S.LLM_NOT_YET_LINK, "not linked to cluster");
     return answered(model, c.key, c.src, ranges, (dstRow) => [[row as number, dstRow]]);
   } catch (err) {
-    if (err instanceof Refused) return { want: err.want };
+    if (err instanceof Refused) return { want: err.want, why: err.why };
+    throw err;
+  }
+}
+
+/** What a call ended with: the outcome, and the error's message. */
+export async function pushOutcomeOf(call: () => Promise<unknown>): Promise<{ want: Want; message: string }> {
+  try {
+    await call();
+    return { want: "ok", message: "" };
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    if (err instanceof TypeError) return { want: "TypeError", message };
+    if (err instanceof ValueError) return { want: "ValueError", message };
+    if (err instanceof LLMException) return { want: err.statusCode, message };
     throw err;
   }
 }
