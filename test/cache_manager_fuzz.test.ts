@@ -50,6 +50,7 @@ import {
   D_CACHES,
   P_CACHES,
   type PushCall,
+  type PushCommand,
   pushCommand,
   pushKeyOf,
   type PushModel,
@@ -551,6 +552,24 @@ test("pushCache and pushBlocks from a linked DECODER match a model of both sides
   const [status] = await d.linkClusters(clusters, 5000);
   assert.equal(status, LLMStatusCode.LLM_SUCCESS);
   const tally = new Map<string, number>();
+  // Fixed cases, run first every time: what the fuzz found.
+  const row = (srcBatchIndex: number): PushCommand => ({
+    kind: "pushCache",
+    noRemote: false,
+    key: { kind: "byId", cluster: "P", cache: 4, batchIndex: 1 },
+    src: 3,
+    srcBatchIndex,
+    layers: null,
+    size: -1,
+  });
+  const examples: [PushCommand[]][] = [
+    // srcBatchIndex 2^31 and 2^32 - 1 (upstream's uint32) reached the native
+    // int32 wrapped, and its error told a negative index (seed 3, 400 runs).
+    [[row(2 ** 31), row(2 ** 32 - 1), row(2)]],
+    // The PROMPT unregisters registered memory a push has just written: refused
+    // as in use without the barrier above (found by seeds 1 and 3, 400 runs).
+    [[row(1), { kind: "promptFree", cache: 4 }, row(0)]],
+  ];
   try {
     const details = await fc.check(
       fc.asyncProperty(fc.array(pushCommand, { minLength: 1, maxLength: 25 }), async (commands) => {
@@ -679,7 +698,7 @@ test("pushCache and pushBlocks from a linked DECODER match a model of both sides
           }
         }
       }),
-      { seed, numRuns: runs, endOnFailure: process.env.LLMDD_FUZZ_SHRINK === "0" },
+      { seed, numRuns: runs, endOnFailure: process.env.LLMDD_FUZZ_SHRINK === "0", examples },
     );
     if (details.failed) {
       const error = details.errorInstance;

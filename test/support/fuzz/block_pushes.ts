@@ -481,11 +481,8 @@ export function predictPush(model: PushModel, c: PushCall): Prediction {
     if (ranges === null) return { want: "ok" };
     if (src.freed) refuse(S.LLM_KV_CACHE_NOT_EXIST, "was deallocated");
     if (!src.remote) refuse(S.LLM_PARAM_INVALID, "local cache is not remote accessible");
-    if ((row as number) >= src.batch) {
-      // Known: the native call takes an int32, so an index from 2^31 up (which
-      // upstream's check_uint32 allows) is reported wrapped, as negative.
-      refuse(S.LLM_PARAM_INVALID, `src_batch_index ${row as number > 0x7FFF_FFFF ? (row as number) | 0 : row} is out of range`);
-    }
+    // The native call takes an int32: 2^31 and up come wrapped, and are told as given.
+    if ((row as number) >= src.batch) refuse(S.LLM_PARAM_INVALID, `src_batch_index ${row} is out of range`);
     if (ranges[0] + ranges[2] > src.tensors) refuse(S.LLM_PARAM_INVALID, "src tensors [");
     if (c.key.kind === "byId" && c.key.cluster === "unlinked") refuse(S.LLM_NOT_YET_LINK, "not linked to cluster");
     return answered(model, c.key, c.src, ranges, (dstRow) => [[row as number, dstRow]]);
