@@ -191,40 +191,49 @@ const pairsIn = (srcMax: number, dstMax: number) =>
 /** pushBlocks that should mostly succeed: sources and destinations of one geometry. */
 const plausiblePushBlocks: fc.Arbitrary<PushCall> = fc.oneof(
   // 4 × 8 × 32 (pooled or registered, or local or freed) into P's model 0 (pool) or 2 (registered).
-  { weight: 6, arbitrary: fc.tuple(
-    fc.constantFrom(0, 0, 5, 5, 7, 9),
-    fc.constantFrom(0, 0, 2, 2, 3),
-    pairsIn(8, 8),
-    fitting(2, 2),
-  ).map(([src, model, pairs, layers]) => ({
-    kind: "pushBlocks" as const,
-    noRemote: false,
-    key: { kind: "blocks" as const, cluster: "P" as const, model },
-    src,
-    srcBlocks: pairs.map((p) => p[0]),
-    dstBlocks: pairs.map((p) => p[1]),
-    layers,
-  })) },
+  {
+    weight: 6,
+    arbitrary: fc.tuple(
+      fc.constantFrom(0, 0, 5, 5, 7, 9),
+      fc.constantFrom(0, 0, 2, 2, 3),
+      pairsIn(8, 8),
+      fitting(2, 2),
+    ).map(([src, model, pairs, layers]) => ({
+      kind: "pushBlocks" as const,
+      noRemote: false,
+      key: { kind: "blocks" as const, cluster: "P" as const, model },
+      src,
+      srcBlocks: pairs.map((p) => p[0]),
+      dstBlocks: pairs.map((p) => p[1]),
+      layers,
+    })),
+  },
   // 2 × 6 × 64 into P's model 1, all of it or one layer (of 2 tensors) into one.
-  { weight: 3, arbitrary: fc.tuple(pairsIn(6, 6), fitting(1, 1)).map(([pairs, layers]) => ({
-    kind: "pushBlocks" as const,
-    noRemote: false,
-    key: { kind: "blocks" as const, cluster: "P" as const, model: 1 },
-    src: 1,
-    srcBlocks: pairs.map((p) => p[0]),
-    dstBlocks: pairs.map((p) => p[1]),
-    layers,
-  })) },
+  {
+    weight: 3,
+    arbitrary: fc.tuple(pairsIn(6, 6), fitting(1, 1)).map(([pairs, layers]) => ({
+      kind: "pushBlocks" as const,
+      noRemote: false,
+      key: { kind: "blocks" as const, cluster: "P" as const, model: 1 },
+      src: 1,
+      srcBlocks: pairs.map((p) => p[0]),
+      dstBlocks: pairs.map((p) => p[1]),
+      layers,
+    })),
+  },
   // Into Q's pool, which is closed to pushes.
-  { weight: 1, arbitrary: fc.tuple(pairsIn(8, 8)).map(([pairs]) => ({
-    kind: "pushBlocks" as const,
-    noRemote: false,
-    key: { kind: "blocks" as const, cluster: "Q" as const, model: 0 },
-    src: 0,
-    srcBlocks: pairs.map((p) => p[0]),
-    dstBlocks: pairs.map((p) => p[1]),
-    layers: null,
-  })) },
+  {
+    weight: 1,
+    arbitrary: fc.tuple(pairsIn(8, 8)).map(([pairs]) => ({
+      kind: "pushBlocks" as const,
+      noRemote: false,
+      key: { kind: "blocks" as const, cluster: "Q" as const, model: 0 },
+      src: 0,
+      srcBlocks: pairs.map((p) => p[0]),
+      dstBlocks: pairs.map((p) => p[1]),
+      layers: null,
+    })),
+  },
 );
 
 /** pushCache that should mostly succeed: a 32-byte row into a row (or a block) of P's. */
@@ -528,3 +537,229 @@ export function pushKeyOf(world: PushWorld, key: PushKey): BlocksCacheKey | Cach
     : ids[key.cache % ids.length];
   return new CacheKeyByIdAndIndex(cluster, id, key.batchIndex);
 }
+
+// ---------------------------------------------------------------------------
+// transferCacheAsync by TransferWithCacheKeyConfig, with a synchronous synchronizer
+
+/** One target: a key, the source's layers [srcStart, +layers), the destination's from dstStart. */
+export interface TargetSpec {
+  key: Exclude<PushKey, { kind: "bogus" }>;
+  srcStart: number;
+  layers: number;
+  dstStart: number;
+  srcBatchIndex: number;
+}
+
+export interface TransferCall {
+  kind: "transfer";
+  src: number;
+  targets: TargetSpec[];
+  /** A plain object among the configs (TypeError). */
+  wrongConfig: boolean;
+  srcBlocks: Index[] | undefined;
+  dstBlocks: Index[] | undefined;
+  /** The layer the synchronizer refuses (returns false, or throws), if any. */
+  refuseAt: number | null;
+  throws: boolean;
+}
+
+const target: fc.Arbitrary<TargetSpec> = fc.record({
+  key: fc.oneof({ weight: 3, arbitrary: blocksKey }, { weight: 2, arbitrary: byIdKey }) as fc.Arbitrary<
+    TargetSpec["key"]
+  >,
+  srcStart: fc.nat(2),
+  layers: fc.oneof({ weight: 4, arbitrary: fc.constant(1) }, { weight: 1, arbitrary: fc.constant(2) }),
+  dstStart: fc.oneof({ weight: 6, arbitrary: fc.nat(1) }, { weight: 1, arbitrary: fc.nat(3) }),
+  srcBatchIndex: fc.oneof({ weight: 6, arbitrary: fc.constant(0) }, { weight: 2, arbitrary: fc.nat(3) }),
+}).map((t) => (t.key.kind === "blocks" ? { ...t, srcBatchIndex: 0 } : t));
+
+const transferIndex: fc.Arbitrary<Index> = fc.oneof(
+  { weight: 16, arbitrary: fc.nat(9) },
+  { weight: 1, arbitrary: fc.constantFrom<Index>(-1, 1.5) },
+);
+
+/** A target that fits a 4-tensor (2-layer) source: blocks into P's blocks caches, or a row into P's rows. */
+const fittingTarget = (rows: boolean): fc.Arbitrary<TargetSpec> =>
+  fc.record({
+    key: rows
+      ? fc.record({
+        kind: fc.constant("byId" as const),
+        cluster: fc.constant("P" as const),
+        cache: fc.constantFrom(2, 4),
+        batchIndex: fc.nat(2),
+      })
+      : fc.record({
+        kind: fc.constant("blocks" as const),
+        cluster: fc.constant("P" as const),
+        model: fc.constantFrom(0, 2),
+      }),
+    srcStart: fc.nat(1),
+    layers: fc.constant(1),
+    dstStart: fc.nat(1),
+    srcBatchIndex: rows ? fc.nat(2) : fc.constant(0),
+  });
+
+/** Transfers that should mostly succeed: blocks (or rows) of a 4-tensor source to one or two fitting targets. */
+const plausibleTransfer: fc.Arbitrary<TransferCall> = fc.boolean().chain((rows) =>
+  fc.record({
+    kind: fc.constant("transfer" as const),
+    src: rows ? fc.constantFrom(3, 6) : fc.constantFrom(0, 5),
+    targets: fc.array(fittingTarget(rows), { minLength: 1, maxLength: 2 }),
+    wrongConfig: fc.constant(false),
+    srcBlocks: fc.constant<Index[] | undefined>(undefined),
+    dstBlocks: fc.constant<Index[] | undefined>(undefined),
+    refuseAt: fc.oneof({ weight: 4, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: fc.nat(1) }),
+    throws: fc.boolean(),
+  }).chain((c) =>
+    rows ? fc.constant(c) : fc.array(fc.tuple(fc.nat(7), fc.nat(7)), { minLength: 1, maxLength: 3 }).map((pairs) => ({
+      ...c,
+      srcBlocks: pairs.map((p) => p[0]) as Index[],
+      dstBlocks: pairs.map((p) => p[1]) as Index[],
+    }))
+  )
+);
+
+const randomTransfer: fc.Arbitrary<TransferCall> = fc.record({
+  kind: fc.constant("transfer" as const),
+  src: fc.oneof({ weight: 8, arbitrary: fc.constantFrom(0, 1, 3, 5, 6) }, {
+    weight: 1,
+    arbitrary: fc.nat(D_CACHES.length - 1),
+  }),
+  targets: fc.array(target, { minLength: 1, maxLength: 3 }),
+  wrongConfig: fc.oneof({ weight: 30, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }),
+  lists: fc.oneof(
+    { weight: 3, arbitrary: fc.constant({ src: undefined, dst: undefined }) },
+    {
+      weight: 4,
+      arbitrary: fc.array(fc.tuple(fc.nat(7), fc.nat(7)), { minLength: 1, maxLength: 3 }).map((pairs) => ({
+        src: pairs.map((p) => p[0]) as Index[] | undefined,
+        dst: pairs.map((p) => p[1]) as Index[] | undefined,
+      })),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        src: fc.option(fc.array(transferIndex, { maxLength: 3 }), { nil: undefined }),
+        dst: fc.option(fc.array(transferIndex, { maxLength: 3 }), { nil: undefined }),
+      }),
+    },
+  ),
+  refuseAt: fc.oneof({ weight: 3, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: fc.nat(2) }),
+  throws: fc.boolean(),
+}).map(({ lists, ...rest }) => ({ ...rest, srcBlocks: lists.src, dstBlocks: lists.dst }));
+
+export const transferCommand: fc.Arbitrary<TransferCall> = fc.oneof(
+  { weight: 3, arbitrary: plausibleTransfer },
+  { weight: 2, arbitrary: randomTransfer },
+);
+
+/** What a transfer does: refused at once (`throws`), or the layers asked, each target's status, and synchronize's. */
+export interface TransferPrediction {
+  throws?: { want: Want; why?: string };
+  asked: number[];
+  results: (LLMStatusCode | undefined)[];
+  synchronize: LLMStatusCode;
+}
+
+const clusterOf = (key: PushKey) => (key.kind === "bogus" ? "P" : key.cluster);
+
+/**
+ * Predicts transferCacheAsync(D cache `src`, a synchronizer, configs, block
+ * lists) and applies each layer it moves to the model as it goes (the layers
+ * before a failure stay moved).
+ */
+export function predictTransfer(model: PushModel, c: TransferCall): TransferPrediction {
+  const src = D_CACHES[c.src];
+  const numLayers = src.tensors / 2;
+  try {
+    const list = (l: Index[] | undefined) => {
+      for (const b of l ?? []) {
+        if (!isInt(b)) refuse("TypeError");
+        if ((b as number) < 0) refuse("ValueError");
+      }
+      return l?.length ? (l as number[]) : undefined;
+    };
+    const dst = list(c.dstBlocks), srcList = list(c.srcBlocks);
+    if (srcList) {
+      if (!dst) refuse(S.LLM_PARAM_INVALID, "transfer from blocks to cache is not supported");
+      if (srcList.length !== dst!.length) refuse(S.LLM_PARAM_INVALID, "num_block_indices mismatches");
+    } else if (dst) {
+      refuse(S.LLM_PARAM_INVALID, "dst_block_memory_size must be set");
+    }
+    if (c.wrongConfig) refuse("TypeError");
+    for (const t of c.targets) {
+      if (srcList && t.srcBatchIndex !== 0) refuse(S.LLM_PARAM_INVALID, "!= 0 while src is blocks");
+      if (t.srcStart + t.layers > numLayers) refuse(S.LLM_PARAM_INVALID, "out of range, src_layer_num");
+    }
+    const results = new Map<Cluster, LLMStatusCode>();
+    const asked: number[] = [];
+    run: for (let layer = 0; layer < numLayers; layer++) {
+      const now = c.targets.filter((t) => t.srcStart <= layer && layer < t.srcStart + t.layers);
+      if (now.length === 0) continue;
+      asked.push(layer);
+      if (layer === c.refuseAt) {
+        for (const t of now) results.set(clusterOf(t.key), S.LLM_PARAM_INVALID);
+        break;
+      }
+      for (const t of now) {
+        const ranges: [number, number, number] = [2 * layer, 2 * (t.dstStart + layer - t.srcStart), 2];
+        const p = layerPush(model, c.src, t, ranges, srcList, dst);
+        if (p.want !== "ok") {
+          results.set(clusterOf(t.key), p.want as LLMStatusCode);
+          break run;
+        }
+        p.apply?.();
+        if (layer === t.srcStart + t.layers - 1) results.set(clusterOf(t.key), S.LLM_SUCCESS);
+      }
+    }
+    const list2 = c.targets.map((t) => results.get(clusterOf(t.key)));
+    return {
+      asked,
+      results: list2,
+      synchronize: list2.find((s) => s !== undefined && s !== S.LLM_SUCCESS) ?? S.LLM_SUCCESS,
+    };
+  } catch (err) {
+    if (err instanceof Refused) {
+      return { throws: { want: err.want, why: err.why }, asked: [], results: [], synchronize: S.LLM_SUCCESS };
+    }
+    throw err;
+  }
+}
+
+/** One layer of a transfer to one target: one native push (transfer.ts transferLayer). */
+function layerPush(
+  model: PushModel,
+  from: number,
+  t: TargetSpec,
+  ranges: [number, number, number],
+  srcList: number[] | undefined,
+  dstList: number[] | undefined,
+): Prediction {
+  try {
+    const src = D_CACHES[from];
+    if (src.freed) refuse(S.LLM_KV_CACHE_NOT_EXIST);
+    if (t.key.kind === "blocks") {
+      // Blocks to blocks; without lists, row (or block) 0 to block 0.
+      const pairs = srcList && dstList ? srcList.map((s, i) => [s, dstList[i]]) : [[0, 0]];
+      if (!src.remote) refuse(S.LLM_PARAM_INVALID);
+      for (const [s] of pairs) if (s >= src.batch) refuse(S.LLM_PARAM_INVALID);
+      if (t.key.cluster === "unlinked") refuse(S.LLM_NOT_YET_LINK);
+      return answered(model, t.key, from, ranges, () => pairs);
+    }
+    if (srcList) refuse(S.LLM_FEATURE_NOT_ENABLED);
+    if (!src.remote) refuse(S.LLM_PARAM_INVALID);
+    if (t.srcBatchIndex >= src.batch) refuse(S.LLM_PARAM_INVALID);
+    if (t.key.cluster === "unlinked") refuse(S.LLM_NOT_YET_LINK);
+    return answered(model, t.key, from, ranges, (dstRow) => [[t.srcBatchIndex, dstRow]]);
+  } catch (err) {
+    if (err instanceof Refused) return { want: err.want, why: err.why };
+    throw err;
+  }
+}
+
+/** The push fuzz's commands: pushes, transfers, writes, frees. */
+export type PushFuzzCommand = PushCommand | TransferCall;
+export const pushFuzzCommand: fc.Arbitrary<PushFuzzCommand> = fc.oneof(
+  { weight: 6, arbitrary: pushCommand },
+  { weight: 1, arbitrary: transferCommand },
+);
