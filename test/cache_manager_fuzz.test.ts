@@ -702,7 +702,7 @@ test("pushCache and pushBlocks from a linked DECODER match a model of both sides
               if (c.wrongConfig) configs.push({ cacheKey: new BlocksCacheKey(p.clusterId, 0) });
               const label = `transferCacheAsync(${fc.stringify(c)})`;
               let task: CacheTask | undefined;
-              const started = await pushOutcomeOf(async () => {
+              const started = await pushOutcomeOf(() => {
                 task = DM.transferCacheAsync(
                   dCaches[c.src],
                   synchronizer,

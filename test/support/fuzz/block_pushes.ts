@@ -502,7 +502,7 @@ export function predictPush(model: PushModel, c: PushCall): Prediction {
 }
 
 /** What a call ended with: the outcome, and the error's message. */
-export async function pushOutcomeOf(call: () => Promise<unknown>): Promise<{ want: Want; message: string }> {
+export async function pushOutcomeOf(call: () => unknown): Promise<{ want: Want; message: string }> {
   try {
     await call();
     return { want: "ok", message: "" };
