@@ -571,6 +571,23 @@ test("pushCache and pushBlocks from a linked DECODER match a model of both sides
     // int32 wrapped on Node and Bun, whose error told a negative index (seed 3,
     // 400 runs), and on Deno threw its FFI's untyped "Invalid FFI i32 type".
     [[row(2 ** 31), row(2 ** 32 - 1), row(2)]],
+    // The same through transferCacheAsync (its layers go through the same native push).
+    [[{
+      kind: "transfer",
+      src: 3,
+      targets: [{
+        key: { kind: "byId", cluster: "P", cache: 4, batchIndex: 0 },
+        srcStart: 0,
+        layers: 1,
+        dstStart: 1,
+        srcBatchIndex: 2 ** 31,
+      }],
+      wrongConfig: false,
+      srcBlocks: undefined,
+      dstBlocks: undefined,
+      refuseAt: null,
+      throws: false,
+    }]],
     // The PROMPT unregisters registered memory a push has just written: without
     // the barrier above it may be refused as in use (seeds 1 and 3 of 400 runs hit it).
     [[row(1), { kind: "promptFree", cache: 4 }, row(0)]],
