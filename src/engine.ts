@@ -519,10 +519,12 @@ export class Engine {
   ): Promise<void> {
     const [k0, k1, k2] = words;
     const n = pairs === null ? 0 : pairs.length / 2;
+    // srcRow is a uint32 (upstream's check); the ABI's int32 takes 2^31 and up
+    // wrapped (Deno's FFI throws on them otherwise), the native side reads it back.
     return runLong(
       this.lib,
       "llmdd_cache_push_blocks",
-      [this.handle, record.cacheId, srcRow, kind, k0, k1, k2, pairs, n, ...tensors],
+      [this.handle, record.cacheId, srcRow | 0, kind, k0, k1, k2, pairs, n, ...tensors],
       op,
       context,
     );
@@ -547,7 +549,7 @@ export class Engine {
     return runLong(
       this.lib,
       "llmdd_cache_push_addrs",
-      [this.handle, record.cacheId, srcRow, clusterId, addrs, addrs.length, srcTensor, pairs, n, blockBytes],
+      [this.handle, record.cacheId, srcRow | 0, clusterId, addrs, addrs.length, srcTensor, pairs, n, blockBytes],
       op,
       context,
     );

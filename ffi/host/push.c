@@ -301,8 +301,9 @@ LLMDD_API int32_t llmdd_cache_push_blocks(uint64_t engine, uint64_t cache_id,
                        (unsigned long long)k2);
   if (status == LLMDD_SUCCESS && key_kind == LLMDD_KEY_BY_ID && !blocks &&
       (src_batch_index < 0 || (uint64_t)src_batch_index >= p.src->batch_size))
-    status = core_fail(LLMDD_PARAM_INVALID, "src_batch_index %d is out of range [0, %llu) of cache %llu",
-                       src_batch_index, (unsigned long long)p.src->batch_size,
+    /* As upstream's uint32 (the bindings pass 2^31 and up wrapped). */
+    status = core_fail(LLMDD_PARAM_INVALID, "src_batch_index %u is out of range [0, %llu) of cache %llu",
+                       (unsigned)src_batch_index, (unsigned long long)p.src->batch_size,
                        (unsigned long long)cache_id);
   if (status == LLMDD_SUCCESS && blocks && src_batch_index != 0)
     status = core_fail(LLMDD_PARAM_INVALID,
@@ -363,8 +364,9 @@ LLMDD_API int32_t llmdd_cache_push_addrs(uint64_t engine, uint64_t cache_id,
                        p.src->num_tensors);
   if (status == LLMDD_SUCCESS &&
       (src_batch_index < 0 || (uint64_t)src_batch_index >= p.src->batch_size))
-    status = core_fail(LLMDD_PARAM_INVALID, "src_batch_index %d is out of range [0, %llu) of cache %llu",
-                       src_batch_index, (unsigned long long)p.src->batch_size,
+    /* As upstream's uint32 (the bindings pass 2^31 and up wrapped). */
+    status = core_fail(LLMDD_PARAM_INVALID, "src_batch_index %u is out of range [0, %llu) of cache %llu",
+                       (unsigned)src_batch_index, (unsigned long long)p.src->batch_size,
                        (unsigned long long)cache_id);
   if (status == LLMDD_SUCCESS && num_pairs < 0)
     status = core_fail(LLMDD_PARAM_INVALID, "num_pairs %d is negative", num_pairs);
