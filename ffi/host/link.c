@@ -133,7 +133,7 @@ void host_link_unpin(struct link *l, uint64_t pin) {
   if (atomic_load(&l->broken)) return; /* the PROMPT dropped it with the connection */
   struct core_kept_error kept;
   core_error_keep(&kept);
-  struct msg done = {.type = MSG_DONE, .u.done = {.pin = pin, .consume = 0}};
+  struct msg done = {.type = MSG_DONE, .u.done = {.pin = pin, .flags = 0}};
   struct core_guard g = core_guard_for(UNPIN_TIMEOUT_MS, "releasing a pin");
   if (host_link_send(l, &done, &g) != LLMDD_SUCCESS) host_link_break(l);
   core_error_restore(&kept);

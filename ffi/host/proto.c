@@ -75,6 +75,7 @@ static int64_t body_size(uint16_t type, uint32_t devices) {
   case MSG_DONE: return 16;
   case MSG_UNLINK: return 0;
   case MSG_UNLINK_REPLY: return 8;
+  case MSG_DONE_REPLY: return 8;
   case MSG_AUTH: return 32;
   case MSG_AUTH_CHALLENGE: return 64;
   case MSG_AUTH_PROOF: return 32;
@@ -128,13 +129,17 @@ static uint32_t encode(const struct msg *m, uint8_t *buf) {
   }
   case MSG_DONE:
     put_u64(&c, m->u.done.pin);
-    put_u32(&c, m->u.done.consume);
+    put_u32(&c, m->u.done.flags);
     put_u32(&c, 0);
     break;
   case MSG_UNLINK:
     break;
   case MSG_UNLINK_REPLY:
     put_u32(&c, (uint32_t)m->u.unlink_status);
+    put_u32(&c, 0);
+    break;
+  case MSG_DONE_REPLY:
+    put_u32(&c, (uint32_t)m->u.done_status);
     put_u32(&c, 0);
     break;
   case MSG_AUTH:
@@ -240,13 +245,17 @@ static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m,
   }
   case MSG_DONE:
     m->u.done.pin = get_u64(&c);
-    m->u.done.consume = get_u32(&c);
-    zero = get_u32(&c);
+    m->u.done.flags = get_u32(&c);
+    zero = get_u32(&c) | (m->u.done.flags & ~(DONE_CONSUME | DONE_ACK));
     break;
   case MSG_UNLINK:
     break;
   case MSG_UNLINK_REPLY:
     m->u.unlink_status = (int32_t)get_u32(&c);
+    zero = get_u32(&c);
+    break;
+  case MSG_DONE_REPLY:
+    m->u.done_status = (int32_t)get_u32(&c);
     zero = get_u32(&c);
     break;
   case MSG_AUTH:

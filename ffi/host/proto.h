@@ -42,10 +42,14 @@
  *           same order.                                                       (8)
  *           A STREAM the PROMPT cannot take (unknown pin, a block outside the
  *           cache) closes the connection: the DECODER checked it beforehand.
- *   DONE    u64 pin, u32 consume (1: also release the key it was found by), u32 0
- *           No answer: requests on a connection are handled in order, so a DONE
- *           sent right after a LOOKUP (by a DECODER that gave up waiting) finds
- *           its pin, if the LOOKUP made one; an unknown pin is ignored.      (16)
+ *   DONE    u64 pin, u32 flags (DONE_CONSUME: also release the key it was
+ *           found by; DONE_ACK: answer once the pin is dropped), u32 0
+ *           Requests on a connection are handled in order, so a DONE sent
+ *           right after a LOOKUP (by a DECODER that gave up waiting) finds its
+ *           pin, if the LOOKUP made one; an unknown pin is ignored.          (16)
+ *     → DONE_REPLY (only with DONE_ACK) i32 status (0), u32 0: a push waits for
+ *           it, so that once it returned the destination is free at the peer
+ *           (an unregisterCache there is not refused as "in use").           (8)
  *   UNLINK  (empty) → UNLINK_REPLY i32 status, u32 0; then the PROMPT closes (0 / 8)
  *   UCX     u32 0, u32 0: the data of this link is to move over UCX (ucx.h)  (8)
  *     → UCX_REPLY i32 status, u32 device count n, u32 address bytes a, u32 0,
@@ -88,6 +92,7 @@ enum msg_type {
   MSG_STREAM_REPLY = 12,
   MSG_UCX = 13,
   MSG_UCX_REPLY = 14,
+  MSG_DONE_REPLY = 15,
 };
 
 #define LOOKUP_WRITE 1u     /* msg_lookup.flags */
@@ -155,8 +160,10 @@ struct msg_stream {
 
 struct msg_done {
   uint64_t pin;
-  uint32_t consume;
+  uint32_t flags; /* DONE_CONSUME | DONE_ACK */
 };
+#define DONE_CONSUME 1u
+#define DONE_ACK 2u
 
 struct msg_ucx_reply {
   int32_t status;
@@ -180,6 +187,7 @@ struct msg {
     struct msg_auth auth;
     struct msg_stream stream;
     int32_t stream_status;
+    int32_t done_status;
     struct msg_ucx_reply *ucx_reply; /* out of line: it is large */
   } u;
 };

@@ -325,7 +325,8 @@ static int32_t pull_run(struct task *t) {
   if (repeatable && r->where == LOOKUP_IN_POOLS)
     host_fast_keep(p->link->fast, p->key_kind, p->k, &stamp, r);
   struct msg done = {.type = MSG_DONE,
-                     .u.done = {.pin = r->pin, .consume = p->key_kind == LLMDD_KEY_CACHE_KEY}};
+                     .u.done = {.pin = r->pin,
+                                .flags = p->key_kind == LLMDD_KEY_CACHE_KEY ? DONE_CONSUME : 0}};
   struct core_guard quick = core_guard_for(1000, "releasing the pin");
   if (host_link_send(p->link, &done, &quick) != LLMDD_SUCCESS) {
     /* The row is here and intact; the PROMPT drops the pin with the connection,

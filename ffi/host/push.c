@@ -195,9 +195,12 @@ static int32_t push_one(struct push_task *p, int32_t kind, const uint64_t k[3], 
     return status;
   }
   if (!host_link_alive(p->link)) return gone(p, "during the push");
-  struct msg done = {.type = MSG_DONE, .u.done = {.pin = r->pin, .consume = 0}};
+  /* Acknowledged: once the push returns, the peer has dropped the pin, so the
+   * program there may unregister or free the destination at once. */
+  struct msg done = {.type = MSG_DONE, .u.done = {.pin = r->pin, .flags = DONE_ACK}};
   struct core_guard quick = core_guard_for(1000, "releasing the pin");
-  if (host_link_send(p->link, &done, &quick) != LLMDD_SUCCESS) host_link_break(p->link);
+  if (host_link_exchange(p->link, &done, MSG_DONE_REPLY, &answer, &quick) != LLMDD_SUCCESS)
+    host_link_break(p->link); /* the bytes are there; the pin goes with the connection */
   return LLMDD_SUCCESS;
 }
 

@@ -214,7 +214,7 @@ static void done(struct connection *c, const struct msg_done *q) {
   for (int32_t i = 0; i < c->num_pins; i++) {
     if (c->pins[i].id != q->pin) continue;
     pthread_mutex_lock(&e->lock);
-    drop_pin(c, i, q->consume != 0);
+    drop_pin(c, i, (q->flags & DONE_CONSUME) != 0);
     pthread_mutex_unlock(&e->lock);
     return;
   }
@@ -300,7 +300,10 @@ static bool handle(struct connection *c, const struct msg *m) {
   case MSG_DONE:
     if (!c->greeted) return false;
     done(c, &m->u.done);
-    return true;
+    if ((m->u.done.flags & DONE_ACK) == 0) return true;
+    answer.type = MSG_DONE_REPLY;
+    answer.u.done_status = LLMDD_SUCCESS;
+    return reply(c, &answer);
   case MSG_STREAM:
     if (!c->greeted) return false;
     return stream(c, m);

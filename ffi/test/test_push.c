@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "util.h"
@@ -166,6 +167,34 @@ TEST(push_blocks_into_pooled_and_registered_memory) {
   EXPECT_STATUS(llmdd_unlink(p.decoder, p.prompt_cluster, 0, 0), LLMDD_SUCCESS);
   EXPECT_STATUS(llmdd_cache_unregister(p.prompt, reg), LLMDD_SUCCESS);
   for (int32_t t = 0; t < 4; t++) free(regs[t]);
+  duo_close(&p);
+}
+
+/* A push that returned has released its destination at the peer: the program
+ * there may unregister it at once (DONE is acknowledged). Before, the PROMPT
+ * could still hold the push's pin for a moment and refuse ("in use"). */
+TEST(a_returned_push_has_released_its_destination) {
+  struct duo p;
+  CHECK(duo_open(&p, REMOTE, REMOTE));
+  uint64_t src_addrs[1];
+  uint64_t src = pooled(p.decoder, 1, 2, 0, 0, src_addrs);
+  uint64_t pair[2] = {1, 0};
+  for (int i = 0; i < 200 && src != 0; i++) {
+    uint8_t *buffer[1];
+    uint64_t dst = registered(p.prompt, 1, 2, 1, p.prompt_cluster, MODEL, buffer, 3);
+    if (dst == 0) break;
+    int32_t pushed = push(p.decoder, src, 0, LLMDD_KEY_BLOCKS, p.prompt_cluster, 0, MODEL, pair, 1, 0, 0, 0);
+    int32_t unregistered = llmdd_cache_unregister(p.prompt, dst);
+    bool ok = EXPECT_STATUS(pushed, LLMDD_SUCCESS) && EXPECT_STATUS(unregistered, LLMDD_SUCCESS) &&
+              block_is(buffer[0], 0, src, 0, 1);
+    if (unregistered != LLMDD_SUCCESS) fprintf(stderr, "    round %d: %s\n", i, last_error());
+    for (int tries = 0; unregistered != LLMDD_SUCCESS && tries < 1000; tries++) {
+      usleep(1000); /* the memory must be the program's before it is freed */
+      unregistered = llmdd_cache_unregister(p.prompt, dst);
+    }
+    free(buffer[0]);
+    if (!ok) break;
+  }
   duo_close(&p);
 }
 
