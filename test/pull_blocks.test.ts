@@ -13,7 +13,6 @@ import {
   CacheKey,
   CacheKeyByIdAndIndex,
   DataType,
-  LLMClusterInfo,
   LLMDataDist,
   LLMRole,
   LLMStatusCode,
@@ -21,6 +20,7 @@ import {
 } from "../mod.ts";
 import { startChild } from "./support/children.ts";
 import { patternByte } from "./support/pattern.ts";
+import { link } from "./support/links.ts";
 import { freshClusterId, rejectsWith, rejectsWithStatus, sleep } from "./helpers.ts";
 
 const FILL = 0xEE;
@@ -33,15 +33,6 @@ async function openDecoder(poolBytes = 16 << 20, syncKvTimeout = 10_000): Promis
     "llm.SyncKvCacheWaitTime": String(syncKvTimeout),
   });
   return dd;
-}
-
-async function link(decoder: LLMDataDist, clusterId: bigint, port: number): Promise<LLMClusterInfo> {
-  const cluster = new LLMClusterInfo();
-  cluster.remoteClusterId = clusterId;
-  cluster.appendRemoteIpInfo("127.0.0.1", port);
-  const [status, each] = await decoder.linkClusters([cluster], 5000);
-  assert.equal(status, LLMStatusCode.LLM_SUCCESS, `link failed: ${each}`);
-  return cluster;
 }
 
 function bytesOf(dd: LLMDataDist, cache: Cache, tensor: number): Uint8Array {

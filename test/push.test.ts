@@ -16,7 +16,6 @@ import {
   CacheKey,
   CacheKeyByIdAndIndex,
   DataType,
-  LLMClusterInfo,
   LLMDataDist,
   LLMRole,
   LLMStatusCode,
@@ -27,6 +26,7 @@ import {
 } from "../mod.ts";
 import { type Child, startChild } from "./support/children.ts";
 import { fillPattern, patternByte } from "./support/pattern.ts";
+import { link } from "./support/links.ts";
 import { freshClusterId, rejectsWith, rejectsWithStatus, sleep } from "./helpers.ts";
 
 const P = LLMStatusCode.LLM_PARAM_INVALID;
@@ -40,15 +40,6 @@ async function openDecoder(remote: boolean, poolBytes = 16 << 20, syncKvTimeout 
     "llm.SyncKvCacheWaitTime": String(syncKvTimeout),
   });
   return dd;
-}
-
-async function link(decoder: LLMDataDist, clusterId: bigint, port: number): Promise<LLMClusterInfo> {
-  const cluster = new LLMClusterInfo();
-  cluster.remoteClusterId = clusterId;
-  cluster.appendRemoteIpInfo("127.0.0.1", port);
-  const [status, each] = await decoder.linkClusters([cluster], 5000);
-  assert.equal(status, LLMStatusCode.LLM_SUCCESS, `link failed: ${each}`);
-  return cluster;
 }
 
 /** The child's tensor `tensor` of its cache `cache`, as it is now. */
@@ -190,7 +181,11 @@ describe("CacheManager.pushBlocks / pushCache across processes", { timeout: 120_
         const again = await m.allocateBlocksCache(new CacheDesc(4, [4, 64], U8));
         await m.pullBlocks(new BlocksCacheKey(clusterId, 3n), again, [7], [1]);
         for (let t = 0; t < 4; t++) {
-          assertBytes(bytesOf(decoder, again, t), [{ at: 64, length: 64, seed: 21, tensor: t, from: 7 * 64 }], `again ${t}`);
+          assertBytes(
+            bytesOf(decoder, again, t),
+            [{ at: 64, length: 64, seed: 21, tensor: t, from: 7 * 64 }],
+            `again ${t}`,
+          );
         }
         await m.pullCache(new CacheKeyByIdAndIndex(clusterId, ids[6], 1), pulledRows, 0);
         assertBytes(

@@ -20,8 +20,7 @@ import {
 import { startChild } from "./support/children.ts";
 import { fillPattern, firstMismatch } from "./support/pattern.ts";
 import { freshClusterId, openInstance, rejectsWith, rejectsWithStatus, sleep } from "./helpers.ts";
-
-const LOOPBACK = "127.0.0.1";
+import { assertRow, clusterAt, kvBytes, link, LOOPBACK } from "./support/links.ts";
 
 async function openPrompt(options: { devices?: number[]; poolBytes?: number; clusterId?: bigint } = {}) {
   const prompt = new LLMDataDist(LLMRole.PROMPT, options.clusterId ?? freshClusterId());
@@ -34,53 +33,12 @@ async function openPrompt(options: { devices?: number[]; poolBytes?: number; clu
   return prompt;
 }
 
-function clusterAt(clusterId: bigint, port: number): LLMClusterInfo {
-  const cluster = new LLMClusterInfo();
-  cluster.remoteClusterId = clusterId;
-  cluster.remoteRoleType = LLMRole.PROMPT;
-  cluster.appendRemoteIpInfo(LOOPBACK, port);
-  return cluster;
-}
-
-async function link(decoder: LLMDataDist, clusterId: bigint, port: number): Promise<void> {
-  const [status, each] = await decoder.linkClusters([clusterAt(clusterId, port)], 5000);
-  assert.equal(status, LLMStatusCode.LLM_SUCCESS, `link failed: ${each}`);
-}
-
-function tensorBytes(dd: LLMDataDist, cache: KvCache, tensor: number, device: number): Uint8Array {
-  const view = dd.kvCacheManager.getCacheTensorViews(cache, tensor)[device];
-  return new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
-}
-
 function fillCache(dd: LLMDataDist, cache: KvCache, seed: number): void {
   const devices = cache.perDeviceTensorAddrs.length;
   for (let t = 0; t < cache.cacheDesc.numTensors; t++) {
     for (let d = 0; d < devices; d++) {
-      fillPattern(tensorBytes(dd, cache, t, d), seed, t, dd.kvCacheManager.getCacheTensorViews(cache, t)[d].deviceId);
+      fillPattern(kvBytes(dd, cache, t, d), seed, t, dd.kvCacheManager.getCacheTensorViews(cache, t)[d].deviceId);
     }
-  }
-}
-
-/** Checks that row `dstRow` of every tensor of `cache` holds `size` pattern bytes of source row `srcRow`, the rest zero. */
-function assertPulled(
-  dd: LLMDataDist,
-  cache: KvCache,
-  dstRow: number,
-  seed: number,
-  srcRow: number,
-  size: number,
-  deviceIds: number[],
-): void {
-  const desc = cache.cacheDesc;
-  const row = desc.size / desc.batchSize;
-  for (let t = 0; t < desc.numTensors; t++) {
-    deviceIds.forEach((deviceId, d) => {
-      const bytes = tensorBytes(dd, cache, t, d);
-      const bad = firstMismatch(bytes, dstRow * row, size, seed, t, deviceId, srcRow * row);
-      assert.equal(bad, -1, `tensor ${t} device ${deviceId}: byte ${bad} differs`);
-      const outside = bytes.findIndex((b, i) => b !== 0 && (i < dstRow * row || i >= dstRow * row + size));
-      assert.equal(outside, -1, `tensor ${t} device ${deviceId}: byte ${outside} outside the pulled range changed`);
-    });
   }
 }
 
@@ -113,7 +71,7 @@ describe("pull within one process", () => {
       // The upstream sample: one request into batch row 1 of a 4-batch cache.
       const target = await decoder.kvCacheManager.allocateCache(new CacheDesc(2, [4, 4, 8], dataType));
       await decoder.kvCacheManager.pullCache(keys[2], target, 1);
-      assertPulled(decoder, target, 1, n + 1, 2, row, [0, 1]);
+      assertRow(decoder, target, 1, n + 1, 2, row, [0, 1]);
       // By id, part of a row: nothing else moves.
       const other = await decoder.kvCacheManager.allocateCache(new CacheDesc(2, [2, 4, 8], dataType));
       await decoder.kvCacheManager.pullCache(
@@ -122,7 +80,7 @@ describe("pull within one process", () => {
         1,
         row / 2,
       );
-      assertPulled(decoder, other, 1, n + 1, 0, row / 2, [0, 1]);
+      assertRow(decoder, other, 1, n + 1, 0, row / 2, [0, 1]);
     }
   });
 
@@ -289,7 +247,7 @@ describe("pull errors", () => {
     await rejectsWithStatus(pull(key, freed), LLMStatusCode.LLM_KV_CACHE_NOT_EXIST);
     // After all that, the key is still there and the pull works.
     await pull(key, target, 1);
-    assertPulled(decoder, target, 1, 3, 0, desc.size / 2, [0]);
+    assertRow(decoder, target, 1, 3, 0, desc.size / 2, [0]);
   });
 
   test("instance options: listenIpInfo belongs to PROMPT; a live cluster id cannot be taken twice", async () => {
@@ -336,7 +294,7 @@ describe("across processes", { timeout: 120_000 }, () => {
         const target = await manager.allocateCache(new CacheDesc(2, [rows + 1, ...shape.slice(1)], dataType));
         const row = target.cacheDesc.size / (rows + 1);
         // A new cache's bytes are whatever the pool held (as on a device): mark them.
-        for (let t = 0; t < 2; t++) tensorBytes(decoder, target, t, 0).fill(0xEE);
+        for (let t = 0; t < 2; t++) kvBytes(decoder, target, t, 0).fill(0xEE);
         // Every request, whole, into row r + 1 (row 0 stays empty), in a shuffled order.
         for (const r of [...Array(rows).keys()].reverse()) {
           await manager.pullCache(new CacheKey(clusterId, 100 * k + r), target, r + 1);
@@ -357,10 +315,10 @@ describe("across processes", { timeout: 120_000 }, () => {
           LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
         );
         const part = await manager.allocateCache(new CacheDesc(2, [1, ...shape.slice(1)], dataType));
-        for (let t = 0; t < 2; t++) tensorBytes(decoder, part, t, 0).fill(0);
+        for (let t = 0; t < 2; t++) kvBytes(decoder, part, t, 0).fill(0);
         const cacheId = BigInt((ready.cacheIds as string[])[k]);
         await manager.pullCache(new CacheKeyByIdAndIndex(clusterId, cacheId, rows - 1), part, 0, row / 2);
-        assertPulled(decoder, part, 0, seed, rows - 1, row / 2, [0]);
+        assertRow(decoder, part, 0, seed, rows - 1, row / 2, [0]);
         await manager.deallocateCache(target);
         await manager.deallocateCache(part);
       }
@@ -454,7 +412,7 @@ describe("across processes", { timeout: 120_000 }, () => {
     fillCache(prompt, small, 6);
     const target = await decoder.kvCacheManager.allocateCache(new CacheDesc(1, [1, 256], DataType.DT_UINT8));
     await decoder.kvCacheManager.pullCache(key, target);
-    assertPulled(decoder, target, 0, 6, 0, 256, [0]);
+    assertRow(decoder, target, 0, 6, 0, 256, [0]);
     await manager.deallocateCache(small);
     await manager.deallocateCache(big);
     for (let i = 0; i < 50 && manager.poolUsage()[0].usedBytes !== 0; i++) await sleep(20);
@@ -475,7 +433,7 @@ describe("across processes", { timeout: 120_000 }, () => {
       await link(decoder, clusterId, ready.port as number);
       const target = await decoder.kvCacheManager.allocateCache(new CacheDesc(1, [2, 32], DataType.DT_INT32));
       await decoder.kvCacheManager.pullCache(new CacheKey(clusterId, 5n), target, 1);
-      assertPulled(decoder, target, 1, 2, 0, 128, [0]);
+      assertRow(decoder, target, 1, 2, 0, 128, [0]);
     } finally {
       await second.stop();
     }

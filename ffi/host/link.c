@@ -185,7 +185,9 @@ static bool fits(uint64_t offset, uint64_t stride, uint64_t n, uint64_t bytes, u
   return n <= 1 || stride <= (capacity - offset - bytes) / (n - 1);
 }
 
-int32_t host_link_check_answer(struct link *l, const struct msg_lookup_reply *r) {
+/* Never trust the peer: a cache that would reach outside the mapped pools is a
+ * broken link, not a memory access. */
+static int32_t check_answer(struct link *l, const struct msg_lookup_reply *r) {
   bool ok = (int32_t)r->devices == l->num_devices && r->num_tensors >= 1 &&
             r->num_tensors <= INT32_MAX && r->batch_size >= 1 && r->tensor_bytes >= 1 &&
             r->tensor_bytes % r->batch_size == 0 && r->row < r->batch_size &&
@@ -196,6 +198,19 @@ int32_t host_link_check_answer(struct link *l, const struct msg_lookup_reply *r)
   host_link_break(l);
   return core_fail(LLMDD_LINK_FAILED, "the PROMPT of cluster %llu answered with a cache outside its pools",
               (unsigned long long)l->cluster_id);
+}
+
+int32_t host_link_lookup(struct link *l, struct msg *request, struct msg *answer,
+                         const struct core_guard *g) {
+  int32_t status = host_link_exchange(l, request, MSG_LOOKUP_REPLY, answer, g);
+  if (status == LLMDD_LINK_FAILED) {
+    struct core_kept_error why;
+    core_error_keep(&why);
+    return core_fail(status, "the engine of cluster %llu at %s went away: %s",
+                     (unsigned long long)l->cluster_id, l->address, why.text);
+  }
+  if (status != LLMDD_SUCCESS || answer->u.lookup_reply.status != LLMDD_SUCCESS) return status;
+  return check_answer(l, &answer->u.lookup_reply);
 }
 
 int32_t host_link_stream_enter(struct link *l, const struct core_guard *g) {

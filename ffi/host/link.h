@@ -95,10 +95,14 @@ int32_t host_link_send(struct link *l, struct msg *m, const struct core_guard *g
  * last error as it was. */
 void host_link_unpin(struct link *l, uint64_t pin);
 
-/* Checks a LOOKUP answer against the mapped pools (never trust the peer: a
+/* A LOOKUP (pulls and pushes): sends request, waits for the answer and, when it
+ * found a cache, checks it against the mapped pools (never trust the peer: a
  * cache that would reach outside them is a broken link, not a memory access).
- * Returns SUCCESS, or LINK_FAILED with the link broken. */
-int32_t host_link_check_answer(struct link *l, const struct msg_lookup_reply *r);
+ * Returns SUCCESS (the answer's own status may still be a refusal, which the
+ * caller words), LINK_FAILED (the peer went away, or answered outside its
+ * pools; the link is then broken), or the guard's status. */
+int32_t host_link_lookup(struct link *l, struct msg *request, struct msg *answer,
+                         const struct core_guard *g);
 
 /* A STREAM exchange (stream.h): enters the receive gate, then the send gate;
  * host_link_stream_sent leaves the send gate once the request is out, and

@@ -301,18 +301,10 @@ static int32_t pull_run(struct task *t) {
                                      .k = {p->k[0], blocks ? LLMDD_BLOCKS_REQ_ID : p->k[1],
                                            p->k[2]}}};
   struct msg answer;
-  status = host_link_exchange(p->link, &request, MSG_LOOKUP_REPLY, &answer, &g);
-  if (status == LLMDD_LINK_FAILED) {
-    struct core_kept_error why;
-    core_error_keep(&why);
-    return core_fail(status, "the PROMPT of cluster %llu at %s went away: %s",
-                (unsigned long long)p->link->cluster_id, p->link->address, why.text);
-  }
+  status = host_link_lookup(p->link, &request, &answer, &g);
   if (status != LLMDD_SUCCESS) return status;
   const struct msg_lookup_reply *r = &answer.u.lookup_reply;
   if (r->status != LLMDD_SUCCESS) return refused(p, r->status);
-  status = host_link_check_answer(p->link, r);
-  if (status != LLMDD_SUCCESS) return status;
   status = copy_with(p, r, &g);
   if (status != LLMDD_SUCCESS) {
     host_link_unpin(p->link, r->pin);

@@ -156,18 +156,10 @@ static int32_t push_one(struct push_task *p, int32_t kind, const uint64_t k[3], 
                                      .k = {k[0], k[1], k[2]}}};
   struct msg answer;
   g->doing = "waiting for the peer's answer";
-  int32_t status = host_link_exchange(p->link, &request, MSG_LOOKUP_REPLY, &answer, g);
-  if (status == LLMDD_LINK_FAILED) {
-    struct core_kept_error why;
-    core_error_keep(&why);
-    return core_fail(status, "the engine of cluster %llu at %s went away: %s",
-                     (unsigned long long)p->link->cluster_id, p->link->address, why.text);
-  }
+  int32_t status = host_link_lookup(p->link, &request, &answer, g);
   if (status != LLMDD_SUCCESS) return status;
   const struct msg_lookup_reply *r = &answer.u.lookup_reply;
   if (r->status != LLMDD_SUCCESS) return refused(p, r->status);
-  status = host_link_check_answer(p->link, r);
-  if (status != LLMDD_SUCCESS) return status;
   g->doing = "pushing";
   if (addr_index < 0) {
     status = push_blocks_to(p, r, g);

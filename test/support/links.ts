@@ -1,0 +1,58 @@
+// What several test files do around a link: name a PROMPT on loopback, link to
+// it (asserting success), and look at or check the rows a pull wrote.
+import assert from "node:assert/strict";
+import { type KvCache, LLMClusterInfo, type LLMDataDist, LLMRole, LLMStatusCode } from "../../mod.ts";
+import { firstMismatch } from "./pattern.ts";
+
+export const LOOPBACK = "127.0.0.1";
+
+/** The cluster info of a PROMPT listening on `address:port`. */
+export function clusterAt(clusterId: bigint, port: number, address = LOOPBACK): LLMClusterInfo {
+  const cluster = new LLMClusterInfo();
+  cluster.remoteClusterId = clusterId;
+  cluster.remoteRoleType = LLMRole.PROMPT;
+  cluster.appendRemoteIpInfo(address, port);
+  return cluster;
+}
+
+/** Links `decoder` to the PROMPT at loopback `port`; fails the test if it cannot. */
+export async function link(
+  decoder: LLMDataDist,
+  clusterId: bigint,
+  port: number,
+  timeoutMs = 5000,
+): Promise<LLMClusterInfo> {
+  const cluster = clusterAt(clusterId, port);
+  const [status, each] = await decoder.linkClusters([cluster], timeoutMs);
+  assert.equal(status, LLMStatusCode.LLM_SUCCESS, `link failed: ${each}`);
+  return cluster;
+}
+
+/** The bytes of tensor `tensor` of a KvCache on its `device`-th device, in place. */
+export function kvBytes(dd: LLMDataDist, cache: KvCache, tensor: number, device: number): Uint8Array {
+  const view = dd.kvCacheManager.getCacheTensorViews(cache, tensor)[device];
+  return new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
+}
+
+/** Row `dstRow` of every tensor holds `size` pattern bytes of source row `srcRow`; every other byte is 0. */
+export function assertRow(
+  dd: LLMDataDist,
+  cache: KvCache,
+  dstRow: number,
+  seed: number,
+  srcRow: number,
+  size: number,
+  deviceIds: number[],
+): void {
+  const desc = cache.cacheDesc;
+  const row = desc.size / desc.batchSize;
+  for (let t = 0; t < desc.numTensors; t++) {
+    deviceIds.forEach((deviceId, d) => {
+      const bytes = kvBytes(dd, cache, t, d);
+      const bad = firstMismatch(bytes, dstRow * row, size, seed, t, deviceId, srcRow * row);
+      assert.equal(bad, -1, `tensor ${t} device ${deviceId}: byte ${bad} differs`);
+      const outside = bytes.findIndex((b, i) => b !== 0 && (i < dstRow * row || i >= dstRow * row + size));
+      assert.equal(outside, -1, `tensor ${t} device ${deviceId}: byte ${outside} outside the pulled range changed`);
+    });
+  }
+}
