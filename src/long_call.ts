@@ -15,6 +15,15 @@ export type LongArgs<K extends LongSymbolName> = Parameters<NativeFunction<K>> e
   : never;
 
 /**
+ * The arguments of the calls still running natively. The native side reads
+ * their buffers (a block pull's pairs, a read's destination) until it ends,
+ * and no runtime's FFI keeps them referenced after the call has returned: an
+ * argument list stays here until its call finished, so no collection can free
+ * a buffer under a worker thread (Bun did, for a pull's pairs).
+ */
+const inFlight = new Set<readonly unknown[]>();
+
+/**
  * Runs the long operation `name` off the JavaScript thread, bounded by `op`'s
  * deadline and signal. Rejects promptly when either fires, and cancels the
  * native work, which stops within one chunk; the operation keeps the engine's
@@ -42,6 +51,9 @@ export function runLong<K extends LongSymbolName>(
     lib.fn.llmdd_job_release(job); // the runtime refused the call: no operation holds the job
     throw err;
   }
+  inFlight.add(args);
+  const forget = () => inFlight.delete(args);
+  finished.then(forget, forget);
   op.hold(finished);
   return new Promise<void>((resolve, reject) => {
     let settled = false;

@@ -59,14 +59,19 @@ function clear(dd: LLMDataDist, cache: Cache): void {
   for (let t = 0; t < TENSORS; t++) bytesOf(dd, cache, t).fill(0xEE);
 }
 
-async function setUp(): Promise<{ child: Child; clusterId: bigint; decoder: LLMDataDist; dst: Cache }> {
+async function setUp(
+  poolBytes = 1 << 20,
+): Promise<{ child: Child; clusterId: bigint; decoder: LLMDataDist; dst: Cache }> {
   const clusterId = freshClusterId();
-  const child = startChild("churn_prompt_process.ts", { clusterId: String(clusterId) });
+  const child = startChild("churn_prompt_process.ts", {
+    clusterId: String(clusterId),
+    poolBytes: 2 * poolBytes + (2 << 20),
+  });
   const ready = await child.next();
   const decoder = new LLMDataDist(LLMRole.DECODER, freshClusterId());
   await decoder.init({
     "llm.EnableCacheManager": "1",
-    "llm.MemPoolConfig": JSON.stringify({ memory_size: 1 << 20 }),
+    "llm.MemPoolConfig": JSON.stringify({ memory_size: poolBytes }),
     "llm.SyncKvCacheWaitTime": "10000",
   });
   const cluster = new LLMClusterInfo();
@@ -167,6 +172,52 @@ describe("repeat pulls from a linked PROMPT", () => {
         m.pullBlocks(new CacheKeyByIdAndIndex(clusterId, id, 0), dst, [], [1]),
         LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
       );
+    } finally {
+      await child.stop();
+      decoder.finalize();
+    }
+  });
+
+  test("a block list stays valid while its pull runs off the JavaScript thread, collections meanwhile", async () => {
+    // Pulls of more than 1 MiB run on a worker thread, reading the block list
+    // the call was given; garbage collected and memory reused meanwhile must
+    // not change it (on Bun it did: "src_block_index 6069652090880").
+    const { child, clusterId, decoder } = await setUp(40 << 20);
+    try {
+      const m = decoder.cacheManager;
+      const blocks = 64, block = 64 * BLOCK, shape = [blocks, block]; // 2 tensors of 16 MiB
+      await ask(child, { op: "blocks", model: 2, numTensors: TENSORS, shape, seed: 8 });
+      const dst = await m.allocateBlocksCache(new CacheDesc(TENSORS, shape, DataType.DT_UINT8));
+      const key = new BlocksCacheKey(clusterId, 2);
+      const order = Array.from({ length: blocks }, (_, i) => blocks - 1 - i);
+      const all = Array.from({ length: blocks }, (_, i) => i);
+      // deno-lint-ignore no-explicit-any
+      const g = globalThis as any;
+      const collect = () => (g.Bun?.gc ? g.Bun.gc(true) : g.gc?.());
+      for (let round = 0; round < 60; round++) {
+        const pulled = m.pullBlocks(key, dst, order, all);
+        // Off this call's stack (JavaScriptCore scans stacks conservatively),
+        // while the copy of 32 MiB still runs.
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        collect();
+        const litter = Array.from(
+          { length: 64 },
+          () => new Uint32Array(new BigUint64Array(2 * blocks).buffer).fill(0x585),
+        );
+        await pulled;
+        assert.equal(litter.length, 64);
+        for (let t = 0; t < TENSORS; t++) {
+          const bytes = bytesOf(decoder, dst, t);
+          for (const d of [0, 1, blocks >> 1, blocks - 1]) {
+            const s = order[d];
+            assert.equal(
+              bytes[d * block + 7],
+              patternByte(8, t, 0, s * block + 7),
+              `round ${round} tensor ${t} block ${d}`,
+            );
+          }
+        }
+      }
     } finally {
       await child.stop();
       decoder.finalize();
