@@ -1,9 +1,10 @@
 // `npm test`: builds the native library if needed, then runs every suite —
 // the native tests (ASan + UBSan), and the same test files on Deno, Bun and
 // Node, one after another (the suites time things; running them side by side
-// on a 2-core machine would only add noise). Prints each suite's output, a
-// summary, and a closing "N passed, N failed" line; exits non-zero on any
-// failure.
+// on a 2-core machine would only add noise), except the valgrind run, which
+// has the libFuzzer run and the CANN adapter's checks beside it (SIDE_BY_SIDE).
+// Prints each suite's output, a summary, and a closing "N passed, N failed"
+// line; exits non-zero on any failure.
 //
 // Counts come from machine-readable results: the runtimes' test runners write
 // JUnit XML (test/support/junit.mjs reads it), and the native suites, this
@@ -164,14 +165,15 @@ function match(out, re) {
   return m ? { passed: Number(m[1]), failed: Number(m[2]) } : undefined;
 }
 
-function run(command, args) {
+/** Runs a command, echoing its output as it comes, or (`buffered`) only returning it. */
+function run(command, args, buffered = false) {
   return new Promise((resolve) => {
     const child = spawn(command, args, { cwd: root, env: { ...process.env, NO_COLOR: "1" } });
     let out = "";
     const take = (stream, sink) =>
       stream.on("data", (chunk) => {
         out += chunk;
-        sink.write(chunk);
+        if (!buffered) sink.write(chunk);
       });
     take(child.stdout, process.stdout);
     take(child.stderr, process.stderr);
@@ -202,29 +204,61 @@ function missingTools(suite) {
 
 const results = [];
 const reports = mkdtempSync(join(tmpdir(), "llmdd-reports-"));
-for (const suite of suites) {
-  if (only.length > 0 && !only.includes(suite.name)) continue;
-  console.log(`\n=== ${suite.name} ===`);
+
+/** Runs one suite; its output is echoed live, or printed whole at its end when `buffered`. */
+async function runSuite(suite, buffered) {
+  const say = (text) => (buffered ? text + "\n" : (console.log(text), ""));
+  let log = say(`\n=== ${suite.name} ===`);
   if (suite.needsEnv && !process.env[suite.needsEnv]) {
-    console.log(`SKIPPED: ${suite.needsEnv} is not set (see the comment on this suite in test/support/run_all.mjs)`);
-    results.push({ name: suite.name, skipped: `set ${suite.needsEnv}` });
-    continue;
+    log += say(`SKIPPED: ${suite.needsEnv} is not set (see the comment on this suite in test/support/run_all.mjs)`);
+    return { log, result: { name: suite.name, skipped: `set ${suite.needsEnv}` } };
   }
   const missing = missingTools(suite);
   if (missing.length > 0) {
     const packages = missing.map(([, pkg]) => pkg).join(" ");
-    console.log(`SKIPPED: needs ${missing.map(([tool]) => tool).join(", ")} (apt-get install ${packages})`);
-    results.push({ name: suite.name, skipped: packages });
-    continue;
+    log += say(`SKIPPED: needs ${missing.map(([tool]) => tool).join(", ")} (apt-get install ${packages})`);
+    return { log, result: { name: suite.name, skipped: packages } };
   }
   const start = performance.now();
   const junit = join(reports, `${suite.name}.xml`);
   const base = typeof suite.args === "function" ? suite.args(junit) : suite.args;
   const args = suite.files ? [...base, ...(await testFiles())] : base;
-  const { code, out } = await run(suite.command, args);
+  const { code, out } = await run(suite.command, args, buffered);
+  log += buffered ? out : "";
   const counts = suite.counts ? suite.counts(out) : junitCounts(junit);
-  if (counts?.failures?.length) console.log(`\n${suite.name}: failed:\n  ${counts.failures.join("\n  ")}`);
-  results.push({ name: suite.name, code, counts, seconds: (performance.now() - start) / 1000 });
+  if (counts?.failures?.length) log += say(`\n${suite.name}: failed:\n  ${counts.failures.join("\n  ")}`);
+  return { log, result: { name: suite.name, code, counts, seconds: (performance.now() - start) / 1000 } };
+}
+
+// Suites run one after another, except the ones named in SIDE_BY_SIDE: the
+// valgrind run takes one core for minutes whatever else runs, so the libFuzzer
+// run and the CANN adapter's checks (one process each, and timing nothing that
+// valgrind's slowness would not already have to tolerate) use the other one
+// meanwhile. Their output is printed whole as each ends.
+const SIDE_BY_SIDE = [["memcheck"], ["fuzz", "cann"]];
+const chosen = suites.filter((suite) => only.length === 0 || only.includes(suite.name));
+const lanes = SIDE_BY_SIDE.map((names) => chosen.filter((suite) => names.includes(suite.name)));
+const together = new Set(lanes.flat());
+let lanesRun = false;
+for (const suite of chosen) {
+  if (!together.has(suite)) {
+    results.push((await runSuite(suite, false)).result);
+    continue;
+  }
+  if (lanesRun) continue;
+  lanesRun = true;
+  const done = await Promise.all(lanes.map(async (lane) => {
+    const ran = [];
+    for (const member of lane) {
+      const outcome = await runSuite(member, true);
+      process.stdout.write(outcome.log);
+      ran.push(outcome.result);
+    }
+    return ran;
+  }));
+  // The summary keeps the suites' own order.
+  const byName = new Map(done.flat().map((result) => [result.name, result]));
+  for (const member of chosen) if (together.has(member)) results.push(byName.get(member.name));
 }
 rmSync(reports, { recursive: true, force: true });
 console.log("\n=== summary ===");
