@@ -372,7 +372,10 @@ describe("links over UCX (TCP on loopback)", () => {
       await m.pushCache(new CacheKeyByIdAndIndex(clusterId, rowsId, 1), rows, 1, [0, 1], [1, 2]);
       const pooled = 4 * 2 * B + 2 * B + 2 * B;
       let control = controlBytesSent(port) - sent;
-      assert.ok(control < 4096, `${control} bytes went over the control connection for ${pooled} pushed into the pools`);
+      assert.ok(
+        control < 4096,
+        `${control} bytes went over the control connection for ${pooled} pushed into the pools`,
+      );
       // Into registered memory: STREAM, every byte over the control connection.
       sent = controlBytesSent(port);
       await m.pushBlocks(new BlocksCacheKey(clusterId, 1n), blocks, [6], [0]);
