@@ -473,6 +473,80 @@ describe("links over UCX (TCP on loopback)", () => {
     assert.equal((await m.getCacheTensors(small))[0].byteLength, 8, "the DECODER keeps working");
   });
 
+  test("repeat pulls over UCX: no control message, and the PROMPT's frees and moves are followed", {
+    timeout: 120_000,
+  }, async () => {
+    const clusterId = freshClusterId();
+    const child = startChild("churn_prompt_process.ts", { clusterId: String(clusterId), poolBytes: 4 << 20 });
+    try {
+      const ready = await child.next();
+      const port = ready.port as number;
+      const ask = async (command: Record<string, unknown>) => {
+        child.send(command);
+        return await child.next();
+      };
+      const shape = [8, 1024];
+      const first = await ask({ op: "blocks", model: 0, numTensors: 2, shape, seed: 3 });
+      const rows = await ask({ op: "cache", numTensors: 2, shape: [2, 4096], seed: 5 });
+      await using decoder = await openDecoder({ cacheManager: true });
+      const m = decoder.cacheManager;
+      const blocks = await m.allocateBlocksCache(new CacheDesc(2, shape, DataType.DT_UINT8));
+      const row = await m.allocateCache(new CacheDesc(2, [1, 4096], DataType.DT_UINT8));
+      const blockBytes = (seed: number) => {
+        for (let t = 0; t < 2; t++) {
+          const view = m.getCacheTensorViews(blocks, t)[0];
+          const bytes = new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
+          const bad = firstMismatch(bytes, 3 * 1024, 2 * 1024, seed, t, 0, 1 * 1024);
+          assert.equal(bad, -1, `blocks of seed ${seed}, tensor ${t}: byte ${bad} differs`);
+          bytes.fill(0);
+        }
+      };
+      const rowBytes = (seed: number) => {
+        for (let t = 0; t < 2; t++) {
+          const view = m.getCacheTensorViews(row, t)[0];
+          const bytes = new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
+          assert.equal(firstMismatch(bytes, 0, 4096, seed, t, 0, 4096), -1, `row of seed ${seed}, tensor ${t}`);
+          bytes.fill(0);
+        }
+      };
+      await link(decoder, clusterId, port);
+      const key = new BlocksCacheKey(clusterId, 0n);
+      const byId = new CacheKeyByIdAndIndex(clusterId, BigInt(rows.cacheId as string), 1);
+      await m.pullBlocks(key, blocks, [1, 2], [3, 4]); // LOOKUP; the answer is kept
+      blockBytes(3);
+      await m.pullCache(byId, row);
+      rowBytes(5);
+      // Kept answers: the data and the check of the PROMPT's generation page
+      // are UCX reads; nothing goes over the control connection.
+      const sent = controlBytesSent(port);
+      for (let i = 0; i < 3; i++) {
+        await m.pullBlocks(key, blocks, [1, 2], [3, 4]);
+        blockBytes(3);
+        await m.pullCache(byId, row);
+        rowBytes(5);
+      }
+      assert.equal(controlBytesSent(port) - sent, 0, "repeat pulls sent control messages");
+      // New contents in place: the kept answers still hold.
+      await ask({ op: "fill", cacheId: first.cacheId, seed: 4 });
+      await m.pullBlocks(key, blocks, [1, 2], [3, 4]);
+      blockBytes(4);
+      // Freed: a kept answer would read freed memory; the page says it moved.
+      await ask({ op: "free", cacheId: first.cacheId });
+      await ask({ op: "free", cacheId: rows.cacheId });
+      await rejectsWithStatus(m.pullBlocks(key, blocks, [1, 2], [3, 4]), LLMStatusCode.LLM_KV_CACHE_NOT_EXIST);
+      await rejectsWithStatus(m.pullCache(byId, row), LLMStatusCode.LLM_KV_CACHE_NOT_EXIST);
+      // Allocated again elsewhere under the same key (a spacer holds the old place).
+      await ask({ op: "cache", numTensors: 2, shape, seed: 9 });
+      await ask({ op: "blocks", model: 0, numTensors: 2, shape, seed: 6 });
+      await m.pullBlocks(key, blocks, [1, 2], [3, 4]);
+      blockBytes(6);
+      await m.pullBlocks(key, blocks, [1, 2], [3, 4]);
+      blockBytes(6);
+    } finally {
+      await child.stop();
+    }
+  });
+
   test("unlink and link again: pulls work over the new link", { timeout: 120_000 }, async () => {
     const clusterId = freshClusterId();
     const child = startChild("prompt_process.ts", {
