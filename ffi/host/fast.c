@@ -130,45 +130,9 @@ int32_t host_fast_view_open(int fd, uint64_t cluster_id, struct fast_view **out)
   return LLMDD_SUCCESS;
 }
 
-int32_t host_fast_view_remote(const uint64_t *page, uint64_t cluster_id, struct fast_view **out) {
-  if (page[0] != FAST_MAGIC)
-    return core_fail(LLMDD_LINK_FAILED, "the generation page of cluster %llu is not one",
-                     (unsigned long long)cluster_id);
-  struct fast_view *v = calloc(1, sizeof *v);
-  _Atomic uint64_t *own = calloc(FAST_FIRST_SLOT + FAST_SLOTS, sizeof *own);
-  if (v == NULL || own == NULL) {
-    free(v);
-    free(own);
-    return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for a link");
-  }
-  for (uint32_t i = 0; i < FAST_FIRST_SLOT + FAST_SLOTS; i++) atomic_init(&own[i], page[i]);
-  v->own = own;
-  v->words = own;
-  pthread_mutex_init(&v->lock, NULL);
-  *out = v;
-  return LLMDD_SUCCESS;
-}
-
-static void raise_word(_Atomic uint64_t *w, uint64_t value) {
-  uint64_t seen = atomic_load_explicit(w, memory_order_relaxed);
-  while (seen < value && !atomic_compare_exchange_weak(w, &seen, value)) {
-  }
-}
-
-bool host_fast_learn(struct fast_view *v, const struct fast_stamp *s, uint64_t slot_gen,
-                     uint64_t global_gen) {
-  uint32_t slot = s->slot % FAST_SLOTS;
-  if (v->own != NULL) {
-    raise_word(&v->own[FAST_FIRST_SLOT + slot], slot_gen);
-    raise_word(&v->own[1], global_gen);
-  }
-  return slot_gen == s->slot_gen && global_gen == s->global_gen;
-}
-
 void host_fast_view_close(struct fast_view *v) {
   if (v == NULL) return;
-  if (v->own != NULL) free((void *)v->own);
-  else munmap((void *)v->words, (size_t)FAST_PAGE_BYTES);
+  munmap((void *)v->words, (size_t)FAST_PAGE_BYTES);
   pthread_mutex_destroy(&v->lock);
   free(v);
 }

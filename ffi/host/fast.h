@@ -86,10 +86,7 @@ struct fast_entry {
 };
 
 struct fast_view {
-  const _Atomic uint64_t *words; /* the PROMPT's page, mapped read-only; or `own` */
-  /* Over UCX: what this side last read of the PROMPT's page (host_fast_learn),
-   * words only ever raised; NULL over shared memory. */
-  _Atomic uint64_t *own;
+  const _Atomic uint64_t *words; /* the PROMPT's page, mapped read-only */
   pthread_mutex_t lock;          /* entries */
   uint32_t next;                 /* the entry replaced next */
   struct fast_entry entries[FAST_ENTRIES];
@@ -100,18 +97,6 @@ struct fast_view {
  * SUCCESS, or LINK_FAILED with a message. Does not close fd. */
 int32_t host_fast_view_open(int fd, uint64_t cluster_id, struct fast_view **out);
 void host_fast_view_close(struct fast_view *v);
-
-/* Over UCX (ucx.h): a view whose words are a copy of the PROMPT's page read
- * with ucp_get_nbx (`page`, FAST_PAGE_BYTES read at link, checked for the
- * magic word), raised by host_fast_learn after each check. A stamp taken from
- * the copy was true at the time of the read, which was before the LOOKUP that
- * follows: the seqlock holds with an older first read. */
-int32_t host_fast_view_remote(const uint64_t *page, uint64_t cluster_id, struct fast_view **out);
-
-/* Over UCX: the words read after a copy (the slot of s, and the global word):
- * whether s still holds, and the copy raised to them. */
-bool host_fast_learn(struct fast_view *v, const struct fast_stamp *s, uint64_t slot_gen,
-                     uint64_t global_gen);
 
 /* Whether a pull of this kind can use the page (by id, by BlocksCacheKey). */
 bool host_fast_kind(int32_t kind);

@@ -378,15 +378,6 @@ static int32_t host_link_ucx_open(struct link *l, const char *where, const struc
    * (it enabled remote access); nothing is mapped here, so this engine's own
    * option does not matter. */
   if (status == LLMDD_SUCCESS) l->writable = host_ucx_link_writable(l->ucx);
-  /* Repeat pulls (fast.h) over UCX: a copy of the PROMPT's generation page,
-   * read now, then word by word after each copy made with a kept answer. */
-  if (status == LLMDD_SUCCESS && host_ucx_link_has_page(l->ucx)) {
-    uint64_t *page = malloc((size_t)FAST_PAGE_BYTES);
-    status = page == NULL ? core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for a link")
-                          : host_ucx_read_page(l->ucx, page, g);
-    if (status == LLMDD_SUCCESS) status = host_fast_view_remote(page, l->cluster_id, &l->fast);
-    free(page);
-  }
   free(answer);
   return status;
 }

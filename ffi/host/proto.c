@@ -178,12 +178,6 @@ static uint32_t encode(const struct msg *m, uint8_t *buf) {
       put_u32(&c, 0);
       blob += r->rkey_bytes[d];
     }
-    if (r->flags & UCX_REPLY_PAGE) {
-      put_u64(&c, r->page_base);
-      put_u32(&c, r->page_rkey_bytes);
-      put_u32(&c, 0);
-      blob += r->page_rkey_bytes;
-    }
     put_bytes(&c, r->blob, blob <= UCX_BLOB_CAP ? (uint32_t)blob : UCX_BLOB_CAP + 1);
     break;
   }
@@ -203,7 +197,6 @@ static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m,
   struct cursor c = {body, len, 0, false};
   uint32_t devices = 0, zero = 0;
   uint64_t blob = 0; /* UCX_REPLY's bytes after its fixed part */
-  int64_t page = 0;  /* and its page entry */
   switch (type) {
   case MSG_HELLO:
     m->u.hello.decoder_cluster = get_u64(&c);
@@ -289,7 +282,7 @@ static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m,
     r->devices = devices = get_u32(&c);
     r->address_bytes = get_u32(&c);
     r->flags = get_u32(&c);
-    zero = r->flags & ~(UCX_REPLY_WRITABLE | UCX_REPLY_PAGE); /* unknown flags are malformed */
+    zero = r->flags & ~UCX_REPLY_WRITABLE; /* unknown flags are malformed */
     if (devices > MAX_DEVICES) return -1;
     blob = r->address_bytes;
     for (uint32_t d = 0; d < devices; d++) {
@@ -297,13 +290,6 @@ static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m,
       r->rkey_bytes[d] = get_u32(&c);
       zero |= get_u32(&c);
       blob += r->rkey_bytes[d];
-    }
-    if (r->flags & UCX_REPLY_PAGE) {
-      r->page_base = get_u64(&c);
-      r->page_rkey_bytes = get_u32(&c);
-      zero |= get_u32(&c);
-      blob += r->page_rkey_bytes;
-      page = 16;
     }
     if (blob > UCX_BLOB_CAP) return -1;
     get_bytes(&c, r->blob, (uint32_t)blob);
@@ -313,7 +299,7 @@ static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m,
     return -1;
   }
   /* Exactly the type's size, reserved fields zero. */
-  if (c.bad || c.pos != len || (int64_t)len != body_size(type, devices) + page + (int64_t)blob ||
+  if (c.bad || c.pos != len || (int64_t)len != body_size(type, devices) + (int64_t)blob ||
       zero != 0)
     return -1;
   return 0;
@@ -337,7 +323,7 @@ static int32_t check_header(struct proto_rx *rx, uint16_t *type, uint64_t *seq) 
   if (flags != 0) return malformed("unknown flags");
   if (body_size(*type, 0) < 0) return malformed("unknown message type");
   if (length > PROTO_MAX_BODY ||
-      length > body_size(*type, MAX_DEVICES) + (*type == MSG_UCX_REPLY ? 16 + UCX_BLOB_CAP : 0))
+      length > body_size(*type, MAX_DEVICES) + (*type == MSG_UCX_REPLY ? UCX_BLOB_CAP : 0))
     return malformed("too long");
   rx->body_bytes = length;
   return LLMDD_SUCCESS;

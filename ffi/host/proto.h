@@ -51,10 +51,8 @@
  *     → UCX_REPLY i32 status, u32 device count n, u32 address bytes a, u32 flags
  *           (UCX_REPLY_WRITABLE, or 0),
  *           then n × (u64 pool base address, u32 rkey bytes k_i, u32 0), then
- *           (UCX_REPLY_PAGE) u64 generation page address, u32 its key bytes
- *           k_p, u32 0, then the PROMPT's UCP worker address (a bytes), then
- *           each pool's packed remote key (k_i bytes each), then the page's
- *           (k_p)                                 (16 + 16n [+ 16] + a + Σk)
+ *           the PROMPT's UCP worker address (a bytes), then each pool's packed
+ *           remote key (k_i bytes each)              (16 + 16n + a + Σk_i)
  *           The only message of variable size; a + Σk_i ≤ UCX_BLOB_CAP. It is
  *           decoded into proto_rx.ucx_into, and refused where that is NULL.
  *
@@ -74,7 +72,7 @@
 #define PROTO_HEADER_BYTES 24
 /* The UCP worker address and packed remote keys of UCX_REPLY, together. */
 #define UCX_BLOB_CAP 16384
-#define PROTO_MAX_BODY (16 + 16 * (MAX_DEVICES + 1) + UCX_BLOB_CAP)
+#define PROTO_MAX_BODY (16 + 16 * MAX_DEVICES + UCX_BLOB_CAP)
 
 enum msg_type {
   MSG_HELLO = 1,
@@ -162,10 +160,8 @@ struct msg_done {
 };
 
 /* UCX_REPLY flags: the pools' keys allow remote writes (the PROMPT enabled
- * llm.EnableRemoteCacheAccessible), so pushes into them are ucp_put_nbx; and
- * the generation page (fast.h) follows the pools, for reads only. */
+ * llm.EnableRemoteCacheAccessible), so pushes into them are ucp_put_nbx. */
 #define UCX_REPLY_WRITABLE 1u
-#define UCX_REPLY_PAGE 2u
 
 struct msg_ucx_reply {
   int32_t status;
@@ -174,9 +170,7 @@ struct msg_ucx_reply {
   uint32_t flags; /* UCX_REPLY_* */
   uint64_t bases[MAX_DEVICES];
   uint32_t rkey_bytes[MAX_DEVICES];
-  uint64_t page_base;         /* UCX_REPLY_PAGE: the generation page */
-  uint32_t page_rkey_bytes;
-  uint8_t blob[UCX_BLOB_CAP]; /* the address, then the keys (the page's last) */
+  uint8_t blob[UCX_BLOB_CAP]; /* the address, then the keys */
 };
 
 struct msg {

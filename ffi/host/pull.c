@@ -37,10 +37,6 @@ struct pull_task {
   int32_t num_pairs;
   int32_t src_start, dst_start, count; /* count 0: every tensor */
   bool kept_only; /* LLMDD_KEY_KEPT_ONLY: from a kept answer, or not at all */
-  /* Over UCX, a copy with a kept answer: the page words read after the data
-   * (fast.h), slot then global, into recheck[0..1]; NULL otherwise. */
-  uint64_t *recheck;
-  uint32_t recheck_slot;
 };
 
 static int32_t gone(const struct pull_task *p, const char *when) {
@@ -116,10 +112,6 @@ static int32_t ucx_end(const struct pull_task *p, struct ucx_batch *b, int32_t s
   if (status != LLMDD_SUCCESS) {
     host_ucx_batch_abandon(b);
     return status;
-  }
-  if (p->recheck != NULL) {
-    host_ucx_batch_after(b, &p->recheck[0], FAST_FIRST_SLOT + p->recheck_slot);
-    host_ucx_batch_after(b, &p->recheck[1], 1);
   }
   return host_ucx_batch_run(b, g, peer_check, (void *)p);
 }
@@ -261,20 +253,8 @@ static int32_t pull_kept(struct pull_task *p, struct core_guard *g, bool *done) 
   struct fast_entry kept;
   *done = false;
   if (!host_fast_find(v, p->key_kind, p->k, &kept)) return LLMDD_SUCCESS;
-  /* Over UCX the page is read after the data, in the same batch: a copy that
-   * failed has no second read, and goes through LOOKUP (which gives the same
-   * error, if it was not the stale answer's). */
-  uint64_t seen[2] = {0, 0};
-  if (p->link->ucx != NULL) {
-    p->recheck = seen;
-    p->recheck_slot = kept.stamp.slot % FAST_SLOTS;
-  }
   int32_t status = copy_with(p, &kept.reply, g);
-  p->recheck = NULL;
-  bool valid = p->link->ucx != NULL
-                   ? status == LLMDD_SUCCESS && host_fast_learn(v, &kept.stamp, seen[0], seen[1])
-                   : host_fast_valid(v, &kept.stamp);
-  if (valid) {
+  if (host_fast_valid(v, &kept.stamp)) {
     /* Nothing moved: the outcome, good or bad, is what a LOOKUP would give. */
     *done = true;
     if (status == LLMDD_SUCCESS && !host_link_alive(p->link)) return gone(p, untrusted(p));
@@ -296,10 +276,7 @@ static int32_t pull_run(struct task *t) {
 
   /* By id or BlocksCacheKey, nothing is consumed: an answer kept from an
    * earlier pull serves while the PROMPT's generation page says nothing moved. */
-  /* Over UCX not on the caller's thread (LLMDD_KEY_KEPT_ONLY): the check after
-   * the copy is a read over the network. */
-  bool repeatable = p->link->fast != NULL && host_fast_kind(p->key_kind) &&
-                    !(p->kept_only && p->link->ucx != NULL);
+  bool repeatable = p->link->fast != NULL && host_fast_kind(p->key_kind);
   struct fast_stamp stamp = {0};
   if (repeatable) {
     bool done;

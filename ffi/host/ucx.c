@@ -19,7 +19,6 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/workers.h"
-#include "fast.h"
 #include "llmdd.h"
 #include "net.h"
 #include "ucx_api.h"
@@ -56,7 +55,6 @@ static struct {
   ux_status_ptr_t (*put_nbx)(ux_ep_h, const void *, size_t, uint64_t, ux_rkey_h,
                              const struct ux_request_param *);
   ux_status_ptr_t (*ep_flush_nbx)(ux_ep_h, const struct ux_request_param *);
-  ux_status_t (*worker_fence)(ux_worker_h);
   void (*request_free)(void *);
   ux_status_t (*request_check_status)(void *);
   const char *(*status_string)(ux_status_t);
@@ -99,7 +97,6 @@ static const char *resolve(void *h) {
   SYM(get_nbx, "ucp_get_nbx");
   SYM(put_nbx, "ucp_put_nbx");
   SYM(ep_flush_nbx, "ucp_ep_flush_nbx");
-  SYM(worker_fence, "ucp_worker_fence");
   SYM(request_free, "ucp_request_free");
   SYM(request_check_status, "ucp_request_check_status");
   SYM(status_string, "ucs_status_string");
@@ -207,11 +204,6 @@ struct ucx_server {
   void *rkeys[MAX_DEVICES];
   size_t rkey_bytes[MAX_DEVICES];
   uint64_t bases[MAX_DEVICES];
-  /* the generation page (fast.h), for reads only; memh NULL: none */
-  ux_mem_h page_memh;
-  void *page_rkey;
-  size_t page_rkey_bytes;
-  uint64_t page_base;
   ux_address_t *address;
   size_t address_bytes;
 };
@@ -238,15 +230,13 @@ static void server_free(struct ucx_server *s) {
     if (s->rkeys[d] != NULL) U.rkey_buffer_release(s->rkeys[d]);
     if (s->memh[d] != NULL) U.mem_unmap(U.context, s->memh[d]);
   }
-  if (s->page_rkey != NULL) U.rkey_buffer_release(s->page_rkey);
-  if (s->page_memh != NULL) U.mem_unmap(U.context, s->page_memh);
   if (s->address != NULL) U.worker_release_address(s->worker, s->address);
   if (s->worker != NULL) U.worker_destroy(s->worker);
   free(s);
 }
 
 static int32_t server_start(uint8_t *const *pools, int32_t devices, uint64_t pool_bytes,
-                            bool writable, void *page, struct ucx_server **out) {
+                            bool writable, struct ucx_server **out) {
   int32_t status = host_ucx_load(LLMDD_FEATURE_NOT_ENABLED);
   if (status != LLMDD_SUCCESS) return LLMDD_FEATURE_NOT_ENABLED;
   struct ucx_server *s = calloc(1, sizeof *s);
@@ -273,19 +263,6 @@ static int32_t server_start(uint8_t *const *pools, int32_t devices, uint64_t poo
     ok = ok && U.rkey_pack(U.context, s->memh[d], &s->rkeys[d], &s->rkey_bytes[d]) == UX_OK;
     s->bases[d] = (uint64_t)(uintptr_t)pools[d];
   }
-  if (ok && page != NULL) {
-    struct ux_mem_map_params mp = {
-        .field_mask = UX_MEM_MAP_PARAM_FIELD_ADDRESS | UX_MEM_MAP_PARAM_FIELD_LENGTH |
-                      UX_MEM_MAP_PARAM_FIELD_PROT,
-        .address = page,
-        .length = (size_t)FAST_PAGE_BYTES,
-        .prot = UX_MEM_MAP_PROT_LOCAL_READ | UX_MEM_MAP_PROT_LOCAL_WRITE |
-                UX_MEM_MAP_PROT_REMOTE_READ};
-    ok = U.mem_map(U.context, &mp, &s->page_memh) == UX_OK;
-    if (!ok) s->page_memh = NULL;
-    ok = ok && U.rkey_pack(U.context, s->page_memh, &s->page_rkey, &s->page_rkey_bytes) == UX_OK;
-    s->page_base = (uint64_t)(uintptr_t)page;
-  }
   if (ok && pipe2(s->wake, O_CLOEXEC | O_NONBLOCK) != 0) ok = false;
   else if (ok && core_thread_start(&s->thread, progress_main, s) != 0) {
     close(s->wake[0]);
@@ -301,16 +278,16 @@ static int32_t server_start(uint8_t *const *pools, int32_t devices, uint64_t poo
 }
 
 void host_ucx_answer(struct ucx_server **slot, uint8_t *const *pools, int32_t num_devices,
-                     uint64_t pool_bytes, bool writable, void *page, struct msg_ucx_reply *r) {
+                     uint64_t pool_bytes, bool writable, struct msg_ucx_reply *r) {
   pthread_mutex_lock(&server_start_lock);
   struct core_kept_error kept;
   core_error_keep(&kept);
-  r->status = *slot != NULL ? LLMDD_SUCCESS : server_start(pools, num_devices, pool_bytes, writable, page, slot);
+  r->status = *slot != NULL ? LLMDD_SUCCESS : server_start(pools, num_devices, pool_bytes, writable, slot);
   core_error_restore(&kept);
   pthread_mutex_unlock(&server_start_lock);
   if (r->status != LLMDD_SUCCESS) return;
   const struct ucx_server *s = *slot;
-  uint64_t blob = s->address_bytes + s->page_rkey_bytes;
+  uint64_t blob = s->address_bytes;
   for (int32_t d = 0; d < s->devices; d++) blob += s->rkey_bytes[d];
   if (blob > UCX_BLOB_CAP) {
     r->status = LLMDD_PARAM_INVALID; /* the DECODER says: narrow UCX_TLS */
@@ -326,12 +303,6 @@ void host_ucx_answer(struct ucx_server **slot, uint8_t *const *pools, int32_t nu
     r->rkey_bytes[d] = (uint32_t)s->rkey_bytes[d];
     memcpy(r->blob + at, s->rkeys[d], s->rkey_bytes[d]);
     at += s->rkey_bytes[d];
-  }
-  if (s->page_memh != NULL) {
-    r->flags |= UCX_REPLY_PAGE;
-    r->page_base = s->page_base;
-    r->page_rkey_bytes = (uint32_t)s->page_rkey_bytes;
-    memcpy(r->blob + at, s->page_rkey, s->page_rkey_bytes);
   }
 }
 
@@ -356,8 +327,6 @@ struct ucx_link {
   bool writable; /* the PROMPT's keys allow writes (UCX_REPLY_WRITABLE) */
   ux_rkey_h rkeys[MAX_DEVICES];
   uint64_t bases[MAX_DEVICES];
-  ux_rkey_h page_rkey; /* the PROMPT's generation page, or NULL */
-  uint64_t page_base;
   atomic_int failure; /* the endpoint's error (UX_OK: none) */
   pthread_rwlock_t lock; /* issuing (read) against closing the endpoint (write) */
   bool closed;           /* the endpoint was closed by force (write lock) */
@@ -391,8 +360,6 @@ static void close_endpoint(struct ucx_link *u) {
         U.rkey_destroy(u->rkeys[d]);
         u->rkeys[d] = NULL;
       }
-    if (u->page_rkey != NULL) U.rkey_destroy(u->page_rkey);
-    u->page_rkey = NULL;
     struct ux_request_param p = {.op_attr_mask = UX_OP_ATTR_FIELD_FLAGS,
                                  .flags = UX_EP_CLOSE_FLAG_FORCE};
     wait_request(u->worker, U.ep_close_nbx(u->ep, &p), UCX_DRAIN_MS);
@@ -457,11 +424,6 @@ int32_t host_ucx_link_open(const struct msg_ucx_reply *r, int32_t num_devices, c
     at += r->rkey_bytes[d];
     u->bases[d] = r->bases[d];
   }
-  if (s == UX_OK && (r->flags & UCX_REPLY_PAGE)) {
-    s = U.ep_rkey_unpack(u->ep, r->blob + at, &u->page_rkey);
-    if (s != UX_OK) u->page_rkey = NULL;
-    u->page_base = r->page_base;
-  }
   if (s != UX_OK) {
     status = core_fail(LLMDD_LINK_FAILED, "UCX failed %s at %s: %s", step, where, status_text(s));
     host_ucx_link_close(u);
@@ -473,8 +435,6 @@ int32_t host_ucx_link_open(const struct msg_ucx_reply *r, int32_t num_devices, c
 }
 
 bool host_ucx_link_writable(const struct ucx_link *u) { return u->writable; }
-
-bool host_ucx_link_has_page(const struct ucx_link *u) { return u->page_rkey != NULL; }
 
 void host_ucx_link_close(struct ucx_link *u) {
   if (u == NULL) return;
@@ -547,15 +507,6 @@ void host_ucx_record(uint8_t *dst, const uint8_t *src, uint64_t n) {
   b->ranges[b->count++] = (struct ucx_range){local, remote, n, device};
 }
 
-void host_ucx_batch_after(struct ucx_batch *b, uint64_t *into, uint32_t word) {
-  if (b->num_after < 2 && b->link->page_rkey != NULL && word < FAST_PAGE_BYTES / 8) {
-    b->after_into[b->num_after] = into;
-    b->after_word[b->num_after++] = word;
-  } else {
-    b->status = LLMDD_FAILED; /* cannot happen: pull.c asks only where the page is */
-  }
-}
-
 void host_ucx_batch_abandon(struct ucx_batch *b) {
   recording = NULL;
   free(b->ranges);
@@ -597,8 +548,7 @@ static bool issue(struct ucx_link *u, struct flight *f, bool put, uint8_t *local
     ux_status_ptr_t req =
         bytes == 0 ? U.ep_flush_nbx(u->ep, &p)
         : put      ? U.put_nbx(u->ep, local, (size_t)bytes, remote, u->rkeys[device], &p)
-                   : U.get_nbx(u->ep, local, (size_t)bytes, remote,
-                               device < 0 ? u->page_rkey : u->rkeys[device], &p);
+                   : U.get_nbx(u->ep, local, (size_t)bytes, remote, u->rkeys[device], &p);
     if (!UX_PTR_IS_PTR(req)) { /* done at once (no callback), or failed */
       atomic_fetch_sub(&f->pending, 1);
       int s = UX_PTR_RAW_STATUS(req);
@@ -655,8 +605,6 @@ int32_t host_ucx_batch_run(struct ucx_batch *b, const struct core_guard *g,
    * or cancel stopped issuing (so that nothing lands after the pin is
    * released). */
   bool flushed = !b->put || stopping, issued = false;
-  /* Reads of the generation page come after every other read, behind a fence. */
-  bool after_done = b->num_after == 0 || stopping;
   int64_t drain_until = 0, forced_until = 0, next_check = core_now_ns() + 1000000;
   int idle = 0;
   for (;;) {
@@ -671,22 +619,11 @@ int32_t host_ucx_batch_run(struct ucx_batch *b, const struct core_guard *g,
         offset = 0;
       }
     }
-    if (!after_done && !stopping && next == b->count && atomic_load(&f->error) == UX_OK) {
-      after_done = true;
-      if (U.worker_fence(u->worker) != UX_OK) {
-        int none = UX_OK;
-        atomic_compare_exchange_strong(&f->error, &none, UX_ERR_CANCELED);
-      }
-      for (int32_t i = 0; i < b->num_after && atomic_load(&f->error) == UX_OK; i++)
-        issue(u, f, false, (uint8_t *)b->after_into[i], u->page_base + 8 * (uint64_t)b->after_word[i],
-              8, -1);
-    }
     if (!flushed && (stopping || next == b->count) && atomic_load(&f->error) == UX_OK) {
       flushed = true;
       if (issued) issue(u, f, true, NULL, 0, 0, 0);
     }
-    bool more = atomic_load(&f->pending) > 0 || (!stopping && next < b->count) || !flushed ||
-                (!after_done && !stopping && atomic_load(&f->error) == UX_OK);
+    bool more = atomic_load(&f->pending) > 0 || (!stopping && next < b->count) || !flushed;
     if (!more) break;
     progress_once(u, &idle);
     int error = atomic_load(&f->error);
@@ -735,14 +672,4 @@ int32_t host_ucx_batch_run(struct ucx_batch *b, const struct core_guard *g,
                        status_text(atomic_load(&f->error)));
   if (atomic_load(&f->pending) == 0) free(f);
   return status;
-}
-
-int32_t host_ucx_read_page(struct ucx_link *u, uint64_t *into, const struct core_guard *g) {
-  if (u->page_rkey == NULL) return core_fail(LLMDD_FAILED, "the peer offered no generation page");
-  struct ucx_batch b = {.link = u, .status = LLMDD_SUCCESS, .capacity = 1};
-  b.ranges = malloc(sizeof *b.ranges);
-  if (b.ranges == NULL) return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for a link");
-  b.ranges[0] = (struct ucx_range){(uint8_t *)into, u->page_base, FAST_PAGE_BYTES, -1};
-  b.count = 1;
-  return host_ucx_batch_run(&b, g, NULL, NULL);
 }

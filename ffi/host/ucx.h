@@ -81,7 +81,7 @@ struct ucx_server;
  * failure is the answer's status, with the reason in the server's log of
  * nothing (the DECODER says what the status means). Thread-safe. */
 void host_ucx_answer(struct ucx_server **slot, uint8_t *const *pools, int32_t num_devices,
-                     uint64_t pool_bytes, bool writable, void *page, struct msg_ucx_reply *r);
+                     uint64_t pool_bytes, bool writable, struct msg_ucx_reply *r);
 
 /* Stops the progress thread and releases the worker and mappings (NULL: nothing). */
 void host_ucx_server_stop(struct ucx_server *s);
@@ -109,27 +109,11 @@ struct ucx_batch {
   struct ucx_range *ranges;
   uint64_t count, capacity;
   int32_t status; /* OUT_OF_MEMORY when a range could not be recorded */
-  /* reads of generation page words, after every range (host_ucx_batch_after) */
-  uint64_t *after_into[2];
-  uint32_t after_word[2];
-  int32_t num_after;
 };
 
 void host_ucx_batch_begin(struct ucx_batch *b, struct ucx_link *u, bool put, uint64_t pool_bytes,
                           int32_t num_devices, const uint8_t *const *bases);
 void host_ucx_record(uint8_t *dst, const uint8_t *src, uint64_t n);
-
-/* Whether the PROMPT offered its generation page (UCX_REPLY_PAGE). */
-bool host_ucx_link_has_page(const struct ucx_link *u);
-
-/* (Reads) after every recorded range has been read, behind a fence
- * (ucp_worker_fence), reads word `word` of the PROMPT's generation page into
- * *into: a seqlock's second read (fast.h), ordered after the data's at the
- * PROMPT. At most two per batch; the link must have the page. */
-void host_ucx_batch_after(struct ucx_batch *b, uint64_t *into, uint32_t word);
-
-/* Reads the PROMPT's whole generation page (FAST_PAGE_BYTES) into `into`. */
-int32_t host_ucx_read_page(struct ucx_link *u, uint64_t *into, const struct core_guard *g);
 
 /* Ends a batch without reading or writing anything. */
 void host_ucx_batch_abandon(struct ucx_batch *b);
