@@ -21,6 +21,7 @@ import {
   LLMException,
   LLMRole,
   LLMStatusCode,
+  TransferConfig,
 } from "../mod.ts";
 import { startChild } from "./support/children.ts";
 import { fillPattern, firstMismatch, patternByte } from "./support/pattern.ts";
@@ -401,6 +402,29 @@ describe("links over UCX (TCP on loopback)", () => {
         } else {
           assert.equal(row.findIndex((b) => b !== 0), -1, `tensor ${t} of the rows cache was written`);
         }
+      }
+      // To addresses (transferCacheAsync with TransferConfig, from a DECODER
+      // without remote access): row 0 of layer 0 into row 0 of the rows
+      // cache's tensors 0 and 1 — UCX writes too.
+      await using plain = await openDecoder({ cacheManager: true });
+      const source = await plain.cacheManager.allocateCache(new CacheDesc(4, [2, B], U8));
+      for (let t = 0; t < 4; t++) {
+        const view = plain.cacheManager.getCacheTensorViews(source, t)[0];
+        fillPattern(new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength), 7, t, 0);
+      }
+      await link(plain, clusterId, port);
+      const rowAddrs = (ready.addrs as string[][])[3].map(BigInt);
+      sent = controlBytesSent(port);
+      const task = plain.cacheManager.transferCacheAsync(source, { synchronizeLayer: () => true }, [
+        new TransferConfig(clusterId, [rowAddrs[0], rowAddrs[1]], [0, 1], 0),
+      ]);
+      assert.equal(await task.synchronize(20_000), LLMStatusCode.LLM_SUCCESS);
+      control = controlBytesSent(port) - sent;
+      assert.ok(control < 4096, `${control} bytes went over the control connection for ${2 * B} pushed to addresses`);
+      for (let t = 0; t < 2; t++) {
+        const row = await dump(3, t);
+        const bad = row.findIndex((b, i) => b !== (i < B ? patternByte(7, t, 0, i) : 0));
+        assert.equal(bad, -1, `row pushed to addresses, tensor ${t}: byte ${bad} differs`);
       }
       const pulled = await m.allocateBlocksCache(new CacheDesc(4, [8, B], U8));
       await m.pullBlocks(new BlocksCacheKey(clusterId, 2n), pulled, [7, 0], [0, 5]);
