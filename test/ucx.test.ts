@@ -468,6 +468,59 @@ describe("links over UCX (TCP on loopback)", () => {
     }
   });
 
+  test("a push aborted midway: the link keeps working, and nothing of it lands after a later push", {
+    timeout: 120_000,
+  }, async () => {
+    const clusterId = freshClusterId();
+    const half = 64 << 20;
+    const child = startChild("push_prompt_process.ts", {
+      clusterId: String(clusterId),
+      remote: true,
+      poolBytes: 2 * half + (1 << 20),
+      caches: [{ numTensors: 2, shape: [1, half], dataType: DataType.DT_UINT8, blocksModelId: 0 }],
+    });
+    try {
+      const ready = await child.next();
+      await using decoder = await openDecoder({ cacheManager: true, remote: true, poolBytes: 6 * half + (1 << 20) });
+      const m = decoder.cacheManager;
+      const desc = new CacheDesc(2, [1, half], DataType.DT_UINT8);
+      const [first, second, check] = [
+        await m.allocateBlocksCache(desc),
+        await m.allocateBlocksCache(desc),
+        await m.allocateBlocksCache(desc),
+      ];
+      const fill = (cache: Cache, seed: number) => {
+        for (let t = 0; t < 2; t++) {
+          const view = m.getCacheTensorViews(cache, t)[0];
+          fillPattern(new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength), seed, t, 0);
+        }
+      };
+      fill(first, 1);
+      fill(second, 2);
+      await link(decoder, clusterId, ready.port as number);
+      const key = new BlocksCacheKey(clusterId, 0n);
+      const controller = new AbortController();
+      const aborted = m.pushBlocks(key, first, [0], [0], { signal: controller.signal }).then(
+        () => "resolved",
+        (e) => e,
+      );
+      await sleep(5);
+      controller.abort(new Error("stop"));
+      const outcome = await aborted;
+      // Aborted, or (a fast machine) done before the abort came.
+      assert.ok(outcome === "resolved" || outcome?.message === "stop", `unexpected outcome ${outcome}`);
+      await m.pushBlocks(key, second, [0], [0]);
+      await m.pullBlocks(key, check, [0], [0]);
+      for (let t = 0; t < 2; t++) {
+        const view = m.getCacheTensorViews(check, t)[0];
+        const bytes = new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
+        assert.equal(firstMismatch(bytes, 0, half, 2, t, 0, 0), -1, `tensor ${t} holds bytes of the aborted push`);
+      }
+    } finally {
+      await child.stop();
+    }
+  });
+
   test("a PROMPT killed during a push: LINK_FAILED within the deadline, no hang; the DECODER keeps working", {
     timeout: 120_000,
   }, async () => {
