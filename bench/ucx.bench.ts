@@ -1,5 +1,6 @@
-// Pulls over UCX (llmdd.transport=ucx, UCX_TLS=tcp on loopback) against a
-// plain TCP socket transfer of the same bytes between the same two processes.
+// Pulls and pushes over UCX (llmdd.transport=ucx, UCX_TLS=tcp on loopback)
+// against a plain TCP socket transfer of the same bytes between the same two
+// processes.
 // Runs unchanged on Bun, Deno and Node:
 //
 //   ./node_modules/.bin/bun bench/ucx.bench.ts
@@ -12,7 +13,11 @@
 // UCX_TLS=tcp, is the PROMPT (cache manager mode, 127.0.0.1) and also a TCP
 // server on 127.0.0.1 (node:net, TCP_NODELAY): on a bulk connection it answers
 // a 4-byte length n with n bytes of its 64 MiB cache (the data of the pulls),
-// on an echo connection it sends back every byte. The PROMPT's UCP worker
+// on a push connection it takes a 4-byte length n and n bytes, copies them
+// into a cache of its own and answers one byte once all are in, on an echo
+// connection it sends back every byte. Both engines enable remote access
+// (llm.EnableRemoteCacheAccessible=1), so pushes into the PROMPT's pools are
+// UCX writes (ucp_put_nbx, then a flush). The PROMPT's UCP worker
 // offers TCP only, so every UCX read goes over TCP whatever UCX this process
 // would pick (UCX_TLS is read from the environment when UCX loads; Bun does
 // not pass a variable set at run time to native code).
@@ -25,7 +30,12 @@
 //       never puts two neighbours next to each other (dst = 7 × src mod 1024),
 //       so no two reads merge: 1024 reads. Against the TCP transfer of 16 MiB.
 //       Goal: >= 80 %.
-//   (c) a 4 KiB pull (LOOKUP, one read, DONE) against a 64-byte round trip on
+//   (c) pushes: pushBlocks of one 64 MiB block, and of 1024 blocks of 16 KiB
+//       (the same unmergeable order: 1024 writes), into blocks caches of the
+//       PROMPT, against the TCP transfer of 64 MiB and 16 MiB the other way
+//       (this process sends, the PROMPT copies and acknowledges). Goal, as for
+//       pulls: >= 80 %.
+//   (d) a 4 KiB pull (LOOKUP, one read, DONE) against a 64-byte round trip on
 //       the echo connection. Goal: <= 2×. Context: the same pull over shared
 //       memory (a second DECODER with llmdd.transport=shm), to show what the
 //       UCX read adds.
@@ -64,7 +74,8 @@ const SMALL = 4 * KiB;
 const ECHO_BYTES = 64;
 const BANDWIDTH_GOAL = 0.8;
 const RTT_GOAL = 2;
-const POOL_BYTES = BIG + BLOCK * BLOCKS + 16 * MiB;
+const POOL_BYTES = 2 * BIG + 2 * BLOCK * BLOCKS + 16 * MiB;
+const DECODER_POOL_BYTES = 3 * BIG + BLOCK * BLOCKS + 16 * MiB; // and a 64 MiB check of the push
 const SYNC_KV_TIMEOUT_MS = 60_000;
 const PROMPT_CLUSTER = 0xC3_0000_0000n + BigInt(process.pid);
 const DECODER_CLUSTER = 0xC4_0000_0000n + BigInt(process.pid);
@@ -72,6 +83,8 @@ const SCALE = Number(process.env.BENCH_SCALE ?? 1); // fewer rounds for a quick 
 const PLAN = {
   big: { warmup: 3, iterations: Math.ceil(30 * SCALE) },
   blocks: { warmup: 5, iterations: Math.ceil(60 * SCALE) },
+  pushBig: { warmup: 3, iterations: Math.ceil(30 * SCALE) },
+  pushBlocks: { warmup: 5, iterations: Math.ceil(60 * SCALE) },
   small: { warmup: 200, iterations: Math.ceil(2000 * SCALE) },
 };
 
@@ -105,6 +118,15 @@ async function timedLoop(fns: Record<string, () => Promise<unknown>>, warmup: nu
 
 // ---------------------------------------------------------------- the PROMPT child
 
+const ACK = new Uint8Array([1]);
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const joined = new Uint8Array(a.length + b.length);
+  joined.set(a);
+  joined.set(b, a.length);
+  return joined;
+}
+
 const kept: Cache[] = [];
 
 async function servePrompt(): Promise<void> {
@@ -114,6 +136,7 @@ async function servePrompt(): Promise<void> {
     "llm.MemPoolConfig": JSON.stringify({ memory_size: POOL_BYTES }),
     "llm.listenIpInfo": "127.0.0.1:0",
     "llm.SyncKvCacheWaitTime": String(SYNC_KV_TIMEOUT_MS),
+    "llm.EnableRemoteCacheAccessible": "1",
   });
   const m = prompt.cacheManager;
   const big = await m.allocateCache(new CacheDesc(1, [1, BIG], DataType.DT_UINT8));
@@ -122,23 +145,56 @@ async function servePrompt(): Promise<void> {
     new BlocksCacheKey(prompt.clusterId, 0),
   );
   const small = await m.allocateCache(new CacheDesc(1, [1, SMALL], DataType.DT_UINT8));
-  kept.push(big, blocks, small); // referenced until the end (no garbage-collection warning)
+  // Where the pushes go (BlocksCacheKey model 1 and 2).
+  const bigIn = await m.allocateBlocksCache(
+    new CacheDesc(1, [1, BIG], DataType.DT_UINT8),
+    new BlocksCacheKey(prompt.clusterId, 1),
+  );
+  const blocksIn = await m.allocateBlocksCache(
+    new CacheDesc(1, [BLOCKS, BLOCK], DataType.DT_UINT8),
+    new BlocksCacheKey(prompt.clusterId, 2),
+  );
+  kept.push(big, blocks, small, bigIn, blocksIn); // referenced until the end (no garbage-collection warning)
   const view = (c: Cache) => bytesOf(m.getCacheTensorViews(c, 0)[0].data);
   fillPattern(view(big), 1, 0, 0);
   fillPattern(view(blocks), 2, 0, 0);
   fillPattern(view(small), 3, 0, 0);
   const data = view(big);
+  const landing = view(bigIn); // where the TCP pushes' bytes are copied
   const server = createServer((socket) => {
     socket.setNoDelay(true);
-    let mode: "unknown" | "echo" | "bulk" = "unknown";
+    let mode: "unknown" | "echo" | "bulk" | "push" = "unknown";
     let pending = new Uint8Array(0);
+    let want = -1, got = 0; // push: the length (-1: not read yet), bytes in
     socket.on("data", (chunk: Uint8Array) => {
       if (mode === "unknown") {
-        mode = chunk[0] === 0x45 ? "echo" : "bulk"; // 'E' or 'B'
+        mode = chunk[0] === 0x45 ? "echo" : chunk[0] === 0x50 ? "push" : "bulk"; // 'E', 'P' or 'B'
         chunk = chunk.subarray(1);
       }
       if (mode === "echo") {
         if (chunk.length > 0) socket.write(chunk);
+        return;
+      }
+      if (mode === "push") {
+        while (chunk.length > 0) {
+          if (want < 0) {
+            // The client writes the 4-byte length and the data in separate writes.
+            pending = concat(pending, chunk);
+            if (pending.length < 4) return;
+            want = new DataView(pending.buffer, pending.byteOffset, 4).getUint32(0, true);
+            chunk = pending.subarray(4);
+            pending = new Uint8Array(0);
+            got = 0;
+          }
+          const n = Math.min(chunk.length, want - got);
+          landing.set(chunk.subarray(0, n), got);
+          got += n;
+          chunk = chunk.subarray(n);
+          if (got === want) {
+            want = -1;
+            socket.write(ACK);
+          }
+        }
         return;
       }
       const joined = new Uint8Array(pending.length + chunk.length);
@@ -206,7 +262,7 @@ function startPrompt(): { ready: Promise<Record<string, string | number>>; stop(
 
 // ---------------------------------------------------------------- TCP clients
 
-async function open(port: number, mode: "E" | "B"): Promise<Socket> {
+async function open(port: number, mode: "E" | "B" | "P"): Promise<Socket> {
   const socket = connect({ host: "127.0.0.1", port });
   await new Promise<void>((resolve, reject) => {
     socket.once("connect", resolve);
@@ -246,6 +302,29 @@ async function bulkClient(port: number, into: Uint8Array) {
   };
 }
 
+/** `send(n)`: sends n bytes of `from` and waits for the PROMPT's acknowledgement that all are in. */
+async function pushClient(port: number, from: Uint8Array) {
+  const socket = await open(port, "P");
+  let done: (() => void) | undefined;
+  socket.on("data", () => {
+    const d = done;
+    done = undefined;
+    d?.();
+  });
+  return {
+    send(n: number) {
+      const header = new Uint8Array(4);
+      new DataView(header.buffer).setUint32(0, n, true);
+      return new Promise<void>((resolve) => {
+        done = resolve;
+        socket.write(header);
+        socket.write(from.subarray(0, n));
+      });
+    },
+    close: () => socket.destroy(),
+  };
+}
+
 async function echoClient(port: number) {
   const socket = await open(port, "E");
   const payload = new Uint8Array(ECHO_BYTES).fill(0x42);
@@ -278,8 +357,9 @@ async function main(): Promise<void> {
   const decoder = new LLMDataDist(LLMRole.DECODER, DECODER_CLUSTER);
   await decoder.init({
     "llm.EnableCacheManager": "1",
-    "llm.MemPoolConfig": JSON.stringify({ memory_size: POOL_BYTES }),
+    "llm.MemPoolConfig": JSON.stringify({ memory_size: DECODER_POOL_BYTES }),
     "llm.SyncKvCacheWaitTime": String(SYNC_KV_TIMEOUT_MS),
+    "llm.EnableRemoteCacheAccessible": "1",
     "llmdd.transport": "ucx",
   });
   const cluster = new LLMClusterInfo();
@@ -291,12 +371,17 @@ async function main(): Promise<void> {
   const big = await m.allocateCache(new CacheDesc(1, [1, BIG], DataType.DT_UINT8));
   const blocks = await m.allocateBlocksCache(new CacheDesc(1, [BLOCKS, BLOCK], DataType.DT_UINT8));
   const small = await m.allocateCache(new CacheDesc(1, [1, SMALL], DataType.DT_UINT8));
+  const bigOut = await m.allocateBlocksCache(new CacheDesc(1, [1, BIG], DataType.DT_UINT8));
   const view = (c: Cache) => bytesOf(m.getCacheTensorViews(c, 0)[0].data);
+  fillPattern(view(bigOut), 4, 0, 0);
   const src = Array.from({ length: BLOCKS }, (_, i) => i);
   const dst = src.map((i) => (7 * i) % BLOCKS);
   const bigKey = new CacheKeyByIdAndIndex(PROMPT_CLUSTER, BigInt(ready.big), 0);
   const smallKey = new CacheKeyByIdAndIndex(PROMPT_CLUSTER, BigInt(ready.small), 0);
   const blocksKey = new BlocksCacheKey(PROMPT_CLUSTER, 0);
+  const bigInKey = new BlocksCacheKey(PROMPT_CLUSTER, 1);
+  const blocksInKey = new BlocksCacheKey(PROMPT_CLUSTER, 2);
+  const one = { tensorNumPerLayer: 1 }; // the caches have one tensor (the default, 2, would push nothing)
   // Context: the same 4 KiB pull over shared memory (a second DECODER,
   // llmdd.transport=shm): the LOOKUP round trip and the copy without UCX.
   const shmDecoder = new LLMDataDist(LLMRole.DECODER, DECODER_CLUSTER + 1n);
@@ -311,6 +396,7 @@ async function main(): Promise<void> {
   const sink = new Uint8Array(BIG);
   const bulk = await bulkClient(Number(ready.tcpPort), sink);
   const echo = await echoClient(Number(ready.tcpPort));
+  const pushSocket = await pushClient(Number(ready.tcpPort), view(bigOut));
 
   // Verified before timing: every byte the pulls and the TCP transfer move.
   await m.pullCache(bigKey, big, 0);
@@ -326,8 +412,20 @@ async function main(): Promise<void> {
   if (firstMismatch(view(small), 0, SMALL, 3, 0, 0, 0) !== -1) throw new Error("the 4 KiB pull is wrong");
   await bulk.fetch(BIG);
   if (firstMismatch(sink, 0, BIG, 1, 0, 0, 0) !== -1) throw new Error("the TCP transfer is wrong");
+  // The pushes, read back with pulls (into the 64 MiB pull's destination).
+  await m.pushBlocks(bigInKey, bigOut, [0], [0], one);
+  const check = await m.allocateBlocksCache(new CacheDesc(1, [1, BIG], DataType.DT_UINT8));
+  await m.pullBlocks(bigInKey, check, [0], [0], one);
+  if (firstMismatch(view(check), 0, BIG, 4, 0, 0, 0) !== -1) throw new Error("the 64 MiB push is wrong");
+  await m.deallocateBlocksCache(check);
+  const before = view(blocks).slice();
+  await m.pushBlocks(blocksInKey, blocks, src, dst, one);
+  view(blocks).fill(0);
+  await m.pullBlocks(blocksInKey, blocks, dst, src, one); // back where each block came from
+  if (view(blocks).some((b, i) => b !== before[i])) throw new Error("the 1024-block push is wrong");
+  await pushSocket.send(BIG);
 
-  console.log("# UCX pulls against plain TCP between the same two processes");
+  console.log("# UCX pulls and pushes against plain TCP between the same two processes");
   console.log(`runtime:        ${runtimeName()} on ${platformName()}`);
   console.log(`cpu:            ${cpuName()}`);
   console.log(`load average:   ${loadAverage()} (at start)`);
@@ -350,6 +448,22 @@ async function main(): Promise<void> {
     },
     PLAN.blocks.warmup,
     PLAN.blocks.iterations,
+  );
+  const pushBig = await timedLoop(
+    {
+      "UCX pushBlocks 64 MiB": () => m.pushBlocks(bigInKey, bigOut, [0], [0], one),
+      "TCP 64 MiB out": () => pushSocket.send(BIG),
+    },
+    PLAN.pushBig.warmup,
+    PLAN.pushBig.iterations,
+  );
+  const pushBlk = await timedLoop(
+    {
+      "UCX pushBlocks 1024 × 16 KiB": () => m.pushBlocks(blocksInKey, blocks, src, dst, one),
+      "TCP 16 MiB out": () => pushSocket.send(BLOCK * BLOCKS),
+    },
+    PLAN.pushBlocks.warmup,
+    PLAN.pushBlocks.iterations,
   );
   const lat = await timedLoop(
     {
@@ -375,6 +489,13 @@ async function main(): Promise<void> {
   };
   row("64 MiB, one row", big64["UCX pullCache 64 MiB"], big64["TCP 64 MiB"], BIG);
   row("1024 × 16 KiB blocks (1024 reads)", blk["UCX pullBlocks 1024 × 16 KiB"], blk["TCP 16 MiB"], BLOCK * BLOCKS);
+  row("push: 64 MiB, one block", pushBig["UCX pushBlocks 64 MiB"], pushBig["TCP 64 MiB out"], BIG);
+  row(
+    "push: 1024 × 16 KiB blocks (1024 writes)",
+    pushBlk["UCX pushBlocks 1024 × 16 KiB"],
+    pushBlk["TCP 16 MiB out"],
+    BLOCK * BLOCKS,
+  );
   const r = lat["UCX pullCache 4 KiB"] / lat["TCP round trip 64 B"];
   console.log(
     `| 4 KiB pull vs 64 B round trip | ${time(lat["UCX pullCache 4 KiB"])} | ${time(lat["TCP round trip 64 B"])} | ` +
@@ -385,14 +506,17 @@ async function main(): Promise<void> {
       `${ratio(lat["shm pullCache 4 KiB"] / lat["TCP round trip 64 B"])} of the round trip | | |`,
   );
   console.log(
-    `\nrounds: 64 MiB ${PLAN.big.iterations}, blocks ${PLAN.blocks.iterations}, 4 KiB ${PLAN.small.iterations} ` +
+    `\nrounds: 64 MiB ${PLAN.big.iterations}, blocks ${PLAN.blocks.iterations}, pushes ${PLAN.pushBig.iterations} ` +
+      `and ${PLAN.pushBlocks.iterations}, 4 KiB ${PLAN.small.iterations} ` +
       "(after warm-up); medians of single calls, the two sides interleaved",
   );
   bulk.close();
   echo.close();
+  pushSocket.close();
   await m.deallocateCache(big);
   await m.deallocateBlocksCache(blocks);
   await m.deallocateCache(small);
+  await m.deallocateBlocksCache(bigOut);
   await shmDecoder.cacheManager.deallocateCache(shmSmall);
   shmDecoder.finalize();
   decoder.finalize();

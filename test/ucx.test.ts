@@ -21,6 +21,7 @@ import {
   LLMException,
   LLMRole,
   LLMStatusCode,
+  TransferConfig,
 } from "../mod.ts";
 import { startChild } from "./support/children.ts";
 import { fillPattern, firstMismatch, patternByte } from "./support/pattern.ts";
@@ -105,6 +106,16 @@ function assertRow(
       assert.equal(outside, -1, `tensor ${t} device ${deviceId}: byte ${outside} outside the pulled range changed`);
     });
   }
+}
+
+/**
+ * Bytes this machine's TCP connections to `port` (a PROMPT's control port)
+ * have sent, from `ss` (iproute2): what crossed the links' control
+ * connections, whatever went over UCX's own.
+ */
+function controlBytesSent(port: number): number {
+  const text = execFileSync("ss", ["-tinH", "state", "established", `( dport = :${port} )`], { encoding: "utf8" });
+  return [...text.matchAll(/bytes_sent:(\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
 }
 
 const missing = await ucxMissing();
@@ -305,18 +316,20 @@ describe("links over UCX (TCP on loopback)", () => {
     },
   );
 
-  test("pushes, and pulls of a PROMPT's registered memory, over a UCX link (through the link's socket)", {
+  test("pushes into a PROMPT's pools are UCX writes; into and out of its registered memory, the link's socket", {
     timeout: 120_000,
   }, async () => {
     const clusterId = freshClusterId();
     const U8 = DataType.DT_UINT8;
+    const B = 16 << 10; // bytes per block (a row of the rows cache)
     const child = startChild("push_prompt_process.ts", {
       clusterId: String(clusterId),
       remote: true,
       caches: [
-        { numTensors: 2, shape: [8, 64], dataType: U8, blocksModelId: 0 }, // pooled, zeros
-        { numTensors: 2, shape: [8, 64], dataType: U8, blocksModelId: 1, registered: true }, // registered, zeros
-        { numTensors: 2, shape: [8, 64], dataType: U8, blocksModelId: 2, registered: true, seed: 31 },
+        { numTensors: 4, shape: [8, B], dataType: U8, blocksModelId: 0 }, // pooled, zeros
+        { numTensors: 4, shape: [8, B], dataType: U8, blocksModelId: 1, registered: true }, // registered, zeros
+        { numTensors: 4, shape: [8, B], dataType: U8, blocksModelId: 2, registered: true, seed: 31 },
+        { numTensors: 4, shape: [2, B], dataType: U8 }, // pooled rows, zeros
       ],
     });
     const dump = async (cache: number, tensor: number) => {
@@ -327,30 +340,95 @@ describe("links over UCX (TCP on loopback)", () => {
     const expectBlocks = (bytes: Uint8Array, seed: number, t: number, pairs: number[][], what: string) => {
       const expected = new Uint8Array(bytes.length);
       for (const [from, to] of pairs) {
-        for (let i = 0; i < 64; i++) expected[to * 64 + i] = patternByte(seed, t, 0, from * 64 + i);
+        for (let i = 0; i < B; i++) expected[to * B + i] = patternByte(seed, t, 0, from * B + i);
       }
       const bad = bytes.findIndex((b, i) => b !== expected[i]);
       assert.equal(bad, -1, `${what}, tensor ${t}: byte ${bad} differs`);
     };
     try {
       const ready = await child.next();
+      const port = ready.port as number;
       await using decoder = await openDecoder({ cacheManager: true, remote: true });
       const m = decoder.cacheManager;
-      const blocks: Cache = await m.allocateBlocksCache(new CacheDesc(2, [8, 64], U8));
-      for (let t = 0; t < 2; t++) {
+      const blocks: Cache = await m.allocateBlocksCache(new CacheDesc(4, [8, B], U8));
+      const rows: Cache = await m.allocateCache(new CacheDesc(4, [2, B], U8));
+      for (let t = 0; t < 4; t++) {
         const view = m.getCacheTensorViews(blocks, t)[0];
         fillPattern(new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength), 5, t, 0);
+        const row = m.getCacheTensorViews(rows, t)[0];
+        fillPattern(new Uint8Array(row.data.buffer, row.data.byteOffset, row.byteLength), 6, t, 0);
       }
-      await link(decoder, clusterId, ready.port as number);
+      await link(decoder, clusterId, port);
+      // Into the pools: ucp_put_nbx, so the data does not cross the control
+      // connection (a STREAM write would send every byte there).
+      let sent = controlBytesSent(port);
       await m.pushBlocks(new BlocksCacheKey(clusterId, 0n), blocks, [1, 2], [3, 4]);
+      // Layer ranges: source layer 1 (tensors 2, 3) into destination layer 0 (tensors 0, 1).
+      await m.pushBlocks(new BlocksCacheKey(clusterId, 0n), blocks, [5], [6], {
+        srcLayerRange: [1, 2],
+        dstLayerRange: [0, 1],
+      });
+      // By id, a row: source row 1 of layer 0 into row 1 of layer 1.
+      const rowsId = BigInt((ready.cacheIds as string[])[3]);
+      await m.pushCache(new CacheKeyByIdAndIndex(clusterId, rowsId, 1), rows, 1, [0, 1], [1, 2]);
+      const pooled = 4 * 2 * B + 2 * B + 2 * B;
+      let control = controlBytesSent(port) - sent;
+      assert.ok(
+        control < 4096,
+        `${control} bytes went over the control connection for ${pooled} pushed into the pools`,
+      );
+      // Into registered memory: STREAM, every byte over the control connection.
+      sent = controlBytesSent(port);
       await m.pushBlocks(new BlocksCacheKey(clusterId, 1n), blocks, [6], [0]);
-      for (let t = 0; t < 2; t++) {
-        expectBlocks(await dump(0, t), 5, t, [[1, 3], [2, 4]], "pushed into the pool");
+      control = controlBytesSent(port) - sent;
+      assert.ok(control >= 4 * B, `only ${control} bytes went over the control connection for ${4 * B} streamed`);
+      for (let t = 0; t < 4; t++) {
+        const bytes = await dump(0, t);
+        if (t < 2) {
+          // Block 6 came from source tensor t + 2.
+          const expected = new Uint8Array(B);
+          for (let i = 0; i < B; i++) expected[i] = patternByte(5, t + 2, 0, 5 * B + i);
+          const bad = bytes.subarray(6 * B, 7 * B).findIndex((b, i) => b !== expected[i]);
+          assert.equal(bad, -1, `layer-range push, tensor ${t}: byte ${bad} differs`);
+          bytes.fill(0, 6 * B, 7 * B);
+        }
+        expectBlocks(bytes, 5, t, [[1, 3], [2, 4]], "pushed into the pool");
         expectBlocks(await dump(1, t), 5, t, [[6, 0]], "pushed into registered memory");
+        const row = await dump(3, t);
+        if (t >= 2) {
+          // Row 1 of tensor t came from source row 1 of tensor t - 2.
+          const bad = row.findIndex((b, i) => b !== (i < B ? 0 : patternByte(6, t - 2, 0, i)));
+          assert.equal(bad, -1, `row pushed by id, tensor ${t}: byte ${bad} differs`);
+        } else {
+          assert.equal(row.findIndex((b) => b !== 0), -1, `tensor ${t} of the rows cache was written`);
+        }
       }
-      const pulled = await m.allocateBlocksCache(new CacheDesc(2, [8, 64], U8));
-      await m.pullBlocks(new BlocksCacheKey(clusterId, 2n), pulled, [7, 0], [0, 5]);
+      // To addresses (transferCacheAsync with TransferConfig, from a DECODER
+      // without remote access): row 0 of layer 0 into row 0 of the rows
+      // cache's tensors 0 and 1 — UCX writes too.
+      await using plain = await openDecoder({ cacheManager: true });
+      const source = await plain.cacheManager.allocateCache(new CacheDesc(4, [2, B], U8));
+      for (let t = 0; t < 4; t++) {
+        const view = plain.cacheManager.getCacheTensorViews(source, t)[0];
+        fillPattern(new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength), 7, t, 0);
+      }
+      await link(plain, clusterId, port);
+      const rowAddrs = (ready.addrs as string[][])[3].map(BigInt);
+      sent = controlBytesSent(port);
+      const task = plain.cacheManager.transferCacheAsync(source, { synchronizeLayer: () => true }, [
+        new TransferConfig(clusterId, [rowAddrs[0], rowAddrs[1]], [0, 1], 0),
+      ]);
+      assert.equal(await task.synchronize(20_000), LLMStatusCode.LLM_SUCCESS);
+      control = controlBytesSent(port) - sent;
+      assert.ok(control < 4096, `${control} bytes went over the control connection for ${2 * B} pushed to addresses`);
       for (let t = 0; t < 2; t++) {
+        const row = await dump(3, t);
+        const bad = row.findIndex((b, i) => b !== (i < B ? patternByte(7, t, 0, i) : 0));
+        assert.equal(bad, -1, `row pushed to addresses, tensor ${t}: byte ${bad} differs`);
+      }
+      const pulled = await m.allocateBlocksCache(new CacheDesc(4, [8, B], U8));
+      await m.pullBlocks(new BlocksCacheKey(clusterId, 2n), pulled, [7, 0], [0, 5]);
+      for (let t = 0; t < 4; t++) {
         const view = m.getCacheTensorViews(pulled, t)[0];
         const bytes = new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
         expectBlocks(bytes, 31, t, [[7, 0], [0, 5]], "pulled from registered memory");
@@ -358,6 +436,118 @@ describe("links over UCX (TCP on loopback)", () => {
     } finally {
       await child.stop();
     }
+  });
+
+  test("a PROMPT without remote access: its pools' keys allow no writes, and pushes to it are refused", {
+    timeout: 120_000,
+  }, async () => {
+    const clusterId = freshClusterId();
+    const child = startChild("push_prompt_process.ts", {
+      clusterId: String(clusterId),
+      remote: false,
+      caches: [{ numTensors: 2, shape: [8, 64], dataType: DataType.DT_UINT8, blocksModelId: 0 }],
+    });
+    try {
+      const ready = await child.next();
+      await using decoder = await openDecoder({ cacheManager: true, remote: true });
+      const m = decoder.cacheManager;
+      const blocks = await m.allocateBlocksCache(new CacheDesc(2, [8, 64], DataType.DT_UINT8));
+      await link(decoder, clusterId, ready.port as number);
+      await rejectsWithStatus(
+        m.pushBlocks(new BlocksCacheKey(clusterId, 0n), blocks, [0], [0]),
+        LLMStatusCode.LLM_PARAM_INVALID,
+        /remote cache is not remote accessible/,
+      );
+      const bytes = await (async () => {
+        child.send({ dump: 0, tensor: 0 });
+        return new Uint8Array(Buffer.from((await child.next()).bytes as string, "base64"));
+      })();
+      assert.equal(bytes.findIndex((b) => b !== 0), -1, "nothing was written");
+    } finally {
+      await child.stop();
+    }
+  });
+
+  test("a push aborted midway: the link keeps working, and nothing of it lands after a later push", {
+    timeout: 120_000,
+  }, async () => {
+    const clusterId = freshClusterId();
+    const half = 64 << 20;
+    const child = startChild("push_prompt_process.ts", {
+      clusterId: String(clusterId),
+      remote: true,
+      poolBytes: 2 * half + (1 << 20),
+      caches: [{ numTensors: 2, shape: [1, half], dataType: DataType.DT_UINT8, blocksModelId: 0 }],
+    });
+    try {
+      const ready = await child.next();
+      await using decoder = await openDecoder({ cacheManager: true, remote: true, poolBytes: 6 * half + (1 << 20) });
+      const m = decoder.cacheManager;
+      const desc = new CacheDesc(2, [1, half], DataType.DT_UINT8);
+      const [first, second, check] = [
+        await m.allocateBlocksCache(desc),
+        await m.allocateBlocksCache(desc),
+        await m.allocateBlocksCache(desc),
+      ];
+      const fill = (cache: Cache, seed: number) => {
+        for (let t = 0; t < 2; t++) {
+          const view = m.getCacheTensorViews(cache, t)[0];
+          fillPattern(new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength), seed, t, 0);
+        }
+      };
+      fill(first, 1);
+      fill(second, 2);
+      await link(decoder, clusterId, ready.port as number);
+      const key = new BlocksCacheKey(clusterId, 0n);
+      const controller = new AbortController();
+      const aborted = m.pushBlocks(key, first, [0], [0], { signal: controller.signal }).then(
+        () => "resolved",
+        (e) => e,
+      );
+      await sleep(5);
+      controller.abort(new Error("stop"));
+      const outcome = await aborted;
+      // Aborted, or (a fast machine) done before the abort came.
+      assert.ok(outcome === "resolved" || outcome?.message === "stop", `unexpected outcome ${outcome}`);
+      await m.pushBlocks(key, second, [0], [0]);
+      await m.pullBlocks(key, check, [0], [0]);
+      for (let t = 0; t < 2; t++) {
+        const view = m.getCacheTensorViews(check, t)[0];
+        const bytes = new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
+        assert.equal(firstMismatch(bytes, 0, half, 2, t, 0, 0), -1, `tensor ${t} holds bytes of the aborted push`);
+      }
+    } finally {
+      await child.stop();
+    }
+  });
+
+  test("a PROMPT killed during a push: LINK_FAILED within the deadline, no hang; the DECODER keeps working", {
+    timeout: 120_000,
+  }, async () => {
+    const clusterId = freshClusterId();
+    const size = 256 << 20;
+    const child = startChild("push_prompt_process.ts", {
+      clusterId: String(clusterId),
+      remote: true,
+      poolBytes: size + (1 << 20),
+      caches: [{ numTensors: 2, shape: [1, size / 2], dataType: DataType.DT_UINT8, blocksModelId: 0 }],
+    });
+    const ready = await child.next();
+    const timeout = 20_000;
+    await using decoder = await openDecoder({ cacheManager: true, remote: true, poolBytes: size + (1 << 20), timeout });
+    const m = decoder.cacheManager;
+    const source = await m.allocateBlocksCache(new CacheDesc(2, [1, size / 2], DataType.DT_UINT8));
+    await link(decoder, clusterId, ready.port as number);
+    const key = new BlocksCacheKey(clusterId, 0n);
+    const pushing = m.pushBlocks(key, source, [0], [0]).then(() => "resolved", (err) => err);
+    await sleep(20);
+    await child.kill();
+    const outcome = await pushing;
+    // The deadline was not what ended it: a timeout would be WAIT_PROCESS_TIMEOUT.
+    assert.equal(outcome?.statusCode, LLMStatusCode.LLM_LINK_FAILED, `expected LINK_FAILED, got ${outcome}`);
+    await rejectsWithStatus(m.pushBlocks(key, source, [0], [0]), LLMStatusCode.LLM_LINK_FAILED);
+    const small = await m.allocateCache(new CacheDesc(1, [8], DataType.DT_UINT8));
+    assert.equal((await m.getCacheTensors(small))[0].byteLength, 8, "the DECODER keeps working");
   });
 
   test("unlink and link again: pulls work over the new link", { timeout: 120_000 }, async () => {

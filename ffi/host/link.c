@@ -389,6 +389,10 @@ static int32_t host_link_ucx_open(struct link *l, const char *where, const struc
     status = core_fail(LLMDD_LINK_FAILED, "no answer from %s before the deadline", where);
   if (status == LLMDD_SUCCESS)
     status = host_ucx_link_open(answer, l->num_devices, where, l->bases, &l->ucx);
+  /* Pushes into the pools are UCX writes where the PROMPT's keys allow them
+   * (it enabled remote access); nothing is mapped here, so this engine's own
+   * option does not matter. */
+  if (status == LLMDD_SUCCESS) l->writable = host_ucx_link_writable(l->ucx);
   free(answer);
   return status;
 }

@@ -50,8 +50,10 @@ struct link {
   /* the PROMPT's pools, read-only unless `writable` (over UCX: its addresses
    * there, never dereferenced) */
   const uint8_t *bases[MAX_DEVICES];
-  /* Mapped read-write: both engines enabled llm.EnableRemoteCacheAccessible, so
-   * pushes write into the PROMPT's pooled remote-accessible caches directly. */
+  /* Pushes write into the PROMPT's pooled remote-accessible caches directly:
+   * over shared memory, the pools are mapped read-write (both engines enabled
+   * llm.EnableRemoteCacheAccessible); over UCX, the PROMPT's keys allow remote
+   * writes (it enabled the option), and the writes are ucp_put_nbx. */
   bool writable;
   struct fast_view *fast; /* its generation page and the answers kept (fast.h), or NULL */
   struct ucx_link *ucx;   /* the data path over UCX (ucx.h), or NULL: shm */

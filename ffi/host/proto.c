@@ -176,7 +176,7 @@ static uint32_t encode(const struct msg *m, uint8_t *buf) {
     put_u32(&c, (uint32_t)r->status);
     put_u32(&c, n);
     put_u32(&c, r->address_bytes);
-    put_u32(&c, 0);
+    put_u32(&c, r->flags);
     for (uint32_t d = 0; d < n; d++) {
       put_u64(&c, r->bases[d]);
       put_u32(&c, r->rkey_bytes[d]);
@@ -290,7 +290,8 @@ static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m,
     r->status = (int32_t)get_u32(&c);
     r->devices = devices = get_u32(&c);
     r->address_bytes = get_u32(&c);
-    zero = get_u32(&c);
+    r->flags = get_u32(&c);
+    zero = r->flags & ~UCX_REPLY_WRITABLE; /* unknown flags are malformed */
     if (devices > MAX_DEVICES) return -1;
     blob = r->address_bytes;
     for (uint32_t d = 0; d < devices; d++) {

@@ -52,7 +52,8 @@
  *           (an unregisterCache there is not refused as "in use").           (8)
  *   UNLINK  (empty) → UNLINK_REPLY i32 status, u32 0; then the PROMPT closes (0 / 8)
  *   UCX     u32 0, u32 0: the data of this link is to move over UCX (ucx.h)  (8)
- *     → UCX_REPLY i32 status, u32 device count n, u32 address bytes a, u32 0,
+ *     → UCX_REPLY i32 status, u32 device count n, u32 address bytes a, u32 flags
+ *           (UCX_REPLY_WRITABLE, or 0),
  *           then n × (u64 pool base address, u32 rkey bytes k_i, u32 0), then
  *           the PROMPT's UCP worker address (a bytes), then each pool's packed
  *           remote key (k_i bytes each)              (16 + 16n + a + Σk_i)
@@ -165,10 +166,15 @@ struct msg_done {
 #define DONE_CONSUME 1u
 #define DONE_ACK 2u
 
+/* UCX_REPLY flags: the pools' keys allow remote writes (the PROMPT enabled
+ * llm.EnableRemoteCacheAccessible), so pushes into them are ucp_put_nbx. */
+#define UCX_REPLY_WRITABLE 1u
+
 struct msg_ucx_reply {
   int32_t status;
   uint32_t devices;
   uint32_t address_bytes;
+  uint32_t flags; /* UCX_REPLY_* */
   uint64_t bases[MAX_DEVICES];
   uint32_t rkey_bytes[MAX_DEVICES];
   uint8_t blob[UCX_BLOB_CAP]; /* the address, then the keys */

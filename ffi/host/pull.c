@@ -104,7 +104,7 @@ static void ucx_begin(const struct pull_task *p, struct core_progress *progress,
   const struct link *l = p->link;
   progress->copy = host_ucx_record;
   progress->peer_check = NULL;
-  host_ucx_batch_begin(b, l->ucx, l->pool_bytes, l->num_devices, l->bases);
+  host_ucx_batch_begin(b, l->ucx, false, l->pool_bytes, l->num_devices, l->bases);
 }
 
 static int32_t ucx_end(const struct pull_task *p, struct ucx_batch *b, int32_t status,

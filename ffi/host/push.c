@@ -5,8 +5,11 @@
  * is remote-accessible), then one copy: into the read-write mapping of the
  * PROMPT's pools when the destination is there and both engines enabled remote
  * access, in chunks checking the deadline, the cancel flag, the finalize and that
- * the PROMPT is alive; otherwise (registered memory) through the link's socket in
- * one STREAM request (stream.h). Then DONE, which releases the pin. */
+ * the PROMPT is alive; over UCX, when the PROMPT's keys allow writes, the same
+ * loops record ranges that are then written with ucp_put_nbx and flushed
+ * (ucx.h); otherwise (registered memory, or a PROMPT without remote access)
+ * through the link's socket in one STREAM request (stream.h). Then DONE, which
+ * releases the pin. */
 #define _DEFAULT_SOURCE 1
 #include "book.h"
 #include "core/blocks.h"
@@ -17,6 +20,7 @@
 #include "memcopy.h"
 #include "stream.h"
 #include "task.h"
+#include "ucx.h"
 
 struct push_task {
   struct task task;
@@ -118,8 +122,23 @@ static int32_t copy_out(const struct push_copy *c, const struct core_guard *g) {
       core_progress_start(g, stream ? host_copy_streaming : host_copy_plain, total, "pushed");
   progress.peer_check = peer_check;
   progress.peer = (void *)p;
+  const struct link *l = p->link;
+  struct ucx_batch ucx;
+  if (l->ucx != NULL) {
+    /* Over UCX: the loops record the writes, then they are put and flushed. */
+    progress.copy = host_ucx_record;
+    progress.peer_check = NULL;
+    host_ucx_batch_begin(&ucx, l->ucx, true, l->pool_bytes, devices, l->bases);
+  }
   int32_t status = core_blocks_copy(&progress, mapped_tensor, (void *)c, devices, c->count,
                                     c->block, c->pairs, c->num_pairs, 0);
+  if (l->ucx != NULL) {
+    if (status != LLMDD_SUCCESS) {
+      host_ucx_batch_abandon(&ucx);
+      return status;
+    }
+    return host_ucx_batch_run(&ucx, g, peer_check, (void *)p);
+  }
   if (stream) host_copy_streaming_end();
   return status;
 }

@@ -316,7 +316,7 @@ static bool handle(struct connection *c, const struct msg *m) {
     answer.u.ucx_reply = calloc(1, sizeof *answer.u.ucx_reply);
     if (answer.u.ucx_reply == NULL) return false;
     host_ucx_answer(&c->server->ucx, bases, e->options.num_devices, e->options.pool_bytes,
-                    answer.u.ucx_reply);
+                    e->options.remote_access, answer.u.ucx_reply);
     bool sent = reply(c, &answer);
     free(answer.u.ucx_reply);
     return sent;

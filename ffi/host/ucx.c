@@ -52,6 +52,9 @@ static struct {
   void (*rkey_destroy)(ux_rkey_h);
   ux_status_ptr_t (*get_nbx)(ux_ep_h, void *, size_t, uint64_t, ux_rkey_h,
                              const struct ux_request_param *);
+  ux_status_ptr_t (*put_nbx)(ux_ep_h, const void *, size_t, uint64_t, ux_rkey_h,
+                             const struct ux_request_param *);
+  ux_status_ptr_t (*ep_flush_nbx)(ux_ep_h, const struct ux_request_param *);
   void (*request_free)(void *);
   ux_status_t (*request_check_status)(void *);
   const char *(*status_string)(ux_status_t);
@@ -92,6 +95,8 @@ static const char *resolve(void *h) {
   SYM(ep_rkey_unpack, "ucp_ep_rkey_unpack");
   SYM(rkey_destroy, "ucp_rkey_destroy");
   SYM(get_nbx, "ucp_get_nbx");
+  SYM(put_nbx, "ucp_put_nbx");
+  SYM(ep_flush_nbx, "ucp_ep_flush_nbx");
   SYM(request_free, "ucp_request_free");
   SYM(request_check_status, "ucp_request_check_status");
   SYM(status_string, "ucs_status_string");
@@ -194,6 +199,7 @@ struct ucx_server {
   int wake[2];
   pthread_t thread;
   int32_t devices;
+  bool writable; /* the keys allow remote writes */
   ux_mem_h memh[MAX_DEVICES];
   void *rkeys[MAX_DEVICES];
   size_t rkey_bytes[MAX_DEVICES];
@@ -230,12 +236,13 @@ static void server_free(struct ucx_server *s) {
 }
 
 static int32_t server_start(uint8_t *const *pools, int32_t devices, uint64_t pool_bytes,
-                            struct ucx_server **out) {
+                            bool writable, struct ucx_server **out) {
   int32_t status = host_ucx_load(LLMDD_FEATURE_NOT_ENABLED);
   if (status != LLMDD_SUCCESS) return LLMDD_FEATURE_NOT_ENABLED;
   struct ucx_server *s = calloc(1, sizeof *s);
   if (s == NULL) return LLMDD_OUT_OF_MEMORY;
   s->devices = devices;
+  s->writable = writable;
   struct ux_worker_params wp = {.field_mask = UX_WORKER_PARAM_FIELD_THREAD_MODE,
                                 .thread_mode = UX_THREAD_MODE_SERIALIZED};
   bool ok = U.worker_create(U.context, &wp, &s->worker) == UX_OK;
@@ -243,10 +250,14 @@ static int32_t server_start(uint8_t *const *pools, int32_t devices, uint64_t poo
   ok = ok && U.worker_get_efd(s->worker, &s->efd) == UX_OK;
   ok = ok && U.worker_get_address(s->worker, &s->address, &s->address_bytes) == UX_OK;
   for (int32_t d = 0; ok && d < devices; d++) {
+    /* Remote writes only where pushes may go (UCX's default grants them). */
     struct ux_mem_map_params mp = {
-        .field_mask = UX_MEM_MAP_PARAM_FIELD_ADDRESS | UX_MEM_MAP_PARAM_FIELD_LENGTH,
+        .field_mask = UX_MEM_MAP_PARAM_FIELD_ADDRESS | UX_MEM_MAP_PARAM_FIELD_LENGTH |
+                      UX_MEM_MAP_PARAM_FIELD_PROT,
         .address = pools[d],
-        .length = (size_t)pool_bytes};
+        .length = (size_t)pool_bytes,
+        .prot = UX_MEM_MAP_PROT_LOCAL_READ | UX_MEM_MAP_PROT_LOCAL_WRITE |
+                UX_MEM_MAP_PROT_REMOTE_READ | (writable ? UX_MEM_MAP_PROT_REMOTE_WRITE : 0)};
     ok = U.mem_map(U.context, &mp, &s->memh[d]) == UX_OK;
     if (!ok) s->memh[d] = NULL;
     ok = ok && U.rkey_pack(U.context, s->memh[d], &s->rkeys[d], &s->rkey_bytes[d]) == UX_OK;
@@ -267,11 +278,11 @@ static int32_t server_start(uint8_t *const *pools, int32_t devices, uint64_t poo
 }
 
 void host_ucx_answer(struct ucx_server **slot, uint8_t *const *pools, int32_t num_devices,
-                     uint64_t pool_bytes, struct msg_ucx_reply *r) {
+                     uint64_t pool_bytes, bool writable, struct msg_ucx_reply *r) {
   pthread_mutex_lock(&server_start_lock);
   struct core_kept_error kept;
   core_error_keep(&kept);
-  r->status = *slot != NULL ? LLMDD_SUCCESS : server_start(pools, num_devices, pool_bytes, slot);
+  r->status = *slot != NULL ? LLMDD_SUCCESS : server_start(pools, num_devices, pool_bytes, writable, slot);
   core_error_restore(&kept);
   pthread_mutex_unlock(&server_start_lock);
   if (r->status != LLMDD_SUCCESS) return;
@@ -283,6 +294,7 @@ void host_ucx_answer(struct ucx_server **slot, uint8_t *const *pools, int32_t nu
     return;
   }
   r->devices = (uint32_t)s->devices;
+  r->flags = s->writable ? UCX_REPLY_WRITABLE : 0;
   r->address_bytes = (uint32_t)s->address_bytes;
   memcpy(r->blob, s->address, s->address_bytes);
   uint64_t at = s->address_bytes;
@@ -312,6 +324,7 @@ struct ucx_link {
   int efd;
   ux_ep_h ep;
   int32_t devices;
+  bool writable; /* the PROMPT's keys allow writes (UCX_REPLY_WRITABLE) */
   ux_rkey_h rkeys[MAX_DEVICES];
   uint64_t bases[MAX_DEVICES];
   atomic_int failure; /* the endpoint's error (UX_OK: none) */
@@ -380,6 +393,7 @@ int32_t host_ucx_link_open(const struct msg_ucx_reply *r, int32_t num_devices, c
   pthread_rwlock_init(&u->lock, NULL);
   snprintf(u->where, sizeof u->where, "%s", where);
   u->devices = num_devices;
+  u->writable = (r->flags & UCX_REPLY_WRITABLE) != 0;
   u->closed = true; /* until the endpoint exists */
   struct ux_worker_params wp = {.field_mask = UX_WORKER_PARAM_FIELD_THREAD_MODE,
                                 .thread_mode = UX_THREAD_MODE_MULTI};
@@ -420,6 +434,8 @@ int32_t host_ucx_link_open(const struct msg_ucx_reply *r, int32_t num_devices, c
   return LLMDD_SUCCESS;
 }
 
+bool host_ucx_link_writable(const struct ucx_link *u) { return u->writable; }
+
 void host_ucx_link_close(struct ucx_link *u) {
   if (u == NULL) return;
   if (u->worker != NULL) {
@@ -433,7 +449,7 @@ void host_ucx_link_close(struct ucx_link *u) {
 /* ---- batches ---- */
 
 struct ucx_range {
-  uint8_t *dst;
+  uint8_t *local; /* a get's destination, a put's source */
   uint64_t remote;
   uint64_t bytes;
   int32_t device;
@@ -443,11 +459,12 @@ static _Thread_local struct ucx_batch *recording;
 static _Thread_local uint64_t recording_pool_bytes;
 static _Thread_local const uint8_t *const *recording_bases;
 
-void host_ucx_batch_begin(struct ucx_batch *b, struct ucx_link *u, uint64_t pool_bytes,
+void host_ucx_batch_begin(struct ucx_batch *b, struct ucx_link *u, bool put, uint64_t pool_bytes,
                           int32_t num_devices, const uint8_t *const *bases) {
   (void)num_devices;
   memset(b, 0, sizeof *b);
   b->link = u;
+  b->put = put;
   b->status = LLMDD_SUCCESS;
   recording = b;
   recording_pool_bytes = pool_bytes;
@@ -457,19 +474,21 @@ void host_ucx_batch_begin(struct ucx_batch *b, struct ucx_link *u, uint64_t pool
 void host_ucx_record(uint8_t *dst, const uint8_t *src, uint64_t n) {
   struct ucx_batch *b = recording;
   if (b == NULL || b->status != LLMDD_SUCCESS || n == 0) return;
-  uint64_t remote = (uint64_t)(uintptr_t)src;
+  /* A get copies from the peer's memory, a put into it. */
+  uint64_t remote = (uint64_t)(uintptr_t)(b->put ? dst : src);
+  uint8_t *local = b->put ? (uint8_t *)(uintptr_t)src : dst;
   int32_t device = -1;
   for (int32_t d = 0; d < b->link->devices && device < 0; d++) {
     uint64_t base = (uint64_t)(uintptr_t)recording_bases[d];
     if (remote >= base && remote - base < recording_pool_bytes) device = d;
   }
-  if (device < 0) { /* cannot happen: pull.c checked the answer against the pools */
+  if (device < 0) { /* cannot happen: the answer was checked against the pools */
     b->status = LLMDD_FAILED;
     return;
   }
   if (b->count > 0) {
     struct ucx_range *last = &b->ranges[b->count - 1];
-    if (last->device == device && last->dst + last->bytes == dst &&
+    if (last->device == device && last->local + last->bytes == local &&
         last->remote + last->bytes == remote) {
       last->bytes += n;
       return;
@@ -485,7 +504,7 @@ void host_ucx_record(uint8_t *dst, const uint8_t *src, uint64_t n) {
     b->ranges = ranges;
     b->capacity = capacity;
   }
-  b->ranges[b->count++] = (struct ucx_range){dst, remote, n, device};
+  b->ranges[b->count++] = (struct ucx_range){local, remote, n, device};
 }
 
 void host_ucx_batch_abandon(struct ucx_batch *b) {
@@ -510,8 +529,10 @@ static void on_read(void *request, ux_status_t status, void *user_data) {
   atomic_fetch_sub(&f->pending, 1);
 }
 
-/* Issues one read; false when it failed at once (f->error set). */
-static bool issue(struct ucx_link *u, struct flight *f, uint8_t *dst, uint64_t remote,
+/* Issues one read or write, or (bytes 0) a flush of the endpoint: every write
+ * before it has landed when it completes. False when it failed at once
+ * (f->error set). */
+static bool issue(struct ucx_link *u, struct flight *f, bool put, uint8_t *local, uint64_t remote,
                   uint64_t bytes, int32_t device) {
   struct ux_request_param p = {.op_attr_mask = UX_OP_ATTR_FIELD_CALLBACK | UX_OP_ATTR_FIELD_USER_DATA,
                                .cb = {.send = on_read},
@@ -524,7 +545,10 @@ static bool issue(struct ucx_link *u, struct flight *f, uint8_t *dst, uint64_t r
     ok = false;
   } else {
     atomic_fetch_add(&f->pending, 1);
-    ux_status_ptr_t req = U.get_nbx(u->ep, dst, (size_t)bytes, remote, u->rkeys[device], &p);
+    ux_status_ptr_t req =
+        bytes == 0 ? U.ep_flush_nbx(u->ep, &p)
+        : put      ? U.put_nbx(u->ep, local, (size_t)bytes, remote, u->rkeys[device], &p)
+                   : U.get_nbx(u->ep, local, (size_t)bytes, remote, u->rkeys[device], &p);
     if (!UX_PTR_IS_PTR(req)) { /* done at once (no callback), or failed */
       atomic_fetch_sub(&f->pending, 1);
       int s = UX_PTR_RAW_STATUS(req);
@@ -557,41 +581,55 @@ int32_t host_ucx_batch_run(struct ucx_batch *b, const struct core_guard *g,
                            int32_t (*peer_check)(void *peer), void *peer) {
   recording = NULL;
   struct ucx_link *u = b->link;
+  const char *op = b->put ? "write to" : "read from";
   int32_t status = b->status;
   if (status == LLMDD_OUT_OF_MEMORY)
-    status = core_fail(status, "out of host memory for the list of a pull's reads");
+    status = core_fail(status, "out of host memory for the list of a transfer's ranges");
   else if (status != LLMDD_SUCCESS)
-    status = core_fail(LLMDD_LINK_FAILED, "a pull read outside the PROMPT's pools");
+    status = core_fail(LLMDD_LINK_FAILED, "a transfer reached outside the peer's pools");
   if (status == LLMDD_SUCCESS && atomic_load(&u->failure) != UX_OK)
     status = core_fail(LLMDD_LINK_FAILED,
                        "the UCX connection to %s failed earlier (%s): unlink and link again",
                        u->where, status_text(atomic_load(&u->failure)));
-  /* On the heap: should a read never report back even after the endpoint was
-   * closed by force, the pull returns and leaves this behind for its callback. */
+  /* On the heap: should an operation never report back even after the
+   * endpoint was closed by force, the call returns and leaves this behind for
+   * its callback. */
   struct flight *f = malloc(sizeof *f);
-  if (f == NULL) return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for a pull");
+  if (f == NULL) return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for a transfer");
   atomic_init(&f->pending, 0);
   atomic_init(&f->error, UX_OK);
   uint64_t next = 0, offset = 0; /* the next range, and how far into it */
   bool stopping = status != LLMDD_SUCCESS, forced = false;
+  /* Writes are complete at the peer only when a flush issued after them
+   * completes: one follows the last write, or the last issued when a deadline
+   * or cancel stopped issuing (so that nothing lands after the pin is
+   * released). */
+  bool flushed = !b->put || stopping, issued = false;
   int64_t drain_until = 0, forced_until = 0, next_check = core_now_ns() + 1000000;
   int idle = 0;
-  while (!stopping ? next < b->count || atomic_load(&f->pending) > 0
-                   : atomic_load(&f->pending) > 0) {
+  for (;;) {
     while (!stopping && next < b->count && atomic_load(&f->pending) < UCX_WINDOW_OPS) {
       struct ucx_range *r = &b->ranges[next];
       uint64_t bytes = r->bytes - offset < UCX_GET_BYTES ? r->bytes - offset : UCX_GET_BYTES;
-      if (!issue(u, f, r->dst + offset, r->remote + offset, bytes, r->device)) break;
+      issued = true;
+      if (!issue(u, f, b->put, r->local + offset, r->remote + offset, bytes, r->device)) break;
       offset += bytes;
       if (offset == r->bytes) {
         next++;
         offset = 0;
       }
     }
+    if (!flushed && (stopping || next == b->count) && atomic_load(&f->error) == UX_OK) {
+      flushed = true;
+      if (issued) issue(u, f, true, NULL, 0, 0, 0);
+    }
+    bool more = atomic_load(&f->pending) > 0 || (!stopping && next < b->count) || !flushed;
+    if (!more) break;
     progress_once(u, &idle);
     int error = atomic_load(&f->error);
+    if (error != UX_OK) flushed = true; /* a broken endpoint flushes nothing */
     if (!stopping && error != UX_OK) {
-      status = core_fail(LLMDD_LINK_FAILED, "a UCX read from %s failed (%s): %s", u->where,
+      status = core_fail(LLMDD_LINK_FAILED, "a UCX %s %s failed (%s): %s", op, u->where,
                          status_text(error), "the data is not to be trusted");
       stopping = true;
       drain_until = 0; /* the endpoint is broken: close it now */
@@ -606,12 +644,20 @@ int32_t host_ucx_batch_run(struct ucx_batch *b, const struct core_guard *g,
                            status_text(atomic_load(&u->failure)));
       if (status != LLMDD_SUCCESS) {
         stopping = true;
-        /* A deadline or cancel lets the reads in flight finish; a failure does not. */
-        drain_until = status == LLMDD_LINK_FAILED ? 0 : now + (int64_t)UCX_DRAIN_MS * 1000000;
+        /* A deadline or cancel lets the operations in flight finish (and the
+         * writes be flushed); a failure does not. */
+        if (status == LLMDD_LINK_FAILED) {
+          drain_until = 0;
+          flushed = true;
+        } else {
+          drain_until = now + (int64_t)UCX_DRAIN_MS * 1000000;
+        }
       }
     }
-    if (stopping && !forced && atomic_load(&f->pending) > 0 && core_now_ns() >= drain_until) {
+    if (stopping && !forced && (atomic_load(&f->pending) > 0 || !flushed) &&
+        core_now_ns() >= drain_until) {
       forced = true;
+      flushed = true;
       forced_until = core_now_ns() + (int64_t)UCX_DRAIN_MS * 1000000;
       int none = UX_OK;
       atomic_compare_exchange_strong(&u->failure, &none, UX_ERR_CANCELED);
@@ -622,7 +668,7 @@ int32_t host_ucx_batch_run(struct ucx_batch *b, const struct core_guard *g,
   free(b->ranges);
   b->ranges = NULL;
   if (status == LLMDD_SUCCESS && atomic_load(&f->error) != UX_OK)
-    status = core_fail(LLMDD_LINK_FAILED, "a UCX read from %s failed (%s)", u->where,
+    status = core_fail(LLMDD_LINK_FAILED, "a UCX %s %s failed (%s)", op, u->where,
                        status_text(atomic_load(&f->error)));
   if (atomic_load(&f->pending) == 0) free(f);
   return status;

@@ -29,21 +29,23 @@
  * reads in flight (at most UCX_DRAIN_MS, then the endpoint is closed by force),
  * so no read lands in the destination after the pull returned. */
 /*
- * Pushes (not done yet; for llmdd_cache_push_blocks after the merge): the same
- * batch with the direction reversed. The engine that links (and so holds the
- * link's endpoint and the peer's unpacked keys) records its copies as usual —
- * for a push the destination pointer is the peer's address (link->bases, as
- * for pulls the source) and the source its own memory — and the run issues
- * ucp_put_nbx(ep, src, n, remote, rkey) instead of ucp_get_nbx; merging, the
- * window, the checks and the drain are unchanged. Over TCP UCX does puts
- * natively (zero-copy) rather than emulating them, and the peer's progress
- * thread is what lands them. Completion of a put's callback means the data
- * left this side: before DONE (which lets the peer use the memory) the pusher
- * flushes the endpoint (ucp_ep_flush_nbx), so the data is in place when the
- * peer reads the DONE that follows. The peer's pools are already registered
- * and their keys sent by the UCX exchange of the link; pushing into registered
- * memory (caches outside the pools) would need per-LOOKUP keys, as pulling
- * from it would.
+ * Pushes: the same batch with the direction reversed (put). The pusher records
+ * its copies as usual — the destination pointer is the peer's address
+ * (link->bases, as for pulls the source) and the source its own memory — and
+ * the run issues ucp_put_nbx instead of ucp_get_nbx; merging, the window, the
+ * checks and the drain are unchanged. A put's completion means the data left
+ * this side, so after the last put (or the last one issued, when a deadline
+ * or cancel stopped issuing) the run flushes the endpoint (ucp_ep_flush_nbx):
+ * when it returns SUCCESS every write is in the peer's memory, before the DONE
+ * that lets the peer use it. Where the flush does not complete within the
+ * drain, the endpoint is closed by force and the link's UCX side is dead
+ * (every later transfer says so); writes that were on the wire then may still
+ * land after the pin was released (DESIGN.md §4.6).
+ *
+ * The PROMPT maps its pools with remote write access only when it enabled
+ * llm.EnableRemoteCacheAccessible, and says so in UCX_REPLY (flags); only then
+ * do pushes into its pools go this way, else through STREAM. Memory outside
+ * the pools (registered caches, the host pool) has no keys: STREAM both ways.
  */
 #ifndef LLMDD_HOST_UCX_H
 #define LLMDD_HOST_UCX_H
@@ -79,7 +81,7 @@ struct ucx_server;
  * failure is the answer's status, with the reason in the server's log of
  * nothing (the DECODER says what the status means). Thread-safe. */
 void host_ucx_answer(struct ucx_server **slot, uint8_t *const *pools, int32_t num_devices,
-                     uint64_t pool_bytes, struct msg_ucx_reply *r);
+                     uint64_t pool_bytes, bool writable, struct msg_ucx_reply *r);
 
 /* Stops the progress thread and releases the worker and mappings (NULL: nothing). */
 void host_ucx_server_stop(struct ucx_server *s);
@@ -95,23 +97,28 @@ int32_t host_ucx_link_open(const struct msg_ucx_reply *r, int32_t num_devices, c
                            const uint8_t **bases, struct ucx_link **out);
 void host_ucx_link_close(struct ucx_link *u);
 
-/* One pull's reads. Between begin and run, host_ucx_record (a core_copy_fn)
- * records the calling thread's copies into the batch instead of copying. */
+/* Whether the PROMPT's keys allow writes into its pools (UCX_REPLY_WRITABLE). */
+bool host_ucx_link_writable(const struct ucx_link *u);
+
+/* One pull's reads or one push's writes (put). Between begin and run,
+ * host_ucx_record (a core_copy_fn) records the calling thread's copies into
+ * the batch instead of copying. */
 struct ucx_batch {
   struct ucx_link *link;
+  bool put; /* writes into the peer's pools (a push), else reads */
   struct ucx_range *ranges;
   uint64_t count, capacity;
   int32_t status; /* OUT_OF_MEMORY when a range could not be recorded */
 };
 
-void host_ucx_batch_begin(struct ucx_batch *b, struct ucx_link *u, uint64_t pool_bytes,
+void host_ucx_batch_begin(struct ucx_batch *b, struct ucx_link *u, bool put, uint64_t pool_bytes,
                           int32_t num_devices, const uint8_t *const *bases);
 void host_ucx_record(uint8_t *dst, const uint8_t *src, uint64_t n);
 
-/* Ends a batch without reading anything. */
+/* Ends a batch without reading or writing anything. */
 void host_ucx_batch_abandon(struct ucx_batch *b);
 
-/* Reads every recorded range; peer_check(peer) as core/copy.h's (the control
+/* Reads (or writes, put) every recorded range, then (put) flushes; peer_check(peer) as core/copy.h's (the control
  * connection). Ends the batch (also when it fails). */
 int32_t host_ucx_batch_run(struct ucx_batch *b, const struct core_guard *g,
                            int32_t (*peer_check)(void *peer), void *peer);

@@ -49,6 +49,11 @@ typedef struct ux_opaque_address ux_address_t;
 
 #define UX_MEM_MAP_PARAM_FIELD_ADDRESS (1ull << 0)
 #define UX_MEM_MAP_PARAM_FIELD_LENGTH (1ull << 1)
+#define UX_MEM_MAP_PARAM_FIELD_PROT (1ull << 3)
+#define UX_MEM_MAP_PROT_LOCAL_READ (1u << 0)
+#define UX_MEM_MAP_PROT_LOCAL_WRITE (1u << 1)
+#define UX_MEM_MAP_PROT_REMOTE_READ (1u << 8)
+#define UX_MEM_MAP_PROT_REMOTE_WRITE (1u << 9)
 
 #define UX_OP_ATTR_FIELD_CALLBACK (1u << 1)
 #define UX_OP_ATTR_FIELD_USER_DATA (1u << 2)
@@ -83,6 +88,8 @@ struct ux_mem_map_params { /* ucp_mem_map_params_t */
   uint64_t field_mask;
   void *address;
   size_t length;
+  unsigned flags;
+  unsigned prot;
   uint8_t pad[128];
 };
 

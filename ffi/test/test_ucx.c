@@ -33,6 +33,8 @@ SAME_OFFSET(ucp_ep_params_t, struct ux_ep_params, err_handler);
 _Static_assert(sizeof(ucp_ep_params_t) <= sizeof(struct ux_ep_params), "ep params fit");
 SAME_OFFSET(ucp_mem_map_params_t, struct ux_mem_map_params, address);
 SAME_OFFSET(ucp_mem_map_params_t, struct ux_mem_map_params, length);
+SAME_OFFSET(ucp_mem_map_params_t, struct ux_mem_map_params, flags);
+SAME_OFFSET(ucp_mem_map_params_t, struct ux_mem_map_params, prot);
 _Static_assert(sizeof(ucp_mem_map_params_t) <= sizeof(struct ux_mem_map_params), "mem_map fits");
 SAME_OFFSET(ucp_request_param_t, struct ux_request_param, flags);
 SAME_OFFSET(ucp_request_param_t, struct ux_request_param, cb);
@@ -56,6 +58,11 @@ SAME_VALUE(UCP_ERR_HANDLING_MODE_PEER, UX_ERR_HANDLING_MODE_PEER);
 SAME_VALUE(UCP_EP_CLOSE_FLAG_FORCE, UX_EP_CLOSE_FLAG_FORCE);
 SAME_VALUE(UCP_MEM_MAP_PARAM_FIELD_ADDRESS, UX_MEM_MAP_PARAM_FIELD_ADDRESS);
 SAME_VALUE(UCP_MEM_MAP_PARAM_FIELD_LENGTH, UX_MEM_MAP_PARAM_FIELD_LENGTH);
+SAME_VALUE(UCP_MEM_MAP_PARAM_FIELD_PROT, UX_MEM_MAP_PARAM_FIELD_PROT);
+SAME_VALUE(UCP_MEM_MAP_PROT_LOCAL_READ, UX_MEM_MAP_PROT_LOCAL_READ);
+SAME_VALUE(UCP_MEM_MAP_PROT_LOCAL_WRITE, UX_MEM_MAP_PROT_LOCAL_WRITE);
+SAME_VALUE(UCP_MEM_MAP_PROT_REMOTE_READ, UX_MEM_MAP_PROT_REMOTE_READ);
+SAME_VALUE(UCP_MEM_MAP_PROT_REMOTE_WRITE, UX_MEM_MAP_PROT_REMOTE_WRITE);
 SAME_VALUE(UCP_OP_ATTR_FIELD_CALLBACK, UX_OP_ATTR_FIELD_CALLBACK);
 SAME_VALUE(UCP_OP_ATTR_FIELD_USER_DATA, UX_OP_ATTR_FIELD_USER_DATA);
 SAME_VALUE(UCP_OP_ATTR_FIELD_FLAGS, UX_OP_ATTR_FIELD_FLAGS);
@@ -81,6 +88,7 @@ TEST(ucx_reply_round_trip_and_its_limits) {
   out->status = LLMDD_SUCCESS;
   out->devices = 3;
   out->address_bytes = 77;
+  out->flags = UCX_REPLY_WRITABLE;
   uint32_t blob = 77;
   for (uint32_t d = 0; d < 3; d++) {
     out->bases[d] = 0x7f0000000000ull + d * 0x100000000ull;
@@ -98,11 +106,22 @@ TEST(ucx_reply_round_trip_and_its_limits) {
   EXPECT_STATUS(host_proto_recv(sv[1], rx, &got, &g, -1, 0), LLMDD_SUCCESS);
   EXPECT(got.type == MSG_UCX_REPLY && got.seq == 5 && got.u.ucx_reply == in);
   EXPECT(in->devices == 3 && in->address_bytes == 77 && in->rkey_bytes[2] == 12);
-  EXPECT(in->bases[1] == out->bases[1]);
+  EXPECT(in->bases[1] == out->bases[1] && in->flags == UCX_REPLY_WRITABLE);
   EXPECT(memcmp(in->blob, out->blob, blob) == 0);
+
   /* Where none is expected (a PROMPT's connection), it is malformed. */
   CHECK_STATUS(host_proto_send(sv[0], &m, &g, -1, &torn), LLMDD_SUCCESS);
   memset(rx, 0, sizeof *rx);
+  EXPECT_STATUS(host_proto_recv(sv[1], rx, &got, &g, -1, 0), LLMDD_LINK_FAILED);
+  EXPECT(strstr(last_error(), "malformed") != NULL);
+  /* So is a flag this side does not know (on a fresh connection). */
+  close(sv[0]);
+  close(sv[1]);
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+  out->flags = 2;
+  CHECK_STATUS(host_proto_send(sv[0], &m, &g, -1, &torn), LLMDD_SUCCESS);
+  memset(rx, 0, sizeof *rx);
+  rx->ucx_into = in;
   EXPECT_STATUS(host_proto_recv(sv[1], rx, &got, &g, -1, 0), LLMDD_LINK_FAILED);
   EXPECT(strstr(last_error(), "malformed") != NULL);
   close(sv[0]);
