@@ -33,6 +33,9 @@ export const OptionKey = {
  * - `LINK_SECRET`: the secret links are authenticated with (16 to 256 bytes,
  *   the same on a PROMPT and its DECODERs); required to listen beyond loopback.
  * - `TRANSPORT`: how a DECODER's links move data, a {@link Transport}.
+ * - `RESERVE_POOLS`: `"1"` takes every device pool whole at `init()` (host
+ *   backend; a shortage is `LLM_DEVICE_OUT_OF_MEMORY` there), as a device
+ *   pool is on an NPU; `"0"` (the default) lets pools fill as caches need them.
  *
  * @example
  * ```ts
@@ -45,6 +48,7 @@ export const OptionKey = {
 export const LlmddOptionKey = {
   LINK_SECRET: "llmdd.linkSecret",
   TRANSPORT: "llmdd.transport",
+  RESERVE_POOLS: "llmdd.reservePools",
 } as const;
 
 /**

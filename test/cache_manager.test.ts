@@ -13,6 +13,7 @@ import {
   LLMClusterInfo,
   LLMConfig,
   LLMDataDist,
+  LlmddOptionKey,
   LLMException,
   LLMRole,
   LLMStatusCode,
@@ -89,6 +90,28 @@ describe("LLMConfig: the cache manager's options as upstream's configs.py", () =
         LLMStatusCode.LLM_PARAM_INVALID,
       );
     }
+  });
+});
+
+describe("llmdd.reservePools (ours): device pools taken whole at init", () => {
+  test("'1' and '0' are taken, anything else is LLM_PARAM_INVALID naming the key", async () => {
+    assert.equal(LlmddOptionKey.RESERVE_POOLS, "llmdd.reservePools");
+    for (const value of ["1", "0"]) {
+      await using dd = new LLMDataDist(LLMRole.DECODER, freshClusterId());
+      await dd.init({
+        "llm.EnableCacheManager": "1",
+        "llm.MemPoolConfig": POOL,
+        [LlmddOptionKey.RESERVE_POOLS]: value,
+      });
+      const cache = await dd.cacheManager.allocateCache(new CacheDesc(1, [1, 1024], DataType.DT_UINT8));
+      await dd.cacheManager.deallocateCache(cache);
+    }
+    const dd = new LLMDataDist(LLMRole.DECODER, freshClusterId());
+    await rejectsWithStatus(
+      dd.init({ "llm.EnableCacheManager": "1", "llm.MemPoolConfig": POOL, [LlmddOptionKey.RESERVE_POOLS]: "yes" }),
+      LLMStatusCode.LLM_PARAM_INVALID,
+      /llmdd\.reservePools/,
+    );
   });
 });
 
