@@ -164,7 +164,7 @@ async function servePrompt(): Promise<void> {
   const server = createServer((socket) => {
     socket.setNoDelay(true);
     let mode: "unknown" | "echo" | "bulk" | "push" = "unknown";
-    let pending = new Uint8Array(0);
+    let pending: Uint8Array = new Uint8Array(0);
     let want = -1, got = 0; // push: the length (-1: not read yet), bytes in
     socket.on("data", (chunk: Uint8Array) => {
       if (mode === "unknown") {
