@@ -511,6 +511,36 @@ describe("links over UCX (TCP on loopback)", () => {
     }
   });
 
+  test("pulls of a PROMPT's host-pool cache are UCX reads too", { timeout: 120_000 }, async () => {
+    const clusterId = freshClusterId();
+    const B = 16 << 10;
+    const child = startChild("push_prompt_process.ts", {
+      clusterId: String(clusterId),
+      remote: false,
+      caches: [{ numTensors: 2, shape: [4, B], dataType: DataType.DT_UINT8, seed: 51, host: true }],
+    });
+    try {
+      const ready = await child.next();
+      const port = ready.port as number;
+      await using decoder = await openDecoder({ cacheManager: true });
+      const m = decoder.cacheManager;
+      const into = await m.allocateCache(new CacheDesc(2, [2, B], DataType.DT_UINT8));
+      await link(decoder, clusterId, port);
+      const got = controlBytesReceived(port);
+      await m.pullCache(new CacheKeyByIdAndIndex(clusterId, BigInt((ready.cacheIds as string[])[0]), 2), into, 1);
+      const control = controlBytesReceived(port) - got;
+      assert.ok(control < 4096, `${control} bytes came over the control connection for ${2 * B} pulled`);
+      for (let t = 0; t < 2; t++) {
+        const view = m.getCacheTensorViews(into, t)[0];
+        const bytes = new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
+        const bad = bytes.findIndex((b, i) => b !== (i < B ? 0 : patternByte(51, t, 0, 2 * B + i - B)));
+        assert.equal(bad, -1, `host-pool row, tensor ${t}: byte ${bad} differs`);
+      }
+    } finally {
+      await child.stop();
+    }
+  });
+
   test("a PROMPT without remote access: its pools' keys allow no writes, and pushes to it are refused", {
     timeout: 120_000,
   }, async () => {
