@@ -321,7 +321,7 @@ describe("links over UCX (TCP on loopback)", () => {
     },
   );
 
-  test("pushes into a PROMPT's pools and registered memory are UCX writes, and pulls of its registered memory UCX reads", {
+  test("pushes into a PROMPT's pools and registered memory, and pulls of the latter, are one-sided", {
     timeout: 120_000,
   }, async () => {
     const clusterId = freshClusterId();
@@ -335,7 +335,15 @@ describe("links over UCX (TCP on loopback)", () => {
         { numTensors: 4, shape: [8, B], dataType: U8, blocksModelId: 1, registered: true }, // registered, zeros
         { numTensors: 4, shape: [8, B], dataType: U8, blocksModelId: 2, registered: true, seed: 31 },
         { numTensors: 4, shape: [2, B], dataType: U8 }, // pooled rows, zeros
-        { numTensors: 4, shape: [8, B], dataType: U8, blocksModelId: 3, registered: true, remoteAccessible: false, seed: 41 },
+        {
+          numTensors: 4,
+          shape: [8, B],
+          dataType: U8,
+          blocksModelId: 3,
+          registered: true,
+          remoteAccessible: false,
+          seed: 41,
+        },
       ],
     });
     const dump = async (cache: number, tensor: number) => {

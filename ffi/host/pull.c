@@ -331,8 +331,9 @@ static int32_t pull_run(struct task *t) {
   }
   /* Checked after the copy: the PROMPT shuts the connection before unpinning. */
   if (!host_link_alive(p->link)) return gone(p, untrusted(p));
-  /* Only answers about the pools are kept: memory outside them is read through
-   * the socket under this LOOKUP's pin, which DONE releases. */
+  /* Only answers about the pools are kept: memory outside them is read under
+   * this LOOKUP's pin (through the socket, or with the pin's UCX keys), which
+   * DONE releases. */
   if (repeatable && r->where == LOOKUP_IN_POOLS)
     host_fast_keep(p->link->fast, p->key_kind, p->k, &stamp, r);
   struct msg done = {.type = MSG_DONE,

@@ -7,7 +7,9 @@
  * access, in chunks checking the deadline, the cancel flag, the finalize and that
  * the PROMPT is alive; over UCX, when the PROMPT's keys allow writes, the same
  * loops record ranges that are then written with ucp_put_nbx and flushed
- * (ucx.h); otherwise (registered memory, or a PROMPT without remote access)
+ * (ucx.h), also into registered and host-pool memory with the pin's keys
+ * (ucx_outside.h); otherwise (a PROMPT without remote access over UCX, memory
+ * outside the pools over shared memory, or a cache too large for keys)
  * through the link's socket in one STREAM request (stream.h). Then DONE, which
  * releases the pin. */
 #define _DEFAULT_SOURCE 1

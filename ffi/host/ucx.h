@@ -45,7 +45,8 @@
  * The PROMPT maps its pools with remote write access only when it enabled
  * llm.EnableRemoteCacheAccessible, and says so in UCX_REPLY (flags); only then
  * do pushes into its pools go this way, else through STREAM. Memory outside
- * the pools (registered caches, the host pool) has no keys: STREAM both ways.
+ * the pools (registered caches, the host pool) gets keys per pin (UCX_KEYS,
+ * ucx_outside.h): host_ucx_batch_begin_regions records against those.
  */
 #ifndef LLMDD_HOST_UCX_H
 #define LLMDD_HOST_UCX_H
