@@ -470,6 +470,21 @@ describe("links over UCX (TCP on loopback)", () => {
         const bad = row.findIndex((b, i) => b !== (i < B ? patternByte(7, t, 0, i) : 0));
         assert.equal(bad, -1, `row pushed to addresses, tensor ${t}: byte ${bad} differs`);
       }
+      // To addresses in registered memory (block 3 of tensors 0 and 1 of the
+      // remote-accessible registered cache): UCX writes with the pin's keys.
+      const regAddrs = (ready.addrs as string[][])[1].map(BigInt);
+      sent = controlBytesSent(port);
+      const into = plain.cacheManager.transferCacheAsync(source, { synchronizeLayer: () => true }, [
+        new TransferConfig(clusterId, [regAddrs[0] + BigInt(3 * B), regAddrs[1] + BigInt(3 * B)], [0, 1], 1),
+      ]);
+      assert.equal(await into.synchronize(20_000), LLMStatusCode.LLM_SUCCESS);
+      control = controlBytesSent(port) - sent;
+      assert.ok(control < 4096, `${control} bytes went over the control connection for ${2 * B} pushed to addresses`);
+      for (let t = 0; t < 2; t++) {
+        const bytes = (await dump(1, t)).subarray(3 * B, 4 * B);
+        const bad = bytes.findIndex((b, i) => b !== patternByte(7, t, 0, B + i));
+        assert.equal(bad, -1, `row pushed to registered addresses, tensor ${t}: byte ${bad} differs`);
+      }
       // Pulls of registered memory: UCX reads, nothing through the control
       // connection; then layer 1 of it into layer 0, and a row by id from the
       // registered cache that takes no pushes (reads need no remote access).

@@ -326,8 +326,9 @@ struct ucx_pin_map {
   size_t rkey_bytes[MAX_DEVICES];
 };
 
-void host_ucx_pin_unmap(struct ucx_pin_map *m) {
-  if (m == NULL) return;
+/* Mappings are made and released under server_start_lock: the context is
+ * not created for concurrent use (one PROMPT thread per connection maps). */
+static void pin_unmap_locked(struct ucx_pin_map *m) {
   for (int32_t i = 0; i < m->n; i++) {
     if (m->rkeys[i] != NULL) U.rkey_buffer_release(m->rkeys[i]);
     if (m->memh[i] != NULL) U.mem_unmap(U.context, m->memh[i]);
@@ -335,16 +336,24 @@ void host_ucx_pin_unmap(struct ucx_pin_map *m) {
   free(m);
 }
 
+void host_ucx_pin_unmap(struct ucx_pin_map *m) {
+  if (m == NULL) return;
+  pthread_mutex_lock(&server_start_lock);
+  pin_unmap_locked(m);
+  pthread_mutex_unlock(&server_start_lock);
+}
+
 void host_ucx_pin_map(struct ucx_server **slot, uint8_t *const *addrs, int32_t n, uint64_t bytes,
                       bool writable, struct msg_ucx_reply *r, struct ucx_pin_map **out) {
   *out = NULL;
   r->status = LLMDD_FEATURE_NOT_ENABLED;
+  if (n < 1 || n > MAX_DEVICES || bytes == 0 || bytes > SIZE_MAX) return;
   pthread_mutex_lock(&server_start_lock);
-  bool started = *slot != NULL;
-  pthread_mutex_unlock(&server_start_lock);
-  if (!started || n < 1 || n > MAX_DEVICES || bytes == 0 || bytes > SIZE_MAX) return;
-  struct ucx_pin_map *m = calloc(1, sizeof *m);
-  if (m == NULL) return;
+  struct ucx_pin_map *m = *slot != NULL ? calloc(1, sizeof *m) : NULL;
+  if (m == NULL) {
+    pthread_mutex_unlock(&server_start_lock);
+    return;
+  }
   bool ok = true;
   uint64_t blob = 0;
   for (int32_t i = 0; ok && i < n; i++) {
@@ -366,9 +375,11 @@ void host_ucx_pin_map(struct ucx_server **slot, uint8_t *const *addrs, int32_t n
     r->rkey_bytes[i] = ok ? (uint32_t)m->rkey_bytes[i] : 0;
   }
   if (!ok || blob > UCX_BLOB_CAP) {
-    host_ucx_pin_unmap(m);
+    pin_unmap_locked(m);
+    pthread_mutex_unlock(&server_start_lock);
     return;
   }
+  pthread_mutex_unlock(&server_start_lock);
   uint64_t at = 0;
   for (int32_t i = 0; i < n; i++) {
     memcpy(r->blob + at, m->rkeys[i], m->rkey_bytes[i]);
