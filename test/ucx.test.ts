@@ -676,6 +676,43 @@ describe("links over UCX (TCP on loopback)", () => {
     assert.equal((await m.getCacheTensors(small))[0].byteLength, 8, "the DECODER keeps working");
   });
 
+  test("a PROMPT killed during a push into its registered memory: LINK_FAILED, no hang", {
+    timeout: 120_000,
+  }, async () => {
+    const clusterId = freshClusterId();
+    const size = 256 << 20;
+    const child = startChild("push_prompt_process.ts", {
+      clusterId: String(clusterId),
+      remote: true,
+      poolBytes: 1 << 20,
+      caches: [{
+        numTensors: 2,
+        shape: [1, size / 2],
+        dataType: DataType.DT_UINT8,
+        blocksModelId: 0,
+        registered: true,
+        remoteAccessible: true,
+      }],
+    });
+    const ready = await child.next();
+    await using decoder = await openDecoder({
+      cacheManager: true,
+      remote: true,
+      poolBytes: size + (1 << 20),
+      timeout: 20_000,
+    });
+    const m = decoder.cacheManager;
+    const source = await m.allocateBlocksCache(new CacheDesc(2, [1, size / 2], DataType.DT_UINT8));
+    await link(decoder, clusterId, ready.port as number);
+    const key = new BlocksCacheKey(clusterId, 0n);
+    const pushing = m.pushBlocks(key, source, [0], [0]).then(() => "resolved", (err) => err);
+    await sleep(20);
+    await child.kill();
+    const outcome = await pushing;
+    assert.equal(outcome?.statusCode, LLMStatusCode.LLM_LINK_FAILED, `expected LINK_FAILED, got ${outcome}`);
+    await rejectsWithStatus(m.pushBlocks(key, source, [0], [0]), LLMStatusCode.LLM_LINK_FAILED);
+  });
+
   test("unlink and link again: pulls work over the new link", { timeout: 120_000 }, async () => {
     const clusterId = freshClusterId();
     const child = startChild("prompt_process.ts", {
