@@ -251,3 +251,25 @@ TEST(missing_ucx_names_the_package) {
   if (p != 0) EXPECT_STATUS(llmdd_engine_finalize(p), LLMDD_SUCCESS);
   unsetenv("LLMDD_UCX_LIBRARY");
 }
+
+void push_blocks_body(const char *decoder_options); /* test_push.c */
+
+/* The same over UCX (TCP): into the pools and registered memory, pulls of
+ * registered memory and pushes to its addresses as UCX reads and writes
+ * (registered memory with the pin's keys, UCX_KEYS). */
+TEST(push_blocks_into_pooled_and_registered_memory_over_ucx) {
+  if (getenv("UCX_TLS") == NULL) setenv("UCX_TLS", "tcp", 0);
+  /* UCX's memory hooks (patched mmap/munmap) crash LeakSanitizer's tracer at
+   * exit; this test needs none of them. Read when UCX is loaded, below. */
+  if (getenv("UCX_MEM_EVENTS") == NULL) setenv("UCX_MEM_EVENTS", "no", 0);
+  const char *ucx = "ge.flowGraphMemMaxSize=1048576\nllmdd.transport=ucx";
+  uint64_t probe = 0;
+  if (llmdd_engine_init(LLMDD_ROLE_DECODER, unique_cluster_id(), (const uint8_t *)ucx,
+                        (int32_t)strlen(ucx), &probe) != LLMDD_SUCCESS) {
+    printf("    SKIPPED: UCX cannot be loaded here (%s)\n", last_error());
+    return;
+  }
+  EXPECT_STATUS(llmdd_engine_finalize(probe), LLMDD_SUCCESS);
+  push_blocks_body("llm.EnableRemoteCacheAccessible=1\nge.flowGraphMemMaxSize=8388608\n"
+                   "llmdd.transport=ucx");
+}
