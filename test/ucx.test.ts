@@ -564,6 +564,38 @@ describe("links over UCX (TCP on loopback)", () => {
     }
   });
 
+  test("a registered cache of more tensors than UCX_KEYS carries goes through the control connection", {
+    timeout: 120_000,
+  }, async () => {
+    const clusterId = freshClusterId();
+    const T = 66; // more than 64 tensors × devices: no keys
+    const child = startChild("push_prompt_process.ts", {
+      clusterId: String(clusterId),
+      remote: false,
+      caches: [{ numTensors: T, shape: [2, 256], dataType: DataType.DT_UINT8, seed: 61, registered: true }],
+    });
+    try {
+      const ready = await child.next();
+      const port = ready.port as number;
+      await using decoder = await openDecoder({ cacheManager: true });
+      const m = decoder.cacheManager;
+      const into = await m.allocateCache(new CacheDesc(T, [2, 256], DataType.DT_UINT8));
+      await link(decoder, clusterId, port);
+      const got = controlBytesReceived(port);
+      await m.pullCache(new CacheKeyByIdAndIndex(clusterId, BigInt((ready.cacheIds as string[])[0]), 1), into, 0);
+      const control = controlBytesReceived(port) - got;
+      assert.ok(control >= T * 256, `only ${control} bytes came over the control connection for ${T * 256} streamed`);
+      for (let t = 0; t < T; t++) {
+        const view = m.getCacheTensorViews(into, t)[0];
+        const bytes = new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
+        const bad = bytes.findIndex((b, i) => b !== (i < 256 ? patternByte(61, t, 0, 256 + i) : 0));
+        assert.equal(bad, -1, `tensor ${t}: byte ${bad} differs`);
+      }
+    } finally {
+      await child.stop();
+    }
+  });
+
   test("a PROMPT without remote access: its pools' keys allow no writes, and pushes to it are refused", {
     timeout: 120_000,
   }, async () => {
