@@ -57,7 +57,7 @@
  *           then n × (u64 pool base address, u32 rkey bytes k_i, u32 0), then
  *           the PROMPT's UCP worker address (a bytes), then each pool's packed
  *           remote key (k_i bytes each)              (16 + 16n + a + Σk_i)
- *           The only message of variable size; a + Σk_i ≤ UCX_BLOB_CAP. It is
+ *           Of variable size (with UCX_KEYS_REPLY); a + Σk_i ≤ UCX_BLOB_CAP. It is
  *           decoded into proto_rx.ucx_into, and refused where that is NULL.
  *   UCX_KEYS  u64 pin, u32 0, u32 0: over UCX, keys for a pinned cache outside
  *           the pools (registered memory, the host pool)                     (16)
@@ -81,7 +81,7 @@
 #include "options.h"
 
 #define PROTO_MAGIC 0x44444C4Cu /* "LLDD" on the wire */
-#define PROTO_VERSION 3 /* 2: authentication, the PROMPT's pid; 3: LOOKUP_WRITE, STREAM, UCX */
+#define PROTO_VERSION 3 /* 2: authentication, the PROMPT's pid; 3: LOOKUP_WRITE, STREAM, UCX, UCX_KEYS */
 #define PROTO_HEADER_BYTES 24
 /* The UCP worker address and packed remote keys of UCX_REPLY, together. */
 #define UCX_BLOB_CAP 16384
