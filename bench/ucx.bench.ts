@@ -39,6 +39,9 @@
 //       the echo connection. Goal: <= 2×. Context: the same pull over shared
 //       memory (a second DECODER with llmdd.transport=shm), to show what the
 //       UCX read adds.
+//   Context, no goal: the 64 MiB and 4 KiB pulls out of registered memory of
+//   the PROMPT (registerCache), whose keys it maps per pin (UCX_KEYS: one
+//   round trip and a ucp_mem_map more), against the same pulls from its pools.
 // What the TCP side does is JavaScript's node:net on this runtime: a write of
 // a Uint8Array view of the cache on the PROMPT's side, the chunks copied into
 // the destination as they come on this side.
@@ -159,6 +162,13 @@ async function servePrompt(): Promise<void> {
   fillPattern(view(big), 1, 0, 0);
   fillPattern(view(blocks), 2, 0, 0);
   fillPattern(view(small), 3, 0, 0);
+  // Registered memory (registerCache) of the same bytes: pulled over UCX
+  // with keys the PROMPT maps per pin (UCX_KEYS), a round trip more.
+  const regBig = view(big).slice();
+  const regSmall = view(small).slice();
+  const registered = await m.registerCache(new CacheDesc(1, [1, BIG], DataType.DT_UINT8), [regBig]);
+  const registeredSmall = await m.registerCache(new CacheDesc(1, [1, SMALL], DataType.DT_UINT8), [regSmall]);
+  kept.push(registered, registeredSmall);
   const data = view(big);
   const landing = view(bigIn); // where the TCP pushes' bytes are copied
   const server = createServer((socket) => {
@@ -219,6 +229,8 @@ async function servePrompt(): Promise<void> {
     pid: process.pid,
     big: String(big.cacheId),
     small: String(small.cacheId),
+    registered: String(registered.cacheId),
+    registeredSmall: String(registeredSmall.cacheId),
   }));
   process.stdin.resume();
   process.stdin.on("end", () => {
@@ -378,6 +390,8 @@ async function main(): Promise<void> {
   const dst = src.map((i) => (7 * i) % BLOCKS);
   const bigKey = new CacheKeyByIdAndIndex(PROMPT_CLUSTER, BigInt(ready.big), 0);
   const smallKey = new CacheKeyByIdAndIndex(PROMPT_CLUSTER, BigInt(ready.small), 0);
+  const regKey = new CacheKeyByIdAndIndex(PROMPT_CLUSTER, BigInt(ready.registered), 0);
+  const regSmallKey = new CacheKeyByIdAndIndex(PROMPT_CLUSTER, BigInt(ready.registeredSmall), 0);
   const blocksKey = new BlocksCacheKey(PROMPT_CLUSTER, 0);
   const bigInKey = new BlocksCacheKey(PROMPT_CLUSTER, 1);
   const blocksInKey = new BlocksCacheKey(PROMPT_CLUSTER, 2);
@@ -408,6 +422,12 @@ async function main(): Promise<void> {
       if (got[dst[i] * BLOCK + at] !== patternByte(2, 0, 0, i * BLOCK + at)) throw new Error(`block ${i} is wrong`);
     }
   }
+  view(big).fill(0);
+  await m.pullCache(regKey, big, 0);
+  if (firstMismatch(view(big), 0, BIG, 1, 0, 0, 0) !== -1) throw new Error("the registered 64 MiB pull is wrong");
+  await m.pullCache(regSmallKey, small, 0);
+  if (firstMismatch(view(small), 0, SMALL, 3, 0, 0, 0) !== -1) throw new Error("the registered 4 KiB pull is wrong");
+  view(small).fill(0);
   await m.pullCache(smallKey, small, 0);
   if (firstMismatch(view(small), 0, SMALL, 3, 0, 0, 0) !== -1) throw new Error("the 4 KiB pull is wrong");
   await bulk.fetch(BIG);
@@ -437,6 +457,7 @@ async function main(): Promise<void> {
     {
       "UCX pullCache 64 MiB": () => m.pullCache(bigKey, big, 0),
       "TCP 64 MiB": () => bulk.fetch(BIG),
+      "UCX pullCache 64 MiB registered": () => m.pullCache(regKey, big, 0),
     },
     PLAN.big.warmup,
     PLAN.big.iterations,
@@ -470,6 +491,7 @@ async function main(): Promise<void> {
       "UCX pullCache 4 KiB": () => m.pullCache(smallKey, small, 0),
       "TCP round trip 64 B": () => echo.roundTrip(),
       "shm pullCache 4 KiB": () => shmDecoder.cacheManager.pullCache(smallKey, shmSmall, 0),
+      "UCX pullCache 4 KiB registered": () => m.pullCache(regSmallKey, small, 0),
     },
     PLAN.small.warmup,
     PLAN.small.iterations,
@@ -504,6 +526,12 @@ async function main(): Promise<void> {
   console.log(
     `| context: 4 KiB pull over shared memory | ${time(lat["shm pullCache 4 KiB"])} | | ` +
       `${ratio(lat["shm pullCache 4 KiB"] / lat["TCP round trip 64 B"])} of the round trip | | |`,
+  );
+  console.log(
+    `| context: registered memory (keys per pin), 64 MiB / 4 KiB | ` +
+      `${time(big64["UCX pullCache 64 MiB registered"])} / ${time(lat["UCX pullCache 4 KiB registered"])} | | ` +
+      `${ratio(big64["UCX pullCache 64 MiB registered"] / big64["UCX pullCache 64 MiB"])} / ` +
+      `${ratio(lat["UCX pullCache 4 KiB registered"] / lat["UCX pullCache 4 KiB"])} of the pools' | | |`,
   );
   console.log(
     `\nrounds: 64 MiB ${PLAN.big.iterations}, blocks ${PLAN.blocks.iterations}, pushes ${PLAN.pushBig.iterations} ` +

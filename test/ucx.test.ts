@@ -113,9 +113,14 @@ function assertRow(
  * have sent, from `ss` (iproute2): what crossed the links' control
  * connections, whatever went over UCX's own.
  */
-function controlBytesSent(port: number): number {
+function controlBytesSent(port: number, field = "bytes_sent"): number {
   const text = execFileSync("ss", ["-tinH", "state", "established", `( dport = :${port} )`], { encoding: "utf8" });
-  return [...text.matchAll(/bytes_sent:(\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+  return [...text.matchAll(new RegExp(`${field}:(\\d+)`, "g"))].reduce((sum, m) => sum + Number(m[1]), 0);
+}
+
+/** As {@link controlBytesSent}, the bytes those connections received (what a pull read through them). */
+function controlBytesReceived(port: number): number {
+  return controlBytesSent(port, "bytes_received");
 }
 
 const missing = await ucxMissing();
@@ -316,7 +321,7 @@ describe("links over UCX (TCP on loopback)", () => {
     },
   );
 
-  test("pushes into a PROMPT's pools are UCX writes; into and out of its registered memory, the link's socket", {
+  test("pushes into a PROMPT's pools and registered memory, and pulls of the latter, are one-sided", {
     timeout: 120_000,
   }, async () => {
     const clusterId = freshClusterId();
@@ -330,6 +335,15 @@ describe("links over UCX (TCP on loopback)", () => {
         { numTensors: 4, shape: [8, B], dataType: U8, blocksModelId: 1, registered: true }, // registered, zeros
         { numTensors: 4, shape: [8, B], dataType: U8, blocksModelId: 2, registered: true, seed: 31 },
         { numTensors: 4, shape: [2, B], dataType: U8 }, // pooled rows, zeros
+        {
+          numTensors: 4,
+          shape: [8, B],
+          dataType: U8,
+          blocksModelId: 3,
+          registered: true,
+          remoteAccessible: false,
+          seed: 41,
+        },
       ],
     });
     const dump = async (cache: number, tensor: number) => {
@@ -377,11 +391,31 @@ describe("links over UCX (TCP on loopback)", () => {
         control < 4096,
         `${control} bytes went over the control connection for ${pooled} pushed into the pools`,
       );
-      // Into registered memory: STREAM, every byte over the control connection.
+      // Into registered memory: the PROMPT maps the pinned cache's tensors
+      // for the pin (UCX_KEYS) and the writes are ucp_put_nbx too; with layer
+      // ranges, layer 1 of the source into layer 0 of the destination.
       sent = controlBytesSent(port);
       await m.pushBlocks(new BlocksCacheKey(clusterId, 1n), blocks, [6], [0]);
+      await m.pushBlocks(new BlocksCacheKey(clusterId, 1n), blocks, [4, 7], [2, 5], {
+        srcLayerRange: [1, 2],
+        dstLayerRange: [0, 1],
+      });
       control = controlBytesSent(port) - sent;
-      assert.ok(control >= 4 * B, `only ${control} bytes went over the control connection for ${4 * B} streamed`);
+      assert.ok(
+        control < 4096,
+        `${control} bytes went over the control connection for ${4 * B + 4 * B} pushed into registered memory`,
+      );
+      // A registered cache without remote access takes no push, over UCX as over STREAM.
+      await rejectsWithStatus(
+        m.pushBlocks(new BlocksCacheKey(clusterId, 3n), blocks, [0], [0]),
+        LLMStatusCode.LLM_PARAM_INVALID,
+        /remote cache is not remote accessible/,
+      );
+      assert.equal(
+        (await dump(4, 0)).findIndex((b, i) => b !== patternByte(41, 0, 0, i)),
+        -1,
+        "the refused push wrote nothing",
+      );
       for (let t = 0; t < 4; t++) {
         const bytes = await dump(0, t);
         if (t < 2) {
@@ -393,7 +427,17 @@ describe("links over UCX (TCP on loopback)", () => {
           bytes.fill(0, 6 * B, 7 * B);
         }
         expectBlocks(bytes, 5, t, [[1, 3], [2, 4]], "pushed into the pool");
-        expectBlocks(await dump(1, t), 5, t, [[6, 0]], "pushed into registered memory");
+        const registered = await dump(1, t);
+        if (t < 2) {
+          // Blocks 2 and 5 came from blocks 4 and 7 of source tensor t + 2.
+          for (const [from, to] of [[4, 2], [7, 5]]) {
+            const bad = registered.subarray(to * B, (to + 1) * B)
+              .findIndex((b, i) => b !== patternByte(5, t + 2, 0, from * B + i));
+            assert.equal(bad, -1, `layer-range push into registered memory, tensor ${t}, block ${to}: byte ${bad}`);
+            registered.fill(0, to * B, (to + 1) * B);
+          }
+        }
+        expectBlocks(registered, 5, t, [[6, 0]], "pushed into registered memory");
         const row = await dump(3, t);
         if (t >= 2) {
           // Row 1 of tensor t came from source row 1 of tensor t - 2.
@@ -426,12 +470,126 @@ describe("links over UCX (TCP on loopback)", () => {
         const bad = row.findIndex((b, i) => b !== (i < B ? patternByte(7, t, 0, i) : 0));
         assert.equal(bad, -1, `row pushed to addresses, tensor ${t}: byte ${bad} differs`);
       }
+      // To addresses in registered memory (block 3 of tensors 0 and 1 of the
+      // remote-accessible registered cache): UCX writes with the pin's keys.
+      const regAddrs = (ready.addrs as string[][])[1].map(BigInt);
+      sent = controlBytesSent(port);
+      const into = plain.cacheManager.transferCacheAsync(source, { synchronizeLayer: () => true }, [
+        new TransferConfig(clusterId, [regAddrs[0] + BigInt(3 * B), regAddrs[1] + BigInt(3 * B)], [0, 1], 1),
+      ]);
+      assert.equal(await into.synchronize(20_000), LLMStatusCode.LLM_SUCCESS);
+      control = controlBytesSent(port) - sent;
+      assert.ok(control < 4096, `${control} bytes went over the control connection for ${2 * B} pushed to addresses`);
+      for (let t = 0; t < 2; t++) {
+        const bytes = (await dump(1, t)).subarray(3 * B, 4 * B);
+        const bad = bytes.findIndex((b, i) => b !== patternByte(7, t, 0, B + i));
+        assert.equal(bad, -1, `row pushed to registered addresses, tensor ${t}: byte ${bad} differs`);
+      }
+      // Pulls of registered memory: UCX reads, nothing through the control
+      // connection; then layer 1 of it into layer 0, and a row by id from the
+      // registered cache that takes no pushes (reads need no remote access).
       const pulled = await m.allocateBlocksCache(new CacheDesc(4, [8, B], U8));
+      let got = controlBytesReceived(port);
       await m.pullBlocks(new BlocksCacheKey(clusterId, 2n), pulled, [7, 0], [0, 5]);
+      control = controlBytesReceived(port) - got;
+      assert.ok(control < 4096, `${control} bytes came over the control connection for ${8 * B} pulled`);
       for (let t = 0; t < 4; t++) {
         const view = m.getCacheTensorViews(pulled, t)[0];
         const bytes = new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
         expectBlocks(bytes, 31, t, [[7, 0], [0, 5]], "pulled from registered memory");
+        bytes.fill(0);
+      }
+      got = controlBytesReceived(port);
+      await m.pullBlocks(new BlocksCacheKey(clusterId, 2n), pulled, [3, 6], [1, 2], {
+        srcLayerRange: [1, 2],
+        dstLayerRange: [0, 1],
+      });
+      control = controlBytesReceived(port) - got;
+      assert.ok(control < 4096, `${control} bytes came over the control connection for ${4 * B} pulled`);
+      for (let t = 0; t < 4; t++) {
+        const view = m.getCacheTensorViews(pulled, t)[0];
+        const bytes = new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
+        const expected = new Uint8Array(bytes.length);
+        if (t < 2) {
+          for (const [from, to] of [[3, 1], [6, 2]]) {
+            for (let i = 0; i < B; i++) expected[to * B + i] = patternByte(31, t + 2, 0, from * B + i);
+          }
+        }
+        const bad = bytes.findIndex((b, i) => b !== expected[i]);
+        assert.equal(bad, -1, `layer-range pull from registered memory, tensor ${t}: byte ${bad} differs`);
+      }
+      got = controlBytesReceived(port);
+      const readOnlyId = BigInt((ready.cacheIds as string[])[4]);
+      await m.pullCache(new CacheKeyByIdAndIndex(clusterId, readOnlyId, 5), rows, 0);
+      control = controlBytesReceived(port) - got;
+      assert.ok(control < 4096, `${control} bytes came over the control connection for ${4 * B} pulled`);
+      for (let t = 0; t < 4; t++) {
+        const view = m.getCacheTensorViews(rows, t)[0];
+        const bytes = new Uint8Array(view.data.buffer, view.data.byteOffset, B);
+        const bad = bytes.findIndex((b, i) => b !== patternByte(41, t, 0, 5 * B + i));
+        assert.equal(bad, -1, `row pulled from registered memory without remote access, tensor ${t}: byte ${bad}`);
+      }
+    } finally {
+      await child.stop();
+    }
+  });
+
+  test("pulls of a PROMPT's host-pool cache are UCX reads too", { timeout: 120_000 }, async () => {
+    const clusterId = freshClusterId();
+    const B = 16 << 10;
+    const child = startChild("push_prompt_process.ts", {
+      clusterId: String(clusterId),
+      remote: false,
+      caches: [{ numTensors: 2, shape: [4, B], dataType: DataType.DT_UINT8, seed: 51, host: true }],
+    });
+    try {
+      const ready = await child.next();
+      const port = ready.port as number;
+      await using decoder = await openDecoder({ cacheManager: true });
+      const m = decoder.cacheManager;
+      const into = await m.allocateCache(new CacheDesc(2, [2, B], DataType.DT_UINT8));
+      await link(decoder, clusterId, port);
+      const got = controlBytesReceived(port);
+      await m.pullCache(new CacheKeyByIdAndIndex(clusterId, BigInt((ready.cacheIds as string[])[0]), 2), into, 1);
+      const control = controlBytesReceived(port) - got;
+      assert.ok(control < 4096, `${control} bytes came over the control connection for ${2 * B} pulled`);
+      for (let t = 0; t < 2; t++) {
+        const view = m.getCacheTensorViews(into, t)[0];
+        const bytes = new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
+        const bad = bytes.findIndex((b, i) => b !== (i < B ? 0 : patternByte(51, t, 0, 2 * B + i - B)));
+        assert.equal(bad, -1, `host-pool row, tensor ${t}: byte ${bad} differs`);
+      }
+    } finally {
+      await child.stop();
+    }
+  });
+
+  test("a registered cache of more tensors than UCX_KEYS carries goes through the control connection", {
+    timeout: 120_000,
+  }, async () => {
+    const clusterId = freshClusterId();
+    const T = 66; // more than 64 tensors × devices: no keys
+    const child = startChild("push_prompt_process.ts", {
+      clusterId: String(clusterId),
+      remote: false,
+      caches: [{ numTensors: T, shape: [2, 256], dataType: DataType.DT_UINT8, seed: 61, registered: true }],
+    });
+    try {
+      const ready = await child.next();
+      const port = ready.port as number;
+      await using decoder = await openDecoder({ cacheManager: true });
+      const m = decoder.cacheManager;
+      const into = await m.allocateCache(new CacheDesc(T, [2, 256], DataType.DT_UINT8));
+      await link(decoder, clusterId, port);
+      const got = controlBytesReceived(port);
+      await m.pullCache(new CacheKeyByIdAndIndex(clusterId, BigInt((ready.cacheIds as string[])[0]), 1), into, 0);
+      const control = controlBytesReceived(port) - got;
+      assert.ok(control >= T * 256, `only ${control} bytes came over the control connection for ${T * 256} streamed`);
+      for (let t = 0; t < T; t++) {
+        const view = m.getCacheTensorViews(into, t)[0];
+        const bytes = new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
+        const bad = bytes.findIndex((b, i) => b !== (i < 256 ? patternByte(61, t, 0, 256 + i) : 0));
+        assert.equal(bad, -1, `tensor ${t}: byte ${bad} differs`);
       }
     } finally {
       await child.stop();
@@ -548,6 +706,43 @@ describe("links over UCX (TCP on loopback)", () => {
     await rejectsWithStatus(m.pushBlocks(key, source, [0], [0]), LLMStatusCode.LLM_LINK_FAILED);
     const small = await m.allocateCache(new CacheDesc(1, [8], DataType.DT_UINT8));
     assert.equal((await m.getCacheTensors(small))[0].byteLength, 8, "the DECODER keeps working");
+  });
+
+  test("a PROMPT killed during a push into its registered memory: LINK_FAILED, no hang", {
+    timeout: 120_000,
+  }, async () => {
+    const clusterId = freshClusterId();
+    const size = 256 << 20;
+    const child = startChild("push_prompt_process.ts", {
+      clusterId: String(clusterId),
+      remote: true,
+      poolBytes: 1 << 20,
+      caches: [{
+        numTensors: 2,
+        shape: [1, size / 2],
+        dataType: DataType.DT_UINT8,
+        blocksModelId: 0,
+        registered: true,
+        remoteAccessible: true,
+      }],
+    });
+    const ready = await child.next();
+    await using decoder = await openDecoder({
+      cacheManager: true,
+      remote: true,
+      poolBytes: size + (1 << 20),
+      timeout: 20_000,
+    });
+    const m = decoder.cacheManager;
+    const source = await m.allocateBlocksCache(new CacheDesc(2, [1, size / 2], DataType.DT_UINT8));
+    await link(decoder, clusterId, ready.port as number);
+    const key = new BlocksCacheKey(clusterId, 0n);
+    const pushing = m.pushBlocks(key, source, [0], [0]).then(() => "resolved", (err) => err);
+    await sleep(20);
+    await child.kill();
+    const outcome = await pushing;
+    assert.equal(outcome?.statusCode, LLMStatusCode.LLM_LINK_FAILED, `expected LINK_FAILED, got ${outcome}`);
+    await rejectsWithStatus(m.pushBlocks(key, source, [0], [0]), LLMStatusCode.LLM_LINK_FAILED);
   });
 
   test("unlink and link again: pulls work over the new link", { timeout: 120_000 }, async () => {

@@ -83,6 +83,8 @@ static int64_t body_size(uint16_t type, uint32_t devices) {
   case MSG_STREAM_REPLY: return 8;
   case MSG_UCX: return 8;
   case MSG_UCX_REPLY: return 16 + 16 * (int64_t)devices; /* and the blob's bytes */
+  case MSG_UCX_KEYS: return 16;
+  case MSG_UCX_KEYS_REPLY: return 16 + 16 * (int64_t)devices; /* and the keys' bytes */
   default: return -1;
   }
 }
@@ -169,7 +171,13 @@ static uint32_t encode(const struct msg *m, uint8_t *buf) {
     put_u32(&c, 0);
     put_u32(&c, 0);
     break;
-  case MSG_UCX_REPLY: {
+  case MSG_UCX_KEYS:
+    put_u64(&c, m->u.ucx_keys_pin);
+    put_u32(&c, 0);
+    put_u32(&c, 0);
+    break;
+  case MSG_UCX_REPLY:
+  case MSG_UCX_KEYS_REPLY: {
     const struct msg_ucx_reply *r = m->u.ucx_reply;
     uint32_t n = r->devices < MAX_DEVICES ? r->devices : MAX_DEVICES;
     uint64_t blob = r->address_bytes;
@@ -284,7 +292,12 @@ static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m,
   case MSG_UCX:
     zero = get_u32(&c) | get_u32(&c);
     break;
-  case MSG_UCX_REPLY: {
+  case MSG_UCX_KEYS:
+    m->u.ucx_keys_pin = get_u64(&c);
+    zero = get_u32(&c) | get_u32(&c);
+    break;
+  case MSG_UCX_REPLY:
+  case MSG_UCX_KEYS_REPLY: {
     if (ucx_into == NULL) return -1;
     struct msg_ucx_reply *r = m->u.ucx_reply = ucx_into;
     r->status = (int32_t)get_u32(&c);
@@ -292,6 +305,7 @@ static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m,
     r->address_bytes = get_u32(&c);
     r->flags = get_u32(&c);
     zero = r->flags & ~UCX_REPLY_WRITABLE; /* unknown flags are malformed */
+    if (type == MSG_UCX_KEYS_REPLY) zero |= r->address_bytes; /* keys only */
     if (devices > MAX_DEVICES) return -1;
     blob = r->address_bytes;
     for (uint32_t d = 0; d < devices; d++) {
@@ -332,7 +346,7 @@ static int32_t check_header(struct proto_rx *rx, uint16_t *type, uint64_t *seq) 
   if (flags != 0) return malformed("unknown flags");
   if (body_size(*type, 0) < 0) return malformed("unknown message type");
   if (length > PROTO_MAX_BODY ||
-      length > body_size(*type, MAX_DEVICES) + (*type == MSG_UCX_REPLY ? UCX_BLOB_CAP : 0))
+      length > body_size(*type, MAX_DEVICES) + (*type == MSG_UCX_REPLY || *type == MSG_UCX_KEYS_REPLY ? UCX_BLOB_CAP : 0))
     return malformed("too long");
   rx->body_bytes = length;
   return LLMDD_SUCCESS;

@@ -57,8 +57,17 @@
  *           then n × (u64 pool base address, u32 rkey bytes k_i, u32 0), then
  *           the PROMPT's UCP worker address (a bytes), then each pool's packed
  *           remote key (k_i bytes each)              (16 + 16n + a + Σk_i)
- *           The only message of variable size; a + Σk_i ≤ UCX_BLOB_CAP. It is
+ *           Of variable size (with UCX_KEYS_REPLY); a + Σk_i ≤ UCX_BLOB_CAP. It is
  *           decoded into proto_rx.ucx_into, and refused where that is NULL.
+ *   UCX_KEYS  u64 pin, u32 0, u32 0: over UCX, keys for a pinned cache outside
+ *           the pools (registered memory, the host pool)                     (16)
+ *     → UCX_KEYS_REPLY  as UCX_REPLY with a = 0 (no worker address), n =
+ *           devices × the pin's tensors (≤ MAX_DEVICES), entry d × tensors + t
+ *           the address of tensor t (from the pin's window) on device d and its
+ *           key; UCX_REPLY_WRITABLE when the pin is a LOOKUP_WRITE's. Status
+ *           FEATURE_NOT_ENABLED: no keys (UCX not started, too many tensors or
+ *           key bytes): the DECODER uses STREAM. The mapping lives as long as
+ *           the pin. Decoded like UCX_REPLY (proto_rx.ucx_into).
  *
  * Anything malformed — bad magic, version or flags, unknown type, a length that
  * is not the type's, a request out of order — closes that connection only. */
@@ -72,7 +81,7 @@
 #include "options.h"
 
 #define PROTO_MAGIC 0x44444C4Cu /* "LLDD" on the wire */
-#define PROTO_VERSION 3 /* 2: authentication, the PROMPT's pid; 3: LOOKUP_WRITE, STREAM, UCX */
+#define PROTO_VERSION 3 /* 2: authentication, the PROMPT's pid; 3: LOOKUP_WRITE, STREAM, UCX, UCX_KEYS */
 #define PROTO_HEADER_BYTES 24
 /* The UCP worker address and packed remote keys of UCX_REPLY, together. */
 #define UCX_BLOB_CAP 16384
@@ -94,6 +103,8 @@ enum msg_type {
   MSG_UCX = 13,
   MSG_UCX_REPLY = 14,
   MSG_DONE_REPLY = 15,
+  MSG_UCX_KEYS = 16,
+  MSG_UCX_KEYS_REPLY = 17,
 };
 
 #define LOOKUP_WRITE 1u     /* msg_lookup.flags */
@@ -194,7 +205,8 @@ struct msg {
     struct msg_stream stream;
     int32_t stream_status;
     int32_t done_status;
-    struct msg_ucx_reply *ucx_reply; /* out of line: it is large */
+    struct msg_ucx_reply *ucx_reply; /* out of line: it is large (UCX_REPLY, UCX_KEYS_REPLY) */
+    uint64_t ucx_keys_pin;           /* UCX_KEYS */
   } u;
 };
 

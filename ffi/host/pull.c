@@ -23,6 +23,7 @@
 #include "stream.h"
 #include "task.h"
 #include "ucx.h"
+#include "ucx_outside.h"
 
 struct pull_task {
   struct task task;
@@ -100,20 +101,21 @@ static int32_t peer_check(void *peer) {
 /* Over UCX (ucx.h) the copy loops below record the ranges they would copy,
  * and the batch then reads them from the PROMPT. */
 static void ucx_begin(const struct pull_task *p, struct core_progress *progress,
-                      struct ucx_batch *b) {
+                      struct ucx_batch *b, const struct ucx_regions *rg) {
   const struct link *l = p->link;
   progress->copy = host_ucx_record;
   progress->peer_check = NULL;
-  host_ucx_batch_begin(b, l->ucx, false, l->pool_bytes, l->num_devices, l->bases);
+  if (rg != NULL) host_ucx_batch_begin_regions(b, l->ucx, false, rg);
+  else host_ucx_batch_begin(b, l->ucx, false, l->pool_bytes, l->num_devices, l->bases);
 }
 
+/* rg: the keys of memory outside the pools (ucx_outside.h), released here. */
 static int32_t ucx_end(const struct pull_task *p, struct ucx_batch *b, int32_t status,
-                       const struct core_guard *g) {
-  if (status != LLMDD_SUCCESS) {
-    host_ucx_batch_abandon(b);
-    return status;
-  }
-  return host_ucx_batch_run(b, g, peer_check, (void *)p);
+                       const struct core_guard *g, struct ucx_regions *rg) {
+  if (status != LLMDD_SUCCESS) host_ucx_batch_abandon(b);
+  else status = host_ucx_batch_run(b, g, peer_check, (void *)p);
+  host_ucx_regions_close(p->link->ucx, rg);
+  return status;
 }
 
 /* Copies the row of every tensor on every device, in chunks (core/copy.h). */
@@ -128,7 +130,12 @@ static int32_t copy_row(const struct pull_task *p, const struct msg_lookup_reply
   const struct book *b = &p->task.engine->book;
   const struct link *l = p->link;
   uint64_t src_row = r->row * (r->tensor_bytes / r->batch_size);
-  if (r->where != LOOKUP_IN_POOLS) {
+  struct ucx_regions *rg = NULL;
+  if (r->where != LOOKUP_IN_POOLS && l->ucx != NULL) {
+    int32_t status = host_ucx_outside_open(p->link, r, false, g, &rg);
+    if (status != LLMDD_SUCCESS && status != LLMDD_FEATURE_NOT_ENABLED) return status;
+  }
+  if (r->where != LOOKUP_IN_POOLS && rg == NULL) {
     /* Memory outside the PROMPT's pools comes through the link's socket. */
     static const uint64_t one_pair[2] = {0, 0};
     struct stream_plan plan = {.op = STREAM_READ, .pin = r->pin, .base = src_row,
@@ -144,16 +151,18 @@ static int32_t copy_row(const struct pull_task *p, const struct msg_lookup_reply
   progress.peer_check = peer_check;
   progress.peer = (void *)p;
   struct ucx_batch ucx;
-  if (l->ucx != NULL) ucx_begin(p, &progress, &ucx);
+  if (l->ucx != NULL) ucx_begin(p, &progress, &ucx, rg);
   int32_t status = LLMDD_SUCCESS;
   for (int32_t d = 0; d < l->num_devices && status == LLMDD_SUCCESS; d++) {
     for (int32_t t = 0; t < p->dst->num_tensors && status == LLMDD_SUCCESS; t++) {
-      const uint8_t *src = l->bases[d] + r->offsets[d] + (uint64_t)t * r->stride + src_row;
+      const uint8_t *src = rg != NULL
+                               ? host_ucx_outside_tensor(rg, r->num_tensors, d, t) + src_row
+                               : l->bases[d] + r->offsets[d] + (uint64_t)t * r->stride + src_row;
       status = core_copy_chunked(&progress, host_cache_tensor(b, p->dst, d, t) + p->dst_offset, src,
                                  p->size);
     }
   }
-  if (l->ucx != NULL) return ucx_end(p, &ucx, status, g);
+  if (l->ucx != NULL) return ucx_end(p, &ucx, status, g, rg);
   if (stream) host_copy_streaming_end();
   return status;
 }
@@ -162,6 +171,7 @@ static int32_t copy_row(const struct pull_task *p, const struct msg_lookup_reply
 struct blocks_ctx {
   const struct pull_task *p;
   const struct msg_lookup_reply *r;
+  const struct ucx_regions *rg; /* over UCX, memory outside the pools; else NULL */
   uint64_t src_base; /* of the source's block 0 within each tensor */
 };
 
@@ -171,6 +181,9 @@ static uint8_t *blocks_tensor(void *ctx, int side, int32_t device, int32_t tenso
     return host_cache_tensor(&c->p->task.engine->book, c->p->dst, device,
                              c->p->dst_start + tensor);
   const struct link *l = c->p->link;
+  if (c->rg != NULL)
+    return host_ucx_outside_tensor(c->rg, c->r->num_tensors, device, c->p->src_start + tensor) +
+           c->src_base;
   return (uint8_t *)l->bases[device] + c->r->offsets[device] +
          (uint64_t)(c->p->src_start + tensor) * c->r->stride + c->src_base;
 }
@@ -206,7 +219,13 @@ static int32_t copy_blocks(const struct pull_task *p, const struct msg_lookup_re
   status = core_blocks_check(&dst, &src, p->pairs, p->num_pairs);
   if (status != LLMDD_SUCCESS) return status;
   int32_t devices = p->link->num_devices;
-  if (r->where != LOOKUP_IN_POOLS) {
+  struct ucx_regions *rg = NULL;
+  if (r->where != LOOKUP_IN_POOLS && p->link->ucx != NULL) {
+    status = host_ucx_outside_open(p->link, r, false, g, &rg);
+    if (status != LLMDD_SUCCESS && status != LLMDD_FEATURE_NOT_ENABLED) return status;
+    ctx.rg = rg;
+  }
+  if (r->where != LOOKUP_IN_POOLS && rg == NULL) {
     struct stream_plan plan = {.op = STREAM_READ, .pin = r->pin, .base = ctx.src_base,
                                .block_bytes = dst.block_bytes, .remote_start = p->src_start,
                                .num_tensors = dst.num_tensors, .num_devices = devices,
@@ -222,10 +241,10 @@ static int32_t copy_blocks(const struct pull_task *p, const struct msg_lookup_re
   progress.peer_check = peer_check;
   progress.peer = (void *)p;
   struct ucx_batch ucx;
-  if (p->link->ucx != NULL) ucx_begin(p, &progress, &ucx);
+  if (p->link->ucx != NULL) ucx_begin(p, &progress, &ucx, rg);
   status = core_blocks_copy(&progress, blocks_tensor, &ctx, devices, dst.num_tensors,
                             dst.block_bytes, p->pairs, p->num_pairs, 0);
-  if (p->link->ucx != NULL) return ucx_end(p, &ucx, status, g);
+  if (p->link->ucx != NULL) return ucx_end(p, &ucx, status, g, rg);
   if (stream) host_copy_streaming_end();
   return status;
 }
@@ -312,8 +331,9 @@ static int32_t pull_run(struct task *t) {
   }
   /* Checked after the copy: the PROMPT shuts the connection before unpinning. */
   if (!host_link_alive(p->link)) return gone(p, untrusted(p));
-  /* Only answers about the pools are kept: memory outside them is read through
-   * the socket under this LOOKUP's pin, which DONE releases. */
+  /* Only answers about the pools are kept: memory outside them is read under
+   * this LOOKUP's pin (through the socket, or with the pin's UCX keys), which
+   * DONE releases. */
   if (repeatable && r->where == LOOKUP_IN_POOLS)
     host_fast_keep(p->link->fast, p->key_kind, p->k, &stamp, r);
   struct msg done = {.type = MSG_DONE,

@@ -7,7 +7,9 @@
  * access, in chunks checking the deadline, the cancel flag, the finalize and that
  * the PROMPT is alive; over UCX, when the PROMPT's keys allow writes, the same
  * loops record ranges that are then written with ucp_put_nbx and flushed
- * (ucx.h); otherwise (registered memory, or a PROMPT without remote access)
+ * (ucx.h), also into registered and host-pool memory with the pin's keys
+ * (ucx_outside.h); otherwise (a PROMPT without remote access over UCX, memory
+ * outside the pools over shared memory, or a cache too large for keys)
  * through the link's socket in one STREAM request (stream.h). Then DONE, which
  * releases the pin. */
 #define _DEFAULT_SOURCE 1
@@ -21,6 +23,7 @@
 #include "stream.h"
 #include "task.h"
 #include "ucx.h"
+#include "ucx_outside.h"
 
 struct push_task {
   struct task task;
@@ -47,6 +50,7 @@ struct push_copy {
   int32_t num_pairs;
   int32_t src_start, dst_start, count;
   uint64_t block, src_base;
+  const struct ucx_regions *rg; /* over UCX, memory outside the pools; else NULL */
 };
 
 static int32_t gone(const struct push_task *p, const char *when) {
@@ -94,6 +98,8 @@ static uint8_t *mapped_tensor(void *ctx, int side, int32_t device, int32_t tenso
   if (side == 1)
     return host_cache_tensor(&c->p->task.engine->book, c->p->src, device, c->src_start + tensor) +
            c->src_base;
+  if (c->rg != NULL) /* over UCX, outside the pools: its address there */
+    return host_ucx_outside_tensor(c->rg, c->r->num_tensors, device, c->dst_start + tensor);
   /* Side 0, the destination: the PROMPT's pool, mapped read-write. */
   return (uint8_t *)c->p->link->bases[device] + c->r->offsets[device] +
          (uint64_t)(c->dst_start + tensor) * c->r->stride;
@@ -105,10 +111,16 @@ static uint8_t *stream_local(void *ctx, int32_t device, int32_t tensor, int32_t 
          c->src_base + c->pairs[2 * (int64_t)pair] * c->block;
 }
 
-static int32_t copy_out(const struct push_copy *c, const struct core_guard *g) {
+static int32_t copy_out(struct push_copy *c, const struct core_guard *g) {
   const struct push_task *p = c->p;
   int32_t devices = p->link->num_devices;
-  if (c->r->where != LOOKUP_IN_POOLS || !p->link->writable) {
+  struct ucx_regions *rg = NULL;
+  if (c->r->where != LOOKUP_IN_POOLS && p->link->ucx != NULL) {
+    int32_t status = host_ucx_outside_open(p->link, c->r, true, g, &rg);
+    if (status != LLMDD_SUCCESS && status != LLMDD_FEATURE_NOT_ENABLED) return status;
+    c->rg = rg;
+  }
+  if (rg == NULL && (c->r->where != LOOKUP_IN_POOLS || !p->link->writable)) {
     struct stream_plan plan = {.op = STREAM_WRITE, .pin = c->r->pin, .base = 0,
                                .block_bytes = c->block, .remote_start = c->dst_start,
                                .num_tensors = c->count, .num_devices = devices,
@@ -128,16 +140,16 @@ static int32_t copy_out(const struct push_copy *c, const struct core_guard *g) {
     /* Over UCX: the loops record the writes, then they are put and flushed. */
     progress.copy = host_ucx_record;
     progress.peer_check = NULL;
-    host_ucx_batch_begin(&ucx, l->ucx, true, l->pool_bytes, devices, l->bases);
+    if (rg != NULL) host_ucx_batch_begin_regions(&ucx, l->ucx, true, rg);
+    else host_ucx_batch_begin(&ucx, l->ucx, true, l->pool_bytes, devices, l->bases);
   }
   int32_t status = core_blocks_copy(&progress, mapped_tensor, (void *)c, devices, c->count,
                                     c->block, c->pairs, c->num_pairs, 0);
   if (l->ucx != NULL) {
-    if (status != LLMDD_SUCCESS) {
-      host_ucx_batch_abandon(&ucx);
-      return status;
-    }
-    return host_ucx_batch_run(&ucx, g, peer_check, (void *)p);
+    if (status != LLMDD_SUCCESS) host_ucx_batch_abandon(&ucx);
+    else status = host_ucx_batch_run(&ucx, g, peer_check, (void *)p);
+    host_ucx_regions_close(l->ucx, rg);
+    return status;
   }
   if (stream) host_copy_streaming_end();
   return status;

@@ -52,6 +52,7 @@ struct pin {
   bool writable; /* a LOOKUP_WRITE's: the cache is remote-accessible */
   struct stream_window window; /* what the DECODER was shown of the cache */
   struct cache_key key;
+  struct ucx_pin_map *ucx; /* its memory mapped for UCX (UCX_KEYS), or NULL */
 };
 
 struct connection {
@@ -203,6 +204,7 @@ static void drop_pin(struct connection *c, int32_t i, bool consume) {
   struct book *b = &c->server->engine->book;
   struct pin *pin = &c->pins[i];
   if (consume && pin->by_key) host_book_consume_key(b, pin->key, pin->cache);
+  host_ucx_pin_unmap(pin->ucx); /* the DECODER is done with its keys (or gone) */
   host_book_unpin(b, pin->cache);
   c->pins[i] = c->pins[--c->num_pins];
 }
@@ -228,6 +230,39 @@ static bool stream(struct connection *c, const struct msg *m) {
       return host_stream_serve(c->fd, &c->in, &c->server->engine->book, c->pins[i].cache,
                                &c->pins[i].window, c->pins[i].writable, m, c->server->wake[0]);
   return false;
+}
+
+static bool reply(struct connection *c, const struct msg *m);
+
+/* UCX_KEYS: the tensors of a pinned cache outside the pools, mapped for as
+ * long as the pin (ucx.h); an unknown pin, or one in the pools, closes the
+ * connection (the DECODER knows better). */
+static bool ucx_keys(struct connection *c, const struct msg *m) {
+  struct pin *pin = NULL;
+  for (int32_t i = 0; i < c->num_pins && pin == NULL; i++)
+    if (c->pins[i].id == m->u.ucx_keys_pin) pin = &c->pins[i];
+  if (pin == NULL || host_cache_in_device_pools(pin->cache)) return false;
+  struct engine *e = c->server->engine;
+  uint8_t *addrs[MAX_DEVICES];
+  int64_t n = (int64_t)e->options.num_devices * pin->window.num_tensors;
+  pthread_mutex_lock(&e->lock);
+  for (int32_t d = 0; n <= MAX_DEVICES && d < e->options.num_devices; d++)
+    for (int32_t t = 0; t < pin->window.num_tensors; t++)
+      addrs[d * pin->window.num_tensors + t] =
+          host_cache_tensor(&e->book, pin->cache, d, pin->window.first_tensor + t) +
+          pin->window.offset;
+  pthread_mutex_unlock(&e->lock);
+  struct msg answer = {.seq = m->seq, .type = MSG_UCX_KEYS_REPLY};
+  answer.u.ucx_reply = calloc(1, sizeof *answer.u.ucx_reply);
+  if (answer.u.ucx_reply == NULL) return false;
+  host_ucx_pin_unmap(pin->ucx);
+  pin->ucx = NULL;
+  uint64_t bytes = pin->window.bytes;
+  host_ucx_pin_map(&c->server->ucx, addrs, n <= MAX_DEVICES ? (int32_t)n : MAX_DEVICES + 1, bytes,
+                   pin->writable, answer.u.ucx_reply, &pin->ucx);
+  bool sent = reply(c, &answer);
+  free(answer.u.ucx_reply);
+  return sent;
 }
 
 static bool reply(struct connection *c, const struct msg *m) {
@@ -321,6 +356,9 @@ static bool handle(struct connection *c, const struct msg *m) {
     free(answer.u.ucx_reply);
     return sent;
   }
+  case MSG_UCX_KEYS:
+    if (!c->greeted) return false;
+    return ucx_keys(c, m);
   case MSG_UNLINK:
     if (!c->greeted) return false;
     answer.type = MSG_UNLINK_REPLY;

@@ -317,6 +317,81 @@ void host_ucx_server_stop(struct ucx_server *s) {
   server_free(s);
 }
 
+/* ---- the PROMPT's memory outside its pools, one pin at a time ---- */
+
+struct ucx_pin_map {
+  int32_t n;
+  ux_mem_h memh[MAX_DEVICES];
+  void *rkeys[MAX_DEVICES];
+  size_t rkey_bytes[MAX_DEVICES];
+};
+
+/* Mappings are made and released under server_start_lock: the context is
+ * not created for concurrent use (one PROMPT thread per connection maps). */
+static void pin_unmap_locked(struct ucx_pin_map *m) {
+  for (int32_t i = 0; i < m->n; i++) {
+    if (m->rkeys[i] != NULL) U.rkey_buffer_release(m->rkeys[i]);
+    if (m->memh[i] != NULL) U.mem_unmap(U.context, m->memh[i]);
+  }
+  free(m);
+}
+
+void host_ucx_pin_unmap(struct ucx_pin_map *m) {
+  if (m == NULL) return;
+  pthread_mutex_lock(&server_start_lock);
+  pin_unmap_locked(m);
+  pthread_mutex_unlock(&server_start_lock);
+}
+
+void host_ucx_pin_map(struct ucx_server **slot, uint8_t *const *addrs, int32_t n, uint64_t bytes,
+                      bool writable, struct msg_ucx_reply *r, struct ucx_pin_map **out) {
+  *out = NULL;
+  r->status = LLMDD_FEATURE_NOT_ENABLED;
+  if (n < 1 || n > MAX_DEVICES || bytes == 0 || bytes > SIZE_MAX) return;
+  pthread_mutex_lock(&server_start_lock);
+  struct ucx_pin_map *m = *slot != NULL ? calloc(1, sizeof *m) : NULL;
+  if (m == NULL) {
+    pthread_mutex_unlock(&server_start_lock);
+    return;
+  }
+  bool ok = true;
+  uint64_t blob = 0;
+  for (int32_t i = 0; ok && i < n; i++) {
+    /* Exactly what the pin lets the DECODER reach: reads, and writes only
+     * through a LOOKUP_WRITE's pin (a remote-accessible cache). */
+    struct ux_mem_map_params mp = {
+        .field_mask = UX_MEM_MAP_PARAM_FIELD_ADDRESS | UX_MEM_MAP_PARAM_FIELD_LENGTH |
+                      UX_MEM_MAP_PARAM_FIELD_PROT,
+        .address = addrs[i],
+        .length = (size_t)bytes,
+        .prot = UX_MEM_MAP_PROT_LOCAL_READ | UX_MEM_MAP_PROT_LOCAL_WRITE |
+                UX_MEM_MAP_PROT_REMOTE_READ | (writable ? UX_MEM_MAP_PROT_REMOTE_WRITE : 0)};
+    m->n = i + 1;
+    ok = U.mem_map(U.context, &mp, &m->memh[i]) == UX_OK;
+    if (!ok) m->memh[i] = NULL;
+    ok = ok && U.rkey_pack(U.context, m->memh[i], &m->rkeys[i], &m->rkey_bytes[i]) == UX_OK;
+    if (ok) blob += m->rkey_bytes[i];
+    r->bases[i] = (uint64_t)(uintptr_t)addrs[i];
+    r->rkey_bytes[i] = ok ? (uint32_t)m->rkey_bytes[i] : 0;
+  }
+  if (!ok || blob > UCX_BLOB_CAP) {
+    pin_unmap_locked(m);
+    pthread_mutex_unlock(&server_start_lock);
+    return;
+  }
+  pthread_mutex_unlock(&server_start_lock);
+  uint64_t at = 0;
+  for (int32_t i = 0; i < n; i++) {
+    memcpy(r->blob + at, m->rkeys[i], m->rkey_bytes[i]);
+    at += m->rkey_bytes[i];
+  }
+  r->status = LLMDD_SUCCESS;
+  r->devices = (uint32_t)n;
+  r->address_bytes = 0;
+  r->flags = writable ? UCX_REPLY_WRITABLE : 0;
+  *out = m;
+}
+
 /* ---- DECODER ---- */
 
 struct ucx_link {
@@ -446,6 +521,43 @@ void host_ucx_link_close(struct ucx_link *u) {
   free(u);
 }
 
+int32_t host_ucx_regions_open(struct ucx_link *u, const struct msg_ucx_reply *r, uint64_t bytes,
+                              struct ucx_regions **out) {
+  struct ucx_regions *rg = calloc(1, sizeof *rg);
+  if (rg == NULL) return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for a transfer's keys");
+  rg->bytes = bytes;
+  rg->writable = (r->flags & UCX_REPLY_WRITABLE) != 0;
+  ux_status_t s = UX_OK;
+  uint64_t at = 0;
+  pthread_rwlock_rdlock(&u->lock);
+  if (u->closed) s = UX_ERR_CANCELED;
+  for (uint32_t i = 0; s == UX_OK && i < r->devices; i++) {
+    ux_rkey_h key = NULL;
+    s = U.ep_rkey_unpack(u->ep, r->blob + at, &key);
+    if (s != UX_OK) break;
+    rg->rkeys[i] = key;
+    rg->addrs[i] = r->bases[i];
+    rg->count = (int32_t)i + 1;
+    at += r->rkey_bytes[i];
+  }
+  pthread_rwlock_unlock(&u->lock);
+  if (s != UX_OK) {
+    host_ucx_regions_close(u, rg);
+    return core_fail(LLMDD_LINK_FAILED, "UCX failed unpacking a remote key from %s: %s", u->where,
+                     status_text(s));
+  }
+  *out = rg;
+  return LLMDD_SUCCESS;
+}
+
+void host_ucx_regions_close(struct ucx_link *u, struct ucx_regions *rg) {
+  if (rg == NULL) return;
+  (void)u;
+  for (int32_t i = 0; i < rg->count; i++)
+    if (rg->rkeys[i] != NULL) U.rkey_destroy((ux_rkey_h)rg->rkeys[i]);
+  free(rg);
+}
+
 /* ---- batches ---- */
 
 struct ucx_range {
@@ -471,6 +583,12 @@ void host_ucx_batch_begin(struct ucx_batch *b, struct ucx_link *u, bool put, uin
   recording_bases = bases;
 }
 
+void host_ucx_batch_begin_regions(struct ucx_batch *b, struct ucx_link *u, bool put,
+                                  const struct ucx_regions *rg) {
+  host_ucx_batch_begin(b, u, put, 0, 0, NULL);
+  b->regions = rg;
+}
+
 void host_ucx_record(uint8_t *dst, const uint8_t *src, uint64_t n) {
   struct ucx_batch *b = recording;
   if (b == NULL || b->status != LLMDD_SUCCESS || n == 0) return;
@@ -478,7 +596,12 @@ void host_ucx_record(uint8_t *dst, const uint8_t *src, uint64_t n) {
   uint64_t remote = (uint64_t)(uintptr_t)(b->put ? dst : src);
   uint8_t *local = b->put ? (uint8_t *)(uintptr_t)src : dst;
   int32_t device = -1;
-  for (int32_t d = 0; d < b->link->devices && device < 0; d++) {
+  const struct ucx_regions *rg = b->regions;
+  for (int32_t i = 0; rg != NULL && i < rg->count && device < 0; i++)
+    if (remote >= rg->addrs[i] && remote - rg->addrs[i] < rg->bytes &&
+        n <= rg->bytes - (remote - rg->addrs[i]))
+      device = i; /* the range's index, not a device */
+  for (int32_t d = 0; rg == NULL && d < b->link->devices && device < 0; d++) {
     uint64_t base = (uint64_t)(uintptr_t)recording_bases[d];
     if (remote >= base && remote - base < recording_pool_bytes) device = d;
   }
@@ -532,8 +655,8 @@ static void on_read(void *request, ux_status_t status, void *user_data) {
 /* Issues one read or write, or (bytes 0) a flush of the endpoint: every write
  * before it has landed when it completes. False when it failed at once
  * (f->error set). */
-static bool issue(struct ucx_link *u, struct flight *f, bool put, uint8_t *local, uint64_t remote,
-                  uint64_t bytes, int32_t device) {
+static bool issue(struct ucx_link *u, const struct ucx_regions *rg, struct flight *f, bool put,
+                  uint8_t *local, uint64_t remote, uint64_t bytes, int32_t device) {
   struct ux_request_param p = {.op_attr_mask = UX_OP_ATTR_FIELD_CALLBACK | UX_OP_ATTR_FIELD_USER_DATA,
                                .cb = {.send = on_read},
                                .user_data = f};
@@ -545,10 +668,13 @@ static bool issue(struct ucx_link *u, struct flight *f, bool put, uint8_t *local
     ok = false;
   } else {
     atomic_fetch_add(&f->pending, 1);
+    ux_rkey_h key = bytes == 0     ? NULL
+                    : rg != NULL ? (ux_rkey_h)rg->rkeys[device]
+                                 : u->rkeys[device];
     ux_status_ptr_t req =
         bytes == 0 ? U.ep_flush_nbx(u->ep, &p)
-        : put      ? U.put_nbx(u->ep, local, (size_t)bytes, remote, u->rkeys[device], &p)
-                   : U.get_nbx(u->ep, local, (size_t)bytes, remote, u->rkeys[device], &p);
+        : put      ? U.put_nbx(u->ep, local, (size_t)bytes, remote, key, &p)
+                   : U.get_nbx(u->ep, local, (size_t)bytes, remote, key, &p);
     if (!UX_PTR_IS_PTR(req)) { /* done at once (no callback), or failed */
       atomic_fetch_sub(&f->pending, 1);
       int s = UX_PTR_RAW_STATUS(req);
@@ -612,7 +738,9 @@ int32_t host_ucx_batch_run(struct ucx_batch *b, const struct core_guard *g,
       struct ucx_range *r = &b->ranges[next];
       uint64_t bytes = r->bytes - offset < UCX_GET_BYTES ? r->bytes - offset : UCX_GET_BYTES;
       issued = true;
-      if (!issue(u, f, b->put, r->local + offset, r->remote + offset, bytes, r->device)) break;
+      if (!issue(u, b->regions, f, b->put, r->local + offset, r->remote + offset, bytes,
+                 r->device))
+        break;
       offset += bytes;
       if (offset == r->bytes) {
         next++;
@@ -621,7 +749,7 @@ int32_t host_ucx_batch_run(struct ucx_batch *b, const struct core_guard *g,
     }
     if (!flushed && (stopping || next == b->count) && atomic_load(&f->error) == UX_OK) {
       flushed = true;
-      if (issued) issue(u, f, true, NULL, 0, 0, 0);
+      if (issued) issue(u, NULL, f, true, NULL, 0, 0, 0);
     }
     bool more = atomic_load(&f->pending) > 0 || (!stopping && next < b->count) || !flushed;
     if (!more) break;

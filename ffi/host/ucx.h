@@ -45,7 +45,8 @@
  * The PROMPT maps its pools with remote write access only when it enabled
  * llm.EnableRemoteCacheAccessible, and says so in UCX_REPLY (flags); only then
  * do pushes into its pools go this way, else through STREAM. Memory outside
- * the pools (registered caches, the host pool) has no keys: STREAM both ways.
+ * the pools (registered caches, the host pool) gets keys per pin (UCX_KEYS,
+ * ucx_outside.h): host_ucx_batch_begin_regions records against those.
  */
 #ifndef LLMDD_HOST_UCX_H
 #define LLMDD_HOST_UCX_H
@@ -86,6 +87,18 @@ void host_ucx_answer(struct ucx_server **slot, uint8_t *const *pools, int32_t nu
 /* Stops the progress thread and releases the worker and mappings (NULL: nothing). */
 void host_ucx_server_stop(struct ucx_server *s);
 
+/* One pin's memory outside the pools, mapped for a linked DECODER (UCX_KEYS). */
+struct ucx_pin_map;
+
+/* Maps n ranges of `bytes` each (remote reads; remote writes too when
+ * writable) with the UCX side started in *slot, and fills r (UCX_KEYS_REPLY)
+ * with their addresses and keys. r->status FEATURE_NOT_ENABLED (UCX not
+ * started, n > MAX_DEVICES, keys too large, a mapping failed) leaves *out
+ * NULL. Thread-safe. */
+void host_ucx_pin_map(struct ucx_server **slot, uint8_t *const *addrs, int32_t n, uint64_t bytes,
+                      bool writable, struct msg_ucx_reply *r, struct ucx_pin_map **out);
+void host_ucx_pin_unmap(struct ucx_pin_map *m); /* NULL: nothing */
+
 /* ---- DECODER ---- */
 
 struct ucx_link;
@@ -100,12 +113,29 @@ void host_ucx_link_close(struct ucx_link *u);
 /* Whether the PROMPT's keys allow writes into its pools (UCX_REPLY_WRITABLE). */
 bool host_ucx_link_writable(const struct ucx_link *u);
 
+/* A pinned cache outside the PROMPT's pools, as its UCX_KEYS_REPLY gave it:
+ * count ranges of `bytes`, each with its key unpacked on the link's endpoint. */
+struct ucx_regions {
+  int32_t count;
+  uint64_t bytes;
+  bool writable;
+  uint64_t addrs[MAX_DEVICES];
+  void *rkeys[MAX_DEVICES]; /* ux_rkey_h */
+};
+
+/* Unpacks r's keys (r->devices of them, already checked against what the
+ * LOOKUP answered). SUCCESS or LINK_FAILED. */
+int32_t host_ucx_regions_open(struct ucx_link *u, const struct msg_ucx_reply *r, uint64_t bytes,
+                              struct ucx_regions **out);
+void host_ucx_regions_close(struct ucx_link *u, struct ucx_regions *rg); /* NULL: nothing */
+
 /* One pull's reads or one push's writes (put). Between begin and run,
  * host_ucx_record (a core_copy_fn) records the calling thread's copies into
  * the batch instead of copying. */
 struct ucx_batch {
   struct ucx_link *link;
   bool put; /* writes into the peer's pools (a push), else reads */
+  const struct ucx_regions *regions; /* the peer's memory outside its pools, or NULL: the pools */
   struct ucx_range *ranges;
   uint64_t count, capacity;
   int32_t status; /* OUT_OF_MEMORY when a range could not be recorded */
@@ -113,6 +143,10 @@ struct ucx_batch {
 
 void host_ucx_batch_begin(struct ucx_batch *b, struct ucx_link *u, bool put, uint64_t pool_bytes,
                           int32_t num_devices, const uint8_t *const *bases);
+/* As host_ucx_batch_begin, for memory outside the pools: the recorded remote
+ * side must lie within one of rg's ranges. */
+void host_ucx_batch_begin_regions(struct ucx_batch *b, struct ucx_link *u, bool put,
+                                  const struct ucx_regions *rg);
 void host_ucx_record(uint8_t *dst, const uint8_t *src, uint64_t n);
 
 /* Ends a batch without reading or writing anything. */

@@ -91,9 +91,12 @@ static bool block_is(const uint8_t *buf, uint64_t b, uint64_t id, int32_t st, ui
   return true;
 }
 
-TEST(push_blocks_into_pooled_and_registered_memory) {
+/* Also run over UCX by test_ucx.c (after its missing-UCX case: UCX, once
+ * loaded, stays loaded). */
+void push_blocks_body(const char *decoder_options);
+void push_blocks_body(const char *decoder_options) {
   struct duo p;
-  CHECK(duo_open(&p, REMOTE, REMOTE));
+  CHECK(duo_open(&p, REMOTE, decoder_options));
   uint64_t src_addrs[4], dst_addrs[4];
   uint8_t *regs[4];
   uint64_t src = pooled(p.decoder, 4, 8, 0, 0, src_addrs);
@@ -169,6 +172,9 @@ TEST(push_blocks_into_pooled_and_registered_memory) {
   for (int32_t t = 0; t < 4; t++) free(regs[t]);
   duo_close(&p);
 }
+
+TEST(push_blocks_into_pooled_and_registered_memory) { push_blocks_body(REMOTE); }
+
 
 /* A push that returned has released its destination at the peer: the program
  * there may unregister it at once (DONE is acknowledged). Before, the PROMPT

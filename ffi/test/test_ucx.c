@@ -130,6 +130,93 @@ TEST(ucx_reply_round_trip_and_its_limits) {
   free(out);
 }
 
+/* Writes a raw message (header and body) to fd: for bodies encode() would not make. */
+static void send_raw_message(int fd, uint16_t type, const uint8_t *body, uint32_t len) {
+  uint8_t buf[64] = {0};
+  uint32_t words[4] = {PROTO_MAGIC, PROTO_VERSION | (uint32_t)type << 16, len, 0};
+  for (int w = 0; w < 4; w++)
+    for (int i = 0; i < 4; i++) buf[4 * w + i] = (uint8_t)(words[w] >> (8 * i));
+  buf[16] = 9; /* seq */
+  memcpy(buf + PROTO_HEADER_BYTES, body, len);
+  CHECK(write(fd, buf, PROTO_HEADER_BYTES + len) == (ssize_t)(PROTO_HEADER_BYTES + len));
+}
+
+/* UCX_KEYS and its answer: round trips, and what is malformed. */
+TEST(ucx_keys_round_trip_and_its_limits) {
+  int sv[2];
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+  struct core_guard g = core_guard_for(1000, "testing");
+  bool torn;
+  struct proto_rx *rx = calloc(1, sizeof *rx);
+  struct msg_ucx_reply *out = calloc(2, sizeof *out), *in = out + 1;
+  CHECK(rx != NULL && out != NULL);
+  struct msg q = {.type = MSG_UCX_KEYS, .seq = 4, .u.ucx_keys_pin = 0x1234567890ull}, got;
+  CHECK_STATUS(host_proto_send(sv[0], &q, &g, -1, &torn), LLMDD_SUCCESS);
+  EXPECT_STATUS(host_proto_recv(sv[1], rx, &got, &g, -1, 0), LLMDD_SUCCESS);
+  EXPECT(got.type == MSG_UCX_KEYS && got.seq == 4 && got.u.ucx_keys_pin == 0x1234567890ull);
+
+  /* The answer: MAX_DEVICES ranges (the most), keys only. */
+  out->status = LLMDD_SUCCESS;
+  out->devices = MAX_DEVICES;
+  out->flags = UCX_REPLY_WRITABLE;
+  uint32_t blob = 0;
+  for (uint32_t i = 0; i < MAX_DEVICES; i++) {
+    out->bases[i] = 0x7f0000000000ull + i * 0x1000ull;
+    out->rkey_bytes[i] = 20 + i % 3;
+    blob += out->rkey_bytes[i];
+  }
+  for (uint32_t i = 0; i < blob; i++) out->blob[i] = (uint8_t)(i * 5 + 3);
+  struct msg a = {.type = MSG_UCX_KEYS_REPLY, .seq = 4, .u.ucx_reply = out};
+  CHECK_STATUS(host_proto_send(sv[0], &a, &g, -1, &torn), LLMDD_SUCCESS);
+  rx->ucx_into = in;
+  EXPECT_STATUS(host_proto_recv(sv[1], rx, &got, &g, -1, 0), LLMDD_SUCCESS);
+  EXPECT(got.type == MSG_UCX_KEYS_REPLY && got.u.ucx_reply == in && in->devices == MAX_DEVICES);
+  EXPECT(in->bases[MAX_DEVICES - 1] == out->bases[MAX_DEVICES - 1] && in->rkey_bytes[2] == 22);
+  EXPECT(memcmp(in->blob, out->blob, blob) == 0 && in->flags == UCX_REPLY_WRITABLE);
+
+  /* Where no answer is expected (a PROMPT's connection): malformed. */
+  CHECK_STATUS(host_proto_send(sv[0], &a, &g, -1, &torn), LLMDD_SUCCESS);
+  memset(rx, 0, sizeof *rx);
+  EXPECT_STATUS(host_proto_recv(sv[1], rx, &got, &g, -1, 0), LLMDD_LINK_FAILED);
+  EXPECT(strstr(last_error(), "malformed") != NULL);
+  close(sv[0]);
+  close(sv[1]);
+
+  /* A worker address in it (keys only): malformed. */
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+  out->address_bytes = 4;
+  CHECK_STATUS(host_proto_send(sv[0], &a, &g, -1, &torn), LLMDD_SUCCESS);
+  memset(rx, 0, sizeof *rx);
+  rx->ucx_into = in;
+  EXPECT_STATUS(host_proto_recv(sv[1], rx, &got, &g, -1, 0), LLMDD_LINK_FAILED);
+  close(sv[0]);
+  close(sv[1]);
+
+  /* More ranges than MAX_DEVICES, and a request with a reserved word set. */
+  uint8_t body[16] = {0};
+  body[4] = MAX_DEVICES + 1; /* count */
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+  send_raw_message(sv[0], MSG_UCX_KEYS_REPLY, body, 16);
+  memset(rx, 0, sizeof *rx);
+  rx->ucx_into = in;
+  EXPECT_STATUS(host_proto_recv(sv[1], rx, &got, &g, -1, 0), LLMDD_LINK_FAILED);
+  close(sv[0]);
+  close(sv[1]);
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+  memset(body, 0, sizeof body);
+  body[0] = 1; /* the pin */
+  send_raw_message(sv[0], MSG_UCX_KEYS, body, 16);
+  memset(rx, 0, sizeof *rx);
+  EXPECT_STATUS(host_proto_recv(sv[1], rx, &got, &g, -1, 0), LLMDD_SUCCESS);
+  body[12] = 1; /* the second reserved word */
+  send_raw_message(sv[0], MSG_UCX_KEYS, body, 16);
+  EXPECT_STATUS(host_proto_recv(sv[1], rx, &got, &g, -1, 0), LLMDD_LINK_FAILED);
+  close(sv[0]);
+  close(sv[1]);
+  free(rx);
+  free(out);
+}
+
 TEST(transport_option_is_checked) {
   uint64_t e = 0;
   const char *bad = "llmdd.transport=rdma";
@@ -163,4 +250,26 @@ TEST(missing_ucx_names_the_package) {
                 LLMDD_SUCCESS);
   if (p != 0) EXPECT_STATUS(llmdd_engine_finalize(p), LLMDD_SUCCESS);
   unsetenv("LLMDD_UCX_LIBRARY");
+}
+
+void push_blocks_body(const char *decoder_options); /* test_push.c */
+
+/* The same over UCX (TCP): into the pools and registered memory, pulls of
+ * registered memory and pushes to its addresses as UCX reads and writes
+ * (registered memory with the pin's keys, UCX_KEYS). */
+TEST(push_blocks_into_pooled_and_registered_memory_over_ucx) {
+  if (getenv("UCX_TLS") == NULL) setenv("UCX_TLS", "tcp", 0);
+  /* UCX's memory hooks (patched mmap/munmap) crash LeakSanitizer's tracer at
+   * exit; this test needs none of them. Read when UCX is loaded, below. */
+  if (getenv("UCX_MEM_EVENTS") == NULL) setenv("UCX_MEM_EVENTS", "no", 0);
+  const char *ucx = "ge.flowGraphMemMaxSize=1048576\nllmdd.transport=ucx";
+  uint64_t probe = 0;
+  if (llmdd_engine_init(LLMDD_ROLE_DECODER, unique_cluster_id(), (const uint8_t *)ucx,
+                        (int32_t)strlen(ucx), &probe) != LLMDD_SUCCESS) {
+    printf("    SKIPPED: UCX cannot be loaded here (%s)\n", last_error());
+    return;
+  }
+  EXPECT_STATUS(llmdd_engine_finalize(probe), LLMDD_SUCCESS);
+  push_blocks_body("llm.EnableRemoteCacheAccessible=1\nge.flowGraphMemMaxSize=8388608\n"
+                   "llmdd.transport=ucx");
 }

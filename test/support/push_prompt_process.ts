@@ -1,7 +1,8 @@
 // A PROMPT instance in cache-manager mode in its own process, for the
 // two-process push tests. Argument: JSON {clusterId, remote, poolBytes?,
 // caches: [{numTensors, shape, dataType, seed?, blocksModelId?, registered?,
-// remoteAccessible?}]}: pooled caches (allocateCache / allocateBlocksCache)
+// remoteAccessible?, host?}]}: pooled caches (allocateCache / allocateBlocksCache;
+// host: in the host pool, llm.HostMemPoolConfig of 8 MiB)
 // or memory this process registers (ArrayBuffers), blocks caches named by
 // BlocksCacheKey(clusterId, blocksModelId); each filled with the test pattern
 // of `seed`, or zeros. Prints {"ready": true, "port", "cacheIds", "addrs"}
@@ -10,7 +11,7 @@
 import { Buffer } from "node:buffer";
 import process from "node:process";
 import { createInterface } from "node:readline";
-import { BlocksCacheKey, type Cache, CacheDesc, type DataType, LLMDataDist, LLMRole } from "../../mod.ts";
+import { BlocksCacheKey, type Cache, CacheDesc, type DataType, LLMDataDist, LLMRole, Placement } from "../../mod.ts";
 import { fillPattern } from "./pattern.ts";
 
 interface CacheSpec {
@@ -21,6 +22,7 @@ interface CacheSpec {
   blocksModelId?: number;
   registered?: boolean;
   remoteAccessible?: boolean;
+  host?: boolean;
 }
 const config = JSON.parse(process.argv[process.argv.length - 1]) as {
   clusterId: string;
@@ -36,12 +38,13 @@ await prompt.init({
   "llm.MemPoolConfig": JSON.stringify({ memory_size: config.poolBytes ?? 16 << 20 }),
   "llm.listenIpInfo": "127.0.0.1:0",
   "llm.SyncKvCacheWaitTime": "30000",
+  ...(config.caches.some((c) => c.host) ? { "llm.HostMemPoolConfig": JSON.stringify({ memory_size: 8 << 20 }) } : {}),
 });
 const manager = prompt.cacheManager;
 const caches: Cache[] = [];
 const memory: Uint8Array[][] = [];
 for (const spec of config.caches) {
-  const desc = new CacheDesc(spec.numTensors, spec.shape, spec.dataType);
+  const desc = new CacheDesc(spec.numTensors, spec.shape, spec.dataType, spec.host ? Placement.HOST : undefined);
   const key = spec.blocksModelId !== undefined ? new BlocksCacheKey(clusterId, spec.blocksModelId) : undefined;
   let cache: Cache;
   let tensors: Uint8Array[];
