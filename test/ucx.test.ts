@@ -15,8 +15,6 @@ import {
   CacheKey,
   CacheKeyByIdAndIndex,
   DataType,
-  type KvCache,
-  LLMClusterInfo,
   LLMDataDist,
   LLMException,
   LLMRole,
@@ -26,12 +24,11 @@ import {
 import { startChild } from "./support/children.ts";
 import { fillPattern, firstMismatch, patternByte } from "./support/pattern.ts";
 import { freshClusterId, rejectsWithStatus, sleep } from "./helpers.ts";
+import { assertRow, kvBytes, link, LOOPBACK } from "./support/links.ts";
 
 // The children (the PROMPTs) inherit this: their UCP workers offer TCP only, so
 // every link below reads over TCP whatever this process's UCX would pick.
 process.env.UCX_TLS = "tcp";
-
-const LOOPBACK = "127.0.0.1";
 
 /** Whether UCX can be loaded here: a DECODER that asks for it by name says at init. */
 async function ucxMissing(): Promise<string | undefined> {
@@ -64,48 +61,6 @@ async function openDecoder(
     "llmdd.transport": "ucx",
   });
   return dd;
-}
-
-function clusterAt(clusterId: bigint, port: number): LLMClusterInfo {
-  const cluster = new LLMClusterInfo();
-  cluster.remoteClusterId = clusterId;
-  cluster.appendRemoteIpInfo(LOOPBACK, port);
-  return cluster;
-}
-
-async function link(decoder: LLMDataDist, clusterId: bigint, port: number): Promise<LLMClusterInfo> {
-  const cluster = clusterAt(clusterId, port);
-  const [status, each] = await decoder.linkClusters([cluster], 10_000);
-  assert.equal(status, LLMStatusCode.LLM_SUCCESS, `link failed: ${each}`);
-  return cluster;
-}
-
-function kvBytes(dd: LLMDataDist, cache: KvCache, tensor: number, device: number): Uint8Array {
-  const view = dd.kvCacheManager.getCacheTensorViews(cache, tensor)[device];
-  return new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
-}
-
-/** Row `dstRow` of every tensor holds `size` pattern bytes of source row `srcRow`; every other byte is 0. */
-function assertRow(
-  dd: LLMDataDist,
-  cache: KvCache,
-  dstRow: number,
-  seed: number,
-  srcRow: number,
-  size: number,
-  deviceIds: number[],
-): void {
-  const desc = cache.cacheDesc;
-  const row = desc.size / desc.batchSize;
-  for (let t = 0; t < desc.numTensors; t++) {
-    deviceIds.forEach((deviceId, d) => {
-      const bytes = kvBytes(dd, cache, t, d);
-      const bad = firstMismatch(bytes, dstRow * row, size, seed, t, deviceId, srcRow * row);
-      assert.equal(bad, -1, `tensor ${t} device ${deviceId}: byte ${bad} differs`);
-      const outside = bytes.findIndex((b, i) => b !== 0 && (i < dstRow * row || i >= dstRow * row + size));
-      assert.equal(outside, -1, `tensor ${t} device ${deviceId}: byte ${outside} outside the pulled range changed`);
-    });
-  }
 }
 
 /**

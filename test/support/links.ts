@@ -20,7 +20,7 @@ export async function link(
   decoder: LLMDataDist,
   clusterId: bigint,
   port: number,
-  timeoutMs = 5000,
+  timeoutMs = 10_000,
 ): Promise<LLMClusterInfo> {
   const cluster = clusterAt(clusterId, port);
   const [status, each] = await decoder.linkClusters([cluster], timeoutMs);
