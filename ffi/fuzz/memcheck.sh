@@ -11,12 +11,16 @@ set -u
 bin=$1
 shift
 dir=$(dirname "$bin")
-log=$dir/valgrind.log
-out=$dir/output.txt
-rm -f "$log" "$dir/status"
+# One set of files per shard (LLMDD_TEST_SHARD=k/n, ffi/test/harness.c): the
+# shards of one run go side by side.
+tag=$(printf '%s' "${LLMDD_TEST_SHARD:-}" | tr -c '0-9' '-')
+log=$dir/valgrind$tag.log
+out=$dir/output$tag.txt
+status=$dir/status$tag
+rm -f "$log" "$status"
 start=$(date +%s)
-{ "$@" --log-file="$log" "$bin"; echo $? >"$dir/status"; } | tee "$out"
-rc=$(cat "$dir/status")
+{ "$@" --log-file="$log" "$bin"; echo $? >"$status"; } | tee "$out"
+rc=$(cat "$status")
 echo "memcheck: $(( $(date +%s) - start ))s under valgrind (log $log)"
 grep -E 'ERROR SUMMARY|definitely lost|indirectly lost|possibly lost' "$log" | sed 's/^==[0-9]*== */memcheck: /'
 if [ "$rc" -ne 0 ]; then

@@ -75,7 +75,10 @@ static double now_ms(void) {
 }
 
 /* Usage: llmdd_tests [substring]  runs the cases whose name contains substring.
- *        llmdd_tests --role name args...  runs a child role (for tests only). */
+ *        llmdd_tests --role name args...  runs a child role (for tests only).
+ * With LLMDD_TEST_SHARD=k/n in the environment, only every n-th case from the
+ * k-th (0-based, in file order) runs: `npm test` splits the slow valgrind run
+ * in two processes that way. */
 int main(int argc, char **argv) {
   if (argc >= 3 && strcmp(argv[1], "--role") == 0) {
     for (int i = 0; i < num_roles; i++)
@@ -85,9 +88,16 @@ int main(int argc, char **argv) {
   }
   setvbuf(stdout, NULL, _IOLBF, 0);
   qsort(cases, (size_t)num_cases, sizeof cases[0], by_location);
-  int passed = 0, failed = 0;
+  int passed = 0, failed = 0, shard = 0, shards = 1;
+  const char *sharding = getenv("LLMDD_TEST_SHARD");
+  if (sharding != NULL &&
+      (sscanf(sharding, "%d/%d", &shard, &shards) != 2 || shards < 1 || shard < 0 || shard >= shards)) {
+    fprintf(stderr, "harness: LLMDD_TEST_SHARD=%s is not k/n with 0 <= k < n\n", sharding);
+    return 2;
+  }
   double start = now_ms();
   for (int i = 0; i < num_cases; i++) {
+    if (i % shards != shard) continue;
     if (argc > 1 && strstr(cases[i].name, argv[1]) == NULL) continue;
     atomic_store(&failures, 0);
     double t0 = now_ms();

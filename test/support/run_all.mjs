@@ -1,8 +1,9 @@
 // `npm test`: builds the native library if needed, then runs every suite —
 // the native tests (ASan + UBSan), and the same test files on Deno, Bun and
 // Node, one after another (the suites time things; running them side by side
-// on a 2-core machine would only add noise), except the valgrind run, which
-// has the libFuzzer run and the CANN adapter's checks beside it (SIDE_BY_SIDE).
+// on a 2-core machine would only add noise), except the two halves of the
+// valgrind run, the libFuzzer run and the CANN adapter's checks, which share
+// the two cores (SIDE_BY_SIDE).
 // Prints each suite's output, a summary, and a closing "N passed, N failed"
 // line; exits non-zero on any failure.
 //
@@ -40,11 +41,24 @@ const suites = [
     },
   },
   {
-    // The native unit tests, unsanitized, under valgrind memcheck.
+    // The native unit tests, unsanitized, under valgrind memcheck, in two
+    // halves (every other case: LLMDD_TEST_SHARD, ffi/test/harness.c) that run
+    // side by side (SIDE_BY_SIDE below); the binary is built before either.
     name: "memcheck",
     needs: { valgrind: "valgrind" },
+    prepare: ["make", ["-s", "-C", "ffi", "build/memcheck/llmdd_tests"]],
     command: "make",
     args: ["-s", "-C", "ffi", "memcheck"],
+    env: { LLMDD_TEST_SHARD: "0/2" },
+    counts: (out) => match(out, /^(\d+) passed, (\d+) failed$/m),
+  },
+  {
+    name: "memcheck2",
+    needs: { valgrind: "valgrind" },
+    prepare: ["make", ["-s", "-C", "ffi", "build/memcheck/llmdd_tests"]],
+    command: "make",
+    args: ["-s", "-C", "ffi", "memcheck"],
+    env: { LLMDD_TEST_SHARD: "1/2" },
     counts: (out) => match(out, /^(\d+) passed, (\d+) failed$/m),
   },
   {
@@ -166,9 +180,9 @@ function match(out, re) {
 }
 
 /** Runs a command, echoing its output as it comes, or (`buffered`) only returning it. */
-function run(command, args, buffered = false) {
+function run(command, args, buffered = false, env = {}) {
   return new Promise((resolve) => {
-    const child = spawn(command, args, { cwd: root, env: { ...process.env, NO_COLOR: "1" } });
+    const child = spawn(command, args, { cwd: root, env: { ...process.env, NO_COLOR: "1", ...env } });
     let out = "";
     const take = (stream, sink) =>
       stream.on("data", (chunk) => {
@@ -223,19 +237,20 @@ async function runSuite(suite, buffered) {
   const junit = join(reports, `${suite.name}.xml`);
   const base = typeof suite.args === "function" ? suite.args(junit) : suite.args;
   const args = suite.files ? [...base, ...(await testFiles())] : base;
-  const { code, out } = await run(suite.command, args, buffered);
+  const { code, out } = await run(suite.command, args, buffered, suite.env);
   log += buffered ? out : "";
   const counts = suite.counts ? suite.counts(out) : junitCounts(junit);
   if (counts?.failures?.length) log += say(`\n${suite.name}: failed:\n  ${counts.failures.join("\n  ")}`);
   return { log, result: { name: suite.name, code, counts, seconds: (performance.now() - start) / 1000 } };
 }
 
-// Suites run one after another, except the ones named in SIDE_BY_SIDE: the
-// valgrind run takes one core for minutes whatever else runs, so the libFuzzer
-// run and the CANN adapter's checks (one process each, and timing nothing that
-// valgrind's slowness would not already have to tolerate) use the other one
-// meanwhile. Their output is printed whole as each ends.
-const SIDE_BY_SIDE = [["memcheck"], ["fuzz", "cann"]];
+// Suites run one after another, except the ones named in SIDE_BY_SIDE, in two
+// lanes: a valgrind process takes one core for minutes whatever else runs, so
+// the two halves of the valgrind run, the libFuzzer run and the CANN adapter's
+// checks (one process each, and timing nothing that valgrind's slowness would
+// not already have to tolerate) share the two cores. Their output is printed
+// whole as each ends.
+const SIDE_BY_SIDE = [["memcheck", "cann"], ["fuzz", "memcheck2"]];
 const chosen = suites.filter((suite) => only.length === 0 || only.includes(suite.name));
 const lanes = SIDE_BY_SIDE.map((names) => chosen.filter((suite) => names.includes(suite.name)));
 const together = new Set(lanes.flat());
@@ -247,6 +262,15 @@ for (const suite of chosen) {
   }
   if (lanesRun) continue;
   lanesRun = true;
+  // What the lanes share is built before they start (never twice at once).
+  const prepared = new Set();
+  for (const member of together) {
+    if (!member.prepare || missingTools(member).length > 0) continue;
+    const key = JSON.stringify(member.prepare);
+    if (prepared.has(key)) continue;
+    prepared.add(key);
+    await run(member.prepare[0], member.prepare[1]);
+  }
   const done = await Promise.all(lanes.map(async (lane) => {
     const ran = [];
     for (const member of lane) {
