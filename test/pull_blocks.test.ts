@@ -13,35 +13,19 @@ import {
   CacheKey,
   CacheKeyByIdAndIndex,
   DataType,
-  LLMDataDist,
-  LLMRole,
+  type LLMDataDist,
   LLMStatusCode,
   ValueError,
 } from "../mod.ts";
 import { startChild } from "./support/children.ts";
 import { patternByte } from "./support/pattern.ts";
-import { link } from "./support/links.ts";
+import { cacheBytes, link, openManagerDecoder } from "./support/links.ts";
 import { freshClusterId, rejectsWith, rejectsWithStatus, sleep } from "./helpers.ts";
 
 const FILL = 0xEE;
 
-async function openDecoder(poolBytes = 16 << 20, syncKvTimeout = 10_000): Promise<LLMDataDist> {
-  const dd = new LLMDataDist(LLMRole.DECODER, freshClusterId());
-  await dd.init({
-    "llm.EnableCacheManager": "1",
-    "llm.MemPoolConfig": JSON.stringify({ memory_size: poolBytes }),
-    "llm.SyncKvCacheWaitTime": String(syncKvTimeout),
-  });
-  return dd;
-}
-
-function bytesOf(dd: LLMDataDist, cache: Cache, tensor: number): Uint8Array {
-  const view = dd.cacheManager.getCacheTensorViews(cache, tensor)[0];
-  return new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
-}
-
 function fill(dd: LLMDataDist, cache: Cache): void {
-  for (let t = 0; t < cache.cacheDesc.numTensors; t++) bytesOf(dd, cache, t).fill(FILL);
+  for (let t = 0; t < cache.cacheDesc.numTensors; t++) cacheBytes(dd, cache, t).fill(FILL);
 }
 
 /**
@@ -58,7 +42,7 @@ function assertBlocks(
   const desc = cache.cacheDesc;
   const block = desc.size / desc.batchSize;
   for (let t = 0; t < desc.numTensors; t++) {
-    const bytes = bytesOf(dd, cache, t);
+    const bytes = cacheBytes(dd, cache, t);
     const expected = new Uint8Array(bytes.length).fill(FILL);
     for (const c of copies.filter((c) => c.dstTensor === t)) {
       for (let i = 0; i < block; i++) expected[c.dst * block + i] = patternByte(seed, c.srcTensor, 0, c.srcOffset + i);
@@ -94,7 +78,7 @@ describe("CacheManager.pullBlocks across processes", () => {
     try {
       const ready = await child.next();
       const ids = (ready.cacheIds as string[]).map(BigInt);
-      await using decoder = await openDecoder();
+      await using decoder = await openManagerDecoder();
       const m = decoder.cacheManager;
       const fp16 = await m.allocateBlocksCache(new CacheDesc(4, [16, 8, 4], DataType.DT_FLOAT16));
       const int8 = await m.allocateBlocksCache(new CacheDesc(2, [4, 32], DataType.DT_INT8));
@@ -215,7 +199,7 @@ describe("CacheManager.pullBlocks across processes", () => {
   });
 
   test("upstream's argument rules", async () => {
-    await using decoder = await openDecoder();
+    await using decoder = await openManagerDecoder();
     const m = decoder.cacheManager;
     const blocks = await m.allocateBlocksCache(new CacheDesc(4, [8, 16], DataType.DT_INT8));
     const rows = await m.allocateCache(new CacheDesc(4, [2, 16], DataType.DT_INT8));
@@ -297,7 +281,7 @@ describe("CacheManager.pullBlocks across processes", () => {
       caches: [{ numTensors: 1, shape: [blocks, block], dataType: DataType.DT_UINT8, seed: 2, blocksModelId: 0 }],
     });
     const ready = await child.next();
-    await using decoder = await openDecoder(pool, 20_000);
+    await using decoder = await openManagerDecoder(false, pool, 20_000);
     await link(decoder, clusterId, ready.port as number);
     const target = await decoder.cacheManager.allocateBlocksCache(new CacheDesc(1, [blocks, block], DataType.DT_UINT8));
     const list = Array.from({ length: blocks }, (_, i) => i);

@@ -7,7 +7,6 @@
 // argument rules, pushes without remote access, a PROMPT killed in the middle
 // of a push, and layer-wise transfers with every kind of synchronizer.
 import assert from "node:assert/strict";
-import { Buffer } from "node:buffer";
 import { describe, test } from "node:test";
 import {
   BlocksCacheKey,
@@ -24,38 +23,15 @@ import {
   TransferWithCacheKeyConfig,
   ValueError,
 } from "../mod.ts";
-import { type Child, startChild } from "./support/children.ts";
+import { startChild } from "./support/children.ts";
 import { fillPattern, patternByte } from "./support/pattern.ts";
-import { link } from "./support/links.ts";
+import { cacheBytes, dump, link, openManagerDecoder } from "./support/links.ts";
 import { freshClusterId, rejectsWith, rejectsWithStatus, sleep } from "./helpers.ts";
 
 const P = LLMStatusCode.LLM_PARAM_INVALID;
 
-async function openDecoder(remote: boolean, poolBytes = 16 << 20, syncKvTimeout = 10_000): Promise<LLMDataDist> {
-  const dd = new LLMDataDist(LLMRole.DECODER, freshClusterId());
-  await dd.init({
-    "llm.EnableCacheManager": "1",
-    "llm.EnableRemoteCacheAccessible": remote ? "1" : "0",
-    "llm.MemPoolConfig": JSON.stringify({ memory_size: poolBytes }),
-    "llm.SyncKvCacheWaitTime": String(syncKvTimeout),
-  });
-  return dd;
-}
-
-/** The child's tensor `tensor` of its cache `cache`, as it is now. */
-async function dump(child: Child, cache: number, tensor: number): Promise<Uint8Array> {
-  child.send({ dump: cache, tensor });
-  const { bytes } = await child.next();
-  return new Uint8Array(Buffer.from(bytes as string, "base64"));
-}
-
-function bytesOf(dd: LLMDataDist, cache: Cache, tensor: number): Uint8Array {
-  const view = dd.cacheManager.getCacheTensorViews(cache, tensor)[0];
-  return new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
-}
-
 function seed(dd: LLMDataDist, cache: Cache, value: number): void {
-  for (let t = 0; t < cache.cacheDesc.numTensors; t++) fillPattern(bytesOf(dd, cache, t), value, t, 0);
+  for (let t = 0; t < cache.cacheDesc.numTensors; t++) fillPattern(cacheBytes(dd, cache, t), value, t, 0);
 }
 
 /** A copy: `length` bytes at `at` hold the pattern of (`seed`, `tensor`) from byte `from`. */
@@ -99,7 +75,7 @@ describe("CacheManager.pushBlocks / pushCache across processes", { timeout: 120_
     try {
       const ready = await child.next();
       const ids = (ready.cacheIds as string[]).map(BigInt);
-      await using decoder = await openDecoder(true);
+      await using decoder = await openManagerDecoder(true);
       const m = decoder.cacheManager;
       const blocks = await m.allocateBlocksCache(new CacheDesc(4, [16, 64], U8));
       const rows = await m.allocateCache(new CacheDesc(4, [4, 256], U8));
@@ -161,7 +137,7 @@ describe("CacheManager.pushBlocks / pushCache across processes", { timeout: 120_
       await m.pullBlocks(new BlocksCacheKey(clusterId, 3n), pulled, [2, 7], [0, 3]);
       for (let t = 0; t < 4; t++) {
         assertBytes(
-          bytesOf(decoder, pulled, t),
+          cacheBytes(decoder, pulled, t),
           [[2, 0], [7, 3]].map(([s, d]) => ({ at: d * 64, length: 64, seed: 21, tensor: t, from: s * 64 })),
           `pulled blocks ${t}`,
         );
@@ -170,7 +146,7 @@ describe("CacheManager.pushBlocks / pushCache across processes", { timeout: 120_
       await m.pullCache(new CacheKeyByIdAndIndex(clusterId, ids[6], 1), pulledRows, 2);
       for (let t = 0; t < 2; t++) {
         assertBytes(
-          bytesOf(decoder, pulledRows, t),
+          cacheBytes(decoder, pulledRows, t),
           [{ at: 256, length: 128, seed: 23, tensor: t, from: 128 }],
           `row ${t}`,
         );
@@ -182,14 +158,14 @@ describe("CacheManager.pushBlocks / pushCache across processes", { timeout: 120_
         await m.pullBlocks(new BlocksCacheKey(clusterId, 3n), again, [7], [1]);
         for (let t = 0; t < 4; t++) {
           assertBytes(
-            bytesOf(decoder, again, t),
+            cacheBytes(decoder, again, t),
             [{ at: 64, length: 64, seed: 21, tensor: t, from: 7 * 64 }],
             `again ${t}`,
           );
         }
         await m.pullCache(new CacheKeyByIdAndIndex(clusterId, ids[6], 1), pulledRows, 0);
         assertBytes(
-          bytesOf(decoder, pulledRows, 1),
+          cacheBytes(decoder, pulledRows, 1),
           [0, 256].map((at) => ({ at, length: 128, seed: 23, tensor: 1, from: 128 })),
           "row again",
         );
@@ -247,7 +223,7 @@ describe("CacheManager.pushBlocks / pushCache across processes", { timeout: 120_
     });
     try {
       const ready = await child.next();
-      await using off = await openDecoder(false);
+      await using off = await openManagerDecoder(false);
       const mine = await off.cacheManager.allocateBlocksCache(new CacheDesc(2, [4, 64], U8));
       await rejectsWithStatus(
         off.cacheManager.pushBlocks(new BlocksCacheKey(clusterId), mine, [0], [0]),
@@ -259,7 +235,7 @@ describe("CacheManager.pushBlocks / pushCache across processes", { timeout: 120_
         P,
         /push_cache is only supported while enable_remote_cache_accessible is True/,
       );
-      await using on = await openDecoder(true);
+      await using on = await openManagerDecoder(true);
       // Registered HOST memory is not remote-accessible by default (upstream's default).
       const host = await on.cacheManager.registerBlocksCache(
         new CacheDesc(2, [4, 64], U8, Placement.HOST),
@@ -285,7 +261,7 @@ describe("CacheManager.pushBlocks / pushCache across processes", { timeout: 120_
   });
 
   test("upstream's argument rules", async () => {
-    await using decoder = await openDecoder(true);
+    await using decoder = await openManagerDecoder(true);
     const m = decoder.cacheManager;
     const blocks = await m.allocateBlocksCache(new CacheDesc(4, [8, 16], U8));
     const rows = await m.allocateCache(new CacheDesc(4, [2, 16], U8));
@@ -386,7 +362,7 @@ describe("CacheManager.pushBlocks / pushCache across processes", { timeout: 120_
         caches: [{ numTensors: 1, shape: [blocks, block], dataType: U8, blocksModelId: 0, registered }],
       });
       const ready = await child.next();
-      await using decoder = await openDecoder(true, pool, 20_000);
+      await using decoder = await openManagerDecoder(true, pool, 20_000);
       await link(decoder, clusterId, ready.port as number);
       const source = await decoder.cacheManager.allocateBlocksCache(new CacheDesc(1, [blocks, block], U8));
       const list = Array.from({ length: blocks }, (_, i) => i);
@@ -425,7 +401,7 @@ describe("CacheManager.transferCacheAsync", { timeout: 120_000 }, () => {
     try {
       const ready = await child.next();
       const ids = (ready.cacheIds as string[]).map(BigInt);
-      await using decoder = await openDecoder(true);
+      await using decoder = await openManagerDecoder(true);
       const m = decoder.cacheManager;
       const src = await m.allocateBlocksCache(new CacheDesc(8, [16, 64], U8));
       seed(decoder, src, 7);
@@ -553,7 +529,7 @@ describe("CacheManager.transferCacheAsync", { timeout: 120_000 }, () => {
       caches: [{ numTensors: 8, shape: [4, 4096], dataType: U8, blocksModelId: 0, registered: true }],
     });
     const ready = await child.next();
-    await using decoder = await openDecoder(true);
+    await using decoder = await openManagerDecoder(true);
     const m = decoder.cacheManager;
     const src = await m.allocateBlocksCache(new CacheDesc(8, [4, 4096], U8));
     await link(decoder, clusterId, ready.port as number);
@@ -586,7 +562,7 @@ describe("CacheManager.transferCacheAsync", { timeout: 120_000 }, () => {
     try {
       const ready = await child.next();
       const addrs = (ready.addrs as string[][])[0].map(BigInt);
-      await using decoder = await openDecoder(false);
+      await using decoder = await openManagerDecoder(false);
       const m = decoder.cacheManager;
       const src = await m.allocateCache(new CacheDesc(4, [3, 256], U8));
       seed(decoder, src, 31);
@@ -632,8 +608,8 @@ describe("CacheManager.transferCacheAsync", { timeout: 120_000 }, () => {
   });
 
   test("upstream's argument rules", async () => {
-    await using remote = await openDecoder(true);
-    await using plain = await openDecoder(false);
+    await using remote = await openManagerDecoder(true);
+    await using plain = await openManagerDecoder(false);
     const r = remote.cacheManager, p = plain.cacheManager;
     const src = await r.allocateBlocksCache(new CacheDesc(4, [8, 16], U8));
     const rows = await p.allocateCache(new CacheDesc(4, [2, 16], U8));
@@ -758,8 +734,8 @@ describe("CacheManager.transferCacheAsync", { timeout: 120_000 }, () => {
 describe("push calls with garbage", { timeout: 120_000 }, () => {
   test("any value in any argument: only TypeError, ValueError or LLMException, never a crash or a hang", async () => {
     const fc = (await import("fast-check")).default;
-    await using remote = await openDecoder(true);
-    await using plain = await openDecoder(false);
+    await using remote = await openManagerDecoder(true);
+    await using plain = await openManagerDecoder(false);
     const blocks = await remote.cacheManager.allocateBlocksCache(new CacheDesc(4, [8, 16], U8));
     const rows = await plain.cacheManager.allocateCache(new CacheDesc(4, [2, 16], U8));
     const freed = await plain.cacheManager.allocateCache(new CacheDesc(2, [2, 16], U8));

@@ -5,7 +5,6 @@
 // missing-UCX message is checked with LLMDD_UCX_LIBRARY naming a missing file.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { Buffer } from "node:buffer";
 import process from "node:process";
 import { describe, test } from "node:test";
 import {
@@ -24,7 +23,7 @@ import {
 import { startChild } from "./support/children.ts";
 import { fillPattern, firstMismatch, patternByte } from "./support/pattern.ts";
 import { freshClusterId, rejectsWithStatus, sleep } from "./helpers.ts";
-import { assertRow, kvBytes, link, LOOPBACK } from "./support/links.ts";
+import { assertRow, dump, kvBytes, link, LOOPBACK } from "./support/links.ts";
 
 // The children (the PROMPTs) inherit this: their UCP workers offer TCP only, so
 // every link below reads over TCP whatever this process's UCX would pick.
@@ -301,10 +300,6 @@ describe("links over UCX (TCP on loopback)", () => {
         },
       ],
     });
-    const dump = async (cache: number, tensor: number) => {
-      child.send({ dump: cache, tensor });
-      return new Uint8Array(Buffer.from((await child.next()).bytes as string, "base64"));
-    };
     /** Blocks `to` hold source blocks `from` of the pattern (seed, tensor); every other byte is 0. */
     const expectBlocks = (bytes: Uint8Array, seed: number, t: number, pairs: number[][], what: string) => {
       const expected = new Uint8Array(bytes.length);
@@ -367,12 +362,12 @@ describe("links over UCX (TCP on loopback)", () => {
         /remote cache is not remote accessible/,
       );
       assert.equal(
-        (await dump(4, 0)).findIndex((b, i) => b !== patternByte(41, 0, 0, i)),
+        (await dump(child, 4, 0)).findIndex((b, i) => b !== patternByte(41, 0, 0, i)),
         -1,
         "the refused push wrote nothing",
       );
       for (let t = 0; t < 4; t++) {
-        const bytes = await dump(0, t);
+        const bytes = await dump(child, 0, t);
         if (t < 2) {
           // Block 6 came from source tensor t + 2.
           const expected = new Uint8Array(B);
@@ -382,7 +377,7 @@ describe("links over UCX (TCP on loopback)", () => {
           bytes.fill(0, 6 * B, 7 * B);
         }
         expectBlocks(bytes, 5, t, [[1, 3], [2, 4]], "pushed into the pool");
-        const registered = await dump(1, t);
+        const registered = await dump(child, 1, t);
         if (t < 2) {
           // Blocks 2 and 5 came from blocks 4 and 7 of source tensor t + 2.
           for (const [from, to] of [[4, 2], [7, 5]]) {
@@ -393,7 +388,7 @@ describe("links over UCX (TCP on loopback)", () => {
           }
         }
         expectBlocks(registered, 5, t, [[6, 0]], "pushed into registered memory");
-        const row = await dump(3, t);
+        const row = await dump(child, 3, t);
         if (t >= 2) {
           // Row 1 of tensor t came from source row 1 of tensor t - 2.
           const bad = row.findIndex((b, i) => b !== (i < B ? 0 : patternByte(6, t - 2, 0, i)));
@@ -421,7 +416,7 @@ describe("links over UCX (TCP on loopback)", () => {
       control = controlBytesSent(port) - sent;
       assert.ok(control < 4096, `${control} bytes went over the control connection for ${2 * B} pushed to addresses`);
       for (let t = 0; t < 2; t++) {
-        const row = await dump(3, t);
+        const row = await dump(child, 3, t);
         const bad = row.findIndex((b, i) => b !== (i < B ? patternByte(7, t, 0, i) : 0));
         assert.equal(bad, -1, `row pushed to addresses, tensor ${t}: byte ${bad} differs`);
       }
@@ -436,7 +431,7 @@ describe("links over UCX (TCP on loopback)", () => {
       control = controlBytesSent(port) - sent;
       assert.ok(control < 4096, `${control} bytes went over the control connection for ${2 * B} pushed to addresses`);
       for (let t = 0; t < 2; t++) {
-        const bytes = (await dump(1, t)).subarray(3 * B, 4 * B);
+        const bytes = (await dump(child, 1, t)).subarray(3 * B, 4 * B);
         const bad = bytes.findIndex((b, i) => b !== patternByte(7, t, 0, B + i));
         assert.equal(bad, -1, `row pushed to registered addresses, tensor ${t}: byte ${bad} differs`);
       }
@@ -571,10 +566,7 @@ describe("links over UCX (TCP on loopback)", () => {
         LLMStatusCode.LLM_PARAM_INVALID,
         /remote cache is not remote accessible/,
       );
-      const bytes = await (async () => {
-        child.send({ dump: 0, tensor: 0 });
-        return new Uint8Array(Buffer.from((await child.next()).bytes as string, "base64"));
-      })();
+      const bytes = await dump(child, 0, 0);
       assert.equal(bytes.findIndex((b) => b !== 0), -1, "nothing was written");
     } finally {
       await child.stop();

@@ -1,7 +1,11 @@
-// What several test files do around a link: name a PROMPT on loopback, link to
-// it (asserting success), and look at or check the rows a pull wrote.
+// What several test files do around a link: open a cache-manager DECODER, name
+// a PROMPT on loopback, link to it (asserting success), and look at or check
+// the bytes a pull or push moved, here or in a PROMPT child.
 import assert from "node:assert/strict";
-import { type KvCache, LLMClusterInfo, type LLMDataDist, LLMRole, LLMStatusCode } from "../../mod.ts";
+import { Buffer } from "node:buffer";
+import { type Cache, type KvCache, LLMClusterInfo, LLMDataDist, LLMRole, LLMStatusCode } from "../../mod.ts";
+import type { Child } from "./children.ts";
+import { freshClusterId } from "../helpers.ts";
 import { firstMismatch } from "./pattern.ts";
 
 export const LOOPBACK = "127.0.0.1";
@@ -55,4 +59,33 @@ export function assertRow(
       assert.equal(outside, -1, `tensor ${t} device ${deviceId}: byte ${outside} outside the pulled range changed`);
     });
   }
+}
+
+/** A DECODER in cache-manager mode, with or without remote cache access. */
+export async function openManagerDecoder(
+  remote = false,
+  poolBytes = 16 << 20,
+  syncKvTimeout = 10_000,
+): Promise<LLMDataDist> {
+  const dd = new LLMDataDist(LLMRole.DECODER, freshClusterId());
+  await dd.init({
+    "llm.EnableCacheManager": "1",
+    "llm.EnableRemoteCacheAccessible": remote ? "1" : "0",
+    "llm.MemPoolConfig": JSON.stringify({ memory_size: poolBytes }),
+    "llm.SyncKvCacheWaitTime": String(syncKvTimeout),
+  });
+  return dd;
+}
+
+/** The bytes of tensor `tensor` of a cache-manager Cache (device 0), in place. */
+export function cacheBytes(dd: LLMDataDist, cache: Cache, tensor: number): Uint8Array {
+  const view = dd.cacheManager.getCacheTensorViews(cache, tensor)[0];
+  return new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
+}
+
+/** Tensor `tensor` of cache `cache` of a test/support/push_prompt_process.ts child, as it is now. */
+export async function dump(child: Child, cache: number, tensor: number): Promise<Uint8Array> {
+  child.send({ dump: cache, tensor });
+  const { bytes } = await child.next();
+  return new Uint8Array(Buffer.from(bytes as string, "base64"));
 }
