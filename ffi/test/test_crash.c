@@ -212,75 +212,69 @@ static void *pull_blocks_main(void *arg) {
   return NULL;
 }
 
-TEST(crash_prompt_killed_during_a_large_block_pull) {
-  uint64_t cluster = unique_cluster_id();
-  struct child c;
-  CHECK(start_prompt(&c, cluster, LARGE));
+/* A DECODER linked to a PROMPT child holding a LARGE cache; `main` pulls it
+ * (rows: the destination's batch, 1 for a row, 64 for blocks) on a thread, and
+ * the child is killed 5 ms in: the pull must end LINK_FAILED within a second. */
+struct killed_pull {
+  struct child child;
+  uint64_t cluster, decoder, cache;
+};
+
+static bool kill_prompt_during(struct killed_pull *k, void *(*main)(void *), uint64_t rows,
+                               const char *what) {
+  k->cluster = unique_cluster_id();
+  if (!EXPECT(start_prompt(&k->child, k->cluster, LARGE))) return false;
   char options[64];
   snprintf(options, sizeof options, "ge.flowGraphMemMaxSize=%llu", (unsigned long long)(LARGE + MiB));
-  uint64_t decoder = open_role(LLMDD_ROLE_DECODER, unique_cluster_id(), options);
-  CHECK(decoder != 0);
-  CHECK_STATUS(link_port(decoder, cluster, c.port, 5000), LLMDD_SUCCESS);
-  uint64_t id, addr;
-  CHECK_STATUS(llmdd_cache_allocate(decoder, 1, LARGE, 64, LAYOUT, 1, NULL, 0, &id, &addr, 1),
-               LLMDD_SUCCESS);
-  uint64_t job;
-  CHECK_STATUS(llmdd_job_create(20000, NULL, &job), LLMDD_SUCCESS);
-  struct pull_thread t = {.engine = decoder, .cache = id, .cluster = cluster, .remote = c.cache,
-                          .job = job};
+  k->decoder = open_role(LLMDD_ROLE_DECODER, unique_cluster_id(), options);
+  uint64_t addr, job;
+  if (!EXPECT(k->decoder != 0) ||
+      !EXPECT_STATUS(link_port(k->decoder, k->cluster, k->child.port, 5000), LLMDD_SUCCESS) ||
+      !EXPECT_STATUS(llmdd_cache_allocate(k->decoder, 1, LARGE, rows, LAYOUT, 1, NULL, 0, &k->cache,
+                                          &addr, 1),
+                     LLMDD_SUCCESS) ||
+      !EXPECT_STATUS(llmdd_job_create(20000, NULL, &job), LLMDD_SUCCESS))
+    return false;
+  struct pull_thread t = {.engine = k->decoder, .cache = k->cache, .cluster = k->cluster,
+                          .remote = k->child.cache, .job = job};
   pthread_t thread;
-  pthread_create(&thread, NULL, pull_blocks_main, &t);
+  pthread_create(&thread, NULL, main, &t);
   while (!atomic_load(&t.started)) sleep_ms(0.1);
   sleep_ms(5);
   double killed_at = now_ms();
-  kill_child(&c);
+  kill_child(&k->child);
   pthread_join(thread, NULL);
-  printf("    the block pull ended %.2f ms after the kill: %s\n", t.ended_at - killed_at, t.message);
+  printf("    the %s ended %.2f ms after the kill: %s\n", what, t.ended_at - killed_at, t.message);
   EXPECT_STATUS(t.status, LLMDD_LINK_FAILED);
   EXPECT(t.ended_at - killed_at < 1000);
   EXPECT_STATUS(llmdd_job_release(job), LLMDD_SUCCESS);
+  return true;
+}
+
+static void killed_pull_end(struct killed_pull *k) {
+  EXPECT_STATUS(llmdd_unlink(k->decoder, k->cluster, 1, 0), LLMDD_SUCCESS);
+  EXPECT_STATUS(llmdd_engine_finalize(k->decoder), LLMDD_SUCCESS);
+  reclaim(k->cluster);
+}
+
+TEST(crash_prompt_killed_during_a_large_block_pull) {
+  struct killed_pull k;
+  CHECK(kill_prompt_during(&k, pull_blocks_main, 64, "block pull"));
   uint64_t pair[2] = {0, 0};
-  EXPECT_STATUS(llmdd_cache_pull_blocks(decoder, id, LLMDD_KEY_BY_ID, cluster, c.cache, 0, pair, 1,
-                                        0, 0, 0, 0),
+  EXPECT_STATUS(llmdd_cache_pull_blocks(k.decoder, k.cache, LLMDD_KEY_BY_ID, k.cluster, k.child.cache,
+                                        0, pair, 1, 0, 0, 0, 0),
                 LLMDD_LINK_FAILED);
-  EXPECT_STATUS(llmdd_unlink(decoder, cluster, 1, 0), LLMDD_SUCCESS);
-  EXPECT_STATUS(llmdd_engine_finalize(decoder), LLMDD_SUCCESS);
-  reclaim(cluster);
+  killed_pull_end(&k);
 }
 
 TEST(crash_prompt_killed_during_a_large_pull) {
-  uint64_t cluster = unique_cluster_id();
-  struct child c;
-  CHECK(start_prompt(&c, cluster, LARGE));
-  char options[64];
-  snprintf(options, sizeof options, "ge.flowGraphMemMaxSize=%llu", (unsigned long long)(LARGE + MiB));
-  uint64_t decoder = open_role(LLMDD_ROLE_DECODER, unique_cluster_id(), options);
-  CHECK(decoder != 0);
-  CHECK_STATUS(link_port(decoder, cluster, c.port, 5000), LLMDD_SUCCESS);
-  uint64_t id, addr;
-  CHECK_STATUS(llmdd_cache_allocate(decoder, 1, LARGE, 1, LAYOUT, 1, NULL, 0, &id, &addr, 1),
-               LLMDD_SUCCESS);
-  uint64_t job;
-  CHECK_STATUS(llmdd_job_create(20000, NULL, &job), LLMDD_SUCCESS);
-  struct pull_thread t = {.engine = decoder, .cache = id, .cluster = cluster, .remote = c.cache,
-                          .job = job};
-  pthread_t thread;
-  pthread_create(&thread, NULL, pull_main, &t);
-  while (!atomic_load(&t.started)) sleep_ms(0.1);
-  sleep_ms(5);
-  double killed_at = now_ms();
-  kill_child(&c);
-  pthread_join(thread, NULL);
-  printf("    the pull ended %.2f ms after the kill: %s\n", t.ended_at - killed_at, t.message);
-  EXPECT_STATUS(t.status, LLMDD_LINK_FAILED);
-  EXPECT(t.ended_at - killed_at < 1000);
-  EXPECT_STATUS(llmdd_job_release(job), LLMDD_SUCCESS);
+  struct killed_pull k;
+  CHECK(kill_prompt_during(&k, pull_main, 1, "pull"));
   /* The mapping of the dead PROMPT's pool is still valid memory (no SIGBUS). */
-  EXPECT_STATUS(pull_row(decoder, id, LLMDD_KEY_BY_ID, cluster, c.cache, 0, 0, 64, 5000),
+  EXPECT_STATUS(pull_row(k.decoder, k.cache, LLMDD_KEY_BY_ID, k.cluster, k.child.cache, 0, 0, 64,
+                         5000),
                 LLMDD_LINK_FAILED);
-  EXPECT_STATUS(llmdd_unlink(decoder, cluster, 1, 0), LLMDD_SUCCESS);
-  EXPECT_STATUS(llmdd_engine_finalize(decoder), LLMDD_SUCCESS);
-  reclaim(cluster);
+  killed_pull_end(&k);
 }
 
 TEST(crash_decoder_killed_during_a_pull_leaves_the_prompt_serving) {
