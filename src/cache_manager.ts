@@ -55,6 +55,7 @@ import {
   INT64_MIN,
   requireArray,
   requireInstance,
+  requireInstances,
   requireInt,
   requireIntIn,
   requireUint64,
@@ -405,8 +406,7 @@ export class CacheManager {
    */
   async allocateCache(cacheDesc: CacheDesc, cacheKeys?: readonly CacheKey[], options?: CallOptions): Promise<Cache> {
     const desc = requireInstance(cacheDesc, CacheDesc, "cacheDesc");
-    const keys = (cacheKeys === undefined ? [] : requireArray(cacheKeys, "cacheKeys", "CacheKey"))
-      .map((key, i) => requireInstance(key, CacheKey, `cacheKeys[${i}]`));
+    const keys = requireInstances(cacheKeys, CacheKey, "cacheKeys");
     const signal = signalOf(options);
     requireNumTensors(desc);
     const engine = this.#access.current();
@@ -497,8 +497,7 @@ export class CacheManager {
   ): Promise<Cache> {
     const desc = requireInstance(cacheDesc, CacheDesc, "cacheDesc");
     requireArray(addrs, "addrs", "bigint or ArrayBuffer");
-    const keys = (cacheKeys === undefined ? [] : requireArray(cacheKeys, "cacheKeys", "CacheKey"))
-      .map((key, i) => requireInstance(key, CacheKey, `cacheKeys[${i}]`));
+    const keys = requireInstances(cacheKeys, CacheKey, "cacheKeys");
     requireOptionalBool(remoteAccessible, "remoteAccessible");
     const rowKeys = keys.map((key) => key.reqId === INVALID_ID ? null : key);
     const batchRows = desc.batchDimIndex === 0 ? desc.batchSize : 1;

@@ -19,8 +19,8 @@ import { leasedTensor, Tensor } from "./tensor.ts";
 import {
   describe,
   INT64_MIN,
-  requireArray,
   requireInstance,
+  requireInstances,
   requireInt32,
   requireIntIn,
   UINT32_MAX,
@@ -186,8 +186,7 @@ export class KvCacheManager {
   async allocateCache(cacheDesc: CacheDesc, cacheKeys?: readonly CacheKey[], options?: CallOptions): Promise<KvCache> {
     const desc = requireInstance(cacheDesc, CacheDesc, "cacheDesc");
     const signal = signalOf(options);
-    const keys = (cacheKeys === undefined ? [] : requireArray(cacheKeys, "cacheKeys", "CacheKey"))
-      .map((key, i) => requireInstance(key, CacheKey, `cacheKeys[${i}]`));
+    const keys = requireInstances(cacheKeys, CacheKey, "cacheKeys");
     if (keys.length > desc.batchSize) {
       throw paramInvalid(`${keys.length} cache keys given for a batch of ${desc.batchSize}`);
     }

@@ -100,3 +100,13 @@ export function requireInstance<T>(
   }
   return value;
 }
+
+/** Checks an optional list of `cls` instances (`undefined`: none); each bad item is named by its index. */
+export function requireInstances<T>(
+  value: unknown,
+  cls: abstract new (...args: never[]) => T,
+  name: string,
+): T[] {
+  if (value === undefined) return [];
+  return requireArray(value, name, cls.name).map((item, i) => requireInstance(item, cls, `${name}[${i}]`));
+}
