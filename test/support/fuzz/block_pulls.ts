@@ -129,22 +129,28 @@ export type PullCommand =
   | { kind: "removeKey"; req: number }
   | { kind: "burst"; calls: PullCall[] };
 
-const index: fc.Arbitrary<Index> = fc.oneof(
+/** A block or batch index: mostly in range (0-7), sometimes past it, negative or not a number. */
+export const index: fc.Arbitrary<Index> = fc.oneof(
   { weight: 14, arbitrary: fc.integer({ min: 0, max: 7 }) },
   { weight: 2, arbitrary: fc.integer({ min: 8, max: 9 }) },
   { weight: 1, arbitrary: fc.constantFrom(-1, -2) },
   { weight: 1, arbitrary: fc.constantFrom<Index>(1.5, "2", null) },
 );
 
-const rangeSpec: fc.Arbitrary<RangeSpec> = fc.oneof(
-  { weight: 6, arbitrary: fc.tuple(fc.integer({ min: -1, max: 4 }), fc.integer({ min: -1, max: 4 })) },
-  {
-    weight: 3,
-    arbitrary: fc.record({ start: fc.integer({ min: -1, max: 4 }), stop: fc.integer({ min: -1, max: 4 }) }),
-  },
-  { weight: 2, arbitrary: fc.constantFrom<RangeSpec>(undefined, null) },
-  { weight: 1, arbitrary: fc.constantFrom<RangeSpec>(3, [0, 1, 2], ["0", 1], { start: 0, stop: 1.5 }) },
-);
+/** A layer range in either spelling, in or out of range, absent (weight `absent`), or malformed. */
+export function rangeSpecs(absent: number): fc.Arbitrary<RangeSpec> {
+  return fc.oneof(
+    { weight: 6, arbitrary: fc.tuple(fc.integer({ min: -1, max: 4 }), fc.integer({ min: -1, max: 4 })) },
+    {
+      weight: 3,
+      arbitrary: fc.record({ start: fc.integer({ min: -1, max: 4 }), stop: fc.integer({ min: -1, max: 4 }) }),
+    },
+    { weight: absent, arbitrary: fc.constantFrom<RangeSpec>(undefined, null) },
+    { weight: 1, arbitrary: fc.constantFrom<RangeSpec>(3, [0, 1, 2], ["0", 1], { start: 0, stop: 1.5 }) },
+  );
+}
+
+const rangeSpec = rangeSpecs(2);
 
 const layerSpec: fc.Arbitrary<LayerSpec | null> = fc.option(
   fc.record({

@@ -17,7 +17,7 @@
 // destination's tensor range, block sizes, destination block indexes.
 import fc from "fast-check";
 import { BlocksCacheKey, CacheKeyByIdAndIndex, LLMException, LLMStatusCode, ValueError } from "../../../mod.ts";
-import type { Bytes, Index, LayerSpec, RangeSpec, Want } from "./block_pulls.ts";
+import { type Bytes, type Index, index, type LayerSpec, type RangeSpec, rangeSpecs, type Want } from "./block_pulls.ts";
 
 const S = LLMStatusCode;
 const UINT32_MAX = 0xFFFF_FFFF;
@@ -107,22 +107,7 @@ export type PushCommand =
   /** The PROMPT frees (pooled) or unregisters (registered) its cache `cache`: pushes to it fail from then on. */
   | { kind: "promptFree"; cache: number };
 
-const index: fc.Arbitrary<Index> = fc.oneof(
-  { weight: 14, arbitrary: fc.integer({ min: 0, max: 7 }) },
-  { weight: 2, arbitrary: fc.integer({ min: 8, max: 9 }) },
-  { weight: 1, arbitrary: fc.constantFrom(-1, -2) },
-  { weight: 1, arbitrary: fc.constantFrom<Index>(1.5, "2", null) },
-);
-
-const rangeSpec: fc.Arbitrary<RangeSpec> = fc.oneof(
-  { weight: 6, arbitrary: fc.tuple(fc.integer({ min: -1, max: 4 }), fc.integer({ min: -1, max: 4 })) },
-  {
-    weight: 3,
-    arbitrary: fc.record({ start: fc.integer({ min: -1, max: 4 }), stop: fc.integer({ min: -1, max: 4 }) }),
-  },
-  { weight: 3, arbitrary: fc.constantFrom<RangeSpec>(undefined, null) },
-  { weight: 1, arbitrary: fc.constantFrom<RangeSpec>(3, [0, 1, 2], ["0", 1], { start: 0, stop: 1.5 }) },
-);
+const rangeSpec = rangeSpecs(3);
 
 const perLayer = fc.oneof(
   { weight: 6, arbitrary: fc.constant(undefined) },
