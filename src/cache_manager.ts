@@ -272,7 +272,7 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
  * no BigInt per block (a list of 1024 blocks took 100-160 µs that way).
  * Without `src`, source block i goes to `dst[i]`.
  */
-function blockPairs(src: readonly number[], dst: readonly number[]): BigUint64Array {
+export function blockPairs(src: readonly number[], dst: readonly number[]): BigUint64Array {
   const pairs = new BigUint64Array(dst.length * 2);
   const halves = new Uint32Array(pairs.buffer);
   const lo = LITTLE_ENDIAN ? 0 : 1;

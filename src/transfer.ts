@@ -12,7 +12,7 @@
 import { BlocksCacheKey } from "./blocks_cache_key.ts";
 import { Cache, recordOfCache } from "./cache.ts";
 import { CacheKeyByIdAndIndex } from "./cache_key.ts";
-import { checkLayerRange, type LayerRange } from "./cache_manager.ts";
+import { blockPairs, checkLayerRange, type LayerRange } from "./cache_manager.ts";
 import type { Engine } from "./engine.ts";
 import { Placement } from "./enums.ts";
 import { LLMException } from "./errors.ts";
@@ -341,6 +341,8 @@ interface Blocks {
   src: readonly number[] | undefined;
   dst: readonly number[] | undefined;
   dstBlockBytes: number | undefined;
+  /** The (source, destination) block pairs every layer moves, packed once; chunk i of a row without `src`. */
+  pairs?: BigUint64Array;
 }
 
 function blockList(value: unknown, name: string): number[] | undefined {
@@ -353,12 +355,6 @@ function blockList(value: unknown, name: string): number[] | undefined {
 
 function statusOf(err: unknown): LLMStatusCode {
   return err instanceof LLMException ? err.statusCode : LLMStatusCode.LLM_FAILED;
-}
-
-function pairsOf(src: readonly number[], dst: readonly number[]): BigUint64Array {
-  const pairs = new BigUint64Array(dst.length * 2);
-  dst.forEach((d, i) => pairs.set([BigInt(src[i]), BigInt(d)], 2 * i));
-  return pairs;
 }
 
 /**
@@ -445,6 +441,7 @@ export function startTransfer(
     src: srcBlocks,
     dst: dstBlocks,
     dstBlockBytes: blocks.dstBlockBytes,
+    pairs: dstBlocks ? blockPairs(srcBlocks ?? [], dstBlocks) : undefined,
   }, results);
   return new CacheTask(TASK, finished, targets.map((t) => t.config.dstClusterId), results);
 }
@@ -509,7 +506,7 @@ function transferLayer(engine: Engine, src: Cache, layer: number, target: Target
       }
       if (key instanceof BlocksCacheKey) {
         // Blocks to blocks; without block lists, row 0 to block 0 (upstream's cache to cache).
-        const pairs = blocks.src && blocks.dst ? pairsOf(blocks.src, blocks.dst) : BigUint64Array.of(0n, 0n);
+        const pairs = blocks.src && blocks.pairs ? blocks.pairs : BigUint64Array.of(0n, 0n);
         return engine.pushBlocks(record, 0, KEY_BLOCKS, [key.clusterId, 0n, key.modelId], pairs, tensors, op, context);
       }
       if (blocks.src) {
@@ -529,10 +526,10 @@ function transferLayer(engine: Engine, src: Cache, layer: number, target: Target
       if (blocks.dstBlockBytes && blocks.dstBlockBytes !== rowBytes) {
         throw paramInvalid(`block_mem_size[${blocks.dstBlockBytes}] is not match cache stride:${rowBytes}`);
       }
-      pairs = pairsOf(blocks.src, blocks.dst);
+      pairs = blocks.pairs!;
     } else if (blocks.dst) {
       // A row into blocks of dstBlockMemorySize: chunk j to block dst[j].
-      pairs = pairsOf(blocks.dst.map((_, j) => j), blocks.dst);
+      pairs = blocks.pairs!;
       blockBytes = BigInt(blocks.dstBlockBytes ?? 0);
     }
     return engine.pushAddrs(

@@ -593,6 +593,28 @@ describe("CacheManager.transferCacheAsync", { timeout: 120_000 }, () => {
         [[0, 3], [1, 0]].map(([s, d]) => ({ at: d * 64, length: 64, seed: 31, tensor: 0, from: s * 64 })),
         "blocks of tensor 2",
       );
+      // An empty source list is no list (upstream): the same row to blocks 1 and 2 too (tensor 3
+      // holds src tensor 1's chunks in blocks 3 and 0 from the transfer above).
+      const emptySrc = m.transferCacheAsync(
+        src,
+        { synchronizeLayer: () => true },
+        [new TransferConfig(clusterId, [addrs[2], addrs[3]], [0, 1])],
+        [],
+        [1, 2],
+        64,
+      );
+      assert.equal(await emptySrc.synchronize(10_000), LLMStatusCode.LLM_SUCCESS);
+      assertBytes(
+        await dump(child, 0, 3),
+        [[0, 3], [1, 0], [0, 1], [1, 2]].map(([s, d]) => ({
+          at: d * 64,
+          length: 64,
+          seed: 31,
+          tensor: 1,
+          from: s * 64,
+        })),
+        "blocks of tensor 3",
+      );
       // An address that is no registered memory there: refused, nothing written.
       const stray = m.transferCacheAsync(src, { synchronizeLayer: () => true }, [
         new TransferConfig(clusterId, [0x1000n, 0x2000n], [0, 1]),
