@@ -128,8 +128,23 @@ static void apply_defaults(ux_config_t *config) {
     if (getenv(DEFAULTS[i].variable) == NULL) U.config_modify(config, DEFAULTS[i].key, DEFAULTS[i].value);
 }
 
+/* UCX settings this library needs in a process that is a JavaScript runtime,
+ * unless the environment sets them, made before UCX is loaded (its memory
+ * hooks read them then). UCX_MEM_EVENTS: UCX's hooks on mmap/munmap/brk
+ * corrupted the heap of a Node PROMPT now and then (SIGSEGV inside malloc in 2
+ * of 15 runs of test/ucx.test.ts's "PROMPT without remote access" case, 0 of 20
+ * without the hooks); this library maps its memory with ucp_mem_map and needs
+ * no memory events. UCX_ERROR_SIGNALS: UCX's SIGSEGV handler then called
+ * malloc and hung the process forever; the runtime's own handling (a crash)
+ * is better. */
+static const struct {
+  const char *variable, *value;
+} PROCESS_DEFAULTS[] = {{"UCX_MEM_EVENTS", "no"}, {"UCX_ERROR_SIGNALS", ""}};
+
 static int32_t load_locked(int32_t missing) {
   if (U.loaded) return LLMDD_SUCCESS;
+  for (size_t i = 0; i < sizeof PROCESS_DEFAULTS / sizeof PROCESS_DEFAULTS[0]; i++)
+    (void)setenv(PROCESS_DEFAULTS[i].variable, PROCESS_DEFAULTS[i].value, 0);
   const char *name = getenv(UCX_LIBRARY_ENV);
   if (name == NULL || name[0] == '\0') name = UCX_LIBRARY_DEFAULT;
   void *h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
