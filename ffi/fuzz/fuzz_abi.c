@@ -1480,6 +1480,16 @@ static void step_unlink(struct input *in) {
   else EXPECT_IS("unlink(not linked)", s, LLMDD_NOT_YET_LINK);
 }
 
+
+/* A pull's key kind as the host reads it: LLMDD_KEY_KEPT_ONLY (ABI 5) is a flag
+ * stripped from any kind (llmdd_cache_pull) or from BY_ID and BLOCKS
+ * (llmdd_cache_pull_blocks); any other value stays as it is. */
+static int32_t kept_kind(int32_t kind, bool blocks) {
+  if ((kind & LLMDD_KEY_KEPT_ONLY) == 0 || kind == LLMDD_KEY_KEPT_ONLY) return kind;
+  int32_t base = kind & ~LLMDD_KEY_KEPT_ONLY;
+  if (blocks && base != LLMDD_KEY_BY_ID && base != LLMDD_KEY_BLOCKS) return kind;
+  return base;
+}
 static void step_pull(struct input *in) {
   uint64_t h = pick_engine_handle(in);
   uint64_t jh = pick_job_handle(in);
@@ -1497,8 +1507,9 @@ static void step_pull(struct input *in) {
     return;
   }
   int32_t want;
+  int32_t base = kept_kind(kind, false);
   if (e->role == LLMDD_ROLE_PROMPT) want = LLMDD_PARAM_INVALID;
-  else if (kind != 0 && kind != 1) want = LLMDD_PARAM_INVALID;
+  else if (base != 0 && base != 1) want = LLMDD_PARAM_INVALID;
   else if (c == NULL) want = LLMDD_KV_CACHE_NOT_EXIST;
   else if (row < 0 || (uint64_t)row >= c->batch_size) want = LLMDD_PARAM_INVALID;
   else if (size != LLMDD_WHOLE_ROW && size > c->tensor_bytes / c->batch_size)
@@ -1531,7 +1542,7 @@ static void step_cache_manager(struct input *in) {
                                         (u8(in) & 1) ? pairs : NULL, n, src_start, dst_start, count, 0));
     if (e == NULL) {
       expect_preamble("cache_pull_blocks", &p, s);
-    } else if (e->role == LLMDD_ROLE_PROMPT || (kind < 0 || kind > 2)) {
+    } else if (e->role == LLMDD_ROLE_PROMPT || kept_kind(kind, true) < 0 || kept_kind(kind, true) > 2) {
       EXPECT_IS("cache_pull_blocks(PROMPT or bad kind)", s, LLMDD_PARAM_INVALID);
     } else if (c == NULL) {
       EXPECT_IS("cache_pull_blocks(unknown cache)", s, LLMDD_KV_CACHE_NOT_EXIST);
