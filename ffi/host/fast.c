@@ -4,10 +4,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -36,6 +39,19 @@ uint32_t host_fast_slot_key(uint64_t cluster, uint64_t req, uint64_t model) {
 
 /* ---- PROMPT side ---- */
 
+_Static_assert(sizeof(pthread_mutex_t) <= 8 * 8, "the live lock has 8 words of room");
+_Static_assert(FAST_LIVE_LOCK + 8 <= FAST_FIRST_SLOT, "the live lock is before the slots");
+
+static pthread_mutex_t *live_lock(struct fast_page *p) {
+  return (pthread_mutex_t *)(void *)&p->words[FAST_LIVE_LOCK];
+}
+
+/* The lock's futex word: glibc's mutex starts with it (the kernel's robust
+ * futex word); host_fast_live_hold checks that before it sets the mark. */
+static const _Atomic uint32_t *live_futex(const _Atomic uint64_t *words) {
+  return (const _Atomic uint32_t *)(const void *)&words[FAST_LIVE_LOCK];
+}
+
 int host_fast_page_create(struct fast_page *p) {
   uint64_t id;
   p->fd = p->ro_fd = -1;
@@ -53,11 +69,18 @@ int host_fast_page_create(struct fast_page *p) {
   }
   p->fd = fd;
   p->words = base;
+  pthread_mutexattr_t attr;
+  pthread_mutexattr_init(&attr);
+  pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+  p->live = pthread_mutex_init(live_lock(p), &attr) == 0;
+  pthread_mutexattr_destroy(&attr);
   atomic_store_explicit(&p->words[0], FAST_MAGIC, memory_order_release);
   return 0;
 }
 
 void host_fast_page_destroy(struct fast_page *p) {
+  if (p->words != NULL && p->live) pthread_mutex_destroy(live_lock(p));
   if (p->words != NULL) munmap((void *)p->words, (size_t)FAST_PAGE_BYTES);
   if (p->fd >= 0) close(p->fd);
   if (p->ro_fd >= 0) close(p->ro_fd);
@@ -78,6 +101,23 @@ void host_fast_page_free(struct fast_page *p) {
   if (p == NULL) return;
   host_fast_page_destroy(p);
   free(p);
+}
+
+void host_fast_live_hold(struct fast_page *p) {
+  if (p == NULL || p->words == NULL || !p->live) return;
+  int rc = pthread_mutex_lock(live_lock(p));
+  if (rc == EOWNERDEAD) rc = pthread_mutex_consistent(live_lock(p)); /* a thread of ours died holding it */
+  if (rc != 0) return;
+  uint32_t word = atomic_load_explicit(live_futex(p->words), memory_order_relaxed);
+  if ((word & FUTEX_TID_MASK) == (uint32_t)syscall(SYS_gettid))
+    atomic_store_explicit(&p->words[FAST_LIVE_WORD], FAST_LIVE_MARK, memory_order_release);
+  p->held = true;
+}
+
+void host_fast_live_drop(struct fast_page *p) {
+  if (p == NULL || !p->held) return;
+  p->held = false;
+  pthread_mutex_unlock(live_lock(p));
 }
 
 /* The bump comes before whatever made it (memory freed, then reused by the
@@ -135,6 +175,13 @@ void host_fast_view_close(struct fast_view *v) {
   munmap((void *)v->words, (size_t)FAST_PAGE_BYTES);
   pthread_mutex_destroy(&v->lock);
   free(v);
+}
+
+int host_fast_alive(const struct fast_view *v) {
+  if (atomic_load_explicit(&v->words[FAST_LIVE_WORD], memory_order_acquire) != FAST_LIVE_MARK)
+    return -1;
+  uint32_t word = atomic_load_explicit(live_futex(v->words), memory_order_acquire);
+  return (word & FUTEX_TID_MASK) != 0 && (word & FUTEX_OWNER_DIED) == 0;
 }
 
 bool host_fast_kind(int32_t kind) { return kind == LLMDD_KEY_BY_ID || kind == LLMDD_KEY_BLOCKS; }

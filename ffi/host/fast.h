@@ -7,8 +7,18 @@
  *
  *   word 0              FAST_MAGIC
  *   word 1              the global generation: bumped at finalize
- *   words 8 .. 8+SLOTS  one counter per slot; a cache id and a cache key each
+ *   word 2              FAST_LIVE_MARK once the server holds the live lock
+ *   words 8 .. 15       the live lock: a robust, process-shared mutex
+ *   words 16 .. 16+SLOTS one counter per slot; a cache id and a cache key each
  *                       hash to one slot (collisions only cost a LOOKUP)
+ *
+ * The live lock tells a DECODER, without a system call, that the PROMPT's
+ * server is still there: the server's thread holds the lock for as long as it
+ * serves and unlocks it when it stops; if the thread dies with it (the process
+ * killed), the kernel marks the lock's futex word "owner died" (robust futex)
+ * before the process's sockets close. The PROMPT sets FAST_LIVE_MARK only after
+ * checking that the word's owner bits are its thread id, so a DECODER reads the
+ * word only where it means that; else it asks the socket (poll).
  *
  * The book (book.c) bumps, under the engine lock and before the memory can be
  * reused: the slot of a cache id when the id is released (deallocate,
@@ -36,9 +46,13 @@
 
 #include "proto.h"
 
-#define FAST_MAGIC UINT64_C(0x314e454744444c4c) /* "LLDDGEN1" */
+#define FAST_MAGIC UINT64_C(0x324e454744444c4c) /* "LLDDGEN2" (1: before the live lock) */
+#define FAST_OLD_MAGIC UINT64_C(0x314e454744444c4c)
 #define FAST_SLOTS 4096
-#define FAST_FIRST_SLOT 8
+#define FAST_LIVE_WORD 2
+#define FAST_LIVE_MARK UINT64_C(0x4556494c) /* "LIVE" */
+#define FAST_LIVE_LOCK 8 /* the word the mutex starts at; 8 words are its room */
+#define FAST_FIRST_SLOT 16
 #define FAST_PAGE_BYTES ((uint64_t)(FAST_FIRST_SLOT + FAST_SLOTS) * 8)
 /* Answers a DECODER keeps per link (the oldest is replaced). */
 #define FAST_ENTRIES 64
@@ -49,6 +63,8 @@ struct fast_page {
   int fd;    /* read-write, kept for nothing but closing */
   int ro_fd; /* what DECODERs are given */
   _Atomic uint64_t *words;
+  bool live; /* the live lock was made */
+  bool held; /* the server's thread holds it (only that thread touches this) */
 };
 
 /* Creates the page (sealed, FAST_PAGE_BYTES). Returns 0, or -1 with errno. */
@@ -57,6 +73,10 @@ void host_fast_page_destroy(struct fast_page *p);
 /* The same on the heap: a new page, or NULL (out of memory or memfds). */
 struct fast_page *host_fast_page_new(void);
 void host_fast_page_free(struct fast_page *p);
+
+/* The server's thread, when it starts and when it stops (p may be NULL). */
+void host_fast_live_hold(struct fast_page *p);
+void host_fast_live_drop(struct fast_page *p);
 
 /* Bumps (engine lock held; p may be NULL: the engine has no shared pools). */
 void host_fast_bump_id(struct fast_page *p, uint64_t id);
@@ -97,6 +117,10 @@ struct fast_view {
  * SUCCESS, or LINK_FAILED with a message. Does not close fd. */
 int32_t host_fast_view_open(int fd, uint64_t cluster_id, struct fast_view **out);
 void host_fast_view_close(struct fast_view *v);
+
+/* Whether the PROMPT's server is there, from its live lock: 1 yes, 0 no (its
+ * thread unlocked it or died holding it), -1 the page cannot say (no mark). */
+int host_fast_alive(const struct fast_view *v);
 
 /* Whether a pull of this kind can use the page (by id, by BlocksCacheKey). */
 bool host_fast_kind(int32_t kind);

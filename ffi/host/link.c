@@ -118,6 +118,14 @@ bool host_link_alive(struct link *l) {
   return false;
 }
 
+bool host_link_alive_kept(struct link *l) {
+  if (atomic_load(&l->broken)) return false;
+  int alive = l->fast != NULL ? host_fast_alive(l->fast) : -1;
+  if (alive < 0) return host_link_alive(l);
+  if (!alive) host_link_break(l);
+  return alive != 0;
+}
+
 int32_t host_link_send(struct link *l, struct msg *m, const struct core_guard *g) {
   int32_t status = gate_enter(&l->tx, g);
   if (status != LLMDD_SUCCESS) return status;

@@ -80,6 +80,12 @@ void host_links_remove(struct engine *e, struct link *l);
 /* Whether the PROMPT is still there (does not wait). A dead one breaks the link. */
 bool host_link_alive(struct link *l);
 
+/* The same for a copy made with a kept answer (fast.h), which holds no pin:
+ * the PROMPT process and its server still there, from the generation page's
+ * live lock without a system call where the page has one, else as
+ * host_link_alive. */
+bool host_link_alive_kept(struct link *l);
+
 /* Marks the link broken and shuts its connection down, so the PROMPT drops the
  * pins of this connection at once. */
 void host_link_break(struct link *l);

@@ -38,6 +38,7 @@ struct pull_task {
   int32_t num_pairs;
   int32_t src_start, dst_start, count; /* count 0: every tensor */
   bool kept_only; /* LLMDD_KEY_KEPT_ONLY: from a kept answer, or not at all */
+  bool kept;      /* copying with a kept answer (no pin) */
 };
 
 static int32_t gone(const struct pull_task *p, const char *when) {
@@ -94,7 +95,8 @@ static const char *untrusted(const struct pull_task *p) {
  * reused the memory being copied. */
 static int32_t peer_check(void *peer) {
   const struct pull_task *p = peer;
-  if (!host_link_alive(p->link)) return gone(p, untrusted(p));
+  if (!(p->kept ? host_link_alive_kept(p->link) : host_link_alive(p->link)))
+    return gone(p, untrusted(p));
   return LLMDD_SUCCESS;
 }
 
@@ -272,11 +274,15 @@ static int32_t pull_kept(struct pull_task *p, struct core_guard *g, bool *done) 
   struct fast_entry kept;
   *done = false;
   if (!host_fast_find(v, p->key_kind, p->k, &kept)) return LLMDD_SUCCESS;
+  p->kept = true;
   int32_t status = copy_with(p, &kept.reply, g);
+  p->kept = false;
   if (host_fast_valid(v, &kept.stamp)) {
-    /* Nothing moved: the outcome, good or bad, is what a LOOKUP would give. */
+    /* Nothing moved: the outcome, good or bad, is what a LOOKUP would give. No
+     * pin is held, so the counters are what made the copy safe; the PROMPT's
+     * server still being there is what a LOOKUP would also have needed. */
     *done = true;
-    if (status == LLMDD_SUCCESS && !host_link_alive(p->link)) return gone(p, untrusted(p));
+    if (status == LLMDD_SUCCESS && !host_link_alive_kept(p->link)) return gone(p, untrusted(p));
     return status;
   }
   host_fast_forget(v, p->key_kind, p->k);

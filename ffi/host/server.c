@@ -509,6 +509,10 @@ static void take_connection(struct server *s, int listen_fd, bool local) {
 
 static void *listener_main(void *arg) {
   struct server *s = arg;
+  /* Held while this thread serves: linked DECODERs read it to see the server
+   * there (fast.h). The page outlives the server (destroyed after it stops). */
+  struct fast_page *page = s->engine->book.fast;
+  host_fast_live_hold(page);
   for (;;) {
     struct pollfd p[3] = {{s->wake[0], POLLIN, 0}, {s->listen_fd, POLLIN, 0},
                           {s->local_fd, POLLIN, 0}};
@@ -519,6 +523,7 @@ static void *listener_main(void *arg) {
     if ((p[1].revents & POLLIN) != 0) take_connection(s, s->listen_fd, false);
     if ((p[2].revents & POLLIN) != 0) take_connection(s, s->local_fd, true);
   }
+  host_fast_live_drop(page);
   return NULL;
 }
 

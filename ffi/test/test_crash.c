@@ -162,8 +162,18 @@ TEST(crash_prompt_killed_before_a_pull) {
                 LLMDD_SUCCESS);
   EXPECT(find_mismatch((const uint8_t *)(uintptr_t)addr, 4096, c.cache, 0, 0) == UINT64_MAX);
 
+  /* A repeat pull from the answer kept: no socket in its way. */
+  EXPECT_STATUS(pull_row(decoder, id, LLMDD_KEY_BY_ID | LLMDD_KEY_KEPT_ONLY, cluster, c.cache, 0, 0,
+                         LLMDD_WHOLE_ROW, 5000),
+                LLMDD_SUCCESS);
+
   kill_child(&c);
   double start = now_ms();
+  /* The kept answer does not make a dead PROMPT look alive (its live lock). */
+  EXPECT_STATUS(pull_row(decoder, id, LLMDD_KEY_BY_ID | LLMDD_KEY_KEPT_ONLY, cluster, c.cache, 0, 0,
+                         LLMDD_WHOLE_ROW, 5000),
+                LLMDD_LINK_FAILED);
+  EXPECT(strstr(last_error(), "went away") != NULL);
   EXPECT_STATUS(pull_row(decoder, id, LLMDD_KEY_CACHE_KEY, cluster, 1, MODEL, 0, LLMDD_WHOLE_ROW, 5000),
                 LLMDD_LINK_FAILED);
   double elapsed = now_ms() - start;

@@ -4,10 +4,13 @@
  * the PROMPT moved its caches sees the new cache or the proper error. */
 #define _GNU_SOURCE 1 /* memfd_create, F_ADD_SEALS */
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "fast.h"
@@ -328,4 +331,72 @@ TEST(reserve_pools_takes_the_pools_at_init) {
                                   (int32_t)strlen(huge), &e),
                 LLMDD_DEVICE_OUT_OF_MEMORY);
   EXPECT(strstr(last_error(), "llmdd.reservePools") != NULL);
+}
+
+/* ---- the live lock (fast.h) ---- */
+
+struct holder {
+  struct fast_page *page;
+  bool drop; /* unlock before the thread ends (a server that stops) */
+};
+
+static void *hold_main(void *arg) {
+  struct holder *h = arg;
+  host_fast_live_hold(h->page);
+  if (h->drop) host_fast_live_drop(h->page);
+  return NULL; /* without drop: the thread ends holding it, as in a killed process */
+}
+
+static void hold_in_thread(struct fast_page *page, bool drop) {
+  struct holder h = {page, drop};
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, hold_main, &h) == 0);
+  CHECK(pthread_join(t, NULL) == 0);
+}
+
+TEST(fast_live_lock_says_whether_the_server_is_there) {
+  struct pair p;
+  CHECK(pair_open(&p));
+  /* Never held: the page cannot say (the DECODER polls its socket instead). */
+  EXPECT(host_fast_alive(p.view) == -1);
+  /* Held by this thread (a server serving): there. */
+  host_fast_live_hold(&p.page);
+  EXPECT(host_fast_alive(p.view) == 1);
+  host_fast_live_drop(&p.page);
+  EXPECT(host_fast_alive(p.view) == 0); /* the server stopped */
+  /* A thread that ends holding it: the kernel marks the owner dead. */
+  hold_in_thread(&p.page, false);
+  EXPECT(host_fast_alive(p.view) == 0);
+  /* A later server takes it over and is there again; stopping clears it. */
+  host_fast_live_hold(&p.page);
+  EXPECT(host_fast_alive(p.view) == 1);
+  host_fast_live_drop(&p.page);
+  hold_in_thread(&p.page, true);
+  EXPECT(host_fast_alive(p.view) == 0);
+
+  /* Another process holding it, killed with SIGKILL: dead once it is reaped. */
+  int ready[2];
+  CHECK(pipe(ready) == 0);
+  pid_t child = fork();
+  CHECK(child >= 0);
+  if (child == 0) {
+    host_fast_live_hold(&p.page);
+    char c = host_fast_alive(p.view) == 1 ? 'y' : 'n';
+    if (write(ready[1], &c, 1) != 1) _exit(2);
+    for (;;) pause();
+  }
+  close(ready[1]);
+  char c = 0;
+  EXPECT(read(ready[0], &c, 1) == 1 && c == 'y');
+  close(ready[0]);
+  EXPECT(host_fast_alive(p.view) == 1);
+  kill(child, SIGKILL);
+  int status;
+  EXPECT(waitpid(child, &status, 0) == child && WIFSIGNALED(status));
+  EXPECT(host_fast_alive(p.view) == 0);
+  /* ... and this process's next server takes it back. */
+  host_fast_live_hold(&p.page);
+  EXPECT(host_fast_alive(p.view) == 1);
+  host_fast_live_drop(&p.page);
+  pair_close(&p);
 }
