@@ -11,6 +11,9 @@ import { describe, INT32_MAX, requireInt, requireIntIn } from "./validate.ts";
 /** Most dimensions a cache tensor may have. */
 const MAX_RANK = 32;
 
+/** The layout tag of a desc, computed once (set by CacheDesc's static block). */
+let tagOf: (desc: CacheDesc) => bigint;
+
 /**
  * Describes a KV cache: `numTensors` tensors of one `shape` and `dataType`.
  *
@@ -36,6 +39,11 @@ export class CacheDesc {
   /** Which dimension is the sequence length, or -1 when unspecified. */
   readonly seqLenDimIndex: number;
   readonly #size: number;
+  #layoutTag: bigint | undefined;
+
+  static {
+    tagOf = (desc) => desc.#layoutTag ??= computeLayoutTag(desc);
+  }
 
   /**
    * Creates a description; throws `TypeError` for a wrong type and `ValueError`
@@ -57,9 +65,15 @@ export class CacheDesc {
       throw new ValueError(`shape must have 1 to ${MAX_RANK} dimensions, got ${shape.length}`);
     }
     let elements = 1;
+    const dims: number[] = new Array(shape.length);
     // An index loop, not forEach: forEach skips the holes of a sparse array.
     for (let i = 0; i < shape.length; i++) {
-      elements *= requireIntIn(shape[i], `shape[${i}]`, 1, Number.MAX_SAFE_INTEGER);
+      const dim = shape[i];
+      // requireIntIn only for what it would refuse: its name is built for the message.
+      dims[i] = Number.isSafeInteger(dim) && dim >= 1
+        ? dim
+        : requireIntIn(dim, `shape[${i}]`, 1, Number.MAX_SAFE_INTEGER);
+      elements *= dims[i];
     }
     if (typeof dataType !== "number") {
       throw new TypeError(`dataType must be a DataType, got ${describe(dataType)}`);
@@ -80,7 +94,7 @@ export class CacheDesc {
     if (this.seqLenDimIndex === this.batchDimIndex) {
       throw new ValueError(`seqLenDimIndex and batchDimIndex must differ, both are ${batchDimIndex}`);
     }
-    this.shape = Object.freeze(Array.from(shape, Number));
+    this.shape = Object.freeze(dims);
     this.dataType = dataType;
     this.placement = placement;
     this.#size = size;
@@ -118,15 +132,47 @@ export class CacheDesc {
  * (pulls) only if their tags are equal; the native side compares them.
  */
 export function layoutTag(desc: CacheDesc): bigint {
-  const shape = desc.shape.map((dim, i) => (i === desc.batchDimIndex ? "*" : String(dim)));
-  const text = `${desc.dataType}|${desc.batchDimIndex}|${shape.join(",")}`;
-  // Two 32-bit FNV-1a hashes with different offsets make the 64 bits.
+  return tagOf(desc);
+}
+
+/**
+ * The tag computed: two 32-bit FNV-1a hashes with different offsets of the
+ * text `dataType|batchDimIndex|d0,d1,...` (the batch dimension written `*`),
+ * fed character by character as it is produced, without making the text.
+ */
+function computeLayoutTag(desc: CacheDesc): bigint {
   let low = 0x811C9DC5;
   let high = 0x01000193 ^ 0x5bd1e995;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
+  let at = 0;
+  const put = (c: number) => {
+    TEXT[at++] = c;
+  };
+  const putInt = (n: number) => {
+    const start = at;
+    do {
+      put(48 + (n % 10));
+      n = Math.floor(n / 10);
+    } while (n > 0);
+    for (let i = start, j = at - 1; i < j; i++, j--) [TEXT[i], TEXT[j]] = [TEXT[j], TEXT[i]];
+  };
+  putInt(desc.dataType);
+  put(PIPE);
+  putInt(desc.batchDimIndex);
+  put(PIPE);
+  const shape = desc.shape;
+  for (let i = 0; i < shape.length; i++) {
+    if (i > 0) put(COMMA);
+    if (i === desc.batchDimIndex) put(STAR);
+    else putInt(shape[i]);
+  }
+  for (let i = 0; i < at; i++) {
+    const c = TEXT[i];
     low = Math.imul(low ^ c, 0x01000193);
     high = Math.imul(high ^ c, 0x01000193) ^ (high >>> 15);
   }
   return (BigInt(high >>> 0) << 32n) | BigInt(low >>> 0);
 }
+
+const PIPE = 0x7C, COMMA = 0x2C, STAR = 0x2A;
+/** The text's characters: two numbers and MAX_RANK dimensions of at most 16 digits, and separators. */
+const TEXT: number[] = new Array(2 * 17 + MAX_RANK * 17).fill(0);

@@ -40,7 +40,7 @@ import {
   MAX_REGISTERED_ADDRS,
   WHOLE_ROW,
 } from "./native/symbols.ts";
-import { runExclusive } from "./operation.ts";
+import { rejecting, runExclusive } from "./operation.ts";
 import {
   type CacheTask,
   type LayerSynchronizer,
@@ -264,37 +264,17 @@ function blockWord(index: number): bigint {
   return BigInt.asUintN(64, BigInt(index));
 }
 
-const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-
-/**
- * The (source, destination) pairs of a block pull as the native call takes
- * them, each index as `blockWord` would make it, written as two 32-bit halves:
- * no BigInt per block (a list of 1024 blocks took 100-160 µs that way).
- * Without `src`, source block i goes to `dst[i]`.
- */
-export function blockPairs(src: readonly number[], dst: readonly number[]): BigUint64Array {
-  const pairs = new BigUint64Array(dst.length * 2);
-  const halves = new Uint32Array(pairs.buffer);
-  const lo = LITTLE_ENDIAN ? 0 : 1;
-  const put = (word: number, index: number) => {
-    halves[2 * word + lo] = index >>> 0;
-    halves[2 * word + 1 - lo] = Math.floor(index / 0x1_0000_0000) >>> 0;
-  };
-  for (let i = 0; i < dst.length; i++) {
-    put(2 * i, src.length ? src[i] : i);
-    put(2 * i + 1, dst[i]);
-  }
-  return pairs;
-}
-
 /** An array of integers (`requireInt`'s message names the first that is not). */
 function requireInts(value: unknown, name: string, of: string): number[] {
-  const list = requireArray(value, name, of);
+  if (!Array.isArray(value)) return requireArray(value, name, of) as never; // throws
+  // A copy by index (holes read as undefined, and refused), as requireArray's.
+  const list: number[] = new Array(value.length);
   for (let i = 0; i < list.length; i++) {
-    const x = list[i];
+    const x = value[i];
     if (typeof x !== "number" || !Number.isInteger(x)) requireInt(x, `${name}[${i}]`);
+    list[i] = x;
   }
-  return list as number[];
+  return list;
 }
 
 /** Registered memory: the addresses, and the buffers to keep alive and watch. */
@@ -404,22 +384,24 @@ export class CacheManager {
    * console.log(cache.cacheId, cache.isBlocksCache); // 1n false
    * ```
    */
-  async allocateCache(cacheDesc: CacheDesc, cacheKeys?: readonly CacheKey[], options?: CallOptions): Promise<Cache> {
-    const desc = requireInstance(cacheDesc, CacheDesc, "cacheDesc");
-    const keys = requireInstances(cacheKeys, CacheKey, "cacheKeys");
-    const signal = signalOf(options);
-    requireNumTensors(desc);
-    const engine = this.#access.current();
-    requirePoolFor(this.#access.settings(), desc);
-    if (keys.length > desc.batchSize) {
-      throw paramInvalid(`${keys.length} cache keys given for a batch of ${desc.batchSize}`);
-    }
-    if (keys.length > 0) requireBatchFirst(desc, "cache keys (which name batch rows)");
-    const rowKeys = keys.map((key) => key.reqId === INVALID_ID ? null : key);
-    return await runExclusive(engine.mutex, "allocateCache", engine.syncKvTimeout, signal, () => {
-      engine.assertLive();
-      const batchRows = desc.batchDimIndex === 0 ? desc.batchSize : 1;
-      return this.#made(engine, engine.allocate(desc, batchRows, layoutTag(desc), rowKeys));
+  allocateCache(cacheDesc: CacheDesc, cacheKeys?: readonly CacheKey[], options?: CallOptions): Promise<Cache> {
+    return rejecting(() => {
+      const desc = requireInstance(cacheDesc, CacheDesc, "cacheDesc");
+      const keys = requireInstances(cacheKeys, CacheKey, "cacheKeys");
+      const signal = signalOf(options);
+      requireNumTensors(desc);
+      const engine = this.#access.current();
+      requirePoolFor(this.#access.settings(), desc);
+      if (keys.length > desc.batchSize) {
+        throw paramInvalid(`${keys.length} cache keys given for a batch of ${desc.batchSize}`);
+      }
+      if (keys.length > 0) requireBatchFirst(desc, "cache keys (which name batch rows)");
+      const rowKeys = keys.map((key) => key.reqId === INVALID_ID ? null : key);
+      return runExclusive(engine.mutex, "allocateCache", engine.syncKvTimeout, signal, () => {
+        engine.assertLive();
+        const batchRows = desc.batchDimIndex === 0 ? desc.batchSize : 1;
+        return this.#made(engine, engine.allocate(desc, batchRows, layoutTag(desc), rowKeys));
+      });
     });
   }
 
@@ -441,27 +423,29 @@ export class CacheManager {
    * await dd.cacheManager.deallocateBlocksCache(cache);
    * ```
    */
-  async allocateBlocksCache(
+  allocateBlocksCache(
     cacheDesc: CacheDesc,
     blocksCacheKey?: BlocksCacheKey,
     options?: CallOptions,
   ): Promise<Cache> {
-    const desc = requireInstance(cacheDesc, CacheDesc, "cacheDesc");
-    if (blocksCacheKey !== undefined) requireInstance(blocksCacheKey, BlocksCacheKey, "blocksCacheKey");
-    const signal = signalOf(options);
-    requireNumTensors(desc);
-    const engine = this.#access.current();
-    requirePoolFor(this.#access.settings(), desc);
-    return await runExclusive(engine.mutex, "allocateBlocksCache", engine.syncKvTimeout, signal, () => {
-      engine.assertLive();
-      // The native side holds a BlocksCacheKey as the cache key
-      // (cluster, LLMDD_BLOCKS_REQ_ID, model) of block 0, never consumed by a pull.
-      const key = blocksCacheKey !== undefined && engine.role !== LLMRole.DECODER
-        ? new CacheKey(blocksCacheKey.clusterId, BLOCKS_REQ_ID, blocksCacheKey.modelId)
-        : undefined;
-      const record = engine.allocate(desc, desc.batchSize, layoutTag(desc), key ? [key] : [], true);
-      if (key) record.blocksKey = key;
-      return this.#made(engine, record);
+    return rejecting(() => {
+      const desc = requireInstance(cacheDesc, CacheDesc, "cacheDesc");
+      if (blocksCacheKey !== undefined) requireInstance(blocksCacheKey, BlocksCacheKey, "blocksCacheKey");
+      const signal = signalOf(options);
+      requireNumTensors(desc);
+      const engine = this.#access.current();
+      requirePoolFor(this.#access.settings(), desc);
+      return runExclusive(engine.mutex, "allocateBlocksCache", engine.syncKvTimeout, signal, () => {
+        engine.assertLive();
+        // The native side holds a BlocksCacheKey as the cache key
+        // (cluster, LLMDD_BLOCKS_REQ_ID, model) of block 0, never consumed by a pull.
+        const key = blocksCacheKey !== undefined && engine.role !== LLMRole.DECODER
+          ? new CacheKey(blocksCacheKey.clusterId, BLOCKS_REQ_ID, blocksCacheKey.modelId)
+          : undefined;
+        const record = engine.allocate(desc, desc.batchSize, layoutTag(desc), key ? [key] : [], true);
+        if (key) record.blocksKey = key;
+        return this.#made(engine, record);
+      });
     });
   }
 
@@ -647,10 +631,12 @@ export class CacheManager {
    * console.log(cache.tensorAddrs.length); // 0
    * ```
    */
-  async deallocateCache(cache: Cache, options?: CallOptions): Promise<void> {
-    requireInstance(cache, Cache, "cache");
-    requireBlocks(cache, "cache", false);
-    await this.#deallocate("deallocateCache", cache, options);
+  deallocateCache(cache: Cache, options?: CallOptions): Promise<void> {
+    return rejecting(() => {
+      requireInstance(cache, Cache, "cache");
+      requireBlocks(cache, "cache", false);
+      return this.#deallocate("deallocateCache", cache, options);
+    });
   }
 
   /**
@@ -665,16 +651,18 @@ export class CacheManager {
    * await dd.cacheManager.deallocateBlocksCache(cache);
    * ```
    */
-  async deallocateBlocksCache(cache: Cache, options?: CallOptions): Promise<void> {
-    requireInstance(cache, Cache, "cache");
-    requireBlocks(cache, "cache", true);
-    await this.#deallocate("deallocateBlocksCache", cache, options);
+  deallocateBlocksCache(cache: Cache, options?: CallOptions): Promise<void> {
+    return rejecting(() => {
+      requireInstance(cache, Cache, "cache");
+      requireBlocks(cache, "cache", true);
+      return this.#deallocate("deallocateBlocksCache", cache, options);
+    });
   }
 
-  async #deallocate(what: string, cache: Cache, options: CallOptions | undefined): Promise<void> {
+  #deallocate(what: string, cache: Cache, options: CallOptions | undefined): Promise<void> {
     const signal = signalOf(options);
     const engine = this.#access.current();
-    await runExclusive(engine.mutex, what, engine.syncKvTimeout, signal, () => {
+    return runExclusive(engine.mutex, what, engine.syncKvTimeout, signal, () => {
       const record = engine.checkLive(recordOfCache(cache), cache.cacheId);
       if (record.registered !== undefined) {
         throw paramInvalid(`cache ${cache.cacheId} was registered, not allocated: unregister it instead`);
@@ -904,12 +892,22 @@ export class CacheManager {
    * await decoder.unlinkClusters([cluster], 3000);
    * ```
    */
-  async pullBlocks(
+  pullBlocks(
     srcCacheKey: CacheKey | CacheKeyByIdAndIndex | BlocksCacheKey,
     dstCache: Cache,
     srcBlocks: readonly number[] = [],
     dstBlocks: readonly number[] = [],
     options: PullOptions = {},
+  ): Promise<void> {
+    return rejecting(() => this.#pullBlocks(srcCacheKey, dstCache, srcBlocks, dstBlocks, options));
+  }
+
+  #pullBlocks(
+    srcCacheKey: CacheKey | CacheKeyByIdAndIndex | BlocksCacheKey,
+    dstCache: Cache,
+    srcBlocks: readonly number[],
+    dstBlocks: readonly number[],
+    options: PullOptions,
   ): Promise<void> {
     if (
       !(srcCacheKey instanceof CacheKey) && !(srcCacheKey instanceof CacheKeyByIdAndIndex) &&
@@ -937,12 +935,20 @@ export class CacheManager {
       throw paramInvalid("src_blocks should be empty when src_cache_key is not instance of BlocksCacheKey.");
     }
     const [kind, words] = pullKeyOf(srcCacheKey);
-    const pairs = blockPairs(srcList, dstList);
     const signal = signalOf(options);
     const engine = this.#access.current();
-    await runExclusive(engine.mutex, "pullBlocks", engine.syncKvTimeout, signal, (op) => {
+    return runExclusive(engine.mutex, "pullBlocks", engine.syncKvTimeout, signal, (op) => {
       const record = engine.checkLive(recordOfCache(dstCache), dstCache.cacheId);
-      return engine.pullBlocks(record, kind, words, pairs, tensors, op, `pullBlocks(${srcCacheKey}) failed`);
+      return engine.pullBlocks(
+        record,
+        kind,
+        words,
+        srcList,
+        dstList,
+        tensors,
+        op,
+        () => `pullBlocks(${srcCacheKey}) failed`,
+      );
     });
   }
 
@@ -976,12 +982,22 @@ export class CacheManager {
    * await decoder.unlinkClusters([cluster], 3000);
    * ```
    */
-  async pullCache(
+  pullCache(
     cacheKey: CacheKey | CacheKeyByIdAndIndex,
     cache: Cache,
     batchIndex = 0,
     size = -1,
     options: PullOptions = {},
+  ): Promise<void> {
+    return rejecting(() => this.#pullCache(cacheKey, cache, batchIndex, size, options));
+  }
+
+  #pullCache(
+    cacheKey: CacheKey | CacheKeyByIdAndIndex,
+    cache: Cache,
+    batchIndex: number,
+    size: number,
+    options: PullOptions,
   ): Promise<void> {
     if (!(cacheKey instanceof CacheKey) && !(cacheKey instanceof CacheKeyByIdAndIndex)) {
       throw new TypeError(`cacheKey must be a CacheKey or a CacheKeyByIdAndIndex, got ${describe(cacheKey)}`);
@@ -1001,9 +1017,9 @@ export class CacheManager {
     const [kind, words] = pullKeyOf(cacheKey);
     const signal = signalOf(options);
     const engine = this.#access.current();
-    await runExclusive(engine.mutex, "pullCache", engine.syncKvTimeout, signal, (op) => {
+    return runExclusive(engine.mutex, "pullCache", engine.syncKvTimeout, signal, (op) => {
       const record = engine.checkLive(recordOfCache(cache), cache.cacheId);
-      const context = `pullCache(${cacheKey}) failed`;
+      const context = () => `pullCache(${cacheKey}) failed`;
       if (tensors[2] === 0) {
         return engine.pull(
           record,
@@ -1015,7 +1031,7 @@ export class CacheManager {
         );
       }
       // A row is one block of a cache that is not a blocks cache.
-      return engine.pullBlocks(record, kind, words, BigUint64Array.of(0n, BigInt(row)), tensors, op, context);
+      return engine.pullBlocks(record, kind, words, [0], [row], tensors, op, context);
     });
   }
 

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { blockPairs, packPairs } from "./block_pairs.ts";
 import type { CacheDesc } from "./cache_desc.ts";
 import { type CacheKey, INVALID_ID } from "./cache_key.ts";
 import { LLMException } from "./errors.ts";
@@ -33,6 +34,10 @@ import type { Lease } from "./tensor.ts";
  * about as much as copying 1 MiB here (README, Benchmarks).
  */
 const INLINE_PULL_BYTES = 1 << 20;
+/** Block pairs a synchronous call packs into the engine's reused buffer (16 KiB); more get their own. */
+const SCRATCH_PAIRS = 1024;
+/** Out-parameter words a synchronous call takes from the engine's reused buffer (256 addresses). */
+const SCRATCH_OUT_WORDS = 256;
 
 /** What the engine knows of one live cache. */
 export interface CacheRecord {
@@ -90,8 +95,72 @@ function detach(buffer: ArrayBuffer): void {
 /** Revokes a cache's views: every Tensor refuses access, every buffer is detached. */
 function revokeViews(record: CacheRecord): void {
   record.lease.revoked = true;
+  if (record.views.length === 0) return;
   for (const buffer of record.views) if (buffer) detach(buffer);
   record.views.length = 0;
+}
+
+/**
+ * A cache's record. A class, so that the address table is a getter of the
+ * prototype: an object literal's own getter would give every record a hidden
+ * class of its own (its closure is part of it), which V8 keeps.
+ */
+class Record implements CacheRecord {
+  readonly engine: Engine;
+  readonly cacheId: bigint;
+  readonly desc: CacheDesc;
+  readonly sizeBytes: bigint;
+  readonly lease: Lease;
+  readonly views: (ArrayBuffer | undefined)[] = [];
+  readonly isBlocksCache: boolean;
+  readonly registered: { readonly buffers: readonly { buffer: ArrayBufferLike; byteLength: number }[] } | undefined;
+  blocksKey: CacheKey | undefined = undefined;
+  readonly #words: readonly bigint[];
+  readonly #devices: number;
+  #table: readonly (readonly bigint[])[] | undefined = undefined;
+
+  constructor(
+    engine: Engine,
+    cacheId: bigint,
+    desc: CacheDesc,
+    words: readonly bigint[],
+    devices: number,
+    isBlocksCache: boolean,
+    registration: Registration | undefined,
+  ) {
+    this.engine = engine;
+    this.cacheId = cacheId;
+    this.desc = desc;
+    this.sizeBytes = BigInt(desc.size);
+    this.lease = { revoked: false, cacheId };
+    this.isBlocksCache = isBlocksCache;
+    this.registered = registration ? { buffers: registration.buffers } : undefined;
+    this.#words = words;
+    this.#devices = devices;
+  }
+
+  /** `[device][tensor]`, made (and frozen, slow on JavaScriptCore) when first asked for, not by every allocation. */
+  get addrs(): readonly (readonly bigint[])[] {
+    return this.#table ??= addressTable(this.#words, this.#devices, this.desc.numTensors);
+  }
+}
+
+/** `[device][tensor]` addresses from `devices × n` words, frozen. */
+function addressTable(words: readonly bigint[], devices: number, n: number): readonly (readonly bigint[])[] {
+  const table: (readonly bigint[])[] = new Array(devices);
+  for (let d = 0; d < devices; d++) {
+    const row: bigint[] = new Array(n);
+    for (let t = 0; t < n; t++) row[t] = words[d * n + t];
+    table[d] = Object.freeze(row);
+  }
+  return Object.freeze(table);
+}
+
+/** What a failed call's message starts with, or a function that makes it (only on failure). */
+export type Context = string | (() => string);
+
+function contextText(context: Context): string {
+  return typeof context === "string" ? context : context();
 }
 
 /** The error of any call on a finalized instance. */
@@ -117,6 +186,12 @@ export class Engine {
   readonly forgotten: bigint[] = [];
   readonly #caches: Map<bigint, CacheRecord> = new Map();
   #finalized = false;
+  /** Block pairs of synchronous calls (`#scratchPairs`). */
+  #scratch: BigUint64Array | undefined;
+  #scratchHalves: Uint32Array | undefined;
+  /** Out-parameters of synchronous calls (`#outWords`), and a new cache's id. */
+  #out: BigUint64Array | undefined;
+  #outId: BigUint64Array | undefined;
   // Caches whose KvCache handle was garbage-collected while still allocated.
   // One registry per engine, so the held value is just the cache id as a
   // number (a small integer: nothing allocated). On Node 20 (V8 11.3) a freshly
@@ -242,7 +317,8 @@ export class Engine {
     registration?: Registration,
   ): CacheRecord {
     const devices = this.deviceIds.length;
-    const addrs = new BigUint64Array(devices * desc.numTensors);
+    const n = desc.numTensors;
+    const addrs = this.#outWords(devices * n);
     // Rows without a key are given a placeholder that no caller can name (a
     // padding request id under the row's own model id, unique in this call),
     // removed again before the lock is released: the native side takes keys
@@ -260,62 +336,45 @@ export class Engine {
         }
       });
     }
-    const id = new BigUint64Array(1);
+    const id = this.#outId ??= new BigUint64Array(1);
     if (registration) {
-      this.lib.check(
-        this.lib.fn.llmdd_cache_register(
-          this.handle,
-          desc.numTensors,
-          BigInt(desc.size),
-          BigInt(batchRows),
-          layoutTag,
-          desc.placement,
-          BigUint64Array.from(registration.addrs),
-          registration.addrs.length,
-          keyWords,
-          keys.length,
-          registration.remoteAccessible ? 1 : 0,
-          id,
-        ),
-        `registerCache(${desc}) failed`,
+      const status = this.lib.fn.llmdd_cache_register(
+        this.handle,
+        n,
+        BigInt(desc.size),
+        BigInt(batchRows),
+        layoutTag,
+        desc.placement,
+        BigUint64Array.from(registration.addrs),
+        registration.addrs.length,
+        keyWords,
+        keys.length,
+        registration.remoteAccessible ? 1 : 0,
+        id,
       );
+      if (status !== 0) throw this.lib.error(status, `registerCache(${desc}) failed`);
       addrs.set(registration.addrs);
     } else {
-      this.lib.check(
-        this.lib.fn.llmdd_cache_allocate(
-          this.handle,
-          desc.numTensors,
-          BigInt(desc.size),
-          BigInt(batchRows),
-          layoutTag,
-          desc.placement,
-          keyWords,
-          keys.length,
-          id,
-          addrs,
-          addrs.length,
-        ),
-        `allocateCache(${desc}) failed`,
+      const status = this.lib.fn.llmdd_cache_allocate(
+        this.handle,
+        n,
+        BigInt(desc.size),
+        BigInt(batchRows),
+        layoutTag,
+        desc.placement,
+        keyWords,
+        keys.length,
+        id,
+        addrs,
+        devices * n,
       );
+      if (status !== 0) throw this.lib.error(status, `allocateCache(${desc}) failed`);
     }
     for (const row of placeholders) this.lib.fn.llmdd_cache_key_remove(this.handle, 0n, INVALID_ID, BigInt(row));
     const cacheId = id[0];
-    const record: CacheRecord = {
-      engine: this,
-      cacheId,
-      desc,
-      sizeBytes: BigInt(desc.size),
-      addrs: Object.freeze(
-        Array.from(
-          { length: devices },
-          (_, d) => Object.freeze([...addrs.subarray(d * desc.numTensors, (d + 1) * desc.numTensors)]),
-        ),
-      ),
-      lease: { revoked: false, cacheId },
-      views: [],
-      isBlocksCache,
-      registered: registration ? { buffers: registration.buffers } : undefined,
-    };
+    const words: bigint[] = new Array(devices * n);
+    for (let i = 0; i < words.length; i++) words[i] = addrs[i];
+    const record = new Record(this, cacheId, desc, words, devices, isBlocksCache, registration);
     this.#caches.set(cacheId, record);
     return record;
   }
@@ -325,10 +384,8 @@ export class Engine {
     revokeViews(record);
     this.#caches.delete(record.cacheId);
     this.#forgottenCaches.unregister(cache);
-    this.lib.check(
-      this.lib.fn.llmdd_cache_deallocate(this.handle, record.cacheId),
-      `deallocateCache(${record.cacheId}) failed`,
-    );
+    const status = this.lib.fn.llmdd_cache_deallocate(this.handle, record.cacheId);
+    if (status !== 0) throw this.lib.error(status, `deallocateCache(${record.cacheId}) failed`);
   }
 
   /** Unregisters a registered cache: its views are revoked, and its memory is the program's again. */
@@ -438,16 +495,46 @@ export class Engine {
    * A repeat pull on the JavaScript thread (docs/DESIGN.md §4.3): a pull by id
    * or BlocksCacheKey of at most INLINE_PULL_BYTES, from the PROMPT's answer the
    * engine kept, copies in microseconds without a socket, cheaper than the
-   * hand-off to a thread. True when done (a failure throws); false when nothing
+   * hand-off to a thread. `status` is the native call's (made with
+   * LLMDD_KEY_KEPT_ONLY); true when done (a failure throws), false when nothing
    * valid was kept, and the pull goes the ordinary way.
    */
-  #pullKept(fn: "llmdd_cache_pull" | "llmdd_cache_pull_blocks", args: unknown[], bytes: number, context: string) {
-    if (!this.hostAccessible || bytes > INLINE_PULL_BYTES) return false;
-    // deno-lint-ignore no-explicit-any
-    const status: number = (this.lib.fn[fn] as (...a: any[]) => number)(...args, 0n);
+  #keptDone(status: number, context: Context): boolean {
     if (status === LLMStatusCode.LLM_FEATURE_NOT_ENABLED) return false;
-    this.lib.check(status, context);
+    if (status !== 0) throw this.lib.error(status, contextText(context));
     return true;
+  }
+
+  /** Whether a pull of `bytes` in all may try its kept answer on this thread. */
+  #inline(bytes: number): boolean {
+    return this.hostAccessible && bytes <= INLINE_PULL_BYTES;
+  }
+
+  /**
+   * The block pairs of a synchronous call, packed into a buffer this engine
+   * reuses (a fresh typed array per call costs about a microsecond on Bun,
+   * where the FFI then moves its bytes out of the garbage-collected heap);
+   * never for a call that runs on a thread, which gets its own.
+   */
+  /**
+   * Out-parameter words of a synchronous call (`count` of them), from a buffer
+   * this engine reuses when they fit (see `#scratchPairs`); read them before
+   * the next call.
+   */
+  #outWords(count: number): BigUint64Array {
+    if (count > SCRATCH_OUT_WORDS) return new BigUint64Array(count);
+    this.#out ??= new BigUint64Array(SCRATCH_OUT_WORDS);
+    return this.#out;
+  }
+
+  #scratchPairs(src: readonly number[], dst: readonly number[]): BigUint64Array {
+    if (dst.length > SCRATCH_PAIRS) return blockPairs(src, dst);
+    if (this.#scratch === undefined) {
+      this.#scratch = new BigUint64Array(2 * SCRATCH_PAIRS);
+      this.#scratchHalves = new Uint32Array(this.#scratch.buffer);
+    }
+    packPairs(src, dst, this.#scratchHalves!);
+    return this.#scratch;
   }
 
   /** Pulls a row named by `source` from a linked PROMPT into row `batchIndex` of `record`. */
@@ -457,18 +544,36 @@ export class Engine {
     batchIndex: number,
     size: bigint,
     op: Operation,
-    context: string,
+    context: Context,
   ): Promise<void> | void {
     const [k0, k1, k2] = source.words;
     const kind = source.byId ? KEY_BY_ID : KEY_CACHE_KEY;
-    const rest = [k0, k1, k2, batchIndex, size] as const;
     const d = record.desc;
     const bytes = (size === WHOLE_ROW ? d.size / d.batchSize : Number(size)) * d.numTensors * this.deviceIds.length;
     if (
-      source.byId &&
-      this.#pullKept("llmdd_cache_pull", [this.handle, record.cacheId, kind | KEY_KEPT_ONLY, ...rest], bytes, context)
+      source.byId && this.#inline(bytes) &&
+      this.#keptDone(
+        this.lib.fn.llmdd_cache_pull(
+          this.handle,
+          record.cacheId,
+          kind | KEY_KEPT_ONLY,
+          k0,
+          k1,
+          k2,
+          batchIndex,
+          size,
+          0n,
+        ),
+        context,
+      )
     ) return;
-    return runLong(this.lib, "llmdd_cache_pull", [this.handle, record.cacheId, kind, ...rest], op, context);
+    return runLong(
+      this.lib,
+      "llmdd_cache_pull",
+      [this.handle, record.cacheId, kind, k0, k1, k2, batchIndex, size],
+      op,
+      contextText(context),
+    );
   }
 
   /**
@@ -481,25 +586,45 @@ export class Engine {
     record: CacheRecord,
     kind: number,
     words: readonly [bigint, bigint, bigint],
-    pairs: BigUint64Array,
+    src: readonly number[],
+    dst: readonly number[],
     tensors: readonly [number, number, number],
     op: Operation,
-    context: string,
+    context: Context,
   ): Promise<void> | void {
     const [k0, k1, k2] = words;
-    const rest = [k0, k1, k2, pairs, pairs.length / 2, ...tensors] as const;
+    const [t0, t1, t2] = tensors;
+    const n = dst.length;
     const d = record.desc;
-    const bytes = (pairs.length / 2) * (d.size / d.batchSize) * (tensors[2] || d.numTensors) * this.deviceIds.length;
+    const bytes = n * (d.size / d.batchSize) * (t2 || d.numTensors) * this.deviceIds.length;
     if (
-      (kind === KEY_BY_ID || kind === KEY_BLOCKS) &&
-      this.#pullKept(
-        "llmdd_cache_pull_blocks",
-        [this.handle, record.cacheId, kind | KEY_KEPT_ONLY, ...rest],
-        bytes,
+      (kind === KEY_BY_ID || kind === KEY_BLOCKS) && this.#inline(bytes) &&
+      this.#keptDone(
+        this.lib.fn.llmdd_cache_pull_blocks(
+          this.handle,
+          record.cacheId,
+          kind | KEY_KEPT_ONLY,
+          k0,
+          k1,
+          k2,
+          this.#scratchPairs(src, dst),
+          n,
+          t0,
+          t1,
+          t2,
+          0n,
+        ),
         context,
       )
     ) return;
-    return runLong(this.lib, "llmdd_cache_pull_blocks", [this.handle, record.cacheId, kind, ...rest], op, context);
+    const pairs = blockPairs(src, dst);
+    return runLong(
+      this.lib,
+      "llmdd_cache_pull_blocks",
+      [this.handle, record.cacheId, kind, k0, k1, k2, pairs, n, t0, t1, t2],
+      op,
+      contextText(context),
+    );
   }
 
   /**

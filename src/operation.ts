@@ -87,3 +87,17 @@ function release(mutex: AsyncMutex, op: Operation): void {
     Promise.allSettled(op.held).then(() => mutex.unlock());
   }
 }
+
+/**
+ * Runs `start` and returns its promise, a synchronous throw (a call's argument
+ * checks) turned into a rejection: what an async function does, without its
+ * extra promise and turn of the microtask queue (about a microsecond per call
+ * that the short cache calls can tell).
+ */
+export function rejecting<T>(start: () => Promise<T>): Promise<T> {
+  try {
+    return start();
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}

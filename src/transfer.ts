@@ -12,7 +12,8 @@
 import { BlocksCacheKey } from "./blocks_cache_key.ts";
 import { Cache, recordOfCache } from "./cache.ts";
 import { CacheKeyByIdAndIndex } from "./cache_key.ts";
-import { blockPairs, checkLayerRange, type LayerRange } from "./cache_manager.ts";
+import { blockPairs } from "./block_pairs.ts";
+import { checkLayerRange, type LayerRange } from "./cache_manager.ts";
 import type { Engine } from "./engine.ts";
 import { Placement } from "./enums.ts";
 import { LLMException } from "./errors.ts";

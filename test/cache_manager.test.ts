@@ -374,6 +374,40 @@ describe("copyCache (V2)", () => {
   });
 });
 
+describe("bad arguments reject: no call throws before it returns its promise", () => {
+  test("allocate, deallocate and the pulls, with each kind of bad argument", async () => {
+    await using dd = await openManager();
+    const m = dd.cacheManager;
+    const blocks = await m.allocateBlocksCache(new CacheDesc(1, [4, 64], DataType.DT_UINT8));
+    const rows = await m.allocateCache(new CacheDesc(1, [2, 64], DataType.DT_UINT8));
+    const key = new BlocksCacheKey(1n, 0);
+    // deno-lint-ignore no-explicit-any
+    const bad = (x: unknown) => x as any;
+    const calls: [string, () => Promise<unknown>, new (...a: never[]) => Error][] = [
+      ["allocateCache(not a desc)", () => m.allocateCache(bad(1)), TypeError],
+      ["allocateBlocksCache(not a desc)", () => m.allocateBlocksCache(bad("x")), TypeError],
+      ["deallocateCache(not a cache)", () => m.deallocateCache(bad({})), TypeError],
+      ["deallocateBlocksCache(a rows cache)", () => m.deallocateBlocksCache(rows), LLMException],
+      ["pullBlocks(not a key)", () => m.pullBlocks(bad(null), blocks, [0], [0]), TypeError],
+      ["pullBlocks(blocks not integers)", () => m.pullBlocks(key, blocks, [0.5], [0]), TypeError],
+      ["pullBlocks(empty dst_blocks)", () => m.pullBlocks(key, blocks, [0], []), LLMException],
+      ["pullBlocks(bad options)", () => m.pullBlocks(key, blocks, [0], [0], bad(7)), TypeError],
+      ["pullCache(not a key)", () => m.pullCache(bad(key), rows), TypeError],
+      ["pullCache(size 0)", () => m.pullCache(new CacheKeyByIdAndIndex(1n, 1n, 0), rows, 0, 0), LLMException],
+    ];
+    for (const [what, call, cls] of calls) {
+      let promise: Promise<unknown> | undefined;
+      assert.doesNotThrow(() => {
+        promise = call();
+      }, what);
+      assert.ok(promise instanceof Promise, what);
+      await rejectsWith(promise!, cls);
+    }
+    await m.deallocateBlocksCache(blocks);
+    await m.deallocateCache(rows);
+  });
+});
+
 describe("copyBlocks", () => {
   test("one call copies every pair; a Map or a plain object", async () => {
     await using dd = await openManager();

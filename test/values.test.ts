@@ -15,6 +15,7 @@ import {
   Tensor,
   ValueError,
 } from "../mod.ts";
+import { layoutTag } from "../src/cache_desc.ts";
 import { rejectsWith, rejectsWithStatus } from "./helpers.ts";
 
 describe("enums keep upstream numbers", () => {
@@ -263,5 +264,57 @@ describe("Tensor", () => {
     assert.equal(tensor.deviceId, 3);
     assert.equal(tensor.revoked, false);
     assert.equal(String(tensor), "Tensor([2, 2], DT_FLOAT, device 3)");
+  });
+});
+
+describe("layout tags (what a pull compares between the two caches)", () => {
+  // The tag as first defined: FNV-1a (two 32-bit halves) over the text
+  // `dataType|batchDimIndex|dims` with the batch dimension written `*`. Both
+  // ends compute it, so it must not drift: layoutTag makes no text, and is
+  // checked here against the text-based reference.
+  const reference = (desc: CacheDesc): bigint => {
+    const shape = desc.shape.map((dim, i) => (i === desc.batchDimIndex ? "*" : String(dim)));
+    const text = `${desc.dataType}|${desc.batchDimIndex}|${shape.join(",")}`;
+    let low = 0x811C9DC5, high = 0x01000193 ^ 0x5bd1e995;
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      low = Math.imul(low ^ c, 0x01000193);
+      high = Math.imul(high ^ c, 0x01000193) ^ (high >>> 15);
+    }
+    return (BigInt(high >>> 0) << 32n) | BigInt(low >>> 0);
+  };
+
+  test("equal to the reference for every data type, batch dimension and size of dimension", () => {
+    const dims = [1, 7, 10, 99, 100, 1000, 65536, 2 ** 31 + 5, 2 ** 40];
+    let n = 0;
+    for (const dataType of [DataType.DT_FLOAT, DataType.DT_FLOAT16, DataType.DT_INT8, DataType.DT_BF16]) {
+      for (let rank = 1; rank <= 4; rank++) {
+        for (let batchDim = 0; batchDim < rank; batchDim++) {
+          for (let k = 0; k < dims.length; k++) {
+            const shape = Array.from({ length: rank }, (_, i) => dims[(k + 3 * i) % dims.length]);
+            let desc: CacheDesc;
+            try {
+              desc = new CacheDesc(2, shape, dataType, Placement.DEVICE, batchDim);
+            } catch {
+              continue; // too large
+            }
+            assert.equal(layoutTag(desc), reference(desc), `${desc}, batch dimension ${batchDim}`);
+            assert.equal(layoutTag(desc), layoutTag(desc)); // and the same when asked again
+            n++;
+          }
+        }
+      }
+    }
+    assert.ok(n > 100, `${n} descs checked`);
+  });
+
+  test("the batch size does not count; every other dimension and the data type do", () => {
+    const tag = (shape: number[], dataType = DataType.DT_FLOAT16, batchDim = 0) =>
+      layoutTag(new CacheDesc(1, shape, dataType, Placement.DEVICE, batchDim));
+    assert.equal(tag([4, 16, 8]), tag([9, 16, 8]));
+    assert.notEqual(tag([4, 16, 8]), tag([4, 16, 9]));
+    assert.notEqual(tag([4, 16, 8]), tag([4, 16, 8], DataType.DT_BF16));
+    assert.notEqual(tag([4, 16, 8]), tag([4, 16, 8], DataType.DT_FLOAT16, 1));
+    assert.equal(tag([16, 4, 8], DataType.DT_FLOAT16, 1), tag([16, 5, 8], DataType.DT_FLOAT16, 1));
   });
 });
