@@ -578,9 +578,9 @@ export class Engine {
 
   /**
    * Pulls blocks from a linked PROMPT into `record` (`llmdd_cache_pull_blocks`):
-   * `pairs` holds (source block, destination block) pairs, all moved by one
-   * native call; `tensors` is the (source start, destination start, count)
-   * range, count 0 for every tensor.
+   * source block `src[i]` (or i, `src` empty) into destination block `dst[i]`,
+   * all moved by one native call; `tensors` is the (source start, destination
+   * start, count) range, count 0 for every tensor.
    */
   pullBlocks(
     record: CacheRecord,
