@@ -309,7 +309,7 @@ describe("layout tags (what a pull compares between the two caches)", () => {
   });
 
   test("the batch size does not count; every other dimension and the data type do", () => {
-    const tag = (shape: number[], dataType = DataType.DT_FLOAT16, batchDim = 0) =>
+    const tag = (shape: number[], dataType: DataType = DataType.DT_FLOAT16, batchDim = 0) =>
       layoutTag(new CacheDesc(1, shape, dataType, Placement.DEVICE, batchDim));
     assert.equal(tag([4, 16, 8]), tag([9, 16, 8]));
     assert.notEqual(tag([4, 16, 8]), tag([4, 16, 9]));
