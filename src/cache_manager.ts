@@ -1198,8 +1198,11 @@ export class CacheManager {
    * `srcLayerRange` holds it. Targets are `TransferWithCacheKeyConfig`s on an
    * instance with `enableRemoteCacheAccessible`, `TransferConfig`s (peer
    * addresses) otherwise. Block lists: `srcBlockIndices` with
-   * `dstBlockIndices` move blocks to blocks; `dstBlockIndices` alone, with
-   * `dstBlockMemorySize`, cut the row into blocks (addresses only). Returns at
+   * `dstBlockIndices` move blocks to blocks (by `BlocksCacheKey`, by a
+   * `CacheKeyByIdAndIndex` of batch index 0, or to addresses);
+   * `dstBlockIndices` alone, with `dstBlockMemorySize`, cut the source from
+   * its row on into blocks of that size, block j to `dstBlockIndices[j]` (to
+   * addresses, or by `BlocksCacheKey`, whose blocks must be of that size). Returns at
    * once with a `CacheTask`; the first failure ends the transfer (a false or
    * throwing synchronizer: `LLM_PARAM_INVALID` for the layer's targets).
    * Arguments are checked before it returns (upstream's rules and messages).

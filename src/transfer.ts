@@ -18,7 +18,7 @@ import type { Engine } from "./engine.ts";
 import { Placement } from "./enums.ts";
 import { LLMException } from "./errors.ts";
 import { paramInvalid } from "./kv_cache_manager.ts";
-import { KEY_BLOCKS, KEY_BY_ID } from "./native/symbols.ts";
+import { KEY_BLOCKS, KEY_BY_ID, PUSH_ROW_BLOCKS } from "./native/symbols.ts";
 import { runExclusive } from "./operation.ts";
 import { LLMStatusCode } from "./status.ts";
 import { describe, requireArray, requireInstance, requireIntIn, requireUint64 } from "./validate.ts";
@@ -499,24 +499,27 @@ function transferLayer(engine: Engine, src: Cache, layer: number, target: Target
       const dstLayer = config.dstLayerRange.start + (layer - range.start);
       const tensors = [srcTensor, dstLayer * TENSORS_PER_LAYER, TENSORS_PER_LAYER] as const;
       const key = config.cacheKey;
-      if (blocks.dst && !blocks.src) {
-        throw new LLMException(
-          LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
-          "a transfer by cache key from a cache into blocks (dstBlockIndices without srcBlockIndices) is not supported here",
-        );
-      }
       if (key instanceof BlocksCacheKey) {
+        if (blocks.dst && !blocks.src) {
+          // A row cut into blocks of dstBlockMemorySize, block j to dstBlockIndices[j]
+          // (upstream's cache to blocks); the size travels as k1.
+          const words = [key.clusterId, BigInt(blocks.dstBlockBytes ?? 0), key.modelId] as const;
+          const kind = KEY_BLOCKS | PUSH_ROW_BLOCKS;
+          return engine.pushBlocks(record, config.srcBatchIndex, kind, words, blocks.pairs!, tensors, op, context);
+        }
         // Blocks to blocks; without block lists, row 0 to block 0 (upstream's cache to cache).
         const pairs = blocks.src && blocks.pairs ? blocks.pairs : BigUint64Array.of(0n, 0n);
         return engine.pushBlocks(record, 0, KEY_BLOCKS, [key.clusterId, 0n, key.modelId], pairs, tensors, op, context);
       }
-      if (blocks.src) {
+      if (blocks.dst && !blocks.src) {
         throw new LLMException(
           LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
-          "a transfer of blocks to a CacheKeyByIdAndIndex is not supported here: name the blocks cache by its BlocksCacheKey",
+          "a transfer by CacheKeyByIdAndIndex from a cache into blocks is not supported here: name the blocks cache by its BlocksCacheKey",
         );
       }
       const words = [key.clusterId, BigInt.asUintN(64, key.cacheId), BigInt(key.batchIndex)] as const;
+      // Blocks into the blocks cache named by id (its batch index must be 0), or a row into a row.
+      if (blocks.src) return engine.pushBlocks(record, 0, KEY_BY_ID, words, blocks.pairs!, tensors, op, context);
       return engine.pushBlocks(record, config.srcBatchIndex, KEY_BY_ID, words, null, tensors, op, context);
     }
     const first = (layer - range.start) * TENSORS_PER_LAYER;

@@ -521,6 +521,100 @@ describe("CacheManager.transferCacheAsync", { timeout: 120_000 }, () => {
     }
   });
 
+  test("from a cache into blocks by BlocksCacheKey, and from blocks to a CacheKeyByIdAndIndex", async () => {
+    const clusterId = freshClusterId();
+    const child = startChild("push_prompt_process.ts", {
+      clusterId: String(clusterId),
+      remote: true,
+      caches: [
+        { numTensors: 4, shape: [16, 64], dataType: U8, blocksModelId: 0 }, // 0: named by key
+        { numTensors: 4, shape: [16, 64], dataType: U8 }, // 1: named by id
+      ],
+    });
+    try {
+      const ready = await child.next();
+      const ids = (ready.cacheIds as string[]).map(BigInt);
+      await using decoder = await openManagerDecoder(true);
+      const m = decoder.cacheManager;
+      const rows = await m.allocateCache(new CacheDesc(4, [2, 256], U8));
+      const blocks = await m.allocateBlocksCache(new CacheDesc(4, [16, 64], U8));
+      seed(decoder, rows, 31);
+      seed(decoder, blocks, 37);
+      await link(decoder, clusterId, ready.port as number);
+      const all = { synchronizeLayer: () => true };
+
+      // The cache (two rows of 256 bytes a tensor) cut into blocks of 64 from row 0
+      // on, as upstream: block j to dst[j], block 4 being row 1's first.
+      const dst = [13, 2, 7, 9, 6];
+      const cut = m.transferCacheAsync(
+        rows,
+        all,
+        [new TransferWithCacheKeyConfig(new BlocksCacheKey(clusterId), [0, 2], [0, 2])],
+        undefined,
+        dst,
+        64,
+      );
+      assert.deepEqual(await cut.getResults(10_000), [LLMStatusCode.LLM_SUCCESS]);
+      for (let t = 0; t < 4; t++) {
+        const spans = dst.map((d, j) => ({ at: d * 64, length: 64, seed: 31, tensor: t, from: j * 64 }));
+        assertBytes(await dump(child, 0, t), spans, `cache into blocks, tensor ${t}`);
+      }
+      // A size that is not the destination's block size; a block past the tensor.
+      for (const [size, list] of [[128, [0]], [64, [0, 1, 2, 3, 4, 5, 6, 7, 8]]] as const) {
+        const bad = m.transferCacheAsync(
+          rows,
+          all,
+          [new TransferWithCacheKeyConfig(new BlocksCacheKey(clusterId), [0, 2], [0, 2])],
+          undefined,
+          [...list],
+          size,
+        );
+        assert.deepEqual(await bad.getResults(10_000), [P], `size ${size}, ${list.length} blocks`);
+      }
+
+      // Blocks 3 and 4 into blocks 11 and 0 of the cache named by id (batch index 0).
+      const byId = m.transferCacheAsync(
+        blocks,
+        all,
+        [new TransferWithCacheKeyConfig(new CacheKeyByIdAndIndex(clusterId, ids[1], 0), [0, 2], [0, 2])],
+        [3, 4],
+        [11, 0],
+      );
+      assert.deepEqual(await byId.getResults(10_000), [LLMStatusCode.LLM_SUCCESS]);
+      for (let t = 0; t < 4; t++) {
+        const spans = [[3, 11], [4, 0]].map(([s, d]) => ({
+          at: d * 64,
+          length: 64,
+          seed: 37,
+          tensor: t,
+          from: s * 64,
+        }));
+        assertBytes(await dump(child, 1, t), spans, `blocks by id, tensor ${t}`);
+      }
+      // Blocks name batch index 0; a row into blocks by id stays unsupported here.
+      const row1 = m.transferCacheAsync(
+        blocks,
+        all,
+        [new TransferWithCacheKeyConfig(new CacheKeyByIdAndIndex(clusterId, ids[1], 1), [0, 2], [0, 2])],
+        [3],
+        [12],
+      );
+      assert.deepEqual(await row1.getResults(10_000), [P]);
+      const rowsById = m.transferCacheAsync(
+        rows,
+        all,
+        [new TransferWithCacheKeyConfig(new CacheKeyByIdAndIndex(clusterId, ids[1], 0), [0, 2], [0, 2])],
+        undefined,
+        [12],
+        64,
+      );
+      assert.deepEqual(await rowsById.getResults(10_000), [LLMStatusCode.LLM_FEATURE_NOT_ENABLED]);
+      assert.equal((await dump(child, 1, 0))[12 * 64], 0);
+    } finally {
+      await child.stop();
+    }
+  });
+
   test("a PROMPT killed between two layers: that target's result is LLM_LINK_FAILED, no hang", async () => {
     const clusterId = freshClusterId();
     const child = startChild("push_prompt_process.ts", {

@@ -1549,11 +1549,13 @@ static void step_cache_manager(struct input *in) {
     } else {
       EXPECT_IS("cache_pull_blocks(not linked)", s, s == LLMDD_NOT_YET_LINK ? s : LLMDD_PARAM_INVALID);
     }
-    /* ABI 5's pushes with the same garbage: refused alike (the remote-access
-     * and source checks come before the link's). */
+    /* ABI 5's pushes with the same garbage, now and then a row into blocks (ABI
+     * 6's LLMDD_PUSH_ROW_BLOCKS): refused alike (the remote-access and source
+     * checks come before the link's). */
     int32_t row = pick_index(in, 4);
+    int32_t push_kind = u8(in) % 4 == 0 ? (kind | LLMDD_PUSH_ROW_BLOCKS) : kind;
     s = checked("cache_push_blocks",
-                llmdd_cache_push_blocks(h, id, row, kind, u8(in) % 4, u8(in) % 8, u8(in) % 4,
+                llmdd_cache_push_blocks(h, id, row, push_kind, u8(in) % 4, u8(in) % 8, u8(in) % 4,
                                         (u8(in) & 1) ? pairs : NULL, n, src_start, dst_start, count, 0));
     if (e == NULL) expect_preamble("cache_push_blocks", &p, s);
     else if (s != LLMDD_NOT_YET_LINK && s != LLMDD_KV_CACHE_NOT_EXIST)

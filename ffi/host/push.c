@@ -38,8 +38,9 @@ struct push_task {
   /* push_addrs */
   const uint64_t *addrs;
   int32_t num_addrs;
-  uint64_t block; /* bytes of a pair's blocks */
+  uint64_t block; /* bytes of a pair's blocks (push_addrs; push_blocks of a row: LLMDD_PUSH_ROW_BLOCKS) */
   uint64_t src_base; /* of the source's block 0 in each tensor */
+  bool row_blocks;   /* LLMDD_PUSH_ROW_BLOCKS: a row cut into blocks of `block` bytes */
 };
 
 /* What one destination's copy needs (the task is shared by push_addrs' many). */
@@ -171,11 +172,21 @@ static int32_t push_blocks_to(const struct push_task *p, const struct msg_lookup
                                  .block_bytes = r->tensor_bytes / r->batch_size};
   struct core_block_cache src = {.id = s->id, .num_tensors = count, .num_blocks = s->batch_size,
                                  .block_bytes = host_cache_row_bytes(s)};
+  if (p->row_blocks) {
+    /* Upstream's ValidateRemoteCache: the size given is the destination's. */
+    if (p->block != dst.block_bytes)
+      return core_fail(LLMDD_PARAM_INVALID,
+                       "dst_block_memory_size[%llu] is not equal to stride[%llu] of remote cache.",
+                       (unsigned long long)p->block, (unsigned long long)dst.block_bytes);
+    src.block_bytes = p->block;
+    /* Whole blocks from the row on (upstream cuts the tensor from there). */
+    src.num_blocks = (host_cache_row_bytes(s) * s->batch_size - p->src_base) / p->block;
+  }
   status = core_blocks_check(&dst, &src, pairs, num_pairs);
   if (status != LLMDD_SUCCESS) return status;
   struct push_copy c = {.p = p, .r = r, .pairs = pairs, .num_pairs = num_pairs,
                         .src_start = p->src_start, .dst_start = p->dst_start, .count = count,
-                        .block = src.block_bytes};
+                        .block = src.block_bytes, .src_base = p->src_base};
   return copy_out(&c, g);
 }
 
@@ -304,9 +315,15 @@ LLMDD_API int32_t llmdd_cache_push_blocks(uint64_t engine, uint64_t cache_id,
                                           const uint64_t *pairs, int32_t num_pairs,
                                           int32_t src_tensor_start, int32_t dst_tensor_start,
                                           int32_t num_tensors, uint64_t job) {
+  /* A row cut into blocks: only with LLMDD_KEY_BLOCKS, k1 the blocks' size. */
+  bool row_blocks = (key_kind & LLMDD_PUSH_ROW_BLOCKS) != 0 &&
+                    (key_kind & ~LLMDD_PUSH_ROW_BLOCKS) == LLMDD_KEY_BLOCKS;
+  if (row_blocks) key_kind = LLMDD_KEY_BLOCKS;
   struct push_task p = {.task = {.run = push_run, .end = push_end},
                         .key_kind = key_kind,
                         .k = {k0, key_kind == LLMDD_KEY_BLOCKS ? 0 : k1, k2},
+                        .row_blocks = row_blocks,
+                        .block = row_blocks ? k1 : 0,
                         .src_row = src_batch_index,
                         .pairs = pairs != NULL || num_pairs != 0 ? pairs : NULL,
                         .num_pairs = num_pairs,
@@ -331,11 +348,35 @@ LLMDD_API int32_t llmdd_cache_push_blocks(uint64_t engine, uint64_t cache_id,
     status = core_fail(LLMDD_PARAM_INVALID, "src_batch_index %u is out of range [0, %llu) of cache %llu",
                        (unsigned)src_batch_index, (unsigned long long)p.src->batch_size,
                        (unsigned long long)cache_id);
-  if (status == LLMDD_SUCCESS && blocks && src_batch_index != 0)
+  if (status == LLMDD_SUCCESS && row_blocks) {
+    uint64_t row = host_cache_row_bytes(p.src), tensor = row * p.src->batch_size;
+    /* Upstream's GenerateCacheToBlocksTask (which cuts the tensor from the row on);
+     * here every block is whole. */
+    if (p.block == 0 || p.block >= tensor)
+      status = core_fail(LLMDD_PARAM_INVALID,
+                         "block_mem_size[%llu] must > 0 and < tensor size[%llu] when transfer from"
+                         " continuous cache to blocks",
+                         (unsigned long long)p.block, (unsigned long long)tensor);
+    else if (src_batch_index < 0 || (uint64_t)src_batch_index >= p.src->batch_size)
+      status = core_fail(LLMDD_PARAM_INVALID, "batch index[%u] is out of range[0, %llu)",
+                         (unsigned)src_batch_index, (unsigned long long)p.src->batch_size);
+    else if (pairs == NULL || num_pairs < 1)
+      status = core_fail(LLMDD_PARAM_INVALID, "a row into blocks takes block pairs (num_pairs %d)",
+                         num_pairs);
+    p.src_base = (uint64_t)(src_batch_index < 0 ? 0 : src_batch_index) * row;
+    if (status == LLMDD_SUCCESS) {
+      struct core_block_cache src = {.id = cache_id, .num_tensors = p.src->num_tensors,
+                                     .num_blocks = (tensor - p.src_base) / p.block,
+                                     .block_bytes = p.block};
+      struct core_block_cache any = src;
+      any.num_blocks = UINT64_MAX;
+      status = core_blocks_check(&any, &src, pairs, num_pairs);
+    }
+  } else if (status == LLMDD_SUCCESS && blocks && src_batch_index != 0)
     status = core_fail(LLMDD_PARAM_INVALID,
                        "src_batch_index should be 0 when cache_key is BlocksCacheKey (got %d)",
                        src_batch_index);
-  if (status == LLMDD_SUCCESS && blocks) {
+  else if (status == LLMDD_SUCCESS && blocks) {
     /* The destination's bounds come with the answer; the source's are here. */
     struct core_block_cache src = {.id = cache_id,
                                    .num_tensors = p.src->num_tensors,

@@ -45,7 +45,7 @@ extern "C" {
 
 /* Bumped whenever a signature or a meaning below changes. The loader refuses a
  * library whose llmdd_abi_version() differs from the version it was written for. */
-#define LLMDD_ABI_VERSION 5
+#define LLMDD_ABI_VERSION 6
 
 /* ---- Status codes: the upstream LLMStatusCode values (llm_datadist/llm_error_codes.h,
  *      0x5010B000 + n). Names keep the upstream spelling without the LLM_ prefix. ---- */
@@ -103,6 +103,10 @@ extern "C" {
  * answer (or the backend keeps none) nothing is copied and the call returns
  * FEATURE_NOT_ENABLED: make the same call without the flag. */
 #define LLMDD_KEY_KEPT_ONLY 0x100
+
+/* Or'd into LLMDD_KEY_BLOCKS (llmdd_cache_push_blocks, ABI 6): the source is a
+ * row cut into blocks, k1 their size. */
+#define LLMDD_PUSH_ROW_BLOCKS 0x200
 
 /* llmdd_cache_pull size meaning "the whole row". */
 #define LLMDD_WHOLE_ROW UINT64_MAX
@@ -405,6 +409,11 @@ LLMDD_API int32_t llmdd_cache_pull_blocks(uint64_t engine, uint64_t cache_id, in
  * key_kind LLMDD_KEY_BLOCKS: the blocks cache named by BlocksCacheKey (k0, k2) at
  *   cluster k0 (push_blocks): pairs = num_pairs (src_block, dst_block) pairs;
  *   src_batch_index 0.
+ * key_kind LLMDD_KEY_BLOCKS | LLMDD_PUSH_ROW_BLOCKS (ABI 6; upstream
+ *   transfer_cache_async from a cache into blocks, dst_block_memory_size k1): the
+ *   tensors of cache_id from row src_batch_index on, cut into blocks of k1 bytes
+ *   (the destination's block size, > 0 and less than a tensor); each pair (j, m)
+ *   moves block j (whole, within the tensor) to block m.
  * Tensors: as llmdd_cache_pull_blocks (num_tensors 0 = every tensor; otherwise
  *   [src_tensor_start, +num_tensors) -> [dst_tensor_start, +num_tensors)).
  * A block (a row) of the destination must be as large as one of the source.

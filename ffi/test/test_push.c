@@ -144,6 +144,49 @@ void push_blocks_body(const char *decoder_options) {
   for (int32_t t = 0; t < 4; t++) block_is((const uint8_t *)(uintptr_t)src_addrs[t], 1, src, t, 3);
   block_is((const uint8_t *)(uintptr_t)src_addrs[0], 2, src, 2, 5);
 
+  /* A cache cut into blocks from a row on (LLMDD_PUSH_ROW_BLOCKS, k1 the block
+   * size): row 1 of a cache of two rows of 4 blocks, its blocks 0, 2, 3 -> 3, 14, 5
+   * of the pool's cache; then from row 0, block 5 (in row 1) -> 6. */
+  uint64_t rows = 0, rows_addrs[4];
+  CHECK_STATUS(llmdd_cache_allocate(p.decoder, 4, 2 * 4 * B, 2, 0, LLMDD_PLACEMENT_DEVICE, NULL, 0,
+                                    &rows, rows_addrs, 4),
+               LLMDD_SUCCESS);
+  for (int32_t t = 0; t < 4; t++) fill_pattern((uint8_t *)(uintptr_t)rows_addrs[t], 8 * B, rows, 0, t);
+  const int32_t row_kind = LLMDD_KEY_BLOCKS | LLMDD_PUSH_ROW_BLOCKS;
+  uint64_t cut[6] = {0, 3, 2, 14, 3, 5};
+  CHECK_STATUS(push(p.decoder, rows, 1, row_kind, p.prompt_cluster, B, MODEL, cut, 3, 0, 0, 0),
+               LLMDD_SUCCESS);
+  for (int32_t t = 0; t < 4; t++) {
+    const uint8_t *d = (const uint8_t *)(uintptr_t)dst_addrs[t];
+    block_is(d, 3, rows, t, 4 + 0);
+    block_is(d, 14, rows, t, 4 + 2);
+    block_is(d, 5, rows, t, 4 + 3);
+    block_is(d, 4, dst, t, 4); /* untouched */
+  }
+  uint64_t across[2] = {5, 6};
+  CHECK_STATUS(push(p.decoder, rows, 0, row_kind, p.prompt_cluster, B, MODEL, across, 1, 0, 0, 0),
+               LLMDD_SUCCESS);
+  for (int32_t t = 0; t < 4; t++) block_is((const uint8_t *)(uintptr_t)dst_addrs[t], 6, rows, t, 5);
+  /* ... its refusals: a size not the destination's, none, one not smaller than a
+   * tensor, a block beyond the tensor, a row out of range, the flag with BY_ID. */
+  uint64_t past[2] = {4, 0};
+  EXPECT_STATUS(push(p.decoder, rows, 1, row_kind, p.prompt_cluster, 2 * B, MODEL, cut, 1, 0, 0, 0),
+                LLMDD_PARAM_INVALID);
+  EXPECT(strstr(last_error(), "is not equal to stride") != NULL);
+  EXPECT_STATUS(push(p.decoder, rows, 1, row_kind, p.prompt_cluster, 0, MODEL, cut, 1, 0, 0, 0),
+                LLMDD_PARAM_INVALID);
+  EXPECT(strstr(last_error(), "block_mem_size[0] must > 0") != NULL);
+  EXPECT_STATUS(push(p.decoder, rows, 1, row_kind, p.prompt_cluster, 8 * B, MODEL, cut, 1, 0, 0, 0),
+                LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(push(p.decoder, rows, 1, row_kind, p.prompt_cluster, B, MODEL, past, 1, 0, 0, 0),
+                LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(push(p.decoder, rows, 2, row_kind, p.prompt_cluster, B, MODEL, cut, 1, 0, 0, 0),
+                LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(push(p.decoder, rows, 1, LLMDD_KEY_BY_ID | LLMDD_PUSH_ROW_BLOCKS, p.prompt_cluster, reg,
+                     0, cut, 1, 0, 0, 0),
+                LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(llmdd_cache_deallocate(p.decoder, rows), LLMDD_SUCCESS);
+
   /* push_addrs: the whole row 6 of tensor 1 to block 3 of registered tensor 2. */
   uint64_t addr = (uint64_t)(uintptr_t)regs[2] + 3 * B;
   EXPECT_STATUS(llmdd_cache_push_addrs(p.decoder, src, 6, p.prompt_cluster, &addr, 1, 1, NULL, 0, 0,

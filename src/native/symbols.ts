@@ -31,7 +31,7 @@ export interface SymbolDef {
 // and `Placement` (src/enums.ts), with the header's values.
 
 /** The ABI version this TypeScript code was written for (`LLMDD_ABI_VERSION`). */
-export const ABI_VERSION = 5;
+export const ABI_VERSION = 6;
 
 /** `llmdd_cache_pull` key kind: k0..k2 are a `CacheKey` (`LLMDD_KEY_CACHE_KEY`). */
 export const KEY_CACHE_KEY = 0;
@@ -48,6 +48,11 @@ export const KEY_BLOCKS = 2;
  * wait); else nothing is copied and the call returns FEATURE_NOT_ENABLED.
  */
 export const KEY_KEPT_ONLY = 0x100;
+/**
+ * Or'd into `KEY_BLOCKS` for `llmdd_cache_push_blocks` (`LLMDD_PUSH_ROW_BLOCKS`,
+ * ABI 6): the source is a row cut into blocks whose size is passed as k1.
+ */
+export const PUSH_ROW_BLOCKS = 0x200;
 
 /** The reqId under which a PROMPT holds a blocks cache's `BlocksCacheKey` (`LLMDD_BLOCKS_REQ_ID`). */
 export const BLOCKS_REQ_ID = 0xFFFF_FFFF_FFFF_FFFFn;

@@ -86,6 +86,11 @@ extern "C" LLMDD_API int32_t llmdd_cache_push_blocks(uint64_t engine, uint64_t c
                                                      int32_t num_tensors, uint64_t job) {
   return operation(engine, job, [&](Operation &op) -> int32_t {
     Engine *e = op.engine;
+    if (key_kind == (LLMDD_KEY_BLOCKS | LLMDD_PUSH_ROW_BLOCKS))
+      return fail(LLMDD_FEATURE_NOT_ENABLED,
+                  "a row pushed into blocks by BlocksCacheKey (cluster %llu, model %llu): the LLM-DataDist C++"
+                  " API names no BlocksCacheKey",
+                  static_cast<unsigned long long>(k0), static_cast<unsigned long long>(k2));
     if (key_kind != LLMDD_KEY_BY_ID && key_kind != LLMDD_KEY_BLOCKS)
       return fail(LLMDD_PARAM_INVALID, "key_kind %d is not BY_ID (1) or BLOCKS (2)", key_kind);
     CacheRecord *src = nullptr;

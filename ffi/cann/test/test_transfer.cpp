@@ -225,6 +225,9 @@ TEST(transfer_push_refusals) {
   uint64_t pair[2] = {0, 0}, far[2] = {4, 0};
   refused_here(push(0, LLMDD_KEY_BLOCKS, 2, 0, 5, pair, 1), LLMDD_FEATURE_NOT_ENABLED);
   EXPECT(has(message(), "BlocksCacheKey"));
+  refused_here(push(0, LLMDD_KEY_BLOCKS | LLMDD_PUSH_ROW_BLOCKS, 2, 64, 5, pair, 1), LLMDD_FEATURE_NOT_ENABLED);
+  EXPECT(has(message(), "row pushed into blocks"));
+  refused_here(push(0, LLMDD_KEY_BY_ID | LLMDD_PUSH_ROW_BLOCKS, 2, x.dst.id, 0, pair, 1), LLMDD_PARAM_INVALID);
   refused_here(push(0, LLMDD_KEY_CACHE_KEY, 2, 1, 0, nullptr, 0), LLMDD_PARAM_INVALID);
   refused_here(push(0, LLMDD_KEY_BY_ID, 2, x.dst.id, 0, pair, 0), LLMDD_PARAM_INVALID);  // pairs, no count
   refused_here(push(4, LLMDD_KEY_BY_ID, 2, x.dst.id, 0, nullptr, 0), LLMDD_PARAM_INVALID);

@@ -731,7 +731,15 @@ function layerPush(
       if (t.key.cluster === "unlinked") refuse(S.LLM_NOT_YET_LINK);
       return answered(model, t.key, from, ranges, () => pairs);
     }
-    if (srcList) refuse(S.LLM_FEATURE_NOT_ENABLED);
+    if (srcList && dstList) {
+      // Blocks into the blocks of the cache named by id, which must name batch index 0.
+      if (!src.remote) refuse(S.LLM_PARAM_INVALID);
+      if (t.key.batchIndex !== 0) refuse(S.LLM_PARAM_INVALID, "names batch index 0");
+      const pairs = srcList.map((s, i) => [s, dstList[i]]);
+      for (const [s] of pairs) if (s >= src.batch) refuse(S.LLM_PARAM_INVALID);
+      if (t.key.cluster === "unlinked") refuse(S.LLM_NOT_YET_LINK);
+      return answered(model, t.key, from, ranges, () => pairs);
+    }
     if (!src.remote) refuse(S.LLM_PARAM_INVALID);
     if (t.srcBatchIndex >= src.batch) refuse(S.LLM_PARAM_INVALID);
     if (t.key.cluster === "unlinked") refuse(S.LLM_NOT_YET_LINK);
