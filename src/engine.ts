@@ -511,12 +511,6 @@ export class Engine {
   }
 
   /**
-   * The block pairs of a synchronous call, packed into a buffer this engine
-   * reuses (a fresh typed array per call costs about a microsecond on Bun,
-   * where the FFI then moves its bytes out of the garbage-collected heap);
-   * never for a call that runs on a thread, which gets its own.
-   */
-  /**
    * Out-parameter words of a synchronous call (`count` of them), from a buffer
    * this engine reuses when they fit (see `#scratchPairs`); read them before
    * the next call.
@@ -527,6 +521,12 @@ export class Engine {
     return this.#out;
   }
 
+  /**
+   * The block pairs of a synchronous call, packed into a buffer this engine
+   * reuses (a fresh typed array per call costs about a microsecond on Bun,
+   * where the FFI then moves its bytes out of the garbage-collected heap);
+   * never for a call that runs on a thread, which gets its own.
+   */
   #scratchPairs(src: readonly number[], dst: readonly number[]): BigUint64Array {
     if (dst.length > SCRATCH_PAIRS) return blockPairs(src, dst);
     if (this.#scratch === undefined) {
