@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { blockPairs } from "./block_pairs.ts";
 import { BlocksCacheKey } from "./blocks_cache_key.ts";
 import { Cache, newCache, recordOfCache } from "./cache.ts";
 import { CacheDesc, layoutTag } from "./cache_desc.ts";
@@ -257,11 +258,6 @@ function entriesOf(value: unknown, name: string): [number, unknown][] {
     if (!/^(0|-?[1-9][0-9]*)$/.test(key)) throw new TypeError(`${name} key ${JSON.stringify(key)} is not an integer`);
     return [Number(key), v];
   });
-}
-
-/** A block index as the native side takes it: negative ones are out of any range, as upstream's uint64. */
-function blockWord(index: number): bigint {
-  return BigInt.asUintN(64, BigInt(index));
 }
 
 /** An array of integers (`requireInt`'s message names the first that is not). */
@@ -761,15 +757,17 @@ export class CacheManager {
   async copyBlocks(cache: Cache, copyBlockInfo: BlockCopies, options?: CallOptions): Promise<void> {
     requireInstance(cache, Cache, "cache");
     const entries = entriesOf(copyBlockInfo, "copyBlockInfo");
-    const words: bigint[] = [];
-    for (const [src, dsts] of entries) {
-      const list = requireArray(dsts, `copyBlockInfo[${src}]`, "block index");
-      for (const dst of list) words.push(blockWord(src), blockWord(requireInt(dst, `copyBlockInfo[${src}] item`)));
+    const srcs: number[] = [], dsts: number[] = [];
+    for (const [src, list] of entries) {
+      for (const dst of requireArray(list, `copyBlockInfo[${src}]`, "block index")) {
+        srcs.push(src);
+        dsts.push(requireInt(dst, `copyBlockInfo[${src}] item`));
+      }
     }
     requireBlocks(cache, "cache", true);
     const signal = signalOf(options);
     const engine = this.#access.current();
-    await this.#copyBlocks(engine, "copyBlocks", cache, cache, words, signal);
+    await this.#copyBlocks(engine, "copyBlocks", cache, cache, srcs, dsts, signal);
   }
 
   /**
@@ -826,7 +824,8 @@ export class CacheManager {
     }
     const signal = signalOf(options);
     const engine = this.#access.current();
-    await this.#copyBlocks(engine, "swapBlocks", dst, src, pairs.flatMap(([s, d]) => [BigInt(s), BigInt(d)]), signal);
+    const srcs = pairs.map(([s]) => s), dsts = pairs.map(([, d]) => d);
+    await this.#copyBlocks(engine, "swapBlocks", dst, src, srcs, dsts, signal);
   }
 
   async #copyBlocks(
@@ -834,16 +833,17 @@ export class CacheManager {
     what: string,
     dst: Cache,
     src: Cache,
-    words: bigint[],
+    srcs: readonly number[],
+    dsts: readonly number[],
     signal: AbortSignal | undefined,
   ): Promise<void> {
     await runExclusive(engine.mutex, what, engine.syncKvTimeout, signal, (op) => {
       const to = engine.checkLive(recordOfCache(dst), dst.cacheId);
       const from = engine.checkLive(recordOfCache(src), src.cacheId);
-      if (words.length === 0) return; // upstream copies nothing and succeeds
-      const pairs = BigUint64Array.from(words);
+      if (dsts.length === 0) return; // upstream copies nothing and succeeds
+      const pairs = blockPairs(srcs, dsts);
       const blockBytes = src.cacheDesc.size / src.cacheDesc.batchSize;
-      const total = (words.length / 2) * blockBytes * src.cacheDesc.numTensors * engine.deviceIds.length;
+      const total = dsts.length * blockBytes * src.cacheDesc.numTensors * engine.deviceIds.length;
       const context = `${what}(${dst.cacheId} <- ${src.cacheId}) failed`;
       return engine.copyBlocks(to, from, pairs, total >= OFF_THREAD_BYTES ? op : undefined, context);
     });
@@ -1162,8 +1162,8 @@ export class CacheManager {
     this.#requireRemote("push_blocks");
     requireInstance(dstCacheKey, BlocksCacheKey, "dstCacheKey");
     requireInstance(srcCache, Cache, "srcCache");
-    const srcList = requireArray(srcBlocks, "srcBlocks", "block index").map((b, i) => requireInt(b, `srcBlocks[${i}]`));
-    const dstList = requireArray(dstBlocks, "dstBlocks", "block index").map((b, i) => requireInt(b, `dstBlocks[${i}]`));
+    const srcList = requireInts(srcBlocks, "srcBlocks", "block index");
+    const dstList = requireInts(dstBlocks, "dstBlocks", "block index");
     if (typeof options !== "object" || options === null) {
       throw new TypeError(`options must be an object, got ${describe(options)}`);
     }
@@ -1181,8 +1181,7 @@ export class CacheManager {
     }
     const signal = signalOf(options);
     if (tensors === null) return;
-    const pairs = new BigUint64Array(dstList.length * 2);
-    dstList.forEach((d, i) => pairs.set([blockWord(srcList[i]), blockWord(d)], 2 * i));
+    const pairs = blockPairs(srcList, dstList);
     const words = [dstCacheKey.clusterId, 0n, dstCacheKey.modelId] as const;
     await runExclusive(engine.mutex, "pushBlocks", engine.syncKvTimeout, signal, (op) => {
       const record = engine.checkLive(recordOfCache(srcCache), srcCache.cacheId);
