@@ -64,8 +64,8 @@ import {
 import { runtimeCommand } from "../test/support/children.ts";
 import { fillPattern, firstMismatch, patternByte } from "../test/support/pattern.ts";
 import { bytesOf } from "./support/bytes.ts";
-import { now } from "./support/clock.ts";
 import { gbps, ratio, yes } from "./support/format.ts";
+import { time, timedLoop } from "./support/loop.ts";
 import { cpuName, loadAverage, platformName, runtimeName } from "./support/machine.ts";
 
 const KiB = 1024;
@@ -94,29 +94,10 @@ const PLAN = {
 // deno-lint-ignore no-explicit-any
 const g = globalThis as unknown as Record<string, any>;
 
-function median(samples: number[]): number {
-  const s = [...samples].sort((a, b) => a - b);
-  const mid = (s.length - 1) / 2;
-  return (s[Math.floor(mid)] + s[Math.ceil(mid)]) / 2;
-}
-
-function time(ns: number): string {
-  if (ns < 1e6) return `${(ns / 1e3).toFixed(1)} µs`;
-  return `${(ns / 1e6).toFixed(2)} ms`;
-}
-
-async function timedLoop(fns: Record<string, () => Promise<unknown>>, warmup: number, iterations: number) {
-  const names = Object.keys(fns);
-  const samples: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
-  for (let i = 0; i < warmup + iterations; i++) {
-    for (const name of i % 2 === 0 ? names : [...names].reverse()) {
-      const t0 = now();
-      await fns[name]();
-      const t1 = now();
-      if (i >= warmup) samples[name].push(t1 - t0);
-    }
-  }
-  return Object.fromEntries(names.map((n) => [n, median(samples[n])]));
+/** Each function's median time (ns), from bench/support/loop.ts's interleaved loop. */
+async function medians(fns: Record<string, () => Promise<unknown>>, warmup: number, iterations: number) {
+  const stats = await timedLoop(fns, warmup, iterations);
+  return Object.fromEntries(Object.entries(stats).map(([name, s]) => [name, s.median]));
 }
 
 // ---------------------------------------------------------------- the PROMPT child
@@ -453,7 +434,7 @@ async function main(): Promise<void> {
     `processes:      DECODER = this one (pid ${process.pid}); PROMPT + TCP server = child pid ${ready.pid} ` +
       `(this file, {"role":"prompt"}), UCX_TLS=${process.env.UCX_TLS ?? "tcp"} in the child`,
   );
-  const big64 = await timedLoop(
+  const big64 = await medians(
     {
       "UCX pullCache 64 MiB": () => m.pullCache(bigKey, big, 0),
       "TCP 64 MiB": () => bulk.fetch(BIG),
@@ -462,7 +443,7 @@ async function main(): Promise<void> {
     PLAN.big.warmup,
     PLAN.big.iterations,
   );
-  const blk = await timedLoop(
+  const blk = await medians(
     {
       "UCX pullBlocks 1024 × 16 KiB": () => m.pullBlocks(blocksKey, blocks, src, dst),
       "TCP 16 MiB": () => bulk.fetch(BLOCK * BLOCKS),
@@ -470,7 +451,7 @@ async function main(): Promise<void> {
     PLAN.blocks.warmup,
     PLAN.blocks.iterations,
   );
-  const pushBig = await timedLoop(
+  const pushBig = await medians(
     {
       "UCX pushBlocks 64 MiB": () => m.pushBlocks(bigInKey, bigOut, [0], [0], one),
       "TCP 64 MiB out": () => pushSocket.send(BIG),
@@ -478,7 +459,7 @@ async function main(): Promise<void> {
     PLAN.pushBig.warmup,
     PLAN.pushBig.iterations,
   );
-  const pushBlk = await timedLoop(
+  const pushBlk = await medians(
     {
       "UCX pushBlocks 1024 × 16 KiB": () => m.pushBlocks(blocksInKey, blocks, src, dst, one),
       "TCP 16 MiB out": () => pushSocket.send(BLOCK * BLOCKS),
@@ -486,7 +467,7 @@ async function main(): Promise<void> {
     PLAN.pushBlocks.warmup,
     PLAN.pushBlocks.iterations,
   );
-  const lat = await timedLoop(
+  const lat = await medians(
     {
       "UCX pullCache 4 KiB": () => m.pullCache(smallKey, small, 0),
       "TCP round trip 64 B": () => echo.roundTrip(),

@@ -23,6 +23,7 @@ import {
   ValueError,
 } from "../mod.ts";
 import { freshClusterId, rejectsWith, rejectsWithStatus } from "./helpers.ts";
+import { cacheBytes } from "./support/links.ts";
 
 const POOL = '{"memory_size": 16777216}';
 const HOST_POOL = '{"memory_size": 8388608}';
@@ -39,11 +40,6 @@ async function openManager(
     ...extra,
   });
   return dd;
-}
-
-function bytesOf(dd: LLMDataDist, cache: Cache, index = 0): Uint8Array {
-  const view = dd.cacheManager.getCacheTensorViews(cache, index)[0];
-  return new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
 }
 
 describe("LLMConfig: the cache manager's options as upstream's configs.py", () => {
@@ -253,7 +249,7 @@ describe("registerCache / registerBlocksCache / unregisterCache", () => {
     await using dd = await openManager();
     const m = dd.cacheManager;
     const backing = await m.allocateCache(new CacheDesc(1, [128], DataType.DT_UINT8));
-    bytesOf(dd, backing).fill(9);
+    cacheBytes(dd, backing).fill(9);
     const cache = await m.registerBlocksCache(new CacheDesc(1, [2, 64], DataType.DT_UINT8, Placement.HOST), [
       backing.tensorAddrs[0],
     ]);
@@ -368,9 +364,9 @@ describe("copyCache (V2)", () => {
     await rejectsWithStatus(m.copyCache(rows, rows, 2, 0), LLMStatusCode.LLM_PARAM_INVALID);
     await rejectsWith(m.copyCache(rows, rows, -1, 0), ValueError);
     await rejectsWith(m.copyCache(rows, rows, 1, 0, 0, -1, -1n), ValueError);
-    bytesOf(dd, rows).set([1, 2, 3, 4, 5, 6, 7, 8], 0);
+    cacheBytes(dd, rows).set([1, 2, 3, 4, 5, 6, 7, 8], 0);
     await m.copyCache(rows, rows, 1, 0, 2, 4, 77n);
-    assert.deepEqual([...bytesOf(dd, rows).subarray(8)], [0, 0, 3, 4, 5, 6, 0, 0]);
+    assert.deepEqual([...cacheBytes(dd, rows).subarray(8)], [0, 0, 3, 4, 5, 6, 0, 0]);
   });
 });
 
@@ -413,11 +409,11 @@ describe("copyBlocks", () => {
     await using dd = await openManager();
     const m = dd.cacheManager;
     const cache = await m.allocateBlocksCache(new CacheDesc(2, [8, 16], DataType.DT_UINT8));
-    for (let t = 0; t < 2; t++) bytesOf(dd, cache, t).forEach((_, i, a) => (a[i] = 100 * t + (i >> 4)));
+    for (let t = 0; t < 2; t++) cacheBytes(dd, cache, t).forEach((_, i, a) => (a[i] = 100 * t + (i >> 4)));
     await m.copyBlocks(cache, new Map([[0, [5, 6]], [1, [7]]]));
     await m.copyBlocks(cache, { 2: [3] });
     for (let t = 0; t < 2; t++) {
-      const b = bytesOf(dd, cache, t);
+      const b = cacheBytes(dd, cache, t);
       const blockOf = (k: number) => b[16 * k + 15] - 100 * t;
       assert.deepEqual([0, 1, 2, 3, 4, 5, 6, 7].map(blockOf), [0, 1, 2, 2, 4, 0, 0, 1], `tensor ${t}`);
     }
@@ -449,9 +445,9 @@ describe("copyBlocks", () => {
     const cache = await m.allocateBlocksCache(new CacheDesc(1, [64, 1 << 20], DataType.DT_UINT8));
     const info: Record<number, number[]> = {};
     for (let i = 0; i < 32; i++) info[i] = [32 + i];
-    bytesOf(dd, cache).fill(3, 0, 32 << 20);
+    cacheBytes(dd, cache).fill(3, 0, 32 << 20);
     await m.copyBlocks(cache, info);
-    assert.equal(bytesOf(dd, cache)[(64 << 20) - 1], 3);
+    assert.equal(cacheBytes(dd, cache)[(64 << 20) - 1], 3);
     const controller = new AbortController();
     controller.abort(new Error("stop"));
     await rejectsWith(m.copyBlocks(cache, info, { signal: controller.signal }), Error, /stop/);
@@ -464,14 +460,14 @@ describe("swapBlocks", () => {
     const m = dd.cacheManager;
     const device = await m.allocateBlocksCache(new CacheDesc(2, [8, 32], DataType.DT_UINT8));
     const host = await m.allocateBlocksCache(new CacheDesc(2, [4, 32], DataType.DT_UINT8, Placement.HOST));
-    for (let t = 0; t < 2; t++) bytesOf(dd, device, t).forEach((_, i, a) => (a[i] = 10 * t + (i >> 5)));
+    for (let t = 0; t < 2; t++) cacheBytes(dd, device, t).forEach((_, i, a) => (a[i] = 10 * t + (i >> 5)));
     await m.swapBlocks(device, host, new Map([[7, 0], [3, 1]]));
     for (let t = 0; t < 2; t++) {
-      assert.equal(bytesOf(dd, host, t)[0], 10 * t + 7);
-      assert.equal(bytesOf(dd, host, t)[32], 10 * t + 3);
+      assert.equal(cacheBytes(dd, host, t)[0], 10 * t + 7);
+      assert.equal(cacheBytes(dd, host, t)[32], 10 * t + 3);
     }
     await m.swapBlocks(host, device, { 0: 0, 1: 1 });
-    for (let t = 0; t < 2; t++) assert.equal(bytesOf(dd, device, t)[33], 10 * t + 3);
+    for (let t = 0; t < 2; t++) assert.equal(cacheBytes(dd, device, t)[33], 10 * t + 3);
   });
 
   test("upstream's checks: kinds, sizes, ranges, placements", async () => {

@@ -21,6 +21,7 @@ import {
 import { type Child, startChild } from "./support/children.ts";
 import { patternByte } from "./support/pattern.ts";
 import { freshClusterId, rejectsWithStatus } from "./helpers.ts";
+import { cacheBytes } from "./support/links.ts";
 
 const BLOCK = 4096;
 const BLOCKS = 4;
@@ -35,15 +36,10 @@ async function ask(child: Child, command: Record<string, unknown>): Promise<Reco
   return answer;
 }
 
-function bytesOf(dd: LLMDataDist, cache: Cache, tensor: number): Uint8Array {
-  const view = dd.cacheManager.getCacheTensorViews(cache, tensor)[0];
-  return new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
-}
-
 /** Every block of every tensor of `cache` holds source block `src[i]` of `seed` in block i. */
 function assertPulled(dd: LLMDataDist, cache: Cache, src: number[], seed: number, what: string): void {
   for (let t = 0; t < TENSORS; t++) {
-    const bytes = bytesOf(dd, cache, t);
+    const bytes = cacheBytes(dd, cache, t);
     for (const [dst, s] of src.entries()) {
       for (let i = 0; i < BLOCK; i++) {
         const want = patternByte(seed, t, 0, s * BLOCK + i);
@@ -56,7 +52,7 @@ function assertPulled(dd: LLMDataDist, cache: Cache, src: number[], seed: number
 }
 
 function clear(dd: LLMDataDist, cache: Cache): void {
-  for (let t = 0; t < TENSORS; t++) bytesOf(dd, cache, t).fill(0xEE);
+  for (let t = 0; t < TENSORS; t++) cacheBytes(dd, cache, t).fill(0xEE);
 }
 
 async function setUp(
@@ -151,13 +147,13 @@ describe("repeat pulls from a linked PROMPT", () => {
         clear(decoder, rows);
         await m.pullCache(new CacheKeyByIdAndIndex(clusterId, id, 1), rows, 2);
         for (let t = 0; t < TENSORS; t++) {
-          const bytes = bytesOf(decoder, rows, t).subarray(2 * BLOCK, 3 * BLOCK);
+          const bytes = cacheBytes(decoder, rows, t).subarray(2 * BLOCK, 3 * BLOCK);
           assert.ok(bytes.every((b, j) => b === patternByte(5, t, 0, BLOCK + j)), `pullCache ${i}, tensor ${t}`);
         }
         clear(decoder, dst);
         await m.pullBlocks(new CacheKeyByIdAndIndex(clusterId, id, 0), dst, [], [1]);
         for (let t = 0; t < TENSORS; t++) {
-          const bytes = bytesOf(decoder, dst, t).subarray(BLOCK, 2 * BLOCK);
+          const bytes = cacheBytes(decoder, dst, t).subarray(BLOCK, 2 * BLOCK);
           assert.ok(bytes.every((b, j) => b === patternByte(5, t, 0, j)), `pullBlocks ${i}, tensor ${t}`);
         }
       }
@@ -207,7 +203,7 @@ describe("repeat pulls from a linked PROMPT", () => {
         await pulled;
         assert.equal(litter.length, 64);
         for (let t = 0; t < TENSORS; t++) {
-          const bytes = bytesOf(decoder, dst, t);
+          const bytes = cacheBytes(decoder, dst, t);
           for (const d of [0, 1, blocks >> 1, blocks - 1]) {
             const s = order[d];
             assert.equal(

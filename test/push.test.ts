@@ -59,7 +59,7 @@ const U8 = DataType.DT_UINT8;
 describe("CacheManager.pushBlocks / pushCache across processes", { timeout: 120_000 }, () => {
   test("into pooled and registered memory, layer ranges, by id; pulls of registered memory; every byte checked", async () => {
     const clusterId = freshClusterId();
-    const child = startChild("push_prompt_process.ts", {
+    await using child = startChild("push_prompt_process.ts", {
       clusterId: String(clusterId),
       remote: true,
       caches: [
@@ -72,192 +72,184 @@ describe("CacheManager.pushBlocks / pushCache across processes", { timeout: 120_
         { numTensors: 2, shape: [2, 128], dataType: U8, registered: true, seed: 23 }, // 6
       ],
     });
-    try {
-      const ready = await child.next();
-      const ids = (ready.cacheIds as string[]).map(BigInt);
-      await using decoder = await openManagerDecoder(true);
-      const m = decoder.cacheManager;
-      const blocks = await m.allocateBlocksCache(new CacheDesc(4, [16, 64], U8));
-      const rows = await m.allocateCache(new CacheDesc(4, [4, 256], U8));
-      seed(decoder, blocks, 7);
-      seed(decoder, rows, 9);
-      const cluster = await link(decoder, clusterId, ready.port as number);
+    const ready = await child.next();
+    const ids = (ready.cacheIds as string[]).map(BigInt);
+    await using decoder = await openManagerDecoder(true);
+    const m = decoder.cacheManager;
+    const blocks = await m.allocateBlocksCache(new CacheDesc(4, [16, 64], U8));
+    const rows = await m.allocateCache(new CacheDesc(4, [4, 256], U8));
+    seed(decoder, blocks, 7);
+    seed(decoder, rows, 9);
+    const cluster = await link(decoder, clusterId, ready.port as number);
 
-      // Into the PROMPT's pool, every layer; a source block twice.
-      const pairs = [[3, 1], [0, 2], [15, 15], [3, 4]];
-      await m.pushBlocks(new BlocksCacheKey(clusterId), blocks, pairs.map((p) => p[0]), pairs.map((p) => p[1]));
-      for (let t = 0; t < 4; t++) {
-        const spans = pairs.map(([s, d]) => ({ at: d * 64, length: 64, seed: 7, tensor: t, from: s * 64 }));
-        assertBytes(await dump(child, 0, t), spans, `pooled blocks, tensor ${t}`);
-      }
-      // One tensor per layer: tensor 3 into tensor 2, block 5 into block 6.
-      await m.pushBlocks(new BlocksCacheKey(clusterId, 0n), blocks, [5], [6], {
-        srcLayerRange: [3, 4],
-        dstLayerRange: [2, 3],
-        tensorNumPerLayer: 1,
-      });
-      assertBytes(
-        await dump(child, 0, 2),
-        [...pairs.map(([s, d]) => ({ at: d * 64, length: 64, seed: 7, tensor: 2, from: s * 64 })), {
-          at: 6 * 64,
-          length: 64,
-          seed: 7,
-          tensor: 3,
-          from: 5 * 64,
-        }],
-        "tensor 3 into tensor 2",
-      );
-
-      // Into registered memory (the socket): layer 1 here into layer 0 there.
-      await m.pushBlocks(new BlocksCacheKey(clusterId, 1n), blocks, [5, 6], [9, 0], {
-        srcLayerRange: { start: 1, stop: 2 },
-        dstLayerRange: [0, 1],
-      });
-      for (let t = 0; t < 4; t++) {
-        const spans = t < 2
-          ? [[5, 9], [6, 0]].map(([s, d]) => ({ at: d * 64, length: 64, seed: 7, tensor: t + 2, from: s * 64 }))
-          : [];
-        assertBytes(await dump(child, 1, t), spans, `registered blocks, tensor ${t}`);
-      }
-
-      // pushCache by id: row 1 here into row 3 of the pooled cache, then
-      // layer 0 of row 2 into layer 1 of row 0 of the registered one.
-      await m.pushCache(new CacheKeyByIdAndIndex(clusterId, ids[2], 3), rows, 1);
-      for (let t = 0; t < 4; t++) {
-        assertBytes(await dump(child, 2, t), [{ at: 768, length: 256, seed: 9, tensor: t, from: 256 }], `rows ${t}`);
-      }
-      await m.pushCache(new CacheKeyByIdAndIndex(clusterId, ids[3], 0), rows, 2, [0, 1], [1, 2]);
-      for (let t = 0; t < 4; t++) {
-        const spans = t >= 2 ? [{ at: 0, length: 256, seed: 9, tensor: t - 2, from: 512 }] : [];
-        assertBytes(await dump(child, 3, t), spans, `registered rows ${t}`);
-      }
-
-      // Pulls of the PROMPT's registered memory: blocks by key, a row by id.
-      const pulled = await m.allocateBlocksCache(new CacheDesc(4, [4, 64], U8));
-      await m.pullBlocks(new BlocksCacheKey(clusterId, 3n), pulled, [2, 7], [0, 3]);
-      for (let t = 0; t < 4; t++) {
-        assertBytes(
-          cacheBytes(decoder, pulled, t),
-          [[2, 0], [7, 3]].map(([s, d]) => ({ at: d * 64, length: 64, seed: 21, tensor: t, from: s * 64 })),
-          `pulled blocks ${t}`,
-        );
-      }
-      const pulledRows = await m.allocateCache(new CacheDesc(2, [3, 128], U8));
-      await m.pullCache(new CacheKeyByIdAndIndex(clusterId, ids[6], 1), pulledRows, 2);
-      for (let t = 0; t < 2; t++) {
-        assertBytes(
-          cacheBytes(decoder, pulledRows, t),
-          [{ at: 256, length: 128, seed: 23, tensor: t, from: 128 }],
-          `row ${t}`,
-        );
-      }
-      // Again: answers about memory outside the pools are never kept for a repeat
-      // pull (their bytes come under each LOOKUP's own pin).
-      for (let round = 0; round < 2; round++) {
-        const again = await m.allocateBlocksCache(new CacheDesc(4, [4, 64], U8));
-        await m.pullBlocks(new BlocksCacheKey(clusterId, 3n), again, [7], [1]);
-        for (let t = 0; t < 4; t++) {
-          assertBytes(
-            cacheBytes(decoder, again, t),
-            [{ at: 64, length: 64, seed: 21, tensor: t, from: 7 * 64 }],
-            `again ${t}`,
-          );
-        }
-        await m.pullCache(new CacheKeyByIdAndIndex(clusterId, ids[6], 1), pulledRows, 0);
-        assertBytes(
-          cacheBytes(decoder, pulledRows, 1),
-          [0, 256].map((at) => ({ at, length: 128, seed: 23, tensor: 1, from: 128 })),
-          "row again",
-        );
-        await m.deallocateBlocksCache(again);
-      }
-
-      // Refused by the PROMPT, or by what it answered.
-      await rejectsWithStatus(
-        m.pushBlocks(new BlocksCacheKey(clusterId, 2n), blocks, [0], [0]),
-        P,
-        /remote cache is not remote accessible/,
-      );
-      await rejectsWithStatus(m.pushBlocks(new BlocksCacheKey(clusterId), blocks, [0], [16]), P, /dst_block_index:16/);
-      await rejectsWithStatus(
-        m.pushBlocks(new BlocksCacheKey(clusterId, 9n), blocks, [0], [0]),
-        LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
-      );
-      await rejectsWithStatus(m.pushCache(new CacheKeyByIdAndIndex(clusterId, ids[2], 4), rows), P, /out of range/);
-      await rejectsWithStatus(
-        m.pushCache(new CacheKeyByIdAndIndex(clusterId, ids[2] + 100n, 0), rows),
-        LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
-      );
-      const narrow = await m.allocateCache(new CacheDesc(4, [2, 128], U8));
-      await rejectsWithStatus(
-        m.pushCache(new CacheKeyByIdAndIndex(clusterId, ids[2], 0), narrow),
-        P,
-        /src block size:128 and dst block size:256/,
-      );
-      await rejectsWithStatus(
-        m.pushBlocks(new BlocksCacheKey(clusterId), blocks, [0], [0], { srcLayerRange: [1, 3], dstLayerRange: [0, 2] }),
-        P,
-        /src tensors \[2, 6\) are out of range/,
-      );
-      const local = await m.registerBlocksCache(
-        new CacheDesc(4, [16, 64], U8),
-        [0, 1, 2, 3].map(() => new Uint8Array(1024)),
-      );
-      await decoder.unlinkClusters([cluster], 3000);
-      await rejectsWithStatus(
-        m.pushBlocks(new BlocksCacheKey(clusterId), blocks, [0], [0]),
-        LLMStatusCode.LLM_NOT_YET_LINK,
-      );
-      await m.unregisterCache(local.cacheId);
-    } finally {
-      await child.stop();
+    // Into the PROMPT's pool, every layer; a source block twice.
+    const pairs = [[3, 1], [0, 2], [15, 15], [3, 4]];
+    await m.pushBlocks(new BlocksCacheKey(clusterId), blocks, pairs.map((p) => p[0]), pairs.map((p) => p[1]));
+    for (let t = 0; t < 4; t++) {
+      const spans = pairs.map(([s, d]) => ({ at: d * 64, length: 64, seed: 7, tensor: t, from: s * 64 }));
+      assertBytes(await dump(child, 0, t), spans, `pooled blocks, tensor ${t}`);
     }
+    // One tensor per layer: tensor 3 into tensor 2, block 5 into block 6.
+    await m.pushBlocks(new BlocksCacheKey(clusterId, 0n), blocks, [5], [6], {
+      srcLayerRange: [3, 4],
+      dstLayerRange: [2, 3],
+      tensorNumPerLayer: 1,
+    });
+    assertBytes(
+      await dump(child, 0, 2),
+      [...pairs.map(([s, d]) => ({ at: d * 64, length: 64, seed: 7, tensor: 2, from: s * 64 })), {
+        at: 6 * 64,
+        length: 64,
+        seed: 7,
+        tensor: 3,
+        from: 5 * 64,
+      }],
+      "tensor 3 into tensor 2",
+    );
+
+    // Into registered memory (the socket): layer 1 here into layer 0 there.
+    await m.pushBlocks(new BlocksCacheKey(clusterId, 1n), blocks, [5, 6], [9, 0], {
+      srcLayerRange: { start: 1, stop: 2 },
+      dstLayerRange: [0, 1],
+    });
+    for (let t = 0; t < 4; t++) {
+      const spans = t < 2
+        ? [[5, 9], [6, 0]].map(([s, d]) => ({ at: d * 64, length: 64, seed: 7, tensor: t + 2, from: s * 64 }))
+        : [];
+      assertBytes(await dump(child, 1, t), spans, `registered blocks, tensor ${t}`);
+    }
+
+    // pushCache by id: row 1 here into row 3 of the pooled cache, then
+    // layer 0 of row 2 into layer 1 of row 0 of the registered one.
+    await m.pushCache(new CacheKeyByIdAndIndex(clusterId, ids[2], 3), rows, 1);
+    for (let t = 0; t < 4; t++) {
+      assertBytes(await dump(child, 2, t), [{ at: 768, length: 256, seed: 9, tensor: t, from: 256 }], `rows ${t}`);
+    }
+    await m.pushCache(new CacheKeyByIdAndIndex(clusterId, ids[3], 0), rows, 2, [0, 1], [1, 2]);
+    for (let t = 0; t < 4; t++) {
+      const spans = t >= 2 ? [{ at: 0, length: 256, seed: 9, tensor: t - 2, from: 512 }] : [];
+      assertBytes(await dump(child, 3, t), spans, `registered rows ${t}`);
+    }
+
+    // Pulls of the PROMPT's registered memory: blocks by key, a row by id.
+    const pulled = await m.allocateBlocksCache(new CacheDesc(4, [4, 64], U8));
+    await m.pullBlocks(new BlocksCacheKey(clusterId, 3n), pulled, [2, 7], [0, 3]);
+    for (let t = 0; t < 4; t++) {
+      assertBytes(
+        cacheBytes(decoder, pulled, t),
+        [[2, 0], [7, 3]].map(([s, d]) => ({ at: d * 64, length: 64, seed: 21, tensor: t, from: s * 64 })),
+        `pulled blocks ${t}`,
+      );
+    }
+    const pulledRows = await m.allocateCache(new CacheDesc(2, [3, 128], U8));
+    await m.pullCache(new CacheKeyByIdAndIndex(clusterId, ids[6], 1), pulledRows, 2);
+    for (let t = 0; t < 2; t++) {
+      assertBytes(
+        cacheBytes(decoder, pulledRows, t),
+        [{ at: 256, length: 128, seed: 23, tensor: t, from: 128 }],
+        `row ${t}`,
+      );
+    }
+    // Again: answers about memory outside the pools are never kept for a repeat
+    // pull (their bytes come under each LOOKUP's own pin).
+    for (let round = 0; round < 2; round++) {
+      const again = await m.allocateBlocksCache(new CacheDesc(4, [4, 64], U8));
+      await m.pullBlocks(new BlocksCacheKey(clusterId, 3n), again, [7], [1]);
+      for (let t = 0; t < 4; t++) {
+        assertBytes(
+          cacheBytes(decoder, again, t),
+          [{ at: 64, length: 64, seed: 21, tensor: t, from: 7 * 64 }],
+          `again ${t}`,
+        );
+      }
+      await m.pullCache(new CacheKeyByIdAndIndex(clusterId, ids[6], 1), pulledRows, 0);
+      assertBytes(
+        cacheBytes(decoder, pulledRows, 1),
+        [0, 256].map((at) => ({ at, length: 128, seed: 23, tensor: 1, from: 128 })),
+        "row again",
+      );
+      await m.deallocateBlocksCache(again);
+    }
+
+    // Refused by the PROMPT, or by what it answered.
+    await rejectsWithStatus(
+      m.pushBlocks(new BlocksCacheKey(clusterId, 2n), blocks, [0], [0]),
+      P,
+      /remote cache is not remote accessible/,
+    );
+    await rejectsWithStatus(m.pushBlocks(new BlocksCacheKey(clusterId), blocks, [0], [16]), P, /dst_block_index:16/);
+    await rejectsWithStatus(
+      m.pushBlocks(new BlocksCacheKey(clusterId, 9n), blocks, [0], [0]),
+      LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
+    );
+    await rejectsWithStatus(m.pushCache(new CacheKeyByIdAndIndex(clusterId, ids[2], 4), rows), P, /out of range/);
+    await rejectsWithStatus(
+      m.pushCache(new CacheKeyByIdAndIndex(clusterId, ids[2] + 100n, 0), rows),
+      LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
+    );
+    const narrow = await m.allocateCache(new CacheDesc(4, [2, 128], U8));
+    await rejectsWithStatus(
+      m.pushCache(new CacheKeyByIdAndIndex(clusterId, ids[2], 0), narrow),
+      P,
+      /src block size:128 and dst block size:256/,
+    );
+    await rejectsWithStatus(
+      m.pushBlocks(new BlocksCacheKey(clusterId), blocks, [0], [0], { srcLayerRange: [1, 3], dstLayerRange: [0, 2] }),
+      P,
+      /src tensors \[2, 6\) are out of range/,
+    );
+    const local = await m.registerBlocksCache(
+      new CacheDesc(4, [16, 64], U8),
+      [0, 1, 2, 3].map(() => new Uint8Array(1024)),
+    );
+    await decoder.unlinkClusters([cluster], 3000);
+    await rejectsWithStatus(
+      m.pushBlocks(new BlocksCacheKey(clusterId), blocks, [0], [0]),
+      LLMStatusCode.LLM_NOT_YET_LINK,
+    );
+    await m.unregisterCache(local.cacheId);
   });
 
   test("remote access: off here, off there, or not on the destination or the source cache", async () => {
     const clusterId = freshClusterId();
-    const child = startChild("push_prompt_process.ts", {
+    await using child = startChild("push_prompt_process.ts", {
       clusterId: String(clusterId),
       remote: false,
       caches: [{ numTensors: 2, shape: [4, 64], dataType: U8, blocksModelId: 0 }],
     });
-    try {
-      const ready = await child.next();
-      await using off = await openManagerDecoder(false);
-      const mine = await off.cacheManager.allocateBlocksCache(new CacheDesc(2, [4, 64], U8));
-      await rejectsWithStatus(
-        off.cacheManager.pushBlocks(new BlocksCacheKey(clusterId), mine, [0], [0]),
-        P,
-        /push_blocks is only supported while enable_remote_cache_accessible is True/,
-      );
-      await rejectsWithStatus(
-        off.cacheManager.pushCache(new CacheKeyByIdAndIndex(clusterId, 1n, 0), mine),
-        P,
-        /push_cache is only supported while enable_remote_cache_accessible is True/,
-      );
-      await using on = await openManagerDecoder(true);
-      // Registered HOST memory is not remote-accessible by default (upstream's default).
-      const host = await on.cacheManager.registerBlocksCache(
-        new CacheDesc(2, [4, 64], U8, Placement.HOST),
-        [new Uint8Array(256), new Uint8Array(256)],
-      );
-      const pooled = await on.cacheManager.allocateBlocksCache(new CacheDesc(2, [4, 64], U8));
-      await link(on, clusterId, ready.port as number);
-      await rejectsWithStatus(
-        on.cacheManager.pushBlocks(new BlocksCacheKey(clusterId), pooled, [0], [0]),
-        P,
-        /remote cache is not remote accessible/,
-      );
-      await rejectsWithStatus(
-        on.cacheManager.pushBlocks(new BlocksCacheKey(clusterId), host, [0], [0]),
-        P,
-        /local cache is not remote accessible/,
-      );
-      // Pulling from it still works.
-      await on.cacheManager.pullBlocks(new BlocksCacheKey(clusterId), pooled, [1], [1]);
-    } finally {
-      await child.stop();
-    }
+    const ready = await child.next();
+    await using off = await openManagerDecoder(false);
+    const mine = await off.cacheManager.allocateBlocksCache(new CacheDesc(2, [4, 64], U8));
+    await rejectsWithStatus(
+      off.cacheManager.pushBlocks(new BlocksCacheKey(clusterId), mine, [0], [0]),
+      P,
+      /push_blocks is only supported while enable_remote_cache_accessible is True/,
+    );
+    await rejectsWithStatus(
+      off.cacheManager.pushCache(new CacheKeyByIdAndIndex(clusterId, 1n, 0), mine),
+      P,
+      /push_cache is only supported while enable_remote_cache_accessible is True/,
+    );
+    await using on = await openManagerDecoder(true);
+    // Registered HOST memory is not remote-accessible by default (upstream's default).
+    const host = await on.cacheManager.registerBlocksCache(
+      new CacheDesc(2, [4, 64], U8, Placement.HOST),
+      [new Uint8Array(256), new Uint8Array(256)],
+    );
+    const pooled = await on.cacheManager.allocateBlocksCache(new CacheDesc(2, [4, 64], U8));
+    await link(on, clusterId, ready.port as number);
+    await rejectsWithStatus(
+      on.cacheManager.pushBlocks(new BlocksCacheKey(clusterId), pooled, [0], [0]),
+      P,
+      /remote cache is not remote accessible/,
+    );
+    await rejectsWithStatus(
+      on.cacheManager.pushBlocks(new BlocksCacheKey(clusterId), host, [0], [0]),
+      P,
+      /local cache is not remote accessible/,
+    );
+    // Pulling from it still works.
+    await on.cacheManager.pullBlocks(new BlocksCacheKey(clusterId), pooled, [1], [1]);
   });
 
   test("upstream's argument rules", async () => {
@@ -390,7 +382,7 @@ describe("CacheManager.pushBlocks / pushCache across processes", { timeout: 120_
 describe("CacheManager.transferCacheAsync", { timeout: 120_000 }, () => {
   test("layer by layer behind an async synchronizer, to blocks by key; results per target", async () => {
     const clusterId = freshClusterId();
-    const child = startChild("push_prompt_process.ts", {
+    await using child = startChild("push_prompt_process.ts", {
       clusterId: String(clusterId),
       remote: true,
       caches: [
@@ -398,132 +390,128 @@ describe("CacheManager.transferCacheAsync", { timeout: 120_000 }, () => {
         { numTensors: 8, shape: [2, 256], dataType: U8 },
       ],
     });
-    try {
-      const ready = await child.next();
-      const ids = (ready.cacheIds as string[]).map(BigInt);
-      await using decoder = await openManagerDecoder(true);
-      const m = decoder.cacheManager;
-      const src = await m.allocateBlocksCache(new CacheDesc(8, [16, 64], U8));
-      seed(decoder, src, 7);
-      await link(decoder, clusterId, ready.port as number);
-      const released: number[] = [];
-      const seen: string[] = [];
-      const synchronizer = {
-        async synchronizeLayer(layer: number, timeoutMs: number | undefined) {
-          assert.equal(timeoutMs, undefined);
-          // When layer i is released, layer i - 1 has arrived and layer i has not.
-          if (layer > 0) {
-            const before = await dump(child, 0, 2 * (layer - 1));
-            const now = await dump(child, 0, 2 * layer);
-            seen.push(`${before[10 * 64] === patternByte(7, 2 * (layer - 1), 0, 64)}/${now[10 * 64] === 0}`);
-          }
-          await sleep(3);
-          released.push(layer);
-          return true;
-        },
-      };
+    const ready = await child.next();
+    const ids = (ready.cacheIds as string[]).map(BigInt);
+    await using decoder = await openManagerDecoder(true);
+    const m = decoder.cacheManager;
+    const src = await m.allocateBlocksCache(new CacheDesc(8, [16, 64], U8));
+    seed(decoder, src, 7);
+    await link(decoder, clusterId, ready.port as number);
+    const released: number[] = [];
+    const seen: string[] = [];
+    const synchronizer = {
+      async synchronizeLayer(layer: number, timeoutMs: number | undefined) {
+        assert.equal(timeoutMs, undefined);
+        // When layer i is released, layer i - 1 has arrived and layer i has not.
+        if (layer > 0) {
+          const before = await dump(child, 0, 2 * (layer - 1));
+          const now = await dump(child, 0, 2 * layer);
+          seen.push(`${before[10 * 64] === patternByte(7, 2 * (layer - 1), 0, 64)}/${now[10 * 64] === 0}`);
+        }
+        await sleep(3);
+        released.push(layer);
+        return true;
+      },
+    };
+    const task = m.transferCacheAsync(
+      src,
+      synchronizer,
+      [new TransferWithCacheKeyConfig(new BlocksCacheKey(clusterId), [0, 4], [0, 4])],
+      [1, 2],
+      [10, 11],
+    );
+    assert.equal(await task.synchronize(10_000), LLMStatusCode.LLM_SUCCESS);
+    assert.deepEqual(await task.getResults(), [LLMStatusCode.LLM_SUCCESS]);
+    assert.deepEqual(released, [0, 1, 2, 3]);
+    assert.deepEqual(seen, ["true/true", "true/true", "true/true"]);
+    for (let t = 0; t < 8; t++) {
+      const spans = [[1, 10], [2, 11]].map(([s, d]) => ({
+        at: d * 64,
+        length: 64,
+        seed: 7,
+        tensor: t,
+        from: s * 64,
+      }));
+      assertBytes(await dump(child, 0, t), spans, `tensor ${t}`);
+    }
+
+    // By CacheKeyByIdAndIndex: layers 1 and 2 of row 0 here into layers 0 and 1 of row 1 there.
+    const rows = await m.allocateCache(new CacheDesc(8, [1, 256], U8));
+    seed(decoder, rows, 17);
+    const byId = m.transferCacheAsync(rows, { synchronizeLayer: () => true }, [
+      new TransferWithCacheKeyConfig(new CacheKeyByIdAndIndex(clusterId, ids[1], 1), [1, 3], [0, 2]),
+    ]);
+    assert.deepEqual(await byId.getResults(10_000), [LLMStatusCode.LLM_SUCCESS]);
+    for (let t = 0; t < 8; t++) {
+      const spans = t < 4 ? [{ at: 256, length: 256, seed: 17, tensor: t + 2, from: 0 }] : [];
+      assertBytes(await dump(child, 1, t), spans, `rows, tensor ${t}`);
+    }
+
+    // Two targets: one done after layer 0, then one not linked, which ends the transfer.
+    const other = freshClusterId();
+    const two = m.transferCacheAsync(
+      src,
+      { synchronizeLayer: () => true },
+      [
+        new TransferWithCacheKeyConfig(new BlocksCacheKey(clusterId), [0, 1], [3, 4]),
+        new TransferWithCacheKeyConfig(new BlocksCacheKey(other), [0, 1], [0, 1]),
+      ],
+      [5],
+      [5],
+    );
+    assert.deepEqual(await two.getResults(10_000), [LLMStatusCode.LLM_SUCCESS, LLMStatusCode.LLM_NOT_YET_LINK]);
+    assert.equal(await two.synchronize(), LLMStatusCode.LLM_NOT_YET_LINK);
+    assertBytes(
+      await dump(child, 0, 6),
+      [...[[1, 10], [2, 11]].map(([s, d]) => ({ at: d * 64, length: 64, seed: 7, tensor: 6, from: s * 64 })), {
+        at: 5 * 64,
+        length: 64,
+        seed: 7,
+        tensor: 0,
+        from: 5 * 64,
+      }],
+      "layer 0 into layer 3",
+    );
+
+    // A synchronizer that says no at layer 1, one that throws: that layer's
+    // targets get LLM_PARAM_INVALID; layer 0 went.
+    for (const refuse of [() => false, () => Promise.reject(new Error("no")), () => Promise.resolve(false)]) {
       const task = m.transferCacheAsync(
         src,
-        synchronizer,
-        [new TransferWithCacheKeyConfig(new BlocksCacheKey(clusterId), [0, 4], [0, 4])],
-        [1, 2],
-        [10, 11],
-      );
-      assert.equal(await task.synchronize(10_000), LLMStatusCode.LLM_SUCCESS);
-      assert.deepEqual(await task.getResults(), [LLMStatusCode.LLM_SUCCESS]);
-      assert.deepEqual(released, [0, 1, 2, 3]);
-      assert.deepEqual(seen, ["true/true", "true/true", "true/true"]);
-      for (let t = 0; t < 8; t++) {
-        const spans = [[1, 10], [2, 11]].map(([s, d]) => ({
-          at: d * 64,
-          length: 64,
-          seed: 7,
-          tensor: t,
-          from: s * 64,
-        }));
-        assertBytes(await dump(child, 0, t), spans, `tensor ${t}`);
-      }
-
-      // By CacheKeyByIdAndIndex: layers 1 and 2 of row 0 here into layers 0 and 1 of row 1 there.
-      const rows = await m.allocateCache(new CacheDesc(8, [1, 256], U8));
-      seed(decoder, rows, 17);
-      const byId = m.transferCacheAsync(rows, { synchronizeLayer: () => true }, [
-        new TransferWithCacheKeyConfig(new CacheKeyByIdAndIndex(clusterId, ids[1], 1), [1, 3], [0, 2]),
-      ]);
-      assert.deepEqual(await byId.getResults(10_000), [LLMStatusCode.LLM_SUCCESS]);
-      for (let t = 0; t < 8; t++) {
-        const spans = t < 4 ? [{ at: 256, length: 256, seed: 17, tensor: t + 2, from: 0 }] : [];
-        assertBytes(await dump(child, 1, t), spans, `rows, tensor ${t}`);
-      }
-
-      // Two targets: one done after layer 0, then one not linked, which ends the transfer.
-      const other = freshClusterId();
-      const two = m.transferCacheAsync(
-        src,
-        { synchronizeLayer: () => true },
-        [
-          new TransferWithCacheKeyConfig(new BlocksCacheKey(clusterId), [0, 1], [3, 4]),
-          new TransferWithCacheKeyConfig(new BlocksCacheKey(other), [0, 1], [0, 1]),
-        ],
-        [5],
-        [5],
-      );
-      assert.deepEqual(await two.getResults(10_000), [LLMStatusCode.LLM_SUCCESS, LLMStatusCode.LLM_NOT_YET_LINK]);
-      assert.equal(await two.synchronize(), LLMStatusCode.LLM_NOT_YET_LINK);
-      assertBytes(
-        await dump(child, 0, 6),
-        [...[[1, 10], [2, 11]].map(([s, d]) => ({ at: d * 64, length: 64, seed: 7, tensor: 6, from: s * 64 })), {
-          at: 5 * 64,
-          length: 64,
-          seed: 7,
-          tensor: 0,
-          from: 5 * 64,
-        }],
-        "layer 0 into layer 3",
-      );
-
-      // A synchronizer that says no at layer 1, one that throws: that layer's
-      // targets get LLM_PARAM_INVALID; layer 0 went.
-      for (const refuse of [() => false, () => Promise.reject(new Error("no")), () => Promise.resolve(false)]) {
-        const task = m.transferCacheAsync(
-          src,
-          { synchronizeLayer: (l: number) => (l === 0 ? true : refuse()) },
-          [
-            new TransferWithCacheKeyConfig(new BlocksCacheKey(clusterId), [0, 4], [0, 4]),
-          ],
-          [3],
-          [12],
-        );
-        assert.equal(await task.synchronize(10_000), P);
-        assert.deepEqual(await task.getResults(), [P]);
-      }
-      assertBytes(
-        await dump(child, 0, 1),
-        [[1, 10], [2, 11], [3, 12]].map(([s, d]) => ({ at: d * 64, length: 64, seed: 7, tensor: 1, from: s * 64 })),
-        "layer 0 only",
-      );
-      assert.equal((await dump(child, 0, 2))[12 * 64], 0);
-
-      // One that never answers: TIMEOUT while it waits.
-      const stuck = m.transferCacheAsync(
-        src,
-        { synchronizeLayer: () => new Promise<boolean>(() => {}) },
+        { synchronizeLayer: (l: number) => (l === 0 ? true : refuse()) },
         [
           new TransferWithCacheKeyConfig(new BlocksCacheKey(clusterId), [0, 4], [0, 4]),
         ],
-        [0],
-        [0],
+        [3],
+        [12],
       );
-      assert.equal(await stuck.synchronize(30), LLMStatusCode.LLM_TIMEOUT);
-      assert.deepEqual(await stuck.getResults(0), [LLMStatusCode.LLM_TIMEOUT]);
-    } finally {
-      await child.stop();
+      assert.equal(await task.synchronize(10_000), P);
+      assert.deepEqual(await task.getResults(), [P]);
     }
+    assertBytes(
+      await dump(child, 0, 1),
+      [[1, 10], [2, 11], [3, 12]].map(([s, d]) => ({ at: d * 64, length: 64, seed: 7, tensor: 1, from: s * 64 })),
+      "layer 0 only",
+    );
+    assert.equal((await dump(child, 0, 2))[12 * 64], 0);
+
+    // One that never answers: TIMEOUT while it waits.
+    const stuck = m.transferCacheAsync(
+      src,
+      { synchronizeLayer: () => new Promise<boolean>(() => {}) },
+      [
+        new TransferWithCacheKeyConfig(new BlocksCacheKey(clusterId), [0, 4], [0, 4]),
+      ],
+      [0],
+      [0],
+    );
+    assert.equal(await stuck.synchronize(30), LLMStatusCode.LLM_TIMEOUT);
+    assert.deepEqual(await stuck.getResults(0), [LLMStatusCode.LLM_TIMEOUT]);
   });
 
   test("from a cache into blocks by BlocksCacheKey, and from blocks to a CacheKeyByIdAndIndex", async () => {
     const clusterId = freshClusterId();
-    const child = startChild("push_prompt_process.ts", {
+    await using child = startChild("push_prompt_process.ts", {
       clusterId: String(clusterId),
       remote: true,
       caches: [
@@ -531,88 +519,84 @@ describe("CacheManager.transferCacheAsync", { timeout: 120_000 }, () => {
         { numTensors: 4, shape: [16, 64], dataType: U8 }, // 1: named by id
       ],
     });
-    try {
-      const ready = await child.next();
-      const ids = (ready.cacheIds as string[]).map(BigInt);
-      await using decoder = await openManagerDecoder(true);
-      const m = decoder.cacheManager;
-      const rows = await m.allocateCache(new CacheDesc(4, [2, 256], U8));
-      const blocks = await m.allocateBlocksCache(new CacheDesc(4, [16, 64], U8));
-      seed(decoder, rows, 31);
-      seed(decoder, blocks, 37);
-      await link(decoder, clusterId, ready.port as number);
-      const all = { synchronizeLayer: () => true };
+    const ready = await child.next();
+    const ids = (ready.cacheIds as string[]).map(BigInt);
+    await using decoder = await openManagerDecoder(true);
+    const m = decoder.cacheManager;
+    const rows = await m.allocateCache(new CacheDesc(4, [2, 256], U8));
+    const blocks = await m.allocateBlocksCache(new CacheDesc(4, [16, 64], U8));
+    seed(decoder, rows, 31);
+    seed(decoder, blocks, 37);
+    await link(decoder, clusterId, ready.port as number);
+    const all = { synchronizeLayer: () => true };
 
-      // The cache (two rows of 256 bytes a tensor) cut into blocks of 64 from row 0
-      // on, as upstream: block j to dst[j], block 4 being row 1's first.
-      const dst = [13, 2, 7, 9, 6];
-      const cut = m.transferCacheAsync(
+    // The cache (two rows of 256 bytes a tensor) cut into blocks of 64 from row 0
+    // on, as upstream: block j to dst[j], block 4 being row 1's first.
+    const dst = [13, 2, 7, 9, 6];
+    const cut = m.transferCacheAsync(
+      rows,
+      all,
+      [new TransferWithCacheKeyConfig(new BlocksCacheKey(clusterId), [0, 2], [0, 2])],
+      undefined,
+      dst,
+      64,
+    );
+    assert.deepEqual(await cut.getResults(10_000), [LLMStatusCode.LLM_SUCCESS]);
+    for (let t = 0; t < 4; t++) {
+      const spans = dst.map((d, j) => ({ at: d * 64, length: 64, seed: 31, tensor: t, from: j * 64 }));
+      assertBytes(await dump(child, 0, t), spans, `cache into blocks, tensor ${t}`);
+    }
+    // A size that is not the destination's block size; a block past the tensor.
+    for (const [size, list] of [[128, [0]], [64, [0, 1, 2, 3, 4, 5, 6, 7, 8]]] as const) {
+      const bad = m.transferCacheAsync(
         rows,
         all,
         [new TransferWithCacheKeyConfig(new BlocksCacheKey(clusterId), [0, 2], [0, 2])],
         undefined,
-        dst,
-        64,
+        [...list],
+        size,
       );
-      assert.deepEqual(await cut.getResults(10_000), [LLMStatusCode.LLM_SUCCESS]);
-      for (let t = 0; t < 4; t++) {
-        const spans = dst.map((d, j) => ({ at: d * 64, length: 64, seed: 31, tensor: t, from: j * 64 }));
-        assertBytes(await dump(child, 0, t), spans, `cache into blocks, tensor ${t}`);
-      }
-      // A size that is not the destination's block size; a block past the tensor.
-      for (const [size, list] of [[128, [0]], [64, [0, 1, 2, 3, 4, 5, 6, 7, 8]]] as const) {
-        const bad = m.transferCacheAsync(
-          rows,
-          all,
-          [new TransferWithCacheKeyConfig(new BlocksCacheKey(clusterId), [0, 2], [0, 2])],
-          undefined,
-          [...list],
-          size,
-        );
-        assert.deepEqual(await bad.getResults(10_000), [P], `size ${size}, ${list.length} blocks`);
-      }
-
-      // Blocks 3 and 4 into blocks 11 and 0 of the cache named by id (batch index 0).
-      const byId = m.transferCacheAsync(
-        blocks,
-        all,
-        [new TransferWithCacheKeyConfig(new CacheKeyByIdAndIndex(clusterId, ids[1], 0), [0, 2], [0, 2])],
-        [3, 4],
-        [11, 0],
-      );
-      assert.deepEqual(await byId.getResults(10_000), [LLMStatusCode.LLM_SUCCESS]);
-      for (let t = 0; t < 4; t++) {
-        const spans = [[3, 11], [4, 0]].map(([s, d]) => ({
-          at: d * 64,
-          length: 64,
-          seed: 37,
-          tensor: t,
-          from: s * 64,
-        }));
-        assertBytes(await dump(child, 1, t), spans, `blocks by id, tensor ${t}`);
-      }
-      // Blocks name batch index 0; a row into blocks by id stays unsupported here.
-      const row1 = m.transferCacheAsync(
-        blocks,
-        all,
-        [new TransferWithCacheKeyConfig(new CacheKeyByIdAndIndex(clusterId, ids[1], 1), [0, 2], [0, 2])],
-        [3],
-        [12],
-      );
-      assert.deepEqual(await row1.getResults(10_000), [P]);
-      const rowsById = m.transferCacheAsync(
-        rows,
-        all,
-        [new TransferWithCacheKeyConfig(new CacheKeyByIdAndIndex(clusterId, ids[1], 0), [0, 2], [0, 2])],
-        undefined,
-        [12],
-        64,
-      );
-      assert.deepEqual(await rowsById.getResults(10_000), [LLMStatusCode.LLM_FEATURE_NOT_ENABLED]);
-      assert.equal((await dump(child, 1, 0))[12 * 64], 0);
-    } finally {
-      await child.stop();
+      assert.deepEqual(await bad.getResults(10_000), [P], `size ${size}, ${list.length} blocks`);
     }
+
+    // Blocks 3 and 4 into blocks 11 and 0 of the cache named by id (batch index 0).
+    const byId = m.transferCacheAsync(
+      blocks,
+      all,
+      [new TransferWithCacheKeyConfig(new CacheKeyByIdAndIndex(clusterId, ids[1], 0), [0, 2], [0, 2])],
+      [3, 4],
+      [11, 0],
+    );
+    assert.deepEqual(await byId.getResults(10_000), [LLMStatusCode.LLM_SUCCESS]);
+    for (let t = 0; t < 4; t++) {
+      const spans = [[3, 11], [4, 0]].map(([s, d]) => ({
+        at: d * 64,
+        length: 64,
+        seed: 37,
+        tensor: t,
+        from: s * 64,
+      }));
+      assertBytes(await dump(child, 1, t), spans, `blocks by id, tensor ${t}`);
+    }
+    // Blocks name batch index 0; a row into blocks by id stays unsupported here.
+    const row1 = m.transferCacheAsync(
+      blocks,
+      all,
+      [new TransferWithCacheKeyConfig(new CacheKeyByIdAndIndex(clusterId, ids[1], 1), [0, 2], [0, 2])],
+      [3],
+      [12],
+    );
+    assert.deepEqual(await row1.getResults(10_000), [P]);
+    const rowsById = m.transferCacheAsync(
+      rows,
+      all,
+      [new TransferWithCacheKeyConfig(new CacheKeyByIdAndIndex(clusterId, ids[1], 0), [0, 2], [0, 2])],
+      undefined,
+      [12],
+      64,
+    );
+    assert.deepEqual(await rowsById.getResults(10_000), [LLMStatusCode.LLM_FEATURE_NOT_ENABLED]);
+    assert.equal((await dump(child, 1, 0))[12 * 64], 0);
   });
 
   test("a PROMPT killed between two layers: that target's result is LLM_LINK_FAILED, no hang", async () => {
@@ -648,79 +632,75 @@ describe("CacheManager.transferCacheAsync", { timeout: 120_000 }, () => {
 
   test("TransferConfig: rows to the addresses of a PROMPT's registered memory, only there", async () => {
     const clusterId = freshClusterId();
-    const child = startChild("push_prompt_process.ts", {
+    await using child = startChild("push_prompt_process.ts", {
       clusterId: String(clusterId),
       remote: false,
       caches: [{ numTensors: 4, shape: [2, 256], dataType: U8, registered: true }],
     });
-    try {
-      const ready = await child.next();
-      const addrs = (ready.addrs as string[][])[0].map(BigInt);
-      await using decoder = await openManagerDecoder(false);
-      const m = decoder.cacheManager;
-      const src = await m.allocateCache(new CacheDesc(4, [3, 256], U8));
-      seed(decoder, src, 31);
-      await link(decoder, clusterId, ready.port as number);
-      // Layer 1 (tensors 2, 3), row 2, into row 1 of tensors 0 and 1 there.
-      const task = m.transferCacheAsync(src, { synchronizeLayer: () => Promise.resolve(true) }, [
-        new TransferConfig(clusterId, [addrs[0] + 256n, addrs[1] + 256n], [1, 2], 2),
-      ]);
-      assert.equal(await task.synchronize(10_000), LLMStatusCode.LLM_SUCCESS);
-      for (let t = 0; t < 4; t++) {
-        const spans = t < 2 ? [{ at: 256, length: 256, seed: 31, tensor: t + 2, from: 512 }] : [];
-        assertBytes(await dump(child, 0, t), spans, `tensor ${t}`);
-      }
-      // A row to blocks: row 0 of layer 0 cut into 64-byte blocks, chunks 0..1 to blocks 3, 0.
-      const blocksTask = m.transferCacheAsync(
-        src,
-        { synchronizeLayer: () => true },
-        [
-          new TransferConfig(clusterId, [addrs[2], addrs[3]], [0, 1]),
-        ],
-        undefined,
-        [3, 0],
-        64,
-      );
-      assert.equal(await blocksTask.synchronize(10_000), LLMStatusCode.LLM_SUCCESS);
-      assertBytes(
-        await dump(child, 0, 2),
-        [[0, 3], [1, 0]].map(([s, d]) => ({ at: d * 64, length: 64, seed: 31, tensor: 0, from: s * 64 })),
-        "blocks of tensor 2",
-      );
-      // An empty source list is no list (upstream): the same row to blocks 1 and 2 too (tensor 3
-      // holds src tensor 1's chunks in blocks 3 and 0 from the transfer above).
-      const emptySrc = m.transferCacheAsync(
-        src,
-        { synchronizeLayer: () => true },
-        [new TransferConfig(clusterId, [addrs[2], addrs[3]], [0, 1])],
-        [],
-        [1, 2],
-        64,
-      );
-      assert.equal(await emptySrc.synchronize(10_000), LLMStatusCode.LLM_SUCCESS);
-      assertBytes(
-        await dump(child, 0, 3),
-        [[0, 3], [1, 0], [0, 1], [1, 2]].map(([s, d]) => ({
-          at: d * 64,
-          length: 64,
-          seed: 31,
-          tensor: 1,
-          from: s * 64,
-        })),
-        "blocks of tensor 3",
-      );
-      // An address that is no registered memory there: refused, nothing written.
-      const stray = m.transferCacheAsync(src, { synchronizeLayer: () => true }, [
-        new TransferConfig(clusterId, [0x1000n, 0x2000n], [0, 1]),
-      ]);
-      assert.deepEqual(await stray.getResults(10_000), [P]);
-      const beyond = m.transferCacheAsync(src, { synchronizeLayer: () => true }, [
-        new TransferConfig(clusterId, [addrs[0] + 300n, addrs[1]], [0, 1]),
-      ]);
-      assert.deepEqual(await beyond.getResults(10_000), [P]);
-    } finally {
-      await child.stop();
+    const ready = await child.next();
+    const addrs = (ready.addrs as string[][])[0].map(BigInt);
+    await using decoder = await openManagerDecoder(false);
+    const m = decoder.cacheManager;
+    const src = await m.allocateCache(new CacheDesc(4, [3, 256], U8));
+    seed(decoder, src, 31);
+    await link(decoder, clusterId, ready.port as number);
+    // Layer 1 (tensors 2, 3), row 2, into row 1 of tensors 0 and 1 there.
+    const task = m.transferCacheAsync(src, { synchronizeLayer: () => Promise.resolve(true) }, [
+      new TransferConfig(clusterId, [addrs[0] + 256n, addrs[1] + 256n], [1, 2], 2),
+    ]);
+    assert.equal(await task.synchronize(10_000), LLMStatusCode.LLM_SUCCESS);
+    for (let t = 0; t < 4; t++) {
+      const spans = t < 2 ? [{ at: 256, length: 256, seed: 31, tensor: t + 2, from: 512 }] : [];
+      assertBytes(await dump(child, 0, t), spans, `tensor ${t}`);
     }
+    // A row to blocks: row 0 of layer 0 cut into 64-byte blocks, chunks 0..1 to blocks 3, 0.
+    const blocksTask = m.transferCacheAsync(
+      src,
+      { synchronizeLayer: () => true },
+      [
+        new TransferConfig(clusterId, [addrs[2], addrs[3]], [0, 1]),
+      ],
+      undefined,
+      [3, 0],
+      64,
+    );
+    assert.equal(await blocksTask.synchronize(10_000), LLMStatusCode.LLM_SUCCESS);
+    assertBytes(
+      await dump(child, 0, 2),
+      [[0, 3], [1, 0]].map(([s, d]) => ({ at: d * 64, length: 64, seed: 31, tensor: 0, from: s * 64 })),
+      "blocks of tensor 2",
+    );
+    // An empty source list is no list (upstream): the same row to blocks 1 and 2 too (tensor 3
+    // holds src tensor 1's chunks in blocks 3 and 0 from the transfer above).
+    const emptySrc = m.transferCacheAsync(
+      src,
+      { synchronizeLayer: () => true },
+      [new TransferConfig(clusterId, [addrs[2], addrs[3]], [0, 1])],
+      [],
+      [1, 2],
+      64,
+    );
+    assert.equal(await emptySrc.synchronize(10_000), LLMStatusCode.LLM_SUCCESS);
+    assertBytes(
+      await dump(child, 0, 3),
+      [[0, 3], [1, 0], [0, 1], [1, 2]].map(([s, d]) => ({
+        at: d * 64,
+        length: 64,
+        seed: 31,
+        tensor: 1,
+        from: s * 64,
+      })),
+      "blocks of tensor 3",
+    );
+    // An address that is no registered memory there: refused, nothing written.
+    const stray = m.transferCacheAsync(src, { synchronizeLayer: () => true }, [
+      new TransferConfig(clusterId, [0x1000n, 0x2000n], [0, 1]),
+    ]);
+    assert.deepEqual(await stray.getResults(10_000), [P]);
+    const beyond = m.transferCacheAsync(src, { synchronizeLayer: () => true }, [
+      new TransferConfig(clusterId, [addrs[0] + 300n, addrs[1]], [0, 1]),
+    ]);
+    assert.deepEqual(await beyond.getResults(10_000), [P]);
   });
 
   test("upstream's argument rules", async () => {

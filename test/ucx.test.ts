@@ -23,7 +23,7 @@ import {
 import { startChild } from "./support/children.ts";
 import { fillPattern, firstMismatch, patternByte } from "./support/pattern.ts";
 import { freshClusterId, rejectsWithStatus, sleep } from "./helpers.ts";
-import { assertRow, dump, kvBytes, link, LOOPBACK } from "./support/links.ts";
+import { assertRow, cacheBytes, dump, kvBytes, link, LOOPBACK } from "./support/links.ts";
 
 // The children (the PROMPTs) inherit this: their UCP workers offer TCP only, so
 // every link below reads over TCP whatever this process's UCX would pick.
@@ -105,7 +105,7 @@ describe("links over UCX (TCP on loopback)", () => {
         DataType.DT_BOOL,
       ];
       const clusterId = freshClusterId();
-      const child = startChild("prompt_process.ts", {
+      await using child = startChild("prompt_process.ts", {
         clusterId: String(clusterId),
         devices: [0, 1],
         caches: types.map((dataType, n) => ({
@@ -116,37 +116,33 @@ describe("links over UCX (TCP on loopback)", () => {
           keys: [[100 + n, 0]],
         })),
       });
-      try {
-        const ready = await child.next();
-        const ids = (ready.cacheIds as string[]).map(BigInt);
-        await using decoder = await openDecoder({ devices: [0, 1] });
-        await link(decoder, clusterId, ready.port as number);
-        const m = decoder.kvCacheManager;
-        // Memory freed by one round is reused by the next: start from zeros.
-        const zeroed = async (desc: CacheDesc) => {
-          const cache = await m.allocateCache(desc);
-          for (let t = 0; t < 3; t++) for (const d of [0, 1]) kvBytes(decoder, cache, t, d).fill(0);
-          return cache;
-        };
-        for (const [n, dataType] of types.entries()) {
-          const target = await zeroed(new CacheDesc(3, [4, 4, 16], dataType));
-          // By key: row 0 of the source into row 2; the key is consumed.
-          await m.pullCache(new CacheKey(clusterId, BigInt(100 + n)), target, 2);
-          const row = target.cacheDesc.size / 4;
-          assertRow(decoder, target, 2, n + 1, 0, row, [0, 1]);
-          await rejectsWithStatus(
-            m.pullCache(new CacheKey(clusterId, BigInt(100 + n)), target, 2),
-            LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
-          );
-          // By id, part of row 2: nothing else moves.
-          const part = await zeroed(new CacheDesc(3, [2, 4, 16], dataType));
-          await m.pullCache(new CacheKeyByIdAndIndex(clusterId, ids[n], 2), part, 1, 24);
-          assertRow(decoder, part, 1, n + 1, 2, 24, [0, 1]);
-          await m.deallocateCache(target);
-          await m.deallocateCache(part);
-        }
-      } finally {
-        await child.stop();
+      const ready = await child.next();
+      const ids = (ready.cacheIds as string[]).map(BigInt);
+      await using decoder = await openDecoder({ devices: [0, 1] });
+      await link(decoder, clusterId, ready.port as number);
+      const m = decoder.kvCacheManager;
+      // Memory freed by one round is reused by the next: start from zeros.
+      const zeroed = async (desc: CacheDesc) => {
+        const cache = await m.allocateCache(desc);
+        for (let t = 0; t < 3; t++) for (const d of [0, 1]) kvBytes(decoder, cache, t, d).fill(0);
+        return cache;
+      };
+      for (const [n, dataType] of types.entries()) {
+        const target = await zeroed(new CacheDesc(3, [4, 4, 16], dataType));
+        // By key: row 0 of the source into row 2; the key is consumed.
+        await m.pullCache(new CacheKey(clusterId, BigInt(100 + n)), target, 2);
+        const row = target.cacheDesc.size / 4;
+        assertRow(decoder, target, 2, n + 1, 0, row, [0, 1]);
+        await rejectsWithStatus(
+          m.pullCache(new CacheKey(clusterId, BigInt(100 + n)), target, 2),
+          LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
+        );
+        // By id, part of row 2: nothing else moves.
+        const part = await zeroed(new CacheDesc(3, [2, 4, 16], dataType));
+        await m.pullCache(new CacheKeyByIdAndIndex(clusterId, ids[n], 2), part, 1, 24);
+        assertRow(decoder, part, 1, n + 1, 2, 24, [0, 1]);
+        await m.deallocateCache(target);
+        await m.deallocateCache(part);
       }
     },
   );
@@ -154,21 +150,17 @@ describe("links over UCX (TCP on loopback)", () => {
   test("whole caches of one row: contiguous tensors in one read each, several MiB", { timeout: 120_000 }, async () => {
     const clusterId = freshClusterId();
     const size = 6 << 20; // more than one read of UCX_GET_BYTES
-    const child = startChild("prompt_process.ts", {
+    await using child = startChild("prompt_process.ts", {
       clusterId: String(clusterId),
       poolBytes: 4 * size,
       caches: [{ numTensors: 2, shape: [1, size], dataType: DataType.DT_UINT8, seed: 21, keys: [[1, 0]] }],
     });
-    try {
-      const ready = await child.next();
-      await using decoder = await openDecoder({ poolBytes: 4 * size });
-      await link(decoder, clusterId, ready.port as number);
-      const target = await decoder.kvCacheManager.allocateCache(new CacheDesc(2, [1, size], DataType.DT_UINT8));
-      await decoder.kvCacheManager.pullCache(new CacheKey(clusterId, 1n), target);
-      assertRow(decoder, target, 0, 21, 0, size, [0]);
-    } finally {
-      await child.stop();
-    }
+    const ready = await child.next();
+    await using decoder = await openDecoder({ poolBytes: 4 * size });
+    await link(decoder, clusterId, ready.port as number);
+    const target = await decoder.kvCacheManager.allocateCache(new CacheDesc(2, [1, size], DataType.DT_UINT8));
+    await decoder.kvCacheManager.pullCache(new CacheKey(clusterId, 1n), target);
+    assertRow(decoder, target, 0, 21, 0, size, [0]);
   });
 
   test(
@@ -177,7 +169,7 @@ describe("links over UCX (TCP on loopback)", () => {
     async () => {
       const FILL = 0xEE;
       const clusterId = freshClusterId();
-      const child = startChild("blocks_prompt_process.ts", {
+      await using child = startChild("blocks_prompt_process.ts", {
         clusterId: String(clusterId),
         caches: [
           // 4 tensors (2 layers) of 16 blocks of [8, 4] FP16: 64-byte blocks
@@ -186,92 +178,85 @@ describe("links over UCX (TCP on loopback)", () => {
           { numTensors: 4, shape: [2, 128], dataType: DataType.DT_INT32, seed: 11, keys: [[7, 0]] },
         ],
       });
-      try {
-        const ready = await child.next();
-        const ids = (ready.cacheIds as string[]).map(BigInt);
-        await using decoder = await openDecoder({ cacheManager: true, poolBytes: 16 << 20 });
-        const m = decoder.cacheManager;
-        const bytesOf = (cache: Cache, t: number) => {
-          const view = m.getCacheTensorViews(cache, t)[0];
-          return new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
-        };
-        const fill = (cache: Cache) => {
-          for (let t = 0; t < cache.cacheDesc.numTensors; t++) bytesOf(cache, t).fill(FILL);
-        };
-        const check = (
-          cache: Cache,
-          copies: { dstTensor: number; srcTensor: number; dst: number; srcOffset: number }[],
-          seed: number,
-        ) => {
-          const block = cache.cacheDesc.size / cache.cacheDesc.batchSize;
-          for (let t = 0; t < cache.cacheDesc.numTensors; t++) {
-            const bytes = bytesOf(cache, t);
-            const expected = new Uint8Array(bytes.length).fill(FILL);
-            for (const c of copies.filter((c) => c.dstTensor === t)) {
-              for (let i = 0; i < block; i++) {
-                expected[c.dst * block + i] = patternByte(seed, c.srcTensor, 0, c.srcOffset + i);
-              }
+      const ready = await child.next();
+      const ids = (ready.cacheIds as string[]).map(BigInt);
+      await using decoder = await openDecoder({ cacheManager: true, poolBytes: 16 << 20 });
+      const m = decoder.cacheManager;
+      const bytesOf = (cache: Cache, t: number) => cacheBytes(decoder, cache, t);
+      const fill = (cache: Cache) => {
+        for (let t = 0; t < cache.cacheDesc.numTensors; t++) bytesOf(cache, t).fill(FILL);
+      };
+      const check = (
+        cache: Cache,
+        copies: { dstTensor: number; srcTensor: number; dst: number; srcOffset: number }[],
+        seed: number,
+      ) => {
+        const block = cache.cacheDesc.size / cache.cacheDesc.batchSize;
+        for (let t = 0; t < cache.cacheDesc.numTensors; t++) {
+          const bytes = bytesOf(cache, t);
+          const expected = new Uint8Array(bytes.length).fill(FILL);
+          for (const c of copies.filter((c) => c.dstTensor === t)) {
+            for (let i = 0; i < block; i++) {
+              expected[c.dst * block + i] = patternByte(seed, c.srcTensor, 0, c.srcOffset + i);
             }
-            const bad = bytes.findIndex((b, i) => b !== expected[i]);
-            assert.equal(bad, -1, `tensor ${t}: byte ${bad} is ${bytes[bad]}, expected ${expected[bad]}`);
           }
-        };
-        const every = (n: number, pairs: number[][], block: number, base = 0) =>
-          Array.from(
-            { length: n },
-            (_, t) => pairs.map(([s, d]) => ({ dstTensor: t, srcTensor: t, dst: d, srcOffset: base + s * block })),
-          ).flat();
+          const bad = bytes.findIndex((b, i) => b !== expected[i]);
+          assert.equal(bad, -1, `tensor ${t}: byte ${bad} is ${bytes[bad]}, expected ${expected[bad]}`);
+        }
+      };
+      const every = (n: number, pairs: number[][], block: number, base = 0) =>
+        Array.from(
+          { length: n },
+          (_, t) => pairs.map(([s, d]) => ({ dstTensor: t, srcTensor: t, dst: d, srcOffset: base + s * block })),
+        ).flat();
 
-        const fp16 = await m.allocateBlocksCache(new CacheDesc(4, [16, 8, 4], DataType.DT_FLOAT16));
-        const int32 = await m.allocateBlocksCache(new CacheDesc(4, [10, 16], DataType.DT_INT32));
-        await link(decoder, clusterId, ready.port as number);
+      const fp16 = await m.allocateBlocksCache(new CacheDesc(4, [16, 8, 4], DataType.DT_FLOAT16));
+      const int32 = await m.allocateBlocksCache(new CacheDesc(4, [10, 16], DataType.DT_INT32));
+      await link(decoder, clusterId, ready.port as number);
 
-        // Scattered pairs, a repeated source, and a contiguous run (merged into one read per tensor).
-        fill(fp16);
-        const pairs = [[3, 1], [0, 2], [15, 15], [3, 7], [8, 8], [9, 9], [10, 10], [11, 11]];
-        await m.pullBlocks(new BlocksCacheKey(clusterId), fp16, pairs.map((p) => p[0]), pairs.map((p) => p[1]));
-        check(fp16, every(4, pairs, 64), 3);
-        // Layer 1 (tensors 2, 3) into layer 0 (tensors 0, 1).
-        fill(fp16);
-        await m.pullBlocks(new BlocksCacheKey(clusterId), fp16, [5, 6], [8, 9], {
-          srcLayerRange: [1, 2],
-          dstLayerRange: [0, 1],
-        });
-        check(
-          fp16,
-          [0, 1].flatMap((t) =>
-            [[5, 8], [6, 9]].map(([s, d]) => ({ dstTensor: t, srcTensor: t + 2, dst: d, srcOffset: s * 64 }))
-          ),
-          3,
-        );
-        // By id: row 1 cut into 64-byte blocks; by CacheKey, then consumed.
-        fill(int32);
-        await m.pullBlocks(new CacheKeyByIdAndIndex(clusterId, ids[1], 1), int32, [], [9, 0, 4]);
-        check(int32, every(4, [[0, 9], [1, 0], [2, 4]], 64, 512), 11);
-        fill(int32);
-        await m.pullBlocks(new CacheKey(clusterId, 7n), int32, undefined, [2, 3]);
-        check(int32, every(4, [[0, 2], [1, 3]], 64), 11);
-        await rejectsWithStatus(
-          m.pullBlocks(new CacheKey(clusterId, 7n), int32, [], [2]),
-          LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
-        );
-        // pullCache with layer ranges over UCX.
-        const rows = await m.allocateCache(new CacheDesc(4, [3, 128], DataType.DT_INT32));
-        fill(rows);
-        await m.pullCache(new CacheKeyByIdAndIndex(clusterId, ids[1], 1), rows, 0, -1, {
-          srcLayerRange: [1, 2],
-          dstLayerRange: [0, 1],
-        });
-        check(rows, [0, 1].map((t) => ({ dstTensor: t, srcTensor: t + 2, dst: 0, srcOffset: 512 })), 11);
-        // Checked against the answer, as over shared memory.
-        await rejectsWithStatus(
-          m.pullBlocks(new BlocksCacheKey(clusterId), fp16, [16], [0]),
-          LLMStatusCode.LLM_PARAM_INVALID,
-          /src_block_index:16/,
-        );
-      } finally {
-        await child.stop();
-      }
+      // Scattered pairs, a repeated source, and a contiguous run (merged into one read per tensor).
+      fill(fp16);
+      const pairs = [[3, 1], [0, 2], [15, 15], [3, 7], [8, 8], [9, 9], [10, 10], [11, 11]];
+      await m.pullBlocks(new BlocksCacheKey(clusterId), fp16, pairs.map((p) => p[0]), pairs.map((p) => p[1]));
+      check(fp16, every(4, pairs, 64), 3);
+      // Layer 1 (tensors 2, 3) into layer 0 (tensors 0, 1).
+      fill(fp16);
+      await m.pullBlocks(new BlocksCacheKey(clusterId), fp16, [5, 6], [8, 9], {
+        srcLayerRange: [1, 2],
+        dstLayerRange: [0, 1],
+      });
+      check(
+        fp16,
+        [0, 1].flatMap((t) =>
+          [[5, 8], [6, 9]].map(([s, d]) => ({ dstTensor: t, srcTensor: t + 2, dst: d, srcOffset: s * 64 }))
+        ),
+        3,
+      );
+      // By id: row 1 cut into 64-byte blocks; by CacheKey, then consumed.
+      fill(int32);
+      await m.pullBlocks(new CacheKeyByIdAndIndex(clusterId, ids[1], 1), int32, [], [9, 0, 4]);
+      check(int32, every(4, [[0, 9], [1, 0], [2, 4]], 64, 512), 11);
+      fill(int32);
+      await m.pullBlocks(new CacheKey(clusterId, 7n), int32, undefined, [2, 3]);
+      check(int32, every(4, [[0, 2], [1, 3]], 64), 11);
+      await rejectsWithStatus(
+        m.pullBlocks(new CacheKey(clusterId, 7n), int32, [], [2]),
+        LLMStatusCode.LLM_KV_CACHE_NOT_EXIST,
+      );
+      // pullCache with layer ranges over UCX.
+      const rows = await m.allocateCache(new CacheDesc(4, [3, 128], DataType.DT_INT32));
+      fill(rows);
+      await m.pullCache(new CacheKeyByIdAndIndex(clusterId, ids[1], 1), rows, 0, -1, {
+        srcLayerRange: [1, 2],
+        dstLayerRange: [0, 1],
+      });
+      check(rows, [0, 1].map((t) => ({ dstTensor: t, srcTensor: t + 2, dst: 0, srcOffset: 512 })), 11);
+      // Checked against the answer, as over shared memory.
+      await rejectsWithStatus(
+        m.pullBlocks(new BlocksCacheKey(clusterId), fp16, [16], [0]),
+        LLMStatusCode.LLM_PARAM_INVALID,
+        /src_block_index:16/,
+      );
     },
   );
 
@@ -317,10 +302,8 @@ describe("links over UCX (TCP on loopback)", () => {
       const blocks: Cache = await m.allocateBlocksCache(new CacheDesc(4, [8, B], U8));
       const rows: Cache = await m.allocateCache(new CacheDesc(4, [2, B], U8));
       for (let t = 0; t < 4; t++) {
-        const view = m.getCacheTensorViews(blocks, t)[0];
-        fillPattern(new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength), 5, t, 0);
-        const row = m.getCacheTensorViews(rows, t)[0];
-        fillPattern(new Uint8Array(row.data.buffer, row.data.byteOffset, row.byteLength), 6, t, 0);
+        fillPattern(cacheBytes(decoder, blocks, t), 5, t, 0);
+        fillPattern(cacheBytes(decoder, rows, t), 6, t, 0);
       }
       await link(decoder, clusterId, port);
       // Into the pools: ucp_put_nbx, so the data does not cross the control
@@ -403,8 +386,7 @@ describe("links over UCX (TCP on loopback)", () => {
       await using plain = await openDecoder({ cacheManager: true });
       const source = await plain.cacheManager.allocateCache(new CacheDesc(4, [2, B], U8));
       for (let t = 0; t < 4; t++) {
-        const view = plain.cacheManager.getCacheTensorViews(source, t)[0];
-        fillPattern(new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength), 7, t, 0);
+        fillPattern(cacheBytes(plain, source, t), 7, t, 0);
       }
       await link(plain, clusterId, port);
       const rowAddrs = (ready.addrs as string[][])[3].map(BigInt);
@@ -444,8 +426,7 @@ describe("links over UCX (TCP on loopback)", () => {
       control = controlBytesReceived(port) - got;
       assert.ok(control < 4096, `${control} bytes came over the control connection for ${8 * B} pulled`);
       for (let t = 0; t < 4; t++) {
-        const view = m.getCacheTensorViews(pulled, t)[0];
-        const bytes = new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
+        const bytes = cacheBytes(decoder, pulled, t);
         expectBlocks(bytes, 31, t, [[7, 0], [0, 5]], "pulled from registered memory");
         bytes.fill(0);
       }
@@ -457,8 +438,7 @@ describe("links over UCX (TCP on loopback)", () => {
       control = controlBytesReceived(port) - got;
       assert.ok(control < 4096, `${control} bytes came over the control connection for ${4 * B} pulled`);
       for (let t = 0; t < 4; t++) {
-        const view = m.getCacheTensorViews(pulled, t)[0];
-        const bytes = new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
+        const bytes = cacheBytes(decoder, pulled, t);
         const expected = new Uint8Array(bytes.length);
         if (t < 2) {
           for (const [from, to] of [[3, 1], [6, 2]]) {
@@ -474,8 +454,7 @@ describe("links over UCX (TCP on loopback)", () => {
       control = controlBytesReceived(port) - got;
       assert.ok(control < 4096, `${control} bytes came over the control connection for ${4 * B} pulled`);
       for (let t = 0; t < 4; t++) {
-        const view = m.getCacheTensorViews(rows, t)[0];
-        const bytes = new Uint8Array(view.data.buffer, view.data.byteOffset, B);
+        const bytes = cacheBytes(decoder, rows, t).subarray(0, B);
         const bad = bytes.findIndex((b, i) => b !== patternByte(41, t, 0, 5 * B + i));
         assert.equal(bad, -1, `row pulled from registered memory without remote access, tensor ${t}: byte ${bad}`);
       }
@@ -487,30 +466,25 @@ describe("links over UCX (TCP on loopback)", () => {
   test("pulls of a PROMPT's host-pool cache are UCX reads too", { timeout: 120_000 }, async () => {
     const clusterId = freshClusterId();
     const B = 16 << 10;
-    const child = startChild("push_prompt_process.ts", {
+    await using child = startChild("push_prompt_process.ts", {
       clusterId: String(clusterId),
       remote: false,
       caches: [{ numTensors: 2, shape: [4, B], dataType: DataType.DT_UINT8, seed: 51, host: true }],
     });
-    try {
-      const ready = await child.next();
-      const port = ready.port as number;
-      await using decoder = await openDecoder({ cacheManager: true });
-      const m = decoder.cacheManager;
-      const into = await m.allocateCache(new CacheDesc(2, [2, B], DataType.DT_UINT8));
-      await link(decoder, clusterId, port);
-      const got = controlBytesReceived(port);
-      await m.pullCache(new CacheKeyByIdAndIndex(clusterId, BigInt((ready.cacheIds as string[])[0]), 2), into, 1);
-      const control = controlBytesReceived(port) - got;
-      assert.ok(control < 4096, `${control} bytes came over the control connection for ${2 * B} pulled`);
-      for (let t = 0; t < 2; t++) {
-        const view = m.getCacheTensorViews(into, t)[0];
-        const bytes = new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
-        const bad = bytes.findIndex((b, i) => b !== (i < B ? 0 : patternByte(51, t, 0, 2 * B + i - B)));
-        assert.equal(bad, -1, `host-pool row, tensor ${t}: byte ${bad} differs`);
-      }
-    } finally {
-      await child.stop();
+    const ready = await child.next();
+    const port = ready.port as number;
+    await using decoder = await openDecoder({ cacheManager: true });
+    const m = decoder.cacheManager;
+    const into = await m.allocateCache(new CacheDesc(2, [2, B], DataType.DT_UINT8));
+    await link(decoder, clusterId, port);
+    const got = controlBytesReceived(port);
+    await m.pullCache(new CacheKeyByIdAndIndex(clusterId, BigInt((ready.cacheIds as string[])[0]), 2), into, 1);
+    const control = controlBytesReceived(port) - got;
+    assert.ok(control < 4096, `${control} bytes came over the control connection for ${2 * B} pulled`);
+    for (let t = 0; t < 2; t++) {
+      const bytes = cacheBytes(decoder, into, t);
+      const bad = bytes.findIndex((b, i) => b !== (i < B ? 0 : patternByte(51, t, 0, 2 * B + i - B)));
+      assert.equal(bad, -1, `host-pool row, tensor ${t}: byte ${bad} differs`);
     }
   });
 
@@ -519,30 +493,25 @@ describe("links over UCX (TCP on loopback)", () => {
   }, async () => {
     const clusterId = freshClusterId();
     const T = 66; // more than 64 tensors × devices: no keys
-    const child = startChild("push_prompt_process.ts", {
+    await using child = startChild("push_prompt_process.ts", {
       clusterId: String(clusterId),
       remote: false,
       caches: [{ numTensors: T, shape: [2, 256], dataType: DataType.DT_UINT8, seed: 61, registered: true }],
     });
-    try {
-      const ready = await child.next();
-      const port = ready.port as number;
-      await using decoder = await openDecoder({ cacheManager: true });
-      const m = decoder.cacheManager;
-      const into = await m.allocateCache(new CacheDesc(T, [2, 256], DataType.DT_UINT8));
-      await link(decoder, clusterId, port);
-      const got = controlBytesReceived(port);
-      await m.pullCache(new CacheKeyByIdAndIndex(clusterId, BigInt((ready.cacheIds as string[])[0]), 1), into, 0);
-      const control = controlBytesReceived(port) - got;
-      assert.ok(control >= T * 256, `only ${control} bytes came over the control connection for ${T * 256} streamed`);
-      for (let t = 0; t < T; t++) {
-        const view = m.getCacheTensorViews(into, t)[0];
-        const bytes = new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
-        const bad = bytes.findIndex((b, i) => b !== (i < 256 ? patternByte(61, t, 0, 256 + i) : 0));
-        assert.equal(bad, -1, `tensor ${t}: byte ${bad} differs`);
-      }
-    } finally {
-      await child.stop();
+    const ready = await child.next();
+    const port = ready.port as number;
+    await using decoder = await openDecoder({ cacheManager: true });
+    const m = decoder.cacheManager;
+    const into = await m.allocateCache(new CacheDesc(T, [2, 256], DataType.DT_UINT8));
+    await link(decoder, clusterId, port);
+    const got = controlBytesReceived(port);
+    await m.pullCache(new CacheKeyByIdAndIndex(clusterId, BigInt((ready.cacheIds as string[])[0]), 1), into, 0);
+    const control = controlBytesReceived(port) - got;
+    assert.ok(control >= T * 256, `only ${control} bytes came over the control connection for ${T * 256} streamed`);
+    for (let t = 0; t < T; t++) {
+      const bytes = cacheBytes(decoder, into, t);
+      const bad = bytes.findIndex((b, i) => b !== (i < 256 ? patternByte(61, t, 0, 256 + i) : 0));
+      assert.equal(bad, -1, `tensor ${t}: byte ${bad} differs`);
     }
   });
 
@@ -550,27 +519,23 @@ describe("links over UCX (TCP on loopback)", () => {
     timeout: 120_000,
   }, async () => {
     const clusterId = freshClusterId();
-    const child = startChild("push_prompt_process.ts", {
+    await using child = startChild("push_prompt_process.ts", {
       clusterId: String(clusterId),
       remote: false,
       caches: [{ numTensors: 2, shape: [8, 64], dataType: DataType.DT_UINT8, blocksModelId: 0 }],
     });
-    try {
-      const ready = await child.next();
-      await using decoder = await openDecoder({ cacheManager: true, remote: true });
-      const m = decoder.cacheManager;
-      const blocks = await m.allocateBlocksCache(new CacheDesc(2, [8, 64], DataType.DT_UINT8));
-      await link(decoder, clusterId, ready.port as number);
-      await rejectsWithStatus(
-        m.pushBlocks(new BlocksCacheKey(clusterId, 0n), blocks, [0], [0]),
-        LLMStatusCode.LLM_PARAM_INVALID,
-        /remote cache is not remote accessible/,
-      );
-      const bytes = await dump(child, 0, 0);
-      assert.equal(bytes.findIndex((b) => b !== 0), -1, "nothing was written");
-    } finally {
-      await child.stop();
-    }
+    const ready = await child.next();
+    await using decoder = await openDecoder({ cacheManager: true, remote: true });
+    const m = decoder.cacheManager;
+    const blocks = await m.allocateBlocksCache(new CacheDesc(2, [8, 64], DataType.DT_UINT8));
+    await link(decoder, clusterId, ready.port as number);
+    await rejectsWithStatus(
+      m.pushBlocks(new BlocksCacheKey(clusterId, 0n), blocks, [0], [0]),
+      LLMStatusCode.LLM_PARAM_INVALID,
+      /remote cache is not remote accessible/,
+    );
+    const bytes = await dump(child, 0, 0);
+    assert.equal(bytes.findIndex((b) => b !== 0), -1, "nothing was written");
   });
 
   test("a push aborted midway: the link keeps working, and nothing of it lands after a later push", {
@@ -578,51 +543,45 @@ describe("links over UCX (TCP on loopback)", () => {
   }, async () => {
     const clusterId = freshClusterId();
     const half = 64 << 20;
-    const child = startChild("push_prompt_process.ts", {
+    await using child = startChild("push_prompt_process.ts", {
       clusterId: String(clusterId),
       remote: true,
       poolBytes: 2 * half + (1 << 20),
       caches: [{ numTensors: 2, shape: [1, half], dataType: DataType.DT_UINT8, blocksModelId: 0 }],
     });
-    try {
-      const ready = await child.next();
-      await using decoder = await openDecoder({ cacheManager: true, remote: true, poolBytes: 6 * half + (1 << 20) });
-      const m = decoder.cacheManager;
-      const desc = new CacheDesc(2, [1, half], DataType.DT_UINT8);
-      const [first, second, check] = [
-        await m.allocateBlocksCache(desc),
-        await m.allocateBlocksCache(desc),
-        await m.allocateBlocksCache(desc),
-      ];
-      const fill = (cache: Cache, seed: number) => {
-        for (let t = 0; t < 2; t++) {
-          const view = m.getCacheTensorViews(cache, t)[0];
-          fillPattern(new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength), seed, t, 0);
-        }
-      };
-      fill(first, 1);
-      fill(second, 2);
-      await link(decoder, clusterId, ready.port as number);
-      const key = new BlocksCacheKey(clusterId, 0n);
-      const controller = new AbortController();
-      const aborted = m.pushBlocks(key, first, [0], [0], { signal: controller.signal }).then(
-        () => "resolved",
-        (e) => e,
-      );
-      await sleep(5);
-      controller.abort(new Error("stop"));
-      const outcome = await aborted;
-      // Aborted, or (a fast machine) done before the abort came.
-      assert.ok(outcome === "resolved" || outcome?.message === "stop", `unexpected outcome ${outcome}`);
-      await m.pushBlocks(key, second, [0], [0]);
-      await m.pullBlocks(key, check, [0], [0]);
+    const ready = await child.next();
+    await using decoder = await openDecoder({ cacheManager: true, remote: true, poolBytes: 6 * half + (1 << 20) });
+    const m = decoder.cacheManager;
+    const desc = new CacheDesc(2, [1, half], DataType.DT_UINT8);
+    const [first, second, check] = [
+      await m.allocateBlocksCache(desc),
+      await m.allocateBlocksCache(desc),
+      await m.allocateBlocksCache(desc),
+    ];
+    const fill = (cache: Cache, seed: number) => {
       for (let t = 0; t < 2; t++) {
-        const view = m.getCacheTensorViews(check, t)[0];
-        const bytes = new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
-        assert.equal(firstMismatch(bytes, 0, half, 2, t, 0, 0), -1, `tensor ${t} holds bytes of the aborted push`);
+        fillPattern(cacheBytes(decoder, cache, t), seed, t, 0);
       }
-    } finally {
-      await child.stop();
+    };
+    fill(first, 1);
+    fill(second, 2);
+    await link(decoder, clusterId, ready.port as number);
+    const key = new BlocksCacheKey(clusterId, 0n);
+    const controller = new AbortController();
+    const aborted = m.pushBlocks(key, first, [0], [0], { signal: controller.signal }).then(
+      () => "resolved",
+      (e) => e,
+    );
+    await sleep(5);
+    controller.abort(new Error("stop"));
+    const outcome = await aborted;
+    // Aborted, or (a fast machine) done before the abort came.
+    assert.ok(outcome === "resolved" || outcome?.message === "stop", `unexpected outcome ${outcome}`);
+    await m.pushBlocks(key, second, [0], [0]);
+    await m.pullBlocks(key, check, [0], [0]);
+    for (let t = 0; t < 2; t++) {
+      const bytes = cacheBytes(decoder, check, t);
+      assert.equal(firstMismatch(bytes, 0, half, 2, t, 0, 0), -1, `tensor ${t} holds bytes of the aborted push`);
     }
   });
 
@@ -694,34 +653,30 @@ describe("links over UCX (TCP on loopback)", () => {
 
   test("unlink and link again: pulls work over the new link", { timeout: 120_000 }, async () => {
     const clusterId = freshClusterId();
-    const child = startChild("prompt_process.ts", {
+    await using child = startChild("prompt_process.ts", {
       clusterId: String(clusterId),
       caches: [{ numTensors: 2, shape: [2, 256], dataType: DataType.DT_INT16, seed: 8 }],
     });
-    try {
-      const ready = await child.next();
-      const id = BigInt((ready.cacheIds as string[])[0]);
-      await using decoder = await openDecoder();
-      const m = decoder.kvCacheManager;
-      for (let round = 0; round < 3; round++) {
-        const cluster = await link(decoder, clusterId, ready.port as number);
-        const target = await m.allocateCache(new CacheDesc(2, [2, 256], DataType.DT_INT16));
-        for (let t = 0; t < 2; t++) kvBytes(decoder, target, t, 0).fill(0);
-        await m.pullCache(new CacheKeyByIdAndIndex(clusterId, id, round % 2), target, 1);
-        assertRow(decoder, target, 1, 8, round % 2, 512, [0]);
-        await m.deallocateCache(target);
-        const [status] = await decoder.unlinkClusters([cluster], 5000);
-        assert.equal(status, LLMStatusCode.LLM_SUCCESS);
-        await rejectsWithStatus(
-          m.pullCache(
-            new CacheKeyByIdAndIndex(clusterId, id, 0),
-            await m.allocateCache(new CacheDesc(2, [2, 256], DataType.DT_INT16)),
-          ),
-          LLMStatusCode.LLM_NOT_YET_LINK,
-        );
-      }
-    } finally {
-      await child.stop();
+    const ready = await child.next();
+    const id = BigInt((ready.cacheIds as string[])[0]);
+    await using decoder = await openDecoder();
+    const m = decoder.kvCacheManager;
+    for (let round = 0; round < 3; round++) {
+      const cluster = await link(decoder, clusterId, ready.port as number);
+      const target = await m.allocateCache(new CacheDesc(2, [2, 256], DataType.DT_INT16));
+      for (let t = 0; t < 2; t++) kvBytes(decoder, target, t, 0).fill(0);
+      await m.pullCache(new CacheKeyByIdAndIndex(clusterId, id, round % 2), target, 1);
+      assertRow(decoder, target, 1, 8, round % 2, 512, [0]);
+      await m.deallocateCache(target);
+      const [status] = await decoder.unlinkClusters([cluster], 5000);
+      assert.equal(status, LLMStatusCode.LLM_SUCCESS);
+      await rejectsWithStatus(
+        m.pullCache(
+          new CacheKeyByIdAndIndex(clusterId, id, 0),
+          await m.allocateCache(new CacheDesc(2, [2, 256], DataType.DT_INT16)),
+        ),
+        LLMStatusCode.LLM_NOT_YET_LINK,
+      );
     }
   });
 
@@ -757,25 +712,21 @@ describe("links over UCX (TCP on loopback)", () => {
     timeout: 120_000,
   }, async () => {
     const clusterId = freshClusterId();
-    const child = startChild("prompt_process.ts", {
+    await using child = startChild("prompt_process.ts", {
       clusterId: String(clusterId),
       caches: [{ numTensors: 1, shape: [1, 64], dataType: DataType.DT_UINT8, seed: 4, keys: [[1, 0]] }],
     });
-    try {
-      const ready = await child.next();
-      for (const transport of ["auto", "shm"]) {
-        await using decoder = new LLMDataDist(LLMRole.DECODER, freshClusterId());
-        await decoder.init({ "ge.flowGraphMemMaxSize": String(1 << 20), "llmdd.transport": transport });
-        await link(decoder, clusterId, ready.port as number);
-        const target = await decoder.kvCacheManager.allocateCache(new CacheDesc(1, [1, 64], DataType.DT_UINT8));
-        await decoder.kvCacheManager.pullCache(
-          new CacheKeyByIdAndIndex(clusterId, BigInt((ready.cacheIds as string[])[0]), 0),
-          target,
-        );
-        assertRow(decoder, target, 0, 4, 0, 64, [0]);
-      }
-    } finally {
-      await child.stop();
+    const ready = await child.next();
+    for (const transport of ["auto", "shm"]) {
+      await using decoder = new LLMDataDist(LLMRole.DECODER, freshClusterId());
+      await decoder.init({ "ge.flowGraphMemMaxSize": String(1 << 20), "llmdd.transport": transport });
+      await link(decoder, clusterId, ready.port as number);
+      const target = await decoder.kvCacheManager.allocateCache(new CacheDesc(1, [1, 64], DataType.DT_UINT8));
+      await decoder.kvCacheManager.pullCache(
+        new CacheKeyByIdAndIndex(clusterId, BigInt((ready.cacheIds as string[])[0]), 0),
+        target,
+      );
+      assertRow(decoder, target, 0, 4, 0, 64, [0]);
     }
     const bad = new LLMDataDist(LLMRole.DECODER, freshClusterId());
     await rejectsWithStatus(

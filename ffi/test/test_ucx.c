@@ -79,6 +79,25 @@ TEST(ucx_declarations_match_the_installed_header) {
 #endif
 }
 
+/* What a receiver that expects a UCX answer (into `in`) makes of m, sent on a
+ * fresh connection. */
+static int32_t received_fresh(struct msg *m, struct proto_rx *rx, struct msg_ucx_reply *in) {
+  int sv[2];
+  if (!EXPECT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0)) return LLMDD_FAILED;
+  struct core_guard g = core_guard_for(1000, "testing");
+  bool torn;
+  struct msg got;
+  int32_t status = host_proto_send(sv[0], m, &g, -1, &torn);
+  if (status == LLMDD_SUCCESS) {
+    memset(rx, 0, sizeof *rx);
+    rx->ucx_into = in;
+    status = host_proto_recv(sv[1], rx, &got, &g, -1, 0);
+  }
+  close(sv[0]);
+  close(sv[1]);
+  return status;
+}
+
 /* UCX_REPLY goes through whole and comes out only where one is expected. */
 TEST(ucx_reply_round_trip_and_its_limits) {
   int sv[2];
@@ -114,18 +133,12 @@ TEST(ucx_reply_round_trip_and_its_limits) {
   memset(rx, 0, sizeof *rx);
   EXPECT_STATUS(host_proto_recv(sv[1], rx, &got, &g, -1, 0), LLMDD_LINK_FAILED);
   EXPECT(strstr(last_error(), "malformed") != NULL);
-  /* So is a flag this side does not know (on a fresh connection). */
   close(sv[0]);
   close(sv[1]);
-  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+  /* So is a flag this side does not know. */
   out->flags = 2;
-  CHECK_STATUS(host_proto_send(sv[0], &m, &g, -1, &torn), LLMDD_SUCCESS);
-  memset(rx, 0, sizeof *rx);
-  rx->ucx_into = in;
-  EXPECT_STATUS(host_proto_recv(sv[1], rx, &got, &g, -1, 0), LLMDD_LINK_FAILED);
+  EXPECT_STATUS(received_fresh(&m, rx, in), LLMDD_LINK_FAILED);
   EXPECT(strstr(last_error(), "malformed") != NULL);
-  close(sv[0]);
-  close(sv[1]);
   free(rx);
   free(out);
 }
@@ -183,14 +196,8 @@ TEST(ucx_keys_round_trip_and_its_limits) {
   close(sv[1]);
 
   /* A worker address in it (keys only): malformed. */
-  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
   out->address_bytes = 4;
-  CHECK_STATUS(host_proto_send(sv[0], &a, &g, -1, &torn), LLMDD_SUCCESS);
-  memset(rx, 0, sizeof *rx);
-  rx->ucx_into = in;
-  EXPECT_STATUS(host_proto_recv(sv[1], rx, &got, &g, -1, 0), LLMDD_LINK_FAILED);
-  close(sv[0]);
-  close(sv[1]);
+  EXPECT_STATUS(received_fresh(&a, rx, in), LLMDD_LINK_FAILED);
 
   /* More ranges than MAX_DEVICES, and a request with a reserved word set. */
   uint8_t body[16] = {0};

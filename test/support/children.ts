@@ -26,6 +26,8 @@ export interface Child {
   kill(): Promise<void>;
   /** Asks it to finish and waits until it is gone. */
   stop(): Promise<void>;
+  /** `stop()`: `await using child = startChild(...)` stops it at the end of the scope. */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /**
@@ -84,6 +86,9 @@ export function startChild(
     async stop() {
       if (!exited) child.stdin!.end();
       await exit;
+    },
+    [Symbol.asyncDispose]() {
+      return this.stop();
     },
   };
 }

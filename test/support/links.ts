@@ -78,7 +78,7 @@ export async function openManagerDecoder(
 }
 
 /** The bytes of tensor `tensor` of a cache-manager Cache (device 0), in place. */
-export function cacheBytes(dd: LLMDataDist, cache: Cache, tensor: number): Uint8Array {
+export function cacheBytes(dd: LLMDataDist, cache: Cache, tensor = 0): Uint8Array {
   const view = dd.cacheManager.getCacheTensorViews(cache, tensor)[0];
   return new Uint8Array(view.data.buffer, view.data.byteOffset, view.byteLength);
 }

@@ -420,7 +420,7 @@ export interface Prediction {
   apply?: () => void;
 }
 
-const isInt = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v);
+export const isInt = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v);
 
 class Refused extends Error {
   constructor(readonly want: Want) {
@@ -431,8 +431,12 @@ const refuse = (want: Want): never => {
   throw new Refused(want);
 };
 
-/** tensorRangeOf: a layer range's [first tensor, count), or undefined (absent or empty: all). */
-function rangeModel(range: RangeSpec, perLayer: number): [number, number] | undefined {
+/**
+ * layerRangeOf: a layer range's [start, stop] as given, or undefined when
+ * absent; a malformed one is refused with `refuse("TypeError")` (each model
+ * throws its own refusal).
+ */
+export function givenRange(range: RangeSpec, refuse: (want: "TypeError") => never): [number, number] | undefined {
   if (range === undefined || range === null) return undefined;
   let start: unknown, stop: unknown;
   if (Array.isArray(range)) {
@@ -444,7 +448,14 @@ function rangeModel(range: RangeSpec, perLayer: number): [number, number] | unde
     refuse("TypeError");
   }
   if (!isInt(start) || !isInt(stop)) refuse("TypeError");
-  const [first, end] = [start as number, stop as number];
+  return [start as number, stop as number];
+}
+
+/** tensorRangeOf: a layer range's [first tensor, count), or undefined (absent or empty: all). */
+function rangeModel(range: RangeSpec, perLayer: number): [number, number] | undefined {
+  const given = givenRange(range, refuse);
+  if (given === undefined) return undefined;
+  const [first, end] = given;
   if (end <= first) return undefined;
   if (first < 0) refuse(S.LLM_PARAM_INVALID);
   return [first * perLayer, (end - first) * perLayer];

@@ -17,7 +17,17 @@
 // destination's tensor range, block sizes, destination block indexes.
 import fc from "fast-check";
 import { BlocksCacheKey, CacheKeyByIdAndIndex, LLMException, LLMStatusCode, ValueError } from "../../../mod.ts";
-import { type Bytes, type Index, index, type LayerSpec, type RangeSpec, rangeSpecs, type Want } from "./block_pulls.ts";
+import {
+  type Bytes,
+  givenRange,
+  type Index,
+  index,
+  isInt,
+  type LayerSpec,
+  type RangeSpec,
+  rangeSpecs,
+  type Want,
+} from "./block_pulls.ts";
 
 const S = LLMStatusCode;
 const UINT32_MAX = 0xFFFF_FFFF;
@@ -338,8 +348,6 @@ export interface Prediction {
   apply?: () => void;
 }
 
-const isInt = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v);
-
 class Refused extends Error {
   constructor(readonly want: Want, readonly why?: string) {
     super(String(want));
@@ -351,21 +359,11 @@ const refuse = (want: Want, why?: string): never => {
 
 /** checkLayerRange: [start, stop] as given, or undefined; TypeError / LLM_PARAM_INVALID as the library. */
 function layerRange(range: RangeSpec): [number, number] | undefined {
-  if (range === undefined || range === null) return undefined;
-  let start: unknown, stop: unknown;
-  if (Array.isArray(range)) {
-    if (range.length !== 2) refuse("TypeError");
-    [start, stop] = range;
-  } else if (typeof range === "object") {
-    ({ start, stop } = range as { start: unknown; stop: unknown });
-  } else {
-    refuse("TypeError");
-  }
-  if (!isInt(start) || !isInt(stop)) refuse("TypeError");
-  if (!(0 <= (start as number) && (start as number) < (stop as number))) {
+  const given = givenRange(range, refuse);
+  if (given !== undefined && !(0 <= given[0] && given[0] < given[1])) {
     refuse(S.LLM_PARAM_INVALID, "check 0 <= range.start < range.stop failed");
   }
-  return [start as number, stop as number];
+  return given;
 }
 
 /** pushTensorRanges: [source start, destination start, count], or null for no layer at all. */
