@@ -37,6 +37,11 @@ uint32_t host_fast_slot_key(uint64_t cluster, uint64_t req, uint64_t model) {
   return (uint32_t)(h % FAST_SLOTS);
 }
 
+uint32_t host_fast_slot(int32_t kind, const uint64_t k[3]) {
+  if (kind == LLMDD_KEY_BY_ID) return host_fast_slot_id(k[1]);
+  return host_fast_slot_key(k[0], kind == LLMDD_KEY_BLOCKS ? LLMDD_BLOCKS_REQ_ID : k[1], k[2]);
+}
+
 /* ---- PROMPT side ---- */
 
 _Static_assert(sizeof(pthread_mutex_t) <= 8 * 8, "the live lock has 8 words of room");
@@ -136,9 +141,29 @@ void host_fast_bump_key(struct fast_page *p, uint64_t cluster, uint64_t req, uin
   bump(p, FAST_FIRST_SLOT + host_fast_slot_key(cluster, req, model));
 }
 
-void host_fast_bump_all(struct fast_page *p) { bump(p, 1); }
+/* Every slot too: a reader over UCX checks its slot's word only. */
+void host_fast_bump_all(struct fast_page *p) {
+  if (p == NULL || p->words == NULL) return;
+  for (uint32_t w = FAST_FIRST_SLOT; w < FAST_FIRST_SLOT + FAST_SLOTS; w++)
+    atomic_fetch_add_explicit(&p->words[w], 1, memory_order_relaxed);
+  bump(p, 1);
+}
+
+struct fast_stamp host_fast_page_stamp(const struct fast_page *p, int32_t kind, const uint64_t k[3]) {
+  struct fast_stamp s = {.slot = host_fast_slot(kind, k)};
+  if (p == NULL || p->words == NULL) return s;
+  s.global_gen = atomic_load_explicit(&p->words[1], memory_order_acquire);
+  s.slot_gen = atomic_load_explicit(&p->words[FAST_FIRST_SLOT + s.slot], memory_order_acquire);
+  return s;
+}
 
 /* ---- DECODER side ---- */
+
+struct fast_stamp host_fast_answer_stamp(int32_t kind, const uint64_t k[3],
+                                         const struct msg_lookup_reply *r) {
+  return (struct fast_stamp){
+      .slot = host_fast_slot(kind, k), .slot_gen = r->slot_gen, .global_gen = r->global_gen};
+}
 
 int32_t host_fast_view_open(int fd, uint64_t cluster_id, struct fast_view **out) {
   unsigned long long cluster = (unsigned long long)cluster_id;
@@ -170,14 +195,29 @@ int32_t host_fast_view_open(int fd, uint64_t cluster_id, struct fast_view **out)
   return LLMDD_SUCCESS;
 }
 
+int32_t host_fast_view_remote(struct fast_view **out) {
+  struct fast_view *v = calloc(1, sizeof *v);
+  if (v == NULL) return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for a link");
+  pthread_mutex_init(&v->lock, NULL);
+  *out = v;
+  return LLMDD_SUCCESS;
+}
+
+bool host_fast_remote(const struct fast_view *v) { return v->words == NULL; }
+
+bool host_fast_holds(const struct fast_stamp *s, uint64_t slot_gen) {
+  return s->slot_gen == slot_gen;
+}
+
 void host_fast_view_close(struct fast_view *v) {
   if (v == NULL) return;
-  munmap((void *)v->words, (size_t)FAST_PAGE_BYTES);
+  if (v->words != NULL) munmap((void *)v->words, (size_t)FAST_PAGE_BYTES);
   pthread_mutex_destroy(&v->lock);
   free(v);
 }
 
 int host_fast_alive(const struct fast_view *v) {
+  if (v->words == NULL) return -1;
   if (atomic_load_explicit(&v->words[FAST_LIVE_WORD], memory_order_acquire) != FAST_LIVE_MARK)
     return -1;
   uint32_t word = atomic_load_explicit(live_futex(v->words), memory_order_acquire);
@@ -185,15 +225,6 @@ int host_fast_alive(const struct fast_view *v) {
 }
 
 bool host_fast_kind(int32_t kind) { return kind == LLMDD_KEY_BY_ID || kind == LLMDD_KEY_BLOCKS; }
-
-struct fast_stamp host_fast_stamp(const struct fast_view *v, int32_t kind, const uint64_t k[3]) {
-  struct fast_stamp s;
-  s.slot = kind == LLMDD_KEY_BLOCKS ? host_fast_slot_key(k[0], LLMDD_BLOCKS_REQ_ID, k[2])
-                                    : host_fast_slot_id(k[1]);
-  s.global_gen = atomic_load_explicit(&v->words[1], memory_order_acquire);
-  s.slot_gen = atomic_load_explicit(&v->words[FAST_FIRST_SLOT + s.slot], memory_order_acquire);
-  return s;
-}
 
 bool host_fast_valid(const struct fast_view *v, const struct fast_stamp *s) {
   atomic_thread_fence(memory_order_acquire);
@@ -212,7 +243,7 @@ bool host_fast_find(struct fast_view *v, int32_t kind, const uint64_t k[3], stru
   pthread_mutex_lock(&v->lock);
   for (uint32_t i = 0; i < FAST_ENTRIES && !found; i++) {
     if (!same(&v->entries[i], kind, k)) continue;
-    if (host_fast_valid(v, &v->entries[i].stamp)) {
+    if (v->words == NULL || host_fast_valid(v, &v->entries[i].stamp)) {
       *out = v->entries[i];
       found = true;
     } else {
@@ -226,7 +257,7 @@ bool host_fast_find(struct fast_view *v, int32_t kind, const uint64_t k[3], stru
 
 void host_fast_keep(struct fast_view *v, int32_t kind, const uint64_t k[3],
                     const struct fast_stamp *s, const struct msg_lookup_reply *reply) {
-  if (!host_fast_kind(kind) || !host_fast_valid(v, s)) return;
+  if (!host_fast_kind(kind) || (v->words != NULL && !host_fast_valid(v, s))) return;
   pthread_mutex_lock(&v->lock);
   struct fast_entry *slot = NULL;
   for (uint32_t i = 0; i < FAST_ENTRIES && slot == NULL; i++)

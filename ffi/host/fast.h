@@ -23,18 +23,28 @@
  * The book (book.c) bumps, under the engine lock and before the memory can be
  * reused: the slot of a cache id when the id is released (deallocate,
  * unregister), the slot of a key whenever the key stops naming its cache
- * (removed, consumed, its cache unregistered), and the global word at finalize.
+ * (removed, consumed, its cache unregistered), and the global word (and every
+ * slot) at finalize.
  *
- * A DECODER pulling by id (CacheKeyByIdAndIndex) or by BlocksCacheKey reads the
- * slot and global words before its LOOKUP; after a pull that succeeded, it keeps
- * the (checked) answer with those two values. A later pull of the same key finds
- * the answer, checks the two words still hold those values, copies with it, and
- * checks again after the copy (a seqlock): equal means nothing that could move
- * or free that cache happened from before the LOOKUP to after the copy, so the
- * bytes are the cache's. Different means the copy may be stale: it is done
- * again through LOOKUP, and nothing is reported. The pools are sealed and stay
- * mapped, so a copy made from memory freed meanwhile reads bytes that are
- * thrown away, never a fault; offsets only ever come from checked LOOKUP
+ * Every LOOKUP answer carries the slot's and the global word as the PROMPT
+ * read them under the engine lock while answering (proto.h): its stamp. A
+ * DECODER pulling by id (CacheKeyByIdAndIndex) or by BlocksCacheKey keeps the
+ * (checked) answer of a pull that succeeded, with its stamp. A later pull of
+ * the same key finds the answer, copies with it, and then reads the two words
+ * again (a seqlock): equal means nothing that could move or free that cache
+ * happened from the answer to after the copy, so the bytes are the cache's.
+ * Different means the copy may be stale: it is done again through LOOKUP, and
+ * nothing is reported. The pools are sealed and stay mapped, so a copy made
+ * from memory freed meanwhile reads bytes that are thrown away, never a fault;
+ * offsets only ever come from checked LOOKUP answers.
+ *
+ * Over UCX (ucx.h) the page is not mapped: the PROMPT registers it with UCP,
+ * read-only, and a kept pull reads its slot's word with one more get, ordered
+ * after the data's by a fence, in the same round trip. One word is enough:
+ * finalize bumps every slot with the global word. (Each get is a message each
+ * way over UCX's TCP transport; a second one cost about 8 µs here.) Such a
+ * view has no words here (host_fast_remote); the caller compares what the get
+ * brought (host_fast_holds).
  * answers. */
 #ifndef LLMDD_HOST_FAST_H
 #define LLMDD_HOST_FAST_H
@@ -87,15 +97,26 @@ void host_fast_bump_all(struct fast_page *p);
  * same way). Always < FAST_SLOTS. */
 uint32_t host_fast_slot_id(uint64_t id);
 uint32_t host_fast_slot_key(uint64_t cluster, uint64_t req, uint64_t model);
+/* The slot of a pull or LOOKUP key: by id, by BlocksCacheKey (held as a cache
+ * key under LLMDD_BLOCKS_REQ_ID), or by CacheKey. */
+uint32_t host_fast_slot(int32_t kind, const uint64_t k[3]);
 
-/* ---- DECODER side ---- */
-
-/* The values read before a LOOKUP; an answer is valid while they hold. */
+/* The values an answer was given with; it is valid while they hold. */
 struct fast_stamp {
   uint32_t slot;
   uint64_t slot_gen;
   uint64_t global_gen;
 };
+
+/* The stamp of (kind, k) now (engine lock held, to answer a LOOKUP). A NULL
+ * page gives zeros (nobody keeps answers without a page). */
+struct fast_stamp host_fast_page_stamp(const struct fast_page *p, int32_t kind, const uint64_t k[3]);
+
+/* ---- DECODER side ---- */
+
+/* The stamp a LOOKUP answer came with, for a pull of (kind, k). */
+struct fast_stamp host_fast_answer_stamp(int32_t kind, const uint64_t k[3],
+                                         const struct msg_lookup_reply *r);
 
 struct fast_entry {
   bool used;
@@ -106,7 +127,7 @@ struct fast_entry {
 };
 
 struct fast_view {
-  const _Atomic uint64_t *words; /* the PROMPT's page, mapped read-only */
+  const _Atomic uint64_t *words; /* the PROMPT's page, mapped read-only; NULL: over UCX */
   pthread_mutex_t lock;          /* entries */
   uint32_t next;                 /* the entry replaced next */
   struct fast_entry entries[FAST_ENTRIES];
@@ -117,26 +138,33 @@ struct fast_view {
  * SUCCESS, or LINK_FAILED with a message. Does not close fd. */
 int32_t host_fast_view_open(int fd, uint64_t cluster_id, struct fast_view **out);
 void host_fast_view_close(struct fast_view *v);
+/* A view of a page read over UCX: answers only, no words. SUCCESS or
+ * OUT_OF_MEMORY. */
+int32_t host_fast_view_remote(struct fast_view **out);
+bool host_fast_remote(const struct fast_view *v);
+
+/* Whether a stamp holds against its slot's word, read from the page over UCX
+ * (finalize bumps every slot with the global word). */
+bool host_fast_holds(const struct fast_stamp *s, uint64_t slot_gen);
 
 /* Whether the PROMPT's server is there, from its live lock: 1 yes, 0 no (its
- * thread unlocked it or died holding it), -1 the page cannot say (no mark). */
+ * thread unlocked it or died holding it), -1 the page cannot say (no mark, or
+ * a view over UCX). */
 int host_fast_alive(const struct fast_view *v);
 
 /* Whether a pull of this kind can use the page (by id, by BlocksCacheKey). */
 bool host_fast_kind(int32_t kind);
 
-/* Reads the stamp of (kind, k) now: before a LOOKUP. */
-struct fast_stamp host_fast_stamp(const struct fast_view *v, int32_t kind, const uint64_t k[3]);
-
-/* Whether a stamp still holds. The acquire fence orders the copy's reads before
- * the page's (seqlock). */
+/* Whether a stamp still holds (a mapped page only). The acquire fence orders
+ * the copy's reads before the page's (seqlock). */
 bool host_fast_valid(const struct fast_view *v, const struct fast_stamp *s);
 
-/* Finds a kept answer for (kind, k) whose stamp still holds; copies it out. */
+/* Finds a kept answer for (kind, k) whose stamp still holds (over UCX: that
+ * the copy then checks); copies it out. */
 bool host_fast_find(struct fast_view *v, int32_t kind, const uint64_t k[3], struct fast_entry *out);
 
-/* Keeps an answer after a pull succeeded with it (stamp read before its LOOKUP).
- * A stamp that no longer holds is not kept. */
+/* Keeps an answer after a pull succeeded with it. A stamp that no longer holds
+ * (on a mapped page) is not kept. */
 void host_fast_keep(struct fast_view *v, int32_t kind, const uint64_t k[3],
                     const struct fast_stamp *s, const struct msg_lookup_reply *reply);
 

@@ -401,6 +401,9 @@ static int32_t host_link_ucx_open(struct link *l, const char *where, const struc
    * (it enabled remote access); nothing is mapped here, so this engine's own
    * option does not matter. */
   if (status == LLMDD_SUCCESS) l->writable = host_ucx_link_writable(l->ucx);
+  /* Repeat pulls read the PROMPT's generation page over UCX (fast.h). */
+  if (status == LLMDD_SUCCESS && host_ucx_link_has_page(l->ucx))
+    status = host_fast_view_remote(&l->fast);
   free(answer);
   return status;
 }

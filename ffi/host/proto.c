@@ -71,7 +71,7 @@ static int64_t body_size(uint16_t type, uint32_t devices) {
   case MSG_HELLO: return 24;
   case MSG_HELLO_REPLY: return 32 + 8 * (int64_t)devices;
   case MSG_LOOKUP: return 32;
-  case MSG_LOOKUP_REPLY: return 64 + 8 * (int64_t)devices;
+  case MSG_LOOKUP_REPLY: return 80 + 8 * (int64_t)devices;
   case MSG_DONE: return 16;
   case MSG_UNLINK: return 0;
   case MSG_UNLINK_REPLY: return 8;
@@ -126,6 +126,8 @@ static uint32_t encode(const struct msg *m, uint8_t *buf) {
     put_u64(&c, r->stride);
     put_u32(&c, r->devices);
     put_u32(&c, r->where);
+    put_u64(&c, r->slot_gen);
+    put_u64(&c, r->global_gen);
     for (uint32_t d = 0; d < r->devices && d < MAX_DEVICES; d++) put_u64(&c, r->offsets[d]);
     break;
   }
@@ -191,6 +193,12 @@ static uint32_t encode(const struct msg *m, uint8_t *buf) {
       put_u32(&c, 0);
       blob += r->rkey_bytes[d];
     }
+    if (r->flags & UCX_REPLY_GENERATIONS) {
+      put_u64(&c, r->page_base);
+      put_u32(&c, r->page_rkey_bytes);
+      put_u32(&c, 0);
+      blob += r->page_rkey_bytes;
+    }
     put_bytes(&c, r->blob, blob <= UCX_BLOB_CAP ? (uint32_t)blob : UCX_BLOB_CAP + 1);
     break;
   }
@@ -209,7 +217,8 @@ static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m,
                   struct msg_ucx_reply *ucx_into) {
   struct cursor c = {body, len, 0, false};
   uint32_t devices = 0, zero = 0;
-  uint64_t blob = 0; /* UCX_REPLY's bytes after its fixed part */
+  uint64_t blob = 0;       /* UCX_REPLY's bytes after its fixed part */
+  uint64_t page_entry = 0; /* and its generation page's entry, when there is one */
   switch (type) {
   case MSG_HELLO:
     m->u.hello.decoder_cluster = get_u64(&c);
@@ -247,6 +256,8 @@ static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m,
     r->stride = get_u64(&c);
     r->devices = devices = get_u32(&c);
     r->where = get_u32(&c);
+    r->slot_gen = get_u64(&c);
+    r->global_gen = get_u64(&c);
     if (devices > MAX_DEVICES || r->where > LOOKUP_ELSEWHERE) return -1;
     for (uint32_t d = 0; d < devices; d++) r->offsets[d] = get_u64(&c);
     break;
@@ -304,8 +315,9 @@ static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m,
     r->devices = devices = get_u32(&c);
     r->address_bytes = get_u32(&c);
     r->flags = get_u32(&c);
-    zero = r->flags & ~UCX_REPLY_WRITABLE; /* unknown flags are malformed */
-    if (type == MSG_UCX_KEYS_REPLY) zero |= r->address_bytes; /* keys only */
+    zero = r->flags & ~(UCX_REPLY_WRITABLE | UCX_REPLY_GENERATIONS); /* unknown flags are malformed */
+    /* Keys only: no worker address, no page. */
+    if (type == MSG_UCX_KEYS_REPLY) zero |= r->address_bytes | (r->flags & UCX_REPLY_GENERATIONS);
     if (devices > MAX_DEVICES) return -1;
     blob = r->address_bytes;
     for (uint32_t d = 0; d < devices; d++) {
@@ -313,6 +325,15 @@ static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m,
       r->rkey_bytes[d] = get_u32(&c);
       zero |= get_u32(&c);
       blob += r->rkey_bytes[d];
+    }
+    r->page_base = 0;
+    r->page_rkey_bytes = 0;
+    if (r->flags & UCX_REPLY_GENERATIONS) {
+      r->page_base = get_u64(&c);
+      r->page_rkey_bytes = get_u32(&c);
+      zero |= get_u32(&c);
+      blob += r->page_rkey_bytes;
+      page_entry = 16;
     }
     if (blob > UCX_BLOB_CAP) return -1;
     get_bytes(&c, r->blob, (uint32_t)blob);
@@ -322,7 +343,8 @@ static int decode(uint16_t type, uint8_t *body, uint32_t len, struct msg *m,
     return -1;
   }
   /* Exactly the type's size, reserved fields zero. */
-  if (c.bad || c.pos != len || (int64_t)len != body_size(type, devices) + (int64_t)blob ||
+  if (c.bad || c.pos != len ||
+      (int64_t)len != body_size(type, devices) + (int64_t)(page_entry + blob) ||
       zero != 0)
     return -1;
   return 0;
@@ -346,7 +368,8 @@ static int32_t check_header(struct proto_rx *rx, uint16_t *type, uint64_t *seq) 
   if (flags != 0) return malformed("unknown flags");
   if (body_size(*type, 0) < 0) return malformed("unknown message type");
   if (length > PROTO_MAX_BODY ||
-      length > body_size(*type, MAX_DEVICES) + (*type == MSG_UCX_REPLY || *type == MSG_UCX_KEYS_REPLY ? UCX_BLOB_CAP : 0))
+      length > body_size(*type, MAX_DEVICES) +
+                   (*type == MSG_UCX_REPLY || *type == MSG_UCX_KEYS_REPLY ? 16 + UCX_BLOB_CAP : 0))
     return malformed("too long");
   rx->body_bytes = length;
   return LLMDD_SUCCESS;

@@ -28,7 +28,10 @@
  *           u64 tensor_bytes, u64 batch_size, u64 row, u64 stride, u32 n,
  *           u32 where (LOOKUP_IN_POOLS, or LOOKUP_ELSEWHERE: registered memory or
  *           the host pool, reached through STREAM; offsets are then 0),
- *           then n × u64: the cache's offset in each device's pool           (64 + 8n)
+ *           u64 slot generation, u64 global generation (the words of the
+ *           PROMPT's generation page, fast.h, for this key as it answered; 0
+ *           without a page), then n × u64: the cache's offset in each device's
+ *           pool                                                            (80 + 8n)
  *           On success the cache is pinned (its memory stays put) until DONE or
  *           the connection closes. The pin is the LOOKUP's seq. A LOOKUP_WRITE
  *           of a cache that is not remote-accessible answers FEATURE_NOT_ENABLED.
@@ -53,10 +56,13 @@
  *   UNLINK  (empty) → UNLINK_REPLY i32 status, u32 0; then the PROMPT closes (0 / 8)
  *   UCX     u32 0, u32 0: the data of this link is to move over UCX (ucx.h)  (8)
  *     → UCX_REPLY i32 status, u32 device count n, u32 address bytes a, u32 flags
- *           (UCX_REPLY_WRITABLE, or 0),
- *           then n × (u64 pool base address, u32 rkey bytes k_i, u32 0), then
+ *           (UCX_REPLY_WRITABLE, UCX_REPLY_GENERATIONS, or 0),
+ *           then n × (u64 pool base address, u32 rkey bytes k_i, u32 0), and
+ *           with UCX_REPLY_GENERATIONS one more such entry: the generation
+ *           page's address and key size k_g (read-only to the DECODER); then
  *           the PROMPT's UCP worker address (a bytes), then each pool's packed
- *           remote key (k_i bytes each)              (16 + 16n + a + Σk_i)
+ *           remote key (k_i bytes each), then the page's (k_g)
+ *                                                (16 + 16n [+ 16] + a + Σk_i [+ k_g])
  *           Of variable size (with UCX_KEYS_REPLY); a + Σk_i ≤ UCX_BLOB_CAP. It is
  *           decoded into proto_rx.ucx_into, and refused where that is NULL.
  *   UCX_KEYS  u64 pin, u32 0, u32 0: over UCX, keys for a pinned cache outside
@@ -81,11 +87,12 @@
 #include "options.h"
 
 #define PROTO_MAGIC 0x44444C4Cu /* "LLDD" on the wire */
-#define PROTO_VERSION 3 /* 2: authentication, the PROMPT's pid; 3: LOOKUP_WRITE, STREAM, UCX, UCX_KEYS */
+#define PROTO_VERSION 4 /* 2: authentication, the PROMPT's pid; 3: LOOKUP_WRITE, STREAM, UCX, UCX_KEYS;
+                           4: generations in LOOKUP_REPLY, the page's key in UCX_REPLY */
 #define PROTO_HEADER_BYTES 24
 /* The UCP worker address and packed remote keys of UCX_REPLY, together. */
 #define UCX_BLOB_CAP 16384
-#define PROTO_MAX_BODY (16 + 16 * MAX_DEVICES + UCX_BLOB_CAP)
+#define PROTO_MAX_BODY (16 + 16 * (MAX_DEVICES + 1) + UCX_BLOB_CAP)
 
 enum msg_type {
   MSG_HELLO = 1,
@@ -157,6 +164,8 @@ struct msg_lookup_reply {
   uint64_t stride;
   uint32_t devices;
   uint32_t where;
+  uint64_t slot_gen;   /* fast.h: the stamp of this answer */
+  uint64_t global_gen;
   uint64_t offsets[MAX_DEVICES];
 };
 
@@ -180,6 +189,7 @@ struct msg_done {
 /* UCX_REPLY flags: the pools' keys allow remote writes (the PROMPT enabled
  * llm.EnableRemoteCacheAccessible), so pushes into them are ucp_put_nbx. */
 #define UCX_REPLY_WRITABLE 1u
+#define UCX_REPLY_GENERATIONS 2u /* UCX_REPLY only: the generation page's key follows */
 
 struct msg_ucx_reply {
   int32_t status;
@@ -188,7 +198,9 @@ struct msg_ucx_reply {
   uint32_t flags; /* UCX_REPLY_* */
   uint64_t bases[MAX_DEVICES];
   uint32_t rkey_bytes[MAX_DEVICES];
-  uint8_t blob[UCX_BLOB_CAP]; /* the address, then the keys */
+  uint64_t page_base; /* UCX_REPLY_GENERATIONS */
+  uint32_t page_rkey_bytes;
+  uint8_t blob[UCX_BLOB_CAP]; /* the address, then the keys (the page's last) */
 };
 
 struct msg {

@@ -39,6 +39,10 @@ struct pull_task {
   int32_t src_start, dst_start, count; /* count 0: every tensor */
   bool kept_only; /* LLMDD_KEY_KEPT_ONLY: from a kept answer, or not at all */
   bool kept;      /* copying with a kept answer (no pin) */
+  /* A kept pull over UCX: the stamp to read again after the copy, and the
+   * slot's word of the generation page as the batch read it (fast.h). */
+  const struct fast_stamp *check;
+  uint64_t slot_gen;
 };
 
 static int32_t gone(const struct pull_task *p, const char *when) {
@@ -109,13 +113,16 @@ static void ucx_begin(const struct pull_task *p, struct core_progress *progress,
   progress->peer_check = NULL;
   if (rg != NULL) host_ucx_batch_begin_regions(b, l->ucx, false, rg);
   else host_ucx_batch_begin(b, l->ucx, false, l->pool_bytes, l->num_devices, l->bases);
+  if (p->check != NULL)
+    host_ucx_batch_read_page(b, FAST_FIRST_SLOT + p->check->slot % FAST_SLOTS);
 }
 
 /* rg: the keys of memory outside the pools (ucx_outside.h), released here. */
-static int32_t ucx_end(const struct pull_task *p, struct ucx_batch *b, int32_t status,
+static int32_t ucx_end(struct pull_task *p, struct ucx_batch *b, int32_t status,
                        const struct core_guard *g, struct ucx_regions *rg) {
   if (status != LLMDD_SUCCESS) host_ucx_batch_abandon(b);
   else status = host_ucx_batch_run(b, g, peer_check, (void *)p);
+  p->slot_gen = b->page_value;
   host_ucx_regions_close(p->link->ucx, rg);
   return status;
 }
@@ -127,7 +134,7 @@ static uint8_t *row_local(void *ctx, int32_t device, int32_t tensor, int32_t pai
   return host_cache_tensor(&p->task.engine->book, p->dst, device, tensor) + p->dst_offset;
 }
 
-static int32_t copy_row(const struct pull_task *p, const struct msg_lookup_reply *r,
+static int32_t copy_row(struct pull_task *p, const struct msg_lookup_reply *r,
                         const struct core_guard *g) {
   const struct book *b = &p->task.engine->book;
   const struct link *l = p->link;
@@ -196,7 +203,7 @@ static uint8_t *blocks_local(void *ctx, int32_t device, int32_t tensor, int32_t 
          p->pairs[2 * (int64_t)pair + 1] * host_cache_row_bytes(p->dst);
 }
 
-static int32_t copy_blocks(const struct pull_task *p, const struct msg_lookup_reply *r,
+static int32_t copy_blocks(struct pull_task *p, const struct msg_lookup_reply *r,
                            const struct core_guard *g) {
   const struct cache *d = p->dst;
   uint64_t src_block = r->tensor_bytes / r->batch_size;
@@ -274,10 +281,21 @@ static int32_t pull_kept(struct pull_task *p, struct core_guard *g, bool *done) 
   struct fast_entry kept;
   *done = false;
   if (!host_fast_find(v, p->key_kind, p->k, &kept)) return LLMDD_SUCCESS;
+  bool remote = host_fast_remote(v);
   p->kept = true;
+  p->check = remote ? &kept.stamp : NULL;
   int32_t status = copy_with(p, &kept.reply, g);
   p->kept = false;
-  if (host_fast_valid(v, &kept.stamp)) {
+  p->check = NULL;
+  /* Over UCX the page's words come with the copy's reads: a copy that did not
+   * run says nothing (a broken connection stands, as for any pull). */
+  if (remote && status == LLMDD_LINK_FAILED) {
+    *done = true;
+    return status;
+  }
+  bool valid = remote ? status == LLMDD_SUCCESS && host_fast_holds(&kept.stamp, p->slot_gen)
+                      : host_fast_valid(v, &kept.stamp);
+  if (valid) {
     /* Nothing moved: the outcome, good or bad, is what a LOOKUP would give. No
      * pin is held, so the counters are what made the copy safe; the PROMPT's
      * server still being there is what a LOOKUP would also have needed. */
@@ -300,24 +318,23 @@ static int32_t pull_run(struct task *t) {
   if (atomic_load(&p->link->broken)) return gone(p, "(unlink and link again)");
 
   /* By id or BlocksCacheKey, nothing is consumed: an answer kept from an
-   * earlier pull serves while the PROMPT's generation page says nothing moved. */
+   * earlier pull serves while the PROMPT's generation page says nothing moved.
+   * Over UCX such a pull still waits for the PROMPT (its reads), so it is not
+   * one LLMDD_KEY_KEPT_ONLY may make on the caller's thread. */
   bool repeatable = p->link->fast != NULL && host_fast_kind(p->key_kind);
-  struct fast_stamp stamp = {0};
-  if (repeatable) {
+  if (repeatable && !(p->kept_only && host_fast_remote(p->link->fast))) {
     bool done;
     status = pull_kept(p, &g, &done);
     if (done) return status;
   }
   if (p->kept_only)
     return core_fail(LLMDD_FEATURE_NOT_ENABLED,
-                     "no answer of the PROMPT of cluster %llu is kept for this key, or it is no"
-                     " longer valid: pull without LLMDD_KEY_KEPT_ONLY",
+                     "no answer of the PROMPT of cluster %llu is kept for this key, it is no"
+                     " longer valid, or the link is over UCX (where such a pull waits): pull"
+                     " without LLMDD_KEY_KEPT_ONLY",
                      (unsigned long long)p->link->cluster_id);
   if (!host_link_alive(p->link)) return gone(p, "(unlink and link again)");
-  if (repeatable) {
-    g.doing = "waiting for the PROMPT's answer";
-    stamp = host_fast_stamp(p->link->fast, p->key_kind, p->k);
-  }
+  g.doing = "waiting for the PROMPT's answer";
 
   /* A BlocksCacheKey is held as a cache key under LLMDD_BLOCKS_REQ_ID. */
   bool blocks = p->key_kind == LLMDD_KEY_BLOCKS;
@@ -340,8 +357,10 @@ static int32_t pull_run(struct task *t) {
   /* Only answers about the pools are kept: memory outside them is read under
    * this LOOKUP's pin (through the socket, or with the pin's UCX keys), which
    * DONE releases. */
-  if (repeatable && r->where == LOOKUP_IN_POOLS)
+  if (repeatable && r->where == LOOKUP_IN_POOLS) {
+    struct fast_stamp stamp = host_fast_answer_stamp(p->key_kind, p->k, r);
     host_fast_keep(p->link->fast, p->key_kind, p->k, &stamp, r);
+  }
   struct msg done = {.type = MSG_DONE,
                      .u.done = {.pin = r->pin,
                                 .flags = p->key_kind == LLMDD_KEY_CACHE_KEY ? DONE_CONSUME : 0}};

@@ -191,6 +191,13 @@ static void lookup(struct connection *c, uint64_t seq, const struct msg_lookup *
     /* A DECODER maps the device pools only: anything else goes through STREAM,
      * and is never reached through pool offsets. */
     r->where = host_cache_in_device_pools(cache) ? LOOKUP_IN_POOLS : LOOKUP_ELSEWHERE;
+    /* The stamp a DECODER keeps this answer with (fast.h), read under the lock
+     * every bump takes. */
+    if (!by_addr) {
+      struct fast_stamp stamp = host_fast_page_stamp(e->book.fast, (int32_t)q->kind, q->k);
+      r->slot_gen = stamp.slot_gen;
+      r->global_gen = stamp.global_gen;
+    }
     for (int32_t d = 0; d < e->options.num_devices; d++)
       r->offsets[d] = r->where != LOOKUP_IN_POOLS ? 0
                       : cache->offsets[d] + (uint64_t)w->first_tensor * cache->stride + w->offset;
@@ -351,7 +358,9 @@ static bool handle(struct connection *c, const struct msg *m) {
     answer.u.ucx_reply = calloc(1, sizeof *answer.u.ucx_reply);
     if (answer.u.ucx_reply == NULL) return false;
     host_ucx_answer(&c->server->ucx, bases, e->options.num_devices, e->options.pool_bytes,
-                    e->options.remote_access, answer.u.ucx_reply);
+                    e->options.remote_access,
+                    e->book.fast != NULL ? (uint8_t *)(uintptr_t)e->book.fast->words : NULL,
+                    FAST_PAGE_BYTES, answer.u.ucx_reply);
     bool sent = reply(c, &answer);
     free(answer.u.ucx_reply);
     return sent;

@@ -40,6 +40,7 @@ static struct {
   ux_status_t (*worker_get_address)(ux_worker_h, ux_address_t **, size_t *);
   void (*worker_release_address)(ux_worker_h, ux_address_t *);
   unsigned (*worker_progress)(ux_worker_h);
+  ux_status_t (*worker_fence)(ux_worker_h);
   ux_status_t (*worker_get_efd)(ux_worker_h, int *);
   ux_status_t (*worker_arm)(ux_worker_h);
   ux_status_t (*ep_create)(ux_worker_h, const struct ux_ep_params *, ux_ep_h *);
@@ -84,6 +85,7 @@ static const char *resolve(void *h) {
   SYM(worker_get_address, "ucp_worker_get_address");
   SYM(worker_release_address, "ucp_worker_release_address");
   SYM(worker_progress, "ucp_worker_progress");
+  SYM(worker_fence, "ucp_worker_fence");
   SYM(worker_get_efd, "ucp_worker_get_efd");
   SYM(worker_arm, "ucp_worker_arm");
   SYM(ep_create, "ucp_ep_create");
@@ -221,6 +223,11 @@ struct ucx_server {
   uint64_t bases[MAX_DEVICES];
   ux_address_t *address;
   size_t address_bytes;
+  /* The generation page (fast.h), read-only to the DECODERs; NULL: none. */
+  ux_mem_h page_memh;
+  void *page_rkey;
+  size_t page_rkey_bytes;
+  uint64_t page_base;
 };
 
 static pthread_mutex_t server_start_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -245,13 +252,34 @@ static void server_free(struct ucx_server *s) {
     if (s->rkeys[d] != NULL) U.rkey_buffer_release(s->rkeys[d]);
     if (s->memh[d] != NULL) U.mem_unmap(U.context, s->memh[d]);
   }
+  if (s->page_rkey != NULL) U.rkey_buffer_release(s->page_rkey);
+  if (s->page_memh != NULL) U.mem_unmap(U.context, s->page_memh);
   if (s->address != NULL) U.worker_release_address(s->worker, s->address);
   if (s->worker != NULL) U.worker_destroy(s->worker);
   free(s);
 }
 
+/* Maps [address, +bytes) with UCP and packs its key; false when UCX refused. */
+static bool map_range(void *address, uint64_t bytes, bool writable, ux_mem_h *memh, void **rkey,
+                      size_t *rkey_bytes) {
+  /* Remote writes only where pushes may go (UCX's default grants them). */
+  struct ux_mem_map_params mp = {
+      .field_mask = UX_MEM_MAP_PARAM_FIELD_ADDRESS | UX_MEM_MAP_PARAM_FIELD_LENGTH |
+                    UX_MEM_MAP_PARAM_FIELD_PROT,
+      .address = address,
+      .length = (size_t)bytes,
+      .prot = UX_MEM_MAP_PROT_LOCAL_READ | UX_MEM_MAP_PROT_LOCAL_WRITE |
+              UX_MEM_MAP_PROT_REMOTE_READ | (writable ? UX_MEM_MAP_PROT_REMOTE_WRITE : 0)};
+  if (U.mem_map(U.context, &mp, memh) != UX_OK) {
+    *memh = NULL;
+    return false;
+  }
+  return U.rkey_pack(U.context, *memh, rkey, rkey_bytes) == UX_OK;
+}
+
 static int32_t server_start(uint8_t *const *pools, int32_t devices, uint64_t pool_bytes,
-                            bool writable, struct ucx_server **out) {
+                            bool writable, uint8_t *page, uint64_t page_bytes,
+                            struct ucx_server **out) {
   int32_t status = host_ucx_load(LLMDD_FEATURE_NOT_ENABLED);
   if (status != LLMDD_SUCCESS) return LLMDD_FEATURE_NOT_ENABLED;
   struct ucx_server *s = calloc(1, sizeof *s);
@@ -265,18 +293,12 @@ static int32_t server_start(uint8_t *const *pools, int32_t devices, uint64_t poo
   ok = ok && U.worker_get_efd(s->worker, &s->efd) == UX_OK;
   ok = ok && U.worker_get_address(s->worker, &s->address, &s->address_bytes) == UX_OK;
   for (int32_t d = 0; ok && d < devices; d++) {
-    /* Remote writes only where pushes may go (UCX's default grants them). */
-    struct ux_mem_map_params mp = {
-        .field_mask = UX_MEM_MAP_PARAM_FIELD_ADDRESS | UX_MEM_MAP_PARAM_FIELD_LENGTH |
-                      UX_MEM_MAP_PARAM_FIELD_PROT,
-        .address = pools[d],
-        .length = (size_t)pool_bytes,
-        .prot = UX_MEM_MAP_PROT_LOCAL_READ | UX_MEM_MAP_PROT_LOCAL_WRITE |
-                UX_MEM_MAP_PROT_REMOTE_READ | (writable ? UX_MEM_MAP_PROT_REMOTE_WRITE : 0)};
-    ok = U.mem_map(U.context, &mp, &s->memh[d]) == UX_OK;
-    if (!ok) s->memh[d] = NULL;
-    ok = ok && U.rkey_pack(U.context, s->memh[d], &s->rkeys[d], &s->rkey_bytes[d]) == UX_OK;
+    ok = map_range(pools[d], pool_bytes, writable, &s->memh[d], &s->rkeys[d], &s->rkey_bytes[d]);
     s->bases[d] = (uint64_t)(uintptr_t)pools[d];
+  }
+  if (ok && page != NULL) {
+    ok = map_range(page, page_bytes, false, &s->page_memh, &s->page_rkey, &s->page_rkey_bytes);
+    s->page_base = (uint64_t)(uintptr_t)page;
   }
   if (ok && pipe2(s->wake, O_CLOEXEC | O_NONBLOCK) != 0) ok = false;
   else if (ok && core_thread_start(&s->thread, progress_main, s) != 0) {
@@ -293,16 +315,19 @@ static int32_t server_start(uint8_t *const *pools, int32_t devices, uint64_t poo
 }
 
 void host_ucx_answer(struct ucx_server **slot, uint8_t *const *pools, int32_t num_devices,
-                     uint64_t pool_bytes, bool writable, struct msg_ucx_reply *r) {
+                     uint64_t pool_bytes, bool writable, uint8_t *page, uint64_t page_bytes,
+                     struct msg_ucx_reply *r) {
   pthread_mutex_lock(&server_start_lock);
   struct core_kept_error kept;
   core_error_keep(&kept);
-  r->status = *slot != NULL ? LLMDD_SUCCESS : server_start(pools, num_devices, pool_bytes, writable, slot);
+  r->status = *slot != NULL ? LLMDD_SUCCESS
+                            : server_start(pools, num_devices, pool_bytes, writable, page,
+                                           page_bytes, slot);
   core_error_restore(&kept);
   pthread_mutex_unlock(&server_start_lock);
   if (r->status != LLMDD_SUCCESS) return;
   const struct ucx_server *s = *slot;
-  uint64_t blob = s->address_bytes;
+  uint64_t blob = s->address_bytes + s->page_rkey_bytes;
   for (int32_t d = 0; d < s->devices; d++) blob += s->rkey_bytes[d];
   if (blob > UCX_BLOB_CAP) {
     r->status = LLMDD_PARAM_INVALID; /* the DECODER says: narrow UCX_TLS */
@@ -318,6 +343,12 @@ void host_ucx_answer(struct ucx_server **slot, uint8_t *const *pools, int32_t nu
     r->rkey_bytes[d] = (uint32_t)s->rkey_bytes[d];
     memcpy(r->blob + at, s->rkeys[d], s->rkey_bytes[d]);
     at += s->rkey_bytes[d];
+  }
+  if (s->page_rkey != NULL) {
+    r->flags |= UCX_REPLY_GENERATIONS;
+    r->page_base = s->page_base;
+    r->page_rkey_bytes = (uint32_t)s->page_rkey_bytes;
+    memcpy(r->blob + at, s->page_rkey, s->page_rkey_bytes);
   }
 }
 
@@ -417,6 +448,9 @@ struct ucx_link {
   bool writable; /* the PROMPT's keys allow writes (UCX_REPLY_WRITABLE) */
   ux_rkey_h rkeys[MAX_DEVICES];
   uint64_t bases[MAX_DEVICES];
+  ux_rkey_h page_rkey; /* the PROMPT's generation page (UCX_REPLY_GENERATIONS), or NULL */
+  uint64_t page_base;
+  bool has_page;
   atomic_int failure; /* the endpoint's error (UX_OK: none) */
   pthread_rwlock_t lock; /* issuing (read) against closing the endpoint (write) */
   bool closed;           /* the endpoint was closed by force (write lock) */
@@ -450,6 +484,8 @@ static void close_endpoint(struct ucx_link *u) {
         U.rkey_destroy(u->rkeys[d]);
         u->rkeys[d] = NULL;
       }
+    if (u->page_rkey != NULL) U.rkey_destroy(u->page_rkey);
+    u->page_rkey = NULL;
     struct ux_request_param p = {.op_attr_mask = UX_OP_ATTR_FIELD_FLAGS,
                                  .flags = UX_EP_CLOSE_FLAG_FORCE};
     wait_request(u->worker, U.ep_close_nbx(u->ep, &p), UCX_DRAIN_MS);
@@ -514,6 +550,13 @@ int32_t host_ucx_link_open(const struct msg_ucx_reply *r, int32_t num_devices, c
     at += r->rkey_bytes[d];
     u->bases[d] = r->bases[d];
   }
+  if (s == UX_OK && (r->flags & UCX_REPLY_GENERATIONS) != 0) {
+    step = "unpacking the generation page's key";
+    s = U.ep_rkey_unpack(u->ep, r->blob + at, &u->page_rkey);
+    if (s != UX_OK) u->page_rkey = NULL;
+    u->page_base = r->page_base;
+    u->has_page = s == UX_OK;
+  }
   if (s != UX_OK) {
     status = core_fail(LLMDD_LINK_FAILED, "UCX failed %s at %s: %s", step, where, status_text(s));
     host_ucx_link_close(u);
@@ -525,6 +568,8 @@ int32_t host_ucx_link_open(const struct msg_ucx_reply *r, int32_t num_devices, c
 }
 
 bool host_ucx_link_writable(const struct ucx_link *u) { return u->writable; }
+
+bool host_ucx_link_has_page(const struct ucx_link *u) { return u->has_page; }
 
 void host_ucx_link_close(struct ucx_link *u) {
   if (u == NULL) return;
@@ -645,6 +690,11 @@ void host_ucx_record(uint8_t *dst, const uint8_t *src, uint64_t n) {
   b->ranges[b->count++] = (struct ucx_range){local, remote, n, device};
 }
 
+void host_ucx_batch_read_page(struct ucx_batch *b, uint32_t word) {
+  b->read_page = true;
+  b->page_word = word;
+}
+
 void host_ucx_batch_abandon(struct ucx_batch *b) {
   recording = NULL;
   free(b->ranges);
@@ -655,7 +705,10 @@ void host_ucx_batch_abandon(struct ucx_batch *b) {
 struct flight {
   atomic_int pending;
   atomic_int error; /* the first read's failure, UX_OK if none */
+  uint64_t page_value; /* the generation page's word lands here (this may outlive the call) */
 };
+
+#define PAGE_KEY (-2) /* issue's `device` for the generation page's key */
 
 static void on_read(void *request, ux_status_t status, void *user_data) {
   struct flight *f = user_data;
@@ -683,9 +736,10 @@ static bool issue(struct ucx_link *u, const struct ucx_regions *rg, struct fligh
     ok = false;
   } else {
     atomic_fetch_add(&f->pending, 1);
-    ux_rkey_h key = bytes == 0     ? NULL
-                    : rg != NULL ? (ux_rkey_h)rg->rkeys[device]
-                                 : u->rkeys[device];
+    ux_rkey_h key = bytes == 0           ? NULL
+                    : device == PAGE_KEY ? u->page_rkey
+                    : rg != NULL       ? (ux_rkey_h)rg->rkeys[device]
+                                       : u->rkeys[device];
     ux_status_ptr_t req =
         bytes == 0 ? U.ep_flush_nbx(u->ep, &p)
         : put      ? U.put_nbx(u->ep, local, (size_t)bytes, remote, key, &p)
@@ -702,6 +756,20 @@ static bool issue(struct ucx_link *u, const struct ucx_regions *rg, struct fligh
   }
   pthread_rwlock_unlock(&u->lock);
   return ok;
+}
+
+/* The page's word, after every read issued before (a fence between). */
+static void issue_page_read(struct ucx_link *u, struct flight *f, uint32_t word) {
+  pthread_rwlock_rdlock(&u->lock);
+  ux_status_t fenced = u->closed ? UX_ERR_CANCELED : U.worker_fence(u->worker);
+  pthread_rwlock_unlock(&u->lock);
+  if (fenced != UX_OK) {
+    int none = UX_OK;
+    atomic_compare_exchange_strong(&f->error, &none, fenced);
+    return;
+  }
+  issue(u, NULL, f, false, (uint8_t *)&f->page_value, u->page_base + 8 * (uint64_t)word, 8,
+        PAGE_KEY);
 }
 
 /* Progresses the worker once; after a run of idle calls, sleeps on its wakeup
@@ -746,6 +814,7 @@ int32_t host_ucx_batch_run(struct ucx_batch *b, const struct core_guard *g,
    * or cancel stopped issuing (so that nothing lands after the pin is
    * released). */
   bool flushed = !b->put || stopping, issued = false;
+  bool page_read = !b->read_page || !u->has_page;
   int64_t drain_until = 0, forced_until = 0, next_check = core_now_ns() + 1000000;
   int idle = 0;
   for (;;) {
@@ -762,11 +831,16 @@ int32_t host_ucx_batch_run(struct ucx_batch *b, const struct core_guard *g,
         offset = 0;
       }
     }
+    if (!page_read && !stopping && next == b->count && atomic_load(&f->error) == UX_OK) {
+      page_read = true;
+      issue_page_read(u, f, b->page_word);
+    }
     if (!flushed && (stopping || next == b->count) && atomic_load(&f->error) == UX_OK) {
       flushed = true;
       if (issued) issue(u, NULL, f, true, NULL, 0, 0, 0);
     }
-    bool more = atomic_load(&f->pending) > 0 || (!stopping && next < b->count) || !flushed;
+    bool more = atomic_load(&f->pending) > 0 || (!stopping && (next < b->count || !page_read)) ||
+                !flushed;
     if (!more) break;
     progress_once(u, &idle);
     int error = atomic_load(&f->error);
@@ -813,6 +887,9 @@ int32_t host_ucx_batch_run(struct ucx_batch *b, const struct core_guard *g,
   if (status == LLMDD_SUCCESS && atomic_load(&f->error) != UX_OK)
     status = core_fail(LLMDD_LINK_FAILED, "a UCX %s %s failed (%s)", op, u->where,
                        status_text(atomic_load(&f->error)));
+  if (status == LLMDD_SUCCESS && b->read_page && !u->has_page)
+    status = core_fail(LLMDD_FAILED, "the PROMPT at %s offered no generation page", u->where);
+  b->page_value = f->page_value;
   if (atomic_load(&f->pending) == 0) free(f);
   return status;
 }

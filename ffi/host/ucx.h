@@ -78,11 +78,13 @@ bool host_ucx_address_is_local(const struct sockaddr_in *a);
 struct ucx_server;
 
 /* Fills the answer to a UCX request: starts *slot's UCX side on first use
- * (pools: base addresses, num_devices of pool_bytes each). Never fails: a
+ * (pools: base addresses, num_devices of pool_bytes each; page: the generation
+ * page, fast.h, mapped for remote reads only, or NULL). Never fails: a
  * failure is the answer's status, with the reason in the server's log of
  * nothing (the DECODER says what the status means). Thread-safe. */
 void host_ucx_answer(struct ucx_server **slot, uint8_t *const *pools, int32_t num_devices,
-                     uint64_t pool_bytes, bool writable, struct msg_ucx_reply *r);
+                     uint64_t pool_bytes, bool writable, uint8_t *page, uint64_t page_bytes,
+                     struct msg_ucx_reply *r);
 
 /* Stops the progress thread and releases the worker and mappings (NULL: nothing). */
 void host_ucx_server_stop(struct ucx_server *s);
@@ -112,6 +114,8 @@ void host_ucx_link_close(struct ucx_link *u);
 
 /* Whether the PROMPT's keys allow writes into its pools (UCX_REPLY_WRITABLE). */
 bool host_ucx_link_writable(const struct ucx_link *u);
+/* Whether the PROMPT offered its generation page (UCX_REPLY_GENERATIONS). */
+bool host_ucx_link_has_page(const struct ucx_link *u);
 
 /* A pinned cache outside the PROMPT's pools, as its UCX_KEYS_REPLY gave it:
  * count ranges of `bytes`, each with its key unpacked on the link's endpoint. */
@@ -139,6 +143,9 @@ struct ucx_batch {
   struct ucx_range *ranges;
   uint64_t count, capacity;
   int32_t status; /* OUT_OF_MEMORY when a range could not be recorded */
+  bool read_page; /* host_ucx_batch_read_page */
+  uint32_t page_word;
+  uint64_t page_value; /* what the run read there */
 };
 
 void host_ucx_batch_begin(struct ucx_batch *b, struct ucx_link *u, bool put, uint64_t pool_bytes,
@@ -148,6 +155,11 @@ void host_ucx_batch_begin(struct ucx_batch *b, struct ucx_link *u, bool put, uin
 void host_ucx_batch_begin_regions(struct ucx_batch *b, struct ucx_link *u, bool put,
                                   const struct ucx_regions *rg);
 void host_ucx_record(uint8_t *dst, const uint8_t *src, uint64_t n);
+
+/* A pull's batch (a link with the page): after all its reads, ordered after
+ * them by ucp_worker_fence, the run also reads a word of the PROMPT's
+ * generation page into b->page_value (same round trip; fast.h's seqlock). */
+void host_ucx_batch_read_page(struct ucx_batch *b, uint32_t word);
 
 /* Ends a batch without reading or writing anything. */
 void host_ucx_batch_abandon(struct ucx_batch *b);

@@ -100,8 +100,9 @@ extern "C" {
  * engine kept from an earlier pull of the same key, while the PROMPT's
  * generation page says it still holds (docs/DESIGN.md §4.3) — no socket, no
  * wait, so it may run on the caller's thread (job 0). When there is no such
- * answer (or the backend keeps none) nothing is copied and the call returns
- * FEATURE_NOT_ENABLED: make the same call without the flag. */
+ * answer (or the backend keeps none, or the link is over UCX, where a repeat
+ * pull without a round trip still waits for its reads) nothing is copied and
+ * the call returns FEATURE_NOT_ENABLED: make the same call without the flag. */
 #define LLMDD_KEY_KEPT_ONLY 0x100
 
 /* Or'd into LLMDD_KEY_BLOCKS (llmdd_cache_push_blocks, ABI 6): the source is a

@@ -108,7 +108,7 @@ TEST(fast_kept_answers_go_stale_with_their_counters) {
   uint64_t by_id[3] = {1, 42, 0}, blocks[3] = {1, 0, 5}, other[3] = {1, 43, 0};
   struct fast_entry e;
   /* Kept with a stamp read before: found, pin dropped. */
-  struct fast_stamp s = host_fast_stamp(p.view, LLMDD_KEY_BY_ID, by_id);
+  struct fast_stamp s = host_fast_page_stamp(&p.page, LLMDD_KEY_BY_ID, by_id);
   struct msg_lookup_reply r = answer(4096);
   host_fast_keep(p.view, LLMDD_KEY_BY_ID, by_id, &s, &r);
   CHECK(host_fast_find(p.view, LLMDD_KEY_BY_ID, by_id, &e));
@@ -129,13 +129,13 @@ TEST(fast_kept_answers_go_stale_with_their_counters) {
   EXPECT(!host_fast_find(p.view, LLMDD_KEY_BY_ID, by_id, &e));
 
   /* A BlocksCacheKey is stamped by the key it is held under. */
-  struct fast_stamp sb = host_fast_stamp(p.view, LLMDD_KEY_BLOCKS, blocks);
+  struct fast_stamp sb = host_fast_page_stamp(&p.page, LLMDD_KEY_BLOCKS, blocks);
   host_fast_keep(p.view, LLMDD_KEY_BLOCKS, blocks, &sb, &r);
   EXPECT(host_fast_find(p.view, LLMDD_KEY_BLOCKS, blocks, &e));
   host_fast_bump_key(&p.page, 1, LLMDD_BLOCKS_REQ_ID, 5);
   EXPECT(!host_fast_find(p.view, LLMDD_KEY_BLOCKS, blocks, &e));
   /* Finalize makes every answer stale. */
-  sb = host_fast_stamp(p.view, LLMDD_KEY_BLOCKS, blocks);
+  sb = host_fast_page_stamp(&p.page, LLMDD_KEY_BLOCKS, blocks);
   host_fast_keep(p.view, LLMDD_KEY_BLOCKS, blocks, &sb, &r);
   EXPECT(host_fast_find(p.view, LLMDD_KEY_BLOCKS, blocks, &e));
   host_fast_bump_all(&p.page);
@@ -146,14 +146,14 @@ TEST(fast_kept_answers_go_stale_with_their_counters) {
   /* More keys than entries: the oldest go, nothing overflows. */
   for (uint64_t id = 100; id < 100 + 3 * FAST_ENTRIES; id++) {
     uint64_t k[3] = {1, id, 0};
-    struct fast_stamp si = host_fast_stamp(p.view, LLMDD_KEY_BY_ID, k);
+    struct fast_stamp si = host_fast_page_stamp(&p.page, LLMDD_KEY_BY_ID, k);
     host_fast_keep(p.view, LLMDD_KEY_BY_ID, k, &si, &r);
   }
   uint64_t last[3] = {1, 100 + 3 * FAST_ENTRIES - 1, 0}, first[3] = {1, 100, 0};
   EXPECT(host_fast_find(p.view, LLMDD_KEY_BY_ID, last, &e));
   EXPECT(!host_fast_find(p.view, LLMDD_KEY_BY_ID, first, &e));
   /* CacheKey pulls consume their key: never kept. */
-  struct fast_stamp sk = host_fast_stamp(p.view, LLMDD_KEY_CACHE_KEY, by_id);
+  struct fast_stamp sk = host_fast_page_stamp(&p.page, LLMDD_KEY_CACHE_KEY, by_id);
   host_fast_keep(p.view, LLMDD_KEY_CACHE_KEY, by_id, &sk, &r);
   EXPECT(!host_fast_find(p.view, LLMDD_KEY_CACHE_KEY, by_id, &e));
   pair_close(&p);
@@ -183,8 +183,9 @@ static int32_t pull_all(uint64_t decoder, uint64_t dst, int32_t kind, uint64_t c
 
 /* A blocks cache of the PROMPT named (cluster, BLOCKS_REQ_ID, model), or a plain
  * one (model < 0), filled with the pattern of its id. */
-static uint64_t prompt_cache(uint64_t prompt, uint64_t cluster, int64_t model) {
-  uint64_t key[3] = {cluster, LLMDD_BLOCKS_REQ_ID, (uint64_t)model}, id = 0, addrs[TENSORS];
+static uint64_t prompt_cache_at(uint64_t prompt, uint64_t cluster, int64_t model,
+                                uint64_t addrs[TENSORS]) {
+  uint64_t key[3] = {cluster, LLMDD_BLOCKS_REQ_ID, (uint64_t)model}, id = 0;
   int32_t status = llmdd_cache_allocate(prompt, TENSORS, BLOCK * NBLOCKS, NBLOCKS, 3,
                                         LLMDD_PLACEMENT_DEVICE, key, model < 0 ? 0 : 1, &id,
                                         addrs, TENSORS);
@@ -194,6 +195,11 @@ static uint64_t prompt_cache(uint64_t prompt, uint64_t cluster, int64_t model) {
   return id;
 }
 
+static uint64_t prompt_cache(uint64_t prompt, uint64_t cluster, int64_t model) {
+  uint64_t addrs[TENSORS];
+  return prompt_cache_at(prompt, cluster, model, addrs);
+}
+
 static bool holds(const uint64_t *addrs, uint64_t id, uint64_t bytes) {
   for (int32_t t = 0; t < TENSORS; t++)
     if (find_mismatch((const uint8_t *)(uintptr_t)addrs[t], bytes, id, 0, t) != UINT64_MAX)
@@ -201,21 +207,24 @@ static bool holds(const uint64_t *addrs, uint64_t id, uint64_t bytes) {
   return true;
 }
 
-TEST(fast_repeat_pulls_follow_the_prompts_caches) {
+/* The DECODER's options choose the transport (test_ucx.c runs this over UCX,
+ * where LLMDD_KEY_KEPT_ONLY pulls nothing: a repeat pull waits for its reads). */
+void fast_repeat_pulls_body(const char *decoder_options, bool over_ucx) {
+  const int32_t kept_ok = over_ucx ? LLMDD_FEATURE_NOT_ENABLED : LLMDD_SUCCESS;
   uint64_t cluster = unique_cluster_id();
   uint16_t port;
   uint64_t prompt = open_listening(LLMDD_ROLE_PROMPT, cluster, "ge.flowGraphMemMaxSize=1048576",
                                    &port);
   CHECK(prompt != 0);
-  uint64_t decoder = open_role(LLMDD_ROLE_DECODER, unique_cluster_id(),
-                               "ge.flowGraphMemMaxSize=1048576");
+  uint64_t decoder = open_role(LLMDD_ROLE_DECODER, unique_cluster_id(), decoder_options);
   CHECK(decoder != 0);
   CHECK_STATUS(link_port(decoder, cluster, port, 3000), LLMDD_SUCCESS);
   uint64_t dst = 0, dst_addrs[TENSORS];
   CHECK_STATUS(llmdd_cache_allocate(decoder, TENSORS, BLOCK * NBLOCKS, NBLOCKS, 3,
                                     LLMDD_PLACEMENT_DEVICE, NULL, 0, &dst, dst_addrs, TENSORS),
                LLMDD_SUCCESS);
-  uint64_t a = prompt_cache(prompt, cluster, 5);
+  uint64_t a_addrs[TENSORS];
+  uint64_t a = prompt_cache_at(prompt, cluster, 5, a_addrs);
   CHECK(a != 0);
   /* Kept only: nothing kept before the first pull; CacheKeys are never kept. */
   EXPECT_STATUS(pull_all(decoder, dst, LLMDD_KEY_BLOCKS | LLMDD_KEY_KEPT_ONLY, cluster, 0, 5),
@@ -231,8 +240,22 @@ TEST(fast_repeat_pulls_follow_the_prompts_caches) {
   memset((void *)(uintptr_t)dst_addrs[0], 0, BLOCK * NBLOCKS);
   memset((void *)(uintptr_t)dst_addrs[1], 0, BLOCK * NBLOCKS);
   EXPECT_STATUS(pull_all(decoder, dst, LLMDD_KEY_BLOCKS | LLMDD_KEY_KEPT_ONLY, cluster, 0, 5),
-                LLMDD_SUCCESS);
+                kept_ok);
+  if (over_ucx) { /* nothing copied: the same pull without the flag */
+    EXPECT(!holds(dst_addrs, a, BLOCK * NBLOCKS));
+    EXPECT_STATUS(pull_all(decoder, dst, LLMDD_KEY_BLOCKS, cluster, 0, 5), LLMDD_SUCCESS);
+  }
   EXPECT(holds(dst_addrs, a, BLOCK * NBLOCKS));
+  /* The PROMPT writes the cache: the repeat pull reads it as it is now. */
+  for (int32_t t = 0; t < TENSORS; t++)
+    fill_pattern((uint8_t *)(uintptr_t)a_addrs[t], BLOCK * NBLOCKS, a + 1000, 0, t);
+  EXPECT_STATUS(pull_all(decoder, dst, LLMDD_KEY_BLOCKS | LLMDD_KEY_KEPT_ONLY, cluster, 0, 5),
+                kept_ok);
+  if (over_ucx) {
+    EXPECT(!holds(dst_addrs, a + 1000, BLOCK * NBLOCKS));
+    EXPECT_STATUS(pull_all(decoder, dst, LLMDD_KEY_BLOCKS, cluster, 0, 5), LLMDD_SUCCESS);
+  }
+  EXPECT(holds(dst_addrs, a + 1000, BLOCK * NBLOCKS));
   /* Deallocated as deallocateBlocksCache does (key, then id), its memory taken
    * by a cache with other bytes, the key on a new cache elsewhere: the repeat
    * pull finds the new cache. */
@@ -260,6 +283,10 @@ TEST(fast_repeat_pulls_follow_the_prompts_caches) {
   /* Finalized: the answers kept are stale, and the link is gone. */
   EXPECT_STATUS(pull_all(decoder, dst, LLMDD_KEY_BLOCKS, cluster, 0, 5), LLMDD_LINK_FAILED);
   EXPECT_STATUS(llmdd_engine_finalize(decoder), LLMDD_SUCCESS);
+}
+
+TEST(fast_repeat_pulls_follow_the_prompts_caches) {
+  fast_repeat_pulls_body("ge.flowGraphMemMaxSize=1048576", false);
 }
 
 /* ---- resident pools (pool.h) ---- */

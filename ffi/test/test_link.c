@@ -21,6 +21,7 @@
 #include "harness.h"
 #include "local.h"
 #include "pool.h"
+#include "proto.h"
 #include "shm.h"
 #include "util.h"
 
@@ -890,11 +891,11 @@ static void put32(uint8_t *p, uint32_t v) {
   for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
-/* A header: magic, version 3, type, body length, flags 0, seq 1. */
+/* A header: magic, this version (proto.h), type, body length, flags 0, seq 1. */
 static void header(uint8_t h[24], uint32_t magic, uint16_t type, uint32_t length) {
   memset(h, 0, 24);
   put32(h, magic);
-  put32(h + 4, 3u | (uint32_t)type << 16);
+  put32(h + 4, PROTO_VERSION | (uint32_t)type << 16);
   put32(h + 8, length);
   h[16] = 1;
 }
@@ -975,7 +976,7 @@ TEST(pins_of_one_connection_are_bounded_and_go_with_it) {
   int fd = raw_connect(port);
   CHECK(fd >= 0);
   EXPECT(raw_authenticate(fd));
-  uint8_t msg[24 + 64], answer[24 + 64 + 8];
+  uint8_t msg[24 + 64], answer[24 + 80 + 8];
   header(msg, 0x44444C4C, 1, 24);
   memset(msg + 24, 0, 24);
   put64(msg + 32, cluster);
@@ -994,7 +995,7 @@ TEST(pins_of_one_connection_are_bounded_and_go_with_it) {
     if (!EXPECT(send(fd, msg, 56, MSG_NOSIGNAL) == 56) || !EXPECT(recv_exact(fd, answer, 24)))
       break;
     uint32_t body = (uint32_t)answer[8] | (uint32_t)answer[9] << 8;
-    if (!EXPECT(body <= 72 && recv_exact(fd, answer + 24, body))) break;
+    if (!EXPECT(body <= 88 && recv_exact(fd, answer + 24, body))) break;
     uint32_t status = (uint32_t)answer[24] | (uint32_t)answer[25] << 8 |
                       (uint32_t)answer[26] << 16 | (uint32_t)answer[27] << 24;
     if (status == 0) pinned++;
@@ -1317,7 +1318,7 @@ static void *liar_main(void *arg) {
   default: break;
   }
   memset(out, 0, sizeof out);
-  header(out, 0x44444C4C, 4, 72);
+  header(out, 0x44444C4C, 4, 88);
   memcpy(out + 16, in + 16, 8);
   if (l->lie == LIE_SEQ) out[16] += 5;
   put32(out + 24, 0);
@@ -1328,9 +1329,9 @@ static void *liar_main(void *arg) {
   put64(out + 56, batch);
   put64(out + 64, row);
   put64(out + 72, stride);
-  put32(out + 80, 1);
-  put64(out + 88, offset);
-  send(fd, out, 96, MSG_NOSIGNAL);
+  put32(out + 80, 1); /* devices; then where, the two generations: 0 */
+  put64(out + 104, offset);
+  send(fd, out, 112, MSG_NOSIGNAL);
 done:
   /* Until the DECODER goes: DONE is read, UNLINK answered. */
   while (recv_exact(fd, in, 24)) {

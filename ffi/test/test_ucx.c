@@ -127,6 +127,17 @@ TEST(ucx_reply_round_trip_and_its_limits) {
   EXPECT(in->devices == 3 && in->address_bytes == 77 && in->rkey_bytes[2] == 12);
   EXPECT(in->bases[1] == out->bases[1] && in->flags == UCX_REPLY_WRITABLE);
   EXPECT(memcmp(in->blob, out->blob, blob) == 0);
+  EXPECT(in->page_base == 0 && in->page_rkey_bytes == 0);
+
+  /* With the generation page: its entry and key come through after the pools'. */
+  out->flags = UCX_REPLY_WRITABLE | UCX_REPLY_GENERATIONS;
+  out->page_base = 0x7e0000001000ull;
+  out->page_rkey_bytes = 9;
+  for (uint32_t i = blob; i < blob + 9; i++) out->blob[i] = (uint8_t)(i * 5 + 3);
+  EXPECT_STATUS(received_fresh(&m, rx, in), LLMDD_SUCCESS);
+  EXPECT(in->flags == out->flags && in->page_base == out->page_base && in->page_rkey_bytes == 9);
+  EXPECT(in->devices == 3 && in->rkey_bytes[2] == 12 && memcmp(in->blob, out->blob, blob + 9) == 0);
+  out->flags = UCX_REPLY_WRITABLE;
 
   /* Where none is expected (a PROMPT's connection), it is malformed. */
   CHECK_STATUS(host_proto_send(sv[0], &m, &g, -1, &torn), LLMDD_SUCCESS);
@@ -136,7 +147,7 @@ TEST(ucx_reply_round_trip_and_its_limits) {
   close(sv[0]);
   close(sv[1]);
   /* So is a flag this side does not know. */
-  out->flags = 2;
+  out->flags = 4;
   EXPECT_STATUS(received_fresh(&m, rx, in), LLMDD_LINK_FAILED);
   EXPECT(strstr(last_error(), "malformed") != NULL);
   free(rx);
@@ -195,9 +206,16 @@ TEST(ucx_keys_round_trip_and_its_limits) {
   close(sv[0]);
   close(sv[1]);
 
-  /* A worker address in it (keys only): malformed. */
+  /* A worker address or a generation page in it (keys only): malformed. */
   out->address_bytes = 4;
   EXPECT_STATUS(received_fresh(&a, rx, in), LLMDD_LINK_FAILED);
+  out->address_bytes = 0;
+  out->flags = UCX_REPLY_GENERATIONS;
+  out->page_rkey_bytes = 8;
+  EXPECT_STATUS(received_fresh(&a, rx, in), LLMDD_LINK_FAILED);
+  out->flags = UCX_REPLY_WRITABLE;
+  out->page_rkey_bytes = 0;
+  EXPECT_STATUS(received_fresh(&a, rx, in), LLMDD_SUCCESS);
 
   /* More ranges than MAX_DEVICES, and a request with a reserved word set. */
   uint8_t body[16] = {0};
@@ -259,24 +277,38 @@ TEST(missing_ucx_names_the_package) {
   unsetenv("LLMDD_UCX_LIBRARY");
 }
 
-void push_blocks_body(const char *decoder_options); /* test_push.c */
+void push_blocks_body(const char *decoder_options);       /* test_push.c */
+void fast_repeat_pulls_body(const char *decoder_options, bool over_ucx); /* test_fast.c */
 
-/* The same over UCX (TCP): into the pools and registered memory, pulls of
- * registered memory and pushes to its addresses as UCX reads and writes
- * (registered memory with the pin's keys, UCX_KEYS). */
-TEST(push_blocks_into_pooled_and_registered_memory_over_ucx) {
+/* Whether UCX loads here; it is set up as the tests below need it. */
+static bool ucx_here(void) {
   if (getenv("UCX_TLS") == NULL) setenv("UCX_TLS", "tcp", 0);
   /* UCX's memory hooks (patched mmap/munmap) crash LeakSanitizer's tracer at
-   * exit; this test needs none of them. Read when UCX is loaded, below. */
+   * exit; these tests need none of them. Read when UCX is loaded, below. */
   if (getenv("UCX_MEM_EVENTS") == NULL) setenv("UCX_MEM_EVENTS", "no", 0);
   const char *ucx = "ge.flowGraphMemMaxSize=1048576\nllmdd.transport=ucx";
   uint64_t probe = 0;
   if (llmdd_engine_init(LLMDD_ROLE_DECODER, unique_cluster_id(), (const uint8_t *)ucx,
                         (int32_t)strlen(ucx), &probe) != LLMDD_SUCCESS) {
     printf("    SKIPPED: UCX cannot be loaded here (%s)\n", last_error());
-    return;
+    return false;
   }
   EXPECT_STATUS(llmdd_engine_finalize(probe), LLMDD_SUCCESS);
+  return true;
+}
+
+/* The same over UCX (TCP): into the pools and registered memory, pulls of
+ * registered memory and pushes to its addresses as UCX reads and writes
+ * (registered memory with the pin's keys, UCX_KEYS). */
+TEST(push_blocks_into_pooled_and_registered_memory_over_ucx) {
+  if (!ucx_here()) return;
   push_blocks_body("llm.EnableRemoteCacheAccessible=1\nge.flowGraphMemMaxSize=8388608\n"
                    "llmdd.transport=ucx");
+}
+
+/* Repeat pulls over UCX: the answer kept, the PROMPT's generation page read
+ * with the data (fast.h), stale answers caught as over shared memory. */
+TEST(fast_repeat_pulls_over_ucx_follow_the_prompts_caches) {
+  if (!ucx_here()) return;
+  fast_repeat_pulls_body("ge.flowGraphMemMaxSize=1048576\nllmdd.transport=ucx", true);
 }
