@@ -15,7 +15,6 @@ import {
   CacheKeyByIdAndIndex,
   DataType,
   LLMDataDist,
-  LLMException,
   LLMRole,
   LLMStatusCode,
   TransferConfig,
@@ -23,24 +22,11 @@ import {
 import { startChild } from "./support/children.ts";
 import { fillPattern, firstMismatch, patternByte } from "./support/pattern.ts";
 import { freshClusterId, rejectsWithStatus, sleep } from "./helpers.ts";
-import { assertRow, cacheBytes, dump, kvBytes, link, LOOPBACK } from "./support/links.ts";
+import { assertRow, cacheBytes, dump, kvBytes, link, LOOPBACK, ucxMissing } from "./support/links.ts";
 
 // The children (the PROMPTs) inherit this: their UCP workers offer TCP only, so
 // every link below reads over TCP whatever this process's UCX would pick.
 process.env.UCX_TLS = "tcp";
-
-/** Whether UCX can be loaded here: a DECODER that asks for it by name says at init. */
-async function ucxMissing(): Promise<string | undefined> {
-  const probe = new LLMDataDist(LLMRole.DECODER, freshClusterId());
-  try {
-    await probe.init({ "ge.flowGraphMemMaxSize": String(1 << 20), "llmdd.transport": "ucx" });
-    probe.finalize();
-    return undefined;
-  } catch (e) {
-    if (e instanceof LLMException && e.statusCode === LLMStatusCode.LLM_FEATURE_NOT_ENABLED) return e.message;
-    throw e;
-  }
-}
 
 async function openDecoder(
   options: { devices?: number[]; poolBytes?: number; timeout?: number; cacheManager?: boolean; remote?: boolean } = {},
@@ -259,6 +245,52 @@ describe("links over UCX (TCP on loopback)", () => {
       );
     },
   );
+
+  test("repeat pulls by id and by BlocksCacheKey send nothing on the control connection", {
+    timeout: 120_000,
+  }, async () => {
+    // The first pull of a key asks the PROMPT (LOOKUP, DONE); later ones use
+    // the answer kept and check the PROMPT's generation page with one more
+    // UCX read (docs/DESIGN.md §4.3). test/pull_repeat.test.ts changes the
+    // PROMPT's caches between such pulls.
+    const clusterId = freshClusterId();
+    await using child = startChild("blocks_prompt_process.ts", {
+      clusterId: String(clusterId),
+      caches: [
+        { numTensors: 2, shape: [8, 1024], dataType: DataType.DT_UINT8, seed: 4, blocksModelId: 0 },
+        { numTensors: 2, shape: [2, 4096], dataType: DataType.DT_UINT8, seed: 6 },
+      ],
+    });
+    const ready = await child.next();
+    const port = ready.port as number;
+    const rowsId = BigInt((ready.cacheIds as string[])[1]);
+    await using decoder = await openDecoder({ cacheManager: true, poolBytes: 4 << 20 });
+    const m = decoder.cacheManager;
+    const blocks = await m.allocateBlocksCache(new CacheDesc(2, [8, 1024], DataType.DT_UINT8));
+    const rows = await m.allocateCache(new CacheDesc(2, [2, 4096], DataType.DT_UINT8));
+    await link(decoder, clusterId, port);
+    const pullBoth = async (round: number) => {
+      for (let t = 0; t < 2; t++) {
+        cacheBytes(decoder, blocks, t).fill(0xEE);
+        cacheBytes(decoder, rows, t).fill(0xEE);
+      }
+      await m.pullBlocks(new BlocksCacheKey(clusterId, 0n), blocks, [7, 0], [0, 7]);
+      await m.pullCache(new CacheKeyByIdAndIndex(clusterId, rowsId, 1), rows, 0);
+      for (let t = 0; t < 2; t++) {
+        const b = cacheBytes(decoder, blocks, t), r = cacheBytes(decoder, rows, t);
+        assert.equal(firstMismatch(b, 0, 1024, 4, t, 0, 7 * 1024), -1, `round ${round}: block 0, tensor ${t}`);
+        assert.equal(firstMismatch(b, 7 * 1024, 1024, 4, t, 0, 0), -1, `round ${round}: block 7, tensor ${t}`);
+        assert.equal(firstMismatch(r, 0, 4096, 6, t, 0, 4096), -1, `round ${round}: row 0, tensor ${t}`);
+      }
+    };
+    const before = controlBytesSent(port);
+    await pullBoth(0);
+    const first = controlBytesSent(port) - before;
+    assert.ok(first > 0, "the first pulls ask the PROMPT");
+    for (let round = 1; round <= 20; round++) await pullBoth(round);
+    const repeats = controlBytesSent(port) - before - first;
+    assert.equal(repeats, 0, `20 repeat rounds sent ${repeats} bytes on the control connection`);
+  });
 
   test("pushes into a PROMPT's pools and registered memory, and pulls of the latter, are one-sided", {
     timeout: 120_000,

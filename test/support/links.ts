@@ -3,7 +3,15 @@
 // the bytes a pull or push moved, here or in a PROMPT child.
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { type Cache, type KvCache, LLMClusterInfo, LLMDataDist, LLMRole, LLMStatusCode } from "../../mod.ts";
+import {
+  type Cache,
+  type KvCache,
+  LLMClusterInfo,
+  LLMDataDist,
+  LLMException,
+  LLMRole,
+  LLMStatusCode,
+} from "../../mod.ts";
 import type { Child } from "./children.ts";
 import { freshClusterId } from "../helpers.ts";
 import { firstMismatch } from "./pattern.ts";
@@ -88,4 +96,17 @@ export async function dump(child: Child, cache: number, tensor: number): Promise
   child.send({ dump: cache, tensor });
   const { bytes } = await child.next();
   return new Uint8Array(Buffer.from(bytes as string, "base64"));
+}
+
+/** Why UCX cannot be loaded here (a DECODER that asks for it by name says at init), or undefined. */
+export async function ucxMissing(): Promise<string | undefined> {
+  const probe = new LLMDataDist(LLMRole.DECODER, freshClusterId());
+  try {
+    await probe.init({ "ge.flowGraphMemMaxSize": String(1 << 20), "llmdd.transport": "ucx" });
+    probe.finalize();
+    return undefined;
+  } catch (e) {
+    if (e instanceof LLMException && e.statusCode === LLMStatusCode.LLM_FEATURE_NOT_ENABLED) return e.message;
+    throw e;
+  }
 }
