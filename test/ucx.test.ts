@@ -290,6 +290,14 @@ describe("links over UCX (TCP on loopback)", () => {
     for (let round = 1; round <= 20; round++) await pullBoth(round);
     const repeats = controlBytesSent(port) - before - first;
     assert.equal(repeats, 0, `20 repeat rounds sent ${repeats} bytes on the control connection`);
+    // The PROMPT killed: a repeat pull fails as LINK_FAILED, well within the deadline.
+    await child.kill();
+    const start = Date.now();
+    await rejectsWithStatus(
+      m.pullBlocks(new BlocksCacheKey(clusterId, 0n), blocks, [7, 0], [0, 7]),
+      LLMStatusCode.LLM_LINK_FAILED,
+    );
+    assert.ok(Date.now() - start < 5_000, `the pull from a dead PROMPT took ${Date.now() - start} ms`);
   });
 
   test("pushes into a PROMPT's pools and registered memory, and pulls of the latter, are one-sided", {

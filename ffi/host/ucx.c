@@ -889,7 +889,7 @@ int32_t host_ucx_batch_run(struct ucx_batch *b, const struct core_guard *g,
                        status_text(atomic_load(&f->error)));
   if (status == LLMDD_SUCCESS && b->read_page && !u->has_page)
     status = core_fail(LLMDD_FAILED, "the PROMPT at %s offered no generation page", u->where);
-  b->page_value = f->page_value;
+  if (status == LLMDD_SUCCESS) b->page_value = f->page_value; /* nothing is in flight then */
   if (atomic_load(&f->pending) == 0) free(f);
   return status;
 }
