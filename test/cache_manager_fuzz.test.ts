@@ -29,6 +29,7 @@ import {
   TransferWithCacheKeyConfig,
 } from "../mod.ts";
 import { freshClusterId } from "./helpers.ts";
+import { ucxMissing } from "./support/links.ts";
 import {
   DECODER_CACHES,
   descOf,
@@ -289,15 +290,25 @@ test("copyBlocks, swapBlocks and registration match a model of every cache's byt
 // sides reads back what the model holds, and at the end the PROMPT holds
 // exactly the keys the model says. Same seed handling as above (the seed is
 // printed with a tally of the outcomes; LLMDD_FUZZ_SHRINK=0 reports the first
-// failing sequence unshrunk).
-test("pullBlocks and pullCache from a linked PROMPT match a model of both sides' bytes", async () => {
+// failing sequence unshrunk). Over shared memory, and again over UCX (TCP on
+// loopback), where repeat pulls check the PROMPT's generation page with a UCX
+// read after the data (fewer runs: each pull is a round trip there).
+process.env.UCX_TLS ??= "tcp";
+const noUcx = await ucxMissing();
+for (const transport of ["shm", "ucx"] as const) {
+  test(`pullBlocks and pullCache from a linked PROMPT match a model of both sides' bytes (${transport})`, {
+    skip: transport === "ucx" && noUcx !== undefined ? `UCX is not installed here (${noUcx})` : false,
+  }, () => pullFuzz(transport));
+}
+
+async function pullFuzz(transport: "shm" | "ucx"): Promise<void> {
   const seed = process.env.LLMDD_FUZZ_SEED ? Number(process.env.LLMDD_FUZZ_SEED) : Date.now() % 2 ** 31;
-  const runs = Number(process.env.LLMDD_FUZZ_RUNS ?? 60); // about 0.5 s
+  const runs = Number(process.env.LLMDD_FUZZ_RUNS ?? (transport === "shm" ? 60 : 20)); // about 0.5 s (shm)
   const options = { "llm.EnableCacheManager": "1", "llm.MemPoolConfig": '{"memory_size": 1048576}' };
   await using prompt = new LLMDataDist(LLMRole.PROMPT, freshClusterId());
   await prompt.init({ ...options, "llm.listenIpInfo": "127.0.0.1:0" });
   await using decoder = new LLMDataDist(LLMRole.DECODER, freshClusterId());
-  await decoder.init({ ...options, "llm.SyncKvCacheWaitTime": "10000" });
+  await decoder.init({ ...options, "llm.SyncKvCacheWaitTime": "10000", "llmdd.transport": transport });
   const P = prompt.cacheManager, D = decoder.cacheManager;
   const cluster = new LLMClusterInfo();
   cluster.remoteClusterId = prompt.clusterId;
@@ -468,7 +479,7 @@ test("pullBlocks and pullCache from a linked PROMPT match a model of both sides'
     if (details.failed) {
       const error = details.errorInstance;
       assert.fail(
-        `block pull fuzz failed with seed ${seed} (LLMDD_FUZZ_SEED=${seed} replays it)\n` +
+        `block pull fuzz (${transport}) failed with seed ${seed} (LLMDD_FUZZ_SEED=${seed} replays it)\n` +
           `${fc.defaultReportMessage(details)}\n` +
           `error: ${error instanceof Error ? error.message : String(error)}`,
       );
@@ -477,11 +488,11 @@ test("pullBlocks and pullCache from a linked PROMPT match a model of both sides'
     await decoder.unlinkClusters([cluster], 3000);
   }
   console.log(
-    `block pull fuzz: seed ${seed}, ${runs} runs, ${[...tally.values()].reduce((a, b) => a + b, 0)} calls; outcomes: ${
-      [...tally].sort().map(([k, n]) => `${k} ×${n}`).join(", ")
-    }`,
+    `block pull fuzz (${transport}): seed ${seed}, ${runs} runs, ${
+      [...tally.values()].reduce((a, b) => a + b, 0)
+    } calls; outcomes: ${[...tally].sort().map(([k, n]) => `${k} ×${n}`).join(", ")}`,
   );
-});
+}
 
 // pushCache and pushBlocks from a linked DECODER, against the model of
 // test/support/fuzz/block_pushes.ts: random sequences of pushes from the

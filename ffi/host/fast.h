@@ -44,7 +44,9 @@
  * finalize bumps every slot with the global word. (Each get is a message each
  * way over UCX's TCP transport; a second one cost about 8 µs here.) Such a
  * view has no words here (host_fast_remote); the caller compares what the get
- * brought (host_fast_holds).
+ * brought (host_fast_holds). Nothing is checked before the reads there, so
+ * they are staged (ucx.h) and reach the destination only if the answer held;
+ * pulls of more than UCX_STAGE_BYTES do not use kept answers over UCX.
  * answers. */
 #ifndef LLMDD_HOST_FAST_H
 #define LLMDD_HOST_FAST_H

@@ -43,6 +43,7 @@ struct pull_task {
    * slot's word of the generation page as the batch read it (fast.h). */
   const struct fast_stamp *check;
   uint64_t slot_gen;
+  bool too_big; /* the kept pull over UCX reads more than it stages: ask the PROMPT */
 };
 
 static int32_t gone(const struct pull_task *p, const char *when) {
@@ -113,16 +114,28 @@ static void ucx_begin(const struct pull_task *p, struct core_progress *progress,
   progress->peer_check = NULL;
   if (rg != NULL) host_ucx_batch_begin_regions(b, l->ucx, false, rg);
   else host_ucx_batch_begin(b, l->ucx, false, l->pool_bytes, l->num_devices, l->bases);
-  if (p->check != NULL)
+  if (p->check != NULL) {
     host_ucx_batch_read_page(b, FAST_FIRST_SLOT + p->check->slot % FAST_SLOTS);
+    host_ucx_batch_stage(b);
+  }
 }
 
 /* rg: the keys of memory outside the pools (ucx_outside.h), released here. */
+/* A kept pull (p->check) is staged: its bytes reach the destination only if
+ * the page's word says the answer still held after they were read; a stale
+ * answer leaves the destination as it was (the pull then asks the PROMPT, and
+ * may fail). Larger ones are not made (p->too_big): the PROMPT is asked. */
 static int32_t ucx_end(struct pull_task *p, struct ucx_batch *b, int32_t status,
                        const struct core_guard *g, struct ucx_regions *rg) {
+  if (status == LLMDD_SUCCESS && p->check != NULL && host_ucx_batch_bytes(b) > UCX_STAGE_BYTES) {
+    p->too_big = true;
+    status = LLMDD_FEATURE_NOT_ENABLED;
+  }
   if (status != LLMDD_SUCCESS) host_ucx_batch_abandon(b);
   else status = host_ucx_batch_run(b, g, peer_check, (void *)p);
   p->slot_gen = b->page_value;
+  if (status == LLMDD_SUCCESS && b->stage)
+    host_ucx_batch_deliver(b, host_fast_holds(p->check, b->page_value));
   host_ucx_regions_close(p->link->ucx, rg);
   return status;
 }
@@ -284,9 +297,11 @@ static int32_t pull_kept(struct pull_task *p, struct core_guard *g, bool *done) 
   bool remote = host_fast_remote(v);
   p->kept = true;
   p->check = remote ? &kept.stamp : NULL;
+  p->too_big = false;
   int32_t status = copy_with(p, &kept.reply, g);
   p->kept = false;
   p->check = NULL;
+  if (p->too_big) return LLMDD_SUCCESS; /* not done: through LOOKUP */
   /* Over UCX the page's words come with the copy's reads: a copy that did not
    * run says nothing (a broken connection stands, as for any pull). */
   if (remote && status == LLMDD_LINK_FAILED) {

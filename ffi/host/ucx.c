@@ -695,6 +695,26 @@ void host_ucx_batch_read_page(struct ucx_batch *b, uint32_t word) {
   b->page_word = word;
 }
 
+void host_ucx_batch_stage(struct ucx_batch *b) { b->stage = true; }
+
+uint64_t host_ucx_batch_bytes(const struct ucx_batch *b) {
+  uint64_t bytes = 0;
+  for (uint64_t i = 0; i < b->count; i++) bytes += b->ranges[i].bytes;
+  return bytes;
+}
+
+void host_ucx_batch_deliver(struct ucx_batch *b, bool deliver) {
+  uint64_t at = 0;
+  for (uint64_t i = 0; deliver && b->scratch != NULL && i < b->count; i++) {
+    memcpy(b->ranges[i].local, b->scratch + at, (size_t)b->ranges[i].bytes);
+    at += b->ranges[i].bytes;
+  }
+  free(b->scratch);
+  b->scratch = NULL;
+  free(b->ranges);
+  b->ranges = NULL;
+}
+
 void host_ucx_batch_abandon(struct ucx_batch *b) {
   recording = NULL;
   free(b->ranges);
@@ -706,7 +726,13 @@ struct flight {
   atomic_int pending;
   atomic_int error; /* the first read's failure, UX_OK if none */
   uint64_t page_value; /* the generation page's word lands here (this may outlive the call) */
+  uint8_t *scratch;    /* a staged run's reads land here (freed with this) */
 };
+
+static void flight_free(struct flight *f) {
+  free(f->scratch);
+  free(f);
+}
 
 #define PAGE_KEY (-2) /* issue's `device` for the generation page's key */
 
@@ -804,9 +830,22 @@ int32_t host_ucx_batch_run(struct ucx_batch *b, const struct core_guard *g,
    * endpoint was closed by force, the call returns and leaves this behind for
    * its callback. */
   struct flight *f = malloc(sizeof *f);
-  if (f == NULL) return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for a transfer");
+  if (f == NULL) {
+    host_ucx_batch_abandon(b);
+    return core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for a transfer");
+  }
   atomic_init(&f->pending, 0);
   atomic_init(&f->error, UX_OK);
+  f->scratch = NULL;
+  /* Staged: the reads land in the flight's scratch, in the ranges' order. */
+  uint64_t staged = b->stage ? host_ucx_batch_bytes(b) : 0, stage_at = 0;
+  if (status == LLMDD_SUCCESS && b->stage && b->put)
+    status = core_fail(LLMDD_FAILED, "a push cannot be staged");
+  if (status == LLMDD_SUCCESS && staged > UCX_STAGE_BYTES)
+    status = core_fail(LLMDD_FAILED, "a staged UCX read of more than %llu bytes",
+                       (unsigned long long)UCX_STAGE_BYTES);
+  if (status == LLMDD_SUCCESS && staged > 0 && (f->scratch = malloc((size_t)staged)) == NULL)
+    status = core_fail(LLMDD_OUT_OF_MEMORY, "out of host memory for a transfer");
   uint64_t next = 0, offset = 0; /* the next range, and how far into it */
   bool stopping = status != LLMDD_SUCCESS, forced = false;
   /* Writes are complete at the peer only when a flush issued after them
@@ -822,9 +861,9 @@ int32_t host_ucx_batch_run(struct ucx_batch *b, const struct core_guard *g,
       struct ucx_range *r = &b->ranges[next];
       uint64_t bytes = r->bytes - offset < UCX_GET_BYTES ? r->bytes - offset : UCX_GET_BYTES;
       issued = true;
-      if (!issue(u, b->regions, f, b->put, r->local + offset, r->remote + offset, bytes,
-                 r->device))
-        break;
+      uint8_t *local = f->scratch != NULL ? f->scratch + stage_at : r->local + offset;
+      stage_at += bytes;
+      if (!issue(u, b->regions, f, b->put, local, r->remote + offset, bytes, r->device)) break;
       offset += bytes;
       if (offset == r->bytes) {
         next++;
@@ -882,14 +921,19 @@ int32_t host_ucx_batch_run(struct ucx_batch *b, const struct core_guard *g,
     }
     if (forced && core_now_ns() >= forced_until) break;
   }
-  free(b->ranges);
-  b->ranges = NULL;
   if (status == LLMDD_SUCCESS && atomic_load(&f->error) != UX_OK)
     status = core_fail(LLMDD_LINK_FAILED, "a UCX %s %s failed (%s)", op, u->where,
                        status_text(atomic_load(&f->error)));
   if (status == LLMDD_SUCCESS && b->read_page && !u->has_page)
     status = core_fail(LLMDD_FAILED, "the PROMPT at %s offered no generation page", u->where);
   if (status == LLMDD_SUCCESS) b->page_value = f->page_value; /* nothing is in flight then */
-  if (atomic_load(&f->pending) == 0) free(f);
+  if (status == LLMDD_SUCCESS && b->stage) { /* the ranges and the bytes, for deliver */
+    b->scratch = f->scratch;
+    f->scratch = NULL;
+  } else {
+    free(b->ranges);
+    b->ranges = NULL;
+  }
+  if (atomic_load(&f->pending) == 0) flight_free(f);
   return status;
 }

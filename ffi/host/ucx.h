@@ -64,6 +64,8 @@
 #define UCX_GET_BYTES ((uint64_t)4 << 20)
 #define UCX_WINDOW_OPS 1024
 #define UCX_DRAIN_MS 1000
+/* The most a staged batch (host_ucx_batch_stage) reads. */
+#define UCX_STAGE_BYTES ((uint64_t)64 << 10)
 
 /* Loads UCX and creates the process's UCP context (once; a failure is tried
  * again next time). SUCCESS, or `missing` with a message naming the package to
@@ -146,6 +148,8 @@ struct ucx_batch {
   bool read_page; /* host_ucx_batch_read_page */
   uint32_t page_word;
   uint64_t page_value; /* what the run read there */
+  bool stage;       /* host_ucx_batch_stage */
+  uint8_t *scratch; /* after a staged run that succeeded: the bytes read */
 };
 
 void host_ucx_batch_begin(struct ucx_batch *b, struct ucx_link *u, bool put, uint64_t pool_bytes,
@@ -161,11 +165,22 @@ void host_ucx_record(uint8_t *dst, const uint8_t *src, uint64_t n);
  * generation page into b->page_value (same round trip; fast.h's seqlock). */
 void host_ucx_batch_read_page(struct ucx_batch *b, uint32_t word);
 
+/* A pull's batch whose bytes may turn out stale (fast.h: a kept answer): the
+ * run reads into memory of its own instead of the destination, and
+ * host_ucx_batch_deliver then copies them there, or not. A staged batch reads
+ * at most UCX_STAGE_BYTES (host_ucx_batch_bytes: what was recorded). */
+void host_ucx_batch_stage(struct ucx_batch *b);
+uint64_t host_ucx_batch_bytes(const struct ucx_batch *b);
+/* After a staged run that succeeded: copies what it read into the destination
+ * (deliver), or drops it; ends the batch. */
+void host_ucx_batch_deliver(struct ucx_batch *b, bool deliver);
+
 /* Ends a batch without reading or writing anything. */
 void host_ucx_batch_abandon(struct ucx_batch *b);
 
 /* Reads (or writes, put) every recorded range, then (put) flushes; peer_check(peer) as core/copy.h's (the control
- * connection). Ends the batch (also when it fails). */
+ * connection). Ends the batch (also when it fails), except a staged one that
+ * succeeded: host_ucx_batch_deliver ends that. */
 int32_t host_ucx_batch_run(struct ucx_batch *b, const struct core_guard *g,
                            int32_t (*peer_check)(void *peer), void *peer);
 

@@ -261,9 +261,15 @@ void fast_repeat_pulls_body(const char *decoder_options, bool over_ucx) {
    * pull finds the new cache. */
   CHECK_STATUS(llmdd_cache_key_remove(prompt, cluster, LLMDD_BLOCKS_REQ_ID, 5), LLMDD_SUCCESS);
   CHECK_STATUS(llmdd_cache_deallocate(prompt, a), LLMDD_SUCCESS);
+  /* Other bytes where it was (as a reuse would write): a pull that fails
+   * leaves the destination as it was, though an answer about that memory was
+   * kept (over UCX its bytes are staged until the page says they hold). */
+  for (int32_t t = 0; t < TENSORS; t++)
+    fill_pattern((uint8_t *)(uintptr_t)a_addrs[t], BLOCK * NBLOCKS, a + 2000, 0, t);
   EXPECT_STATUS(pull_all(decoder, dst, LLMDD_KEY_BLOCKS | LLMDD_KEY_KEPT_ONLY, cluster, 0, 5),
                 LLMDD_FEATURE_NOT_ENABLED);
   EXPECT_STATUS(pull_all(decoder, dst, LLMDD_KEY_BLOCKS, cluster, 0, 5), LLMDD_KV_CACHE_NOT_EXIST);
+  EXPECT(holds(dst_addrs, a + 1000, BLOCK * NBLOCKS));
   uint64_t filler = prompt_cache(prompt, cluster, -1);
   uint64_t b = prompt_cache(prompt, cluster, 5);
   CHECK(filler != 0 && b != 0);
