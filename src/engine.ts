@@ -163,6 +163,13 @@ function contextText(context: Context): string {
   return typeof context === "string" ? context : context();
 }
 
+/** Lets the process exit while `timer` is pending (Node, Bun: a Timeout object; Deno: its id). */
+function unrefTimer(timer: unknown): void {
+  const deno = (globalThis as { Deno?: { unrefTimer?(id: number): void } }).Deno;
+  if (typeof timer === "number") deno?.unrefTimer?.(timer);
+  else (timer as { unref?(): void } | undefined)?.unref?.();
+}
+
 /** The error of any call on a finalized instance. */
 export function finalizedError(): LLMException {
   return new LLMException(LLMStatusCode.LLM_ENGINE_FINALIZED, "the LLMDataDist was finalized");
@@ -200,6 +207,13 @@ export class Engine {
   // generation to its maximum (about 30 MB more resident memory).
   // The callback names the engine weakly, so the registry keeps no engine alive.
   readonly #forgottenCaches: FinalizationRegistry<number>;
+  // Caches made since the last turn of the event loop, by handle, with their
+  // ids: they join #forgottenCaches on the next turn (one timer for all), so a
+  // cache deallocated before then never costs a registration and its
+  // unregistration (about 1.2 µs of an allocate-pull-free cycle on Node 20).
+  // A handle dropped meanwhile is held until then, then reported as any other.
+  readonly #untracked = new Map<object, number>();
+  #trackScheduled = false;
 
   /**
    * Initializes a native engine (`llmdd_engine_init`) and wraps it. If the
@@ -383,7 +397,7 @@ export class Engine {
   deallocate(record: CacheRecord, cache: object): void {
     revokeViews(record);
     this.#caches.delete(record.cacheId);
-    this.#forgottenCaches.unregister(cache);
+    this.#untrack(cache);
     const status = this.lib.fn.llmdd_cache_deallocate(this.handle, record.cacheId);
     if (status !== 0) throw this.lib.error(status, `deallocateCache(${record.cacheId}) failed`);
   }
@@ -396,7 +410,7 @@ export class Engine {
     );
     revokeViews(record);
     this.#caches.delete(record.cacheId);
-    if (cache) this.#forgottenCaches.unregister(cache);
+    if (cache) this.#untrack(cache);
   }
 
   /**
@@ -435,7 +449,22 @@ export class Engine {
 
   /** Watches a cache handle: if it is garbage-collected while allocated, that is reported. */
   track(cache: object, record: CacheRecord): void {
-    this.#forgottenCaches.register(cache, Number(record.cacheId), cache);
+    this.#untracked.set(cache, Number(record.cacheId));
+    if (this.#trackScheduled) return;
+    this.#trackScheduled = true;
+    unrefTimer(setTimeout(() => this.#trackNow(), 0));
+  }
+
+  /** Registers the caches made since the last turn that are still allocated. */
+  #trackNow(): void {
+    this.#trackScheduled = false;
+    for (const [cache, cacheId] of this.#untracked) this.#forgottenCaches.register(cache, cacheId, cache);
+    this.#untracked.clear();
+  }
+
+  /** A cache's handle is done with: not tracked any more. */
+  #untrack(cache: object): void {
+    if (!this.#untracked.delete(cache)) this.#forgottenCaches.unregister(cache);
   }
 
   /**
@@ -723,6 +752,7 @@ export class Engine {
     this.mutex.failAll(finalizedError());
     for (const record of this.#caches.values()) revokeViews(record);
     this.#caches.clear();
+    this.#untracked.clear();
     this.lib.check(this.lib.fn.llmdd_engine_finalize(this.handle), "finalize failed");
     if (this.forgotten.length > 0) {
       console.warn(
