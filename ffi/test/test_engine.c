@@ -395,22 +395,47 @@ TEST(files_left_by_a_dead_owner_are_replaced) {
   EXPECT(!cluster_file_exists(cluster, "lock") && !cluster_file_exists(cluster, "sock"));
 }
 
+/* Makes and locks a cluster's lock file, as a live owner holds it. Another
+ * process's sweep (tests run side by side in CI) may remove the file between
+ * its making and its locking: then it is made again. The fd, or -1. */
+static int hold_cluster_lock(uint64_t cluster) {
+  char path[96];
+  cluster_file_path(path, cluster, "lock");
+  for (int tries = 0; tries < 1000; tries++) {
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return -1;
+    struct stat held, named;
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &held) == 0 && stat(path, &named) == 0 &&
+        held.st_ino == named.st_ino)
+      return fd;
+    close(fd);
+    usleep(1000);
+  }
+  return -1;
+}
+
 TEST(starting_a_prompt_sweeps_what_dead_owners_left) {
   /* A dead owner of another cluster id: its lock, nobody holding it. */
   uint64_t dead = unique_cluster_id(), busy = unique_cluster_id();
   uint64_t warm = open_role(LLMDD_ROLE_PROMPT, unique_cluster_id(), "ge.flowGraphMemMaxSize=65536");
   CHECK(warm != 0); /* makes the directory */
   EXPECT_STATUS(llmdd_engine_finalize(warm), LLMDD_SUCCESS);
-  CHECK(make_cluster_file(dead, "lock") && make_cluster_file(dead, "sock") &&
-        make_cluster_file(busy, "lock") && make_cluster_file(busy, "sock"));
-  /* A live owner in another process holds its lock: this fd stands for it. */
+  CHECK(make_cluster_file(dead, "lock") && make_cluster_file(dead, "sock"));
+  /* A live owner in another process holds its lock: this fd stands for it. It
+   * is locked before its socket is made, so no other sweep takes either. */
   char busy_lock[96];
   cluster_file_path(busy_lock, busy, "lock");
-  int held = open(busy_lock, O_RDWR);
-  CHECK(held >= 0 && flock(held, LOCK_EX | LOCK_NB) == 0);
+  int held = hold_cluster_lock(busy);
+  CHECK(held >= 0 && make_cluster_file(busy, "sock"));
 
   uint64_t engine = open_role(LLMDD_ROLE_PROMPT, unique_cluster_id(), "ge.flowGraphMemMaxSize=65536");
   CHECK(engine != 0);
+  /* Gone: by this engine's sweep, or by the sweep of another process (tests
+   * run side by side in CI) that held the lock at that moment, which this
+   * sweep then leaves alone. Alone, nothing but this engine removes them. */
+  double until = now_ms() + 2000;
+  while ((cluster_file_exists(dead, "lock") || cluster_file_exists(dead, "sock")) && now_ms() < until)
+    sleep_ms(1);
   EXPECT(!cluster_file_exists(dead, "lock") && !cluster_file_exists(dead, "sock"));
   EXPECT(cluster_file_exists(busy, "lock") && cluster_file_exists(busy, "sock"));
   /* The live owner's cluster id stays taken. */
