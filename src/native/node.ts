@@ -1,10 +1,6 @@
 /**
- * The Node shim: koffi. Long operations run as on Bun: on the native library's
- * worker threads, reporting back through the job's `done` callback, here one
- * callback registered with koffi, which koffi relays to the JavaScript thread.
- * (koffi's own asynchronous calls ran them on libuv's thread pool, where a
- * 4 KiB pull over UCX took 150-185 µs against 98-129 µs this way; docs/DESIGN.md
- * §1.)
+ * The Node shim: koffi. Long operations use koffi's asynchronous calls, which
+ * run on a worker thread and call back on the JavaScript thread.
  *
  * @module
  */
@@ -14,12 +10,9 @@ import { type LongSymbolName, type NativeFunction, type RawLibrary, type SymbolD
 // types, but Deno must type-check this file without resolving npm packages).
 interface KoffiFunction {
   (...args: unknown[]): number;
+  async(...args: unknown[]): void;
 }
 interface Koffi {
-  proto(signature: string): unknown;
-  pointer(type: unknown): unknown;
-  register(fn: (job: unknown, status: unknown) => void, type: unknown): unknown;
-  unregister(callback: unknown): void;
   load(path: string): {
     func(name: string, result: string, params: string[]): KoffiFunction;
     unload(): void;
@@ -28,8 +21,6 @@ interface Koffi {
   address(bytes: Uint8Array): bigint;
 }
 
-// The done callback's type, declared once per process (koffi refuses a name twice).
-let doneType: unknown;
 const TYPE: Record<string, string> = { i32: "int32_t", u64: "uint64_t", buffer: "void *", callback: "void *" };
 // A variable specifier keeps Deno's type checker from resolving it.
 const KOFFI = "koffi";
@@ -46,27 +37,15 @@ export async function open(path: string, table: Record<string, SymbolDef> = SYMB
   for (const [name, def] of Object.entries(table)) {
     functions[name] = lib.func(name, "int32_t", def.params.map((kind) => TYPE[kind]));
   }
-  // Operations in flight, by job handle, waiting for their done callback.
-  const pending = new Map<bigint, (status: number) => void>();
-  doneType ??= koffi.pointer(koffi.proto("void llmdd_done_fn(uint64_t job, int32_t status)"));
-  const done = koffi.register((job, status) => {
-    const key = BigInt(job as number | bigint);
-    const resolve = pending.get(key);
-    pending.delete(key);
-    resolve?.(status as number);
-  }, doneType);
   return {
     runtime: "node",
     path,
     symbols: functions as unknown as RawLibrary["symbols"],
-    doneCallback: done,
+    doneCallback: null,
     callLong<K extends LongSymbolName>(name: K, args: Parameters<NativeFunction<K>>): Promise<number> {
-      const job = args[args.length - 1] as bigint;
-      const status = functions[name](...args);
-      // Non-zero: the arguments were refused and no callback will come.
-      if (status !== 0) return Promise.resolve(status);
-      // The callback is relayed to this thread, so it cannot run before this line.
-      return new Promise((resolve) => pending.set(job, resolve));
+      return new Promise((resolve, reject) => {
+        functions[name].async(...args, (err: unknown, status: number) => err ? reject(err) : resolve(status));
+      });
     },
     allocate(byteLength: number): Uint8Array {
       // V8 takes large buffers from calloc, i.e. fresh zero pages: no zeroing pass.
@@ -79,7 +58,6 @@ export async function open(path: string, table: Record<string, SymbolDef> = SYMB
       return BigInt(koffi.address(bytes));
     },
     close(): void {
-      koffi.unregister(done);
       lib.unload();
     },
   };
