@@ -50,14 +50,14 @@ int32_t core_tensor_range_check(int32_t src_start, int32_t dst_start, int32_t co
   if (count < 0 || src_start < 0 || dst_start < 0)
     return core_fail(LLMDD_PARAM_INVALID, "tensor range (%d, %d, count %d) is negative", src_start,
                      dst_start, count);
+  /* The range's end in 64 bits: a start near INT32_MAX plus the count would
+   * overflow an int32_t (libFuzzer found it). */
   if (src_start > src_tensors - count || count > src_tensors)
-    return core_fail(LLMDD_PARAM_INVALID,
-                     "src tensors [%d, %d) are out of range [0, %d)", src_start,
-                     src_start + (count > src_tensors ? 0 : count), src_tensors);
+    return core_fail(LLMDD_PARAM_INVALID, "src tensors [%d, %lld) are out of range [0, %d)",
+                     src_start, (long long)src_start + count, src_tensors);
   if (dst_start > dst_tensors - count || count > dst_tensors)
-    return core_fail(LLMDD_PARAM_INVALID,
-                     "dst tensors [%d, %d) are out of range [0, %d)", dst_start,
-                     dst_start + (count > dst_tensors ? 0 : count), dst_tensors);
+    return core_fail(LLMDD_PARAM_INVALID, "dst tensors [%d, %lld) are out of range [0, %d)",
+                     dst_start, (long long)dst_start + count, dst_tensors);
   return LLMDD_SUCCESS;
 }
 

@@ -420,7 +420,9 @@ TEST(starting_a_prompt_sweeps_what_dead_owners_left) {
   uint64_t warm = open_role(LLMDD_ROLE_PROMPT, unique_cluster_id(), "ge.flowGraphMemMaxSize=65536");
   CHECK(warm != 0); /* makes the directory */
   EXPECT_STATUS(llmdd_engine_finalize(warm), LLMDD_SUCCESS);
-  CHECK(make_cluster_file(dead, "lock") && make_cluster_file(dead, "sock"));
+  /* Its socket first: a sweep (of any process) goes by lock files and takes the
+   * socket with the lock, so a socket made after its lock was swept would stay. */
+  CHECK(make_cluster_file(dead, "sock") && make_cluster_file(dead, "lock"));
   /* A live owner in another process holds its lock: this fd stands for it. It
    * is locked before its socket is made, so no other sweep takes either. */
   char busy_lock[96];

@@ -1,8 +1,10 @@
 /* Regression tests for what the ABI fuzzer (ffi/fuzz/fuzz_abi.c) found. Each
  * case names the input that showed it and what was wrong. */
 #define _DEFAULT_SOURCE 1
+#include <stdint.h>
 #include <string.h>
 
+#include "core/blocks.h"
 #include "harness.h"
 #include "util.h"
 
@@ -28,4 +30,18 @@ TEST(init_with_null_or_empty_options_text_uses_the_defaults) {
       CHECK_STATUS(llmdd_engine_finalize(engine), LLMDD_SUCCESS);
     }
   }
+}
+
+/* Found by fuzz_abi (2026-12-01, crash-a41e8d8c...): a tensor range whose start
+ * is INT32_MAX made the refusal's message compute start + count in int32_t,
+ * a signed overflow (UBSan: "2147483647 + 4 cannot be represented in type
+ * 'int'" in core/blocks.c). The range is refused, and its message names the
+ * end in 64 bits. */
+TEST(a_tensor_range_starting_at_int32_max_is_refused_without_overflow) {
+  EXPECT_STATUS(core_tensor_range_check(INT32_MAX, 0, 4, 8, 8), LLMDD_PARAM_INVALID);
+  EXPECT(strstr(last_error(), "src tensors [2147483647, 2147483651)") != NULL);
+  EXPECT_STATUS(core_tensor_range_check(0, INT32_MAX, 4, 8, 8), LLMDD_PARAM_INVALID);
+  EXPECT(strstr(last_error(), "dst tensors [2147483647, 2147483651)") != NULL);
+  EXPECT_STATUS(core_tensor_range_check(INT32_MAX, INT32_MAX, INT32_MAX, 8, 8), LLMDD_PARAM_INVALID);
+  EXPECT_STATUS(core_tensor_range_check(4, 4, 4, 8, 8), LLMDD_SUCCESS);
 }
