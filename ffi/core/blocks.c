@@ -61,9 +61,39 @@ int32_t core_tensor_range_check(int32_t src_start, int32_t dst_start, int32_t co
   return LLMDD_SUCCESS;
 }
 
+/* The pairs as a list of ranges for core_copy_ranges: range i is pair
+ * i % num_pairs of tensor (i / num_pairs) % num_tensors of device
+ * i / (num_pairs * num_tensors), the order of the loop below. */
+struct pair_ranges {
+  core_tensor_fn tensor;
+  void *ctx;
+  int32_t num_tensors;
+  uint64_t block_bytes;
+  const uint64_t *pairs;
+  int32_t num_pairs;
+  int same_cache;
+};
+
+static bool pair_range(void *ctx, uint64_t i, uint8_t **dst, const uint8_t **src) {
+  const struct pair_ranges *r = ctx;
+  uint64_t pair = i % (uint64_t)r->num_pairs, dt = i / (uint64_t)r->num_pairs;
+  int32_t d = (int32_t)(dt / (uint64_t)r->num_tensors), t = (int32_t)(dt % (uint64_t)r->num_tensors);
+  uint64_t s = r->pairs[2 * pair], b = r->pairs[2 * pair + 1];
+  if (r->same_cache && s == b) return false;
+  *dst = r->tensor(r->ctx, 0, d, t) + b * r->block_bytes;
+  *src = r->tensor(r->ctx, 1, d, t) + s * r->block_bytes;
+  return true;
+}
+
 int32_t core_blocks_copy(struct core_progress *p, core_tensor_fn tensor, void *ctx,
                          int32_t num_devices, int32_t num_tensors, uint64_t block_bytes,
                          const uint64_t *pairs, int32_t num_pairs, int same_cache) {
+  if (p->shareable) {
+    struct pair_ranges r = {tensor, ctx, num_tensors, block_bytes, pairs, num_pairs, same_cache};
+    return core_copy_ranges(p, pair_range, &r,
+                            (uint64_t)num_devices * (uint64_t)num_tensors * (uint64_t)num_pairs,
+                            block_bytes);
+  }
   /* Device and tensor outermost: each tensor's base is looked up once, and the
    * pairs, usually in ascending order, walk its memory forwards. */
   for (int32_t d = 0; d < num_devices; d++) {

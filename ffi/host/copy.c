@@ -46,6 +46,26 @@ static uint8_t *block_tensor(void *ctx, int side, int32_t device, int32_t tensor
   return host_cache_tensor(&op->task.engine->book, side == 0 ? op->dst : op->src, device, tensor);
 }
 
+/* A read's one range: the tensor into the caller's buffer (core_range_fn). */
+static bool read_range(void *ctx, uint64_t i, uint8_t **dst, const uint8_t **src) {
+  (void)i;
+  const struct operation *op = ctx;
+  *dst = op->out;
+  *src = host_cache_tensor(&op->task.engine->book, op->src, op->device_index, op->tensor_index);
+  return true;
+}
+
+/* A copy's range of tensor i % num_tensors of device i / num_tensors. */
+static bool rows_range(void *ctx, uint64_t i, uint8_t **dst, const uint8_t **src) {
+  const struct operation *op = ctx;
+  const struct book *b = &op->task.engine->book;
+  int32_t d = (int32_t)(i / (uint64_t)op->src->num_tensors);
+  int32_t t = (int32_t)(i % (uint64_t)op->src->num_tensors);
+  *dst = host_cache_tensor(b, op->dst, d, t) + op->dst_offset;
+  *src = host_cache_tensor(b, op->src, d, t) + op->src_offset;
+  return true;
+}
+
 /* The task's run: copies. The pools must stay mapped and the caches alive
  * throughout (the engine lock is held, or the caches are pinned). */
 static int32_t execute(struct task *task) {
@@ -55,24 +75,16 @@ static int32_t execute(struct task *task) {
   bool fresh = op->dst == NULL && op->total >= PREFAULT_MIN_BYTES;
   struct core_progress p = core_progress_start(
       &g, fresh ? host_copy_prefaulted : host_copy_plain, op->total, "copied");
+  p.shareable = true; /* both caches (and a read's buffer) are this process's memory */
   int32_t status = core_progress_check(&p); /* before the first chunk, even of none */
   if (status != LLMDD_SUCCESS) return status;
   if (op->pairs != NULL)
     return core_blocks_copy(&p, block_tensor, (void *)op, b->num_devices, op->src->num_tensors,
                             host_cache_row_bytes(op->src), op->pairs, op->num_pairs,
                             op->src == op->dst);
-  if (op->dst == NULL)
-    return core_copy_chunked(&p, op->out,
-                             host_cache_tensor(b, op->src, op->device_index, op->tensor_index),
-                             op->src->tensor_bytes);
-  for (int32_t d = 0; d < b->num_devices; d++) {
-    for (int32_t t = 0; t < op->src->num_tensors; t++) {
-      status = core_copy_chunked(&p, host_cache_tensor(b, op->dst, d, t) + op->dst_offset,
-                                 host_cache_tensor(b, op->src, d, t) + op->src_offset, op->nbytes);
-      if (status != LLMDD_SUCCESS) return status;
-    }
-  }
-  return LLMDD_SUCCESS;
+  if (op->dst == NULL) return core_copy_ranges(&p, read_range, (void *)op, 1, op->src->tensor_bytes);
+  return core_copy_ranges(&p, rows_range, (void *)op,
+                          (uint64_t)b->num_devices * (uint64_t)op->src->num_tensors, op->nbytes);
 }
 
 /* Keeps the caches alive while the copy runs outside the lock (engine locked). */

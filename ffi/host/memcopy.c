@@ -95,3 +95,17 @@ void host_copy_streaming_end(void) {
   _mm_sfence();
 #endif
 }
+
+struct core_progress host_progress_start(const struct core_guard *g, uint64_t total,
+                                         const char *verb, bool shareable) {
+  const bool stream = total >= STREAM_COPY_BYTES;
+  struct core_progress p =
+      core_progress_start(g, stream ? host_copy_streaming : host_copy_plain, total, verb);
+  p.shareable = shareable;
+  if (stream) p.copy_end = host_copy_streaming_end;
+  return p;
+}
+
+void host_progress_end(const struct core_progress *p) {
+  if (p->copy == host_copy_streaming) host_copy_streaming_end();
+}

@@ -111,6 +111,7 @@ static void ucx_begin(const struct pull_task *p, struct core_progress *progress,
                       struct ucx_batch *b, const struct ucx_regions *rg) {
   const struct link *l = p->link;
   progress->copy = host_ucx_record;
+  progress->shareable = false;
   progress->peer_check = NULL;
   if (rg != NULL) host_ucx_batch_begin_regions(b, l->ucx, false, rg);
   else host_ucx_batch_begin(b, l->ucx, false, l->pool_bytes, l->num_devices, l->bases);
@@ -147,9 +148,29 @@ static uint8_t *row_local(void *ctx, int32_t device, int32_t tensor, int32_t pai
   return host_cache_tensor(&p->task.engine->book, p->dst, device, tensor) + p->dst_offset;
 }
 
+/* The row's range of tensor i % num_tensors of device i / num_tensors
+ * (core_range_fn). */
+struct row_ctx {
+  const struct pull_task *p;
+  const struct msg_lookup_reply *r;
+  const struct ucx_regions *rg; /* over UCX, memory outside the pools; else NULL */
+  uint64_t src_row;             /* the row's offset within each tensor */
+};
+
+static bool row_range(void *ctx, uint64_t i, uint8_t **dst, const uint8_t **src) {
+  const struct row_ctx *c = ctx;
+  const struct pull_task *p = c->p;
+  int32_t d = (int32_t)(i / (uint64_t)p->dst->num_tensors);
+  int32_t t = (int32_t)(i % (uint64_t)p->dst->num_tensors);
+  *src = c->rg != NULL ? host_ucx_outside_tensor(c->rg, c->r->num_tensors, d, t) + c->src_row
+                       : p->link->bases[d] + c->r->offsets[d] + (uint64_t)t * c->r->stride +
+                             c->src_row;
+  *dst = host_cache_tensor(&p->task.engine->book, p->dst, d, t) + p->dst_offset;
+  return true;
+}
+
 static int32_t copy_row(struct pull_task *p, const struct msg_lookup_reply *r,
                         const struct core_guard *g) {
-  const struct book *b = &p->task.engine->book;
   const struct link *l = p->link;
   uint64_t src_row = r->row * (r->tensor_bytes / r->batch_size);
   struct ucx_regions *rg = NULL;
@@ -167,25 +188,17 @@ static int32_t copy_row(struct pull_task *p, const struct msg_lookup_reply *r,
     return host_stream_run(p->link, &plan, g);
   }
   uint64_t total = p->size * (uint64_t)p->dst->num_tensors * (uint64_t)l->num_devices;
-  const bool stream = total >= STREAM_COPY_BYTES;
-  struct core_progress progress = core_progress_start(
-      g, stream ? host_copy_streaming : host_copy_plain, total, "pulled");
+  struct core_progress progress = host_progress_start(g, total, "pulled", l->ucx == NULL);
   progress.peer_check = peer_check;
   progress.peer = (void *)p;
   struct ucx_batch ucx;
   if (l->ucx != NULL) ucx_begin(p, &progress, &ucx, rg);
-  int32_t status = LLMDD_SUCCESS;
-  for (int32_t d = 0; d < l->num_devices && status == LLMDD_SUCCESS; d++) {
-    for (int32_t t = 0; t < p->dst->num_tensors && status == LLMDD_SUCCESS; t++) {
-      const uint8_t *src = rg != NULL
-                               ? host_ucx_outside_tensor(rg, r->num_tensors, d, t) + src_row
-                               : l->bases[d] + r->offsets[d] + (uint64_t)t * r->stride + src_row;
-      status = core_copy_chunked(&progress, host_cache_tensor(b, p->dst, d, t) + p->dst_offset, src,
-                                 p->size);
-    }
-  }
+  struct row_ctx ctx = {.p = p, .r = r, .rg = rg, .src_row = src_row};
+  int32_t status = core_copy_ranges(&progress, row_range, &ctx,
+                                    (uint64_t)l->num_devices * (uint64_t)p->dst->num_tensors,
+                                    p->size);
   if (l->ucx != NULL) return ucx_end(p, &ucx, status, g, rg);
-  if (stream) host_copy_streaming_end();
+  host_progress_end(&progress);
   return status;
 }
 
@@ -257,9 +270,7 @@ static int32_t copy_blocks(struct pull_task *p, const struct msg_lookup_reply *r
   }
   uint64_t total =
       core_blocks_total(devices, dst.num_tensors, dst.block_bytes, p->pairs, p->num_pairs, 0);
-  const bool stream = total >= STREAM_COPY_BYTES;
-  struct core_progress progress = core_progress_start(
-      g, stream ? host_copy_streaming : host_copy_plain, total, "pulled");
+  struct core_progress progress = host_progress_start(g, total, "pulled", p->link->ucx == NULL);
   progress.peer_check = peer_check;
   progress.peer = (void *)p;
   struct ucx_batch ucx;
@@ -267,7 +278,7 @@ static int32_t copy_blocks(struct pull_task *p, const struct msg_lookup_reply *r
   status = core_blocks_copy(&progress, blocks_tensor, &ctx, devices, dst.num_tensors,
                             dst.block_bytes, p->pairs, p->num_pairs, 0);
   if (p->link->ucx != NULL) return ucx_end(p, &ucx, status, g, rg);
-  if (stream) host_copy_streaming_end();
+  host_progress_end(&progress);
   return status;
 }
 

@@ -130,12 +130,10 @@ static int32_t copy_out(struct push_copy *c, const struct core_guard *g) {
     return host_stream_run(p->link, &plan, g);
   }
   uint64_t total = core_blocks_total(devices, c->count, c->block, c->pairs, c->num_pairs, 0);
-  const bool stream = total >= STREAM_COPY_BYTES;
-  struct core_progress progress =
-      core_progress_start(g, stream ? host_copy_streaming : host_copy_plain, total, "pushed");
+  const struct link *l = p->link;
+  struct core_progress progress = host_progress_start(g, total, "pushed", l->ucx == NULL);
   progress.peer_check = peer_check;
   progress.peer = (void *)p;
-  const struct link *l = p->link;
   struct ucx_batch ucx;
   if (l->ucx != NULL) {
     /* Over UCX: the loops record the writes, then they are put and flushed. */
@@ -152,7 +150,7 @@ static int32_t copy_out(struct push_copy *c, const struct core_guard *g) {
     host_ucx_regions_close(l->ucx, rg);
     return status;
   }
-  if (stream) host_copy_streaming_end();
+  host_progress_end(&progress);
   return status;
 }
 

@@ -1,6 +1,9 @@
 /* Library-wide calls: the ABI version and the per-thread last error. */
 #define _DEFAULT_SOURCE 1
+#include <dlfcn.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "harness.h"
@@ -9,6 +12,26 @@
 TEST(abi_version_is_the_header_version) {
   CHECK(llmdd_abi_version() == LLMDD_ABI_VERSION);
   CHECK(llmdd_abi_version() == 6);
+}
+
+/* The built library (LLMDD_TEST_LIBRARY, set by `make test`) stays loaded once
+ * closed: it is linked with -z nodelete (ffi/Makefile says why). Without it,
+ * Deno's test runner, which closes the library after each module, hung its
+ * next module on a copy helper left waiting in the old mapping. */
+TEST(the_library_stays_loaded_after_dlclose) {
+  const char *path = getenv("LLMDD_TEST_LIBRARY");
+  if (path == NULL) {
+    fprintf(stderr, "    LLMDD_TEST_LIBRARY is not set (make test sets it): nothing to open\n");
+    return;
+  }
+  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  CHECK(h != NULL);
+  int32_t (*version)(void) = (int32_t(*)(void))dlsym(h, "llmdd_abi_version");
+  CHECK(version != NULL && version() == LLMDD_ABI_VERSION);
+  CHECK(dlclose(h) == 0);
+  void *still = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+  EXPECT(still != NULL);
+  if (still != NULL) dlclose(still);
 }
 
 static void *read_fresh_error(void *out) {
