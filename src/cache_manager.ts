@@ -609,7 +609,7 @@ export class CacheManager {
       if (record.registered === undefined) {
         throw paramInvalid(`cache ${id} was allocated, not registered: deallocate it instead`);
       }
-      engine.unregister(record, undefined);
+      engine.unregister(record);
     });
   }
 
@@ -667,7 +667,7 @@ export class CacheManager {
         engine.removeKey(record.blocksKey);
         record.blocksKey = undefined;
       }
-      engine.deallocate(record, cache);
+      engine.deallocate(record);
     });
   }
 

@@ -100,6 +100,10 @@ function revokeViews(record: CacheRecord): void {
   record.views.length = 0;
 }
 
+/** How far a cache handle's tracking got (`Engine.track`): not tracked, waiting for the next turn, registered. */
+const Tracking = { NONE: 0, WAITING: 1, REGISTERED: 2 } as const;
+type Tracking = typeof Tracking[keyof typeof Tracking];
+
 /**
  * A cache's record. A class, so that the address table is a getter of the
  * prototype: an object literal's own getter would give every record a hidden
@@ -115,6 +119,8 @@ class Record implements CacheRecord {
   readonly isBlocksCache: boolean;
   readonly registered: { readonly buffers: readonly { buffer: ArrayBufferLike; byteLength: number }[] } | undefined;
   blocksKey: CacheKey | undefined = undefined;
+  /** Its handle's tracking (`Engine.track`): waiting for the next turn, registered, or over. */
+  tracking: Tracking = Tracking.NONE;
   readonly #words: readonly bigint[];
   readonly #devices: number;
   #table: readonly (readonly bigint[])[] | undefined = undefined;
@@ -207,12 +213,15 @@ export class Engine {
   // generation to its maximum (about 30 MB more resident memory).
   // The callback names the engine weakly, so the registry keeps no engine alive.
   readonly #forgottenCaches: FinalizationRegistry<number>;
-  // Caches made since the last turn of the event loop, by handle, with their
-  // ids: they join #forgottenCaches on the next turn (one timer for all), so a
-  // cache deallocated before then never costs a registration and its
+  // Caches made since the last turn of the event loop, as (handle, record)
+  // pairs: they join #forgottenCaches on the next turn (one timer for all), so
+  // a cache deallocated before then never costs a registration and its
   // unregistration (about 1.2 µs of an allocate-pull-free cycle on Node 20).
-  // A handle dropped meanwhile is held until then, then reported as any other.
-  readonly #untracked = new Map<object, number>();
+  // The record is the registration's unregister token and says how far its
+  // tracking got (`Record.tracking`): no map keyed by handle, whose hashing
+  // of every new handle cost more than the array. A handle dropped meanwhile
+  // is held until then, then reported as any other.
+  readonly #untracked: (object | Record)[] = [];
   #trackScheduled = false;
 
   /**
@@ -394,23 +403,23 @@ export class Engine {
   }
 
   /** Releases a live cache's id: its views are revoked at once, its memory once no key names it. */
-  deallocate(record: CacheRecord, cache: object): void {
+  deallocate(record: CacheRecord): void {
     revokeViews(record);
     this.#caches.delete(record.cacheId);
-    this.#untrack(cache);
+    this.#untrack(record);
     const status = this.lib.fn.llmdd_cache_deallocate(this.handle, record.cacheId);
     if (status !== 0) throw this.lib.error(status, `deallocateCache(${record.cacheId}) failed`);
   }
 
   /** Unregisters a registered cache: its views are revoked, and its memory is the program's again. */
-  unregister(record: CacheRecord, cache: object | undefined): void {
+  unregister(record: CacheRecord): void {
     this.lib.check(
       this.lib.fn.llmdd_cache_unregister(this.handle, record.cacheId),
       `unregisterCache(${record.cacheId}) failed`,
     );
     revokeViews(record);
     this.#caches.delete(record.cacheId);
-    if (cache) this.#untrack(cache);
+    this.#untrack(record);
   }
 
   /**
@@ -449,7 +458,8 @@ export class Engine {
 
   /** Watches a cache handle: if it is garbage-collected while allocated, that is reported. */
   track(cache: object, record: CacheRecord): void {
-    this.#untracked.set(cache, Number(record.cacheId));
+    (record as Record).tracking = Tracking.WAITING;
+    this.#untracked.push(cache, record as Record);
     if (this.#trackScheduled) return;
     this.#trackScheduled = true;
     unrefTimer(setTimeout(() => this.#trackNow(), 0));
@@ -458,13 +468,21 @@ export class Engine {
   /** Registers the caches made since the last turn that are still allocated. */
   #trackNow(): void {
     this.#trackScheduled = false;
-    for (const [cache, cacheId] of this.#untracked) this.#forgottenCaches.register(cache, cacheId, cache);
-    this.#untracked.clear();
+    const pending = this.#untracked;
+    for (let i = 0; i < pending.length; i += 2) {
+      const record = pending[i + 1] as Record;
+      if (record.tracking !== Tracking.WAITING) continue; // released meanwhile
+      this.#forgottenCaches.register(pending[i], Number(record.cacheId), record);
+      record.tracking = Tracking.REGISTERED;
+    }
+    pending.length = 0;
   }
 
   /** A cache's handle is done with: not tracked any more. */
-  #untrack(cache: object): void {
-    if (!this.#untracked.delete(cache)) this.#forgottenCaches.unregister(cache);
+  #untrack(record: CacheRecord): void {
+    const r = record as Record;
+    if (r.tracking === Tracking.REGISTERED) this.#forgottenCaches.unregister(r);
+    r.tracking = Tracking.NONE;
   }
 
   /**
@@ -752,7 +770,7 @@ export class Engine {
     this.mutex.failAll(finalizedError());
     for (const record of this.#caches.values()) revokeViews(record);
     this.#caches.clear();
-    this.#untracked.clear();
+    this.#untracked.length = 0;
     this.lib.check(this.lib.fn.llmdd_engine_finalize(this.handle), "finalize failed");
     if (this.forgotten.length > 0) {
       console.warn(

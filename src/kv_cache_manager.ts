@@ -236,7 +236,7 @@ export class KvCacheManager {
     const signal = signalOf(options);
     const engine = this.#access.current();
     await runExclusive(engine.mutex, "deallocateCache", engine.syncKvTimeout, signal, () => {
-      engine.deallocate(engine.liveRecord(cache), cache);
+      engine.deallocate(engine.liveRecord(cache));
     });
   }
 

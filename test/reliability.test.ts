@@ -157,6 +157,51 @@ describe("leaks", { timeout: 300_000 }, () => {
       dd.finalize();
     }
   });
+
+  test("cache-manager handles: only one dropped while allocated is reported, whenever the others were released", async () => {
+    // Caches join the registry that reports them on the next turn of the event
+    // loop (src/engine.ts, Engine.track): released in the same turn, released
+    // after it (deallocated, or unregistered by id), and one dropped allocated.
+    const dd = new LLMDataDist(LLMRole.DECODER, freshClusterId());
+    await dd.init({ "llm.EnableCacheManager": "1", "llm.MemPoolConfig": JSON.stringify({ memory_size: 1 << 20 }) });
+    const manager = dd.cacheManager;
+    const warnings: string[] = [];
+    const warn = console.warn;
+    console.warn = (...args: unknown[]) => warnings.push(args.join(" "));
+    const desc = new CacheDesc(1, [4, 1024], DataType.DT_UINT8);
+    const ids: bigint[] = [];
+    try {
+      await (async () => {
+        const sameTurn = await manager.allocateBlocksCache(desc);
+        await manager.deallocateBlocksCache(sameTurn);
+        const later = await manager.allocateBlocksCache(desc);
+        const memory = new Uint8Array(64);
+        const registered = await manager.registerCache(new CacheDesc(1, [64], DataType.DT_UINT8), [memory]);
+        const dropped = await manager.allocateBlocksCache(desc);
+        ids.push(sameTurn.cacheId, later.cacheId, registered.cacheId, dropped.cacheId);
+        await sleep(5); // the registry takes the three still live
+        await manager.deallocateBlocksCache(later);
+        await manager.unregisterCache(registered.cacheId);
+      })();
+      for (let i = 0; i < 50 && warnings.length === 0; i++) {
+        if (!collectGarbage()) break;
+        await sleep(10);
+      }
+      if (warnings.length === 0 && !collectGarbage()) return; // no way to force a collection here
+      for (let i = 0; i < 5; i++) { // the others, had they been reported, would be by now
+        collectGarbage();
+        await sleep(10);
+      }
+      assert.deepEqual(warnings, [
+        `llm-datadist: KvCache ${
+          ids[3]
+        } was garbage-collected without deallocateCache(); its memory stays allocated until finalize()`,
+      ]);
+    } finally {
+      console.warn = warn;
+      dd.finalize();
+    }
+  });
 });
 
 describe("faults in every kind of call", { timeout: 300_000 }, () => {
