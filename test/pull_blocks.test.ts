@@ -59,6 +59,75 @@ function allTensors(n: number, pairs: [number, number][], srcBlock: number, srcB
   ).flat();
 }
 
+describe("CacheManager.pullBlocks across processes, 4 MiB and more (copies shared with the copy helper)", () => {
+  test("scattered block lists, layer ranges, local block copies and a row of 4-8 MiB: every byte checked", async () => {
+    const KiB = 1024;
+    const clusterId = freshClusterId();
+    const child = startChild("blocks_prompt_process.ts", {
+      clusterId: String(clusterId),
+      poolBytes: 24 << 20,
+      caches: [
+        // 4 tensors (2 layers) of 32 blocks of 64 KiB: 8 MiB
+        { numTensors: 4, shape: [32, 64 * KiB], dataType: DataType.DT_UINT8, seed: 21, blocksModelId: 0 },
+        // 2 tensors of 2 rows of 2.5 MiB INT32, row 0 named by request 99, row 1 by request 9
+        { numTensors: 2, shape: [2, 640 * KiB], dataType: DataType.DT_INT32, seed: 23, keys: [[99, 0], [9, 0]] },
+      ],
+    });
+    try {
+      const ready = await child.next();
+      await using decoder = await openManagerDecoder(false, 40 << 20);
+      const m = decoder.cacheManager;
+      const blocks = await m.allocateBlocksCache(new CacheDesc(4, [32, 64 * KiB], DataType.DT_UINT8));
+      await link(decoder, clusterId, ready.port as number);
+      const block = 64 * KiB;
+
+      // Every block, in a scrambled order: 4 tensors x 32 x 64 KiB = 8 MiB in one call.
+      const order = Array.from({ length: 32 }, (_, i) => (i * 13 + 5) % 32);
+      const pairs = order.map((s, d): [number, number] => [s, d]);
+      fill(decoder, blocks);
+      await m.pullBlocks(new BlocksCacheKey(clusterId), blocks, order, pairs.map((p) => p[1]));
+      assertBlocks(decoder, blocks, allTensors(4, pairs, block), 21);
+
+      // Layer 1 (tensors 2, 3) into layer 0 here, every block: exactly 4 MiB.
+      fill(decoder, blocks);
+      await m.pullBlocks(new BlocksCacheKey(clusterId), blocks, order, pairs.map((p) => p[1]), {
+        srcLayerRange: [1, 2],
+        dstLayerRange: [0, 1],
+      });
+      assertBlocks(
+        decoder,
+        blocks,
+        [0, 1].flatMap((t) =>
+          pairs.map(([s, d]) => ({ dstTensor: t, srcTensor: t + 2, dst: d, srcOffset: s * block }))
+        ),
+        21,
+      );
+
+      // Local block copies within the cache, blocks 0-15 into 16-31 in another order: 16 x 4 x 64 KiB = 4 MiB.
+      const copyPairs = Array.from({ length: 16 }, (_, i): [number, number] => [i, 16 + (i * 5 + 3) % 16]);
+      const before = Array.from({ length: 4 }, (_, t) => cacheBytes(decoder, blocks, t).slice());
+      const mapping: Record<number, number[]> = {};
+      for (const [s, d] of copyPairs) (mapping[s] ??= []).push(d);
+      await m.copyBlocks(blocks, mapping);
+      for (let t = 0; t < 4; t++) {
+        const expected = before[t].slice();
+        for (const [s, d] of copyPairs) expected.set(before[t].subarray(s * block, (s + 1) * block), d * block);
+        const bytes = cacheBytes(decoder, blocks, t);
+        const bad = bytes.findIndex((b, i) => b !== expected[i]);
+        assert.equal(bad, -1, `copyBlocks, tensor ${t}: byte ${bad} is ${bytes[bad]}, expected ${expected[bad]}`);
+      }
+
+      // A row of 2.5 MiB per tensor by CacheKey into row 0: 5 MiB, the last piece of each tensor half a chunk.
+      const rows = await m.allocateCache(new CacheDesc(2, [2, 640 * KiB], DataType.DT_INT32));
+      fill(decoder, rows);
+      await m.pullCache(new CacheKey(clusterId, 9n), rows, 0);
+      assertBlocks(decoder, rows, allTensors(2, [[1, 0]], 2560 * KiB), 23);
+    } finally {
+      await child.stop();
+    }
+  });
+});
+
 describe("CacheManager.pullBlocks across processes", () => {
   test("block lists by BlocksCacheKey, CacheKey and id, data types, layer ranges; every byte checked", async () => {
     const clusterId = freshClusterId();

@@ -210,6 +210,29 @@ describe("CacheManager.pushBlocks / pushCache across processes", { timeout: 120_
     await m.unregisterCache(local.cacheId);
   });
 
+  test("4 MiB into the PROMPT's pool in one call (shared with the copy helper), blocks scrambled: every byte checked", async () => {
+    const clusterId = freshClusterId();
+    const block = 64 << 10;
+    await using child = startChild("push_prompt_process.ts", {
+      clusterId: String(clusterId),
+      remote: true,
+      poolBytes: 8 << 20,
+      caches: [{ numTensors: 2, shape: [32, block], dataType: U8, blocksModelId: 0 }],
+    });
+    const ready = await child.next();
+    await using decoder = await openManagerDecoder(true);
+    const m = decoder.cacheManager;
+    const blocks = await m.allocateBlocksCache(new CacheDesc(2, [32, block], U8));
+    seed(decoder, blocks, 7);
+    await link(decoder, clusterId, ready.port as number);
+    const pairs = Array.from({ length: 32 }, (_, i) => [i, (i * 13 + 5) % 32]);
+    await m.pushBlocks(new BlocksCacheKey(clusterId), blocks, pairs.map((p) => p[0]), pairs.map((p) => p[1]));
+    for (let t = 0; t < 2; t++) {
+      const spans = pairs.map(([s, d]) => ({ at: d * block, length: block, seed: 7, tensor: t, from: s * block }));
+      assertBytes(await dump(child, 0, t), spans, `tensor ${t}`);
+    }
+  });
+
   test("remote access: off here, off there, or not on the destination or the source cache", async () => {
     const clusterId = freshClusterId();
     await using child = startChild("push_prompt_process.ts", {
