@@ -439,6 +439,39 @@ describe("copyBlocks", () => {
     await rejectsWithStatus(m.copyBlocks(cache, { 0: [1] }), LLMStatusCode.LLM_KV_CACHE_NOT_EXIST);
   });
 
+  test("4 MiB over two devices and two tensors (shared with the copy helper): every block of every device right", async () => {
+    await using dd = await openManager({ "ge.exec.deviceId": "0;1", "llm.MemPoolConfig": '{"memory_size": 33554432}' });
+    const m = dd.cacheManager;
+    const block = 128 << 10;
+    const cache = await m.allocateBlocksCache(new CacheDesc(2, [16, block], DataType.DT_UINT8));
+    const views = (t: number) =>
+      m.getCacheTensorViews(cache, t).map((v) => new Uint8Array(v.data.buffer, v.data.byteOffset, v.byteLength));
+    // Byte i of block k of tensor t on device d: d, t and k in its first bytes, i in the rest.
+    const byte = (
+      d: number,
+      t: number,
+      k: number,
+      i: number,
+    ) => (i < 3 ? [d, t, k][i] : (i * 7 + d * 31 + t * 17 + k) & 0xFF);
+    for (let t = 0; t < 2; t++) {
+      views(t).forEach((bytes, d) => bytes.forEach((_, i, a) => (a[i] = byte(d, t, Math.floor(i / block), i % block))));
+    }
+    const pairs = Array.from({ length: 8 }, (_, i) => [i, 8 + (i * 3 + 1) % 8]); // blocks 0-7 into 8-15
+    await m.copyBlocks(cache, Object.fromEntries(pairs.map(([s, d]) => [s, [d]])));
+    const source = new Map(pairs.map(([s, d]) => [d, s]));
+    for (let t = 0; t < 2; t++) {
+      views(t).forEach((bytes, d) => {
+        for (let k = 0; k < 16; k++) {
+          const from = source.get(k) ?? k;
+          for (let i = 0; i < block; i += 509) {
+            assert.equal(bytes[k * block + i], byte(d, t, from, i), `device ${d} tensor ${t} block ${k} byte ${i}`);
+          }
+          assert.equal(bytes[k * block + block - 1], byte(d, t, from, block - 1));
+        }
+      });
+    }
+  });
+
   test("large copies run off the JavaScript thread and honour the deadline and abort", async () => {
     await using dd = await openManager({ "llm.MemPoolConfig": '{"memory_size": 134217728}' });
     const m = dd.cacheManager;
