@@ -18,7 +18,11 @@ export function junitCases(path) {
   const xml = readFileSync(path, "utf8");
   const cases = [];
   // <testcase …/> or <testcase …>…</testcase>; a case never nests another.
-  const element = /<testcase\b([^>]*?)(\/>|>([\s\S]*?)<\/testcase>)/g;
+  // Attribute values are read whole: XML lets them hold ">" unescaped (Node
+  // writes a test named "a -> b" so), which once ended a case's attributes
+  // early, and with a failed case's "</testcase>" later in the file, swallowed
+  // every case in between (138 of 302 uncounted).
+  const element = /<testcase\b((?:[^>"']|"[^"]*"|'[^']*')*?)(\/>|>([\s\S]*?)<\/testcase>)/g;
   for (const m of xml.matchAll(element)) {
     const name = unescape(m[1].match(/\bname="([^"]*)"/)?.[1] ?? "");
     const body = m[3] ?? "";
