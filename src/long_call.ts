@@ -7,6 +7,7 @@
 import type { NativeLibrary } from "./native_library.ts";
 import type { LongSymbolName, NativeFunction } from "./native/symbols.ts";
 import type { Operation } from "./operation.ts";
+import { after } from "./deadline.ts";
 import { LLMStatusCode } from "./status.ts";
 
 /** A long operation's parameters without its trailing job argument. */
@@ -60,7 +61,7 @@ export function runLong<K extends LongSymbolName>(
     const settle = (outcome: () => void) => {
       if (settled) return;
       settled = true;
-      clearTimeout(timer);
+      stopTimer();
       signal?.removeEventListener("abort", onAbort);
       outcome();
     };
@@ -69,7 +70,7 @@ export function runLong<K extends LongSymbolName>(
       settle(() => reject(reason()));
     };
     const onAbort = () => cancel(() => signal!.reason);
-    const timer = setTimeout(() => cancel(() => deadline.error(op.what)), remaining);
+    const stopTimer = after(remaining, () => cancel(() => deadline.error(op.what)));
     signal?.addEventListener("abort", onAbort, { once: true });
     finished.then((code) => {
       const message = code === 0 ? "" : lib.jobMessage(job);

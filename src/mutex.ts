@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { after } from "./deadline.ts";
 
 interface Waiter {
   /** Set once the waiter was granted the lock or gave up. */
@@ -43,7 +44,7 @@ export class AsyncMutex {
     return new Promise<void>((resolve, reject) => {
       const cleanup = () => {
         waiter.done = true;
-        clearTimeout(timer);
+        stopTimer();
         signal?.removeEventListener("abort", onAbort);
       };
       const waiter: Waiter = {
@@ -58,7 +59,7 @@ export class AsyncMutex {
         },
       };
       const onAbort = () => waiter.fail(signal!.reason);
-      const timer = setTimeout(() => waiter.fail(timeoutError()), Math.max(0, waitMs));
+      const stopTimer = after(waitMs, () => waiter.fail(timeoutError()));
       signal?.addEventListener("abort", onAbort, { once: true });
       this.#queue.push(waiter);
     });
