@@ -38,20 +38,24 @@ export class Deadline {
   }
 }
 
+/** The longest delay a timer takes (2^31 - 1 ms); longer ones fire at once, with a warning. */
+const TIMER_MAX_MS = 0x7FFF_FFFF;
+
 /**
  * Calls `fire` once `ms` milliseconds have passed on `performance.now()`'s
- * clock, never before; returns what cancels it. Node's timers count from the
- * event loop's cached time, so on that clock they may fire a little early (a
- * queued call of a 30 ms limit was rejected after 28.9 ms): a timer that finds
- * time left waits again.
+ * clock, never before; returns what cancels it. Timers cut a fractional delay
+ * to whole milliseconds, so on that clock they fire up to a millisecond early
+ * (a queued call of a 30 ms limit was rejected after 28.9 ms), and take no
+ * delay past 2^31 - 1 ms: a timer that finds time left waits again.
  */
 export function after(ms: number, fire: () => void): () => void {
   const at = performance.now() + ms;
+  const arm = (wait: number) => setTimeout(check, Math.min(TIMER_MAX_MS, Math.max(0, wait)));
   const check = () => {
     const left = at - performance.now();
-    if (left > 0) timer = setTimeout(check, Math.ceil(left));
+    if (left > 0) timer = arm(Math.ceil(left));
     else fire();
   };
-  let timer = setTimeout(check, Math.max(0, ms));
+  let timer = arm(ms);
   return () => clearTimeout(timer);
 }

@@ -12,6 +12,7 @@
 import { BlocksCacheKey } from "./blocks_cache_key.ts";
 import { Cache, recordOfCache } from "./cache.ts";
 import { CacheKeyByIdAndIndex } from "./cache_key.ts";
+import { after } from "./deadline.ts";
 import { blockPairs } from "./block_pairs.ts";
 import { checkLayerRange, type LayerRange } from "./cache_manager.ts";
 import type { Engine } from "./engine.ts";
@@ -276,14 +277,14 @@ export class CacheTask {
       await this.#finished;
       return true;
     }
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let stopTimer = () => {};
     const expired = new Promise<false>((resolve) => {
-      timer = setTimeout(() => resolve(false), timeoutMs);
+      stopTimer = after(timeoutMs, () => resolve(false));
     });
     try {
       return await Promise.race([this.#finished.then(() => true as const), expired]);
     } finally {
-      clearTimeout(timer);
+      stopTimer();
     }
   }
 

@@ -63,6 +63,15 @@ describe("after (the deadline timers)", () => {
     }
   });
 
+  test("a delay past 2^31 - 1 ms (a uint32 timeout) does not fire at once", async () => {
+    // A plain setTimeout takes such a delay as 1 ms: CacheTask.synchronize(0xFFFF_FFFF) timed out at once.
+    let fired = false;
+    const cancel = after(0xFFFF_FFFF, () => (fired = true));
+    await sleep(30);
+    cancel();
+    assert.equal(fired, false);
+  });
+
   test("its cancel stops it", async () => {
     let fired = false;
     const cancel = after(5, () => (fired = true));
