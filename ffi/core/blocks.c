@@ -88,11 +88,13 @@ static bool pair_range(void *ctx, uint64_t i, uint8_t **dst, const uint8_t **src
 int32_t core_blocks_copy(struct core_progress *p, core_tensor_fn tensor, void *ctx,
                          int32_t num_devices, int32_t num_tensors, uint64_t block_bytes,
                          const uint64_t *pairs, int32_t num_pairs, int same_cache) {
-  if (p->shareable) {
+  /* Only a copy the helper shares goes through the list of ranges; a smaller
+   * one (a repeat pull of a few blocks, on the JavaScript thread) keeps this
+   * loop's one lookup per tensor. */
+  uint64_t ranges = (uint64_t)num_devices * (uint64_t)num_tensors * (uint64_t)num_pairs;
+  if (core_copy_shared(p, ranges * block_bytes)) {
     struct pair_ranges r = {tensor, ctx, num_tensors, block_bytes, pairs, num_pairs, same_cache};
-    return core_copy_ranges(p, pair_range, &r,
-                            (uint64_t)num_devices * (uint64_t)num_tensors * (uint64_t)num_pairs,
-                            block_bytes);
+    return core_copy_ranges(p, pair_range, &r, ranges, block_bytes);
   }
   /* Device and tensor outermost: each tensor's base is looked up once, and the
    * pairs, usually in ascending order, walk its memory forwards. */

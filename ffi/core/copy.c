@@ -170,11 +170,15 @@ static void withdraw(struct share *s) {
   while (atomic_load_explicit(&s->inside, memory_order_acquire) != 0) sched_yield();
 }
 
+bool core_copy_shared(const struct core_progress *p, uint64_t total) {
+  return p->shareable && total >= CORE_SHARE_MIN_BYTES;
+}
+
 int32_t core_copy_ranges(struct core_progress *p, core_range_fn range, void *ctx, uint64_t count,
                          uint64_t bytes) {
   uint8_t *dst;
   const uint8_t *src;
-  if (!p->shareable || bytes == 0 || count * bytes < CORE_SHARE_MIN_BYTES) {
+  if (bytes == 0 || !core_copy_shared(p, count * bytes)) {
     for (uint64_t i = 0; i < count; i++) {
       if (!range(ctx, i, &dst, &src)) continue;
       int32_t status = core_copy_chunked(p, dst, src, bytes);

@@ -60,6 +60,9 @@ typedef bool (*core_range_fn)(void *ctx, uint64_t i, uint8_t **dst, const uint8_
  * 4 MiB take to copy: below that the helper would mostly arrive too late. */
 #define CORE_SHARE_MIN_BYTES ((uint64_t)4 << 20)
 
+/* Whether core_copy_ranges shares a list of `total` bytes with the helper. */
+bool core_copy_shared(const struct core_progress *p, uint64_t total);
+
 /* Copies `count` ranges of `bytes` each, as core_copy_chunked would one after
  * another. When p->shareable and the ranges hold at least CORE_SHARE_MIN_BYTES,
  * the copy helper (one thread of the library's) is offered the list too: the

@@ -111,7 +111,6 @@ static void ucx_begin(const struct pull_task *p, struct core_progress *progress,
                       struct ucx_batch *b, const struct ucx_regions *rg) {
   const struct link *l = p->link;
   progress->copy = host_ucx_record;
-  progress->shareable = false;
   progress->peer_check = NULL;
   if (rg != NULL) host_ucx_batch_begin_regions(b, l->ucx, false, rg);
   else host_ucx_batch_begin(b, l->ucx, false, l->pool_bytes, l->num_devices, l->bases);
