@@ -19,7 +19,17 @@ const MAX_RANK = 32;
 const frozenShapes = new Map<string, readonly number[]>();
 const SHAPES_KEPT = 1024;
 
+// The shape frozen last: a program makes its descs from a few shapes, often
+// the same one again (one per request), which then costs no string key.
+let lastShape: readonly number[] = [];
+
 function frozenShape(dims: number[]): readonly number[] {
+  if (sameDims(lastShape, dims, -1)) return lastShape;
+  lastShape = keptShape(dims);
+  return lastShape;
+}
+
+function keptShape(dims: number[]): readonly number[] {
   const key = dims.join(",");
   let shape = frozenShapes.get(key);
   if (shape === undefined) {
@@ -158,7 +168,31 @@ export function layoutTag(desc: CacheDesc): bigint {
  * text `dataType|batchDimIndex|d0,d1,...` (the batch dimension written `*`),
  * fed character by character as it is produced, without making the text.
  */
+/** Whether two shapes have the same dimensions, but perhaps the one at `except`. */
+function sameDims(a: readonly number[], b: readonly number[], except: number): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i] && i !== except) return false;
+  return true;
+}
+
+// The tag computed last, and what from: descs made one per request, perhaps of
+// another block count (which the tag leaves out), cost one comparison.
+let lastTag = { dataType: -1, batchDimIndex: -1, shape: [] as readonly number[], tag: 0n };
+
 function computeLayoutTag(desc: CacheDesc): bigint {
+  const last = lastTag;
+  if (
+    last.dataType === desc.dataType && last.batchDimIndex === desc.batchDimIndex &&
+    sameDims(last.shape, desc.shape, desc.batchDimIndex)
+  ) {
+    return last.tag;
+  }
+  const tag = hashLayout(desc);
+  lastTag = { dataType: desc.dataType, batchDimIndex: desc.batchDimIndex, shape: desc.shape, tag };
+  return tag;
+}
+
+function hashLayout(desc: CacheDesc): bigint {
   let low = 0x811C9DC5;
   let high = 0x01000193 ^ 0x5bd1e995;
   let at = 0;

@@ -161,6 +161,15 @@ describe("CacheDesc", () => {
     assert.deepEqual(new CacheDesc(1, shape, DataType.DT_INT8).shape, [100, 2]);
     assert.deepEqual(desc.shape, [2, 2]);
   });
+
+  test("descs made one after another keep their own shapes (the last shape is reused only when equal)", () => {
+    const shapes = [[2, 2], [2, 3], [2, 3, 1], [2], [3, 2], [2, 2], [2, 2, 1], [2, 3]];
+    for (const shape of [...shapes, ...shapes.reverse()]) {
+      const desc = new CacheDesc(1, shape, DataType.DT_INT8);
+      assert.deepEqual(desc.shape, shape);
+      assert.equal(new CacheDesc(1, [...shape], DataType.DT_INT8).shape, desc.shape);
+    }
+  });
   test("wrong types are TypeError", async () => {
     const bad: [string, () => unknown][] = [
       ["numTensors", () => new CacheDesc("2" as unknown as number, [1], DataType.DT_INT8)],
@@ -311,6 +320,32 @@ describe("layout tags (what a pull compares between the two caches)", () => {
       }
     }
     assert.ok(n > 100, `${n} descs checked`);
+  });
+
+  test("a tag asked right after another's is its own (the last tag is reused only for the same layout)", () => {
+    // Neighbours that differ in one thing the tag counts (a dimension, the rank,
+    // the data type, the batch dimension) or only in the batch size.
+    const descs = [
+      new CacheDesc(1, [4, 16, 8], DataType.DT_FLOAT16),
+      new CacheDesc(1, [4, 16, 9], DataType.DT_FLOAT16),
+      new CacheDesc(1, [5, 16, 9], DataType.DT_FLOAT16),
+      new CacheDesc(1, [5, 16, 9], DataType.DT_BF16),
+      new CacheDesc(1, [5, 16, 9], DataType.DT_BF16, Placement.DEVICE, 1),
+      new CacheDesc(1, [5, 17, 9], DataType.DT_BF16, Placement.DEVICE, 1),
+      new CacheDesc(1, [5, 17], DataType.DT_BF16, Placement.DEVICE, 1),
+      new CacheDesc(1, [5, 17, 9, 1], DataType.DT_BF16, Placement.DEVICE, 1),
+      new CacheDesc(3, [4, 16, 8], DataType.DT_FLOAT16),
+    ];
+    for (const desc of [...descs, ...descs.toReversed(), ...descs]) {
+      assert.equal(layoutTag(desc), reference(desc), String(desc));
+    }
+    for (const desc of descs) {
+      // A desc asked for the first time right after one of the same layout.
+      assert.equal(
+        layoutTag(new CacheDesc(2, [...desc.shape], desc.dataType, Placement.HOST, desc.batchDimIndex)),
+        reference(desc),
+      );
+    }
   });
 
   test("the batch size does not count; every other dimension and the data type do", () => {
