@@ -163,11 +163,6 @@ export function layoutTag(desc: CacheDesc): bigint {
   return tagOf(desc);
 }
 
-/**
- * The tag computed: two 32-bit FNV-1a hashes with different offsets of the
- * text `dataType|batchDimIndex|d0,d1,...` (the batch dimension written `*`),
- * fed character by character as it is produced, without making the text.
- */
 /** Whether two shapes have the same dimensions, but perhaps the one at `except`. */
 function sameDims(a: readonly number[], b: readonly number[], except: number): boolean {
   if (a.length !== b.length) return false;
@@ -192,6 +187,11 @@ function computeLayoutTag(desc: CacheDesc): bigint {
   return tag;
 }
 
+/**
+ * The tag computed: two 32-bit FNV-1a hashes with different offsets of the
+ * text `dataType|batchDimIndex|d0,d1,...` (the batch dimension written `*`),
+ * fed character by character as it is produced, without making the text.
+ */
 function hashLayout(desc: CacheDesc): bigint {
   let low = 0x811C9DC5;
   let high = 0x01000193 ^ 0x5bd1e995;
